@@ -1,0 +1,128 @@
+//! Command-line interface of `fossa-bootstrap` (parsed in `main.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fossa_contract::aws::AwsSettings;
+use fossa_contract::StackName;
+use ipnet::Ipv4Net;
+
+/// Creates and destroys a fossa-gateway stack on AWS.
+#[derive(Debug, Parser)]
+#[command(name = "fossa-bootstrap", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the VPC, the gateway instance and what it needs (idempotent: re-run to finish or check).
+    Launch(LaunchArgs),
+    /// Show each resource of the stack and the agent's health.
+    Status(StatusArgs),
+    /// Delete everything tagged with the stack, in dependency order.
+    Destroy(DestroyArgs),
+    /// Print the web UI password from SSM.
+    Password(StackArgs),
+}
+
+/// Which stack, and where and as whom to call AWS.
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// Stack name: every resource is named and tagged with it.
+    #[arg(long, default_value = "dev")]
+    pub stack: StackName,
+    /// AWS region (default: the SDK chain, e.g. AWS_REGION or the profile's region).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile (default: AWS_PROFILE or `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// AWS API endpoint, e.g. an emulator (also AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl StackArgs {
+    /// The AWS part of these arguments.
+    pub fn aws(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+}
+
+/// `launch` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// Stack and AWS settings.
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// CIDR block of the VPC (a /16 to /22; subnets are its 2nd to 4th /24).
+    #[arg(long, default_value = "192.168.0.0/16", value_name = "CIDR")]
+    pub vpc_cidr: Ipv4Net,
+    /// EC2 instance type of the gateway (Graviton types such as t4g.small get an arm64 AMI).
+    #[arg(long, default_value = "t3.small")]
+    pub instance_type: String,
+    /// AMI of the gateway (default: the latest Amazon Linux 2023 from SSM public parameters).
+    #[arg(long)]
+    pub ami: Option<String>,
+    /// Who may reach the web UI on 443 (default: your public IP as /32).
+    #[arg(long, value_name = "CIDR")]
+    pub allow_cidr: Option<Ipv4Net>,
+    /// The fossa-agent binary to install: a static Linux build for the instance's architecture
+    /// (default: `fossa-agent` next to this program).
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+    /// A directory of Aye-Aye models to bake into the worker image.
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+    /// Number of Fossa workers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub workers: u32,
+    /// CPU units of each worker task (256 = 1/4 vCPU).
+    #[arg(long, default_value_t = 256)]
+    pub cpu: u32,
+    /// Memory of each worker task in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+    /// Return once the instance is started instead of waiting for the agent's UI.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Output format of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Text,
+    /// JSON for scripts.
+    Json,
+}
+
+/// `status` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Stack and AWS settings.
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+/// `destroy` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DestroyArgs {
+    /// Stack and AWS settings.
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}

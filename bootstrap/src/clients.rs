@@ -1,0 +1,93 @@
+//! The AWS clients of `fossa-bootstrap`, all built from one `SdkConfig` and
+//! all counting their requests.
+
+use fossa_contract::aws::{s3_client, sdk_config, AwsResultExt, AwsSettings, CallCounter};
+
+use crate::Result;
+
+/// Every client the bootstrap uses.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// EC2.
+    pub ec2: aws_sdk_ec2::Client,
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// S3 (path-style against an emulator).
+    pub s3: aws_sdk_s3::Client,
+    /// SSM.
+    pub ssm: aws_sdk_ssm::Client,
+    /// STS.
+    pub sts: aws_sdk_sts::Client,
+    /// ECS (destroy only).
+    pub ecs: aws_sdk_ecs::Client,
+    /// ECR (destroy only).
+    pub ecr: aws_sdk_ecr::Client,
+    /// CloudWatch Logs (destroy only).
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Requests sent so far.
+    pub counter: CallCounter,
+    /// The region in use.
+    pub region: String,
+    /// Whether an endpoint URL (emulator) is in use.
+    pub emulated: bool,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Account id.
+    pub account: String,
+    /// Partition (`aws`, `aws-cn`, `aws-us-gov`).
+    pub partition: String,
+}
+
+macro_rules! client {
+    ($sdk:ident, $cfg:expr, $counter:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from($cfg)
+                .interceptor($counter.clone())
+                .build(),
+        )
+    };
+}
+
+impl Clients {
+    /// Loads the configuration and builds every client.
+    pub async fn new(settings: &AwsSettings) -> Result<Self> {
+        let sdk = sdk_config(settings).await?;
+        let counter = CallCounter::default();
+        Ok(Self {
+            ec2: client!(aws_sdk_ec2, &sdk, counter),
+            iam: client!(aws_sdk_iam, &sdk, counter),
+            s3: s3_client(&sdk, &counter),
+            ssm: client!(aws_sdk_ssm, &sdk, counter),
+            sts: client!(aws_sdk_sts, &sdk, counter),
+            ecs: client!(aws_sdk_ecs, &sdk, counter),
+            ecr: client!(aws_sdk_ecr, &sdk, counter),
+            logs: client!(aws_sdk_cloudwatchlogs, &sdk, counter),
+            region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
+            emulated: sdk.endpoint_url().is_some(),
+            counter,
+        })
+    }
+
+    /// The caller's account and partition; fails clearly without credentials.
+    pub async fn identity(&self) -> Result<Identity> {
+        let me = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .aws("sts:GetCallerIdentity", "the caller")?;
+        let arn = me.arn().unwrap_or("arn:aws:");
+        Ok(Identity {
+            account: me.account().unwrap_or_default().to_owned(),
+            partition: arn
+                .split(':')
+                .nth(1)
+                .filter(|p| !p.is_empty())
+                .unwrap_or("aws")
+                .to_owned(),
+        })
+    }
+}

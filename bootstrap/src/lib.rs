@@ -1,0 +1,73 @@
+//! `fossa-bootstrap`: the tool a user runs once from a laptop.
+//!
+//! `launch` creates only what the gateway instance needs to start (VPC,
+//! subnets, security groups, IAM roles, the artifact bucket, SSM parameters
+//! and the instance); the agent on the instance creates the rest. `destroy`
+//! removes everything tagged with the stack, including what the agent made.
+//! Every step finds its resource by tag first, so re-running finishes an
+//! interrupted launch and a second launch creates nothing.
+
+pub mod cli;
+pub mod clients;
+pub mod destroy;
+pub mod elf;
+pub mod fault;
+pub mod inventory;
+pub mod launch;
+pub mod plan;
+pub mod progress;
+pub mod userdata;
+
+use std::path::PathBuf;
+
+use fossa_contract::aws::{AwsError, SettingsError};
+
+use crate::cli::{Cli, Command};
+
+/// Everything that can stop a bootstrap command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// Region or profile settings are unusable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A local file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent binary is unusable.
+    #[error("--agent-binary {path}: {source}")]
+    AgentBinary {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: elf::ElfError,
+    },
+    /// A request the user must change.
+    #[error("{0}")]
+    Usage(String),
+    /// AWS answered in a way the stack cannot work with.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// Result of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs one command; output for people goes to stdout, progress to stderr.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Launch(args) => launch::run(&args).await,
+        Command::Status(args) => inventory::status(&args).await,
+        Command::Destroy(args) => destroy::run(&args).await,
+        Command::Password(args) => launch::print_password(&args).await,
+    }
+}

@@ -1,0 +1,248 @@
+//! The one place AWS clients are configured, and how AWS errors are reported.
+//!
+//! Every client in bootstrap and agent is built from the [`SdkConfig`] that
+//! [`sdk_config`] returns: the only switches are region, profile, endpoint URL
+//! (an emulator in tests) and the credentials of the default chain. Errors of
+//! every call are turned into an [`AwsError`] that names the call, the
+//! resource, the AWS error code and what to do.
+
+use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// Where and as whom to call AWS.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    /// Region; falls back to the default chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Named profile; falls back to `AWS_PROFILE` / `default`.
+    pub profile: Option<String>,
+    /// Endpoint of an AWS API emulator; falls back to `AWS_ENDPOINT_URL`.
+    pub endpoint_url: Option<String>,
+}
+
+/// The settings could not produce a usable configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// No region anywhere.
+    #[error("no AWS region is set: pass --region (e.g. --region eu-west-2) or set AWS_REGION")]
+    NoRegion,
+    /// The region is not of the form AWS uses.
+    #[error("unknown AWS region {0:?}: use a region code such as eu-west-2 or us-east-1")]
+    BadRegion(String),
+}
+
+/// Whether `region` has the shape of an AWS region code (`xx-name-N`).
+pub fn is_region_code(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
+/// Loads the SDK configuration every client is built from, with retries for
+/// throttling and 5xx (exponential backoff with jitter, 6 attempts).
+pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig, SettingsError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
+        RetryConfig::standard()
+            .with_max_attempts(6)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(10)),
+    );
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &settings.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let config = loader.load().await;
+    match config.region() {
+        None => Err(SettingsError::NoRegion),
+        Some(r) if !is_region_code(r.as_ref()) => Err(SettingsError::BadRegion(r.to_string())),
+        Some(_) => Ok(config),
+    }
+}
+
+/// An S3 client for `config`; path-style addressing when an endpoint URL is set.
+pub fn s3_client(config: &SdkConfig, counter: &CallCounter) -> aws_sdk_s3::Client {
+    let builder = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .interceptor(counter.clone());
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// Counts HTTP requests sent to AWS (each retry counts), for progress output
+/// and benchmarks. Add it to a client with `.interceptor(counter.clone())`.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter(Arc<AtomicU64>);
+
+impl CallCounter {
+    /// Requests sent so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A failed AWS call: which call, on what, and why in AWS's own words.
+#[derive(Debug, thiserror::Error)]
+#[error("AWS {call} on {resource} failed: {detail}")]
+pub struct AwsError {
+    /// The API operation, e.g. `ec2:CreateVpc`.
+    pub call: &'static str,
+    /// The resource it was about.
+    pub resource: String,
+    /// AWS error code and message, or the transport failure, plus a hint.
+    pub detail: String,
+    /// The AWS error code, when AWS answered.
+    pub code: Option<String>,
+}
+
+impl AwsError {
+    /// Whether AWS answered with this error code.
+    pub fn is_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+fn chain(err: &dyn StdError) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+fn hint(code: &str, text: &str) -> &'static str {
+    let t = text.to_ascii_lowercase();
+    if t.contains("credential")
+        || code == "UnrecognizedClientException"
+        || code == "InvalidClientTokenId"
+    {
+        " (configure AWS credentials: `aws configure`, AWS_PROFILE / --profile, or `aws sso login`)"
+    } else if code == "ExpiredToken" || code == "ExpiredTokenException" {
+        " (your AWS session expired: log in again, e.g. `aws sso login`)"
+    } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" {
+        " (the caller lacks this IAM permission: use an identity allowed to manage VPC, EC2, IAM, S3, SSM, ECS and ECR)"
+    } else if code.contains("Throttl") || t.contains("rate exceeded") {
+        " (AWS kept throttling after retries: wait a minute and run the command again; it resumes where it stopped)"
+    } else if t.contains("dns error") || t.contains("connection refused") || t.contains("connect") {
+        " (the AWS endpoint could not be reached: check the network, --region and --endpoint-url)"
+    } else {
+        ""
+    }
+}
+
+/// Turns an SDK error into an [`AwsError`] naming `call` and `resource`.
+pub fn aws_error<E, R>(
+    call: &'static str,
+    resource: impl Into<String>,
+    err: SdkError<E, R>,
+) -> AwsError
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, text) = match &err {
+        SdkError::ServiceError(s) => {
+            let e = s.err();
+            (
+                e.code().map(str::to_owned),
+                format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or("(no message)")
+                ),
+            )
+        }
+        other => (None, chain(other)),
+    };
+    let h = hint(code.as_deref().unwrap_or(""), &text);
+    AwsError {
+        call,
+        resource: resource.into(),
+        detail: format!("{text}{h}"),
+        code,
+    }
+}
+
+/// `.aws("ec2:CreateVpc", "vpc fossa-dev")?` on any SDK result.
+pub trait AwsResultExt<T> {
+    /// Maps the error with [`aws_error`].
+    fn aws(self, call: &'static str, resource: impl Into<String>) -> Result<T, AwsError>;
+}
+
+impl<T, E, R> AwsResultExt<T> for Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+    R: std::fmt::Debug,
+{
+    fn aws(self, call: &'static str, resource: impl Into<String>) -> Result<T, AwsError> {
+        self.map_err(|e| aws_error(call, resource, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_codes() {
+        for r in ["eu-west-2", "us-east-1", "ap-southeast-2", "us-gov-west-1"] {
+            assert!(is_region_code(r), "{r}");
+        }
+        for r in ["", "europe", "eu-west", "EU-WEST-2", "eu-west-x", "eu--1"] {
+            assert!(!is_region_code(r), "{r}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_region_is_explained() {
+        let e = sdk_config(&AwsSettings {
+            region: Some("mars-1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("eu-west-2"), "{e}");
+    }
+}

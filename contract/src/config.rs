@@ -1,0 +1,241 @@
+//! Configuration handed from `fossa-bootstrap` to `fossa-agent`.
+//!
+//! Two documents: the small TOML file user-data writes on the instance
+//! ([`AgentToml`]), which names the stack and region, and the JSON document in
+//! the SSM parameter `/fossa/<stack>/config` ([`StackConfig`]) with everything
+//! `launch` created. Both refuse unknown keys, and parse errors name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::StackName;
+
+/// Default path of the agent's TOML file on the instance.
+pub const DEFAULT_AGENT_TOML: &str = "/etc/fossa/agent.toml";
+/// Default state directory of the agent (certificate, build cache).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fossa";
+/// Default address of the web UI.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:443";
+
+/// `/etc/fossa/agent.toml`, written by user-data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentToml {
+    /// The stack this agent serves.
+    pub stack: StackName,
+    /// AWS region of the stack.
+    pub region: String,
+    /// Endpoint URL of an AWS API emulator (tests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Where the agent keeps its certificate and caches.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Address of the web UI.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `host:port` of a registry to push the worker image to instead of ECR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Base image of the worker image (default `python:3.12-slim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("constant address")
+}
+
+/// A configuration document that could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema.
+    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// The JSON did not parse or did not match the schema.
+    #[error(
+        "stack config {what} is invalid: {message}. Re-run `fossa-bootstrap launch` to rewrite it"
+    )]
+    Json {
+        /// Where the document came from.
+        what: String,
+        /// The parser's message, naming the field.
+        message: String,
+    },
+}
+
+impl AgentToml {
+    /// Parses the TOML text of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Renders the file as user-data writes it.
+    pub fn render(&self) -> String {
+        toml::to_string(self).expect("AgentToml always serialises")
+    }
+}
+
+/// One private subnet of the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    /// Subnet id.
+    pub id: String,
+    /// Its CIDR block.
+    pub cidr: String,
+    /// Its availability zone.
+    pub az: String,
+}
+
+/// The JSON document in `/fossa/<stack>/config`: what `launch` created and how
+/// the workers should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    /// Schema version of this document.
+    pub version: u32,
+    /// The stack.
+    pub stack: StackName,
+    /// AWS region.
+    pub region: String,
+    /// AWS account id.
+    pub account_id: String,
+    /// VPC id.
+    pub vpc_id: String,
+    /// VPC CIDR block.
+    pub vpc_cidr: String,
+    /// Public subnet (the gateway's).
+    pub public_subnet: Subnet,
+    /// Private subnets (the workers').
+    pub private_subnets: Vec<Subnet>,
+    /// Security group of the gateway instance.
+    pub gateway_security_group: String,
+    /// Security group of the worker tasks.
+    pub task_security_group: String,
+    /// ARN of the ECS task execution role.
+    pub execution_role_arn: String,
+    /// ARN of the ECS task role.
+    pub task_role_arn: String,
+    /// Artifact bucket.
+    pub bucket: String,
+    /// Whether the bucket holds a models tarball at [`crate::names::MODELS_OBJECT_KEY`].
+    pub has_models: bool,
+    /// Desired number of workers.
+    pub workers: u32,
+    /// Task CPU units.
+    pub cpu: u32,
+    /// Task memory in MiB.
+    pub memory: u32,
+}
+
+/// Current [`StackConfig::version`].
+pub const STACK_CONFIG_VERSION: u32 = 1;
+
+impl StackConfig {
+    /// Parses the JSON document; `what` names its source for the error.
+    pub fn parse(what: &str, json: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(json).map_err(|e| ConfigError::Json {
+            what: what.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Private subnet CIDRs, which the NAT serves.
+    pub fn private_cidrs(&self) -> Vec<String> {
+        self.private_subnets
+            .iter()
+            .map(|s| s.cidr.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_toml_gets_defaults() {
+        let t = AgentToml::parse(
+            Path::new("a.toml"),
+            "stack = \"dev\"\nregion = \"eu-west-2\"\n",
+        )
+        .unwrap();
+        assert_eq!(t.listen.port(), 443);
+        assert_eq!(t.state_dir, PathBuf::from("/var/lib/fossa"));
+        let again = AgentToml::parse(Path::new("a.toml"), &t.render()).unwrap();
+        assert_eq!(t, again);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = AgentToml::parse(
+            Path::new("a.toml"),
+            "stack = \"dev\"\nregion = \"x\"\nlisten_port = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        assert!(e.contains("Valid keys"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = AgentToml::parse(Path::new("a.toml"), "stack = \"Dev\"\nregion = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid stack name"), "{e}");
+        let e = AgentToml::parse(
+            Path::new("a.toml"),
+            "stack = \"dev\"\nregion = \"x\"\nlisten = \"nope\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = AgentToml::parse(Path::new("a.toml"), "stack = \"dev\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("region"), "{e}");
+    }
+
+    #[test]
+    fn stack_config_names_bad_field() {
+        let e = StackConfig::parse("/fossa/dev/config", "{\"version\":1,\"bogus\":2}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus") || e.contains("missing field"), "{e}");
+        assert!(e.contains("fossa-bootstrap launch"), "{e}");
+    }
+}

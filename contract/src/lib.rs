@@ -1,0 +1,15 @@
+//! The contract between `fossa-bootstrap` and `fossa-agent`.
+//!
+//! One place for every fact both sides must agree on: how resources are named
+//! from the stack name ([`names`]), how they are tagged ([`tags`]), which SSM
+//! parameters carry the hand-over ([`ssm`]), the configuration those
+//! parameters and the agent's TOML file hold ([`config`]), and how every AWS
+//! client is built ([`aws`]).
+
+pub mod aws;
+pub mod config;
+pub mod names;
+pub mod ssm;
+pub mod tags;
+
+pub use names::StackName;

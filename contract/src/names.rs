@@ -1,0 +1,200 @@
+//! Every resource name, derived from the stack name by one function each.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A validated stack name: 1 to 20 characters of lowercase letters, digits and
+/// `-`, starting with a letter. It is embedded in IAM, S3, ECR and ECS names,
+/// so it must satisfy the strictest of their rules.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StackName(String);
+
+/// Why a stack name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid stack name {name:?}: use 1-20 lowercase letters, digits or '-', starting with a letter (e.g. `dev`)")]
+pub struct InvalidStackName {
+    /// The name as given.
+    pub name: String,
+}
+
+impl StackName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, InvalidStackName> {
+        let ok = (1..=20).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && !name.ends_with('-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(InvalidStackName {
+                name: name.to_owned(),
+            })
+        }
+    }
+
+    /// The name itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Prefix shared by most resource names: `fossa-<stack>`.
+    pub fn prefix(&self) -> String {
+        format!("fossa-{}", self.0)
+    }
+
+    /// `Name` tag of the VPC.
+    pub fn vpc(&self) -> String {
+        format!("{}-vpc", self.prefix())
+    }
+    /// `Name` tag of the public subnet.
+    pub fn public_subnet(&self) -> String {
+        format!("{}-public", self.prefix())
+    }
+    /// `Name` tag of private subnet number `index` (0-based).
+    pub fn private_subnet(&self, index: usize) -> String {
+        format!("{}-private-{}", self.prefix(), index + 1)
+    }
+    /// Name of the gateway instance's security group.
+    pub fn gateway_security_group(&self) -> String {
+        format!("{}-gateway", self.prefix())
+    }
+    /// Name of the worker tasks' security group.
+    pub fn task_security_group(&self) -> String {
+        format!("{}-tasks", self.prefix())
+    }
+    /// `Name` tag of the gateway instance.
+    pub fn gateway_instance(&self) -> String {
+        format!("{}-gateway", self.prefix())
+    }
+    /// IAM role of the gateway instance.
+    pub fn gateway_role(&self) -> String {
+        format!("{}-gateway", self.prefix())
+    }
+    /// Instance profile wrapping [`Self::gateway_role`].
+    pub fn instance_profile(&self) -> String {
+        format!("{}-gateway", self.prefix())
+    }
+    /// ECS task execution role (pulls the image, reads the broker secret, writes logs).
+    pub fn execution_role(&self) -> String {
+        format!("{}-task-execution", self.prefix())
+    }
+    /// ECS task role of the workers (no permissions by default).
+    pub fn task_role(&self) -> String {
+        format!("{}-task", self.prefix())
+    }
+    /// Artifact bucket. Bucket names are global, so the account and region are part of it.
+    pub fn bucket(&self, account_id: &str, region: &str) -> String {
+        format!("{}-{}-{}", self.prefix(), account_id, region)
+    }
+    /// ECR repository of the worker image.
+    pub fn ecr_repository(&self) -> String {
+        format!("{}/worker", self.prefix())
+    }
+    /// ECS cluster.
+    pub fn cluster(&self) -> String {
+        self.prefix()
+    }
+    /// ECS service running the workers.
+    pub fn service(&self) -> String {
+        format!("{}-workers", self.prefix())
+    }
+    /// Task definition family of the workers.
+    pub fn task_family(&self) -> String {
+        format!("{}-worker", self.prefix())
+    }
+    /// CloudWatch log group of the workers.
+    pub fn log_group(&self) -> String {
+        format!("/fossa/{}/workers", self.0)
+    }
+    /// Path under which every SSM parameter of the stack lives, with a trailing `/`.
+    pub fn ssm_path(&self) -> String {
+        format!("/fossa/{}/", self.0)
+    }
+    /// Full name of the SSM parameter `key` (see [`crate::ssm`]).
+    pub fn ssm_parameter(&self, key: &str) -> String {
+        format!("{}{}", self.ssm_path(), key)
+    }
+}
+
+impl fmt::Display for StackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for StackName {
+    type Err = InvalidStackName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for StackName {
+    type Error = InvalidStackName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(&s)
+    }
+}
+
+impl From<StackName> for String {
+    fn from(s: StackName) -> String {
+        s.0
+    }
+}
+
+/// S3 key of the uploaded agent binary.
+pub const AGENT_OBJECT_KEY: &str = "agent/fossa-agent";
+/// S3 key of the user's model directory, as a gzipped tarball.
+pub const MODELS_OBJECT_KEY: &str = "models/models.tar.gz";
+/// The user name of the web UI.
+pub const UI_USER: &str = "fossa";
+/// Port the Fossa workers listen on.
+pub const FOSSA_PORT: u16 = 2345;
+/// Port of the RabbitMQ broker.
+pub const BROKER_PORT: u16 = 5672;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_good_names() {
+        for n in ["dev", "a", "prod-2", "abcdefghijklmnopqrst"] {
+            assert!(StackName::new(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_names_with_a_hint() {
+        for n in [
+            "",
+            "Dev",
+            "1dev",
+            "dev_1",
+            "dev-",
+            "abcdefghijklmnopqrstu",
+            "a b",
+            "dév",
+        ] {
+            let e = StackName::new(n).unwrap_err();
+            assert!(e.to_string().contains("lowercase"), "{e}");
+        }
+    }
+
+    #[test]
+    fn names_derive_from_the_stack() {
+        let s = StackName::new("dev").unwrap();
+        assert_eq!(s.ssm_parameter("config"), "/fossa/dev/config");
+        assert_eq!(s.ecr_repository(), "fossa-dev/worker");
+        assert_eq!(s.cluster(), "fossa-dev");
+        assert_eq!(
+            s.bucket("123456789012", "eu-west-2"),
+            "fossa-dev-123456789012-eu-west-2"
+        );
+        assert!(s.bucket("123456789012", "ap-southeast-2").len() <= 63);
+    }
+}

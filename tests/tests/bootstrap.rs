@@ -1,0 +1,630 @@
+//! `fossa-bootstrap` against a real moto_server: launch creates exactly the
+//! stack, a re-run creates nothing, a launch killed after any step is finished
+//! by running it again, destroy leaves nothing, and bad input gets one clear line.
+
+use std::process::Command;
+
+use fossa_tests::moto::Moto;
+use fossa_tests::{bin, Run, TempDir};
+
+const ALLOW: &str = "203.0.113.7/32";
+
+fn bootstrap(moto: &Moto, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("fossa-bootstrap"));
+    c.args(args)
+        .arg("--endpoint-url")
+        .arg(&moto.url)
+        .envs(moto.env())
+        .env_remove("GATEWAY_HTTP_PASSWORD");
+    c
+}
+
+fn launch(moto: &Moto, stack: &str, extra: &[&str]) -> Command {
+    let agent = bin("fossa-agent");
+    let mut c = bootstrap(
+        moto,
+        &[
+            "launch",
+            "--stack",
+            stack,
+            "--allow-cidr",
+            ALLOW,
+            "--no-wait",
+        ],
+    );
+    c.arg("--agent-binary").arg(agent).args(extra);
+    c
+}
+
+fn step_lines(stderr: &str, word: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with('[')
+                && l.split_once(']')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    == Some(word)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn tag_filter(stack: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name("tag:fossa:stack")
+        .values(stack)
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_creates_the_stack_and_rerun_creates_nothing() {
+    let moto = Moto::start();
+    let models = TempDir::new("models");
+    std::fs::write(models.0.join("my_model.py"), "class MyEtl: pass\n").unwrap();
+    let first = Run::of(launch(
+        &moto,
+        "t1",
+        &["--models", models.0.to_str().unwrap(), "--workers", "3"],
+    ))
+    .ok();
+    assert!(first.stdout.contains("https://"), "{}", first.stdout);
+    assert!(
+        step_lines(&first.stderr, "created").len() >= 15,
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("dynamically linked"),
+        "a dynamic agent is warned about: {}",
+        first.stderr
+    );
+
+    let sdk = moto.sdk().await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(tag_filter("t1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1);
+    let vpc = &vpcs.vpcs()[0];
+    assert_eq!(vpc.cidr_block(), Some("192.168.0.0/16"));
+    let vpc_id = vpc.vpc_id().unwrap();
+    let dns = ec2
+        .describe_vpc_attribute()
+        .vpc_id(vpc_id)
+        .attribute(aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dns.enable_dns_hostnames().unwrap().value(), Some(true));
+
+    let subnets = ec2
+        .describe_subnets()
+        .filters(tag_filter("t1"))
+        .send()
+        .await
+        .unwrap();
+    let mut cidrs: Vec<_> = subnets
+        .subnets()
+        .iter()
+        .map(|s| {
+            (
+                s.cidr_block().unwrap().to_owned(),
+                s.availability_zone().unwrap().to_owned(),
+                s.map_public_ip_on_launch(),
+            )
+        })
+        .collect();
+    cidrs.sort();
+    assert_eq!(
+        cidrs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["192.168.1.0/24", "192.168.2.0/24", "192.168.3.0/24"]
+    );
+    assert_ne!(cidrs[1].1, cidrs[2].1, "private subnets are in two AZs");
+    assert_eq!(cidrs[0].2, Some(true), "public subnet maps public IPs");
+
+    let inst = ec2
+        .describe_instances()
+        .filters(tag_filter("t1"))
+        .send()
+        .await
+        .unwrap();
+    let instances: Vec<_> = inst
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .collect();
+    assert_eq!(instances.len(), 1);
+    let i = instances[0];
+    assert_eq!(
+        i.metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required")
+    );
+    assert!(i.key_name().is_none(), "no key pair");
+    assert!(i
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .unwrap()
+        .ends_with("fossa-t1-gateway"));
+    let sdc = ec2
+        .describe_instance_attribute()
+        .instance_id(i.instance_id().unwrap())
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::SourceDestCheck)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sdc.source_dest_check().unwrap().value(), Some(false));
+    let ud = ec2
+        .describe_instance_attribute()
+        .instance_id(i.instance_id().unwrap())
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let ud = aws_smithy_types_decode(ud.user_data().unwrap().value().unwrap());
+    assert!(ud.len() < 16 * 1024);
+    assert!(ud.contains("systemctl enable --now fossa-agent") && ud.contains("Type=notify"));
+    let eni = i.network_interfaces()[0].network_interface_id().unwrap();
+
+    // Private route table sends the default route to the gateway's ENI; public to the IGW.
+    let rts = ec2
+        .describe_route_tables()
+        .filters(tag_filter("t1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rts.route_tables().len(), 2);
+    let private = rts
+        .route_tables()
+        .iter()
+        .find(|t| t.tags().iter().any(|t| t.value() == Some("private")))
+        .unwrap();
+    assert!(private
+        .routes()
+        .iter()
+        .any(|r| r.destination_cidr_block() == Some("0.0.0.0/0")
+            && r.network_interface_id() == Some(eni)));
+    assert_eq!(private.associations().len(), 2);
+
+    // Security groups: UI only from --allow-cidr, no SSH, tasks only from the gateway.
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(tag_filter("t1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sgs.security_groups().len(), 2);
+    let gw = sgs
+        .security_groups()
+        .iter()
+        .find(|g| g.group_name() == Some("fossa-t1-gateway"))
+        .unwrap();
+    let task = sgs
+        .security_groups()
+        .iter()
+        .find(|g| g.group_name() == Some("fossa-t1-tasks"))
+        .unwrap();
+    for g in [gw, task] {
+        for p in g.ip_permissions() {
+            assert_ne!(p.from_port(), Some(22));
+            assert!(p
+                .ip_ranges()
+                .iter()
+                .all(|r| r.cidr_ip() != Some("0.0.0.0/0")));
+        }
+    }
+    let ui = gw
+        .ip_permissions()
+        .iter()
+        .find(|p| p.from_port() == Some(443))
+        .unwrap();
+    assert_eq!(ui.ip_ranges()[0].cidr_ip(), Some(ALLOW));
+    let fossa = task
+        .ip_permissions()
+        .iter()
+        .find(|p| p.from_port() == Some(2345))
+        .unwrap();
+    assert_eq!(fossa.user_id_group_pairs()[0].group_id(), gw.group_id());
+
+    // IAM: roles with scoped inline policies, the profile, SSM core attached.
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    for role in [
+        "fossa-t1-gateway",
+        "fossa-t1-task-execution",
+        "fossa-t1-task",
+    ] {
+        iam.get_role()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{role}: {e:?}"));
+    }
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name("fossa-t1-gateway")
+        .send()
+        .await
+        .unwrap();
+    assert!(attached.attached_policies().iter().any(|p| p
+        .policy_arn()
+        .unwrap()
+        .ends_with("AmazonSSMManagedInstanceCore")));
+    let inline = iam
+        .list_role_policies()
+        .role_name("fossa-t1-task")
+        .send()
+        .await
+        .unwrap();
+    assert!(inline.policy_names().is_empty(), "the task role is empty");
+
+    // SSM: config, agent hash, and a SecureString password not in user-data.
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let cfg = ssm
+        .get_parameter()
+        .name("/fossa/t1/config")
+        .send()
+        .await
+        .unwrap();
+    let cfg = fossa_contract::config::StackConfig::parse(
+        "test",
+        cfg.parameter().unwrap().value().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg.workers, 3);
+    assert!(cfg.has_models);
+    assert_eq!(cfg.private_subnets.len(), 2);
+    let pw = ssm
+        .get_parameter()
+        .name("/fossa/t1/ui-password")
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    let pw = pw.parameter().unwrap();
+    assert_eq!(pw.r#type().map(|t| t.as_str()), Some("SecureString"));
+    let password = pw.value().unwrap();
+    assert!(password.len() >= 20);
+    assert!(!ud.contains(password), "the password is not in user-data");
+    let printed = Run::of(bootstrap(&moto, &["password", "--stack", "t1"])).ok();
+    assert_eq!(printed.stdout.trim(), password);
+
+    // S3: the agent and the models, each with its hash.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let objects = s3
+        .list_objects_v2()
+        .bucket(&cfg.bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut keys: Vec<_> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    keys.sort();
+    assert_eq!(keys, ["agent/fossa-agent", "models/models.tar.gz"]);
+
+    // A second launch only reads.
+    let second = Run::of(launch(
+        &moto,
+        "t1",
+        &["--models", models.0.to_str().unwrap(), "--workers", "3"],
+    ))
+    .ok();
+    let changed: Vec<_> = step_lines(&second.stderr, "created")
+        .into_iter()
+        .chain(step_lines(&second.stderr, "updated"))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "re-run changed: {changed:?}\n{}",
+        second.stderr
+    );
+    let again = ssm
+        .get_parameter()
+        .name("/fossa/t1/ui-password")
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.parameter().unwrap().value(),
+        Some(password),
+        "the password is kept"
+    );
+
+    let status = Run::of(bootstrap(
+        &moto,
+        &["status", "--stack", "t1", "--output", "json"],
+    ))
+    .ok();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert!(
+        doc["resources"].as_array().unwrap().len() >= 15,
+        "{}",
+        status.stdout
+    );
+
+    // What the agent creates later is destroyed too.
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    ecs.create_cluster()
+        .cluster_name("fossa-t1")
+        .send()
+        .await
+        .unwrap();
+    ecs.register_task_definition()
+        .family("fossa-t1-worker")
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("fossa")
+                .image("x")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.create_service()
+        .cluster("fossa-t1")
+        .service_name("fossa-t1-workers")
+        .task_definition("fossa-t1-worker")
+        .desired_count(1)
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_ecr::Client::new(&sdk)
+        .create_repository()
+        .repository_name("fossa-t1/worker")
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_cloudwatchlogs::Client::new(&sdk)
+        .create_log_group()
+        .log_group_name("/fossa/t1/workers")
+        .send()
+        .await
+        .unwrap();
+    ssm.put_parameter()
+        .name("/fossa/t1/broker-url")
+        .value("amqp://u:p@10.0.0.1:5672")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+
+    let refused =
+        Run::of(bootstrap(&moto, &["destroy", "--stack", "t1"]).stdin(std::process::Stdio::null()));
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+
+    let destroyed = Run::of(bootstrap(&moto, &["destroy", "--stack", "t1", "--yes"])).ok();
+    assert!(
+        destroyed.stdout.contains("nothing left"),
+        "{}\n{}",
+        destroyed.stdout,
+        destroyed.stderr
+    );
+    assert!(ec2
+        .describe_vpcs()
+        .filters(tag_filter("t1"))
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .is_empty());
+    assert!(iam
+        .get_role()
+        .role_name("fossa-t1-gateway")
+        .send()
+        .await
+        .is_err());
+    assert!(ssm
+        .get_parameters_by_path()
+        .path("/fossa/t1/")
+        .recursive(true)
+        .send()
+        .await
+        .unwrap()
+        .parameters()
+        .is_empty());
+    assert!(s3.head_bucket().bucket(&cfg.bucket).send().await.is_err());
+    let status = Run::of(bootstrap(&moto, &["status", "--stack", "t1"]));
+    assert_ne!(status.code, 0);
+    assert!(
+        status.stderr.contains("does not exist"),
+        "{}",
+        status.stderr
+    );
+    let again = Run::of(bootstrap(&moto, &["destroy", "--stack", "t1", "--yes"])).ok();
+    assert!(
+        again.stdout.contains("nothing to destroy"),
+        "{}",
+        again.stdout
+    );
+}
+
+fn aws_smithy_types_decode(b64: &str) -> String {
+    let bytes = aws_smithy_types_base64(b64);
+    String::from_utf8(bytes).unwrap()
+}
+
+fn aws_smithy_types_base64(s: &str) -> Vec<u8> {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
+        buf = (buf << 6) | T.iter().position(|t| *t == c).expect("base64") as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_killed_after_each_step_is_finished_by_a_rerun() {
+    let moto = Moto::start();
+    let mut step = 1;
+    loop {
+        let r =
+            Run::of(launch(&moto, "t2", &[]).env("FOSSA_FAULT_EXIT_AFTER_STEP", step.to_string()));
+        if r.code == 0 {
+            break;
+        }
+        assert_eq!(r.code, 137, "step {step}: {}", r.stderr);
+        step += 1;
+        assert!(step < 40, "launch never completed");
+    }
+    assert!(step > 15, "launch has more steps than {step}");
+    let done = Run::of(&mut launch(&moto, "t2", &[])).ok();
+    assert!(
+        step_lines(&done.stderr, "created").is_empty(),
+        "{}",
+        done.stderr
+    );
+    let sdk = moto.sdk().await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    assert_eq!(
+        ec2.describe_vpcs()
+            .filters(tag_filter("t2"))
+            .send()
+            .await
+            .unwrap()
+            .vpcs()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ec2.describe_subnets()
+            .filters(tag_filter("t2"))
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+            .len(),
+        3
+    );
+    assert_eq!(
+        ec2.describe_security_groups()
+            .filters(tag_filter("t2"))
+            .send()
+            .await
+            .unwrap()
+            .security_groups()
+            .len(),
+        2
+    );
+    let inst = ec2
+        .describe_instances()
+        .filters(tag_filter("t2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        inst.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .count(),
+        1
+    );
+    Run::of(bootstrap(&moto, &["destroy", "--stack", "t2", "--yes"])).ok();
+    assert!(ec2
+        .describe_vpcs()
+        .filters(tag_filter("t2"))
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .is_empty());
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let moto = Moto::start();
+    let cases: &[(&[&str], &str)] = &[
+        (&["launch", "--vpc-cidr", "nope", "--no-wait"], "--vpc-cidr"),
+        (
+            &[
+                "launch",
+                "--vpc-cidr",
+                "8.8.0.0/16",
+                "--allow-cidr",
+                ALLOW,
+                "--no-wait",
+            ],
+            "private /16 to /22",
+        ),
+        (&["launch", "--stack", "Bad_Name"], "invalid stack name"),
+        (&["launch", "--allow-cidr", "1.2.3.4/99"], "--allow-cidr"),
+        (&["launch", "--workers", "5000"], "--workers"),
+        (
+            &["launch", "--instance-type", "large", "--allow-cidr", ALLOW],
+            "instance type",
+        ),
+        (
+            &[
+                "launch",
+                "--agent-binary",
+                "/etc/hostname",
+                "--allow-cidr",
+                ALLOW,
+            ],
+            "not a Linux executable",
+        ),
+        (
+            &[
+                "launch",
+                "--agent-binary",
+                "/nonexistent/agent",
+                "--allow-cidr",
+                ALLOW,
+            ],
+            "cannot read /nonexistent/agent",
+        ),
+        (&["status", "--region", "mars-1"], "unknown AWS region"),
+        (&["status", "--output", "yaml"], "--output"),
+        (&["status", "--stack", "ghost"], "does not exist"),
+        (&["password", "--stack", "ghost"], "no password"),
+    ];
+    for (args, needle) in cases {
+        let r = Run::of(&mut bootstrap(&moto, args));
+        assert_ne!(r.code, 0, "{args:?} succeeded");
+        assert!(
+            r.stderr.contains(needle),
+            "{args:?}: expected {needle:?} in:\n{}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("panicked"),
+            "{args:?} panicked: {}",
+            r.stderr
+        );
+    }
+    // Without credentials the error says how to get some.
+    let mut c = Command::new(bin("fossa-bootstrap"));
+    c.args([
+        "status",
+        "--endpoint-url",
+        &moto.url,
+        "--region",
+        "eu-west-2",
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap())
+    .env("HOME", "/nonexistent")
+    .env("AWS_EC2_METADATA_DISABLED", "true");
+    let r = Run::of(&mut c);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("credentials"), "{}", r.stderr);
+}
