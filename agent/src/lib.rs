@@ -1,1 +1,76 @@
-//! placeholder
+//! `fossa-agent`: the self-hosted gateway agent.
+//!
+//! On the gateway instance (`run`) it reconciles its duties in a loop: NAT
+//! ([`nat`]), the broker, the worker image and the Fargate cluster, and serves
+//! the web UI. `local` runs the same UI over Fossa workers on this machine.
+//! Host calls go through [`exec::Executor`] so duties are testable with a fake.
+
+pub mod cli;
+pub mod exec;
+pub mod nat;
+pub mod service;
+
+use fossa_contract::aws::{AwsError, SettingsError};
+use fossa_contract::config::ConfigError;
+
+use crate::cli::{Cli, Command, NatAction};
+
+/// Everything that can stop an agent command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// AWS settings are unusable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// NAT could not be set up.
+    #[error(transparent)]
+    Nat(#[from] nat::NatError),
+    /// Something else, with its explanation.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs one command and returns the process exit code.
+pub async fn run(cli: Cli) -> Result<u8, Error> {
+    match cli.command {
+        Command::Run(args) => service::run(&args.config).await.map(|()| 0),
+        Command::Nat(args) => {
+            let cidrs = if args.private_cidrs.is_empty() {
+                service::private_cidrs(&args.config).await?
+            } else {
+                args.private_cidrs.clone()
+            };
+            let host = exec::Host;
+            let plan = nat::plan(&host, &cidrs, args.egress_interface.as_deref())?;
+            match args.action {
+                NatAction::Apply => {
+                    let applied = nat::apply(&host, &plan)?;
+                    for a in &applied.added {
+                        println!("added   {a}");
+                    }
+                    println!("NAT complete via {} for {} private CIDR(s)", plan.egress, plan.cidrs.len());
+                    Ok(0)
+                }
+                NatAction::Check => {
+                    let pieces = nat::check(&host, &plan)?;
+                    for p in &pieces {
+                        println!("{:<8} {}", if p.present { "present" } else { "MISSING" }, p.what);
+                    }
+                    Ok(if pieces.iter().all(|p| p.present) { 0 } else { 1 })
+                }
+                NatAction::Remove => {
+                    for r in nat::remove(&host, &plan)? {
+                        println!("removed {r}");
+                    }
+                    Ok(0)
+                }
+            }
+        }
+        Command::Build(_) | Command::Local(_) => Err(Error::Other("not available in this build yet".into())),
+    }
+}

@@ -1158,6 +1158,7 @@ impl Launcher<'_> {
                         .expect("constant"),
                     registry: None,
                     base_image: None,
+                    duties: None,
                 };
                 let user_data = UserData {
                     agent: &agent_toml,

@@ -380,7 +380,8 @@ mod tests {
         assert!(p.contains("arn:aws:ecr:eu-west-2:123456789012:repository/fossa-dev/worker"));
         assert!(p.contains("parameter/fossa/dev/*"));
         assert!(!p.contains("ecr:*") && !p.contains("ecs:*") && !p.contains("\"iam:*"));
-        let pass = &scope.gateway_policy()["Statement"]
+        let policy = scope.gateway_policy();
+        let pass = &policy["Statement"]
             .as_array()
             .unwrap()
             .iter()

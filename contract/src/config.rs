@@ -42,6 +42,35 @@ pub struct AgentToml {
     /// Base image of the worker image (default `python:3.12-slim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
+    /// Which duties run (default: all of `nat`, `broker`, `image`, `cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duties: Option<Vec<Duty>>,
+}
+
+/// A duty of the agent's reconcile loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Duty {
+    /// iptables NAT for the private subnets.
+    Nat,
+    /// The RabbitMQ container.
+    Broker,
+    /// The worker image in ECR.
+    Image,
+    /// The ECS cluster, task definition and service.
+    Cluster,
+}
+
+impl Duty {
+    /// Every duty, in the order they start.
+    pub const ALL: [Duty; 4] = [Duty::Nat, Duty::Broker, Duty::Image, Duty::Cluster];
+}
+
+impl AgentToml {
+    /// The duties to run.
+    pub fn duties(&self) -> Vec<Duty> {
+        self.duties.clone().unwrap_or_else(|| Duty::ALL.to_vec())
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -65,7 +94,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML did not parse or did not match the schema.
-    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image")]
+    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, duties")]
     Toml {
         /// The file.
         path: PathBuf,

@@ -8,6 +8,7 @@
 //! nothing is skipped.
 
 pub mod moto;
+pub mod netns;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

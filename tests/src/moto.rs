@@ -19,8 +19,17 @@ pub struct Moto {
 impl Moto {
     /// Starts moto_server from the test venv and waits until it answers.
     pub fn start() -> Moto {
+        Self::start_in(None)
+    }
+
+    /// Starts moto_server inside `netns` (on its loopback), or here.
+    pub fn start_in(netns: Option<&crate::netns::Netns>) -> Moto {
         let port = crate::free_port();
-        let child = Command::new(crate::venv_bin("moto_server"))
+        let mut cmd = match netns {
+            Some(ns) => ns.cmd(crate::venv_bin("moto_server")),
+            None => Command::new(crate::venv_bin("moto_server")),
+        };
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .stdout(Stdio::null())
@@ -30,7 +39,11 @@ impl Moto {
         let url = format!("http://127.0.0.1:{port}");
         let moto = Moto { child, url };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let up = || match netns {
+            Some(ns) => ns.cmd("curl").args(["-fsS", "-o", "/dev/null", &moto.url]).status().is_ok_and(|s| s.success()),
+            None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        while !up() {
             assert!(
                 Instant::now() < deadline,
                 "moto_server did not start on port {port}"

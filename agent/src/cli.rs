@@ -1,0 +1,89 @@
+//! Command-line interface of `fossa-agent` (parsed in `main.rs`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fossa_contract::config::DEFAULT_AGENT_TOML;
+use ipnet::Ipv4Net;
+
+/// The fossa-gateway agent.
+#[derive(Debug, Parser)]
+#[command(name = "fossa-agent", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent service on the gateway instance (what systemd starts).
+    Run(RunArgs),
+    /// Apply, check or remove the NAT rules once (the service applies them on every loop).
+    Nat(NatArgs),
+    /// Build and push the worker image once and print its reference.
+    Build(RunArgs),
+    /// Run the agent, the UI and real Fossa workers on this machine, without AWS.
+    Local(LocalArgs),
+}
+
+/// `run` and `build` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The agent's TOML file (written by user-data).
+    #[arg(long, default_value = DEFAULT_AGENT_TOML, value_name = "PATH")]
+    pub config: PathBuf,
+}
+
+/// What `nat` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NatAction {
+    /// Add what is missing and verify.
+    Apply,
+    /// Report each piece as present or missing (exit 1 if any is missing).
+    Check,
+    /// Delete exactly what apply adds.
+    Remove,
+}
+
+/// `nat` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct NatArgs {
+    /// apply, check or remove.
+    #[arg(value_enum)]
+    pub action: NatAction,
+    /// A private subnet to NAT (repeatable; default: the stack's private subnets from SSM).
+    #[arg(long = "private-cidr", value_name = "CIDR")]
+    pub private_cidrs: Vec<Ipv4Net>,
+    /// Interface towards the internet (default: the default route's).
+    #[arg(long, value_name = "IF")]
+    pub egress_interface: Option<String>,
+    /// The agent's TOML file, read when no --private-cidr is given.
+    #[arg(long, default_value = DEFAULT_AGENT_TOML, value_name = "PATH")]
+    pub config: PathBuf,
+}
+
+/// `local` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// Number of Fossa workers to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// A directory of Aye-Aye models (default: the built-in example models).
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+    /// Address of the web UI.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Use this RabbitMQ instead of starting one (amqp://user:pass@host:port).
+    #[arg(long, value_name = "URL")]
+    pub broker_url: Option<String>,
+    /// Python interpreter to create the Fossa venv with.
+    #[arg(long, default_value = "python3", value_name = "PATH")]
+    pub python: PathBuf,
+    /// Where local mode keeps its venv, broker data, certificate and logs.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}

@@ -1,0 +1,351 @@
+//! The NAT duty: lets the Fargate tasks in the private subnets reach the
+//! internet through this instance.
+//!
+//! [`NatPlan`] is the desired state as plain data (sysctls, two chains of our
+//! own, their rules and the jumps into them); [`apply`] adds only what is
+//! missing (`-C` before `-A`), then reads everything back and fails if any
+//! piece is absent; [`remove`] deletes exactly the jumps and chains it owns;
+//! [`check`] reports each piece. It never flushes a chain it does not own.
+
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+
+use crate::exec::{ExecError, Executor};
+
+/// Our chain in the filter table, jumped to from FORWARD and DOCKER-USER.
+pub const FORWARD_CHAIN: &str = "FOSSA-FORWARD";
+/// Our chain in the nat table, jumped to from POSTROUTING.
+pub const NAT_CHAIN: &str = "FOSSA-POSTROUTING";
+/// Docker's chain for user rules, evaluated before its own FORWARD rules.
+pub const DOCKER_USER: &str = "DOCKER-USER";
+
+/// Why NAT could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NatError {
+    /// A host call failed to run.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// iptables refused a change.
+    #[error("iptables {args} failed: {stderr}")]
+    Iptables {
+        /// The arguments.
+        args: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// No default route to find the egress interface from.
+    #[error("no default route in /proc/net/route: pass --egress-interface IF")]
+    NoDefaultRoute,
+    /// No private CIDR to serve.
+    #[error("no private CIDR to NAT: pass --private-cidr CIDR (the stack's private subnets, e.g. 192.168.2.0/24)")]
+    NoCidrs,
+    /// After applying, something is still missing.
+    #[error("NAT is incomplete after applying; missing: {}", missing.join("; "))]
+    Verify {
+        /// What is missing.
+        missing: Vec<String>,
+    },
+}
+
+/// One iptables rule: table, chain and the rule's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `filter` or `nat`.
+    pub table: &'static str,
+    /// The chain.
+    pub chain: String,
+    /// The rule, as iptables arguments after the chain.
+    pub spec: Vec<String>,
+}
+
+impl Rule {
+    fn new(table: &'static str, chain: &str, spec: &str) -> Self {
+        Rule { table, chain: chain.to_owned(), spec: spec.split_whitespace().map(str::to_owned).collect() }
+    }
+
+    fn args<'a>(&'a self, op: &'a str) -> Vec<&'a str> {
+        let mut a = vec!["-w", "-t", self.table, op, self.chain.as_str()];
+        a.extend(self.spec.iter().map(String::as_str));
+        a
+    }
+
+    /// `-t nat POSTROUTING -s … -j …`, for messages.
+    pub fn describe(&self) -> String {
+        format!("-t {} {} {}", self.table, self.chain, self.spec.join(" "))
+    }
+}
+
+/// The desired NAT state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatPlan {
+    /// Interface towards the internet.
+    pub egress: String,
+    /// Private subnets to serve.
+    pub cidrs: Vec<Ipv4Net>,
+}
+
+impl NatPlan {
+    /// Sysctls to set before anything else, as `(path, value)`.
+    pub fn sysctls(&self) -> Vec<(PathBuf, &'static str)> {
+        let conf = |iface: &str, key: &str| PathBuf::from(format!("/proc/sys/net/ipv4/conf/{iface}/{key}"));
+        vec![
+            (PathBuf::from("/proc/sys/net/ipv4/ip_forward"), "1"),
+            // Loose reverse-path filtering: replies may come back on the same interface.
+            (conf("all", "rp_filter"), "2"),
+            (conf(&self.egress, "rp_filter"), "2"),
+            // Forwarding out of the interface a packet came in on must not trigger redirects.
+            (conf("all", "send_redirects"), "0"),
+            (conf(&self.egress, "send_redirects"), "0"),
+        ]
+    }
+
+    /// Our own chains, as `(table, chain)`.
+    pub fn chains(&self) -> [(&'static str, &'static str); 2] {
+        [("filter", FORWARD_CHAIN), ("nat", NAT_CHAIN)]
+    }
+
+    /// The rules inside our own chains.
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut out = Vec::new();
+        for c in &self.cidrs {
+            out.push(Rule::new("filter", FORWARD_CHAIN, &format!("-s {c} -o {} -j ACCEPT", self.egress)));
+            out.push(Rule::new(
+                "filter",
+                FORWARD_CHAIN,
+                &format!("-d {c} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+            ));
+            out.push(Rule::new("nat", NAT_CHAIN, &format!("-s {c} -o {} -j MASQUERADE", self.egress)));
+        }
+        out
+    }
+
+    /// Jumps from the built-in chains (and Docker's, when present) into ours.
+    pub fn jumps(&self, docker: bool) -> Vec<Rule> {
+        let mut out = vec![
+            Rule::new("filter", "FORWARD", &format!("-j {FORWARD_CHAIN}")),
+            Rule::new("nat", "POSTROUTING", &format!("-j {NAT_CHAIN}")),
+        ];
+        if docker {
+            out.push(Rule::new("filter", DOCKER_USER, &format!("-j {FORWARD_CHAIN}")));
+        }
+        out
+    }
+}
+
+/// The interface of the default route, from `/proc/net/route`.
+pub fn default_interface(route_table: &str) -> Option<String> {
+    route_table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_owned())
+    })
+}
+
+/// Builds the plan, finding the egress interface unless given.
+pub fn plan(exec: &dyn Executor, cidrs: &[Ipv4Net], egress: Option<&str>) -> Result<NatPlan, NatError> {
+    if cidrs.is_empty() {
+        return Err(NatError::NoCidrs);
+    }
+    let egress = match egress {
+        Some(e) => e.to_owned(),
+        None => default_interface(&exec.read("/proc/net/route".as_ref())?).ok_or(NatError::NoDefaultRoute)?,
+    };
+    Ok(NatPlan { egress, cidrs: cidrs.to_vec() })
+}
+
+fn ipt(exec: &dyn Executor, args: &[&str]) -> Result<bool, NatError> {
+    Ok(exec.run("iptables", args)?.success())
+}
+
+fn ipt_must(exec: &dyn Executor, args: &[&str]) -> Result<(), NatError> {
+    let out = exec.run("iptables", args)?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(NatError::Iptables { args: args.join(" "), stderr: out.stderr.trim().to_owned() })
+    }
+}
+
+fn chain_exists(exec: &dyn Executor, table: &str, chain: &str) -> Result<bool, NatError> {
+    ipt(exec, &["-w", "-t", table, "-S", chain])
+}
+
+/// One piece of the NAT state and whether it is there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Piece {
+    /// What it is.
+    pub what: String,
+    /// Whether it is in place.
+    pub present: bool,
+}
+
+/// Reports every piece of `plan` as present or missing.
+pub fn check(exec: &dyn Executor, plan: &NatPlan) -> Result<Vec<Piece>, NatError> {
+    let mut out = Vec::new();
+    for (path, want) in plan.sysctls().into_iter().take(1) {
+        let have = exec.read(&path).unwrap_or_default();
+        out.push(Piece { what: format!("sysctl {}={want}", path.display()), present: have.trim() == want });
+    }
+    let mut chains_ok = true;
+    for (table, chain) in plan.chains() {
+        let present = chain_exists(exec, table, chain)?;
+        chains_ok &= present;
+        out.push(Piece { what: format!("chain -t {table} {chain}"), present });
+    }
+    let docker = chain_exists(exec, "filter", DOCKER_USER)?;
+    for r in plan.rules().iter().chain(plan.jumps(docker).iter()) {
+        let present = chains_ok && ipt(exec, &r.args("-C"))?;
+        out.push(Piece { what: format!("rule {}", r.describe()), present });
+    }
+    Ok(out)
+}
+
+/// What [`apply`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Pieces it added.
+    pub added: Vec<String>,
+}
+
+/// Applies `plan`: sysctls first, then chains, rules and jumps that are
+/// missing; then reads everything back and fails if anything is absent.
+pub fn apply(exec: &dyn Executor, plan: &NatPlan) -> Result<Applied, NatError> {
+    let mut added = Vec::new();
+    for (path, value) in plan.sysctls() {
+        if exec.read(&path).map(|v| v.trim() != value).unwrap_or(true) {
+            exec.write(&path, value)?;
+            added.push(format!("sysctl {}={value}", path.display()));
+        }
+    }
+    for (table, chain) in plan.chains() {
+        if !chain_exists(exec, table, chain)? {
+            ipt_must(exec, &["-w", "-t", table, "-N", chain])?;
+            added.push(format!("chain -t {table} {chain}"));
+        }
+    }
+    for r in plan.rules() {
+        if !ipt(exec, &r.args("-C"))? {
+            ipt_must(exec, &r.args("-A"))?;
+            added.push(format!("rule {}", r.describe()));
+        }
+    }
+    let docker = chain_exists(exec, "filter", DOCKER_USER)?;
+    for j in plan.jumps(docker) {
+        if !ipt(exec, &j.args("-C"))? {
+            let mut args = vec!["-w", "-t", j.table, "-I", j.chain.as_str(), "1"];
+            args.extend(j.spec.iter().map(String::as_str));
+            ipt_must(exec, &args)?;
+            added.push(format!("rule {}", j.describe()));
+        }
+    }
+    let missing: Vec<String> = check(exec, plan)?.into_iter().filter(|p| !p.present).map(|p| p.what).collect();
+    if !missing.is_empty() {
+        return Err(NatError::Verify { missing });
+    }
+    Ok(Applied { added })
+}
+
+/// Deletes exactly what [`apply`] adds: the jumps into our chains, then our
+/// chains. Sysctls are left as they are (Docker needs forwarding too).
+pub fn remove(exec: &dyn Executor, plan: &NatPlan) -> Result<Vec<String>, NatError> {
+    let mut removed = Vec::new();
+    let docker = chain_exists(exec, "filter", DOCKER_USER)?;
+    for j in plan.jumps(docker) {
+        while ipt(exec, &j.args("-C"))? {
+            ipt_must(exec, &j.args("-D"))?;
+            removed.push(format!("rule {}", j.describe()));
+        }
+    }
+    for (table, chain) in plan.chains() {
+        if chain_exists(exec, table, chain)? {
+            ipt_must(exec, &["-w", "-t", table, "-F", chain])?;
+            ipt_must(exec, &["-w", "-t", table, "-X", chain])?;
+            removed.push(format!("chain -t {table} {chain}"));
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::Fake;
+
+    fn plan_for(fake: &Fake) -> NatPlan {
+        let cidrs = ["192.168.2.0/24".parse().unwrap(), "192.168.3.0/24".parse().unwrap()];
+        plan(fake, &cidrs, None).unwrap()
+    }
+
+    #[test]
+    fn egress_comes_from_the_default_route() {
+        let fake = Fake::new();
+        assert_eq!(plan_for(&fake).egress, "eth0");
+        assert_eq!(default_interface("Iface\tDestination\n"), None);
+        assert!(matches!(plan(&fake, &[], None), Err(NatError::NoCidrs)));
+    }
+
+    #[test]
+    fn forwarding_is_enabled_before_any_rule() {
+        let fake = Fake::new();
+        apply(&fake, &plan_for(&fake)).unwrap();
+        let calls = fake.calls();
+        let first_ipt = calls.iter().position(|c| c.starts_with("iptables")).unwrap();
+        let fwd = calls.iter().position(|c| c == "write /proc/sys/net/ipv4/ip_forward=1").unwrap();
+        assert!(fwd < first_ipt, "{calls:#?}");
+        assert_eq!(fake.file("/proc/sys/net/ipv4/ip_forward").unwrap(), "1");
+    }
+
+    #[test]
+    fn apply_checks_before_adding_and_is_idempotent() {
+        let fake = Fake::new();
+        let p = plan_for(&fake);
+        let first = apply(&fake, &p).unwrap();
+        assert_eq!(first.added.iter().filter(|a| a.starts_with("rule")).count(), 6 + 2);
+        let snapshot = fake.snapshot();
+        for _ in 0..10 {
+            assert!(apply(&fake, &p).unwrap().added.is_empty());
+        }
+        assert_eq!(fake.snapshot(), snapshot);
+        assert_eq!(fake.rules("nat", NAT_CHAIN), ["-s 192.168.2.0/24 -o eth0 -j MASQUERADE", "-s 192.168.3.0/24 -o eth0 -j MASQUERADE"]);
+        assert_eq!(fake.rules("filter", "FORWARD"), ["-j FOSSA-FORWARD"]);
+        for c in fake.calls().iter().filter(|c| c.contains(" -A ")) {
+            let check = c.replace(" -A ", " -C ");
+            assert!(fake.calls().contains(&check), "{c} was added without a check");
+        }
+        assert!(fake.calls().iter().all(|c| !c.contains(" -F ") || c.contains("FOSSA-")), "flushes only its own chains");
+    }
+
+    #[test]
+    fn docker_user_gets_a_jump_when_present() {
+        let fake = Fake::new();
+        fake.add_chain("filter", DOCKER_USER);
+        apply(&fake, &plan_for(&fake)).unwrap();
+        assert_eq!(fake.rules("filter", DOCKER_USER), ["-j FOSSA-FORWARD"]);
+    }
+
+    #[test]
+    fn check_reports_a_missing_rule_and_apply_restores_it() {
+        let fake = Fake::new();
+        let p = plan_for(&fake);
+        apply(&fake, &p).unwrap();
+        assert!(check(&fake, &p).unwrap().iter().all(|x| x.present));
+        fake.drop_rule("nat", NAT_CHAIN, 0);
+        let missing: Vec<_> = check(&fake, &p).unwrap().into_iter().filter(|x| !x.present).collect();
+        assert_eq!(missing.len(), 1);
+        assert!(missing[0].what.contains("MASQUERADE"));
+        let again = apply(&fake, &p).unwrap();
+        assert_eq!(again.added.len(), 1);
+    }
+
+    #[test]
+    fn remove_restores_the_original_rules() {
+        let fake = Fake::new();
+        fake.add_chain("filter", DOCKER_USER);
+        let before = fake.snapshot();
+        let p = plan_for(&fake);
+        apply(&fake, &p).unwrap();
+        remove(&fake, &p).unwrap();
+        assert_eq!(fake.snapshot(), before);
+        assert!(remove(&fake, &p).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,147 @@
+//! Network namespaces made by the test: a private "task" host, the "gateway"
+//! and an "internet" host with a TCP server that answers with the source
+//! address it sees. Traffic only ever flows between these namespaces.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Run;
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+fn ip(args: &[&str]) {
+    let r = Run::of(Command::new("ip").args(args));
+    assert_eq!(r.code, 0, "ip {}: {} (are iproute2 installed and the test run as root?)", args.join(" "), r.stderr);
+}
+
+impl Netns {
+    /// Creates `fossa-<pid>-<tag>` with loopback up.
+    pub fn new(tag: &str) -> Self {
+        let name = format!("fossa-{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    /// A command running `program` inside the namespace.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs iptables inside the namespace and returns its stdout; panics on failure.
+    pub fn iptables(&self, args: &[&str]) -> String {
+        Run::of(self.cmd("iptables").args(args)).ok().stdout
+    }
+
+    /// `iptables-save` without packet counters or comments, for byte-for-byte comparisons.
+    pub fn ruleset(&self) -> String {
+        let out = Run::of(self.cmd("iptables-save")).ok().stdout;
+        out.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| if l.starts_with(':') { l.rsplit_once(' ').map(|(a, _)| a).unwrap_or(l) } else { l })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Private task host 192.168.2.10 → gateway (192.168.2.1 | 203.0.113.1) → internet host 203.0.113.2.
+#[derive(Debug)]
+pub struct NatLab {
+    /// The private task host.
+    pub task: Netns,
+    /// The gateway, where the agent runs.
+    pub gw: Netns,
+    /// The internet host.
+    pub inet: Netns,
+    server: Child,
+}
+
+/// The internet host's address.
+pub const INTERNET: &str = "203.0.113.2";
+/// The gateway's outer address, which NAT must rewrite sources to.
+pub const GATEWAY_OUTER: &str = "203.0.113.1";
+/// The private subnet of the task host.
+pub const PRIVATE_CIDR: &str = "192.168.2.0/24";
+
+const SERVER: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(64)\nwhile True:\n c,a=s.accept()\n c.sendall(a[0].encode())\n c.close()\n";
+const PROBE: &str = "import socket,sys\ns=socket.create_connection((sys.argv[1],8080),timeout=2)\nprint(s.recv(100).decode())\n";
+
+impl NatLab {
+    /// Builds the three hosts and starts the TCP server.
+    pub fn new(tag: &str) -> Self {
+        let task = Netns::new(&format!("{tag}-t"));
+        let gw = Netns::new(&format!("{tag}-g"));
+        let inet = Netns::new(&format!("{tag}-i"));
+        ip(&["link", "add", "task0", "netns", &task.name, "type", "veth", "peer", "name", "gwin", "netns", &gw.name]);
+        ip(&["link", "add", "gwout", "netns", &gw.name, "type", "veth", "peer", "name", "inet0", "netns", &inet.name]);
+        ip(&["-n", &task.name, "addr", "add", "192.168.2.10/24", "dev", "task0"]);
+        ip(&["-n", &gw.name, "addr", "add", "192.168.2.1/24", "dev", "gwin"]);
+        ip(&["-n", &gw.name, "addr", "add", "203.0.113.1/24", "dev", "gwout"]);
+        ip(&["-n", &inet.name, "addr", "add", "203.0.113.2/24", "dev", "inet0"]);
+        for (ns, dev) in [(&task, "task0"), (&gw, "gwin"), (&gw, "gwout"), (&inet, "inet0")] {
+            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", &task.name, "route", "add", "default", "via", "192.168.2.1"]);
+        ip(&["-n", &gw.name, "route", "add", "default", "via", INTERNET]);
+        let server = inet.cmd("python3").args(["-c", SERVER]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("python3 for the test server");
+        let lab = NatLab { task, gw, inet, server };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lab.probe_from(&lab.gw).is_err() {
+            assert!(Instant::now() < deadline, "test server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lab
+    }
+
+    fn probe_from(&self, ns: &Netns) -> Result<String, String> {
+        let r = Run::of(ns.cmd("python3").args(["-c", PROBE, INTERNET]));
+        if r.code == 0 {
+            Ok(r.stdout.trim().to_owned())
+        } else {
+            Err(r.stderr.lines().last().unwrap_or("").to_owned())
+        }
+    }
+
+    /// Connects from the task host to the internet host; returns the source address the server saw.
+    pub fn probe(&self) -> Result<String, String> {
+        self.probe_from(&self.task)
+    }
+
+    /// Creates the gateway's filter and nat tables (an untouched table is
+    /// absent from iptables-save, and merely listing it does not create it).
+    pub fn touch_tables(&self) {
+        for table in ["filter", "nat"] {
+            self.gw.iptables(&["-t", table, "-N", "FOSSA-TEST-TOUCH"]);
+            self.gw.iptables(&["-t", table, "-X", "FOSSA-TEST-TOUCH"]);
+        }
+    }
+
+    /// Makes the gateway look like a Docker host: FORWARD policy DROP and a DOCKER-USER chain.
+    pub fn dockerize(&self) {
+        self.gw.iptables(&["-N", "DOCKER-USER"]);
+        self.gw.iptables(&["-A", "DOCKER-USER", "-j", "RETURN"]);
+        self.gw.iptables(&["-I", "FORWARD", "-j", "DOCKER-USER"]);
+        self.gw.iptables(&["-P", "FORWARD", "DROP"]);
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

@@ -1,0 +1,163 @@
+//! The NAT duty with real iptables inside network namespaces the test makes:
+//! a private task host reaches an "internet" host through the gateway, with
+//! its source rewritten to the gateway's outer address.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fossa_tests::moto::{Moto, REGION};
+use fossa_tests::netns::{NatLab, Netns, GATEWAY_OUTER, PRIVATE_CIDR};
+use fossa_tests::{bin, Run, TempDir};
+
+fn nat(gw: &Netns, action: &str) -> Run {
+    Run::of(gw.cmd(bin("fossa-agent")).args(["nat", action, "--private-cidr", PRIVATE_CIDR]))
+}
+
+fn count(ruleset: &str, needle: &str) -> usize {
+    ruleset.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
+    let lab = NatLab::new("a");
+    assert!(lab.probe().is_err(), "without NAT the task host must not reach the internet");
+    lab.touch_tables();
+    let before = lab.gw.ruleset();
+
+    let applied = nat(&lab.gw, "apply").ok();
+    assert!(applied.stdout.contains("via gwout"), "egress found from the default route: {}", applied.stdout);
+    assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER, "source rewritten to the gateway's outer address");
+
+    for _ in 0..10 {
+        let again = nat(&lab.gw, "apply").ok();
+        assert!(!again.stdout.contains("added"), "{}", again.stdout);
+    }
+    let rules = lab.gw.ruleset();
+    assert_eq!(count(&rules, "-j MASQUERADE"), 1, "{rules}");
+    assert_eq!(count(&rules, "-A FORWARD -j FOSSA-FORWARD"), 1, "{rules}");
+    assert_eq!(count(&rules, "-A POSTROUTING -j FOSSA-POSTROUTING"), 1, "{rules}");
+
+    let check = nat(&lab.gw, "check");
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    lab.gw.iptables(&["-t", "nat", "-F", "FOSSA-POSTROUTING"]);
+    let check = nat(&lab.gw, "check");
+    assert_eq!(check.code, 1);
+    assert!(check.stdout.lines().any(|l| l.starts_with("MISSING") && l.contains("MASQUERADE")), "{}", check.stdout);
+
+    nat(&lab.gw, "remove").ok();
+    assert_eq!(lab.gw.ruleset(), before, "remove restores the original ruleset");
+    assert!(lab.probe().is_err() || lab.probe().as_deref() != Ok(GATEWAY_OUTER));
+}
+
+#[test]
+fn nat_works_behind_dockers_forward_drop() {
+    let lab = NatLab::new("d");
+    lab.dockerize();
+    lab.touch_tables();
+    let before = lab.gw.ruleset();
+    nat(&lab.gw, "apply").ok();
+    assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER);
+    let rules = lab.gw.ruleset();
+    assert_eq!(count(&rules, "-A DOCKER-USER -j FOSSA-FORWARD"), 1, "{rules}");
+    assert!(rules.contains(":FORWARD DROP"), "the FORWARD policy is left alone: {rules}");
+    nat(&lab.gw, "remove").ok();
+    assert_eq!(lab.gw.ruleset(), before);
+}
+
+/// The service in the gateway namespace, reading its config from SSM on a moto_server there.
+struct Service {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Service {
+    fn start(gw: &Netns, env: &[(&'static str, String)], config: &std::path::Path, log: std::path::PathBuf) -> Service {
+        let child = gw
+            .cmd(bin("fossa-agent"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Service { child, log }
+    }
+
+    fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(needle) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "agent log never said {needle:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM; returns how long the agent took to exit.
+    fn stop(mut self) -> Duration {
+        let t = Instant::now();
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        // `ip netns exec` execs the agent, so the pid is the agent's.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "agent exited with {status}");
+                return t.elapsed();
+            }
+            assert!(Instant::now() < deadline, "agent did not stop within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
+    let lab = NatLab::new("s");
+    lab.dockerize();
+    let moto = Moto::start_in(Some(&lab.gw));
+    let dir = TempDir::new("nat-svc");
+    // The stack config comes from a real launch against the emulator.
+    let launch = Run::of(
+        lab.gw
+            .cmd(bin("fossa-bootstrap"))
+            .args(["launch", "--stack", "nat", "--allow-cidr", "198.51.100.1/32", "--no-wait", "--endpoint-url", &moto.url])
+            .arg("--agent-binary")
+            .arg(bin("fossa-agent"))
+            .envs(moto.env()),
+    )
+    .ok();
+    assert!(launch.stderr.contains("SSM parameter /fossa/nat/config"), "{}", launch.stderr);
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("stack = \"nat\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nduties = [\"nat\"]\n", moto.url, dir.0.display()),
+    )
+    .unwrap();
+    let mut stops = Vec::new();
+    for i in 0..10 {
+        let svc = Service::start(&lab.gw, &moto.env(), &config, dir.0.join(format!("agent-{i}.log")));
+        svc.wait_log("ready", Duration::from_secs(30));
+        assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER, "start {i}");
+        stops.push(svc.stop());
+    }
+    let rules = lab.gw.ruleset();
+    assert_eq!(count(&rules, "-j MASQUERADE"), 2, "one per private subnet, once: {rules}");
+    assert_eq!(count(&rules, "-A FORWARD -j FOSSA-FORWARD"), 1, "{rules}");
+    assert_eq!(count(&rules, "-A DOCKER-USER -j FOSSA-FORWARD"), 1, "{rules}");
+    assert!(stops.iter().all(|d| *d < Duration::from_secs(5)), "SIGTERM stops within 5 s: {stops:?}");
+
+    // A rule deleted behind the agent's back is reported by check and re-added by the loop.
+    let svc = Service::start(&lab.gw, &moto.env(), &config, dir.0.join("agent-repair.log"));
+    svc.wait_log("ready", Duration::from_secs(30));
+    lab.gw.iptables(&["-t", "nat", "-D", "FOSSA-POSTROUTING", "-s", PRIVATE_CIDR, "-o", "gwout", "-j", "MASQUERADE"]);
+    let check = Run::of(lab.gw.cmd(bin("fossa-agent")).args(["nat", "check", "--config"]).arg(&config).envs(moto.env()));
+    assert_eq!(check.code, 1, "{}\n{}", check.stdout, check.stderr);
+    assert!(lab.probe().is_err());
+    svc.wait_log("NAT applied via gwout: added rule -t nat FOSSA-POSTROUTING", Duration::from_secs(45));
+    assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER);
+    svc.stop();
+}
