@@ -822,10 +822,10 @@ impl Launcher<'_> {
                 .send()
                 .await
                 .aws("iam:GetRolePolicy", name);
-            let same = match &current {
+            let same = match current {
                 Ok(p) => same_json(p.policy_document(), &doc),
                 Err(e) if e.is_code("NoSuchEntity") => false,
-                Err(_) => return Err(current.err().expect("error").into()),
+                Err(e) => return Err(e.into()),
             };
             if !same {
                 iam.put_role_policy()
@@ -1037,16 +1037,14 @@ impl Launcher<'_> {
             .send()
             .await
             .aws("ssm:GetParameter", &name);
-        let (exists, same) = match &current {
+        let (exists, same) = match current {
             Ok(p) => {
                 let v = p.parameter().and_then(|p| p.value()).unwrap_or_default();
-                let same = v == value
-                    || serde_json::from_str::<serde_json::Value>(v).ok()
-                        == serde_json::from_str(value).ok().filter(|_| !secure);
-                (true, same)
+                let as_json = |x: &str| serde_json::from_str::<serde_json::Value>(x).ok();
+                (true, v == value || (!secure && as_json(v).is_some() && as_json(v) == as_json(value)))
             }
             Err(e) if e.is_code("ParameterNotFound") => (false, false),
-            Err(_) => return Err(current.err().expect("error").into()),
+            Err(e) => return Err(e.into()),
         };
         if exists && (same || !overwrite) {
             return Ok(Outcome::Found);

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (Debian packages and a
+# Python venv with moto and ayeaye-fossa), then runs fmt, clippy and every
+# test against real local parts. Needs root (network namespaces, iptables,
+# dockerd) and Rust 1.85+.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+fossa_need_cargo
+fossa_apt_install python3 python3-venv curl iproute2 iptables systemd procps \
+  docker.io docker-registry busybox-static apache2-utils rabbitmq-server chromium chromium-driver
+export FOSSA_TEST_VENV="$PWD/.venv"
+fossa_venv "$FOSSA_TEST_VENV" tests/requirements.txt
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (binaries the end-to-end tests run)"
+cargo build --workspace --bins --locked
+echo "== cargo test"
+cargo test --workspace --locked -- "$@"

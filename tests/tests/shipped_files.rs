@@ -1,0 +1,81 @@
+//! Every config and unit file the repository ships parses, and the systemd
+//! unit passes `systemd-analyze verify`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use fossa_contract::config::AgentToml;
+use fossa_tests::{bin, repo_root, Run, TempDir};
+
+/// Parses a systemd unit into section -> key -> values, refusing malformed lines.
+fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut section = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.to_owned());
+            continue;
+        }
+        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("line {}: not key=value: {line}", n + 1));
+        let s = section.clone().unwrap_or_else(|| panic!("line {}: key outside a section", n + 1));
+        out.entry(s).or_default().entry(k.trim().to_owned()).or_default().push(v.trim().to_owned());
+    }
+    out
+}
+
+#[test]
+fn the_unit_file_parses_and_asks_for_what_the_agent_needs() {
+    let text = std::fs::read_to_string(repo_root().join("systemd/fossa-agent.service")).unwrap();
+    let unit = parse_unit(&text);
+    let svc = &unit["Service"];
+    let one = |k: &str| svc.get(k).and_then(|v| v.last()).map(String::as_str);
+    assert_eq!(one("Type"), Some("notify"));
+    assert_eq!(one("Restart"), Some("always"));
+    assert!(one("WatchdogSec").is_some());
+    assert!(one("ExecStart").unwrap().contains("fossa-agent run --config /etc/fossa/agent.toml"));
+    assert!(one("ExecReload").unwrap().contains("-HUP"));
+    let caps = one("CapabilityBoundingSet").unwrap();
+    for cap in ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"] {
+        assert!(caps.contains(cap), "{cap}");
+    }
+    for (k, v) in [("ProtectSystem", "strict"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"), ("NoNewPrivileges", "yes")] {
+        assert_eq!(one(k), Some(v), "{k}");
+    }
+    assert!(one("ProtectKernelTunables").is_none(), "the agent writes net.ipv4.ip_forward");
+    let after = unit["Unit"]["After"].join(" ");
+    assert!(after.contains("network-online.target") && after.contains("docker.service"));
+    assert!(!text.to_lowercase().contains("password"), "no secret in the unit");
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit() {
+    let dir = TempDir::new("unit");
+    let text = std::fs::read_to_string(repo_root().join("systemd/fossa-agent.service")).unwrap();
+    // Verify the shipped unit with the freshly built agent in place of the installed path.
+    let unit = dir.0.join("fossa-agent.service");
+    std::fs::write(&unit, text.replace("/usr/local/bin/fossa-agent", bin("fossa-agent").to_str().unwrap())).unwrap();
+    let r = Run::of(Command::new("systemd-analyze").arg("verify").arg(&unit));
+    assert_eq!(r.code, 0, "systemd-analyze verify (Debian package systemd): {}{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("fossa-agent.service:"), "warnings: {}", r.stderr);
+}
+
+#[test]
+fn shipped_agent_configs_parse() {
+    let mut n = 0;
+    for dir in ["systemd", "docs"] {
+        for entry in std::fs::read_dir(repo_root().join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".toml") || name.ends_with(".toml.example") {
+                AgentToml::load(Path::new(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 1, "the example agent.toml is shipped");
+}
