@@ -68,7 +68,10 @@ impl Executor for Host {
         let out = Command::new(program)
             .args(args)
             .output()
-            .map_err(|source| ExecError::Spawn { program: program.to_owned(), source })?;
+            .map_err(|source| ExecError::Spawn {
+                program: program.to_owned(),
+                source,
+            })?;
         Ok(CmdOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -77,11 +80,17 @@ impl Executor for Host {
     }
 
     fn read(&self, path: &Path) -> Result<String, ExecError> {
-        std::fs::read_to_string(path).map_err(|source| ExecError::File { path: path.to_owned(), source })
+        std::fs::read_to_string(path).map_err(|source| ExecError::File {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     fn write(&self, path: &Path, contents: &str) -> Result<(), ExecError> {
-        std::fs::write(path, contents).map_err(|source| ExecError::File { path: path.to_owned(), source })
+        std::fs::write(path, contents).map_err(|source| ExecError::File {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 
@@ -103,7 +112,10 @@ struct FakeState {
 const BUILTIN: [(&str, &[&str]); 3] = [
     ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
     ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
-    ("mangle", &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
+    (
+        "mangle",
+        &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+    ),
 ];
 
 impl Fake {
@@ -118,7 +130,8 @@ impl Fake {
                     table.insert((*c).to_owned(), Vec::new());
                 }
             }
-            s.files.insert("/proc/sys/net/ipv4/ip_forward".into(), "0\n".into());
+            s.files
+                .insert("/proc/sys/net/ipv4/ip_forward".into(), "0\n".into());
             s.files.insert(
                 "/proc/net/route".into(),
                 "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
@@ -138,7 +151,11 @@ impl Fake {
     /// The rules of `table`/`chain`.
     pub fn rules(&self, table: &str, chain: &str) -> Vec<String> {
         let s = self.state.lock().expect("lock");
-        s.tables.get(table).and_then(|t| t.get(chain)).cloned().unwrap_or_default()
+        s.tables
+            .get(table)
+            .and_then(|t| t.get(chain))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether `chain` exists in `table`.
@@ -150,7 +167,10 @@ impl Fake {
     /// Adds a chain, as Docker would add DOCKER-USER.
     pub fn add_chain(&self, table: &str, chain: &str) {
         let mut s = self.state.lock().expect("lock");
-        s.tables.entry(table.to_owned()).or_default().insert(chain.to_owned(), Vec::new());
+        s.tables
+            .entry(table.to_owned())
+            .or_default()
+            .insert(chain.to_owned(), Vec::new());
     }
 
     /// Deletes one rule behind the agent's back.
@@ -168,7 +188,12 @@ impl Fake {
 
     /// Contents of a fake file.
     pub fn file(&self, path: &str) -> Option<String> {
-        self.state.lock().expect("lock").files.get(Path::new(path)).cloned()
+        self.state
+            .lock()
+            .expect("lock")
+            .files
+            .get(Path::new(path))
+            .cloned()
     }
 
     fn iptables(s: &mut FakeState, args: &[&str]) -> CmdOutput {
@@ -178,8 +203,16 @@ impl Fake {
             table = args.get(i + 1).copied().unwrap_or("filter").to_owned();
             args.drain(i..=i + 1);
         }
-        let fail = |msg: &str| CmdOutput { status: 1, stdout: String::new(), stderr: msg.to_owned() };
-        let ok = |out: String| CmdOutput { status: 0, stdout: out, stderr: String::new() };
+        let fail = |msg: &str| CmdOutput {
+            status: 1,
+            stdout: String::new(),
+            stderr: msg.to_owned(),
+        };
+        let ok = |out: String| CmdOutput {
+            status: 0,
+            stdout: out,
+            stderr: String::new(),
+        };
         let (Some(op), Some(chain)) = (args.first().copied(), args.get(1).copied()) else {
             return fail("bad iptables call");
         };
@@ -192,14 +225,22 @@ impl Fake {
                 ok(String::new())
             }
             _ if !t.contains_key(chain) => fail("No chain/target/match by that name."),
-            "-S" => ok(t[chain].iter().map(|r| format!("-A {chain} {r}\n")).collect()),
+            "-S" => ok(t[chain]
+                .iter()
+                .map(|r| format!("-A {chain} {r}\n"))
+                .collect()),
             "-L" => ok(String::new()),
             "-F" => {
                 t.get_mut(chain).expect("exists").clear();
                 ok(String::new())
             }
             "-X" if !t[chain].is_empty() => fail("Directory not empty."),
-            "-X" if t.values().any(|rules| rules.iter().any(|r| r.ends_with(&format!("-j {chain}")))) => fail("Too many links."),
+            "-X" if t
+                .values()
+                .any(|rules| rules.iter().any(|r| r.ends_with(&format!("-j {chain}")))) =>
+            {
+                fail("Too many links.")
+            }
             "-X" => {
                 t.remove(chain);
                 ok(String::new())
@@ -244,7 +285,12 @@ impl Fake {
 impl Executor for Fake {
     fn run(&self, program: &str, args: &[&str]) -> Result<CmdOutput, ExecError> {
         let mut s = self.state.lock().expect("lock");
-        s.calls.push(std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" "));
+        s.calls.push(
+            std::iter::once(program)
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         match program {
             "iptables" => Ok(Fake::iptables(&mut s, args)),
             _ => Ok(CmdOutput::default()),
@@ -261,7 +307,8 @@ impl Executor for Fake {
 
     fn write(&self, path: &Path, contents: &str) -> Result<(), ExecError> {
         let mut s = self.state.lock().expect("lock");
-        s.calls.push(format!("write {}={}", path.display(), contents.trim()));
+        s.calls
+            .push(format!("write {}={}", path.display(), contents.trim()));
         s.files.insert(path.to_owned(), contents.to_owned());
         Ok(())
     }

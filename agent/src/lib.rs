@@ -7,8 +7,13 @@
 
 pub mod cli;
 pub mod exec;
+pub mod fleet;
+pub mod fossa;
+pub mod local;
 pub mod nat;
+pub mod procs;
 pub mod service;
+pub mod tls;
 
 use fossa_contract::aws::{AwsError, SettingsError};
 use fossa_contract::config::ConfigError;
@@ -53,15 +58,27 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                     for a in &applied.added {
                         println!("added   {a}");
                     }
-                    println!("NAT complete via {} for {} private CIDR(s)", plan.egress, plan.cidrs.len());
+                    println!(
+                        "NAT complete via {} for {} private CIDR(s)",
+                        plan.egress,
+                        plan.cidrs.len()
+                    );
                     Ok(0)
                 }
                 NatAction::Check => {
                     let pieces = nat::check(&host, &plan)?;
                     for p in &pieces {
-                        println!("{:<8} {}", if p.present { "present" } else { "MISSING" }, p.what);
+                        println!(
+                            "{:<8} {}",
+                            if p.present { "present" } else { "MISSING" },
+                            p.what
+                        );
                     }
-                    Ok(if pieces.iter().all(|p| p.present) { 0 } else { 1 })
+                    Ok(if pieces.iter().all(|p| p.present) {
+                        0
+                    } else {
+                        1
+                    })
                 }
                 NatAction::Remove => {
                     for r in nat::remove(&host, &plan)? {
@@ -71,6 +88,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 }
             }
         }
-        Command::Build(_) | Command::Local(_) => Err(Error::Other("not available in this build yet".into())),
+        Command::Local(args) => local::run(&args).await.map(|()| 0),
+        Command::Build(_) => Err(Error::Other("not available in this build yet".into())),
     }
 }

@@ -61,7 +61,11 @@ pub struct Rule {
 
 impl Rule {
     fn new(table: &'static str, chain: &str, spec: &str) -> Self {
-        Rule { table, chain: chain.to_owned(), spec: spec.split_whitespace().map(str::to_owned).collect() }
+        Rule {
+            table,
+            chain: chain.to_owned(),
+            spec: spec.split_whitespace().map(str::to_owned).collect(),
+        }
     }
 
     fn args<'a>(&'a self, op: &'a str) -> Vec<&'a str> {
@@ -88,7 +92,9 @@ pub struct NatPlan {
 impl NatPlan {
     /// Sysctls to set before anything else, as `(path, value)`.
     pub fn sysctls(&self) -> Vec<(PathBuf, &'static str)> {
-        let conf = |iface: &str, key: &str| PathBuf::from(format!("/proc/sys/net/ipv4/conf/{iface}/{key}"));
+        let conf = |iface: &str, key: &str| {
+            PathBuf::from(format!("/proc/sys/net/ipv4/conf/{iface}/{key}"))
+        };
         vec![
             (PathBuf::from("/proc/sys/net/ipv4/ip_forward"), "1"),
             // Loose reverse-path filtering: replies may come back on the same interface.
@@ -109,13 +115,21 @@ impl NatPlan {
     pub fn rules(&self) -> Vec<Rule> {
         let mut out = Vec::new();
         for c in &self.cidrs {
-            out.push(Rule::new("filter", FORWARD_CHAIN, &format!("-s {c} -o {} -j ACCEPT", self.egress)));
+            out.push(Rule::new(
+                "filter",
+                FORWARD_CHAIN,
+                &format!("-s {c} -o {} -j ACCEPT", self.egress),
+            ));
             out.push(Rule::new(
                 "filter",
                 FORWARD_CHAIN,
                 &format!("-d {c} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
             ));
-            out.push(Rule::new("nat", NAT_CHAIN, &format!("-s {c} -o {} -j MASQUERADE", self.egress)));
+            out.push(Rule::new(
+                "nat",
+                NAT_CHAIN,
+                &format!("-s {c} -o {} -j MASQUERADE", self.egress),
+            ));
         }
         out
     }
@@ -127,7 +141,11 @@ impl NatPlan {
             Rule::new("nat", "POSTROUTING", &format!("-j {NAT_CHAIN}")),
         ];
         if docker {
-            out.push(Rule::new("filter", DOCKER_USER, &format!("-j {FORWARD_CHAIN}")));
+            out.push(Rule::new(
+                "filter",
+                DOCKER_USER,
+                &format!("-j {FORWARD_CHAIN}"),
+            ));
         }
         out
     }
@@ -142,15 +160,23 @@ pub fn default_interface(route_table: &str) -> Option<String> {
 }
 
 /// Builds the plan, finding the egress interface unless given.
-pub fn plan(exec: &dyn Executor, cidrs: &[Ipv4Net], egress: Option<&str>) -> Result<NatPlan, NatError> {
+pub fn plan(
+    exec: &dyn Executor,
+    cidrs: &[Ipv4Net],
+    egress: Option<&str>,
+) -> Result<NatPlan, NatError> {
     if cidrs.is_empty() {
         return Err(NatError::NoCidrs);
     }
     let egress = match egress {
         Some(e) => e.to_owned(),
-        None => default_interface(&exec.read("/proc/net/route".as_ref())?).ok_or(NatError::NoDefaultRoute)?,
+        None => default_interface(&exec.read("/proc/net/route".as_ref())?)
+            .ok_or(NatError::NoDefaultRoute)?,
     };
-    Ok(NatPlan { egress, cidrs: cidrs.to_vec() })
+    Ok(NatPlan {
+        egress,
+        cidrs: cidrs.to_vec(),
+    })
 }
 
 fn ipt(exec: &dyn Executor, args: &[&str]) -> Result<bool, NatError> {
@@ -162,7 +188,10 @@ fn ipt_must(exec: &dyn Executor, args: &[&str]) -> Result<(), NatError> {
     if out.success() {
         Ok(())
     } else {
-        Err(NatError::Iptables { args: args.join(" "), stderr: out.stderr.trim().to_owned() })
+        Err(NatError::Iptables {
+            args: args.join(" "),
+            stderr: out.stderr.trim().to_owned(),
+        })
     }
 }
 
@@ -184,18 +213,27 @@ pub fn check(exec: &dyn Executor, plan: &NatPlan) -> Result<Vec<Piece>, NatError
     let mut out = Vec::new();
     for (path, want) in plan.sysctls().into_iter().take(1) {
         let have = exec.read(&path).unwrap_or_default();
-        out.push(Piece { what: format!("sysctl {}={want}", path.display()), present: have.trim() == want });
+        out.push(Piece {
+            what: format!("sysctl {}={want}", path.display()),
+            present: have.trim() == want,
+        });
     }
     let mut chains_ok = true;
     for (table, chain) in plan.chains() {
         let present = chain_exists(exec, table, chain)?;
         chains_ok &= present;
-        out.push(Piece { what: format!("chain -t {table} {chain}"), present });
+        out.push(Piece {
+            what: format!("chain -t {table} {chain}"),
+            present,
+        });
     }
     let docker = chain_exists(exec, "filter", DOCKER_USER)?;
     for r in plan.rules().iter().chain(plan.jumps(docker).iter()) {
         let present = chains_ok && ipt(exec, &r.args("-C"))?;
-        out.push(Piece { what: format!("rule {}", r.describe()), present });
+        out.push(Piece {
+            what: format!("rule {}", r.describe()),
+            present,
+        });
     }
     Ok(out)
 }
@@ -238,7 +276,11 @@ pub fn apply(exec: &dyn Executor, plan: &NatPlan) -> Result<Applied, NatError> {
             added.push(format!("rule {}", j.describe()));
         }
     }
-    let missing: Vec<String> = check(exec, plan)?.into_iter().filter(|p| !p.present).map(|p| p.what).collect();
+    let missing: Vec<String> = check(exec, plan)?
+        .into_iter()
+        .filter(|p| !p.present)
+        .map(|p| p.what)
+        .collect();
     if !missing.is_empty() {
         return Err(NatError::Verify { missing });
     }
@@ -272,7 +314,10 @@ mod tests {
     use crate::exec::Fake;
 
     fn plan_for(fake: &Fake) -> NatPlan {
-        let cidrs = ["192.168.2.0/24".parse().unwrap(), "192.168.3.0/24".parse().unwrap()];
+        let cidrs = [
+            "192.168.2.0/24".parse().unwrap(),
+            "192.168.3.0/24".parse().unwrap(),
+        ];
         plan(fake, &cidrs, None).unwrap()
     }
 
@@ -289,8 +334,14 @@ mod tests {
         let fake = Fake::new();
         apply(&fake, &plan_for(&fake)).unwrap();
         let calls = fake.calls();
-        let first_ipt = calls.iter().position(|c| c.starts_with("iptables")).unwrap();
-        let fwd = calls.iter().position(|c| c == "write /proc/sys/net/ipv4/ip_forward=1").unwrap();
+        let first_ipt = calls
+            .iter()
+            .position(|c| c.starts_with("iptables"))
+            .unwrap();
+        let fwd = calls
+            .iter()
+            .position(|c| c == "write /proc/sys/net/ipv4/ip_forward=1")
+            .unwrap();
         assert!(fwd < first_ipt, "{calls:#?}");
         assert_eq!(fake.file("/proc/sys/net/ipv4/ip_forward").unwrap(), "1");
     }
@@ -300,19 +351,36 @@ mod tests {
         let fake = Fake::new();
         let p = plan_for(&fake);
         let first = apply(&fake, &p).unwrap();
-        assert_eq!(first.added.iter().filter(|a| a.starts_with("rule")).count(), 6 + 2);
+        assert_eq!(
+            first.added.iter().filter(|a| a.starts_with("rule")).count(),
+            6 + 2
+        );
         let snapshot = fake.snapshot();
         for _ in 0..10 {
             assert!(apply(&fake, &p).unwrap().added.is_empty());
         }
         assert_eq!(fake.snapshot(), snapshot);
-        assert_eq!(fake.rules("nat", NAT_CHAIN), ["-s 192.168.2.0/24 -o eth0 -j MASQUERADE", "-s 192.168.3.0/24 -o eth0 -j MASQUERADE"]);
+        assert_eq!(
+            fake.rules("nat", NAT_CHAIN),
+            [
+                "-s 192.168.2.0/24 -o eth0 -j MASQUERADE",
+                "-s 192.168.3.0/24 -o eth0 -j MASQUERADE"
+            ]
+        );
         assert_eq!(fake.rules("filter", "FORWARD"), ["-j FOSSA-FORWARD"]);
         for c in fake.calls().iter().filter(|c| c.contains(" -A ")) {
             let check = c.replace(" -A ", " -C ");
-            assert!(fake.calls().contains(&check), "{c} was added without a check");
+            assert!(
+                fake.calls().contains(&check),
+                "{c} was added without a check"
+            );
         }
-        assert!(fake.calls().iter().all(|c| !c.contains(" -F ") || c.contains("FOSSA-")), "flushes only its own chains");
+        assert!(
+            fake.calls()
+                .iter()
+                .all(|c| !c.contains(" -F ") || c.contains("FOSSA-")),
+            "flushes only its own chains"
+        );
     }
 
     #[test]
@@ -330,7 +398,11 @@ mod tests {
         apply(&fake, &p).unwrap();
         assert!(check(&fake, &p).unwrap().iter().all(|x| x.present));
         fake.drop_rule("nat", NAT_CHAIN, 0);
-        let missing: Vec<_> = check(&fake, &p).unwrap().into_iter().filter(|x| !x.present).collect();
+        let missing: Vec<_> = check(&fake, &p)
+            .unwrap()
+            .into_iter()
+            .filter(|x| !x.present)
+            .collect();
         assert_eq!(missing.len(), 1);
         assert!(missing[0].what.contains("MASQUERADE"));
         let again = apply(&fake, &p).unwrap();

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use fossa_web::model::Event;
+
 use aws_config::SdkConfig;
 use fossa_contract::aws::{sdk_config, AwsResultExt, AwsSettings};
 use fossa_contract::config::{AgentToml, Duty, StackConfig};
@@ -42,7 +44,12 @@ pub async fn load(config: &Path) -> Result<Settings, Error> {
     .await?;
     let client = aws_sdk_ssm::Client::new(&sdk);
     let name = toml.stack.ssm_parameter(ssm::CONFIG);
-    let out = client.get_parameter().name(&name).send().await.aws("ssm:GetParameter", &name)?;
+    let out = client
+        .get_parameter()
+        .name(&name)
+        .send()
+        .await
+        .aws("ssm:GetParameter", &name)?;
     let json = out.parameter().and_then(|p| p.value()).unwrap_or_default();
     let stack = StackConfig::parse(&name, json)?;
     Ok(Settings { toml, stack, sdk })
@@ -54,21 +61,14 @@ pub async fn private_cidrs(config: &Path) -> Result<Vec<Ipv4Net>, Error> {
     s.stack
         .private_cidrs()
         .iter()
-        .map(|c| c.parse().map_err(|_| Error::Other(format!("stack config holds a bad CIDR {c:?}; re-run fossa-bootstrap launch"))))
+        .map(|c| {
+            c.parse().map_err(|_| {
+                Error::Other(format!(
+                    "stack config holds a bad CIDR {c:?}; re-run fossa-bootstrap launch"
+                ))
+            })
+        })
         .collect()
-}
-
-/// One line of the agent's recent actions and errors.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Event {
-    /// When, as seconds since the epoch.
-    pub at: u64,
-    /// Which duty (or `agent`).
-    pub source: String,
-    /// Whether it is an error.
-    pub error: bool,
-    /// What happened.
-    pub message: String,
 }
 
 /// The recent events, newest last, at most [`Events::CAPACITY`].
@@ -87,22 +87,36 @@ impl Events {
         } else {
             tracing::info!(source, "{message}");
         }
-        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let mut q = self.0.lock().expect("events lock");
         if q.len() == Self::CAPACITY {
             q.pop_front();
         }
-        q.push_back(Event { at, source: source.to_owned(), error, message });
+        q.push_back(Event {
+            at,
+            source: source.to_owned(),
+            error,
+            message,
+        });
     }
 
     /// A copy of the events.
     pub fn list(&self) -> Vec<Event> {
-        self.0.lock().expect("events lock").iter().cloned().collect()
+        self.0
+            .lock()
+            .expect("events lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
 /// A duty's reconcile step: returns a one-line summary or the error chain.
-pub type Reconcile = Arc<dyn Fn(Arc<Settings>) -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+pub type Reconcile =
+    Arc<dyn Fn(Arc<Settings>) -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
 /// How often a healthy duty is reconciled again.
 pub fn interval(duty: Duty) -> Duration {
@@ -123,14 +137,23 @@ fn nat_reconcile(exec: Arc<dyn Executor>) -> Reconcile {
     Arc::new(move |s: Arc<Settings>| {
         let exec = exec.clone();
         Box::pin(async move {
-            let cidrs: Vec<Ipv4Net> = s.stack.private_cidrs().iter().filter_map(|c| c.parse().ok()).collect();
+            let cidrs: Vec<Ipv4Net> = s
+                .stack
+                .private_cidrs()
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect();
             tokio::task::spawn_blocking(move || {
                 let plan = nat::plan(exec.as_ref(), &cidrs, None)?;
                 let applied = nat::apply(exec.as_ref(), &plan)?;
                 Ok::<_, nat::NatError>(if applied.added.is_empty() {
                     format!("NAT verified via {} for {}", plan.egress, cidrs.len())
                 } else {
-                    format!("NAT applied via {}: added {}", plan.egress, applied.added.join(", "))
+                    format!(
+                        "NAT applied via {}: added {}",
+                        plan.egress,
+                        applied.added.join(", ")
+                    )
                 })
             })
             .await
@@ -170,7 +193,11 @@ pub async fn duty_loop(
             Err(e) => {
                 failures += 1;
                 let wait = backoff(failures - 1);
-                events.push(name, true, format!("{e} (retry {failures} in {}s)", wait.as_secs()));
+                events.push(
+                    name,
+                    true,
+                    format!("{e} (retry {failures} in {}s)", wait.as_secs()),
+                );
                 last.clear();
                 wait
             }
@@ -197,7 +224,15 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let events = Events::default();
     let settings = load_with_retry(config, &events).await?;
-    events.push("agent", false, format!("agent {} started for stack {}", env!("CARGO_PKG_VERSION"), settings.stack.stack));
+    events.push(
+        "agent",
+        false,
+        format!(
+            "agent {} started for stack {}",
+            env!("CARGO_PKG_VERSION"),
+            settings.stack.stack
+        ),
+    );
     let duties = settings.toml.duties();
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -209,25 +244,44 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         let (name, step, ready) = match duty {
             Duty::Nat => ("nat", nat_reconcile(exec.clone()), Some(ready_tx.clone())),
             other => {
-                events.push("agent", true, format!("duty {other:?} is not part of this agent build; it is skipped"));
+                events.push(
+                    "agent",
+                    true,
+                    format!("duty {other:?} is not part of this agent build; it is skipped"),
+                );
                 continue;
             }
         };
-        tasks.push(tokio::spawn(duty_loop(name, step, interval(duty), settings_rx.clone(), events.clone(), ready, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(duty_loop(
+            name,
+            step,
+            interval(duty),
+            settings_rx.clone(),
+            events.clone(),
+            ready,
+            shutdown_rx.clone(),
+        )));
     }
     drop(ready_tx);
 
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Other(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Other(format!("cannot handle SIGINT: {e}")))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::Other(format!("cannot handle SIGHUP: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::Other(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::Other(format!("cannot handle SIGINT: {e}")))?;
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| Error::Other(format!("cannot handle SIGHUP: {e}")))?;
     let mut usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 3));
+    let watchdog =
+        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 3));
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(10)));
     let mut announced = false;
     loop {
         if !announced && *ready_rx.borrow() {
             announced = true;
-            notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("NAT verified; duties running")]);
+            notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("NAT verified; duties running"),
+            ]);
             events.push("agent", false, "ready");
         }
         tokio::select! {
@@ -256,7 +310,10 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     events.push("agent", false, "stopping");
     shutdown_tx.send_replace(true);
     let stop = futures::future::join_all(tasks);
-    if tokio::time::timeout(Duration::from_secs(5), stop).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), stop)
+        .await
+        .is_err()
+    {
         tracing::warn!("some duties did not stop within 5 s");
     }
     Ok(())
@@ -272,7 +329,14 @@ async fn load_with_retry(config: &Path, events: &Events) -> Result<Settings, Err
             Err(e @ Error::Config(_)) | Err(e @ Error::Settings(_)) => return Err(e),
             Err(e) if attempt >= 5 => return Err(e),
             Err(e) => {
-                events.push("agent", true, format!("cannot load the stack config yet: {:#}", anyhow::Error::from(e)));
+                events.push(
+                    "agent",
+                    true,
+                    format!(
+                        "cannot load the stack config yet: {:#}",
+                        anyhow::Error::from(e)
+                    ),
+                );
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }

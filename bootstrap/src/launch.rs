@@ -1041,7 +1041,10 @@ impl Launcher<'_> {
             Ok(p) => {
                 let v = p.parameter().and_then(|p| p.value()).unwrap_or_default();
                 let as_json = |x: &str| serde_json::from_str::<serde_json::Value>(x).ok();
-                (true, v == value || (!secure && as_json(v).is_some() && as_json(v) == as_json(value)))
+                (
+                    true,
+                    v == value || (!secure && as_json(v).is_some() && as_json(v) == as_json(value)),
+                )
             }
             Err(e) if e.is_code("ParameterNotFound") => (false, false),
             Err(e) => return Err(e.into()),

@@ -40,7 +40,11 @@ impl Moto {
         let moto = Moto { child, url };
         let deadline = Instant::now() + Duration::from_secs(30);
         let up = || match netns {
-            Some(ns) => ns.cmd("curl").args(["-fsS", "-o", "/dev/null", &moto.url]).status().is_ok_and(|s| s.success()),
+            Some(ns) => ns
+                .cmd("curl")
+                .args(["-fsS", "-o", "/dev/null", &moto.url])
+                .status()
+                .is_ok_and(|s| s.success()),
             None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         };
         while !up() {

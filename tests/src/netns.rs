@@ -16,7 +16,13 @@ pub struct Netns {
 
 fn ip(args: &[&str]) {
     let r = Run::of(Command::new("ip").args(args));
-    assert_eq!(r.code, 0, "ip {}: {} (are iproute2 installed and the test run as root?)", args.join(" "), r.stderr);
+    assert_eq!(
+        r.code,
+        0,
+        "ip {}: {} (are iproute2 installed and the test run as root?)",
+        args.join(" "),
+        r.stderr
+    );
 }
 
 impl Netns {
@@ -46,7 +52,13 @@ impl Netns {
         let out = Run::of(self.cmd("iptables-save")).ok().stdout;
         out.lines()
             .filter(|l| !l.starts_with('#'))
-            .map(|l| if l.starts_with(':') { l.rsplit_once(' ').map(|(a, _)| a).unwrap_or(l) } else { l })
+            .map(|l| {
+                if l.starts_with(':') {
+                    l.rsplit_once(' ').map(|(a, _)| a).unwrap_or(l)
+                } else {
+                    l
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -54,7 +66,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -86,19 +100,81 @@ impl NatLab {
         let task = Netns::new(&format!("{tag}-t"));
         let gw = Netns::new(&format!("{tag}-g"));
         let inet = Netns::new(&format!("{tag}-i"));
-        ip(&["link", "add", "task0", "netns", &task.name, "type", "veth", "peer", "name", "gwin", "netns", &gw.name]);
-        ip(&["link", "add", "gwout", "netns", &gw.name, "type", "veth", "peer", "name", "inet0", "netns", &inet.name]);
-        ip(&["-n", &task.name, "addr", "add", "192.168.2.10/24", "dev", "task0"]);
-        ip(&["-n", &gw.name, "addr", "add", "192.168.2.1/24", "dev", "gwin"]);
-        ip(&["-n", &gw.name, "addr", "add", "203.0.113.1/24", "dev", "gwout"]);
-        ip(&["-n", &inet.name, "addr", "add", "203.0.113.2/24", "dev", "inet0"]);
-        for (ns, dev) in [(&task, "task0"), (&gw, "gwin"), (&gw, "gwout"), (&inet, "inet0")] {
+        ip(&[
+            "link", "add", "task0", "netns", &task.name, "type", "veth", "peer", "name", "gwin",
+            "netns", &gw.name,
+        ]);
+        ip(&[
+            "link", "add", "gwout", "netns", &gw.name, "type", "veth", "peer", "name", "inet0",
+            "netns", &inet.name,
+        ]);
+        ip(&[
+            "-n",
+            &task.name,
+            "addr",
+            "add",
+            "192.168.2.10/24",
+            "dev",
+            "task0",
+        ]);
+        ip(&[
+            "-n",
+            &gw.name,
+            "addr",
+            "add",
+            "192.168.2.1/24",
+            "dev",
+            "gwin",
+        ]);
+        ip(&[
+            "-n",
+            &gw.name,
+            "addr",
+            "add",
+            "203.0.113.1/24",
+            "dev",
+            "gwout",
+        ]);
+        ip(&[
+            "-n",
+            &inet.name,
+            "addr",
+            "add",
+            "203.0.113.2/24",
+            "dev",
+            "inet0",
+        ]);
+        for (ns, dev) in [
+            (&task, "task0"),
+            (&gw, "gwin"),
+            (&gw, "gwout"),
+            (&inet, "inet0"),
+        ] {
             ip(&["-n", &ns.name, "link", "set", dev, "up"]);
         }
-        ip(&["-n", &task.name, "route", "add", "default", "via", "192.168.2.1"]);
+        ip(&[
+            "-n",
+            &task.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.168.2.1",
+        ]);
         ip(&["-n", &gw.name, "route", "add", "default", "via", INTERNET]);
-        let server = inet.cmd("python3").args(["-c", SERVER]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("python3 for the test server");
-        let lab = NatLab { task, gw, inet, server };
+        let server = inet
+            .cmd("python3")
+            .args(["-c", SERVER])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 for the test server");
+        let lab = NatLab {
+            task,
+            gw,
+            inet,
+            server,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while lab.probe_from(&lab.gw).is_err() {
             assert!(Instant::now() < deadline, "test server did not start");

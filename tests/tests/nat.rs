@@ -10,7 +10,10 @@ use fossa_tests::netns::{NatLab, Netns, GATEWAY_OUTER, PRIVATE_CIDR};
 use fossa_tests::{bin, Run, TempDir};
 
 fn nat(gw: &Netns, action: &str) -> Run {
-    Run::of(gw.cmd(bin("fossa-agent")).args(["nat", action, "--private-cidr", PRIVATE_CIDR]))
+    Run::of(
+        gw.cmd(bin("fossa-agent"))
+            .args(["nat", action, "--private-cidr", PRIVATE_CIDR]),
+    )
 }
 
 fn count(ruleset: &str, needle: &str) -> usize {
@@ -20,13 +23,24 @@ fn count(ruleset: &str, needle: &str) -> usize {
 #[test]
 fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
     let lab = NatLab::new("a");
-    assert!(lab.probe().is_err(), "without NAT the task host must not reach the internet");
+    assert!(
+        lab.probe().is_err(),
+        "without NAT the task host must not reach the internet"
+    );
     lab.touch_tables();
     let before = lab.gw.ruleset();
 
     let applied = nat(&lab.gw, "apply").ok();
-    assert!(applied.stdout.contains("via gwout"), "egress found from the default route: {}", applied.stdout);
-    assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER, "source rewritten to the gateway's outer address");
+    assert!(
+        applied.stdout.contains("via gwout"),
+        "egress found from the default route: {}",
+        applied.stdout
+    );
+    assert_eq!(
+        lab.probe().unwrap(),
+        GATEWAY_OUTER,
+        "source rewritten to the gateway's outer address"
+    );
 
     for _ in 0..10 {
         let again = nat(&lab.gw, "apply").ok();
@@ -35,17 +49,32 @@ fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
     let rules = lab.gw.ruleset();
     assert_eq!(count(&rules, "-j MASQUERADE"), 1, "{rules}");
     assert_eq!(count(&rules, "-A FORWARD -j FOSSA-FORWARD"), 1, "{rules}");
-    assert_eq!(count(&rules, "-A POSTROUTING -j FOSSA-POSTROUTING"), 1, "{rules}");
+    assert_eq!(
+        count(&rules, "-A POSTROUTING -j FOSSA-POSTROUTING"),
+        1,
+        "{rules}"
+    );
 
     let check = nat(&lab.gw, "check");
     assert_eq!(check.code, 0, "{}", check.stdout);
     lab.gw.iptables(&["-t", "nat", "-F", "FOSSA-POSTROUTING"]);
     let check = nat(&lab.gw, "check");
     assert_eq!(check.code, 1);
-    assert!(check.stdout.lines().any(|l| l.starts_with("MISSING") && l.contains("MASQUERADE")), "{}", check.stdout);
+    assert!(
+        check
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("MISSING") && l.contains("MASQUERADE")),
+        "{}",
+        check.stdout
+    );
 
     nat(&lab.gw, "remove").ok();
-    assert_eq!(lab.gw.ruleset(), before, "remove restores the original ruleset");
+    assert_eq!(
+        lab.gw.ruleset(),
+        before,
+        "remove restores the original ruleset"
+    );
     assert!(lab.probe().is_err() || lab.probe().as_deref() != Ok(GATEWAY_OUTER));
 }
 
@@ -58,8 +87,15 @@ fn nat_works_behind_dockers_forward_drop() {
     nat(&lab.gw, "apply").ok();
     assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER);
     let rules = lab.gw.ruleset();
-    assert_eq!(count(&rules, "-A DOCKER-USER -j FOSSA-FORWARD"), 1, "{rules}");
-    assert!(rules.contains(":FORWARD DROP"), "the FORWARD policy is left alone: {rules}");
+    assert_eq!(
+        count(&rules, "-A DOCKER-USER -j FOSSA-FORWARD"),
+        1,
+        "{rules}"
+    );
+    assert!(
+        rules.contains(":FORWARD DROP"),
+        "the FORWARD policy is left alone: {rules}"
+    );
     nat(&lab.gw, "remove").ok();
     assert_eq!(lab.gw.ruleset(), before);
 }
@@ -71,7 +107,12 @@ struct Service {
 }
 
 impl Service {
-    fn start(gw: &Netns, env: &[(&'static str, String)], config: &std::path::Path, log: std::path::PathBuf) -> Service {
+    fn start(
+        gw: &Netns,
+        env: &[(&'static str, String)],
+        config: &std::path::Path,
+        log: std::path::PathBuf,
+    ) -> Service {
         let child = gw
             .cmd(bin("fossa-agent"))
             .args(["run", "--config"])
@@ -92,7 +133,10 @@ impl Service {
             if log.contains(needle) {
                 return;
             }
-            assert!(Instant::now() < deadline, "agent log never said {needle:?}:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "agent log never said {needle:?}:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -100,7 +144,10 @@ impl Service {
     /// SIGTERM; returns how long the agent took to exit.
     fn stop(mut self) -> Duration {
         let t = Instant::now();
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         // `ip netns exec` execs the agent, so the pid is the agent's.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -108,7 +155,10 @@ impl Service {
                 assert!(status.success(), "agent exited with {status}");
                 return t.elapsed();
             }
-            assert!(Instant::now() < deadline, "agent did not stop within 10 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop within 10 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -124,13 +174,26 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
     let launch = Run::of(
         lab.gw
             .cmd(bin("fossa-bootstrap"))
-            .args(["launch", "--stack", "nat", "--allow-cidr", "198.51.100.1/32", "--no-wait", "--endpoint-url", &moto.url])
+            .args([
+                "launch",
+                "--stack",
+                "nat",
+                "--allow-cidr",
+                "198.51.100.1/32",
+                "--no-wait",
+                "--endpoint-url",
+                &moto.url,
+            ])
             .arg("--agent-binary")
             .arg(bin("fossa-agent"))
             .envs(moto.env()),
     )
     .ok();
-    assert!(launch.stderr.contains("SSM parameter /fossa/nat/config"), "{}", launch.stderr);
+    assert!(
+        launch.stderr.contains("SSM parameter /fossa/nat/config"),
+        "{}",
+        launch.stderr
+    );
     let config = dir.0.join("agent.toml");
     std::fs::write(
         &config,
@@ -139,25 +202,66 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
     .unwrap();
     let mut stops = Vec::new();
     for i in 0..10 {
-        let svc = Service::start(&lab.gw, &moto.env(), &config, dir.0.join(format!("agent-{i}.log")));
+        let svc = Service::start(
+            &lab.gw,
+            &moto.env(),
+            &config,
+            dir.0.join(format!("agent-{i}.log")),
+        );
         svc.wait_log("ready", Duration::from_secs(30));
         assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER, "start {i}");
         stops.push(svc.stop());
     }
     let rules = lab.gw.ruleset();
-    assert_eq!(count(&rules, "-j MASQUERADE"), 2, "one per private subnet, once: {rules}");
+    assert_eq!(
+        count(&rules, "-j MASQUERADE"),
+        2,
+        "one per private subnet, once: {rules}"
+    );
     assert_eq!(count(&rules, "-A FORWARD -j FOSSA-FORWARD"), 1, "{rules}");
-    assert_eq!(count(&rules, "-A DOCKER-USER -j FOSSA-FORWARD"), 1, "{rules}");
-    assert!(stops.iter().all(|d| *d < Duration::from_secs(5)), "SIGTERM stops within 5 s: {stops:?}");
+    assert_eq!(
+        count(&rules, "-A DOCKER-USER -j FOSSA-FORWARD"),
+        1,
+        "{rules}"
+    );
+    assert!(
+        stops.iter().all(|d| *d < Duration::from_secs(5)),
+        "SIGTERM stops within 5 s: {stops:?}"
+    );
 
     // A rule deleted behind the agent's back is reported by check and re-added by the loop.
-    let svc = Service::start(&lab.gw, &moto.env(), &config, dir.0.join("agent-repair.log"));
+    let svc = Service::start(
+        &lab.gw,
+        &moto.env(),
+        &config,
+        dir.0.join("agent-repair.log"),
+    );
     svc.wait_log("ready", Duration::from_secs(30));
-    lab.gw.iptables(&["-t", "nat", "-D", "FOSSA-POSTROUTING", "-s", PRIVATE_CIDR, "-o", "gwout", "-j", "MASQUERADE"]);
-    let check = Run::of(lab.gw.cmd(bin("fossa-agent")).args(["nat", "check", "--config"]).arg(&config).envs(moto.env()));
+    lab.gw.iptables(&[
+        "-t",
+        "nat",
+        "-D",
+        "FOSSA-POSTROUTING",
+        "-s",
+        PRIVATE_CIDR,
+        "-o",
+        "gwout",
+        "-j",
+        "MASQUERADE",
+    ]);
+    let check = Run::of(
+        lab.gw
+            .cmd(bin("fossa-agent"))
+            .args(["nat", "check", "--config"])
+            .arg(&config)
+            .envs(moto.env()),
+    );
     assert_eq!(check.code, 1, "{}\n{}", check.stdout, check.stderr);
     assert!(lab.probe().is_err());
-    svc.wait_log("NAT applied via gwout: added rule -t nat FOSSA-POSTROUTING", Duration::from_secs(45));
+    svc.wait_log(
+        "NAT applied via gwout: added rule -t nat FOSSA-POSTROUTING",
+        Duration::from_secs(45),
+    );
     assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER);
     svc.stop();
 }

@@ -21,9 +21,17 @@ fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
             section = Some(name.to_owned());
             continue;
         }
-        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("line {}: not key=value: {line}", n + 1));
-        let s = section.clone().unwrap_or_else(|| panic!("line {}: key outside a section", n + 1));
-        out.entry(s).or_default().entry(k.trim().to_owned()).or_default().push(v.trim().to_owned());
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("line {}: not key=value: {line}", n + 1));
+        let s = section
+            .clone()
+            .unwrap_or_else(|| panic!("line {}: key outside a section", n + 1));
+        out.entry(s)
+            .or_default()
+            .entry(k.trim().to_owned())
+            .or_default()
+            .push(v.trim().to_owned());
     }
     out
 }
@@ -37,19 +45,32 @@ fn the_unit_file_parses_and_asks_for_what_the_agent_needs() {
     assert_eq!(one("Type"), Some("notify"));
     assert_eq!(one("Restart"), Some("always"));
     assert!(one("WatchdogSec").is_some());
-    assert!(one("ExecStart").unwrap().contains("fossa-agent run --config /etc/fossa/agent.toml"));
+    assert!(one("ExecStart")
+        .unwrap()
+        .contains("fossa-agent run --config /etc/fossa/agent.toml"));
     assert!(one("ExecReload").unwrap().contains("-HUP"));
     let caps = one("CapabilityBoundingSet").unwrap();
     for cap in ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"] {
         assert!(caps.contains(cap), "{cap}");
     }
-    for (k, v) in [("ProtectSystem", "strict"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"), ("NoNewPrivileges", "yes")] {
+    for (k, v) in [
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+    ] {
         assert_eq!(one(k), Some(v), "{k}");
     }
-    assert!(one("ProtectKernelTunables").is_none(), "the agent writes net.ipv4.ip_forward");
+    assert!(
+        one("ProtectKernelTunables").is_none(),
+        "the agent writes net.ipv4.ip_forward"
+    );
     let after = unit["Unit"]["After"].join(" ");
     assert!(after.contains("network-online.target") && after.contains("docker.service"));
-    assert!(!text.to_lowercase().contains("password"), "no secret in the unit");
+    assert!(
+        !text.to_lowercase().contains("password"),
+        "no secret in the unit"
+    );
 }
 
 #[test]
@@ -58,10 +79,25 @@ fn systemd_analyze_verifies_the_unit() {
     let text = std::fs::read_to_string(repo_root().join("systemd/fossa-agent.service")).unwrap();
     // Verify the shipped unit with the freshly built agent in place of the installed path.
     let unit = dir.0.join("fossa-agent.service");
-    std::fs::write(&unit, text.replace("/usr/local/bin/fossa-agent", bin("fossa-agent").to_str().unwrap())).unwrap();
+    std::fs::write(
+        &unit,
+        text.replace(
+            "/usr/local/bin/fossa-agent",
+            bin("fossa-agent").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
     let r = Run::of(Command::new("systemd-analyze").arg("verify").arg(&unit));
-    assert_eq!(r.code, 0, "systemd-analyze verify (Debian package systemd): {}{}", r.stdout, r.stderr);
-    assert!(!r.stderr.contains("fossa-agent.service:"), "warnings: {}", r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "systemd-analyze verify (Debian package systemd): {}{}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        !r.stderr.contains("fossa-agent.service:"),
+        "warnings: {}",
+        r.stderr
+    );
 }
 
 #[test]

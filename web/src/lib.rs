@@ -1,1 +1,125 @@
-//! placeholder
+//! The gateway's web UI and JSON API (rocket 0.5, TLS).
+//!
+//! It depends only on plain data and the [`model::Fleet`] trait handed in by
+//! the agent, not on AWS: the fleet poller's snapshot, a dispatcher, a scaler.
+//! Templates, styles and scripts are compiled into the binary.
+
+pub mod auth;
+pub mod fmt;
+pub mod model;
+pub mod routes;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rocket::data::{Limits, ToByteUnit};
+use rocket::{catchers, routes, Build, Rocket};
+
+/// How to serve the UI.
+#[derive(Clone)]
+pub struct WebConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The UI password (hashed on start; the plain text is not kept).
+    pub password: String,
+    /// Random bytes for private cookies, at least 32 (kept on disk so sessions survive restarts).
+    pub cookie_key: Vec<u8>,
+    /// PEM certificate and key; `None` serves plain HTTP (tests only).
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Largest form body accepted.
+pub const FORM_LIMIT_KIB: u64 = 16;
+/// Largest JSON body accepted.
+pub const JSON_LIMIT_KIB: u64 = 64;
+
+/// One line explaining why rocket could not start.
+pub fn explain(e: &rocket::Error) -> String {
+    match e.kind() {
+        rocket::error::ErrorKind::Bind(io) => {
+            format!("cannot listen: {io} (is the address in use or the port privileged?)")
+        }
+        rocket::error::ErrorKind::Io(io) => io.to_string(),
+        rocket::error::ErrorKind::Config(f) => format!("bad configuration: {f}"),
+        other => other.to_string(),
+    }
+}
+
+/// The rocket instance serving `fleet`.
+pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
+    let limits = Limits::default()
+        .limit("form", FORM_LIMIT_KIB.kibibytes())
+        .limit("data-form", FORM_LIMIT_KIB.kibibytes())
+        .limit("json", JSON_LIMIT_KIB.kibibytes())
+        .limit("string", FORM_LIMIT_KIB.kibibytes())
+        .limit("bytes", FORM_LIMIT_KIB.kibibytes());
+    let mut figment = rocket::Config::figment()
+        .merge(("address", config.listen.ip()))
+        .merge(("port", config.listen.port()))
+        .merge((
+            "secret_key",
+            hex::encode(&config.cookie_key[..config.cookie_key.len().min(32)]),
+        ))
+        .merge(("limits", limits))
+        .merge(("ident", "fossa-gateway"))
+        .merge(("cli_colors", false))
+        .merge(("log_level", "critical"))
+        .merge(("shutdown.ctrlc", false))
+        .merge(("shutdown.signals", Vec::<String>::new()))
+        .merge(("shutdown.grace", 2))
+        .merge(("shutdown.mercy", 2));
+    if let Some((cert, key)) = &config.tls {
+        figment = figment.merge(("tls", rocket::config::TlsConfig::from_bytes(cert, key)));
+    }
+    let auth = auth::Auth::new(&config.password, config.tls.is_some());
+    rocket::custom(figment)
+        .manage(auth)
+        .manage(routes::FleetState(fleet))
+        .mount(
+            "/",
+            routes![
+                routes::healthz,
+                routes::login_page,
+                routes::login,
+                routes::logout,
+                routes::logout_get,
+                routes::overview,
+                routes::api_overview,
+                routes::api_workers,
+                routes::worker,
+                routes::api_worker,
+                routes::tasks,
+                routes::submit,
+                routes::api_tasks,
+                routes::api_submit,
+                routes::task,
+                routes::api_task,
+                routes::scale,
+                routes::api_scale,
+                routes::rebuild,
+                routes::api_rebuild,
+                routes::events,
+                routes::api_events,
+                routes::css,
+                routes::js,
+            ],
+        )
+        .register(
+            "/",
+            catchers![
+                routes::unauthorized,
+                routes::too_many,
+                routes::default_catcher
+            ],
+        )
+}

@@ -1,0 +1,296 @@
+//! The plain data the UI shows: an immutable [`FleetSnapshot`] the agent's
+//! poller replaces as a whole, and the requests the UI hands back to the
+//! agent through the [`Fleet`] trait. The same structs serialise to JSON for
+//! `/api/v1`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One Fossa task as a node reports it (`running_tasks` / `recent_completed_tasks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FossaTask {
+    /// Task id; a subtask's is `"{pool_id}:{n}::{reply_to}"`.
+    pub task_id: String,
+    /// Model class name.
+    #[serde(default)]
+    pub model_class: String,
+    /// Method run.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Method kwargs.
+    #[serde(default)]
+    pub method_kwargs: Value,
+    /// `running`, `complete`, `failed` or `unknown`.
+    #[serde(default)]
+    pub status: String,
+    /// Start time, seconds since the epoch (parsed from Fossa's HTTP date).
+    #[serde(default)]
+    pub started: Option<i64>,
+    /// End time, seconds since the epoch.
+    #[serde(default)]
+    pub finished: Option<i64>,
+    /// `{"type": "TaskComplete"|"TaskFailed", "payload": …}` once finished.
+    #[serde(default)]
+    pub results: Option<Value>,
+}
+
+impl FossaTask {
+    /// For a subtask id `"{pool_id}:{n}::{reply_to}"`: `(pool_id, n, reply_to)`.
+    pub fn subtask_parts(&self) -> Option<(&str, u32, &str)> {
+        let (corr, reply_to) = self.task_id.split_once("::")?;
+        let (pool, n) = corr.rsplit_once(':')?;
+        Some((pool, n.parse().ok()?, reply_to))
+    }
+
+    /// Duration in seconds, when both ends are known.
+    pub fn duration(&self) -> Option<i64> {
+        Some(self.finished? - self.started?)
+    }
+}
+
+/// What a node's `/api/0.01/node_info` said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's own identifier.
+    pub node_ident: String,
+    /// Task slots.
+    pub max_concurrent_tasks: u32,
+    /// Free slots.
+    pub available_processing_capacity: u32,
+    /// Tasks running now.
+    pub running_tasks: Vec<FossaTask>,
+    /// Tasks finished recently.
+    pub recent_completed_tasks: Vec<FossaTask>,
+}
+
+/// How the last poll of a worker went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum Health {
+    /// Not polled yet.
+    Unknown,
+    /// Answered with a valid node_info.
+    Ok,
+    /// Did not answer within the timeout.
+    Timeout(String),
+    /// Answered with an HTTP error.
+    Error(String),
+    /// Answered with something that is not node_info.
+    Garbage(String),
+    /// Could not be connected to.
+    Unreachable(String),
+}
+
+impl Health {
+    /// A short word for badges.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Ok => "ok",
+            Health::Timeout(_) => "timeout",
+            Health::Error(_) => "error",
+            Health::Garbage(_) => "garbage",
+            Health::Unreachable(_) => "unreachable",
+        }
+    }
+
+    /// The reason, if not healthy.
+    pub fn reason(&self) -> &str {
+        match self {
+            Health::Unknown | Health::Ok => "",
+            Health::Timeout(r) | Health::Error(r) | Health::Garbage(r) | Health::Unreachable(r) => {
+                r
+            }
+        }
+    }
+}
+
+/// One worker: an ECS task or a local process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    /// Stable id (ECS task id, or `local-N`).
+    pub id: String,
+    /// `ip:port` of its Fossa API.
+    pub address: String,
+    /// Backend status (`RUNNING`, `PENDING`, `STOPPED`, …).
+    pub status: String,
+    /// Result of the last poll.
+    pub health: Health,
+    /// When it started, seconds since the epoch.
+    pub started_at: Option<i64>,
+    /// `FARGATE`, `FARGATE_SPOT` or `local`.
+    pub capacity_provider: String,
+    /// The last good node_info (kept while a poll fails).
+    pub node: Option<NodeInfo>,
+    /// Milliseconds the last poll took.
+    pub poll_ms: Option<u64>,
+}
+
+impl Worker {
+    /// Free task slots, when known.
+    pub fn free(&self) -> Option<u32> {
+        self.node.as_ref().map(|n| n.available_processing_capacity)
+    }
+}
+
+/// A part of the stack and whether it is well.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Component {
+    /// Whether it is working.
+    pub ok: bool,
+    /// One line about it.
+    pub detail: String,
+}
+
+/// Hourly cost figures, in US dollars (list prices, approximate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// This stack per hour: the gateway instance plus the workers.
+    pub stack_hourly: f64,
+    /// What a managed NAT Gateway alone would cost per hour (before data charges).
+    pub nat_gateway_hourly: f64,
+    /// How the figures were made.
+    pub basis: String,
+}
+
+/// One line of the agent's recent actions and errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, as seconds since the epoch.
+    pub at: i64,
+    /// Which duty (or `agent`).
+    pub source: String,
+    /// Whether it is an error.
+    pub error: bool,
+    /// What happened.
+    pub message: String,
+}
+
+/// A task the gateway dispatched itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatched {
+    /// The node's task id.
+    pub task_id: String,
+    /// The worker it went to.
+    pub worker_id: String,
+    /// Model class.
+    pub model_class: String,
+    /// When, seconds since the epoch.
+    pub at: i64,
+}
+
+/// Everything the UI shows, replaced atomically by the poller.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FleetSnapshot {
+    /// `fargate` or `local`.
+    pub mode: String,
+    /// Stack name.
+    pub stack: String,
+    /// When this snapshot was completed, seconds since the epoch.
+    pub taken_at: i64,
+    /// How long the last refresh of every worker took, in milliseconds.
+    pub refresh_ms: u64,
+    /// Workers, sorted by id.
+    pub workers: Vec<Worker>,
+    /// Workers wanted.
+    pub desired_workers: u32,
+    /// Model classes the workers accept.
+    pub models: Vec<String>,
+    /// The broker.
+    pub broker: Component,
+    /// NAT and its egress self-test.
+    pub nat: Component,
+    /// The worker image.
+    pub image: Component,
+    /// Cost, where known.
+    pub cost: Option<Cost>,
+    /// Tasks the gateway dispatched, newest last.
+    pub dispatched: Vec<Dispatched>,
+}
+
+/// A task submission (`POST /api/v1/tasks` body, or the form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// One of [`FleetSnapshot::models`].
+    pub model_class: String,
+    /// Method to run (default `go`).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Model construction kwargs (a JSON object).
+    #[serde(default = "empty_object")]
+    pub model_construction_kwargs: Value,
+    /// Method kwargs (a JSON object).
+    #[serde(default = "empty_object")]
+    pub method_kwargs: Value,
+    /// Resolver context (a JSON object).
+    #[serde(default = "empty_object")]
+    pub resolver_context: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Why a submission was not dispatched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// The request is wrong; the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
+    /// Every worker is busy or down.
+    #[error("{0}")]
+    NoCapacity(String),
+    /// A worker answered with an error.
+    #[error("{0}")]
+    Worker(String),
+}
+
+/// What the UI asks of the agent.
+#[rocket::async_trait]
+pub trait Fleet: Send + Sync + 'static {
+    /// The current snapshot (never waits on the network).
+    fn snapshot(&self) -> std::sync::Arc<FleetSnapshot>;
+    /// Recent events, newest last.
+    fn events(&self) -> Vec<Event>;
+    /// Dispatches a task to the worker with the most free capacity.
+    async fn submit(&self, request: TaskRequest) -> Result<Dispatched, DispatchError>;
+    /// Sets the number of workers.
+    async fn scale(&self, workers: u32) -> Result<String, String>;
+    /// Rebuilds the worker image (or restarts local workers).
+    async fn rebuild(&self) -> Result<String, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtask_ids_split_into_pool_index_and_reply_queue() {
+        let t = FossaTask {
+            task_id: "zsxke:6::amq.gen-dBKn".into(),
+            model_class: String::new(),
+            method: None,
+            method_kwargs: Value::Null,
+            status: String::new(),
+            started: None,
+            finished: None,
+            results: None,
+        };
+        assert_eq!(t.subtask_parts(), Some(("zsxke", 6, "amq.gen-dBKn")));
+        let parent = FossaTask {
+            task_id: "pxdrk".into(),
+            ..t
+        };
+        assert_eq!(parent.subtask_parts(), None);
+    }
+
+    #[test]
+    fn task_requests_refuse_unknown_fields() {
+        let e =
+            serde_json::from_str::<TaskRequest>(r#"{"model_class":"X","kwargs":{}}"#).unwrap_err();
+        assert!(e.to_string().contains("kwargs"));
+        let ok: TaskRequest = serde_json::from_str(r#"{"model_class":"X"}"#).unwrap();
+        assert!(ok.method_kwargs.is_object());
+    }
+}

@@ -1,0 +1,328 @@
+//! Views derived from a snapshot: every task across the fleet, and a task
+//! with the subtasks it spawned on other nodes grouped under it.
+//!
+//! Fossa does not publish which parent a subtask belongs to. Siblings share a
+//! `pool_id` and a `reply_to` (from the subtask id `"{pool_id}:{n}::{reply_to}"`);
+//! a group is linked to a parent of the same model class whose run covers the
+//! group's. When more than one parent fits, the link is marked uncertain
+//! instead of guessed.
+
+use serde::Serialize;
+
+use crate::model::{FleetSnapshot, FossaTask};
+
+/// Seconds of clock slack allowed between nodes (Fossa's dates have 1 s resolution).
+const SLACK: i64 = 2;
+
+/// A task and where it ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRow {
+    /// The task.
+    #[serde(flatten)]
+    pub task: FossaTask,
+    /// Worker id.
+    pub worker_id: String,
+    /// Worker address.
+    pub worker_address: String,
+}
+
+/// Every task the fleet reports, running first, then newest first.
+pub fn all_tasks(snap: &FleetSnapshot) -> Vec<TaskRow> {
+    let mut out: Vec<TaskRow> = Vec::new();
+    for w in &snap.workers {
+        let Some(node) = &w.node else { continue };
+        for t in node
+            .running_tasks
+            .iter()
+            .chain(node.recent_completed_tasks.iter())
+        {
+            if out
+                .iter()
+                .any(|r| r.worker_id == w.id && r.task.task_id == t.task_id)
+            {
+                continue;
+            }
+            out.push(TaskRow {
+                task: t.clone(),
+                worker_id: w.id.clone(),
+                worker_address: w.address.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        (b.task.status == "running")
+            .cmp(&(a.task.status == "running"))
+            .then(b.task.started.cmp(&a.task.started))
+            .then(a.task.task_id.cmp(&b.task.task_id))
+    });
+    out
+}
+
+/// Subtasks sharing a pool and reply queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    /// The pool id.
+    pub pool_id: String,
+    /// The parent's reply queue.
+    pub reply_to: String,
+    /// Model class of the subtasks.
+    pub model_class: String,
+    /// The subtasks, by index.
+    pub subtasks: Vec<TaskRow>,
+    /// Distinct workers that ran them.
+    pub workers: Vec<String>,
+    /// Whether the parent link is unambiguous.
+    pub certain: bool,
+    /// Ids of every parent that fits.
+    pub candidates: Vec<String>,
+}
+
+impl Group {
+    fn span(&self) -> (Option<i64>, Option<i64>) {
+        let start = self.subtasks.iter().filter_map(|s| s.task.started).min();
+        let end = self
+            .subtasks
+            .iter()
+            .filter_map(|s| s.task.finished.or(s.task.started))
+            .max();
+        (start, end)
+    }
+}
+
+fn covers(parent: &FossaTask, group: &Group) -> bool {
+    if parent.model_class != group.model_class {
+        return false;
+    }
+    let (start, end) = group.span();
+    let (Some(ps), Some(gs)) = (parent.started, start) else {
+        return false;
+    };
+    if gs + SLACK < ps {
+        return false;
+    }
+    match (parent.finished, end) {
+        (Some(pf), Some(ge)) => ge <= pf + SLACK,
+        _ => true,
+    }
+}
+
+/// Groups every subtask and links each group to the parents that fit.
+pub fn groups(tasks: &[TaskRow]) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for row in tasks {
+        let Some((pool, _, reply)) = row.task.subtask_parts() else {
+            continue;
+        };
+        match out
+            .iter_mut()
+            .find(|g| g.pool_id == pool && g.reply_to == reply)
+        {
+            Some(g) => g.subtasks.push(row.clone()),
+            None => out.push(Group {
+                pool_id: pool.to_owned(),
+                reply_to: reply.to_owned(),
+                model_class: row.task.model_class.clone(),
+                subtasks: vec![row.clone()],
+                workers: Vec::new(),
+                certain: false,
+                candidates: Vec::new(),
+            }),
+        }
+    }
+    let parents: Vec<&TaskRow> = tasks
+        .iter()
+        .filter(|r| r.task.subtask_parts().is_none())
+        .collect();
+    for g in &mut out {
+        g.subtasks
+            .sort_by_key(|s| s.task.subtask_parts().map(|p| p.1));
+        let mut workers: Vec<String> = g.subtasks.iter().map(|s| s.worker_id.clone()).collect();
+        workers.sort();
+        workers.dedup();
+        g.workers = workers;
+        g.candidates = parents
+            .iter()
+            .filter(|p| covers(&p.task, g))
+            .map(|p| p.task.task_id.clone())
+            .collect();
+        g.certain = g.candidates.len() == 1;
+    }
+    out
+}
+
+/// A task with its subtasks, or a subtask with its parent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskDetail {
+    /// The task.
+    pub task: TaskRow,
+    /// For a parent: the subtask groups linked to it.
+    pub groups: Vec<Group>,
+    /// For a subtask: its group (with the parent candidates).
+    pub group: Option<Group>,
+}
+
+/// The detail view of task `id`, if any worker reports it.
+pub fn task_detail(snap: &FleetSnapshot, id: &str) -> Option<TaskDetail> {
+    let tasks = all_tasks(snap);
+    let task = tasks.iter().find(|t| t.task.task_id == id)?.clone();
+    let all = groups(&tasks);
+    if task.task.subtask_parts().is_some() {
+        let group = all
+            .into_iter()
+            .find(|g| g.subtasks.iter().any(|s| s.task.task_id == id));
+        Some(TaskDetail {
+            task,
+            groups: Vec::new(),
+            group,
+        })
+    } else {
+        let linked = all
+            .into_iter()
+            .filter(|g| g.candidates.iter().any(|c| c == id))
+            .collect();
+        Some(TaskDetail {
+            task,
+            groups: linked,
+            group: None,
+        })
+    }
+}
+
+/// Whether `id` looks like a Fossa task id (refuses path tricks and junk).
+pub fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && !id.contains("..")
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-' | '+' | '='))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Health, NodeInfo, Worker};
+    use serde_json::Value;
+
+    fn task(id: &str, class: &str, status: &str, started: i64, finished: Option<i64>) -> FossaTask {
+        FossaTask {
+            task_id: id.into(),
+            model_class: class.into(),
+            method: Some("go".into()),
+            method_kwargs: Value::Null,
+            status: status.into(),
+            started: Some(started),
+            finished,
+            results: None,
+        }
+    }
+
+    fn worker(id: &str, running: Vec<FossaTask>, done: Vec<FossaTask>) -> Worker {
+        Worker {
+            id: id.into(),
+            address: format!("{id}:2345"),
+            status: "RUNNING".into(),
+            health: Health::Ok,
+            started_at: None,
+            capacity_provider: "local".into(),
+            node: Some(NodeInfo {
+                node_ident: id.into(),
+                max_concurrent_tasks: 4,
+                available_processing_capacity: 4,
+                running_tasks: running,
+                recent_completed_tasks: done,
+            }),
+            poll_ms: Some(1),
+        }
+    }
+
+    #[test]
+    fn subtasks_are_grouped_under_the_one_parent_that_fits() {
+        let snap = FleetSnapshot {
+            workers: vec![
+                worker(
+                    "a",
+                    vec![],
+                    vec![
+                        task("pxdrk", "Etl", "complete", 100, Some(120)),
+                        task("zs:0::amq.q1", "Etl", "complete", 101, Some(105)),
+                    ],
+                ),
+                worker(
+                    "b",
+                    vec![],
+                    vec![
+                        task("zs:1::amq.q1", "Etl", "complete", 101, Some(110)),
+                        task("zs:2::amq.q1", "Etl", "complete", 105, Some(118)),
+                    ],
+                ),
+                worker(
+                    "c",
+                    vec![],
+                    vec![task("other", "Other", "complete", 100, Some(130))],
+                ),
+            ],
+            ..Default::default()
+        };
+        let d = task_detail(&snap, "pxdrk").unwrap();
+        assert_eq!(d.groups.len(), 1);
+        let g = &d.groups[0];
+        assert!(g.certain);
+        assert_eq!(g.subtasks.len(), 3);
+        assert_eq!(g.workers, ["a", "b"]);
+        let sub = task_detail(&snap, "zs:2::amq.q1").unwrap();
+        assert_eq!(sub.group.unwrap().candidates, ["pxdrk"]);
+        assert!(task_detail(&snap, "other").unwrap().groups.is_empty());
+    }
+
+    #[test]
+    fn overlapping_parents_of_one_class_make_the_link_uncertain() {
+        let snap = FleetSnapshot {
+            workers: vec![
+                worker("a", vec![task("p1", "Etl", "running", 100, None)], vec![]),
+                worker(
+                    "b",
+                    vec![task("p2", "Etl", "running", 101, None)],
+                    vec![task("zz:0::amq.q", "Etl", "complete", 102, Some(103))],
+                ),
+            ],
+            ..Default::default()
+        };
+        let d = task_detail(&snap, "p1").unwrap();
+        assert_eq!(d.groups.len(), 1);
+        assert!(!d.groups[0].certain);
+        assert_eq!(d.groups[0].candidates.len(), 2);
+    }
+
+    #[test]
+    fn running_tasks_come_first() {
+        let snap = FleetSnapshot {
+            workers: vec![worker(
+                "a",
+                vec![task("r", "E", "running", 50, None)],
+                vec![task("d", "E", "complete", 90, Some(95))],
+            )],
+            ..Default::default()
+        };
+        let ids: Vec<_> = all_tasks(&snap)
+            .into_iter()
+            .map(|t| t.task.task_id)
+            .collect();
+        assert_eq!(ids, ["r", "d"]);
+    }
+
+    #[test]
+    fn task_ids_are_checked() {
+        assert!(valid_task_id("zsxke:6::amq.gen-dBKn_x"));
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            "<script>",
+            "a b",
+            &"x".repeat(201),
+        ] {
+            assert!(!valid_task_id(bad), "{bad}");
+        }
+    }
+}
