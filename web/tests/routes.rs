@@ -1,0 +1,687 @@
+//! Route tests with rocket's local client over an in-memory fleet: login,
+//! sessions, CSRF, basic auth, rate limiting, limits, escaping and every page.
+
+use std::sync::{Arc, Mutex};
+
+use fossa_web::model::*;
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::{Client, LocalResponse};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct horse";
+
+struct FakeFleet {
+    snap: Mutex<Arc<FleetSnapshot>>,
+    submitted: Mutex<Vec<TaskRequest>>,
+}
+
+#[rocket::async_trait]
+impl Fleet for FakeFleet {
+    fn snapshot(&self) -> Arc<FleetSnapshot> {
+        self.snap.lock().unwrap().clone()
+    }
+    fn events(&self) -> Vec<Event> {
+        vec![Event {
+            at: 1_700_000_000,
+            source: "nat".into(),
+            error: true,
+            message: "<b>boom</b>".into(),
+        }]
+    }
+    async fn submit(&self, request: TaskRequest) -> Result<Dispatched, DispatchError> {
+        self.submitted.lock().unwrap().push(request.clone());
+        Ok(Dispatched {
+            task_id: "newtask".into(),
+            worker_id: "w1".into(),
+            model_class: request.model_class,
+            at: 0,
+        })
+    }
+    async fn scale(&self, workers: u32) -> Result<String, String> {
+        let mut s = (**self.snap.lock().unwrap()).clone();
+        s.desired_workers = workers;
+        *self.snap.lock().unwrap() = Arc::new(s);
+        Ok(format!("scaled to {workers}"))
+    }
+    async fn rebuild(&self) -> Result<String, String> {
+        Ok("rebuilding".into())
+    }
+}
+
+fn task(id: &str, class: &str, status: &str, started: i64, finished: Option<i64>) -> FossaTask {
+    FossaTask {
+        task_id: id.into(),
+        model_class: class.into(),
+        method: Some("go".into()),
+        method_kwargs: json!({}),
+        status: status.into(),
+        started: Some(started),
+        finished,
+        results: finished.map(|_| json!({"type": "TaskComplete", "payload": {"n": 1}})),
+    }
+}
+
+fn worker(id: &str, tasks: Vec<FossaTask>) -> Worker {
+    Worker {
+        id: id.into(),
+        address: format!("10.0.0.{}:2345", id.len()),
+        status: "RUNNING".into(),
+        health: Health::Ok,
+        started_at: Some(1_700_000_000),
+        capacity_provider: "FARGATE".into(),
+        node: Some(NodeInfo {
+            node_ident: id.into(),
+            max_concurrent_tasks: 4,
+            available_processing_capacity: 3,
+            running_tasks: vec![],
+            recent_completed_tasks: tasks,
+        }),
+        poll_ms: Some(3),
+    }
+}
+
+fn snapshot() -> FleetSnapshot {
+    FleetSnapshot {
+        mode: "fargate".into(),
+        stack: "dev".into(),
+        taken_at: 1_700_000_100,
+        refresh_ms: 12,
+        workers: vec![
+            worker(
+                "w1",
+                vec![
+                    task("parent1", "QuickEtl", "complete", 100, Some(130)),
+                    task("pool:0::amq.q", "QuickEtl", "complete", 105, Some(110)),
+                ],
+            ),
+            worker(
+                "w2",
+                vec![task(
+                    "pool:1::amq.q",
+                    "QuickEtl",
+                    "complete",
+                    106,
+                    Some(111),
+                )],
+            ),
+            Worker {
+                health: Health::Timeout("no answer within 2000 ms".into()),
+                node: None,
+                ..worker("w3<script>", vec![])
+            },
+        ],
+        desired_workers: 3,
+        models: vec!["QuickEtl".into(), "Evil<script>alert(1)</script>".into()],
+        broker: Component {
+            ok: true,
+            detail: "RabbitMQ at 10.0.1.5:5672".into(),
+        },
+        nat: Component {
+            ok: true,
+            detail: "NAT verified".into(),
+        },
+        image: Component {
+            ok: false,
+            detail: "building".into(),
+        },
+        cost: Some(Cost {
+            stack_hourly: 0.06,
+            nat_gateway_hourly: 0.045,
+            basis: "list prices".into(),
+        }),
+        dispatched: vec![],
+    }
+}
+
+async fn client() -> (Client, Arc<FakeFleet>) {
+    let fleet = Arc::new(FakeFleet {
+        snap: Mutex::new(Arc::new(snapshot())),
+        submitted: Mutex::new(vec![]),
+    });
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = fossa_web::WebConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        password: PASSWORD.into(),
+        cookie_key: vec![7; 64],
+        tls: Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
+    };
+    (
+        Client::tracked(fossa_web::build(config, fleet.clone()))
+            .await
+            .unwrap(),
+        fleet,
+    )
+}
+
+fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+async fn login(c: &Client) -> String {
+    let page = c
+        .get("/login")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    let csrf = field(&page, "csrf_token");
+    let r = c
+        .post("/login")
+        .header(ContentType::Form)
+        .body(format!(
+            "username=fossa&password=correct+horse&csrf_token={csrf}"
+        ))
+        .remote("203.0.113.1:5000".parse().unwrap())
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::SeeOther);
+    let overview = c.get("/").dispatch().await.into_string().await.unwrap();
+    field(&overview, "csrf_token")
+}
+
+fn basic(password: &str) -> Header<'static> {
+    let raw = format!("fossa:{password}");
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in raw.as_bytes().chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    Header::new("Authorization", format!("Basic {out}"))
+}
+
+async fn json_of(r: LocalResponse<'_>) -> Value {
+    serde_json::from_str(&r.into_string().await.unwrap()).unwrap()
+}
+
+#[rocket::async_test]
+async fn healthz_is_open_and_reveals_nothing() {
+    let (c, _) = client().await;
+    let r = c.get("/healthz").dispatch().await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(json_of(r).await, json!({"status": "ok"}));
+}
+
+#[rocket::async_test]
+async fn pages_need_a_login_and_the_api_says_401() {
+    let (c, _) = client().await;
+    for page in ["/", "/tasks", "/tasks/parent1", "/workers/w1", "/events"] {
+        let r = c.get(page).dispatch().await;
+        assert_eq!(r.status(), Status::SeeOther, "{page}");
+        assert_eq!(r.headers().get_one("Location"), Some("/login"));
+    }
+    for api in [
+        "/api/v1/workers",
+        "/api/v1/tasks",
+        "/api/v1/overview",
+        "/api/v1/events",
+    ] {
+        let r = c.get(api).dispatch().await;
+        assert_eq!(r.status(), Status::Unauthorized, "{api}");
+        assert!(
+            r.headers().get_one("WWW-Authenticate").is_none(),
+            "no browser prompt"
+        );
+        assert!(json_of(r).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("curl -u"));
+    }
+    let r = c
+        .post("/api/v1/tasks")
+        .header(ContentType::JSON)
+        .body(r#"{"model_class":"QuickEtl"}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Unauthorized);
+}
+
+#[rocket::async_test]
+async fn login_sets_a_strict_secure_http_only_session_and_logout_ends_it() {
+    let (c, _) = client().await;
+    let page = c
+        .get("/login")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert!(page.contains("name=\"username\"") && page.contains("name=\"password\""));
+    let csrf = field(&page, "csrf_token");
+    let r = c
+        .post("/login")
+        .header(ContentType::Form)
+        .body(format!(
+            "username=fossa&password=correct+horse&csrf_token={csrf}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::SeeOther);
+    let set = r
+        .headers()
+        .get("Set-Cookie")
+        .find(|h| h.starts_with("fossa_session="))
+        .unwrap()
+        .to_owned();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    let overview = c.get("/").dispatch().await;
+    assert_eq!(overview.status(), Status::Ok);
+    let html = overview.into_string().await.unwrap();
+    let token = field(&html, "csrf_token");
+    let r = c
+        .post("/logout")
+        .header(ContentType::Form)
+        .body(format!("csrf_token={token}"))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::SeeOther);
+    assert_eq!(c.get("/").dispatch().await.status(), Status::SeeOther);
+}
+
+#[rocket::async_test]
+async fn login_needs_its_csrf_token_and_failures_are_rate_limited() {
+    let (c, _) = client().await;
+    let r = c
+        .post("/login")
+        .header(ContentType::Form)
+        .body("username=fossa&password=correct+horse&csrf_token=forged")
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Forbidden);
+    let from = "198.51.100.7:4000".parse().unwrap();
+    for _ in 0..5 {
+        let page = c
+            .get("/login")
+            .dispatch()
+            .await
+            .into_string()
+            .await
+            .unwrap();
+        let csrf = field(&page, "csrf_token");
+        let r = c
+            .post("/login")
+            .header(ContentType::Form)
+            .remote(from)
+            .body(format!("username=fossa&password=wrong&csrf_token={csrf}"))
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), Status::Unauthorized);
+    }
+    let page = c
+        .get("/login")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    let csrf = field(&page, "csrf_token");
+    let r = c
+        .post("/login")
+        .header(ContentType::Form)
+        .remote(from)
+        .body(format!(
+            "username=fossa&password=correct+horse&csrf_token={csrf}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(
+        r.status(),
+        Status::TooManyRequests,
+        "blocked even with the right password"
+    );
+    let r = c
+        .get("/api/v1/workers")
+        .remote(from)
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::TooManyRequests);
+    let r = c
+        .get("/api/v1/workers")
+        .remote("198.51.100.8:4000".parse().unwrap())
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok, "another address is not affected");
+}
+
+#[rocket::async_test]
+async fn basic_auth_works_for_the_api_without_csrf() {
+    let (c, fleet) = client().await;
+    let r = c
+        .get("/api/v1/workers")
+        .header(basic("nope"))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Unauthorized);
+    let r = c
+        .get("/api/v1/workers")
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    let v = json_of(r).await;
+    assert_eq!(v["workers"].as_array().unwrap().len(), 3);
+    assert!(v["workers"][0]["address"]
+        .as_str()
+        .unwrap()
+        .ends_with(":2345"));
+    let r = c
+        .post("/api/v1/tasks")
+        .header(basic(PASSWORD))
+        .header(ContentType::JSON)
+        .body(r#"{"model_class":"QuickEtl","method_kwargs":{"a":1}}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Created);
+    let v = json_of(r).await;
+    assert_eq!(v["task_id"], "newtask");
+    assert_eq!(v["links"]["page"], "/tasks/newtask");
+    assert_eq!(
+        fleet.submitted.lock().unwrap()[0].method_kwargs,
+        json!({"a": 1})
+    );
+    let r = c
+        .post("/api/v1/scale")
+        .header(basic(PASSWORD))
+        .header(ContentType::JSON)
+        .body(r#"{"workers":7}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(fleet.snapshot().desired_workers, 7);
+}
+
+#[rocket::async_test]
+async fn session_api_calls_need_the_csrf_header() {
+    let (c, fleet) = client().await;
+    let token = login(&c).await;
+    let r = c
+        .post("/api/v1/tasks")
+        .header(ContentType::JSON)
+        .body(r#"{"model_class":"QuickEtl"}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Forbidden);
+    let r = c
+        .post("/api/v1/tasks")
+        .header(ContentType::JSON)
+        .header(Header::new("X-CSRF-Token", token))
+        .body(r#"{"model_class":"QuickEtl"}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Created);
+    assert_eq!(fleet.submitted.lock().unwrap().len(), 1);
+}
+
+#[rocket::async_test]
+async fn bad_bodies_get_clear_4xx_answers() {
+    let (c, fleet) = client().await;
+    let cases: &[(&str, Status, &str)] = &[
+        ("{", Status::BadRequest, "invalid JSON"),
+        (r#"{"model_class": 5}"#, Status::BadRequest, "invalid type"),
+        (
+            r#"{"method_kwargs": {}}"#,
+            Status::BadRequest,
+            "model_class",
+        ),
+        (
+            r#"{"model_class":"QuickEtl","kwargs":{}}"#,
+            Status::BadRequest,
+            "kwargs",
+        ),
+        (
+            r#"{"model_class":"QuickEtl","method_kwargs":[1]}"#,
+            Status::BadRequest,
+            "method_kwargs",
+        ),
+        (
+            r#"{"model_class":"Nope"}"#,
+            Status::BadRequest,
+            "choose one of",
+        ),
+        (
+            r#"{"model_class":"QuickEtl","method":"go; rm -rf /"}"#,
+            Status::BadRequest,
+            "method",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let r = c
+            .post("/api/v1/tasks")
+            .header(basic(PASSWORD))
+            .header(ContentType::JSON)
+            .body(*body)
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), *status, "{body}");
+        let v = json_of(r).await;
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    let huge = format!(
+        r#"{{"model_class":"QuickEtl","method_kwargs":{{"x":"{}"}}}}"#,
+        "a".repeat(200 * 1024)
+    );
+    let r = c
+        .post("/api/v1/tasks")
+        .header(basic(PASSWORD))
+        .header(ContentType::JSON)
+        .body(huge)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::PayloadTooLarge);
+    for body in [
+        r#"{"workers":-1}"#,
+        r#"{"workers":5000}"#,
+        r#"{"workers":"3"}"#,
+    ] {
+        let r = c
+            .post("/api/v1/scale")
+            .header(basic(PASSWORD))
+            .header(ContentType::JSON)
+            .body(body)
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), Status::BadRequest, "{body}");
+    }
+    for id in ["..%2F..%2Fetc%2Fpasswd", "%3Cscript%3E", "a%20b"] {
+        let r = c
+            .get(format!("/api/v1/tasks/{id}"))
+            .header(basic(PASSWORD))
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), Status::BadRequest, "{id}");
+    }
+    assert!(
+        fleet.submitted.lock().unwrap().is_empty(),
+        "nothing bad was dispatched"
+    );
+}
+
+#[rocket::async_test]
+async fn forms_check_csrf_and_fields() {
+    let (c, fleet) = client().await;
+    let token = login(&c).await;
+    let r = c
+        .post("/tasks")
+        .header(ContentType::Form)
+        .body("model_class=QuickEtl&csrf_token=wrong")
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Forbidden);
+    let r = c
+        .post("/tasks")
+        .header(ContentType::Form)
+        .body(format!(
+            "model_class=QuickEtl&method_kwargs=%7Bbad&csrf_token={token}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::BadRequest);
+    let html = r.into_string().await.unwrap();
+    assert!(
+        html.contains("method_kwargs is not valid JSON"),
+        "the error names the field"
+    );
+    assert!(html.contains("{bad"), "what the user typed is kept");
+    let r = c
+        .post("/tasks")
+        .header(ContentType::Form)
+        .body(format!("model_class=QuickEtl&method=go&method_kwargs=%7B%22n%22%3A2%7D&resolver_context=&model_construction_kwargs=%7B%7D&csrf_token={token}"))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::SeeOther);
+    assert_eq!(r.headers().get_one("Location"), Some("/tasks/newtask"));
+    assert_eq!(
+        fleet.submitted.lock().unwrap()[0].method_kwargs,
+        json!({"n": 2})
+    );
+    let r = c
+        .post("/scale")
+        .header(ContentType::Form)
+        .body(format!("workers=abc&csrf_token={token}"))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::BadRequest);
+    let r = c
+        .post("/scale")
+        .header(ContentType::Form)
+        .body(format!("workers=5&csrf_token={token}"))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(fleet.snapshot().desired_workers, 5);
+    let big = format!(
+        "model_class=QuickEtl&method_kwargs={}&csrf_token={token}",
+        "a".repeat(64 * 1024)
+    );
+    let r = c
+        .post("/tasks")
+        .header(ContentType::Form)
+        .body(big)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::PayloadTooLarge);
+}
+
+#[rocket::async_test]
+async fn every_page_renders_and_escapes_what_it_shows() {
+    let (c, _) = client().await;
+    login(&c).await;
+    for page in [
+        "/",
+        "/tasks",
+        "/tasks/parent1",
+        "/tasks/pool:1::amq.q",
+        "/workers/w1",
+        "/events",
+    ] {
+        let r = c.get(page).dispatch().await;
+        assert_eq!(r.status(), Status::Ok, "{page}");
+        let html = r.into_string().await.unwrap();
+        assert!(
+            !html.contains("<script>alert"),
+            "{page} shows raw HTML from data"
+        );
+        assert!(!html.contains("<b>boom"), "{page}");
+        assert!(
+            !html.contains("https://") && !html.contains("http://"),
+            "{page}: no external assets"
+        );
+        assert!(!html.contains(PASSWORD));
+    }
+    let overview = c.get("/").dispatch().await.into_string().await.unwrap();
+    assert!(
+        overview.contains("w3&#60;script&#62;") || overview.contains("w3&lt;script&gt;"),
+        "escaped worker id"
+    );
+    assert!(overview.contains("timeout"));
+    let parent = c
+        .get("/tasks/parent1")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert!(
+        parent.contains("pool:0") && parent.contains("pool:1"),
+        "subtasks grouped under the parent"
+    );
+    let sub = c
+        .get("/tasks/pool:1::amq.q")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert!(sub.contains("Spawned by") && sub.contains("parent1"));
+    assert_eq!(
+        c.get("/tasks/unknown").dispatch().await.status(),
+        Status::NotFound
+    );
+    assert_eq!(
+        c.get("/workers/unknown").dispatch().await.status(),
+        Status::NotFound
+    );
+    let css = c.get("/static/app.css").dispatch().await;
+    assert_eq!(css.content_type(), Some(ContentType::CSS));
+}
+
+#[rocket::async_test]
+async fn json_twins_answer_for_each_page() {
+    let (c, _) = client().await;
+    let v = json_of(
+        c.get("/api/v1/overview")
+            .header(basic(PASSWORD))
+            .dispatch()
+            .await,
+    )
+    .await;
+    assert_eq!(v["running_workers"], 3);
+    assert_eq!(v["healthy_workers"], 2);
+    assert_eq!(v["cost"]["nat_gateway_hourly"], 0.045);
+    let v = json_of(
+        c.get("/api/v1/tasks/parent1")
+            .header(basic(PASSWORD))
+            .dispatch()
+            .await,
+    )
+    .await;
+    assert_eq!(v["groups"][0]["subtasks"].as_array().unwrap().len(), 2);
+    assert_eq!(v["groups"][0]["certain"], true);
+    let v = json_of(
+        c.get("/api/v1/workers/w2")
+            .header(basic(PASSWORD))
+            .dispatch()
+            .await,
+    )
+    .await;
+    assert_eq!(v["node"]["available_processing_capacity"], 3);
+    let v = json_of(
+        c.get("/api/v1/events")
+            .header(basic(PASSWORD))
+            .dispatch()
+            .await,
+    )
+    .await;
+    assert_eq!(v["events"][0]["source"], "nat");
+}
