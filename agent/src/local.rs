@@ -12,13 +12,13 @@ use async_trait::async_trait;
 use fossa_web::model::{Component, Fleet, Health};
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::{watch, Mutex};
 
 use crate::cli::LocalArgs;
 use crate::fleet::{FleetModel, PollSettings, WorkerBackend, WorkerRef};
 use crate::fossa::{self, EXAMPLE_MODELS, FOSSA_REQUIREMENT, NODE_MODULE};
-use crate::procs::{free_port, spawn_group, stop_group};
+use crate::procs::{free_port, spawn_group, stop_group, Group};
 use crate::service::Events;
 use crate::{tls, Error};
 
@@ -169,7 +169,7 @@ pub async fn list_models(
 
 /// A private RabbitMQ started by local mode.
 pub struct LocalBroker {
-    child: Child,
+    child: Group,
     epmd_port: u16,
     /// `127.0.0.1:port`.
     pub address: String,
@@ -289,7 +289,7 @@ impl LocalBroker {
             {
                 break;
             }
-            if let Ok(Some(status)) = broker.child.try_wait() {
+            if let Ok(Some(status)) = broker.child.child.try_wait() {
                 let out = std::fs::read_to_string(dir.join("server.out")).unwrap_or_default();
                 let tail: Vec<&str> = out.lines().rev().take(5).collect();
                 broker.stop().await;
@@ -333,7 +333,7 @@ impl LocalBroker {
 struct LocalWorker {
     index: u32,
     port: u16,
-    child: Child,
+    child: Group,
     started_at: i64,
     restarts: u32,
 }
@@ -395,7 +395,7 @@ impl LocalBackend {
         Ok(b)
     }
 
-    fn spawn(&self, index: u32, port: u16) -> Result<Child, Error> {
+    fn spawn(&self, index: u32, port: u16) -> Result<Group, Error> {
         let log_path = self.spec.logs.join(format!("worker-{index}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -463,7 +463,7 @@ impl LocalBackend {
     pub async fn supervise_once(&self) {
         let mut ws = self.workers.lock().await;
         for w in ws.iter_mut() {
-            if let Ok(Some(status)) = w.child.try_wait() {
+            if let Ok(Some(status)) = w.child.child.try_wait() {
                 // Whatever the dead leader left in its group would hold the port.
                 stop_group(&mut w.child, Duration::from_millis(500)).await;
                 w.restarts += 1;
@@ -508,16 +508,6 @@ impl LocalBackend {
             .map(|w| stop_group(&mut w.child, Duration::from_secs(5)));
         futures::future::join_all(stops).await;
         ws.clear();
-    }
-
-    /// Process ids of the workers (group leaders).
-    pub async fn pids(&self) -> Vec<u32> {
-        self.workers
-            .lock()
-            .await
-            .iter()
-            .filter_map(|w| w.child.id())
-            .collect()
     }
 }
 

@@ -8,9 +8,24 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+/// A child leading its own process group. The group id is kept apart from
+/// the `Child`, which forgets its pid once it has been reaped, while the
+/// processes it spawned may still be running.
+#[derive(Debug)]
+pub struct Group {
+    /// The leader.
+    pub child: Child,
+    /// The group id (the leader's pid).
+    pub pgid: u32,
+}
+
 /// Starts `cmd` as the leader of a new process group.
-pub fn spawn_group(cmd: &mut Command) -> std::io::Result<Child> {
-    cmd.process_group(0).kill_on_drop(false).spawn()
+pub fn spawn_group(cmd: &mut Command) -> std::io::Result<Group> {
+    let child = cmd.process_group(0).kill_on_drop(false).spawn()?;
+    let pgid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("the child exited at once"))?;
+    Ok(Group { child, pgid })
 }
 
 /// Signals the whole group led by `pid`; a group that is already gone is fine.
@@ -24,10 +39,8 @@ pub fn group_alive(pid: u32) -> bool {
 }
 
 /// SIGTERM to the group, then SIGKILL to whatever is left after `grace`.
-pub async fn stop_group(child: &mut Child, grace: Duration) {
-    let Some(pid) = child.id() else {
-        return;
-    };
+pub async fn stop_group(group: &mut Group, grace: Duration) {
+    let (child, pid) = (&mut group.child, group.pgid);
     signal_group(pid, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     loop {

@@ -1,0 +1,174 @@
+//! `fossa-agent local` as a child process, and an HTTPS client for its API.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{bin, free_port, venv_bin, TempDir};
+
+/// A running `fossa-agent local`; stopped with SIGINT on drop.
+#[derive(Debug)]
+pub struct LocalAgent {
+    child: Option<Child>,
+    /// Its state directory (venv is the test venv; broker data, logs, TLS here).
+    pub state: TempDir,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The UI password.
+    pub password: String,
+    /// The UI port.
+    pub port: u16,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl LocalAgent {
+    /// Starts it with `workers` and extra arguments; waits until every worker answers.
+    pub fn start(workers: u32, extra: &[&str]) -> LocalAgent {
+        let state = TempDir::new("local");
+        let port = free_port();
+        let password = format!("pw-{}-{}", std::process::id(), port);
+        let stdout = state.0.join("agent.out");
+        let stderr = state.0.join("agent.err");
+        let child = Command::new(bin("fossa-agent"))
+            .args([
+                "local",
+                "--workers",
+                &workers.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--python",
+            ])
+            .arg(venv_bin("python"))
+            .arg("--state-dir")
+            .arg(state.0.join("state"))
+            .args(extra)
+            .env("GATEWAY_HTTP_PASSWORD", &password)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start fossa-agent local");
+        let agent = LocalAgent {
+            child: Some(child),
+            state,
+            url: format!("https://127.0.0.1:{port}"),
+            password,
+            port,
+            stdout,
+            stderr,
+        };
+        agent.wait_output(
+            &format!("all {workers} workers ready"),
+            Duration::from_secs(180),
+        );
+        agent
+    }
+
+    /// What it printed on stdout.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// What it logged on stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for `needle` on stdout; panics with both streams on time-out or exit.
+    pub fn wait_output(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {within:?}\nstdout:\n{}\nstderr:\n{}",
+                self.output(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit code.
+    pub fn interrupt(&mut self) -> i32 {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let mut err = String::new();
+                let _ =
+                    std::fs::File::open(&self.stderr).and_then(|mut f| f.read_to_string(&mut err));
+                panic!("fossa-agent local did not stop within 60 s of SIGINT:\n{err}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LocalAgent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.interrupt();
+        }
+    }
+}
+
+/// JSON over HTTPS with basic auth, for the agent's API.
+pub async fn api(
+    agent: &LocalAgent,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let url = format!("{}{path}", agent.url);
+    let mut req = match method {
+        "POST" => client.post(&url),
+        _ => client.get(&url),
+    }
+    .basic_auth("fossa", Some(&agent.password));
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A page's HTML, with basic auth.
+pub async fn page(agent: &LocalAgent, path: &str) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("{}{path}", agent.url))
+        .basic_auth("fossa", Some(&agent.password))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}

@@ -1,0 +1,262 @@
+//! Local mode end to end with real parts: RabbitMQ from Debian, Fossa nodes
+//! from the venv, the UI over TLS. A partitioned model submitted through the
+//! API spreads its subtasks over several nodes; the task page groups them
+//! under the parent; a killed worker is seen and restarted; Ctrl-C leaves no
+//! process or port behind.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fossa_tests::local::{api, page, LocalAgent};
+use fossa_tests::{bin, venv_bin, Run, TempDir};
+use serde_json::{json, Value};
+
+async fn wait_complete(agent: &LocalAgent, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, v) = api(agent, "GET", &format!("/api/v1/tasks/{id}"), None).await;
+        if status == 200
+            && v["task"]["status"] != "running"
+            && !v["groups"].as_array().is_none_or(|g| g.is_empty())
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} did not finish: {v}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn listening_pid(port: u16) -> Option<u32> {
+    let out = Run::of(Command::new("ss").args(["-ltnpH", &format!("sport = :{port}")])).stdout;
+    let at = out.find("pid=")?;
+    out[at + 4..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let out = Run::of(Command::new("ps").args(["-eo", "pid,args"])).stdout;
+    out.lines()
+        .filter(|l| l.contains(needle) && !l.contains("ps -eo"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_model_runs_across_local_workers() {
+    let mut agent = LocalAgent::start(3, &[]);
+    let out = agent.output();
+    assert!(
+        out.contains("QuickPartitionedEtl") && out.contains("TLS certificate SHA-256"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&agent.password),
+        "a password from GATEWAY_HTTP_PASSWORD is not printed"
+    );
+
+    let (status, workers) = api(&agent, "GET", "/api/v1/workers", None).await;
+    assert_eq!(status, 200);
+    let workers = workers["workers"].as_array().unwrap().clone();
+    assert_eq!(workers.len(), 3);
+    assert!(
+        workers.iter().all(|w| w["health"]["state"] == "ok"),
+        "{workers:?}"
+    );
+
+    let (status, sent) = api(
+        &agent,
+        "POST",
+        "/api/v1/tasks",
+        Some(&json!({"model_class": "QuickPartitionedEtl"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let id = sent["task_id"].as_str().unwrap().to_owned();
+    let detail = wait_complete(&agent, &id, Duration::from_secs(90)).await;
+    assert_eq!(detail["task"]["status"], "complete", "{detail}");
+    let group = &detail["groups"][0];
+    assert_eq!(group["subtasks"].as_array().unwrap().len(), 8, "{detail}");
+    assert_eq!(group["certain"], true);
+    let pool = group["pool_id"].as_str().unwrap().to_owned();
+
+    // Each node's own node_info says which subtasks it ran.
+    let http = reqwest::Client::new();
+    let mut nodes_with_subtasks = 0;
+    for w in &workers {
+        let info: Value = http
+            .get(format!(
+                "http://{}/api/0.01/node_info",
+                w["address"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ran = info["recent_completed_tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                t["task_id"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{pool}:"))
+            })
+            .count();
+        if ran > 0 {
+            nodes_with_subtasks += 1;
+        }
+    }
+    assert!(
+        nodes_with_subtasks >= 2,
+        "subtasks ran on {nodes_with_subtasks} node(s)"
+    );
+
+    let (status, html) = page(&agent, &format!("/tasks/{id}")).await;
+    assert_eq!(status, 200);
+    for n in 0..8 {
+        assert!(
+            html.contains(&format!("{pool}:{n}")),
+            "subtask {n} missing from the task page"
+        );
+    }
+    assert!(html.contains("TaskComplete"), "results are shown");
+
+    // A worker killed mid-run is reported and restarted.
+    let (_, sent) = api(
+        &agent,
+        "POST",
+        "/api/v1/tasks",
+        Some(&json!({"model_class": "QuickPartitionedEtl"})),
+    )
+    .await;
+    assert!(sent["task_id"].is_string());
+    let victim = &workers[1];
+    let port: u16 = victim["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listener = listening_pid(port).expect("the worker listens");
+    // The node's main process leads its process group; gunicorn's workers share the socket.
+    let pgid = Run::of(Command::new("ps").args(["-o", "pgid=", "-p", &listener.to_string()]))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let pid: u32 = pgid.parse().unwrap();
+    Run::of(Command::new("kill").args(["-9", &pid.to_string()])).ok();
+    let victim_id = victim["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+        let seen = ev["events"].as_array().unwrap().iter().any(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("worker {victim_id} exited"))
+        });
+        let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;
+        let back = ws["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == victim_id.as_str() && w["health"]["state"] == "ok");
+        if seen && back && listening_pid(port).is_some_and(|p| p != listener) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed worker was not reported and restarted\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, html) = page(&agent, "/events").await;
+    assert!(
+        html.contains(&format!("worker {victim_id} exited")),
+        "the events page shows the crash"
+    );
+
+    // Ctrl-C stops everything it started.
+    let state = agent.state.0.display().to_string();
+    let ports: Vec<u16> = workers
+        .iter()
+        .map(|w| {
+            w["address"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !processes_mentioning(&state).is_empty(),
+        "workers and broker run from the state dir"
+    );
+    assert_eq!(agent.interrupt(), 0);
+    let left = processes_mentioning(&state);
+    assert!(left.is_empty(), "left running: {left:?}");
+    for p in ports.iter().chain([agent.port].iter()) {
+        assert!(listening_pid(*p).is_none(), "port {p} still listens");
+    }
+}
+
+#[test]
+fn bad_local_arguments_get_one_clear_line() {
+    let models = TempDir::new("badmodels");
+    std::fs::write(models.0.join("broken.py"), "this is not python\n").unwrap();
+    let empty = TempDir::new("nomodels");
+    std::fs::write(empty.0.join("plain.py"), "X = 1\n").unwrap();
+    let state = TempDir::new("badstate");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--workers".into(), "0".into()], "--workers"),
+        (vec!["--listen".into(), "nowhere".into()], "--listen"),
+        (
+            vec!["--models".into(), "/nonexistent/models".into()],
+            "not a directory",
+        ),
+        (
+            vec!["--models".into(), models.0.display().to_string()],
+            "do not import",
+        ),
+        (
+            vec!["--models".into(), empty.0.display().to_string()],
+            "no Aye-Aye model classes",
+        ),
+        (
+            vec!["--python".into(), "/nonexistent/python3".into()],
+            "venv",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut c = Command::new(bin("fossa-agent"));
+        c.arg("local").args(&args).arg("--state-dir").arg(&state.0);
+        if !args.contains(&"--python".to_owned()) {
+            c.arg("--python").arg(venv_bin("python"));
+        }
+        let r = Run::of(&mut c);
+        assert_ne!(r.code, 0, "{args:?}");
+        assert!(
+            r.stderr.contains(needle),
+            "{args:?}: expected {needle:?} in {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+}
