@@ -1159,6 +1159,8 @@ impl Launcher<'_> {
                         .expect("constant"),
                     registry: None,
                     base_image: None,
+                    broker_image: None,
+                    broker_address: None,
                     duties: None,
                 };
                 let user_data = UserData {

@@ -42,6 +42,12 @@ pub struct AgentToml {
     /// Base image of the worker image (default `python:3.12-slim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
+    /// Image of the broker container (default `rabbitmq:3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_image: Option<String>,
+    /// Address the broker listens on (default: this host's address on the default route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_address: Option<std::net::Ipv4Addr>,
     /// Which duties run (default: all of `nat`, `broker`, `image`, `cluster`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duties: Option<Vec<Duty>>,
@@ -94,7 +100,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML did not parse or did not match the schema.
-    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, duties")]
+    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, duties")]
     Toml {
         /// The file.
         path: PathBuf,

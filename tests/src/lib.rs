@@ -7,6 +7,7 @@
 //! missing part makes the test fail with a message saying how to install it;
 //! nothing is skipped.
 
+pub mod browser;
 pub mod local;
 pub mod moto;
 pub mod netns;

@@ -1,0 +1,209 @@
+//! The broker duty: RabbitMQ as a container on the gateway host, managed with
+//! bollard (restart policy, data in a volume), listening on the instance's
+//! private address so its address never changes. Its credentials are random,
+//! made once and kept in the SSM SecureString `/fossa/<stack>/broker-url`;
+//! workers get that parameter as an ECS secret, never as plain environment.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::Docker;
+use fossa_contract::aws::{AwsError, AwsResultExt};
+use fossa_contract::names::BROKER_PORT;
+use fossa_contract::{ssm, tags, StackName};
+use futures::StreamExt;
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+
+/// Name of the broker container.
+pub const CONTAINER: &str = "fossa-broker";
+/// Volume holding the broker's data.
+pub const VOLUME: &str = "fossa-broker-data";
+/// Default broker image.
+pub const DEFAULT_IMAGE: &str = "rabbitmq:3";
+/// Label holding the hash of the container's settings.
+pub const SPEC_LABEL: &str = "fossa.spec-hash";
+
+/// Why the broker duty failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// Docker refused or failed.
+    #[error("docker {what} failed: {message}")]
+    Docker {
+        /// Which operation.
+        what: &'static str,
+        /// Docker's message.
+        message: String,
+    },
+    /// The stored URL is not one the agent made.
+    #[error("the SSM parameter {0} does not hold an amqp:// URL; delete it to have a new one made")]
+    BadUrl(String),
+    /// No address to listen on.
+    #[error("cannot find this host's IPv4 address on the default route; set broker_address in agent.toml")]
+    NoAddress,
+}
+
+fn docker_err(what: &'static str) -> impl Fn(bollard::errors::Error) -> BrokerError {
+    move |e| BrokerError::Docker { what, message: e.to_string() }
+}
+
+/// The broker's credentials (a secret: Debug hides the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+/// `amqp://user:pass@host:5672/%2F`.
+pub fn url(c: &Credentials, host: Ipv4Addr) -> String {
+    format!("amqp://{}:{}@{host}:{BROKER_PORT}/%2F", c.user, c.password)
+}
+
+/// Credentials out of a URL [`url`] made.
+pub fn parse_url(u: &str) -> Option<(Credentials, String)> {
+    let rest = u.strip_prefix("amqp://")?;
+    let (userinfo, hostpart) = rest.split_once('@')?;
+    let (user, password) = userinfo.split_once(':')?;
+    let host = hostpart.split('/').next()?.to_owned();
+    Some((Credentials { user: user.to_owned(), password: password.to_owned() }, host))
+}
+
+/// Reads the broker URL from SSM, or makes random credentials and stores them
+/// (SecureString, never overwritten) when there are none. A URL whose host is
+/// not `host` is rewritten with the same credentials.
+pub async fn ensure_url(ssm_client: &aws_sdk_ssm::Client, stack: &StackName, host: Ipv4Addr) -> Result<Credentials, BrokerError> {
+    let name = stack.ssm_parameter(ssm::BROKER_URL);
+    let current = ssm_client.get_parameter().name(&name).with_decryption(true).send().await.aws("ssm:GetParameter", &name);
+    let (creds, rewrite) = match current {
+        Ok(p) => {
+            let v = p.parameter().and_then(|p| p.value()).unwrap_or_default();
+            let (c, h) = parse_url(v).ok_or_else(|| BrokerError::BadUrl(name.clone()))?;
+            let want = format!("{host}:{BROKER_PORT}");
+            (c, (h != want).then_some(true))
+        }
+        Err(e) if e.is_code("ParameterNotFound") => {
+            (Credentials { user: "fossa".into(), password: Alphanumeric.sample_string(&mut rand::rng(), 32) }, Some(false))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(exists) = rewrite {
+        let mut req = ssm_client
+            .put_parameter()
+            .name(&name)
+            .value(url(&creds, host))
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(exists);
+        if !exists {
+            for (k, v) in tags::standard(stack, tags::BY_AGENT) {
+                req = req.tags(aws_sdk_ssm::types::Tag::builder().key(k).value(v).build().map_err(|e| BrokerError::Docker { what: "tag", message: e.to_string() })?);
+            }
+        }
+        req.send().await.aws("ssm:PutParameter", &name)?;
+    }
+    Ok(creds)
+}
+
+/// This host's IPv4 address on the interface of the default route.
+pub fn default_address(route_table: &str) -> Option<Ipv4Addr> {
+    let iface = crate::nat::default_interface(route_table)?;
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        (a.interface_name == iface).then(|| a.address.and_then(|s| s.as_sockaddr_in().map(|i| i.ip())))?
+    })
+}
+
+/// The container settings for the broker.
+pub fn container_spec(image: &str, address: Ipv4Addr, creds: &Credentials) -> (ContainerCreateBody, String) {
+    let hash = hex::encode(Sha256::digest(format!("{image}|{address}|{}|{}", creds.user, creds.password)));
+    let port = format!("{BROKER_PORT}/tcp");
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        env: Some(vec![format!("RABBITMQ_DEFAULT_USER={}", creds.user), format!("RABBITMQ_DEFAULT_PASS={}", creds.password)]),
+        exposed_ports: Some(vec![port.clone()]),
+        labels: Some(HashMap::from([(SPEC_LABEL.to_owned(), hash.clone()), ("fossa.role".to_owned(), "broker".to_owned())])),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(port, Some(vec![PortBinding { host_ip: Some(address.to_string()), host_port: Some(BROKER_PORT.to_string()) }]))])),
+            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+            binds: Some(vec![format!("{VOLUME}:/var/lib/rabbitmq")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (body, hash)
+}
+
+/// Makes the broker container match its spec: created, recreated when the
+/// spec changed, started when stopped. Returns a one-line summary.
+pub async fn reconcile(docker: &Docker, image: &str, address: Ipv4Addr, creds: &Credentials) -> Result<String, BrokerError> {
+    let (body, hash) = container_spec(image, address, creds);
+    match docker.inspect_container(CONTAINER, None).await {
+        Ok(c) => {
+            let same = c.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(SPEC_LABEL)) == Some(&hash);
+            let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
+            if same && running {
+                return Ok(format!("broker running at {address}:{BROKER_PORT}"));
+            }
+            if same {
+                docker.start_container(CONTAINER, None).await.map_err(docker_err("start"))?;
+                return Ok(format!("broker restarted at {address}:{BROKER_PORT}"));
+            }
+            docker
+                .remove_container(CONTAINER, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+                .await
+                .map_err(docker_err("remove"))?;
+        }
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(e) => return Err(docker_err("inspect")(e)),
+    }
+    if docker.inspect_image(image).await.is_err() {
+        let mut pull = docker.create_image(Some(CreateImageOptionsBuilder::default().from_image(image).build()), None, None);
+        while let Some(item) = pull.next().await {
+            item.map_err(docker_err("pull"))?;
+        }
+    }
+    docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().name(CONTAINER).build()), body)
+        .await
+        .map_err(docker_err("create"))?;
+    docker.start_container(CONTAINER, None).await.map_err(docker_err("start"))?;
+    Ok(format!("broker container created at {address}:{BROKER_PORT}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_round_trip_and_hide_the_password_in_debug() {
+        let c = Credentials { user: "fossa".into(), password: "s3cr3t".into() };
+        let u = url(&c, Ipv4Addr::new(192, 168, 1, 10));
+        assert_eq!(u, "amqp://fossa:s3cr3t@192.168.1.10:5672/%2F");
+        let (back, host) = parse_url(&u).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(host, "192.168.1.10:5672");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(parse_url("http://x").is_none());
+    }
+
+    #[test]
+    fn the_spec_binds_the_private_address_and_changes_with_credentials() {
+        let c = Credentials { user: "fossa".into(), password: "a".into() };
+        let (body, h1) = container_spec("rabbitmq:3", Ipv4Addr::new(10, 0, 1, 5), &c);
+        let binding = &body.host_config.as_ref().unwrap().port_bindings.as_ref().unwrap()["5672/tcp"].as_ref().unwrap()[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("10.0.1.5"));
+        let (_, h2) = container_spec("rabbitmq:3", Ipv4Addr::new(10, 0, 1, 5), &Credentials { password: "b".into(), ..c });
+        assert_ne!(h1, h2);
+    }
+}
