@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::{free_port, TempDir};
 
-const ELEMENT: &str = "element-6066-11e4-a5d6-4aa6-9bd8-d0d7c1d6f6a8";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A browser session; the driver is killed on drop.
 #[derive(Debug)]

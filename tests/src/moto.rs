@@ -43,6 +43,7 @@ impl Moto {
             Some(ns) => ns
                 .cmd("curl")
                 .args(["-fsS", "-o", "/dev/null", &moto.url])
+                .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success()),
             None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),

@@ -52,7 +52,12 @@ pub fn result_short(results: Option<&Value>) -> String {
         return String::new();
     };
     let kind = r.get("type").and_then(Value::as_str).unwrap_or("");
-    let payload = r.get("payload").map(Value::to_string).unwrap_or_default();
+    // A completed task's payload repeats the request; its return value is what matters.
+    let payload = r
+        .get("payload")
+        .map(|p| p.get("return_value").unwrap_or(p))
+        .map(Value::to_string)
+        .unwrap_or_default();
     let mut s = format!("{kind} {payload}");
     if s.len() > 100 {
         let mut cut = 97;
