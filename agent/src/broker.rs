@@ -1,14 +1,17 @@
 //! The broker duty: RabbitMQ as a container on the gateway host, managed with
-//! bollard (restart policy, data in a volume), listening on the instance's
-//! private address so its address never changes. Its credentials are random,
+//! bollard (restart policy, data in a volume), on the host's network and
+//! listening only on the instance's private address, so its address never
+//! changes and no Docker port proxy or bridge NAT sits in the way. Its credentials are random,
 //! made once and kept in the SSM SecureString `/fossa/<stack>/broker-url`;
 //! workers get that parameter as an ECS secret, never as plain environment.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use bollard::Docker;
 use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::names::BROKER_PORT;
@@ -41,7 +44,9 @@ pub enum BrokerError {
         message: String,
     },
     /// The stored URL is not one the agent made.
-    #[error("the SSM parameter {0} does not hold an amqp:// URL; delete it to have a new one made")]
+    #[error(
+        "the SSM parameter {0} does not hold an amqp:// URL; delete it to have a new one made"
+    )]
     BadUrl(String),
     /// No address to listen on.
     #[error("cannot find this host's IPv4 address on the default route; set broker_address in agent.toml")]
@@ -49,7 +54,10 @@ pub enum BrokerError {
 }
 
 fn docker_err(what: &'static str) -> impl Fn(bollard::errors::Error) -> BrokerError {
-    move |e| BrokerError::Docker { what, message: e.to_string() }
+    move |e| BrokerError::Docker {
+        what,
+        message: e.to_string(),
+    }
 }
 
 /// The broker's credentials (a secret: Debug hides the password).
@@ -63,7 +71,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,15 +88,31 @@ pub fn parse_url(u: &str) -> Option<(Credentials, String)> {
     let (userinfo, hostpart) = rest.split_once('@')?;
     let (user, password) = userinfo.split_once(':')?;
     let host = hostpart.split('/').next()?.to_owned();
-    Some((Credentials { user: user.to_owned(), password: password.to_owned() }, host))
+    Some((
+        Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        },
+        host,
+    ))
 }
 
 /// Reads the broker URL from SSM, or makes random credentials and stores them
 /// (SecureString, never overwritten) when there are none. A URL whose host is
 /// not `host` is rewritten with the same credentials.
-pub async fn ensure_url(ssm_client: &aws_sdk_ssm::Client, stack: &StackName, host: Ipv4Addr) -> Result<Credentials, BrokerError> {
+pub async fn ensure_url(
+    ssm_client: &aws_sdk_ssm::Client,
+    stack: &StackName,
+    host: Ipv4Addr,
+) -> Result<Credentials, BrokerError> {
     let name = stack.ssm_parameter(ssm::BROKER_URL);
-    let current = ssm_client.get_parameter().name(&name).with_decryption(true).send().await.aws("ssm:GetParameter", &name);
+    let current = ssm_client
+        .get_parameter()
+        .name(&name)
+        .with_decryption(true)
+        .send()
+        .await
+        .aws("ssm:GetParameter", &name);
     let (creds, rewrite) = match current {
         Ok(p) => {
             let v = p.parameter().and_then(|p| p.value()).unwrap_or_default();
@@ -94,9 +120,13 @@ pub async fn ensure_url(ssm_client: &aws_sdk_ssm::Client, stack: &StackName, hos
             let want = format!("{host}:{BROKER_PORT}");
             (c, (h != want).then_some(true))
         }
-        Err(e) if e.is_code("ParameterNotFound") => {
-            (Credentials { user: "fossa".into(), password: Alphanumeric.sample_string(&mut rand::rng(), 32) }, Some(false))
-        }
+        Err(e) if e.is_code("ParameterNotFound") => (
+            Credentials {
+                user: "fossa".into(),
+                password: Alphanumeric.sample_string(&mut rand::rng(), 32),
+            },
+            Some(false),
+        ),
         Err(e) => return Err(e.into()),
     };
     if let Some(exists) = rewrite {
@@ -108,7 +138,16 @@ pub async fn ensure_url(ssm_client: &aws_sdk_ssm::Client, stack: &StackName, hos
             .overwrite(exists);
         if !exists {
             for (k, v) in tags::standard(stack, tags::BY_AGENT) {
-                req = req.tags(aws_sdk_ssm::types::Tag::builder().key(k).value(v).build().map_err(|e| BrokerError::Docker { what: "tag", message: e.to_string() })?);
+                req = req.tags(
+                    aws_sdk_ssm::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build()
+                        .map_err(|e| BrokerError::Docker {
+                            what: "tag",
+                            message: e.to_string(),
+                        })?,
+                );
             }
         }
         req.send().await.aws("ssm:PutParameter", &name)?;
@@ -120,22 +159,40 @@ pub async fn ensure_url(ssm_client: &aws_sdk_ssm::Client, stack: &StackName, hos
 pub fn default_address(route_table: &str) -> Option<Ipv4Addr> {
     let iface = crate::nat::default_interface(route_table)?;
     nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
-        (a.interface_name == iface).then(|| a.address.and_then(|s| s.as_sockaddr_in().map(|i| i.ip())))?
+        (a.interface_name == iface)
+            .then(|| a.address.and_then(|s| s.as_sockaddr_in().map(|i| i.ip())))?
     })
 }
 
 /// The container settings for the broker.
-pub fn container_spec(image: &str, address: Ipv4Addr, creds: &Credentials) -> (ContainerCreateBody, String) {
-    let hash = hex::encode(Sha256::digest(format!("{image}|{address}|{}|{}", creds.user, creds.password)));
-    let port = format!("{BROKER_PORT}/tcp");
+pub fn container_spec(
+    image: &str,
+    address: Ipv4Addr,
+    creds: &Credentials,
+) -> (ContainerCreateBody, String) {
+    let hash = hex::encode(Sha256::digest(format!(
+        "{image}|{address}|{}|{}",
+        creds.user, creds.password
+    )));
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
-        env: Some(vec![format!("RABBITMQ_DEFAULT_USER={}", creds.user), format!("RABBITMQ_DEFAULT_PASS={}", creds.password)]),
-        exposed_ports: Some(vec![port.clone()]),
-        labels: Some(HashMap::from([(SPEC_LABEL.to_owned(), hash.clone()), ("fossa.role".to_owned(), "broker".to_owned())])),
+        env: Some(vec![
+            format!("RABBITMQ_DEFAULT_USER={}", creds.user),
+            format!("RABBITMQ_DEFAULT_PASS={}", creds.password),
+            format!("RABBITMQ_NODE_IP_ADDRESS={address}"),
+            format!("RABBITMQ_NODE_PORT={BROKER_PORT}"),
+            format!("ERL_EPMD_ADDRESS={address}"),
+        ]),
+        labels: Some(HashMap::from([
+            (SPEC_LABEL.to_owned(), hash.clone()),
+            ("fossa.role".to_owned(), "broker".to_owned()),
+        ])),
         host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(port, Some(vec![PortBinding { host_ip: Some(address.to_string()), host_port: Some(BROKER_PORT.to_string()) }]))])),
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+            network_mode: Some("host".to_owned()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
             binds: Some(vec![format!("{VOLUME}:/var/lib/rabbitmq")]),
             ..Default::default()
         }),
@@ -146,39 +203,77 @@ pub fn container_spec(image: &str, address: Ipv4Addr, creds: &Credentials) -> (C
 
 /// Makes the broker container match its spec: created, recreated when the
 /// spec changed, started when stopped. Returns a one-line summary.
-pub async fn reconcile(docker: &Docker, image: &str, address: Ipv4Addr, creds: &Credentials) -> Result<String, BrokerError> {
+pub async fn reconcile(
+    docker: &Docker,
+    image: &str,
+    address: Ipv4Addr,
+    creds: &Credentials,
+) -> Result<String, BrokerError> {
     let (body, hash) = container_spec(image, address, creds);
     match docker.inspect_container(CONTAINER, None).await {
         Ok(c) => {
-            let same = c.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(SPEC_LABEL)) == Some(&hash);
+            let same = c
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(SPEC_LABEL))
+                == Some(&hash);
             let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
             if same && running {
                 return Ok(format!("broker running at {address}:{BROKER_PORT}"));
             }
             if same {
-                docker.start_container(CONTAINER, None).await.map_err(docker_err("start"))?;
+                docker
+                    .start_container(CONTAINER, None)
+                    .await
+                    .map_err(docker_err("start"))?;
                 return Ok(format!("broker restarted at {address}:{BROKER_PORT}"));
             }
             docker
-                .remove_container(CONTAINER, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+                .remove_container(
+                    CONTAINER,
+                    Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+                )
                 .await
                 .map_err(docker_err("remove"))?;
         }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
         Err(e) => return Err(docker_err("inspect")(e)),
     }
     if docker.inspect_image(image).await.is_err() {
-        let mut pull = docker.create_image(Some(CreateImageOptionsBuilder::default().from_image(image).build()), None, None);
+        let mut pull = docker.create_image(
+            Some(
+                CreateImageOptionsBuilder::default()
+                    .from_image(image)
+                    .build(),
+            ),
+            None,
+            None,
+        );
         while let Some(item) = pull.next().await {
             item.map_err(docker_err("pull"))?;
         }
     }
     docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().name(CONTAINER).build()), body)
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(CONTAINER)
+                    .build(),
+            ),
+            body,
+        )
         .await
         .map_err(docker_err("create"))?;
-    docker.start_container(CONTAINER, None).await.map_err(docker_err("start"))?;
-    Ok(format!("broker container created at {address}:{BROKER_PORT}"))
+    docker
+        .start_container(CONTAINER, None)
+        .await
+        .map_err(docker_err("start"))?;
+    Ok(format!(
+        "broker container created at {address}:{BROKER_PORT}"
+    ))
 }
 
 #[cfg(test)]
@@ -187,7 +282,10 @@ mod tests {
 
     #[test]
     fn urls_round_trip_and_hide_the_password_in_debug() {
-        let c = Credentials { user: "fossa".into(), password: "s3cr3t".into() };
+        let c = Credentials {
+            user: "fossa".into(),
+            password: "s3cr3t".into(),
+        };
         let u = url(&c, Ipv4Addr::new(192, 168, 1, 10));
         assert_eq!(u, "amqp://fossa:s3cr3t@192.168.1.10:5672/%2F");
         let (back, host) = parse_url(&u).unwrap();
@@ -199,11 +297,28 @@ mod tests {
 
     #[test]
     fn the_spec_binds_the_private_address_and_changes_with_credentials() {
-        let c = Credentials { user: "fossa".into(), password: "a".into() };
+        let c = Credentials {
+            user: "fossa".into(),
+            password: "a".into(),
+        };
         let (body, h1) = container_spec("rabbitmq:3", Ipv4Addr::new(10, 0, 1, 5), &c);
-        let binding = &body.host_config.as_ref().unwrap().port_bindings.as_ref().unwrap()["5672/tcp"].as_ref().unwrap()[0];
-        assert_eq!(binding.host_ip.as_deref(), Some("10.0.1.5"));
-        let (_, h2) = container_spec("rabbitmq:3", Ipv4Addr::new(10, 0, 1, 5), &Credentials { password: "b".into(), ..c });
+        assert!(body
+            .env
+            .as_ref()
+            .unwrap()
+            .contains(&"RABBITMQ_NODE_IP_ADDRESS=10.0.1.5".to_owned()));
+        assert_eq!(
+            body.host_config.as_ref().unwrap().network_mode.as_deref(),
+            Some("host")
+        );
+        let (_, h2) = container_spec(
+            "rabbitmq:3",
+            Ipv4Addr::new(10, 0, 1, 5),
+            &Credentials {
+                password: "b".into(),
+                ..c
+            },
+        );
         assert_ne!(h1, h2);
     }
 }

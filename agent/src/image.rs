@@ -46,7 +46,10 @@ pub enum ImageError {
 }
 
 fn docker_err(what: &'static str) -> impl Fn(bollard::errors::Error) -> ImageError {
-    move |e| ImageError::Docker { what, message: e.to_string() }
+    move |e| ImageError::Docker {
+        what,
+        message: e.to_string(),
+    }
 }
 
 /// The Dockerfile of the worker image.
@@ -70,24 +73,41 @@ pub type ModelFile = (PathBuf, Vec<u8>);
 
 /// The built-in example models.
 pub fn example_models() -> Vec<ModelFile> {
-    EXAMPLE_MODELS.iter().map(|(n, t)| (PathBuf::from(n), t.as_bytes().to_vec())).collect()
+    EXAMPLE_MODELS
+        .iter()
+        .map(|(n, t)| (PathBuf::from(n), t.as_bytes().to_vec()))
+        .collect()
 }
 
 /// Unpacks the models tarball `launch` uploaded, refusing paths that leave the directory.
 pub fn unpack_models(tar_gz: &[u8]) -> Result<Vec<ModelFile>, ImageError> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tar_gz));
     let mut out = Vec::new();
-    for entry in archive.entries().map_err(|e| ImageError::Models(e.to_string()))? {
+    for entry in archive
+        .entries()
+        .map_err(|e| ImageError::Models(e.to_string()))?
+    {
         let mut entry = entry.map_err(|e| ImageError::Models(e.to_string()))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry.path().map_err(|e| ImageError::Models(e.to_string()))?.into_owned();
-        if path.components().any(|c| !matches!(c, PathComponent::Normal(_))) {
-            return Err(ImageError::Models(format!("entry {} leaves the models directory", path.display())));
+        let path = entry
+            .path()
+            .map_err(|e| ImageError::Models(e.to_string()))?
+            .into_owned();
+        if path
+            .components()
+            .any(|c| !matches!(c, PathComponent::Normal(_)))
+        {
+            return Err(ImageError::Models(format!(
+                "entry {} leaves the models directory",
+                path.display()
+            )));
         }
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| ImageError::Models(e.to_string()))?;
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| ImageError::Models(e.to_string()))?;
         out.push((path, bytes));
     }
     out.sort();
@@ -98,9 +118,16 @@ pub fn unpack_models(tar_gz: &[u8]) -> Result<Vec<ModelFile>, ImageError> {
 pub fn context(base: &str, models: &[ModelFile]) -> Vec<u8> {
     let mut files: Vec<(PathBuf, Vec<u8>)> = vec![
         (PathBuf::from("Dockerfile"), dockerfile(base).into_bytes()),
-        (PathBuf::from(NODE_MODULE), fossa::node_module().into_bytes()),
+        (
+            PathBuf::from(NODE_MODULE),
+            fossa::node_module().into_bytes(),
+        ),
     ];
-    files.extend(models.iter().map(|(p, b)| (Path::new("models").join(p), b.clone())));
+    files.extend(
+        models
+            .iter()
+            .map(|(p, b)| (Path::new("models").join(p), b.clone())),
+    );
     files.sort();
     let mut tar = tar::Builder::new(Vec::new());
     tar.mode(tar::HeaderMode::Deterministic);
@@ -110,7 +137,8 @@ pub fn context(base: &str, models: &[ModelFile]) -> Vec<u8> {
         h.set_mode(0o644);
         h.set_mtime(0);
         h.set_cksum();
-        tar.append_data(&mut h, path, bytes.as_slice()).expect("writing to memory");
+        tar.append_data(&mut h, path, bytes.as_slice())
+            .expect("writing to memory");
     }
     tar.into_inner().expect("writing to memory")
 }
@@ -152,7 +180,9 @@ pub struct RegistryAuth {
 
 impl std::fmt::Debug for RegistryAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryAuth").field("host", &self.host).finish_non_exhaustive()
+        f.debug_struct("RegistryAuth")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,22 +198,59 @@ impl RegistryAuth {
 }
 
 /// Fetches a fresh ECR token; `registry` replaces the token's endpoint (tests, mirrors).
-pub async fn registry_auth(ecr: &aws_sdk_ecr::Client, registry: Option<&str>) -> Result<RegistryAuth, ImageError> {
-    let out = ecr.get_authorization_token().send().await.aws("ecr:GetAuthorizationToken", "the account's registry")?;
-    let data = out.authorization_data().first().ok_or_else(|| ImageError::Docker { what: "login", message: "ECR returned no token".into() })?;
+pub async fn registry_auth(
+    ecr: &aws_sdk_ecr::Client,
+    registry: Option<&str>,
+) -> Result<RegistryAuth, ImageError> {
+    let out = ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .aws("ecr:GetAuthorizationToken", "the account's registry")?;
+    let data = out
+        .authorization_data()
+        .first()
+        .ok_or_else(|| ImageError::Docker {
+            what: "login",
+            message: "ECR returned no token".into(),
+        })?;
     let token = aws_smithy_types::base64::decode(data.authorization_token().unwrap_or_default())
-        .map_err(|_| ImageError::Docker { what: "login", message: "ECR token is not base64".into() })?;
+        .map_err(|_| ImageError::Docker {
+            what: "login",
+            message: "ECR token is not base64".into(),
+        })?;
     let token = String::from_utf8_lossy(&token).into_owned();
-    let (username, password) = token.split_once(':').ok_or_else(|| ImageError::Docker { what: "login", message: "ECR token has no user".into() })?;
+    let (username, password) = token.split_once(':').ok_or_else(|| ImageError::Docker {
+        what: "login",
+        message: "ECR token has no user".into(),
+    })?;
     let endpoint = data.proxy_endpoint().unwrap_or_default();
-    let host = registry.map(str::to_owned).unwrap_or_else(|| endpoint.trim_start_matches("https://").trim_end_matches('/').to_owned());
-    Ok(RegistryAuth { host, username: username.to_owned(), password: password.to_owned() })
+    let host = registry.map(str::to_owned).unwrap_or_else(|| {
+        endpoint
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned()
+    });
+    Ok(RegistryAuth {
+        host,
+        username: username.to_owned(),
+        password: password.to_owned(),
+    })
 }
 
 /// Creates the stack's ECR repository if missing (scan on push, keep the last 10 images, tagged).
-pub async fn ensure_repository(ecr: &aws_sdk_ecr::Client, stack: &StackName) -> Result<bool, ImageError> {
+pub async fn ensure_repository(
+    ecr: &aws_sdk_ecr::Client,
+    stack: &StackName,
+) -> Result<bool, ImageError> {
     let name = stack.ecr_repository();
-    match ecr.describe_repositories().repository_names(&name).send().await.aws("ecr:DescribeRepositories", &name) {
+    match ecr
+        .describe_repositories()
+        .repository_names(&name)
+        .send()
+        .await
+        .aws("ecr:DescribeRepositories", &name)
+    {
         Ok(_) => return Ok(false),
         Err(e) if e.is_code("RepositoryNotFoundException") => {}
         Err(e) => return Err(e.into()),
@@ -191,14 +258,32 @@ pub async fn ensure_repository(ecr: &aws_sdk_ecr::Client, stack: &StackName) -> 
     let mut req = ecr
         .create_repository()
         .repository_name(&name)
-        .image_scanning_configuration(aws_sdk_ecr::types::ImageScanningConfiguration::builder().scan_on_push(true).build());
+        .image_scanning_configuration(
+            aws_sdk_ecr::types::ImageScanningConfiguration::builder()
+                .scan_on_push(true)
+                .build(),
+        );
     for (k, v) in tags::standard(stack, tags::BY_AGENT) {
-        req = req.tags(aws_sdk_ecr::types::Tag::builder().key(k).value(v).build().map_err(|e| ImageError::Docker { what: "tag", message: e.to_string() })?);
+        req = req.tags(
+            aws_sdk_ecr::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| ImageError::Docker {
+                    what: "tag",
+                    message: e.to_string(),
+                })?,
+        );
     }
     req.send().await.aws("ecr:CreateRepository", &name)?;
     let policy = serde_json::json!({"rules": [{"rulePriority": 1, "description": format!("keep the last {KEEP_IMAGES} images"),
         "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES}, "action": {"type": "expire"}}]});
-    ecr.put_lifecycle_policy().repository_name(&name).lifecycle_policy_text(policy.to_string()).send().await.aws("ecr:PutLifecyclePolicy", &name)?;
+    ecr.put_lifecycle_policy()
+        .repository_name(&name)
+        .lifecycle_policy_text(policy.to_string())
+        .send()
+        .await
+        .aws("ecr:PutLifecyclePolicy", &name)?;
     Ok(true)
 }
 
@@ -230,18 +315,53 @@ pub async fn reconcile(
     let repo = format!("{}/{}", auth.host, stack.ecr_repository());
     let reference = format!("{repo}:{tag}");
     let classes = model_classes(models);
-    if docker.inspect_registry_image(&reference, Some(auth.credentials())).await.is_ok() {
-        return Ok(Built { reference, built: false, models: classes });
+    if docker
+        .inspect_registry_image(&reference, Some(auth.credentials()))
+        .await
+        .is_ok()
+    {
+        return Ok(Built {
+            reference,
+            built: false,
+            models: classes,
+        });
     }
-    events.push("image", false, format!("building {reference} from {base} with {} model file(s)", models.len()));
-    let options = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(&reference).rm(true).forcerm(true).build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(bytes::Bytes::from(ctx))));
+    events.push(
+        "image",
+        false,
+        format!(
+            "building {reference} from {base} with {} model file(s)",
+            models.len()
+        ),
+    );
+    // Host networking: the build's RUN steps reach PyPI through the host's own
+    // route, with no dependence on Docker's bridge and its NAT rules.
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&reference)
+        .rm(true)
+        .forcerm(true)
+        .networkmode("host")
+        .build();
+    let mut stream = docker.build_image(
+        options,
+        None,
+        Some(bollard::body_full(bytes::Bytes::from(ctx))),
+    );
     while let Some(item) = stream.next().await {
         let info = item.map_err(docker_err("build"))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Docker { what: "build", message: e });
+            return Err(ImageError::Docker {
+                what: "build",
+                message: e,
+            });
         }
-        if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(line) = info
+            .stream
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
             tracing::info!(target: "fossa_agent::image::build", "{line}");
         }
     }
@@ -251,11 +371,18 @@ pub async fn reconcile(
     while let Some(item) = stream.next().await {
         let info = item.map_err(docker_err("push"))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Docker { what: "push", message: e });
+            return Err(ImageError::Docker {
+                what: "push",
+                message: e,
+            });
         }
     }
     events.push("image", false, format!("pushed {reference}"));
-    Ok(Built { reference, built: true, models: classes })
+    Ok(Built {
+        reference,
+        built: true,
+        models: classes,
+    })
 }
 
 /// Cached download of the models tarball: fetched again only when its ETag changes.
@@ -267,17 +394,42 @@ pub struct ModelsCache {
 
 impl ModelsCache {
     /// The user's models from the bucket, or the built-in ones when there are none.
-    pub async fn load(&mut self, s3: &aws_sdk_s3::Client, bucket: &str, has_models: bool) -> Result<Vec<ModelFile>, ImageError> {
+    pub async fn load(
+        &mut self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        has_models: bool,
+    ) -> Result<Vec<ModelFile>, ImageError> {
         if !has_models {
             return Ok(example_models());
         }
-        let head = s3.head_object().bucket(bucket).key(MODELS_OBJECT_KEY).send().await.aws("s3:HeadObject", format!("s3://{bucket}/{MODELS_OBJECT_KEY}"))?;
+        let head = s3
+            .head_object()
+            .bucket(bucket)
+            .key(MODELS_OBJECT_KEY)
+            .send()
+            .await
+            .aws(
+                "s3:HeadObject",
+                format!("s3://{bucket}/{MODELS_OBJECT_KEY}"),
+            )?;
         let etag = head.e_tag().map(str::to_owned);
         if etag.is_some() && etag == self.etag {
             return Ok(self.files.clone());
         }
-        let obj = s3.get_object().bucket(bucket).key(MODELS_OBJECT_KEY).send().await.aws("s3:GetObject", format!("s3://{bucket}/{MODELS_OBJECT_KEY}"))?;
-        let bytes = obj.body.collect().await.map_err(|e| ImageError::Models(e.to_string()))?.into_bytes();
+        let obj = s3
+            .get_object()
+            .bucket(bucket)
+            .key(MODELS_OBJECT_KEY)
+            .send()
+            .await
+            .aws("s3:GetObject", format!("s3://{bucket}/{MODELS_OBJECT_KEY}"))?;
+        let bytes = obj
+            .body
+            .collect()
+            .await
+            .map_err(|e| ImageError::Models(e.to_string()))?
+            .into_bytes();
         self.files = unpack_models(&bytes)?;
         self.etag = etag;
         Ok(self.files.clone())
@@ -287,7 +439,9 @@ impl ModelsCache {
 /// Docker client on the local socket, with the API version the engine speaks.
 pub async fn docker() -> Result<Docker, ImageError> {
     let d = Docker::connect_with_local_defaults().map_err(docker_err("connect"))?;
-    d.negotiate_version().await.map_err(docker_err("version negotiation"))
+    d.negotiate_version()
+        .await
+        .map_err(docker_err("version negotiation"))
 }
 
 #[cfg(test)]
@@ -297,11 +451,17 @@ mod tests {
     #[test]
     fn the_tag_follows_the_context() {
         let a = context("python:3.12-slim", &example_models());
-        assert_eq!(tag(&a), tag(&context("python:3.12-slim", &example_models())));
+        assert_eq!(
+            tag(&a),
+            tag(&context("python:3.12-slim", &example_models()))
+        );
         let mut changed = example_models();
         changed[0].1.extend_from_slice(b"\n# edited\n");
         assert_ne!(tag(&a), tag(&context("python:3.12-slim", &changed)));
-        assert_ne!(tag(&a), tag(&context("python:3.11-slim", &example_models())));
+        assert_ne!(
+            tag(&a),
+            tag(&context("python:3.11-slim", &example_models()))
+        );
         assert!(tag(&a).starts_with("ctx-") && tag(&a).len() == 20);
     }
 
@@ -315,12 +475,18 @@ mod tests {
 
     #[test]
     fn model_classes_are_found_in_the_sources() {
-        assert_eq!(model_classes(&example_models()), ["PartitionedExampleEtl", "QuickPartitionedEtl"]);
+        assert_eq!(
+            model_classes(&example_models()),
+            ["PartitionedExampleEtl", "QuickPartitionedEtl"]
+        );
     }
 
     #[test]
     fn tarballs_that_escape_are_refused() {
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
         h.set_cksum();
@@ -329,6 +495,9 @@ mod tests {
         h.set_cksum();
         tar.append(&h, &b"x"[..]).unwrap();
         let bytes = tar.into_inner().unwrap().finish().unwrap();
-        assert!(unpack_models(&bytes).unwrap_err().to_string().contains("leaves"));
+        assert!(unpack_models(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("leaves"));
     }
 }

@@ -5,10 +5,14 @@
 //! the web UI. `local` runs the same UI over Fossa workers on this machine.
 //! Host calls go through [`exec::Executor`] so duties are testable with a fake.
 
+pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod exec;
+pub mod fargate;
 pub mod fleet;
 pub mod fossa;
+pub mod image;
 pub mod local;
 pub mod nat;
 pub mod procs;
@@ -89,6 +93,9 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             }
         }
         Command::Local(args) => local::run(&args).await.map(|()| 0),
-        Command::Build(_) => Err(Error::Other("not available in this build yet".into())),
+        Command::Build(args) => {
+            println!("{}", service::build_once(&args.config).await?);
+            Ok(0)
+        }
     }
 }

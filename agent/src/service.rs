@@ -20,7 +20,9 @@ use ipnet::Ipv4Net;
 use tokio::sync::watch;
 
 use crate::exec::{Executor, Host};
-use crate::{nat, Error};
+use crate::fargate::{DutyState, FargateBackend};
+use crate::fleet::{FleetModel, PollSettings};
+use crate::{broker, cluster, image, nat, tls, Error};
 
 /// Everything a duty needs, replaced as a whole on reload.
 #[derive(Debug, Clone)]
@@ -133,9 +135,10 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs_f64(base as f64 * jitter)
 }
 
-fn nat_reconcile(exec: Arc<dyn Executor>) -> Reconcile {
+fn nat_reconcile(exec: Arc<dyn Executor>, state: Arc<DutyState>) -> Reconcile {
     Arc::new(move |s: Arc<Settings>| {
         let exec = exec.clone();
+        let state = state.clone();
         Box::pin(async move {
             let cidrs: Vec<Ipv4Net> = s
                 .stack
@@ -143,7 +146,7 @@ fn nat_reconcile(exec: Arc<dyn Executor>) -> Reconcile {
                 .iter()
                 .filter_map(|c| c.parse().ok())
                 .collect();
-            tokio::task::spawn_blocking(move || {
+            let result = tokio::task::spawn_blocking(move || {
                 let plan = nat::plan(exec.as_ref(), &cidrs, None)?;
                 let applied = nat::apply(exec.as_ref(), &plan)?;
                 Ok::<_, nat::NatError>(if applied.added.is_empty() {
@@ -158,22 +161,190 @@ fn nat_reconcile(exec: Arc<dyn Executor>) -> Reconcile {
             })
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)));
+            report(&state.nat, &result);
+            result
         })
     })
 }
 
-/// Runs `step` until shutdown: on success again after `every`, on failure
-/// after a growing backoff; a settings change triggers a run at once.
+fn report(slot: &Mutex<fossa_web::model::Component>, result: &Result<String, String>) {
+    match result {
+        Ok(m) => DutyState::set(slot, true, m.clone()),
+        Err(e) => DutyState::set(slot, false, e.clone()),
+    }
+}
+
+fn chain(e: impl Into<anyhow::Error>) -> String {
+    format!("{:#}", e.into())
+}
+
+/// The AWS clients of the agent, built from the one `SdkConfig`.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// SSM.
+    pub ssm: aws_sdk_ssm::Client,
+    /// S3 (path-style against an emulator).
+    pub s3: aws_sdk_s3::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// ECR.
+    pub ecr: aws_sdk_ecr::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl Clients {
+    /// Every client from `sdk`.
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let counter = fossa_contract::aws::CallCounter::default();
+        Clients {
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            s3: fossa_contract::aws::s3_client(sdk, &counter),
+            ecs: aws_sdk_ecs::Client::new(sdk),
+            ecr: aws_sdk_ecr::Client::new(sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
+        }
+    }
+}
+
+fn broker_reconcile(state: Arc<DutyState>, exec: Arc<dyn Executor>) -> Reconcile {
+    Arc::new(move |s: Arc<Settings>| {
+        let (state, exec) = (state.clone(), exec.clone());
+        Box::pin(async move {
+            let result = async {
+                let address = match s.toml.broker_address {
+                    Some(a) => a,
+                    None => {
+                        let routes = exec.read("/proc/net/route".as_ref()).map_err(chain)?;
+                        broker::default_address(&routes)
+                            .ok_or_else(|| chain(broker::BrokerError::NoAddress))?
+                    }
+                };
+                let c = Clients::new(&s.sdk);
+                let creds = broker::ensure_url(&c.ssm, &s.toml.stack, address)
+                    .await
+                    .map_err(chain)?;
+                let docker = image::docker().await.map_err(chain)?;
+                let img = s
+                    .toml
+                    .broker_image
+                    .as_deref()
+                    .unwrap_or(broker::DEFAULT_IMAGE);
+                broker::reconcile(&docker, img, address, &creds)
+                    .await
+                    .map_err(chain)
+            }
+            .await;
+            report(&state.broker, &result);
+            result
+        })
+    })
+}
+
+fn image_reconcile(state: Arc<DutyState>, events: Events) -> Reconcile {
+    let cache = Arc::new(tokio::sync::Mutex::new(image::ModelsCache::default()));
+    Arc::new(move |s: Arc<Settings>| {
+        let (state, events, cache) = (state.clone(), events.clone(), cache.clone());
+        Box::pin(async move {
+            let result = async {
+                let c = Clients::new(&s.sdk);
+                let models = cache
+                    .lock()
+                    .await
+                    .load(&c.s3, &s.stack.bucket, s.stack.has_models)
+                    .await
+                    .map_err(chain)?;
+                let docker = image::docker().await.map_err(chain)?;
+                let base = s
+                    .toml
+                    .base_image
+                    .as_deref()
+                    .unwrap_or(image::DEFAULT_BASE_IMAGE);
+                let built = image::reconcile(
+                    &docker,
+                    &c.ecr,
+                    &s.toml.stack,
+                    s.toml.registry.as_deref(),
+                    base,
+                    &models,
+                    &events,
+                )
+                .await
+                .map_err(chain)?;
+                *state.models.lock().expect("lock") = built.models.clone();
+                let changed = state
+                    .image_ref
+                    .lock()
+                    .expect("lock")
+                    .replace(built.reference.clone())
+                    .as_ref()
+                    != Some(&built.reference);
+                if changed {
+                    state.image_changed.notify_one();
+                }
+                Ok(if built.built {
+                    format!("built and pushed {}", built.reference)
+                } else {
+                    format!("{} is up to date", built.reference)
+                })
+            }
+            .await;
+            report(&state.image, &result);
+            result
+        })
+    })
+}
+
+fn cluster_reconcile(state: Arc<DutyState>, backend: Arc<FargateBackend>) -> Reconcile {
+    Arc::new(move |s: Arc<Settings>| {
+        let (state, backend) = (state.clone(), backend.clone());
+        Box::pin(async move {
+            let image = state
+                .image_ref
+                .lock()
+                .expect("lock")
+                .clone()
+                .ok_or_else(|| "waiting for the worker image".to_owned())?;
+            let c = Clients::new(&s.sdk);
+            let (summary, desired) = cluster::reconcile(&c.ecs, &c.logs, &s.stack, &image)
+                .await
+                .map_err(chain)?;
+            backend.set_desired(desired.max(0) as u32);
+            Ok(summary)
+        })
+    })
+}
+
+/// One duty's reconcile loop.
+pub struct DutyLoop {
+    /// Name in events and logs.
+    pub name: &'static str,
+    /// The reconcile step.
+    pub step: Reconcile,
+    /// Time between successful runs.
+    pub every: Duration,
+    /// Told `true` after the first success (readiness).
+    pub ready: Option<watch::Sender<bool>>,
+    /// Runs the step at once when notified.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// Runs the duty until shutdown: on success again after `every`, on failure
+/// after a growing backoff; a settings change or a wake-up runs it at once.
 pub async fn duty_loop(
-    name: &'static str,
-    step: Reconcile,
-    every: Duration,
+    duty: DutyLoop,
     mut settings: watch::Receiver<Arc<Settings>>,
     events: Events,
-    ready: Option<watch::Sender<bool>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let DutyLoop {
+        name,
+        step,
+        every,
+        ready,
+        wake,
+    } = duty;
     let mut failures = 0u32;
     let mut last = String::new();
     loop {
@@ -202,9 +373,16 @@ pub async fn duty_loop(
                 wait
             }
         };
+        let woken = async {
+            match &wake {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = settings.changed() => {}
+            _ = woken => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
@@ -234,31 +412,71 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         ),
     );
     let duties = settings.toml.duties();
+    let state = Arc::new(DutyState::default());
+    let clients = Clients::new(&settings.sdk);
+    let backend = Arc::new(FargateBackend::new(
+        clients.ecs.clone(),
+        settings.stack.clone(),
+        state.clone(),
+    ));
+    let fleet = FleetModel::new(
+        backend.clone(),
+        events.clone(),
+        settings.stack.stack.as_str(),
+        PollSettings::default(),
+    );
+    let web = start_web(&settings, &clients, fleet.clone(), &events).await?;
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = watch::channel(!duties.contains(&Duty::Nat));
     let exec: Arc<dyn Executor> = Arc::new(Host);
+    if !duties.contains(&Duty::Nat) {
+        DutyState::set(
+            &state.nat,
+            true,
+            "not managed by this agent (duties in agent.toml)",
+        );
+    }
 
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(fleet.clone().run(shutdown_rx.clone()))];
     for duty in duties {
-        let (name, step, ready) = match duty {
-            Duty::Nat => ("nat", nat_reconcile(exec.clone()), Some(ready_tx.clone())),
-            other => {
-                events.push(
-                    "agent",
-                    true,
-                    format!("duty {other:?} is not part of this agent build; it is skipped"),
-                );
-                continue;
-            }
+        let (name, step, ready, wake) = match duty {
+            Duty::Nat => (
+                "nat",
+                nat_reconcile(exec.clone(), state.clone()),
+                Some(ready_tx.clone()),
+                None,
+            ),
+            Duty::Broker => (
+                "broker",
+                broker_reconcile(state.clone(), exec.clone()),
+                None,
+                None,
+            ),
+            Duty::Image => (
+                "image",
+                image_reconcile(state.clone(), events.clone()),
+                None,
+                Some(state.rebuild.clone()),
+            ),
+            Duty::Cluster => (
+                "cluster",
+                cluster_reconcile(state.clone(), backend.clone()),
+                None,
+                Some(state.image_changed.clone()),
+            ),
         };
-        tasks.push(tokio::spawn(duty_loop(
+        let duty = DutyLoop {
             name,
             step,
-            interval(duty),
+            every: interval(duty),
+            ready,
+            wake,
+        };
+        tasks.push(tokio::spawn(duty_loop(
+            duty,
             settings_rx.clone(),
             events.clone(),
-            ready,
             shutdown_rx.clone(),
         )));
     }
@@ -308,6 +526,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     events.push("agent", false, "stopping");
+    web.notify();
     shutdown_tx.send_replace(true);
     let stop = futures::future::join_all(tasks);
     if tokio::time::timeout(Duration::from_secs(5), stop)
@@ -317,6 +536,130 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         tracing::warn!("some duties did not stop within 5 s");
     }
     Ok(())
+}
+
+/// Starts the web UI: TLS certificate (made once, its fingerprint published
+/// to SSM), the password from SSM, the cookie key from the state directory.
+async fn start_web(
+    settings: &Settings,
+    clients: &Clients,
+    fleet: Arc<FleetModel>,
+    events: &Events,
+) -> Result<fossa_web::Shutdown, Error> {
+    let stack = &settings.toml.stack;
+    let tls_dir = settings.toml.state_dir.join("tls");
+    let mut names = vec!["localhost".to_owned()];
+    if !settings.toml.listen.ip().is_unspecified() {
+        names.push(settings.toml.listen.ip().to_string());
+    }
+    let cert = tls::load_or_create(&tls_dir, &names).map_err(|e| Error::Other(chain(e)))?;
+    let cookie_key = tls::cookie_key(&tls_dir).map_err(|e| Error::Other(chain(e)))?;
+    let fp_name = stack.ssm_parameter(ssm::TLS_FINGERPRINT);
+    let current = clients
+        .ssm
+        .get_parameter()
+        .name(&fp_name)
+        .send()
+        .await
+        .ok()
+        .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned));
+    if current.as_deref() != Some(cert.fingerprint.as_str()) {
+        clients
+            .ssm
+            .put_parameter()
+            .name(&fp_name)
+            .value(&cert.fingerprint)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .aws("ssm:PutParameter", &fp_name)?;
+    }
+    let pw_name = stack.ssm_parameter(ssm::UI_PASSWORD);
+    let pw = clients
+        .ssm
+        .get_parameter()
+        .name(&pw_name)
+        .with_decryption(true)
+        .send()
+        .await
+        .aws("ssm:GetParameter", &pw_name)?;
+    let password = pw
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_owned();
+    if password.is_empty() {
+        return Err(Error::Other(format!(
+            "{pw_name} is empty: re-run fossa-bootstrap launch"
+        )));
+    }
+    let config = fossa_web::WebConfig {
+        listen: settings.toml.listen,
+        password,
+        cookie_key,
+        tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
+    };
+    let rocket = fossa_web::build(config, fleet)
+        .ignite()
+        .await
+        .map_err(|e| {
+            Error::Other(format!(
+                "cannot start the web UI on {}: {}",
+                settings.toml.listen,
+                fossa_web::explain(&e)
+            ))
+        })?;
+    let shutdown = rocket.shutdown();
+    let web_events = events.clone();
+    let listen = settings.toml.listen;
+    tokio::spawn(async move {
+        if let Err(e) = rocket.launch().await {
+            web_events.push(
+                "web",
+                true,
+                format!("the web UI on {listen} stopped: {}", fossa_web::explain(&e)),
+            );
+        }
+    });
+    events.push(
+        "web",
+        false,
+        format!(
+            "UI on https://{listen}/ (certificate SHA-256 {})",
+            cert.fingerprint
+        ),
+    );
+    Ok(shutdown)
+}
+
+/// `fossa-agent build`: runs the image duty once and returns the image reference.
+pub async fn build_once(config: &Path) -> Result<String, Error> {
+    let s = load(config).await?;
+    let c = Clients::new(&s.sdk);
+    let events = Events::default();
+    let models = image::ModelsCache::default()
+        .load(&c.s3, &s.stack.bucket, s.stack.has_models)
+        .await
+        .map_err(|e| Error::Other(chain(e)))?;
+    let docker = image::docker().await.map_err(|e| Error::Other(chain(e)))?;
+    let base = s
+        .toml
+        .base_image
+        .as_deref()
+        .unwrap_or(image::DEFAULT_BASE_IMAGE);
+    let built = image::reconcile(
+        &docker,
+        &c.ecr,
+        &s.toml.stack,
+        s.toml.registry.as_deref(),
+        base,
+        &models,
+        &events,
+    )
+    .await
+    .map_err(|e| Error::Other(chain(e)))?;
+    Ok(built.reference)
 }
 
 /// Loads the settings, retrying while SSM is unreachable (e.g. early in boot).

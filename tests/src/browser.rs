@@ -26,9 +26,17 @@ impl Browser {
             assert!(std::path::Path::new(p).exists(), "{p} is missing: install the Debian packages chromium and chromium-driver (tests/run.sh does)");
         }
         let port = free_port();
-        let driver = Command::new("/usr/bin/chromedriver").arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start chromedriver");
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.get(format!("{base}/status")).send().await.is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
@@ -45,9 +53,26 @@ impl Browser {
                 format!("--user-data-dir={}", profile.0.display())
             ]}
         }}});
-        let v: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
-        let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_owned();
-        Browser { driver, base, session, http, _profile: profile }
+        let v: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        Browser {
+            driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        }
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
@@ -67,17 +92,31 @@ impl Browser {
 
     /// The current URL.
     pub async fn url(&self) -> String {
-        self.call("GET", "/url", Value::Null).await.as_str().unwrap_or_default().to_owned()
+        self.call("GET", "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The page's HTML as the browser has it now.
     pub async fn source(&self) -> String {
-        self.call("GET", "/source", Value::Null).await.as_str().unwrap_or_default().to_owned()
+        self.call("GET", "/source", Value::Null)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The element matching `css`; panics with the page if there is none.
     pub async fn find(&self, css: &str) -> String {
-        let v = self.call("POST", "/element", json!({"using": "css selector", "value": css})).await;
+        let v = self
+            .call(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
         match v[ELEMENT].as_str() {
             Some(id) => id.to_owned(),
             None => panic!("no element {css}: {v}\n{}", self.source().await),
@@ -87,25 +126,40 @@ impl Browser {
     /// Types into the element matching `css`.
     pub async fn type_into(&self, css: &str, text: &str) {
         let el = self.find(css).await;
-        self.call("POST", &format!("/element/{el}/clear"), json!({})).await;
-        self.call("POST", &format!("/element/{el}/value"), json!({ "text": text })).await;
+        self.call("POST", &format!("/element/{el}/clear"), json!({}))
+            .await;
+        self.call(
+            "POST",
+            &format!("/element/{el}/value"),
+            json!({ "text": text }),
+        )
+        .await;
     }
 
     /// Clicks the element matching `css`.
     pub async fn click(&self, css: &str) {
         let el = self.find(css).await;
-        self.call("POST", &format!("/element/{el}/click"), json!({})).await;
+        self.call("POST", &format!("/element/{el}/click"), json!({}))
+            .await;
     }
 
     /// Waits until the page source satisfies `ok`.
-    pub async fn wait_for(&self, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + within;
         loop {
             let s = self.source().await;
             if ok(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "page never showed {what}; it shows:\n{s}");
+            assert!(
+                Instant::now() < deadline,
+                "page never showed {what}; it shows:\n{s}"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -113,7 +167,8 @@ impl Browser {
     /// Saves a PNG screenshot.
     pub async fn screenshot(&self, path: &std::path::Path) {
         let b64 = self.call("GET", "/screenshot", Value::Null).await;
-        let bytes = aws_smithy_types::base64::decode(b64.as_str().unwrap_or_default()).unwrap_or_default();
+        let bytes =
+            aws_smithy_types::base64::decode(b64.as_str().unwrap_or_default()).unwrap_or_default();
         std::fs::write(path, bytes).unwrap();
     }
 }

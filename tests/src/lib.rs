@@ -8,6 +8,7 @@
 //! nothing is skipped.
 
 pub mod browser;
+pub mod docker;
 pub mod local;
 pub mod moto;
 pub mod netns;

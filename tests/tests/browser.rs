@@ -12,31 +12,55 @@ async fn log_in_see_workers_submit_and_watch_a_task_complete() {
     let agent = LocalAgent::start(3, &[]);
     let b = Browser::start().await;
     b.goto(&format!("{}/", agent.url)).await;
-    assert!(b.url().await.ends_with("/login"), "the overview needs a login");
+    assert!(
+        b.url().await.ends_with("/login"),
+        "the overview needs a login"
+    );
     b.type_into("input[name=password]", "wrong").await;
     b.click("form[action='/login'] button[type=submit]").await;
-    b.wait_for("the login error", Duration::from_secs(10), |s| s.contains("Wrong user or password")).await;
+    b.wait_for("the login error", Duration::from_secs(10), |s| {
+        s.contains("Wrong user or password")
+    })
+    .await;
     b.type_into("input[name=password]", &agent.password).await;
     b.click("form[action='/login'] button[type=submit]").await;
-    let overview = b.wait_for("the workers", Duration::from_secs(10), |s| s.contains("local-3")).await;
+    let overview = b
+        .wait_for("the workers", Duration::from_secs(10), |s| {
+            s.contains("local-3")
+        })
+        .await;
     for w in ["local-1", "local-2", "local-3"] {
         assert!(overview.contains(w), "{w} is listed");
     }
     assert!(overview.contains("3/3"), "3 of 3 workers running");
 
     b.goto(&format!("{}/tasks", agent.url)).await;
-    b.click("select[name=model_class] option[value=QuickPartitionedEtl]").await;
+    b.click("select[name=model_class] option[value=QuickPartitionedEtl]")
+        .await;
     b.click("form.submit button[type=submit]").await;
     let page = b
-        .wait_for("the task complete with 8 subtasks", Duration::from_secs(90), |s| {
-            s.contains("8 subtasks on") && s.contains("badge complete\">complete") && !s.contains("badge running")
-        })
+        .wait_for(
+            "the task complete with 8 subtasks",
+            Duration::from_secs(90),
+            |s| {
+                s.contains("8 subtasks on")
+                    && s.contains("badge complete\">complete")
+                    && !s.contains("badge running")
+            },
+        )
         .await;
-    assert!(b.url().await.contains("/tasks/"), "the reply links to the task");
+    assert!(
+        b.url().await.contains("/tasks/"),
+        "the reply links to the task"
+    );
     assert!(page.contains("TaskComplete"));
     let shot = fossa_tests::repo_root().join("target/browser-task.png");
     b.screenshot(&shot).await;
     b.goto(&format!("{}/", agent.url)).await;
-    b.wait_for("the overview", Duration::from_secs(10), |s| s.contains("local-1")).await;
-    b.screenshot(&fossa_tests::repo_root().join("target/browser-overview.png")).await;
+    b.wait_for("the overview", Duration::from_secs(10), |s| {
+        s.contains("local-1")
+    })
+    .await;
+    b.screenshot(&fossa_tests::repo_root().join("target/browser-overview.png"))
+        .await;
 }

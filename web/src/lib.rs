@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rocket::data::{Limits, ToByteUnit};
+pub use rocket::Shutdown;
 use rocket::{catchers, routes, Build, Rocket};
 
 /// How to serve the UI.

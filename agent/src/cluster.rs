@@ -1,0 +1,470 @@
+//! The cluster duty: the stack's ECS cluster (FARGATE and FARGATE_SPOT), its
+//! log group (7 days), the worker task definition and the service in the
+//! private subnets. The desired task definition is plain data whose hash is
+//! kept as a tag on each revision, so a new revision is registered only when
+//! the image or the config changed, and the service is only updated then.
+//! Scaling changes desiredCount and nothing else.
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
+    ContainerDefinition, DeploymentCircuitBreaker, DeploymentConfiguration, HealthCheck,
+    KeyValuePair, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
+    PropagateTags, Secret, Tag, TaskDefinitionField, TransportProtocol,
+};
+use fossa_contract::aws::{AwsError, AwsResultExt};
+use fossa_contract::config::StackConfig;
+use fossa_contract::names::FOSSA_PORT;
+use fossa_contract::{ssm, tags, StackName};
+use sha2::{Digest, Sha256};
+
+/// Tag on task definitions holding the hash of their spec.
+pub const SPEC_TAG: &str = "fossa:spec-hash";
+/// Name of the worker container.
+pub const CONTAINER: &str = "fossa";
+/// Log retention of the workers' log group.
+pub const LOG_RETENTION_DAYS: i32 = 7;
+
+/// Why the cluster duty failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// A request could not be built.
+    #[error("cannot build the {0} request: {1}")]
+    Build(&'static str, String),
+}
+
+fn build_err(
+    what: &'static str,
+) -> impl Fn(aws_smithy_types::error::operation::BuildError) -> ClusterError {
+    move |e| ClusterError::Build(what, e.to_string())
+}
+
+/// The worker task definition as plain data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TaskSpec {
+    /// Family.
+    pub family: String,
+    /// Image reference.
+    pub image: String,
+    /// CPU units.
+    pub cpu: u32,
+    /// Memory, MiB.
+    pub memory: u32,
+    /// Execution role ARN.
+    pub execution_role: String,
+    /// Task role ARN.
+    pub task_role: String,
+    /// SSM parameter with the broker URL (an ECS secret).
+    pub broker_secret: String,
+    /// Log group.
+    pub log_group: String,
+    /// Region (for awslogs).
+    pub region: String,
+}
+
+impl TaskSpec {
+    /// The spec for `stack` running `image`.
+    pub fn new(cfg: &StackConfig, image: &str) -> TaskSpec {
+        TaskSpec {
+            family: cfg.stack.task_family(),
+            image: image.to_owned(),
+            cpu: cfg.cpu,
+            memory: cfg.memory,
+            execution_role: cfg.execution_role_arn.clone(),
+            task_role: cfg.task_role_arn.clone(),
+            broker_secret: cfg.stack.ssm_parameter(ssm::BROKER_URL),
+            log_group: cfg.stack.log_group(),
+            region: cfg.region.clone(),
+        }
+    }
+
+    /// Hash of the spec, kept as [`SPEC_TAG`].
+    pub fn hash(&self) -> String {
+        hex::encode(Sha256::digest(
+            serde_json::to_vec(self).expect("serialises"),
+        ))[..32]
+            .to_owned()
+    }
+}
+
+fn ecs_tags(stack: &StackName) -> Vec<Tag> {
+    tags::standard(stack, tags::BY_AGENT)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Ensures the log group exists with its retention.
+pub async fn ensure_log_group(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    stack: &StackName,
+) -> Result<bool, ClusterError> {
+    let name = stack.log_group();
+    let found = logs
+        .describe_log_groups()
+        .log_group_name_prefix(&name)
+        .send()
+        .await
+        .aws("logs:DescribeLogGroups", &name)?;
+    if found
+        .log_groups()
+        .iter()
+        .any(|g| g.log_group_name() == Some(name.as_str()))
+    {
+        return Ok(false);
+    }
+    let mut req = logs.create_log_group().log_group_name(&name);
+    for (k, v) in tags::standard(stack, tags::BY_AGENT) {
+        req = req.tags(k, v);
+    }
+    req.send().await.aws("logs:CreateLogGroup", &name)?;
+    logs.put_retention_policy()
+        .log_group_name(&name)
+        .retention_in_days(LOG_RETENTION_DAYS)
+        .send()
+        .await
+        .aws("logs:PutRetentionPolicy", &name)?;
+    Ok(true)
+}
+
+/// Ensures the cluster is active with both Fargate capacity providers.
+pub async fn ensure_cluster(
+    ecs: &aws_sdk_ecs::Client,
+    stack: &StackName,
+) -> Result<bool, ClusterError> {
+    let name = stack.cluster();
+    let found = ecs
+        .describe_clusters()
+        .clusters(&name)
+        .send()
+        .await
+        .aws("ecs:DescribeClusters", &name)?;
+    if found
+        .clusters()
+        .iter()
+        .any(|c| c.status() == Some("ACTIVE"))
+    {
+        return Ok(false);
+    }
+    ecs.create_cluster()
+        .cluster_name(&name)
+        .capacity_providers("FARGATE")
+        .capacity_providers("FARGATE_SPOT")
+        .default_capacity_provider_strategy(
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider("FARGATE")
+                .weight(1)
+                .build()
+                .map_err(build_err("cluster"))?,
+        )
+        .set_tags(Some(ecs_tags(stack)))
+        .send()
+        .await
+        .aws("ecs:CreateCluster", &name)?;
+    Ok(true)
+}
+
+/// The ARN of the latest revision when its spec hash matches, else a newly registered revision's.
+pub async fn ensure_task_definition(
+    ecs: &aws_sdk_ecs::Client,
+    stack: &StackName,
+    spec: &TaskSpec,
+) -> Result<(String, bool), ClusterError> {
+    let hash = spec.hash();
+    match ecs
+        .describe_task_definition()
+        .task_definition(&spec.family)
+        .include(TaskDefinitionField::Tags)
+        .send()
+        .await
+        .aws("ecs:DescribeTaskDefinition", &spec.family)
+    {
+        Ok(out) => {
+            let same = out
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(SPEC_TAG) && t.value() == Some(hash.as_str()));
+            let active = out
+                .task_definition()
+                .and_then(|d| d.status())
+                .is_none_or(|s| s.as_str() == "ACTIVE");
+            if same && active {
+                let arn = out
+                    .task_definition()
+                    .and_then(|d| d.task_definition_arn())
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok((arn, false));
+            }
+        }
+        Err(e)
+            if e.is_code("ClientException")
+                || e.detail.contains("Unable to describe task definition") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let health = format!(
+        "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{FOSSA_PORT}/api/0.01/', timeout=4)\""
+    );
+    let container = ContainerDefinition::builder()
+        .name(CONTAINER)
+        .image(&spec.image)
+        .essential(true)
+        .memory(spec.memory as i32)
+        .port_mappings(
+            PortMapping::builder()
+                .container_port(FOSSA_PORT.into())
+                .protocol(TransportProtocol::Tcp)
+                .build(),
+        )
+        .environment(
+            KeyValuePair::builder()
+                .name("FOSSA_HTTP_PORT")
+                .value(FOSSA_PORT.to_string())
+                .build(),
+        )
+        .secrets(
+            Secret::builder()
+                .name("RABBITMQ_URL")
+                .value_from(&spec.broker_secret)
+                .build()
+                .map_err(build_err("secret"))?,
+        )
+        .log_configuration(
+            LogConfiguration::builder()
+                .log_driver(LogDriver::Awslogs)
+                .options("awslogs-group", &spec.log_group)
+                .options("awslogs-region", &spec.region)
+                .options("awslogs-stream-prefix", "fossa")
+                .build()
+                .map_err(build_err("log configuration"))?,
+        )
+        .health_check(
+            HealthCheck::builder()
+                .command("CMD-SHELL")
+                .command(health)
+                .interval(30)
+                .timeout(5)
+                .retries(3)
+                .start_period(60)
+                .build()
+                .map_err(build_err("health check"))?,
+        )
+        .build();
+    let mut tags = ecs_tags(stack);
+    tags.push(Tag::builder().key(SPEC_TAG).value(&hash).build());
+    let out = ecs
+        .register_task_definition()
+        .family(&spec.family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu(spec.cpu.to_string())
+        .memory(spec.memory.to_string())
+        .execution_role_arn(&spec.execution_role)
+        .task_role_arn(&spec.task_role)
+        .container_definitions(container)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .aws("ecs:RegisterTaskDefinition", &spec.family)?;
+    let arn = out
+        .task_definition()
+        .and_then(|d| d.task_definition_arn())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((arn, true))
+}
+
+/// What [`ensure_service`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceChange {
+    /// Nothing.
+    None,
+    /// Created with the config's worker count.
+    Created,
+    /// Moved to a new task definition.
+    Updated,
+}
+
+/// Creates the service, or points it at `task_definition`; never touches desiredCount of an existing service.
+pub async fn ensure_service(
+    ecs: &aws_sdk_ecs::Client,
+    cfg: &StackConfig,
+    task_definition: &str,
+) -> Result<(ServiceChange, i32), ClusterError> {
+    let (cluster, name) = (cfg.stack.cluster(), cfg.stack.service());
+    let found = ecs
+        .describe_services()
+        .cluster(&cluster)
+        .services(&name)
+        .send()
+        .await
+        .aws("ecs:DescribeServices", &name)?;
+    if let Some(s) = found
+        .services()
+        .iter()
+        .find(|s| s.status() == Some("ACTIVE"))
+    {
+        if s.task_definition() == Some(task_definition) {
+            return Ok((ServiceChange::None, s.desired_count()));
+        }
+        ecs.update_service()
+            .cluster(&cluster)
+            .service(&name)
+            .task_definition(task_definition)
+            .send()
+            .await
+            .aws("ecs:UpdateService", &name)?;
+        return Ok((ServiceChange::Updated, s.desired_count()));
+    }
+    let network = AwsVpcConfiguration::builder()
+        .set_subnets(Some(
+            cfg.private_subnets.iter().map(|s| s.id.clone()).collect(),
+        ))
+        .security_groups(&cfg.task_security_group)
+        .assign_public_ip(AssignPublicIp::Disabled)
+        .build()
+        .map_err(build_err("network configuration"))?;
+    ecs.create_service()
+        .cluster(&cluster)
+        .service_name(&name)
+        .task_definition(task_definition)
+        .desired_count(cfg.workers as i32)
+        .capacity_provider_strategy(
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider("FARGATE")
+                .weight(1)
+                .build()
+                .map_err(build_err("service"))?,
+        )
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(network)
+                .build(),
+        )
+        .deployment_configuration(
+            DeploymentConfiguration::builder()
+                .deployment_circuit_breaker(
+                    DeploymentCircuitBreaker::builder()
+                        .enable(true)
+                        .rollback(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .propagate_tags(PropagateTags::Service)
+        .set_tags(Some(ecs_tags(&cfg.stack)))
+        .send()
+        .await
+        .aws("ecs:CreateService", &name)?;
+    Ok((ServiceChange::Created, cfg.workers as i32))
+}
+
+/// Sets the service's desiredCount.
+pub async fn scale(
+    ecs: &aws_sdk_ecs::Client,
+    stack: &StackName,
+    workers: u32,
+) -> Result<(), ClusterError> {
+    ecs.update_service()
+        .cluster(stack.cluster())
+        .service(stack.service())
+        .desired_count(workers as i32)
+        .send()
+        .await
+        .aws("ecs:UpdateService", stack.service())?;
+    Ok(())
+}
+
+/// Converges cluster, log group, task definition and service; returns a summary.
+pub async fn reconcile(
+    ecs: &aws_sdk_ecs::Client,
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    cfg: &StackConfig,
+    image: &str,
+) -> Result<(String, i32), ClusterError> {
+    let mut changes = Vec::new();
+    if ensure_log_group(logs, &cfg.stack).await? {
+        changes.push("created the log group".to_owned());
+    }
+    if ensure_cluster(ecs, &cfg.stack).await? {
+        changes.push("created the cluster".to_owned());
+    }
+    let spec = TaskSpec::new(cfg, image);
+    let (arn, registered) = ensure_task_definition(ecs, &cfg.stack, &spec).await?;
+    if registered {
+        changes.push(format!(
+            "registered {}",
+            arn.rsplit('/').next().unwrap_or(&arn)
+        ));
+    }
+    let (change, desired) = ensure_service(ecs, cfg, &arn).await?;
+    match change {
+        ServiceChange::Created => {
+            changes.push(format!("created the service with {desired} workers"))
+        }
+        ServiceChange::Updated => changes.push("updated the service to the new revision".into()),
+        ServiceChange::None => {}
+    }
+    let summary = if changes.is_empty() {
+        format!(
+            "cluster up to date ({})",
+            arn.rsplit('/').next().unwrap_or(&arn)
+        )
+    } else {
+        changes.join(", ")
+    };
+    Ok((summary, desired))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fossa_contract::config::Subnet;
+
+    fn cfg() -> StackConfig {
+        let sub = |id: &str| Subnet {
+            id: id.into(),
+            cidr: "192.168.2.0/24".into(),
+            az: "a".into(),
+        };
+        StackConfig {
+            version: 1,
+            stack: StackName::new("dev").unwrap(),
+            region: "eu-west-2".into(),
+            account_id: "1".into(),
+            vpc_id: "v".into(),
+            vpc_cidr: "192.168.0.0/16".into(),
+            public_subnet: sub("p"),
+            private_subnets: vec![sub("a"), sub("b")],
+            gateway_security_group: "g".into(),
+            task_security_group: "t".into(),
+            execution_role_arn: "e".into(),
+            task_role_arn: "r".into(),
+            bucket: "b".into(),
+            has_models: false,
+            workers: 4,
+            cpu: 256,
+            memory: 512,
+        }
+    }
+
+    #[test]
+    fn the_spec_hash_changes_only_with_the_spec() {
+        let a = TaskSpec::new(&cfg(), "reg/repo:ctx-1");
+        assert_eq!(a.hash(), TaskSpec::new(&cfg(), "reg/repo:ctx-1").hash());
+        assert_ne!(a.hash(), TaskSpec::new(&cfg(), "reg/repo:ctx-2").hash());
+        let mut c = cfg();
+        c.memory = 1024;
+        assert_ne!(a.hash(), TaskSpec::new(&c, "reg/repo:ctx-1").hash());
+        c = cfg();
+        c.workers = 9;
+        assert_eq!(
+            a.hash(),
+            TaskSpec::new(&c, "reg/repo:ctx-1").hash(),
+            "scaling is not a new revision"
+        );
+        assert_eq!(a.broker_secret, "/fossa/dev/broker-url");
+    }
+}

@@ -1,0 +1,235 @@
+//! A private Docker engine (Debian docker.io) and a registry with htpasswd
+//! auth (Debian docker-registry) on loopback, plus base images imported from
+//! a busybox rootfs, since nothing can be pulled here.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, Run, TempDir};
+
+/// A dockerd with its own socket, data and exec roots; no bridge and no
+/// iptables changes, so it leaves the host's network alone. Killed on drop.
+#[derive(Debug)]
+pub struct Dockerd {
+    child: Child,
+    /// `unix:///…/docker.sock`, for DOCKER_HOST.
+    pub host: String,
+    /// Its directory.
+    pub dir: TempDir,
+}
+
+impl Dockerd {
+    /// Starts it and waits until `docker info` answers.
+    pub fn start() -> Dockerd {
+        let dir = TempDir::new("dockerd");
+        // dockerd's exec-root must be a short path (unix socket length limits).
+        let exec_root = format!("/run/fossa-d-{}", std::process::id());
+        let sock = dir.0.join("docker.sock");
+        let host = format!("unix://{}", sock.display());
+        let log = std::fs::File::create(dir.0.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(&host)
+            .arg("--data-root")
+            .arg(dir.0.join("data"))
+            .args([
+                "--exec-root",
+                &exec_root,
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+            ])
+            .arg("--pidfile")
+            .arg(dir.0.join("docker.pid"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd is installed (Debian docker.io)");
+        let d = Dockerd { child, host, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Command::new("docker")
+            .args(["-H", &d.host, "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                std::fs::read_to_string(d.dir.0.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    /// A `docker -H <this engine>` command.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.args(["-H", &self.host]);
+        c
+    }
+
+    /// Imports a busybox rootfs as `name`, with `pip` and `python` stand-ins
+    /// in /usr/local/bin and `cmd` as its command.
+    pub fn import_base(&self, name: &str, cmd: &str) {
+        let root = TempDir::new("rootfs");
+        let bin = root.0.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
+        for tool in ["sh", "echo", "cat", "sleep", "ls", "mkdir", "true"] {
+            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+        }
+        let local = root.0.join("usr/local/bin");
+        std::fs::create_dir_all(&local).unwrap();
+        let script = |name: &str, body: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = local.join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        script("pip", "#!/bin/sh\necho \"pip $*\" >> /pip.log\n");
+        script("python", "#!/bin/sh\nexec /bin/sleep 3600\n");
+        std::fs::create_dir_all(root.0.join("tmp")).unwrap();
+        let tarball = root.0.with_extension("tar");
+        Run::of(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&root.0)
+                .arg("-cf")
+                .arg(&tarball)
+                .arg("."),
+        )
+        .ok();
+        let r = Run::of(
+            self.cli()
+                .args([
+                    "import",
+                    "--change",
+                    &format!("CMD {cmd}"),
+                    "--change",
+                    "ENV PATH=/usr/local/bin:/bin",
+                ])
+                .arg(&tarball)
+                .arg(name),
+        );
+        let _ = std::fs::remove_file(&tarball);
+        assert_eq!(r.code, 0, "docker import {name}: {}", r.stderr);
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker -H {} ps -aq | xargs -r docker -H {} rm -f",
+                self.host, self.host
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.0.join("data"))
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/run/fossa-d-{}", std::process::id()));
+    }
+}
+
+/// A registry on loopback requiring user `AWS` with `password`, as ECR does.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    _dir: TempDir,
+}
+
+impl Registry {
+    /// Starts docker-registry with htpasswd auth.
+    pub fn start(password: &str) -> Registry {
+        let dir = TempDir::new("registry");
+        let port = free_port();
+        let mut htpasswd = Command::new("htpasswd")
+            .args(["-niB", "AWS"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("htpasswd (apache2-utils)");
+        htpasswd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        let out = htpasswd.wait_with_output().unwrap();
+        std::fs::write(dir.0.join("htpasswd"), &out.stdout).unwrap();
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: fossa-test\n    path: {pw}\n",
+            root = dir.0.join("data").display(),
+            pw = dir.0.join("htpasswd").display()
+        );
+        std::fs::write(dir.0.join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.0.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("registry.log")).unwrap())
+            .spawn()
+            .expect("docker-registry is installed");
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    /// Tags of `repo`, asked with `password`.
+    pub fn tags(&self, repo: &str, password: &str) -> Vec<String> {
+        let r = Run::of(Command::new("curl").args([
+            "-fsS",
+            "-u",
+            &format!("AWS:{password}"),
+            &format!("http://{}/v2/{repo}/tags/list", self.address),
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+        let mut tags: Vec<String> = v["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.sort();
+        tags
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
