@@ -17,6 +17,7 @@ pub mod local;
 pub mod nat;
 pub mod procs;
 pub mod service;
+pub mod simnode;
 pub mod tls;
 
 use fossa_contract::aws::{AwsError, SettingsError};

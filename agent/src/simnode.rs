@@ -1,0 +1,113 @@
+//! Simulated Fossa nodes on loopback for tests and benchmarks: each answers
+//! `node_info` after a delay, or misbehaves on purpose (hangs, 500, garbage,
+//! truncated or huge bodies), so the fleet model can be measured and its
+//! handling of bad workers proven without real nodes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// How a simulated node answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// A valid node_info after the delay.
+    Ok(Duration),
+    /// Accepts and never answers.
+    Hang,
+    /// HTTP 500.
+    Error500,
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// Announces 1000 bytes, sends a few and closes.
+    Truncated,
+    /// A valid-looking but 8 MiB body.
+    Huge,
+}
+
+const NODE_INFO: &str = r#"{"node_info":{"node_ident":"sim","max_concurrent_tasks":4,"available_processing_capacity":4},"running_tasks":[],"recent_completed_tasks":[]}"#;
+
+/// Starts a node on `ip` (any port); returns its address. It runs until the runtime ends.
+pub async fn start(ip: &str, behaviour: Behaviour) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind((ip, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let reply: Vec<u8> = match behaviour {
+                    Behaviour::Ok(delay) => {
+                        tokio::time::sleep(delay).await;
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{NODE_INFO}", NODE_INFO.len()).into_bytes()
+                    }
+                    Behaviour::Hang => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    Behaviour::Error500 => b"HTTP/1.1 500 INTERNAL SERVER ERROR\r\ncontent-length: 5\r\nconnection: close\r\n\r\noops!".to_vec(),
+                    Behaviour::Garbage => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\n<html>hi!".to_vec(),
+                    Behaviour::Truncated => b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\nconnection: close\r\n\r\n{\"node_in".to_vec(),
+                    Behaviour::Huge => {
+                        let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(8 << 20));
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
+                    }
+                };
+                let _ = sock.write_all(&reply).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A backend over a fixed list of addresses.
+pub struct StaticBackend {
+    /// The workers.
+    pub workers: Vec<crate::fleet::WorkerRef>,
+}
+
+impl StaticBackend {
+    /// Workers `sim-1…` at `addrs`.
+    pub fn new(addrs: &[SocketAddr]) -> Self {
+        let workers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| crate::fleet::WorkerRef {
+                id: format!("sim-{}", i + 1),
+                address: a.to_string(),
+                status: "RUNNING".into(),
+                started_at: None,
+                capacity_provider: "FARGATE".into(),
+            })
+            .collect();
+        StaticBackend { workers }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::fleet::WorkerBackend for StaticBackend {
+    fn mode(&self) -> &'static str {
+        "fargate"
+    }
+    async fn list(&self) -> Result<Vec<crate::fleet::WorkerRef>, String> {
+        Ok(self.workers.clone())
+    }
+    fn desired(&self) -> u32 {
+        self.workers.len() as u32
+    }
+    async fn scale(&self, _workers: u32) -> Result<String, String> {
+        Err("a static fleet does not scale".into())
+    }
+    async fn rebuild(&self) -> Result<String, String> {
+        Err("a static fleet has no image".into())
+    }
+    fn models(&self) -> Vec<String> {
+        vec!["QuickPartitionedEtl".into()]
+    }
+    fn components(&self) -> [fossa_web::model::Component; 3] {
+        Default::default()
+    }
+}
