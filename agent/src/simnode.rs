@@ -34,7 +34,9 @@ pub async fn start(ip: &str, behaviour: Behaviour) -> std::io::Result<SocketAddr
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
                 let _ = sock.read(&mut buf).await;

@@ -25,24 +25,59 @@ async fn broken_workers_are_marked_and_do_not_delay_the_others() {
         addrs.push(start("127.0.0.1", k).await.unwrap());
     }
     // One address nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     addrs.push(closed);
     let timeout = Duration::from_millis(800);
-    let fleet = FleetModel::new(Arc::new(StaticBackend::new(&addrs)), Events::default(), "t", PollSettings { timeout, ..Default::default() });
+    let fleet = FleetModel::new(
+        Arc::new(StaticBackend::new(&addrs)),
+        Events::default(),
+        "t",
+        PollSettings {
+            timeout,
+            ..Default::default()
+        },
+    );
     let t = std::time::Instant::now();
     fleet.refresh().await;
     let took = t.elapsed();
     let snap = fleet.snapshot();
     let health: Vec<&str> = snap.workers.iter().map(|w| w.health.word()).collect();
-    assert_eq!(health, ["ok", "timeout", "error", "garbage", "garbage", "garbage", "ok", "unreachable"], "{:#?}", snap.workers);
+    assert_eq!(
+        health,
+        [
+            "ok",
+            "timeout",
+            "error",
+            "garbage",
+            "garbage",
+            "garbage",
+            "ok",
+            "unreachable"
+        ],
+        "{:#?}",
+        snap.workers
+    );
     for w in &snap.workers[1..6] {
         assert!(!w.health.reason().is_empty(), "{} has a reason", w.id);
     }
     assert!(matches!(&snap.workers[2].health, Health::Error(r) if r.contains("500")));
     // All were polled at once: one hanging worker costs one timeout, not one each.
     assert!(took < timeout * 3, "refresh took {took:?}");
-    assert_eq!(snap.workers[0].node.as_ref().unwrap().available_processing_capacity, 4);
-    println!("refresh of {} workers with a hanging one: {took:?} (timeout {timeout:?})", addrs.len());
+    assert_eq!(
+        snap.workers[0]
+            .node
+            .as_ref()
+            .unwrap()
+            .available_processing_capacity,
+        4
+    );
+    println!(
+        "refresh of {} workers with a hanging one: {took:?} (timeout {timeout:?})",
+        addrs.len()
+    );
 
     // Dispatch only tries answering workers; both healthy ones are fake, so they
     // refuse the POST (no route), which is reported, never a hang or a panic.
@@ -53,6 +88,14 @@ async fn broken_workers_are_marked_and_do_not_delay_the_others() {
         method_kwargs: serde_json::json!({}),
         resolver_context: serde_json::json!({}),
     });
-    let r = tokio::time::timeout(Duration::from_secs(10), r).await.expect("dispatch finishes");
-    assert!(matches!(r, Err(DispatchError::Worker(_)) | Err(DispatchError::Invalid(_))), "{r:?}");
+    let r = tokio::time::timeout(Duration::from_secs(10), r)
+        .await
+        .expect("dispatch finishes");
+    assert!(
+        matches!(
+            r,
+            Err(DispatchError::Worker(_)) | Err(DispatchError::Invalid(_))
+        ),
+        "{r:?}"
+    );
 }

@@ -1,0 +1,118 @@
+//! Fleet benchmark: N simulated workers on loopback (100 ms answer, 5%
+//! hanging), the time for the model to refresh them all, and the latency of
+//! the overview page and API served from the model. Prints `name: value unit`
+//! lines; run through `bench/run.sh`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fossa_agent::fleet::{FleetModel, PollSettings};
+use fossa_agent::service::Events;
+use fossa_agent::simnode::{start, Behaviour, StaticBackend};
+use rocket::local::asynchronous::Client;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[rocket::main]
+async fn main() {
+    // Thousands of sockets: raise the open-file limit.
+    let _ =
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 65_536, 65_536);
+    let timeout = Duration::from_secs(1);
+    let mut p99s = Vec::new();
+    for n in [1usize, 100, 500, 2000] {
+        let mut addrs = Vec::with_capacity(n);
+        for i in 0..n {
+            // Spread over 127.0.x.y so no single address runs out of ports.
+            let ip = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250);
+            let hang = n >= 20 && i % 20 == 0;
+            let b = if hang {
+                Behaviour::Hang
+            } else {
+                Behaviour::Ok(Duration::from_millis(100))
+            };
+            addrs.push(start(&ip, b).await.expect("bind a loopback address"));
+        }
+        let fleet = FleetModel::new(
+            Arc::new(StaticBackend::new(&addrs)),
+            Events::default(),
+            "bench",
+            PollSettings {
+                timeout,
+                ..Default::default()
+            },
+        );
+        let mut refresh = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            fleet.refresh().await;
+            refresh.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let config = fossa_web::WebConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            password: "bench".into(),
+            cookie_key: vec![1; 64],
+            tls: None,
+        };
+        let client = Client::untracked(fossa_web::build(config, fleet.clone()))
+            .await
+            .expect("rocket");
+        let auth = rocket::http::Header::new("Authorization", "Basic Zm9zc2E6YmVuY2g=");
+        for (name, path) in [("overview_page", "/"), ("api_workers", "/api/v1/workers")] {
+            let mut lat = Vec::new();
+            // Basic auth hashes the password on every request; measure with a session instead.
+            let _ = &auth;
+            let session = login(&client).await;
+            for _ in 0..200 {
+                let t = Instant::now();
+                let r = client
+                    .get(path)
+                    .private_cookie(session.clone())
+                    .dispatch()
+                    .await;
+                let _ = r.into_bytes().await;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let p99 = percentile(&lat, 0.99);
+            println!("fleet_{name}_p50_n{n}: {:.2} ms", percentile(&lat, 0.5));
+            println!("fleet_{name}_p99_n{n}: {p99:.2} ms");
+            if name == "overview_page" {
+                p99s.push(p99);
+            }
+        }
+        refresh.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "fleet_refresh_n{n}: {:.0} ms (median of 3; node timeout {} ms, {} hanging)",
+            refresh[1],
+            timeout.as_millis(),
+            if n >= 20 { n / 20 } else { 0 }
+        );
+    }
+    println!(
+        "fleet_overview_p99_ratio_n2000_over_n1: {:.2}",
+        p99s[3] / p99s[0]
+    );
+}
+
+async fn login(client: &Client) -> rocket::http::Cookie<'static> {
+    let page = client.get("/login").dispatch().await;
+    let csrf_cookie = page.cookies().get_private("fossa_login_csrf");
+    let html = page.into_string().await.unwrap_or_default();
+    let at = html
+        .find("name=\"csrf_token\" value=\"")
+        .expect("login form")
+        + 25;
+    let token = &html[at..at + html[at..].find('"').unwrap()];
+    let mut req = client
+        .post("/login")
+        .header(rocket::http::ContentType::Form)
+        .body(format!("username=fossa&password=bench&csrf_token={token}"));
+    if let Some(c) = csrf_cookie {
+        req = req.private_cookie(c);
+    }
+    let r = req.dispatch().await;
+    r.cookies().get_private("fossa_session").expect("logged in")
+}
