@@ -221,6 +221,20 @@ impl LocalBroker {
         .map_err(io)?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n").map_err(io)?;
         if nix::unistd::geteuid().is_root() {
+            // The server runs as the rabbitmq user, which must reach its directory.
+            use std::os::unix::fs::PermissionsExt;
+            let abs = std::fs::canonicalize(dir).map_err(io)?;
+            for parent in abs.ancestors().skip(1) {
+                let mode = std::fs::metadata(parent).map_err(io)?.permissions().mode();
+                if mode & 0o001 == 0 {
+                    return Err(other(format!(
+                        "the rabbitmq user cannot enter {} (mode {:o}): run `chmod o+x {}` or choose another --state-dir",
+                        parent.display(),
+                        mode & 0o777,
+                        parent.display()
+                    )));
+                }
+            }
             // The server drops to the rabbitmq user, which must own its files.
             let ok = std::process::Command::new("chown")
                 .args(["-R", "rabbitmq:rabbitmq"])
@@ -230,7 +244,6 @@ impl LocalBroker {
             if !ok {
                 return Err(other("cannot chown the broker's directory to the rabbitmq user: is rabbitmq-server installed?"));
             }
-            use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&defs_path, std::fs::Permissions::from_mode(0o600));
         }
         let port = free_port().map_err(io)?;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# NAT throughput: a TCP stream from a private "task" namespace to an
+# "internet" namespace through the gateway namespace running
+# `fossa-agent nat apply`, against the same stream over a direct veth pair,
+# measured side by side in one run. Needs root, iproute2, iptables, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --locked -p fossa-agent
+agent=$PWD/target/debug/fossa-agent
+p=fb$$
+cleanup() { for n in t g i d1 d2; do ip netns del "$p$n" 2>/dev/null || true; done; }
+trap cleanup EXIT
+for n in t g i d1 d2; do ip netns add "$p$n"; ip -n "$p$n" link set lo up; done
+ip link add task0 netns "${p}t" type veth peer name gwin netns "${p}g"
+ip link add gwout netns "${p}g" type veth peer name inet0 netns "${p}i"
+ip link add a0 netns "${p}d1" type veth peer name b0 netns "${p}d2"
+ip -n "${p}t" addr add 192.168.2.10/24 dev task0
+ip -n "${p}g" addr add 192.168.2.1/24 dev gwin
+ip -n "${p}g" addr add 203.0.113.1/24 dev gwout
+ip -n "${p}i" addr add 203.0.113.2/24 dev inet0
+ip -n "${p}d1" addr add 203.0.113.1/24 dev a0
+ip -n "${p}d2" addr add 203.0.113.2/24 dev b0
+for x in "t task0" "g gwin" "g gwout" "i inet0" "d1 a0" "d2 b0"; do set -- $x; ip -n "$p$1" link set "$2" up; done
+ip -n "${p}t" route add default via 192.168.2.1
+ip -n "${p}g" route add default via 203.0.113.2
+ip netns exec "${p}g" "$agent" nat apply --private-cidr 192.168.2.0/24 >/dev/null
+
+server='import socket
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen(4)
+for _ in range(3):
+    c,_=s.accept()
+    while c.recv(1<<20): pass
+    c.close()'
+client='import socket,sys,time
+size=int(sys.argv[2]); buf=b"x"*(1<<20); s=socket.create_connection((sys.argv[1],9000)); t=time.time(); sent=0
+while sent<size: s.sendall(buf); sent+=len(buf)
+s.shutdown(socket.SHUT_WR); s.recv(1); print(sent/(time.time()-t)/1e6)'
+measure() { # server-ns client-ns
+  ip netns exec "$1" python3 -c "$server" & local pid=$!; sleep 0.5
+  local best=0
+  for _ in 1 2 3; do
+    r=$(ip netns exec "$2" python3 -c "$client" 203.0.113.2 $((512<<20)))
+    best=$(python3 -c "print(max($best,$r))")
+  done
+  wait $pid 2>/dev/null || true
+  echo "$best"
+}
+nat=$(measure "${p}i" "${p}t")
+direct=$(measure "${p}d2" "${p}d1")
+printf 'nat_throughput: %.0f MB/s\n' "$nat"
+printf 'direct_veth_throughput: %.0f MB/s\n' "$direct"
+python3 -c "print('nat_over_direct_ratio: %.2f' % ($nat/$direct))"
