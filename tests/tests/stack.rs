@@ -267,6 +267,59 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
         .await
         .unwrap();
     assert_eq!(fp.parameter().unwrap().value().unwrap().len(), 95);
+    // The agent serves the UI over TLS with the password from SSM.
+    let pw = ssm
+        .get_parameter()
+        .name("/fossa/e2e/ui-password")
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    let pw = pw.parameter().unwrap().value().unwrap().to_owned();
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let ui = format!("https://127.0.0.1:{ui_port}");
+    assert_eq!(
+        http.get(format!("{ui}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{ui}/api/v1/overview"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // The snapshot is refreshed every 2 s; wait for the one that follows the build.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let overview = loop {
+        let o: serde_json::Value = http
+            .get(format!("{ui}/api/v1/overview"))
+            .basic_auth("fossa", Some(&pw))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if o["image"]["ok"] == true && o["broker"]["ok"] == true || Instant::now() > deadline {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(overview["mode"], "fargate");
+    assert_eq!(overview["models"], serde_json::json!(["SmallEtl"]));
+    assert_eq!(overview["image"]["ok"], true, "{overview}");
+    assert_eq!(overview["broker"]["ok"], true, "{overview}");
+    assert_eq!(overview["desired_workers"], 2);
+    assert!(overview["cost"]["nat_gateway_hourly"].as_f64().unwrap() > 0.0);
     let running = Run::of(docker.cli().args([
         "inspect",
         "-f",
@@ -277,7 +330,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     .stdout;
     assert_eq!(running.trim(), "true unless-stopped");
     agent.stop();
-    for secret in [url.as_str(), ecr_password.as_str()] {
+    for secret in [url.as_str(), ecr_password.as_str(), pw.as_str()] {
         assert!(!log1.contains(secret), "a secret is in the agent's log");
     }
 
