@@ -76,7 +76,7 @@ impl Default for PollSettings {
         PollSettings {
             timeout: Duration::from_secs(2),
             interval: Duration::from_secs(2),
-            concurrency: 512,
+            concurrency: 2048,
         }
     }
 }

@@ -249,29 +249,9 @@ fn image_reconcile(state: Arc<DutyState>, events: Events) -> Reconcile {
         Box::pin(async move {
             let result = async {
                 let c = Clients::new(&s.sdk);
-                let models = cache
-                    .lock()
-                    .await
-                    .load(&c.s3, &s.stack.bucket, s.stack.has_models)
+                let built = build_image(&s, &c, &mut *cache.lock().await, &events)
                     .await
                     .map_err(chain)?;
-                let docker = image::docker().await.map_err(chain)?;
-                let base = s
-                    .toml
-                    .base_image
-                    .as_deref()
-                    .unwrap_or(image::DEFAULT_BASE_IMAGE);
-                let built = image::reconcile(
-                    &docker,
-                    &c.ecr,
-                    &s.toml.stack,
-                    s.toml.registry.as_deref(),
-                    base,
-                    &models,
-                    &events,
-                )
-                .await
-                .map_err(chain)?;
                 *state.models.lock().expect("lock") = built.models.clone();
                 let changed = state
                     .image_ref
@@ -633,32 +613,42 @@ async fn start_web(
     Ok(shutdown)
 }
 
-/// `fossa-agent build`: runs the image duty once and returns the image reference.
-pub async fn build_once(config: &Path) -> Result<String, Error> {
-    let s = load(config).await?;
-    let c = Clients::new(&s.sdk);
-    let events = Events::default();
-    let models = image::ModelsCache::default()
+/// The image duty's work: models from the bucket, then build and push unless the registry has the tag.
+async fn build_image(
+    s: &Settings,
+    c: &Clients,
+    cache: &mut image::ModelsCache,
+    events: &Events,
+) -> Result<image::Built, image::ImageError> {
+    let models = cache
         .load(&c.s3, &s.stack.bucket, s.stack.has_models)
-        .await
-        .map_err(|e| Error::Other(chain(e)))?;
-    let docker = image::docker().await.map_err(|e| Error::Other(chain(e)))?;
+        .await?;
+    let docker = image::docker().await?;
     let base = s
         .toml
         .base_image
         .as_deref()
         .unwrap_or(image::DEFAULT_BASE_IMAGE);
-    let built = image::reconcile(
+    image::reconcile(
         &docker,
         &c.ecr,
         &s.toml.stack,
         s.toml.registry.as_deref(),
         base,
         &models,
-        &events,
+        events,
     )
     .await
-    .map_err(|e| Error::Other(chain(e)))?;
+}
+
+/// `fossa-agent build`: runs the image duty once and returns the image reference.
+pub async fn build_once(config: &Path) -> Result<String, Error> {
+    let s = load(config).await?;
+    let c = Clients::new(&s.sdk);
+    let mut cache = image::ModelsCache::default();
+    let built = build_image(&s, &c, &mut cache, &Events::default())
+        .await
+        .map_err(|e| Error::Other(chain(e)))?;
     Ok(built.reference)
 }
 

@@ -6,14 +6,13 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::Filter;
 use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::StackName;
 
 use crate::cli::DestroyArgs;
 use crate::clients::Clients;
 use crate::inventory::inventory;
-use crate::launch::stack_filter;
+use crate::launch::{live_instance_filter, stack_filter};
 use crate::progress::{Outcome, Progress};
 use crate::{Error, Result};
 
@@ -166,16 +165,7 @@ impl Destroyer<'_> {
 
     async fn instances(&mut self) -> Result<()> {
         let ec2 = &self.c.ec2;
-        let live = || {
-            Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .values("stopping")
-                .values("stopped")
-                .values("shutting-down")
-                .build()
-        };
+        let live = live_instance_filter;
         let found = ec2
             .describe_instances()
             .filters(stack_filter(self.stack))

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::Filter;
 use fossa_contract::aws::AwsResultExt;
 use fossa_contract::{ssm, StackName};
 
 use crate::cli::{Output, StatusArgs};
 use crate::clients::Clients;
-use crate::launch::stack_filter;
+use crate::launch::{live_instance_filter, stack_filter};
 use crate::{Error, Result};
 
 /// One resource of the stack.
@@ -36,14 +35,7 @@ pub async fn inventory(c: &Clients, stack: &StackName, account: &str) -> Result<
     let mut out = Vec::new();
     let ec2 = &c.ec2;
     let f = || stack_filter(stack);
-    let live = Filter::builder()
-        .name("instance-state-name")
-        .values("pending")
-        .values("running")
-        .values("stopping")
-        .values("stopped")
-        .values("shutting-down")
-        .build();
+    let live = live_instance_filter();
     let inst = ec2
         .describe_instances()
         .filters(f())

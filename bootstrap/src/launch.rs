@@ -62,6 +62,32 @@ pub fn ec2_tags(
     b.build()
 }
 
+/// The standard tags as IAM tags.
+fn iam_tags(stack: &StackName) -> Result<Vec<aws_sdk_iam::types::Tag>> {
+    tags::standard(stack, tags::BY_BOOTSTRAP)
+        .into_iter()
+        .map(|(k, v)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| Error::Unexpected(e.to_string()))
+        })
+        .collect()
+}
+
+/// Filter on the instance states that still count (not terminated).
+pub fn live_instance_filter() -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .values("stopping")
+        .values("stopped")
+        .values("shutting-down")
+        .build()
+}
+
 fn tag_value<'a>(t: &'a [Tag], key: &str) -> Option<&'a str> {
     t.iter()
         .find(|t| t.key() == Some(key))
@@ -798,15 +824,7 @@ impl Launcher<'_> {
                     .role_name(name)
                     .description(format!("fossa-gateway stack {}", self.stack))
                     .assume_role_policy_document(plan::trust_policy(service).to_string());
-                for (k, v) in tags::standard(&self.stack, tags::BY_BOOTSTRAP) {
-                    b = b.tags(
-                        aws_sdk_iam::types::Tag::builder()
-                            .key(k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| Error::Unexpected(e.to_string()))?,
-                    );
-                }
+                b = b.set_tags(Some(iam_tags(&self.stack)?));
                 let out = b.send().await.aws("iam:CreateRole", name)?;
                 out.role()
                     .map(|r| r.arn().to_owned())
@@ -884,15 +902,7 @@ impl Launcher<'_> {
                 .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == role)),
             Err(e) if e.is_code("NoSuchEntity") => {
                 let mut b = iam.create_instance_profile().instance_profile_name(&name);
-                for (k, v) in tags::standard(&self.stack, tags::BY_BOOTSTRAP) {
-                    b = b.tags(
-                        aws_sdk_iam::types::Tag::builder()
-                            .key(k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| Error::Unexpected(e.to_string()))?,
-                    );
-                }
+                b = b.set_tags(Some(iam_tags(&self.stack)?));
                 b.send().await.aws("iam:CreateInstanceProfile", &name)?;
                 outcome = Outcome::Created;
                 false

@@ -59,6 +59,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// An HTTPS client for the agent's UI, which trusts its self-signed certificate.
+pub fn agent_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

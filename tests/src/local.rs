@@ -131,11 +131,7 @@ pub async fn api(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = crate::agent_client();
     let url = format!("{}{path}", agent.url);
     let mut req = match method {
         "POST" => client.post(&url),
@@ -159,11 +155,7 @@ pub async fn api(
 
 /// A page's HTML, with basic auth.
 pub async fn page(agent: &LocalAgent, path: &str) -> (u16, String) {
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = crate::agent_client();
     let resp = client
         .get(format!("{}{path}", agent.url))
         .basic_auth("fossa", Some(&agent.password))

@@ -276,10 +276,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
         .await
         .unwrap();
     let pw = pw.parameter().unwrap().value().unwrap().to_owned();
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let http = fossa_tests::agent_client();
     let ui = format!("https://127.0.0.1:{ui_port}");
     assert_eq!(
         http.get(format!("{ui}/healthz"))
