@@ -373,6 +373,33 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
         "desiredCount untouched"
     );
     agent.stop();
+
+    // `fossa-agent build` runs the image duty once: the image exists, so it only prints its reference.
+    let built = Run::of(
+        Command::new(bin("fossa-agent"))
+            .args(["build", "--config"])
+            .arg(&config)
+            .envs(moto.env())
+            .env("DOCKER_HOST", &docker.host),
+    )
+    .ok();
+    let td = ecs
+        .describe_task_definition()
+        .task_definition("fossa-e2e-worker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        built.stdout.trim(),
+        td.task_definition().unwrap().container_definitions()[0]
+            .image()
+            .unwrap()
+    );
+    assert_eq!(
+        registry.tags(repo, &ecr_password).len(),
+        2,
+        "nothing new was built"
+    );
     eprintln!("figures: first reconcile (build + push + cluster) {first:?}; no-op reconcile after restart {noop:?}");
 
     // destroy removes what the agent made too.

@@ -1,0 +1,94 @@
+//! Bad input to `fossa-agent` gets one clear line naming the problem and the fix.
+
+use std::process::Command;
+
+use fossa_tests::{bin, Run, TempDir};
+
+#[test]
+fn bad_config_files_and_flags_are_explained() {
+    let dir = TempDir::new("agentcli");
+    let file = |name: &str, text: &str| {
+        let p = dir.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let unknown = file(
+        "unknown.toml",
+        "stack = \"dev\"\nregion = \"eu-west-2\"\nlisten_port = 443\n",
+    );
+    let bad_listen = file(
+        "listen.toml",
+        "stack = \"dev\"\nregion = \"eu-west-2\"\nlisten = \"everywhere\"\n",
+    );
+    let bad_stack = file(
+        "stack.toml",
+        "stack = \"Dev Stack\"\nregion = \"eu-west-2\"\n",
+    );
+    let no_region = file("region.toml", "stack = \"dev\"\n");
+    let bad_region = file("badregion.toml", "stack = \"dev\"\nregion = \"moon-1\"\n");
+    let bad_duty = file(
+        "duty.toml",
+        "stack = \"dev\"\nregion = \"eu-west-2\"\nduties = [\"nat\", \"coffee\"]\n",
+    );
+    let not_toml = file("garbage.toml", "this is = = not toml\n");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "run".into(),
+                "--config".into(),
+                "/nonexistent/agent.toml".into(),
+            ],
+            "cannot read config file /nonexistent/agent.toml",
+        ),
+        (
+            vec!["run".into(), "--config".into(), unknown],
+            "listen_port",
+        ),
+        (vec!["run".into(), "--config".into(), bad_listen], "listen"),
+        (
+            vec!["run".into(), "--config".into(), bad_stack],
+            "invalid stack name",
+        ),
+        (vec!["run".into(), "--config".into(), no_region], "region"),
+        (
+            vec!["run".into(), "--config".into(), bad_region],
+            "unknown AWS region",
+        ),
+        (vec!["run".into(), "--config".into(), bad_duty], "coffee"),
+        (vec!["run".into(), "--config".into(), not_toml], "invalid"),
+        (
+            vec![
+                "nat".into(),
+                "apply".into(),
+                "--private-cidr".into(),
+                "192.168.2.0/99".into(),
+            ],
+            "--private-cidr",
+        ),
+        (vec!["nat".into(), "sideways".into()], "apply"),
+        (
+            vec![
+                "build".into(),
+                "--config".into(),
+                "/nonexistent/agent.toml".into(),
+            ],
+            "cannot read config file",
+        ),
+    ];
+    for (args, needle) in cases {
+        let r = Run::of(
+            Command::new(bin("fossa-agent"))
+                .args(&args)
+                .env("AWS_EC2_METADATA_DISABLED", "true"),
+        );
+        assert_ne!(r.code, 0, "{args:?} succeeded");
+        assert!(
+            r.stderr.contains(needle),
+            "{args:?}: expected {needle:?} in:\n{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        let errors = r.stderr.lines().filter(|l| l.starts_with("error")).count();
+        assert!(errors <= 1, "{args:?}: one error line, got:\n{}", r.stderr);
+    }
+}
