@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # NAT throughput: a TCP stream from a private "task" namespace to an
-# "internet" namespace through the gateway namespace running
-# `fossa-agent nat apply`, against the same stream over a direct veth pair,
-# measured side by side in one run. Needs root, iproute2, iptables, python3.
+# "internet" namespace through the gateway namespace, first with plain
+# forwarding (the internet host routes back to the private subnet), then with
+# `fossa-agent nat apply` (no return route: MASQUERADE does it), and over a
+# direct veth pair; side by side in one run. Needs root, iproute2, iptables, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --locked -p fossa-agent
@@ -23,7 +24,6 @@ ip -n "${p}d2" addr add 203.0.113.2/24 dev b0
 for x in "t task0" "g gwin" "g gwout" "i inet0" "d1 a0" "d2 b0"; do set -- $x; ip -n "$p$1" link set "$2" up; done
 ip -n "${p}t" route add default via 192.168.2.1
 ip -n "${p}g" route add default via 203.0.113.2
-ip netns exec "${p}g" "$agent" nat apply --private-cidr 192.168.2.0/24 >/dev/null
 
 server='import socket
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen(4)
@@ -45,8 +45,16 @@ measure() { # server-ns client-ns
   wait $pid 2>/dev/null || true
   echo "$best"
 }
+# Plain forwarding: the same path without NAT.
+ip netns exec "${p}g" sysctl -qw net.ipv4.ip_forward=1
+ip -n "${p}i" route add 192.168.2.0/24 via 203.0.113.1
+forward=$(measure "${p}i" "${p}t")
+ip -n "${p}i" route del 192.168.2.0/24 via 203.0.113.1
+ip netns exec "${p}g" "$agent" nat apply --private-cidr 192.168.2.0/24 >/dev/null
 nat=$(measure "${p}i" "${p}t")
 direct=$(measure "${p}d2" "${p}d1")
 printf 'nat_throughput: %.0f MB/s\n' "$nat"
+printf 'forwarding_without_nat_throughput: %.0f MB/s\n' "$forward"
 printf 'direct_veth_throughput: %.0f MB/s\n' "$direct"
-python3 -c "print('nat_over_direct_ratio: %.2f' % ($nat/$direct))"
+python3 -c "print('nat_over_plain_forwarding_ratio: %.2f' % ($nat/$forward))"
+python3 -c "print('nat_over_direct_veth_ratio: %.2f' % ($nat/$direct))"

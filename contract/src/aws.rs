@@ -16,6 +16,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -173,26 +174,27 @@ fn hint(code: &str, text: &str) -> &'static str {
 }
 
 /// Turns an SDK error into an [`AwsError`] naming `call` and `resource`.
-pub fn aws_error<E, R>(
+pub fn aws_error<E>(
     call: &'static str,
     resource: impl Into<String>,
-    err: SdkError<E, R>,
+    err: SdkError<E, HttpResponse>,
 ) -> AwsError
 where
     E: ProvideErrorMetadata + StdError + 'static,
-    R: std::fmt::Debug,
 {
     let (code, text) = match &err {
         SdkError::ServiceError(s) => {
             let e = s.err();
-            (
-                e.code().map(str::to_owned),
-                format!(
-                    "{}: {}",
-                    e.code().unwrap_or("error"),
-                    e.message().unwrap_or("(no message)")
+            match e.code() {
+                Some(code) => (Some(code.to_owned()), format!("{code}: {}", e.message().unwrap_or("(no message)"))),
+                None => (
+                    None,
+                    format!(
+                        "HTTP {} with no AWS error code, after retries (the endpoint is failing; try again later)",
+                        s.raw().status().as_u16()
+                    ),
                 ),
-            )
+            }
         }
         other => (None, chain(other)),
     };
@@ -211,10 +213,9 @@ pub trait AwsResultExt<T> {
     fn aws(self, call: &'static str, resource: impl Into<String>) -> Result<T, AwsError>;
 }
 
-impl<T, E, R> AwsResultExt<T> for Result<T, SdkError<E, R>>
+impl<T, E> AwsResultExt<T> for Result<T, SdkError<E, HttpResponse>>
 where
     E: ProvideErrorMetadata + StdError + 'static,
-    R: std::fmt::Debug,
 {
     fn aws(self, call: &'static str, resource: impl Into<String>) -> Result<T, AwsError> {
         self.map_err(|e| aws_error(call, resource, e))

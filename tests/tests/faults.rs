@@ -1,0 +1,172 @@
+//! Injected AWS faults: a proxy in front of moto_server answers a share of
+//! calls with throttling, 500 or slow replies. `launch` and `destroy` retry
+//! and finish; when every call fails they stop with one clear line naming
+//! the call, and never panic.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fossa_tests::moto::Moto;
+use fossa_tests::{bin, free_port, repo_root, venv_bin, Run};
+
+struct FaultProxy {
+    child: Child,
+    url: String,
+}
+
+impl FaultProxy {
+    fn start(moto: &Moto, every: u32, kinds: &str) -> FaultProxy {
+        let port = free_port();
+        let upstream = moto.url.rsplit(':').next().unwrap().to_owned();
+        let child = Command::new(venv_bin("python"))
+            .arg(repo_root().join("tests/support/fault_proxy.py"))
+            .args([
+                "--listen",
+                &port.to_string(),
+                "--upstream",
+                &upstream,
+                "--every",
+                &every.to_string(),
+                "--kinds",
+                kinds,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "fault proxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        FaultProxy {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bootstrap(moto: &Moto, endpoint: &str, args: &[&str]) -> Run {
+    Run::of(
+        Command::new(bin("fossa-bootstrap"))
+            .args(args)
+            .arg("--endpoint-url")
+            .arg(endpoint)
+            .envs(moto.env()),
+    )
+}
+
+fn calls(stderr: &str) -> u32 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix('s')
+                .and_then(|_| l.split(" AWS API calls").next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn launch_and_destroy_ride_out_throttling_500s_and_slow_replies() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto, 3, "throttle,500,slow");
+    let agent = "/bin/busybox";
+    let launch = bootstrap(
+        &moto,
+        &proxy.url,
+        &[
+            "launch",
+            "--stack",
+            "flaky",
+            "--allow-cidr",
+            "198.51.100.1/32",
+            "--no-wait",
+            "--agent-binary",
+            agent,
+        ],
+    )
+    .ok();
+    let n = calls(&launch.stderr);
+    assert!(
+        n > 62,
+        "faults cost extra attempts: {n} calls\n{}",
+        launch.stderr
+    );
+    // Against the emulator directly, the stack is complete.
+    let direct = bootstrap(
+        &moto,
+        &moto.url,
+        &[
+            "launch",
+            "--stack",
+            "flaky",
+            "--allow-cidr",
+            "198.51.100.1/32",
+            "--no-wait",
+            "--agent-binary",
+            agent,
+        ],
+    )
+    .ok();
+    assert!(
+        !direct.stderr.contains("created "),
+        "the faulty launch left nothing to do:\n{}",
+        direct.stderr
+    );
+    let destroyed = bootstrap(&moto, &proxy.url, &["destroy", "--stack", "flaky", "--yes"]).ok();
+    assert!(
+        destroyed.stdout.contains("nothing left"),
+        "{}",
+        destroyed.stdout
+    );
+}
+
+#[test]
+fn a_fault_that_never_stops_ends_in_one_clear_line() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto, 1, "throttle,500");
+    let r = bootstrap(
+        &moto,
+        &proxy.url,
+        &[
+            "launch",
+            "--stack",
+            "down",
+            "--allow-cidr",
+            "198.51.100.1/32",
+            "--no-wait",
+            "--agent-binary",
+            "/bin/busybox",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line:\n{}", r.stderr));
+    assert!(
+        line.contains("AWS sts:GetCallerIdentity"),
+        "names the call: {line}"
+    );
+    assert!(
+        line.contains("Throttl") || line.contains("HTTP 500"),
+        "says why: {line}"
+    );
+    let r = bootstrap(&moto, &proxy.url, &["status", "--stack", "down"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(
+        r.stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{}",
+        r.stderr
+    );
+}
