@@ -24,6 +24,10 @@ pub enum Behaviour {
     Truncated,
     /// A valid-looking but 8 MiB body.
     Huge,
+    /// node_info says 4 free slots, but task submissions get 503 (at capacity).
+    Busy,
+    /// node_info says 1 free slot; a task submission is accepted as task `accepted-1`.
+    Accepting,
 }
 
 const NODE_INFO: &str = r#"{"node_info":{"node_ident":"sim","max_concurrent_tasks":4,"available_processing_capacity":4},"running_tasks":[],"recent_completed_tasks":[]}"#;
@@ -38,9 +42,20 @@ pub async fn start(ip: &str, behaviour: Behaviour) -> std::io::Result<SocketAddr
                 return;
             };
             tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = sock.read(&mut buf).await;
+                let mut buf = [0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let is_post = buf[..n].starts_with(b"POST ");
                 let reply: Vec<u8> = match behaviour {
+                    Behaviour::Busy | Behaviour::Accepting if !is_post => {
+                        let free = if behaviour == Behaviour::Busy { 4 } else { 1 };
+                        let body = NODE_INFO.replace("\"available_processing_capacity\":4", &format!("\"available_processing_capacity\":{free}"));
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
+                    }
+                    Behaviour::Busy => b"HTTP/1.1 503 SERVICE UNAVAILABLE\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy".to_vec(),
+                    Behaviour::Accepting => {
+                        let body = r#"{"task_id":"accepted-1","governor_accepted_ident":"x","_metadata":{}}"#;
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
+                    }
                     Behaviour::Ok(delay) => {
                         tokio::time::sleep(delay).await;
                         format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{NODE_INFO}", NODE_INFO.len()).into_bytes()

@@ -99,3 +99,40 @@ async fn broken_workers_are_marked_and_do_not_delay_the_others() {
         "{r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dispatch_goes_to_the_most_free_worker_and_moves_on_after_503() {
+    let busy = start("127.0.0.1", Behaviour::Busy).await.unwrap();
+    let accepting = start("127.0.0.1", Behaviour::Accepting).await.unwrap();
+    let hanging = start("127.0.0.1", Behaviour::Hang).await.unwrap();
+    let fleet = FleetModel::new(
+        Arc::new(StaticBackend::new(&[hanging, accepting, busy])),
+        Events::default(),
+        "t",
+        PollSettings {
+            timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    fleet.refresh().await;
+    let d = fleet
+        .submit(TaskRequest {
+            model_class: "QuickPartitionedEtl".into(),
+            method: None,
+            model_construction_kwargs: serde_json::json!({}),
+            method_kwargs: serde_json::json!({}),
+            resolver_context: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.task_id, "accepted-1");
+    assert_eq!(
+        d.worker_id, "sim-2",
+        "the busy worker (4 free) was tried first and said 503"
+    );
+    assert_eq!(fleet.snapshot().dispatched.len(), 1);
+    assert!(fleet
+        .events()
+        .iter()
+        .any(|e| e.message.contains("sent to sim-2")));
+}

@@ -33,6 +33,10 @@ use crate::progress::{Outcome, Progress};
 use crate::userdata::UserData;
 use crate::{elf, Error, Result};
 
+/// Environment variable naming the service that tells the caller's public IP
+/// (default `https://checkip.amazonaws.com`), for networks that block it.
+pub const PUBLIC_IP_URL_ENV: &str = "FOSSA_PUBLIC_IP_URL";
+
 /// Environment variable that sets the UI password (else one is generated).
 pub const PASSWORD_ENV: &str = "GATEWAY_HTTP_PASSWORD";
 
@@ -260,8 +264,10 @@ async fn public_ip_cidr() -> Result<Ipv4Net> {
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| fail(e.to_string()))?;
+    let url =
+        std::env::var(PUBLIC_IP_URL_ENV).unwrap_or_else(|_| "https://checkip.amazonaws.com".into());
     let text = client
-        .get("https://checkip.amazonaws.com")
+        .get(&url)
         .send()
         .await
         .and_then(|r| r.error_for_status())

@@ -611,6 +611,31 @@ fn bad_input_gets_one_clear_line() {
             r.stderr
         );
     }
+    // Without --allow-cidr the caller's public IP is looked up; when that fails, say what to do.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = Run::of(
+        bootstrap(
+            &moto,
+            &[
+                "launch",
+                "--stack",
+                "noip",
+                "--no-wait",
+                "--agent-binary",
+                "/bin/busybox",
+            ],
+        )
+        .env("FOSSA_PUBLIC_IP_URL", format!("http://{closed}/")),
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("could not find your public IP") && r.stderr.contains("--allow-cidr"),
+        "{}",
+        r.stderr
+    );
     // Without credentials the error says how to get some.
     let mut c = Command::new(bin("fossa-bootstrap"));
     c.args([

@@ -190,6 +190,31 @@ async fn a_partitioned_model_runs_across_local_workers() {
         "the events page shows the crash"
     );
 
+    // Scaling starts and stops worker processes.
+    for (want, label) in [(4usize, "up"), (2, "down")] {
+        let (status, v) = api(
+            &agent,
+            "POST",
+            "/api/v1/scale",
+            Some(&json!({ "workers": want })),
+        )
+        .await;
+        assert_eq!(status, 200, "scale {label}: {v}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;
+            let ws = ws["workers"].as_array().unwrap().clone();
+            if ws.len() == want && ws.iter().all(|w| w["health"]["state"] == "ok") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scaling {label} to {want} did not settle: {ws:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     // Ctrl-C stops everything it started.
     let state = agent.state.0.display().to_string();
     let ports: Vec<u16> = workers
