@@ -162,10 +162,51 @@ fn nat_reconcile(exec: Arc<dyn Executor>, state: Arc<DutyState>) -> Reconcile {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("{:#}", anyhow::Error::from(e)));
-            report(&state.nat, &result);
+            match &result {
+                Ok(summary) => {
+                    let target = egress_target(&s.toml);
+                    let (ok, test) = egress_self_test(&target).await;
+                    DutyState::set(
+                        &state.nat,
+                        ok,
+                        format!("{summary}; egress self-test: {test}"),
+                    );
+                }
+                Err(e) => DutyState::set(&state.nat, false, e.clone()),
+            }
             result
         })
     })
+}
+
+/// Where the egress self-test connects: `egress_check` from agent.toml, else
+/// the regional ECR API endpoint, which the workers need to pull their image.
+pub fn egress_target(toml: &AgentToml) -> String {
+    toml.egress_check
+        .clone()
+        .unwrap_or_else(|| format!("api.ecr.{}.amazonaws.com:443", toml.region))
+}
+
+/// Opens a TCP connection to `target` over the gateway's uplink (the path the
+/// workers' NATed traffic takes): whether it worked, and a line saying so.
+pub async fn egress_self_test(target: &str) -> (bool, String) {
+    let t = std::time::Instant::now();
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        Ok(Ok(_)) => (
+            true,
+            format!("{target} reached in {} ms", t.elapsed().as_millis()),
+        ),
+        Ok(Err(e)) => (false, format!("cannot reach {target}: {e}")),
+        Err(_) => (
+            false,
+            format!("cannot reach {target}: no answer within 3 s"),
+        ),
+    }
 }
 
 fn report(slot: &Mutex<fossa_web::model::Component>, result: &Result<String, String>) {

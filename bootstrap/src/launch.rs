@@ -1177,6 +1177,7 @@ impl Launcher<'_> {
                     base_image: None,
                     broker_image: None,
                     broker_address: None,
+                    egress_check: None,
                     duties: None,
                 };
                 let user_data = UserData {

@@ -48,6 +48,10 @@ pub struct AgentToml {
     /// Address the broker listens on (default: this host's address on the default route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_address: Option<std::net::Ipv4Addr>,
+    /// `host:port` the NAT duty's egress self-test connects to
+    /// (default: the region's ECR API endpoint on 443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_check: Option<String>,
     /// Which duties run (default: all of `nat`, `broker`, `image`, `cluster`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duties: Option<Vec<Duty>>,
@@ -100,7 +104,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML did not parse or did not match the schema.
-    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, duties")]
+    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, egress_check, duties")]
     Toml {
         /// The file.
         path: PathBuf,

@@ -197,7 +197,7 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
     let config = dir.0.join("agent.toml");
     std::fs::write(
         &config,
-        format!("stack = \"nat\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nduties = [\"nat\"]\n", moto.url, dir.0.display()),
+        format!("stack = \"nat\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nduties = [\"nat\"]\negress_check = \"203.0.113.2:8080\"\n", moto.url, dir.0.display()),
     )
     .unwrap();
     let mut stops = Vec::new();
@@ -210,6 +210,40 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
         );
         svc.wait_log("ready", Duration::from_secs(30));
         assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER, "start {i}");
+        if i == 0 {
+            // The UI reports NAT and the egress self-test (to the internet host here).
+            let pw = Run::of(
+                lab.gw
+                    .cmd(bin("fossa-bootstrap"))
+                    .args(["password", "--stack", "nat", "--endpoint-url", &moto.url])
+                    .envs(moto.env()),
+            )
+            .ok();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let r = Run::of(lab.gw.cmd("curl").args([
+                    "-sk",
+                    "-u",
+                    &format!("fossa:{}", pw.stdout.trim()),
+                    "https://127.0.0.1/api/v1/overview",
+                ]));
+                let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+                if v["nat"]["ok"] == true {
+                    let detail = v["nat"]["detail"].as_str().unwrap();
+                    assert!(
+                        detail.contains("egress self-test: 203.0.113.2:8080 reached"),
+                        "{detail}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "NAT never reported ok: {}",
+                    r.stdout
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
         stops.push(svc.stop());
     }
     let rules = lab.gw.ruleset();
