@@ -86,6 +86,7 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
     rocket::custom(figment)
         .manage(auth)
         .manage(routes::FleetState(fleet))
+        .manage(routes::SummaryCache::default())
         .mount(
             "/",
             routes![

@@ -7,7 +7,7 @@ use askama::Template;
 use rocket::form::{Errors, Form, FromForm};
 use rocket::http::{ContentType, CookieJar, Status};
 use rocket::request::Request;
-use rocket::response::content::RawHtml;
+use rocket::response::content::{RawHtml, RawJson};
 use rocket::response::status::Custom;
 use rocket::response::Redirect;
 use rocket::serde::json::{Error as JsonError, Json};
@@ -225,74 +225,127 @@ fn worker_row(w: &Worker) -> WorkerRow {
 }
 
 #[derive(Template)]
-#[template(path = "overview.html")]
-struct OverviewPage {
-    base: Base,
+#[template(path = "worker_rows.html")]
+struct WorkerRows<'a> {
+    workers: &'a [WorkerRow],
+}
+
+/// What the overview and the workers API show, computed once per snapshot so
+/// that serving them costs the same whatever the number of workers.
+#[derive(Debug)]
+pub struct Summary {
     snap: Arc<FleetSnapshot>,
-    workers: Vec<WorkerRow>,
     running: usize,
     healthy: usize,
     used: u32,
     slots: u32,
     running_tasks: usize,
+    rows_html: String,
+    overview_json: String,
+    workers_json: String,
 }
 
-fn overview_page(snap: Arc<FleetSnapshot>, b: Base) -> OverviewPage {
-    let workers: Vec<WorkerRow> = snap.workers.iter().map(worker_row).collect();
+/// The [`Summary`] of the latest snapshot.
+#[derive(Debug, Default)]
+pub struct SummaryCache(std::sync::Mutex<Option<Arc<Summary>>>);
+
+impl SummaryCache {
+    /// The summary of `snap`, made now if the cached one is of another snapshot.
+    pub fn get(&self, snap: Arc<FleetSnapshot>) -> Arc<Summary> {
+        let mut slot = self.0.lock().expect("summary lock");
+        if let Some(s) = slot.as_ref().filter(|s| Arc::ptr_eq(&s.snap, &snap)) {
+            return s.clone();
+        }
+        let fresh = Arc::new(summarize(snap));
+        *slot = Some(fresh.clone());
+        fresh
+    }
+}
+
+fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
+    let rows: Vec<WorkerRow> = snap.workers.iter().map(worker_row).collect();
     let nodes = || snap.workers.iter().filter_map(|w| w.node.as_ref());
-    let slots = nodes().map(|n| n.max_concurrent_tasks).sum();
+    let slots: u32 = nodes().map(|n| n.max_concurrent_tasks).sum();
     let free: u32 = nodes().map(|n| n.available_processing_capacity).sum();
-    OverviewPage {
-        running: snap
-            .workers
-            .iter()
-            .filter(|w| w.status == "RUNNING")
-            .count(),
-        healthy: snap
-            .workers
-            .iter()
-            .filter(|w| w.health == crate::model::Health::Ok)
-            .count(),
-        used: u32::saturating_sub(slots, free),
+    let running = snap
+        .workers
+        .iter()
+        .filter(|w| w.status == "RUNNING")
+        .count();
+    let healthy = snap
+        .workers
+        .iter()
+        .filter(|w| w.health == crate::model::Health::Ok)
+        .count();
+    let running_tasks = nodes().map(|n| n.running_tasks.len()).sum();
+    let used = slots.saturating_sub(free);
+    let overview_json = json!({
+        "mode": snap.mode, "stack": snap.stack, "taken_at": snap.taken_at, "refresh_ms": snap.refresh_ms,
+        "desired_workers": snap.desired_workers, "running_workers": running, "healthy_workers": healthy,
+        "slots": slots, "slots_used": used, "running_tasks": running_tasks,
+        "broker": snap.broker, "nat": snap.nat, "image": snap.image, "cost": snap.cost,
+        "models": snap.models, "workers": rows,
+    })
+    .to_string();
+    let workers_json = json!({ "workers": snap.workers, "desired_workers": snap.desired_workers, "taken_at": snap.taken_at }).to_string();
+    let rows_html = WorkerRows { workers: &rows }.render().unwrap_or_default();
+    Summary {
+        snap,
+        running,
+        healthy,
+        used,
         slots,
-        running_tasks: nodes().map(|n| n.running_tasks.len()).sum(),
-        workers,
+        running_tasks,
+        rows_html,
+        overview_json,
+        workers_json,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    base: Base,
+    snap: Arc<FleetSnapshot>,
+    s: Arc<Summary>,
+}
+
+fn overview_page(cache: &SummaryCache, snap: Arc<FleetSnapshot>, b: Base) -> OverviewPage {
+    OverviewPage {
         base: b,
+        s: cache.get(snap.clone()),
         snap,
     }
 }
 
 /// Overview page.
 #[get("/")]
-pub fn overview(user: User, fleet: &State<FleetState>) -> Html {
+pub fn overview(user: User, fleet: &State<FleetState>, cache: &State<SummaryCache>) -> Html {
     let snap = fleet.0.snapshot();
     let b = base(&snap, Some(&user));
-    render(&overview_page(snap, b))
+    render(&overview_page(cache, snap, b))
 }
 
 /// Overview as JSON.
 #[get("/api/v1/overview")]
-pub fn api_overview(_user: User, fleet: &State<FleetState>) -> Json<Value> {
-    let snap = fleet.0.snapshot();
-    let p = overview_page(snap.clone(), Base::default());
-    Json(json!({
-        "mode": snap.mode, "stack": snap.stack, "taken_at": snap.taken_at, "refresh_ms": snap.refresh_ms,
-        "desired_workers": snap.desired_workers, "running_workers": p.running, "healthy_workers": p.healthy,
-        "slots": p.slots, "slots_used": p.used, "running_tasks": p.running_tasks,
-        "broker": snap.broker, "nat": snap.nat, "image": snap.image, "cost": snap.cost,
-        "models": snap.models, "workers": p.workers,
-    }))
+pub fn api_overview(
+    _user: User,
+    fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
+) -> RawJson<String> {
+    RawJson(cache.get(fleet.0.snapshot()).overview_json.clone())
 }
 
 // ---------- workers ----------
 
 /// Every worker with its address and last node_info.
 #[get("/api/v1/workers")]
-pub fn api_workers(_user: User, fleet: &State<FleetState>) -> Json<Value> {
-    let snap = fleet.0.snapshot();
-    Json(
-        json!({ "workers": snap.workers, "desired_workers": snap.desired_workers, "taken_at": snap.taken_at }),
-    )
+pub fn api_workers(
+    _user: User,
+    fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
+) -> RawJson<String> {
+    RawJson(cache.get(fleet.0.snapshot()).workers_json.clone())
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -731,6 +784,7 @@ pub struct ScaleForm<'r> {
 
 fn flash_overview(
     fleet: &FleetState,
+    cache: &SummaryCache,
     user: &User,
     status: Status,
     ok: bool,
@@ -740,7 +794,7 @@ fn flash_overview(
     let mut b = base(&snap, Some(user));
     b.flash = msg;
     b.flash_kind = if ok { "ok" } else { "error" };
-    Custom(status, render(&overview_page(snap, b)))
+    Custom(status, render(&overview_page(cache, snap, b)))
 }
 
 /// Scales from the form.
@@ -748,6 +802,7 @@ fn flash_overview(
 pub async fn scale(
     user: User,
     fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
     form: Result<Form<ScaleForm<'_>>, Errors<'_>>,
 ) -> Custom<Html> {
     let form = match form {
@@ -755,6 +810,7 @@ pub async fn scale(
         Err(e) => {
             return flash_overview(
                 fleet,
+                cache,
                 &user,
                 Status::BadRequest,
                 false,
@@ -765,6 +821,7 @@ pub async fn scale(
     if !user.csrf_ok(Some(form.csrf_token)) {
         return flash_overview(
             fleet,
+            cache,
             &user,
             Status::Forbidden,
             false,
@@ -772,8 +829,8 @@ pub async fn scale(
         );
     }
     match fleet.0.scale(form.workers).await {
-        Ok(m) => flash_overview(fleet, &user, Status::Ok, true, m),
-        Err(m) => flash_overview(fleet, &user, Status::BadGateway, false, m),
+        Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
+        Err(m) => flash_overview(fleet, cache, &user, Status::BadGateway, false, m),
     }
 }
 
@@ -820,11 +877,13 @@ pub async fn api_scale(
 pub async fn rebuild(
     user: User,
     fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
     form: Form<TokenForm<'_>>,
 ) -> Custom<Html> {
     if !user.csrf_ok(Some(form.csrf_token)) {
         return flash_overview(
             fleet,
+            cache,
             &user,
             Status::Forbidden,
             false,
@@ -832,8 +891,8 @@ pub async fn rebuild(
         );
     }
     match fleet.0.rebuild().await {
-        Ok(m) => flash_overview(fleet, &user, Status::Ok, true, m),
-        Err(m) => flash_overview(fleet, &user, Status::BadGateway, false, m),
+        Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
+        Err(m) => flash_overview(fleet, cache, &user, Status::BadGateway, false, m),
     }
 }
 
