@@ -80,16 +80,20 @@ fn iam_tags(stack: &StackName) -> Result<Vec<aws_sdk_iam::types::Tag>> {
         .collect()
 }
 
-/// Filter on the instance states that still count (not terminated).
-pub fn live_instance_filter() -> Filter {
+/// States of an instance that `launch` can use again.
+const USABLE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+/// Filter on instance `states`.
+fn state_filter(states: &[&str]) -> Filter {
     Filter::builder()
         .name("instance-state-name")
-        .values("pending")
-        .values("running")
-        .values("stopping")
-        .values("stopped")
-        .values("shutting-down")
+        .set_values(Some(states.iter().map(|s| (*s).to_owned()).collect()))
         .build()
+}
+
+/// Filter on the instance states that still count (not terminated).
+pub fn live_instance_filter() -> Filter {
+    state_filter(&[USABLE_STATES.as_slice(), &["shutting-down"]].concat())
 }
 
 fn tag_value<'a>(t: &'a [Tag], key: &str) -> Option<&'a str> {
@@ -1112,15 +1116,7 @@ impl Launcher<'_> {
         let found = ec2
             .describe_instances()
             .filters(stack_filter(&self.stack))
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .values("stopping")
-                    .values("stopped")
-                    .build(),
-            )
+            .filters(state_filter(&USABLE_STATES))
             .send()
             .await
             .aws("ec2:DescribeInstances", &name)?;

@@ -120,6 +120,7 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
             "/",
             catchers![
                 routes::unauthorized,
+                routes::forbidden,
                 routes::too_many,
                 routes::default_catcher
             ],

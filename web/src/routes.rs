@@ -596,14 +596,21 @@ fn csrf_header<'r>(req: &'r Request<'_>) -> Option<&'r str> {
     req.headers().get_one("X-CSRF-Token")
 }
 
-/// The `X-CSRF-Token` header, for API calls made with the session cookie.
-pub struct CsrfHeader(Option<String>);
+/// A caller allowed to change things through the API: basic auth, or a
+/// session whose `X-CSRF-Token` header matches. Otherwise 401 or 403.
+pub struct ApiWriter;
 
 #[rocket::async_trait]
-impl<'r> rocket::request::FromRequest<'r> for CsrfHeader {
-    type Error = std::convert::Infallible;
+impl<'r> rocket::request::FromRequest<'r> for ApiWriter {
+    type Error = ();
     async fn from_request(req: &'r Request<'_>) -> rocket::request::Outcome<Self, Self::Error> {
-        rocket::request::Outcome::Success(CsrfHeader(csrf_header(req).map(str::to_owned)))
+        use rocket::request::Outcome;
+        match req.guard::<User>().await {
+            Outcome::Success(user) if user.csrf_ok(csrf_header(req)) => Outcome::Success(ApiWriter),
+            Outcome::Success(_) => Outcome::Error((Status::Forbidden, ())),
+            Outcome::Error((status, _)) => Outcome::Error((status, ())),
+            Outcome::Forward(s) => Outcome::Forward(s),
+        }
     }
 }
 
@@ -632,17 +639,10 @@ fn json_body<T>(body: Result<Json<T>, JsonError<'_>>) -> Result<T, ApiResult> {
 /// Submits a task: `{"model_class": …, "method_kwargs": {…}, …}`.
 #[post("/api/v1/tasks", data = "<body>")]
 pub async fn api_submit(
-    user: User,
-    csrf: CsrfHeader,
+    _writer: ApiWriter,
     fleet: &State<FleetState>,
     body: Result<Json<TaskRequest>, JsonError<'_>>,
 ) -> ApiResult {
-    if !user.csrf_ok(csrf.0.as_deref()) {
-        return api_error(
-            Status::Forbidden,
-            "missing or wrong X-CSRF-Token header (or use basic auth)",
-        );
-    }
     let req = match json_body(body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -845,17 +845,10 @@ pub struct ScaleRequest {
 /// Sets the number of workers.
 #[post("/api/v1/scale", data = "<body>")]
 pub async fn api_scale(
-    user: User,
-    csrf: CsrfHeader,
+    _writer: ApiWriter,
     fleet: &State<FleetState>,
     body: Result<Json<ScaleRequest>, JsonError<'_>>,
 ) -> ApiResult {
-    if !user.csrf_ok(csrf.0.as_deref()) {
-        return api_error(
-            Status::Forbidden,
-            "missing or wrong X-CSRF-Token header (or use basic auth)",
-        );
-    }
     let req = match json_body(body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -898,13 +891,7 @@ pub async fn rebuild(
 
 /// Rebuilds the image.
 #[post("/api/v1/rebuild")]
-pub async fn api_rebuild(user: User, csrf: CsrfHeader, fleet: &State<FleetState>) -> ApiResult {
-    if !user.csrf_ok(csrf.0.as_deref()) {
-        return api_error(
-            Status::Forbidden,
-            "missing or wrong X-CSRF-Token header (or use basic auth)",
-        );
-    }
+pub async fn api_rebuild(_writer: ApiWriter, fleet: &State<FleetState>) -> ApiResult {
     match fleet.0.rebuild().await {
         Ok(m) => Custom(Status::Ok, Json(json!({ "message": m }))),
         Err(m) => api_error(Status::BadGateway, m),
@@ -1001,6 +988,28 @@ pub fn unauthorized(req: &Request<'_>) -> Result<Redirect, ApiResult> {
         ))
     } else {
         Ok(Redirect::to("/login"))
+    }
+}
+
+/// 403 for the API: a session call without its CSRF header.
+#[catch(403)]
+pub fn forbidden(req: &Request<'_>) -> Result<ApiResult, Custom<Html>> {
+    if is_api(req) {
+        Ok(api_error(
+            Status::Forbidden,
+            "missing or wrong X-CSRF-Token header (or use basic auth)",
+        ))
+    } else {
+        let snap = FleetSnapshot::default();
+        Err(Custom(
+            Status::Forbidden,
+            render(&MessagePage {
+                base: base(&snap, None),
+                title: "Forbidden".into(),
+                message: "The form expired or came from elsewhere. Reload the page and try again."
+                    .into(),
+            }),
+        ))
     }
 }
 
