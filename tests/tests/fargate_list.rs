@@ -1,0 +1,108 @@
+//! The Fargate backend lists the service's tasks from the emulator: every
+//! task, through ListTasks pages and DescribeTasks batches of 100, with its
+//! private IP from the ENI attachment. Nothing connects to those addresses
+//! (the emulator's IPs are random 10.x addresses): only the listing is tested.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, LaunchType, NetworkConfiguration};
+use fossa_agent::fargate::{DutyState, FargateBackend};
+use fossa_agent::fleet::WorkerBackend;
+use fossa_contract::config::StackConfig;
+use fossa_tests::moto::Moto;
+use fossa_tests::{bin, Run};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_task_is_listed_with_its_private_address() {
+    let moto = Moto::start();
+    Run::of(
+        Command::new(bin("fossa-bootstrap"))
+            .args([
+                "launch",
+                "--stack",
+                "list",
+                "--allow-cidr",
+                "198.51.100.1/32",
+                "--no-wait",
+                "--agent-binary",
+                "/bin/busybox",
+                "--endpoint-url",
+                &moto.url,
+            ])
+            .envs(moto.env()),
+    )
+    .ok();
+    let sdk = moto.sdk().await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let cfg = ssm
+        .get_parameter()
+        .name("/fossa/list/config")
+        .send()
+        .await
+        .unwrap();
+    let cfg = StackConfig::parse("test", cfg.parameter().unwrap().value().unwrap()).unwrap();
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    fossa_agent::cluster::reconcile(
+        &ecs,
+        &logs,
+        &cfg,
+        "registry.example/fossa-list/worker:ctx-1",
+    )
+    .await
+    .unwrap();
+    // Hold tasks at RUNNING instead of moving them one step per describe.
+    moto.control(
+        "/moto-api/state-manager/set-transition",
+        r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000}}"#,
+    );
+    let net = NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .set_subnets(Some(
+                    cfg.private_subnets.iter().map(|s| s.id.clone()).collect(),
+                ))
+                .security_groups(&cfg.task_security_group)
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let total = 130;
+    for _ in 0..total / 10 {
+        ecs.run_task()
+            .cluster("fossa-list")
+            .task_definition("fossa-list-worker")
+            .launch_type(LaunchType::Fargate)
+            .count(10)
+            .network_configuration(net.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    let backend = FargateBackend::new(ecs, cfg, Arc::new(DutyState::default()));
+    let workers = backend.list().await.unwrap();
+    assert_eq!(
+        workers.len(),
+        total,
+        "every task, across pages and batches of 100"
+    );
+    let mut ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no task twice");
+    for w in &workers {
+        let (ip, port) = w.address.rsplit_once(':').unwrap();
+        assert_eq!(port, "2345");
+        assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{}", w.address);
+        assert!(!w.id.contains('/'), "the id is the task id, not its ARN");
+    }
+    assert!(
+        workers
+            .iter()
+            .all(|w| w.status == "RUNNING" || w.status == "PROVISIONING" || w.status == "PENDING"),
+        "{:?}",
+        workers.iter().map(|w| &w.status).collect::<Vec<_>>()
+    );
+}
