@@ -446,7 +446,18 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         settings.stack.stack.as_str(),
         PollSettings::default(),
     );
-    let web = start_web(&settings, &clients, fleet.clone(), &events).await?;
+    // The UI failing to start (port taken, no password yet) must not take NAT down with it.
+    let web = match start_web(&settings, &clients, fleet.clone(), &events).await {
+        Ok(shutdown) => Some(shutdown),
+        Err(e) => {
+            events.push(
+                "web",
+                true,
+                format!("the web UI is not running: {:#}", anyhow::Error::from(e)),
+            );
+            None
+        }
+    };
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = watch::channel(!duties.contains(&Duty::Nat));
@@ -547,7 +558,9 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     events.push("agent", false, "stopping");
-    web.notify();
+    if let Some(web) = web {
+        web.notify();
+    }
     shutdown_tx.send_replace(true);
     let stop = futures::future::join_all(tasks);
     if tokio::time::timeout(Duration::from_secs(5), stop)
