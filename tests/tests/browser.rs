@@ -41,7 +41,7 @@ async fn log_in_see_workers_submit_and_watch_a_task_complete() {
     let page = b
         .wait_for(
             "the task complete with 8 subtasks",
-            Duration::from_secs(90),
+            Duration::from_secs(180),
             |s| {
                 s.contains("8 subtasks on")
                     && s.contains("badge complete\">complete")

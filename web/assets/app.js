@@ -7,12 +7,15 @@
   function tick() {
     if (document.hidden || (document.activeElement && live.contains(document.activeElement))) return;
     fetch(location.href, { credentials: "same-origin", headers: { "X-Live": "1" } })
-      .then(function (r) { return r.ok ? r.text() : null; })
+      // A 404 carries a live part too: a task not reported yet turns into its page.
+      .then(function (r) { return r.ok || r.status === 404 ? r.text() : null; })
       .then(function (html) {
         if (!html) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("live");
-        if (fresh) live.innerHTML = fresh.innerHTML;
+        if (!fresh) return;
+        live.innerHTML = fresh.innerHTML;
+        if (doc.title) document.title = doc.title;
       })
       .catch(function () {});
   }

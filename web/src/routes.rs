@@ -961,6 +961,8 @@ struct MessagePage {
     base: Base,
     title: String,
     message: String,
+    /// Re-fetched live (a GET page whose subject may appear in a moment).
+    live: bool,
 }
 
 fn not_found_page(snap: &FleetSnapshot, user: &User, msg: &str) -> Custom<Html> {
@@ -970,6 +972,7 @@ fn not_found_page(snap: &FleetSnapshot, user: &User, msg: &str) -> Custom<Html> 
             base: base(snap, Some(user)),
             title: "Not found".into(),
             message: msg.to_owned(),
+            live: true,
         }),
     )
 }
@@ -1008,6 +1011,7 @@ pub fn forbidden(req: &Request<'_>) -> Result<ApiResult, Custom<Html>> {
                 title: "Forbidden".into(),
                 message: "The form expired or came from elsewhere. Reload the page and try again."
                     .into(),
+                live: false,
             }),
         ))
     }
@@ -1041,6 +1045,7 @@ pub fn default_catcher(status: Status, req: &Request<'_>) -> Result<ApiResult, C
                 base: base(&snap, None),
                 title: status.to_string(),
                 message: reason,
+                live: false,
             }),
         ))
     }

@@ -161,10 +161,44 @@ pub struct TaskDetail {
     pub group: Option<Group>,
 }
 
-/// The detail view of task `id`, if any worker reports it.
+/// Status of a task the gateway dispatched that its node does not list yet
+/// (Fossa's governor takes it off an internal queue a moment after accepting it).
+pub const DISPATCHED: &str = "dispatched";
+
+/// A task this gateway dispatched, as a row, for the moment before its node reports it.
+fn dispatched_row(snap: &FleetSnapshot, id: &str) -> Option<TaskRow> {
+    let d = snap.dispatched.iter().rev().find(|d| d.task_id == id)?;
+    Some(TaskRow {
+        task: FossaTask {
+            task_id: d.task_id.clone(),
+            model_class: d.model_class.clone(),
+            method: None,
+            method_kwargs: serde_json::Value::Null,
+            status: DISPATCHED.into(),
+            started: Some(d.at),
+            finished: None,
+            results: None,
+        },
+        worker_id: d.worker_id.clone(),
+        worker_address: snap
+            .workers
+            .iter()
+            .find(|w| w.id == d.worker_id)
+            .map(|w| w.address.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// The detail view of task `id`, if any worker reports it or this gateway dispatched it.
 pub fn task_detail(snap: &FleetSnapshot, id: &str) -> Option<TaskDetail> {
     let tasks = all_tasks(snap);
-    let task = tasks.iter().find(|t| t.task.task_id == id)?.clone();
+    let Some(task) = tasks.iter().find(|t| t.task.task_id == id).cloned() else {
+        return dispatched_row(snap, id).map(|task| TaskDetail {
+            task,
+            groups: Vec::new(),
+            group: None,
+        });
+    };
     let all = groups(&tasks);
     if task.task.subtask_parts().is_some() {
         let group = all
@@ -309,6 +343,32 @@ mod tests {
             .map(|t| t.task.task_id)
             .collect();
         assert_eq!(ids, ["r", "d"]);
+    }
+
+    #[test]
+    fn a_dispatched_task_is_shown_until_its_node_reports_it() {
+        let mut snap = FleetSnapshot {
+            workers: vec![worker("local-2", vec![], vec![])],
+            dispatched: vec![crate::model::Dispatched {
+                task_id: "araid".into(),
+                worker_id: "local-2".into(),
+                model_class: "QuickPartitionedEtl".into(),
+                at: 100,
+            }],
+            ..Default::default()
+        };
+        let d = task_detail(&snap, "araid").expect("the dispatched task is known");
+        assert_eq!(d.task.task.status, DISPATCHED);
+        assert_eq!(d.task.worker_id, "local-2");
+        assert!(task_detail(&snap, "other").is_none());
+        // Once the node lists it, the node's own record wins.
+        snap.workers = vec![worker(
+            "local-2",
+            vec![task("araid", "QuickPartitionedEtl", "running", 101, None)],
+            vec![],
+        )];
+        let d = task_detail(&snap, "araid").unwrap();
+        assert_eq!(d.task.task.status, "running");
     }
 
     #[test]
