@@ -151,6 +151,7 @@ pub async fn ensure_url(
             }
         }
         req.send().await.aws("ssm:PutParameter", &name)?;
+        fossa_contract::fault::exit_at("broker-url-stored");
     }
     Ok(creds)
 }
@@ -267,6 +268,7 @@ pub async fn reconcile(
         )
         .await
         .map_err(docker_err("create"))?;
+    fossa_contract::fault::exit_at("broker-container-created");
     docker
         .start_container(CONTAINER, None)
         .await

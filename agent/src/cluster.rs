@@ -96,7 +96,9 @@ fn ecs_tags(stack: &StackName) -> Vec<Tag> {
         .collect()
 }
 
-/// Ensures the log group exists with its retention.
+/// Ensures the log group exists with its retention; sets the retention of one
+/// that exists without it (a crash can fall between creating and setting).
+/// Returns whether it created the group.
 pub async fn ensure_log_group(
     logs: &aws_sdk_cloudwatchlogs::Client,
     stack: &StackName,
@@ -108,25 +110,30 @@ pub async fn ensure_log_group(
         .send()
         .await
         .aws("logs:DescribeLogGroups", &name)?;
-    if found
+    let existing = found
         .log_groups()
         .iter()
-        .any(|g| g.log_group_name() == Some(name.as_str()))
-    {
-        return Ok(false);
+        .find(|g| g.log_group_name() == Some(name.as_str()));
+    let created = existing.is_none();
+    match existing {
+        Some(g) if g.retention_in_days() == Some(LOG_RETENTION_DAYS) => return Ok(false),
+        Some(_) => {}
+        None => {
+            let mut req = logs.create_log_group().log_group_name(&name);
+            for (k, v) in tags::standard(stack, tags::BY_AGENT) {
+                req = req.tags(k, v);
+            }
+            req.send().await.aws("logs:CreateLogGroup", &name)?;
+            fossa_contract::fault::exit_at("log-group-created");
+        }
     }
-    let mut req = logs.create_log_group().log_group_name(&name);
-    for (k, v) in tags::standard(stack, tags::BY_AGENT) {
-        req = req.tags(k, v);
-    }
-    req.send().await.aws("logs:CreateLogGroup", &name)?;
     logs.put_retention_policy()
         .log_group_name(&name)
         .retention_in_days(LOG_RETENTION_DAYS)
         .send()
         .await
         .aws("logs:PutRetentionPolicy", &name)?;
-    Ok(true)
+    Ok(created)
 }
 
 /// Ensures the cluster is active with both Fargate capacity providers.
@@ -268,6 +275,7 @@ pub async fn ensure_task_definition(
         .send()
         .await
         .aws("ecs:RegisterTaskDefinition", &spec.family)?;
+    fossa_contract::fault::exit_at("task-definition-registered");
     let arn = out
         .task_definition()
         .and_then(|d| d.task_definition_arn())

@@ -238,22 +238,65 @@ pub async fn registry_auth(
     })
 }
 
-/// Creates the stack's ECR repository if missing (scan on push, keep the last 10 images, tagged).
+/// The repository's lifecycle policy: keep the last [`KEEP_IMAGES`] images.
+fn lifecycle_policy() -> serde_json::Value {
+    serde_json::json!({"rules": [{"rulePriority": 1, "description": format!("keep the last {KEEP_IMAGES} images"),
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES}, "action": {"type": "expire"}}]})
+}
+
+/// Creates the stack's ECR repository if missing (scan on push, keep the last
+/// 10 images, tagged), and repairs the scan setting and lifecycle policy of
+/// one that exists (a crash can fall between creating it and setting them).
+/// Returns whether it created the repository.
 pub async fn ensure_repository(
     ecr: &aws_sdk_ecr::Client,
     stack: &StackName,
 ) -> Result<bool, ImageError> {
     let name = stack.ecr_repository();
-    match ecr
+    let existing = match ecr
         .describe_repositories()
         .repository_names(&name)
         .send()
         .await
         .aws("ecr:DescribeRepositories", &name)
     {
-        Ok(_) => return Ok(false),
-        Err(e) if e.is_code("RepositoryNotFoundException") => {}
+        Ok(out) => out.repositories().first().cloned(),
+        Err(e) if e.is_code("RepositoryNotFoundException") => None,
         Err(e) => return Err(e.into()),
+    };
+    if let Some(repo) = existing {
+        if !repo
+            .image_scanning_configuration()
+            .is_some_and(|c| c.scan_on_push())
+        {
+            ecr.put_image_scanning_configuration()
+                .repository_name(&name)
+                .image_scanning_configuration(
+                    aws_sdk_ecr::types::ImageScanningConfiguration::builder()
+                        .scan_on_push(true)
+                        .build(),
+                )
+                .send()
+                .await
+                .aws("ecr:PutImageScanningConfiguration", &name)?;
+        }
+        let current = match ecr
+            .get_lifecycle_policy()
+            .repository_name(&name)
+            .send()
+            .await
+            .aws("ecr:GetLifecyclePolicy", &name)
+        {
+            Ok(out) => out
+                .lifecycle_policy_text()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
+            Err(e) if e.is_code("LifecyclePolicyNotFoundException") => None,
+            Err(e) => return Err(e.into()),
+        };
+        if current.as_ref() != Some(&lifecycle_policy()) {
+            put_lifecycle_policy(ecr, &name).await?;
+        }
+        return Ok(false);
     }
     let mut req = ecr
         .create_repository()
@@ -276,15 +319,19 @@ pub async fn ensure_repository(
         );
     }
     req.send().await.aws("ecr:CreateRepository", &name)?;
-    let policy = serde_json::json!({"rules": [{"rulePriority": 1, "description": format!("keep the last {KEEP_IMAGES} images"),
-        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES}, "action": {"type": "expire"}}]});
+    fossa_contract::fault::exit_at("ecr-repository-created");
+    put_lifecycle_policy(ecr, &name).await?;
+    Ok(true)
+}
+
+async fn put_lifecycle_policy(ecr: &aws_sdk_ecr::Client, name: &str) -> Result<(), ImageError> {
     ecr.put_lifecycle_policy()
-        .repository_name(&name)
-        .lifecycle_policy_text(policy.to_string())
+        .repository_name(name)
+        .lifecycle_policy_text(lifecycle_policy().to_string())
         .send()
         .await
-        .aws("ecr:PutLifecyclePolicy", &name)?;
-    Ok(true)
+        .aws("ecr:PutLifecyclePolicy", name)?;
+    Ok(())
 }
 
 /// What the image duty produced.
@@ -378,6 +425,7 @@ pub async fn reconcile(
         }
     }
     events.push("image", false, format!("pushed {reference}"));
+    fossa_contract::fault::exit_at("image-pushed");
     Ok(Built {
         reference,
         built: true,

@@ -11,7 +11,6 @@ pub mod cli;
 pub mod clients;
 pub mod destroy;
 pub mod elf;
-pub mod fault;
 pub mod inventory;
 pub mod launch;
 pub mod plan;

@@ -89,7 +89,7 @@ impl Progress {
         } else {
             self.bar.println(line);
         }
-        crate::fault::after_step(self.steps);
+        fossa_contract::fault::exit_at(&format!("step-{}", self.steps));
     }
 
     /// Prints a note that is not a step.

@@ -4,10 +4,12 @@
 //! from the stack name ([`names`]), how they are tagged ([`tags`]), which SSM
 //! parameters carry the hand-over ([`ssm`]), the configuration those
 //! parameters and the agent's TOML file hold ([`config`]), and how every AWS
-//! client is built ([`aws`]).
+//! client is built ([`aws`]), plus the fault-injection points the
+//! reliability suite uses on both ([`fault`]).
 
 pub mod aws;
 pub mod config;
+pub mod fault;
 pub mod names;
 pub mod ssm;
 pub mod tags;

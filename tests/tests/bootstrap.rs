@@ -477,8 +477,9 @@ async fn launch_killed_after_each_step_is_finished_by_a_rerun() {
     let moto = Moto::start();
     let mut step = 1;
     loop {
-        let r =
-            Run::of(launch(&moto, "t2", &[]).env("FOSSA_FAULT_EXIT_AFTER_STEP", step.to_string()));
+        let r = Run::of(
+            launch(&moto, "t2", &[]).env(fossa_contract::fault::EXIT_AT, format!("step-{step}")),
+        );
         if r.code == 0 {
             break;
         }

@@ -1,0 +1,231 @@
+//! A launched stack for the agent's AWS duties: moto_server, `fossa-bootstrap
+//! launch --no-wait` with a model directory, a real dockerd with base images
+//! imported from a busybox rootfs, a registry with htpasswd auth standing in
+//! for ECR (it takes the password of the emulator's ECR token), and
+//! `fossa-agent run` processes pointed at all of them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::docker::{Dockerd, Registry};
+use crate::moto::{Moto, REGION};
+use crate::{bin, free_port, Run, TempDir};
+
+/// The parts of a launched stack.
+pub struct Stack {
+    /// Stack name.
+    pub name: String,
+    /// The AWS API emulator.
+    pub moto: Moto,
+    /// SDK settings for it.
+    pub sdk: aws_config::SdkConfig,
+    /// The registry standing in for ECR.
+    pub registry: Registry,
+    /// The Docker daemon the agent builds with.
+    pub docker: Dockerd,
+    /// The password of the emulator's ECR token (the registry's password).
+    pub ecr_password: String,
+    /// Scratch directory: models, agent configs and logs, state.
+    pub dir: TempDir,
+    /// The model directory handed to `launch`.
+    pub models: PathBuf,
+    /// The port the agent's UI listens on (loopback).
+    pub ui_port: u16,
+    /// What the first `launch` printed.
+    pub launched: Run,
+}
+
+impl Stack {
+    /// Starts the parts and launches stack `name` with 2 workers and one model file.
+    pub async fn launch(name: &str) -> Stack {
+        let moto = Moto::start();
+        let sdk = moto.sdk().await;
+        let ecr = aws_sdk_ecr::Client::new(&sdk);
+        let token = ecr.get_authorization_token().send().await.unwrap();
+        let token = aws_smithy_types::base64::decode(
+            token.authorization_data()[0].authorization_token().unwrap(),
+        )
+        .unwrap();
+        let ecr_password = String::from_utf8(token)
+            .unwrap()
+            .split_once(':')
+            .unwrap()
+            .1
+            .to_owned();
+        let registry = Registry::start(&ecr_password);
+        let docker = Dockerd::start();
+        docker.import_base("fossa-test-python:1", "[\"/bin/sh\"]");
+        docker.import_base("fossa-test-broker:1", "[\"/bin/sleep\", \"3600\"]");
+        let dir = TempDir::new("stack");
+        let models = dir.0.join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        std::fs::write(
+            models.join("etl.py"),
+            "import ayeaye\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    pass\n",
+        )
+        .unwrap();
+        let mut stack = Stack {
+            name: name.to_owned(),
+            moto,
+            sdk,
+            registry,
+            docker,
+            ecr_password,
+            dir,
+            models,
+            ui_port: free_port(),
+            launched: Run {
+                code: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+            },
+        };
+        stack.launched = stack.relaunch();
+        stack
+    }
+
+    /// Runs `fossa-bootstrap launch` again (after a model change, say).
+    pub fn relaunch(&self) -> Run {
+        Run::of(
+            Command::new(bin("fossa-bootstrap"))
+                .args([
+                    "launch",
+                    "--stack",
+                    &self.name,
+                    "--allow-cidr",
+                    "198.51.100.1/32",
+                    "--no-wait",
+                    "--workers",
+                    "2",
+                    "--endpoint-url",
+                    &self.moto.url,
+                ])
+                .arg("--agent-binary")
+                .arg(bin("fossa-agent"))
+                .arg("--models")
+                .arg(&self.models)
+                .envs(self.moto.env()),
+        )
+        .ok()
+    }
+
+    /// Writes an agent.toml for these parts running `duties` and returns its path.
+    pub fn config(&self, duties: &[&str]) -> PathBuf {
+        let path = self.dir.0.join(format!("agent-{}.toml", duties.join("-")));
+        let duties: Vec<String> = duties.iter().map(|d| format!("\"{d}\"")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "stack = \"{}\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n\
+                 registry = \"{}\"\nbase_image = \"fossa-test-python:1\"\nbroker_image = \"fossa-test-broker:1\"\nbroker_address = \"127.0.0.1\"\n\
+                 duties = [{}]\n",
+                self.name,
+                self.moto.url,
+                self.dir.0.join("state").display(),
+                self.ui_port,
+                self.registry.address,
+                duties.join(", ")
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Starts `fossa-agent run` with `config` and extra environment, logging to `<dir>/<log>`.
+    pub fn agent(&self, config: &std::path::Path, log: &str, env: &[(&str, &str)]) -> Agent {
+        let log = self.dir.0.join(log);
+        let child = Command::new(bin("fossa-agent"))
+            .args(["run", "--config"])
+            .arg(config)
+            .envs(self.moto.env())
+            .env("DOCKER_HOST", &self.docker.host)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    /// Image tags in the stack's repository on the registry.
+    pub fn image_tags(&self) -> Vec<String> {
+        self.registry.tags(&self.repository(), &self.ecr_password)
+    }
+
+    /// The stack's ECR repository name.
+    pub fn repository(&self) -> String {
+        format!("fossa-{}/worker", self.name)
+    }
+}
+
+/// A running `fossa-agent run`.
+pub struct Agent {
+    /// The process.
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds every needle; returns how long that took.
+    pub fn wait_log(&self, needles: &[&str], within: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            let log = self.log();
+            if needles.iter().all(|n| log.contains(n)) {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < within,
+                "agent log never said {needles:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, …).
+    pub fn signal(&self, name: &str) {
+        Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit on its own and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, waits for a clean exit and returns the whole log.
+    pub fn stop(mut self) -> String {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(15));
+        self.log()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
