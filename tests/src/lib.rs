@@ -12,6 +12,8 @@ pub mod docker;
 pub mod local;
 pub mod moto;
 pub mod netns;
+pub mod secrets;
+pub mod stack;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,13 +1,16 @@
 //! Local mode end to end with real parts: RabbitMQ from Debian, Fossa nodes
 //! from the venv, the UI over TLS. A partitioned model submitted through the
 //! API spreads its subtasks over several nodes; the task page groups them
-//! under the parent; a killed worker is seen and restarted; Ctrl-C leaves no
-//! process or port behind.
+//! under the parent; a killed worker is seen and restarted; no page, log or
+//! command line holds a secret; Ctrl-C leaves no process or port behind.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fossa_tests::local::{api, page, LocalAgent};
+use fossa_tests::secrets::{
+    assert_absent, crawl, environ_of, every_command_line, url_password, Place,
+};
 use fossa_tests::{bin, venv_bin, Run, TempDir};
 use serde_json::{json, Value};
 
@@ -214,6 +217,49 @@ async fn a_partitioned_model_runs_across_local_workers() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+
+    // Secrets: the UI password and the broker's credentials are on no page,
+    // API reply, log or command line.
+    let first_port = workers[0]["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    let node = listening_pid(first_port.parse().unwrap()).expect("a worker listens");
+    let broker_url = environ_of(node, "RABBITMQ_URL").expect("workers get RABBITMQ_URL");
+    let broker_password = url_password(&broker_url);
+    let mut places = crawl(&agent.url, &agent.password, 400).await;
+    // Workers killed or scaled away took their task history with them; the
+    // ones left still hold parents and subtasks.
+    let task_page = |subtask: bool| {
+        places
+            .iter()
+            .any(|p| p.name.starts_with("GET /tasks/") && p.name.contains("::") == subtask)
+    };
+    assert!(
+        task_page(true) && task_page(false),
+        "the crawl reached parent and subtask pages: {:?}",
+        places.iter().map(|p| &p.name).collect::<Vec<_>>()
+    );
+    places.push(Place::new("the agent's log", agent.log()));
+    places.push(Place::new("the agent's output", agent.output()));
+    for f in std::fs::read_dir(agent.state.0.join("state/logs"))
+        .unwrap()
+        .flatten()
+    {
+        let text = String::from_utf8_lossy(&std::fs::read(f.path()).unwrap()).into_owned();
+        places.push(Place::new(f.path().display().to_string(), text));
+    }
+    places.push(every_command_line());
+    assert_absent(
+        &[
+            ("UI password", agent.password.as_str()),
+            ("broker URL", broker_url.as_str()),
+            ("broker password", broker_password.as_str()),
+        ],
+        &places,
+    );
 
     // Ctrl-C stops everything it started.
     let state = agent.state.0.display().to_string();

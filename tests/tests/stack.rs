@@ -5,70 +5,45 @@
 //! htpasswd auth standing in for ECR, the broker as a container, and the ECS
 //! cluster, task definition and service created in the emulator. A second
 //! start changes nothing; a changed model gives exactly one new image and one
-//! new revision; destroy leaves nothing.
+//! new revision; no page, log, command line, unit file or user-data holds a
+//! secret; destroy leaves nothing.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fossa_tests::docker::{Dockerd, Registry};
-use fossa_tests::moto::{Moto, REGION};
-use fossa_tests::{bin, free_port, Run, TempDir};
+use fossa_tests::secrets::{assert_absent, crawl, every_command_line, url_password, Place};
+use fossa_tests::stack::Stack;
+use fossa_tests::{bin, Run};
 
-struct Agent {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Agent {
-    fn start(
-        config: &std::path::Path,
-        moto: &Moto,
-        docker: &Dockerd,
-        log: std::path::PathBuf,
-    ) -> Agent {
-        let child = Command::new(bin("fossa-agent"))
-            .args(["run", "--config"])
-            .arg(config)
-            .envs(moto.env())
-            .env("DOCKER_HOST", &docker.host)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needles: &[&str], within: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            let log = self.log();
-            if needles.iter().all(|n| log.contains(n)) {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "agent log never said {needles:?}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "agent did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// The gateway instance's user-data, as EC2 holds it.
+async fn user_data(sdk: &aws_config::SdkConfig, stack: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
+    let found = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:fossa:stack")
+                .values(stack)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = found.reservations()[0].instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let attr = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let b64 = attr.user_data().and_then(|v| v.value()).unwrap_or_default();
+    let text = String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap();
+    assert!(text.contains("fossa-agent"), "user-data: {text}");
+    text
 }
 
 async fn revisions(ecs: &aws_sdk_ecs::Client) -> Vec<String> {
@@ -83,76 +58,14 @@ async fn revisions(ecs: &aws_sdk_ecs::Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
-    let moto = Moto::start();
-    let sdk = moto.sdk().await;
-    let ecr = aws_sdk_ecr::Client::new(&sdk);
-    let token = ecr.get_authorization_token().send().await.unwrap();
-    let token = aws_smithy_types::base64::decode(
-        token.authorization_data()[0].authorization_token().unwrap(),
-    )
-    .unwrap();
-    let ecr_password = String::from_utf8(token)
-        .unwrap()
-        .split_once(':')
-        .unwrap()
-        .1
-        .to_owned();
-    let registry = Registry::start(&ecr_password);
-    let docker = Dockerd::start();
-    docker.import_base("fossa-test-python:1", "[\"/bin/sh\"]");
-    docker.import_base("fossa-test-broker:1", "[\"/bin/sleep\", \"3600\"]");
-
-    let dir = TempDir::new("stack");
-    let models = dir.0.join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::write(
-        models.join("etl.py"),
-        "import ayeaye\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    pass\n",
-    )
-    .unwrap();
-    let launch = |extra: &[&str]| {
-        Run::of(
-            Command::new(bin("fossa-bootstrap"))
-                .args([
-                    "launch",
-                    "--stack",
-                    "e2e",
-                    "--allow-cidr",
-                    "198.51.100.1/32",
-                    "--no-wait",
-                    "--workers",
-                    "2",
-                    "--endpoint-url",
-                    &moto.url,
-                ])
-                .arg("--agent-binary")
-                .arg(bin("fossa-agent"))
-                .arg("--models")
-                .arg(&models)
-                .args(extra)
-                .envs(moto.env()),
-        )
-        .ok()
-    };
-    launch(&[]);
-
-    let ui_port = free_port();
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "stack = \"e2e\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{ui_port}\"\n\
-             registry = \"{}\"\nbase_image = \"fossa-test-python:1\"\nbroker_image = \"fossa-test-broker:1\"\nbroker_address = \"127.0.0.1\"\n\
-             duties = [\"broker\", \"image\", \"cluster\"]\n",
-            moto.url,
-            dir.0.join("state").display(),
-            registry.address
-        ),
-    )
-    .unwrap();
+    let stack = Stack::launch("e2e").await;
+    let (sdk, docker, moto) = (&stack.sdk, &stack.docker, &stack.moto);
+    let ecr = aws_sdk_ecr::Client::new(sdk);
+    let ui_port = stack.ui_port;
+    let config = stack.config(&["broker", "image", "cluster"]);
 
     // First start: build, push, broker, cluster.
-    let agent = Agent::start(&config, &moto, &docker, dir.0.join("agent-1.log"));
+    let agent = stack.agent(&config, "agent-1.log", &[]);
     let first = agent.wait_log(
         &[
             "created the service with 2 workers",
@@ -162,12 +75,12 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     );
     let log1 = agent.log();
     assert!(log1.contains("pushed 127.0.0.1:"), "{log1}");
-    let repo = "fossa-e2e/worker";
-    let tags = registry.tags(repo, &ecr_password);
+    let repo = stack.repository();
+    let tags = stack.image_tags();
     assert_eq!(tags.len(), 1, "one image pushed: {tags:?}");
     assert!(tags[0].starts_with("ctx-"));
 
-    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let ecs = aws_sdk_ecs::Client::new(sdk);
     let cluster = ecs
         .describe_clusters()
         .clusters("fossa-e2e")
@@ -193,7 +106,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     let container = &td.container_definitions()[0];
     assert_eq!(
         container.image(),
-        Some(format!("{}/{repo}:{}", registry.address, tags[0]).as_str())
+        Some(format!("{}/{repo}:{}", stack.registry.address, tags[0]).as_str())
     );
     assert_eq!(container.secrets()[0].name(), "RABBITMQ_URL");
     assert_eq!(container.secrets()[0].value_from(), "/fossa/e2e/broker-url");
@@ -233,7 +146,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     {
         assert!(breaker.enable() && breaker.rollback());
     }
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(sdk);
     let groups = logs
         .describe_log_groups()
         .log_group_name_prefix("/fossa/e2e/")
@@ -241,7 +154,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
         .await
         .unwrap();
     assert_eq!(groups.log_groups()[0].retention_in_days(), Some(7));
-    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let ssm = aws_sdk_ssm::Client::new(sdk);
     let broker_url = ssm
         .get_parameter()
         .name("/fossa/e2e/broker-url")
@@ -326,13 +239,33 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     .ok()
     .stdout;
     assert_eq!(running.trim(), "true unless-stopped");
-    agent.stop();
-    for secret in [url.as_str(), ecr_password.as_str(), pw.as_str()] {
-        assert!(!log1.contains(secret), "a secret is in the agent's log");
+    // Secrets: the UI password, the broker's credentials and the registry
+    // token are on no page, API reply, log, command line, unit file or user-data.
+    let mut places = crawl(&ui, &pw, 200).await;
+    places.push(every_command_line());
+    places.push(Place::new("the agent's log", agent.stop()));
+    places.push(Place::new("launch's output", stack.launched.stdout.clone()));
+    places.push(Place::new("launch's log", stack.launched.stderr.clone()));
+    places.push(Place::new("the user-data", user_data(sdk, "e2e").await));
+    places.push(Place::new(
+        "systemd/fossa-agent.service",
+        std::fs::read_to_string(fossa_tests::repo_root().join("systemd/fossa-agent.service"))
+            .unwrap(),
+    ));
+    let broker_password = url_password(&url);
+    let mut secrets = vec![
+        ("UI password", pw.as_str()),
+        ("broker URL", url.as_str()),
+        ("broker password", broker_password.as_str()),
+    ];
+    // moto's registry token may be a short constant; a real one is long.
+    if stack.ecr_password.len() >= 8 {
+        secrets.push(("registry token", stack.ecr_password.as_str()));
     }
+    assert_absent(&secrets, &places);
 
     // Second start: nothing changes.
-    let agent = Agent::start(&config, &moto, &docker, dir.0.join("agent-2.log"));
+    let agent = stack.agent(&config, "agent-2.log", &[]);
     let noop = agent.wait_log(
         &["is up to date", "cluster up to date", "broker running"],
         Duration::from_secs(60),
@@ -340,25 +273,22 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     let log2 = agent.log();
     assert!(!log2.contains("building "), "no rebuild: {log2}");
     assert_eq!(revisions(&ecs).await.len(), 1, "no new revision");
-    assert_eq!(registry.tags(repo, &ecr_password).len(), 1);
+    assert_eq!(stack.image_tags().len(), 1);
 
     // A changed model: exactly one new image and one new revision, after a reload.
     std::fs::write(
-        models.join("etl.py"),
+        stack.models.join("etl.py"),
         "import ayeaye\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    complexity = 2\n",
     )
     .unwrap();
-    launch(&[]);
-    Command::new("kill")
-        .args(["-HUP", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
+    stack.relaunch();
+    agent.signal("HUP");
     agent.wait_log(
         &["updated the service to the new revision"],
         Duration::from_secs(120),
     );
     assert_eq!(revisions(&ecs).await.len(), 2);
-    assert_eq!(registry.tags(repo, &ecr_password).len(), 2);
+    assert_eq!(stack.image_tags().len(), 2);
     let svc = ecs
         .describe_services()
         .cluster("fossa-e2e")
@@ -395,11 +325,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
             .image()
             .unwrap()
     );
-    assert_eq!(
-        registry.tags(repo, &ecr_password).len(),
-        2,
-        "nothing new was built"
-    );
+    assert_eq!(stack.image_tags().len(), 2, "nothing new was built");
     eprintln!("figures: first reconcile (build + push + cluster) {first:?}; no-op reconcile after restart {noop:?}");
 
     // destroy removes what the agent made too.
