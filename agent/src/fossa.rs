@@ -134,15 +134,20 @@ pub enum NodeError {
 /// Largest node_info body accepted.
 pub const MAX_NODE_INFO_BYTES: usize = 4 * 1024 * 1024;
 
+/// The latest time a node may report: 9999-12-31 23:59:59 UTC. Anything past
+/// it (or before 1970) is garbage and is treated as unknown.
+const LATEST_DATE: i64 = 253_402_300_799;
+
 fn parse_date(v: &Value) -> Option<i64> {
-    match v {
+    let secs = match v {
         Value::String(s) => httpdate::parse_http_date(s)
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64),
-        Value::Number(n) => n.as_f64().map(|f| f as i64),
+        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64),
         _ => None,
-    }
+    }?;
+    (0..=LATEST_DATE).contains(&secs).then_some(secs)
 }
 
 /// Parses one task dict as Fossa writes it.
@@ -330,6 +335,127 @@ mod tests {
             "--list-models",
         ] {
             assert!(m.contains(needle), "{needle}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: no node_info body makes the parser or the views built
+    //! from it panic: random bytes, and JSON of node_info's shape with wrong
+    //! types, extreme numbers and dates in every field.
+    use super::*;
+    use fossa_web::model::{FleetSnapshot, Health, Worker};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn junk() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            "\\PC{0,12}".prop_map(Value::String),
+            Just(json!([1, "a"])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    fn date() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("Wed, 25 Nov 2026 05:00:00 GMT")),
+            Just(json!("Fri, 31 Dec 9999 23:59:59 GMT")),
+            Just(json!("Thu, 01 Jan 1970 00:00:00 GMT")),
+            Just(json!(1e300)),
+            Just(json!(-1e300)),
+            Just(json!(i64::MAX)),
+            Just(json!(i64::MIN)),
+            junk(),
+        ]
+    }
+
+    fn task() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                "[a-e]".prop_map(Value::String),
+                "p[ab]:[0-9]::amq\\.q[12]".prop_map(Value::String),
+                junk()
+            ],
+            prop_oneof![Just(json!("Etl")), junk()],
+            prop_oneof![Just(json!("running")), Just(json!("complete")), junk()],
+            date(),
+            date(),
+            junk(),
+        )
+            .prop_map(|(id, class, status, started, finished, results)| {
+                json!({"task_id": id, "model_class": class, "status": status,
+                       "started": started, "finished": finished, "results": results})
+            })
+    }
+
+    fn node_info() -> impl Strategy<Value = Value> {
+        let tasks = prop_oneof![
+            proptest::collection::vec(task(), 0..6).prop_map(Value::Array),
+            junk()
+        ];
+        let number = prop_oneof![any::<u64>().prop_map(|n| json!(n)), junk()];
+        (tasks.clone(), tasks, number.clone(), number, junk()).prop_map(
+            |(running, done, max, free, ident)| {
+                json!({"node_info": {"node_ident": ident, "max_concurrent_tasks": max,
+                        "available_processing_capacity": free},
+                       "running_tasks": running, "recent_completed_tasks": done})
+            },
+        )
+    }
+
+    fn views_of(info: NodeInfo) {
+        let snap = FleetSnapshot {
+            workers: vec![Worker {
+                id: "w".into(),
+                address: "127.0.0.1:1".into(),
+                status: "RUNNING".into(),
+                health: Health::Ok,
+                started_at: None,
+                capacity_provider: "local".into(),
+                node: Some(info),
+                poll_ms: None,
+            }],
+            ..Default::default()
+        };
+        let tasks = fossa_web::views::all_tasks(&snap);
+        fossa_web::views::groups(&tasks);
+        for t in &tasks {
+            fossa_web::views::task_detail(&snap, &t.task.task_id);
+            fossa_web::fmt::duration(t.task.duration());
+            fossa_web::fmt::opt_time(t.task.started);
+            fossa_web::fmt::result_short(t.task.results.as_ref());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn random_bytes_are_garbage_not_a_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(info) = parse_node_info(&body) {
+                views_of(info);
+            }
+        }
+
+        #[test]
+        fn node_info_shaped_json_parses_or_is_garbage(v in node_info()) {
+            match parse_node_info(&serde_json::to_vec(&v).unwrap()) {
+                Ok(info) => {
+                    for t in info.running_tasks.iter().chain(&info.recent_completed_tasks) {
+                        for d in [t.started, t.finished].into_iter().flatten() {
+                            prop_assert!((0..=LATEST_DATE).contains(&d));
+                        }
+                    }
+                    views_of(info);
+                }
+                Err(e) => prop_assert!(matches!(e, NodeError::Garbage(_))),
+            }
         }
     }
 }

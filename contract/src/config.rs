@@ -55,6 +55,13 @@ pub struct AgentToml {
     /// Which duties run (default: all of `nat`, `broker`, `image`, `cluster`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duties: Option<Vec<Duty>>,
+    /// PEM certificate chain for the UI, with [`AgentToml::tls_key`]
+    /// (default: a self-signed certificate made on first start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of [`AgentToml::tls_cert`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A duty of the agent's reconcile loop.
@@ -104,7 +111,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML did not parse or did not match the schema.
-    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, egress_check, duties")]
+    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, egress_check, duties, tls_cert, tls_key")]
     Toml {
         /// The file.
         path: PathBuf,
@@ -126,10 +133,17 @@ pub enum ConfigError {
 impl AgentToml {
     /// Parses the TOML text of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Toml {
+        let parsed: Self = toml::from_str(text).map_err(|e| ConfigError::Toml {
             path: path.to_owned(),
             message: e.to_string().trim().replace('\n', " "),
-        })
+        })?;
+        if parsed.tls_cert.is_some() != parsed.tls_key.is_some() {
+            return Err(ConfigError::Toml {
+                path: path.to_owned(),
+                message: "tls_cert and tls_key go together: give both, or neither for a self-signed certificate".into(),
+            });
+        }
+        Ok(parsed)
     }
 
     /// Reads and parses `path`.
@@ -226,6 +240,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tls_cert_and_key_go_together() {
+        let e = AgentToml::parse(
+            Path::new("a.toml"),
+            "stack = \"dev\"\nregion = \"eu-west-2\"\ntls_cert = \"/etc/c.pem\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("give both"), "{e}");
+        let ok = AgentToml::parse(
+            Path::new("a.toml"),
+            "stack = \"dev\"\nregion = \"eu-west-2\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.tls_key.as_deref(), Some(Path::new("/k")));
+    }
+
+    #[test]
     fn minimal_toml_gets_defaults() {
         let t = AgentToml::parse(
             Path::new("a.toml"),
@@ -276,5 +306,125 @@ mod tests {
             .to_string();
         assert!(e.contains("bogus") || e.contains("missing field"), "{e}");
         assert!(e.contains("fossa-bootstrap launch"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: no text makes the parsers panic, every refusal is one
+    //! line naming the file, and every valid file survives render → parse.
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 13] = [
+        "stack",
+        "region",
+        "endpoint_url",
+        "state_dir",
+        "listen",
+        "registry",
+        "base_image",
+        "broker_image",
+        "broker_address",
+        "egress_check",
+        "duties",
+        "tls_cert",
+        "bogus",
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,20}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("true".to_owned()),
+            Just(r#"["nat", "cluster"]"#.to_owned()),
+            Just(r#"["nat", "teleport"]"#.to_owned()),
+            Just("[1, 2]".to_owned()),
+            Just("{ a = 1 }".to_owned()),
+            Just(r#""127.0.0.1:8443""#.to_owned()),
+            Just(r#""10.0.0.1""#.to_owned()),
+            "\\PC{0,10}",
+        ]
+    }
+
+    fn check_refusal(text: &str) -> Result<(), TestCaseError> {
+        if let Err(e) = AgentToml::parse(Path::new("agent.toml"), text) {
+            let m = e.to_string();
+            prop_assert!(m.contains("agent.toml"), "{}", m);
+            prop_assert!(!m.contains('\n'), "{}", m);
+        }
+        Ok(())
+    }
+
+    fn agent_toml() -> impl Strategy<Value = AgentToml> {
+        (
+            "[a-z][a-z0-9-]{0,12}"
+                .prop_filter_map("a valid stack name", |s| StackName::new(&s).ok()),
+            "[a-z]{2}-[a-z]{4,9}-[1-9]",
+            proptest::option::of("\\PC{0,30}"),
+            "\\PC{1,30}",
+            any::<std::net::SocketAddrV4>().prop_map(SocketAddr::V4),
+            proptest::option::of("\\PC{0,30}"),
+            proptest::option::of(any::<std::net::Ipv4Addr>()),
+            proptest::option::of(proptest::sample::subsequence(Duty::ALL.to_vec(), 0..=4)),
+        )
+            .prop_map(
+                |(
+                    stack,
+                    region,
+                    endpoint_url,
+                    state_dir,
+                    listen,
+                    registry,
+                    broker_address,
+                    duties,
+                )| {
+                    AgentToml {
+                        stack,
+                        region,
+                        endpoint_url,
+                        state_dir: PathBuf::from(state_dir),
+                        listen,
+                        registry: registry.clone(),
+                        base_image: registry.clone(),
+                        broker_image: None,
+                        broker_address,
+                        egress_check: registry,
+                        duties,
+                        tls_cert: None,
+                        tls_key: None,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_is_parsed_or_refused_in_one_line(text in "\\PC{0,200}") {
+            check_refusal(&text)?;
+        }
+
+        #[test]
+        fn any_set_of_keys_and_values_is_parsed_or_refused_in_one_line(
+            lines in proptest::collection::vec((proptest::sample::select(KEYS.to_vec()), value()), 0..8)
+        ) {
+            let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            check_refusal(&text)?;
+        }
+
+        #[test]
+        fn every_valid_agent_toml_survives_render_and_parse(t in agent_toml()) {
+            let back = AgentToml::parse(Path::new("agent.toml"), &t.render()).unwrap();
+            prop_assert_eq!(back, t);
+        }
+
+        #[test]
+        fn any_stack_config_text_is_parsed_or_refused(text in "\\PC{0,300}") {
+            if let Err(e) = StackConfig::parse("/fossa/x/config", &text) {
+                prop_assert!(e.to_string().contains("/fossa/x/config"));
+            }
+        }
     }
 }

@@ -44,7 +44,7 @@ impl FossaTask {
 
     /// Duration in seconds, when both ends are known.
     pub fn duration(&self) -> Option<i64> {
-        Some(self.finished? - self.started?)
+        self.finished?.checked_sub(self.started?)
     }
 }
 

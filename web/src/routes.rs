@@ -237,8 +237,8 @@ pub struct Summary {
     snap: Arc<FleetSnapshot>,
     running: usize,
     healthy: usize,
-    used: u32,
-    slots: u32,
+    used: u64,
+    slots: u64,
     running_tasks: usize,
     rows_html: String,
     overview_json: String,
@@ -252,12 +252,21 @@ pub struct SummaryCache(std::sync::Mutex<Option<Arc<Summary>>>);
 impl SummaryCache {
     /// The summary of `snap`, made now if the cached one is of another snapshot.
     pub fn get(&self, snap: Arc<FleetSnapshot>) -> Arc<Summary> {
-        let mut slot = self.0.lock().expect("summary lock");
-        if let Some(s) = slot.as_ref().filter(|s| Arc::ptr_eq(&s.snap, &snap)) {
-            return s.clone();
+        // The lock only guards the swap, so a panic elsewhere cannot poison
+        // it in a way that matters: the slot is always a whole summary or none.
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(s) = cached.filter(|s| Arc::ptr_eq(&s.snap, &snap)) {
+            return s;
         }
         let fresh = Arc::new(summarize(snap));
-        *slot = Some(fresh.clone());
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh.clone());
         fresh
     }
 }
@@ -265,8 +274,11 @@ impl SummaryCache {
 fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
     let rows: Vec<WorkerRow> = snap.workers.iter().map(worker_row).collect();
     let nodes = || snap.workers.iter().filter_map(|w| w.node.as_ref());
-    let slots: u32 = nodes().map(|n| n.max_concurrent_tasks).sum();
-    let free: u32 = nodes().map(|n| n.available_processing_capacity).sum();
+    // u64: a thousand nodes each claiming u32::MAX slots must not overflow.
+    let slots: u64 = nodes().map(|n| u64::from(n.max_concurrent_tasks)).sum();
+    let free: u64 = nodes()
+        .map(|n| u64::from(n.available_processing_capacity))
+        .sum();
     let running = snap
         .workers
         .iter()

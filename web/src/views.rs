@@ -97,11 +97,11 @@ fn covers(parent: &FossaTask, group: &Group) -> bool {
     let (Some(ps), Some(gs)) = (parent.started, start) else {
         return false;
     };
-    if gs + SLACK < ps {
+    if gs.saturating_add(SLACK) < ps {
         return false;
     }
     match (parent.finished, end) {
-        (Some(pf), Some(ge)) => ge <= pf + SLACK,
+        (Some(pf), Some(ge)) => ge <= pf.saturating_add(SLACK),
         _ => true,
     }
 }

@@ -1,0 +1,184 @@
+//! What the web tests share: an in-memory fleet, a snapshot with tricky
+//! content, the web config and small request helpers.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use fossa_web::model::*;
+use rocket::http::Header;
+use serde_json::json;
+
+pub const PASSWORD: &str = "correct horse";
+
+pub struct FakeFleet {
+    pub snap: Mutex<Arc<FleetSnapshot>>,
+    pub submitted: Mutex<Vec<TaskRequest>>,
+}
+
+#[rocket::async_trait]
+impl Fleet for FakeFleet {
+    fn snapshot(&self) -> Arc<FleetSnapshot> {
+        self.snap.lock().unwrap().clone()
+    }
+    fn events(&self) -> Vec<Event> {
+        vec![Event {
+            at: 1_700_000_000,
+            source: "nat".into(),
+            error: true,
+            message: "<b>boom</b>".into(),
+        }]
+    }
+    async fn submit(&self, request: TaskRequest) -> Result<Dispatched, DispatchError> {
+        self.submitted.lock().unwrap().push(request.clone());
+        Ok(Dispatched {
+            task_id: "newtask".into(),
+            worker_id: "w1".into(),
+            model_class: request.model_class,
+            at: 0,
+        })
+    }
+    async fn scale(&self, workers: u32) -> Result<String, String> {
+        let mut s = (**self.snap.lock().unwrap()).clone();
+        s.desired_workers = workers;
+        *self.snap.lock().unwrap() = Arc::new(s);
+        Ok(format!("scaled to {workers}"))
+    }
+    async fn rebuild(&self) -> Result<String, String> {
+        Ok("rebuilding".into())
+    }
+}
+
+pub fn task(id: &str, class: &str, status: &str, started: i64, finished: Option<i64>) -> FossaTask {
+    FossaTask {
+        task_id: id.into(),
+        model_class: class.into(),
+        method: Some("go".into()),
+        method_kwargs: json!({}),
+        status: status.into(),
+        started: Some(started),
+        finished,
+        results: finished.map(|_| json!({"type": "TaskComplete", "payload": {"n": 1}})),
+    }
+}
+
+pub fn worker(id: &str, tasks: Vec<FossaTask>) -> Worker {
+    Worker {
+        id: id.into(),
+        address: format!("10.0.0.{}:2345", id.len()),
+        status: "RUNNING".into(),
+        health: Health::Ok,
+        started_at: Some(1_700_000_000),
+        capacity_provider: "FARGATE".into(),
+        node: Some(NodeInfo {
+            node_ident: id.into(),
+            max_concurrent_tasks: 4,
+            available_processing_capacity: 3,
+            running_tasks: vec![],
+            recent_completed_tasks: tasks,
+        }),
+        poll_ms: Some(3),
+    }
+}
+
+pub fn snapshot() -> FleetSnapshot {
+    FleetSnapshot {
+        mode: "fargate".into(),
+        stack: "dev".into(),
+        taken_at: 1_700_000_100,
+        refresh_ms: 12,
+        workers: vec![
+            worker(
+                "w1",
+                vec![
+                    task("parent1", "QuickEtl", "complete", 100, Some(130)),
+                    task("pool:0::amq.q", "QuickEtl", "complete", 105, Some(110)),
+                ],
+            ),
+            worker(
+                "w2",
+                vec![task(
+                    "pool:1::amq.q",
+                    "QuickEtl",
+                    "complete",
+                    106,
+                    Some(111),
+                )],
+            ),
+            Worker {
+                health: Health::Timeout("no answer within 2000 ms".into()),
+                node: None,
+                ..worker("w3<script>", vec![])
+            },
+        ],
+        desired_workers: 3,
+        models: vec!["QuickEtl".into(), "Evil<script>alert(1)</script>".into()],
+        broker: Component {
+            ok: true,
+            detail: "RabbitMQ at 10.0.1.5:5672".into(),
+        },
+        nat: Component {
+            ok: true,
+            detail: "NAT verified".into(),
+        },
+        image: Component {
+            ok: false,
+            detail: "building".into(),
+        },
+        cost: Some(Cost {
+            stack_hourly: 0.06,
+            nat_gateway_hourly: 0.045,
+            basis: "list prices".into(),
+        }),
+        dispatched: vec![],
+    }
+}
+
+/// The web config of the tests: a fresh self-signed certificate, [`PASSWORD`].
+pub fn web_config() -> fossa_web::WebConfig {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    fossa_web::WebConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        password: PASSWORD.into(),
+        cookie_key: vec![7; 64],
+        tls: Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
+    }
+}
+
+/// A fleet holding [`snapshot`].
+pub fn fake_fleet() -> Arc<FakeFleet> {
+    Arc::new(FakeFleet {
+        snap: Mutex::new(Arc::new(snapshot())),
+        submitted: Mutex::new(vec![]),
+    })
+}
+
+pub fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+pub fn basic(password: &str) -> Header<'static> {
+    let raw = format!("fossa:{password}");
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in raw.as_bytes().chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    Header::new("Authorization", format!("Basic {out}"))
+}
