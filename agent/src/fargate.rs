@@ -11,6 +11,7 @@ use fossa_contract::aws::AwsResultExt;
 use fossa_contract::config::StackConfig;
 use fossa_contract::names::FOSSA_PORT;
 use fossa_web::model::{Component, Cost};
+use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::cluster;
@@ -119,6 +120,7 @@ impl WorkerBackend for FargateBackend {
                 .list_tasks()
                 .cluster(&cluster)
                 .service_name(self.config.stack.service())
+                .max_results(100)
                 .set_next_token(token)
                 .send()
                 .await
@@ -130,15 +132,22 @@ impl WorkerBackend for FargateBackend {
                 break;
             }
         }
+        // DescribeTasks takes at most 100 tasks; a few batches run at once.
+        let batches: Vec<Vec<String>> = arns.chunks(100).map(<[String]>::to_vec).collect();
+        let batches: Vec<_> = futures::stream::iter(batches)
+            .map(|batch| {
+                self.ecs
+                    .describe_tasks()
+                    .cluster(&cluster)
+                    .set_tasks(Some(batch))
+                    .send()
+            })
+            .buffered(4)
+            .collect()
+            .await;
         let mut out = Vec::new();
-        for batch in arns.chunks(100) {
-            let d = self
-                .ecs
-                .describe_tasks()
-                .cluster(&cluster)
-                .set_tasks(Some(batch.to_vec()))
-                .send()
-                .await
+        for d in batches {
+            let d = d
                 .aws("ecs:DescribeTasks", &cluster)
                 .map_err(|e| e.to_string())?;
             out.extend(d.tasks().iter().filter_map(worker_ref));

@@ -1,6 +1,7 @@
-//! The Fargate backend lists the service's tasks from the emulator: every
-//! task, through ListTasks pages and DescribeTasks batches of 100, with its
-//! private IP from the ENI attachment. Nothing connects to those addresses
+//! The Fargate backend lists the service's tasks from the emulator: all 1,000
+//! tasks, through ListTasks pages and DescribeTasks batches of 100, with their
+//! private IPs from the ENI attachments, in 20 API calls counted at the HTTP
+//! layer. Nothing connects to those addresses
 //! (the emulator's IPs are random 10.x addresses): only the listing is tested.
 
 use std::process::Command;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, LaunchType, NetworkConfiguration};
 use fossa_agent::fargate::{DutyState, FargateBackend};
 use fossa_agent::fleet::WorkerBackend;
+use fossa_contract::aws::CallCounter;
 use fossa_contract::config::StackConfig;
 use fossa_tests::moto::Moto;
 use fossa_tests::{bin, Run};
@@ -69,7 +71,7 @@ async fn every_task_is_listed_with_its_private_address() {
                 .unwrap(),
         )
         .build();
-    let total = 130;
+    let total = 1000;
     for _ in 0..total / 10 {
         ecs.run_task()
             .cluster("fossa-list")
@@ -81,8 +83,26 @@ async fn every_task_is_listed_with_its_private_address() {
             .await
             .unwrap();
     }
-    let backend = FargateBackend::new(ecs, cfg, Arc::new(DutyState::default()));
+    let counter = CallCounter::default();
+    let counted = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let backend = FargateBackend::new(counted, cfg, Arc::new(DutyState::default()));
+    let t = std::time::Instant::now();
     let workers = backend.list().await.unwrap();
+    println!("ecs_list_{total}_tasks_calls: {} calls", counter.get());
+    println!(
+        "ecs_list_{total}_tasks_time: {} ms",
+        t.elapsed().as_millis()
+    );
+    // 10 ListTasks pages of 100 and 10 DescribeTasks batches of 100.
+    assert!(
+        counter.get() <= 20,
+        "listing {total} tasks took {} API calls",
+        counter.get()
+    );
     assert_eq!(
         workers.len(),
         total,
