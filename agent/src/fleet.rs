@@ -135,9 +135,14 @@ impl FleetModel {
         })
     }
 
-    async fn poll(&self, w: WorkerRef, previous: Option<&Worker>) -> Worker {
+    /// Polls one worker; a poll still running at `deadline` counts as a timeout.
+    async fn poll(&self, w: WorkerRef, previous: Option<&Worker>, deadline: Instant) -> Worker {
         let t = Instant::now();
-        let result = self.client.node_info(&w.address).await;
+        let result = tokio::time::timeout_at(deadline.into(), self.client.node_info(&w.address))
+            .await
+            .unwrap_or(Err(NodeError::Timeout(
+                self.settings.timeout.as_millis() as u64
+            )));
         let poll_ms = Some(t.elapsed().as_millis() as u64);
         let (health, node) = match result {
             Ok(info) => (Health::Ok, Some(info)),
@@ -156,6 +161,9 @@ impl FleetModel {
     }
 
     /// Lists the workers, polls each concurrently and swaps in a new snapshot.
+    /// Every poll shares one deadline, a node timeout after the listing, so a
+    /// refresh takes at most one timeout however many workers hang and however
+    /// long launching thousands of requests takes.
     pub async fn refresh(&self) {
         let t = Instant::now();
         let previous = self.snapshot.load_full();
@@ -177,10 +185,11 @@ impl FleetModel {
                     .collect()
             }
         };
+        let deadline = Instant::now() + self.settings.timeout;
         let mut workers: Vec<Worker> = futures::stream::iter(refs)
             .map(|r| {
                 let prev = previous.workers.iter().find(|w| w.id == r.id);
-                self.poll(r, prev)
+                self.poll(r, prev, deadline)
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
@@ -227,7 +236,9 @@ impl FleetModel {
             started_at: w.started_at,
             capacity_provider: w.capacity_provider.clone(),
         };
-        let fresh = self.poll(r, Some(w)).await;
+        let fresh = self
+            .poll(r, Some(w), Instant::now() + self.settings.timeout)
+            .await;
         let mut workers = snap.workers.clone();
         if let Some(slot) = workers.iter_mut().find(|w| w.id == id) {
             *slot = fresh;
