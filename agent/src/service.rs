@@ -586,7 +586,11 @@ async fn start_web(
     if !settings.toml.listen.ip().is_unspecified() {
         names.push(settings.toml.listen.ip().to_string());
     }
-    let cert = tls::load_or_create(&tls_dir, &names).map_err(|e| Error::Other(chain(e)))?;
+    let cert = match (&settings.toml.tls_cert, &settings.toml.tls_key) {
+        (Some(cert), Some(key)) => tls::load_configured(cert, key),
+        _ => tls::load_or_create(&tls_dir, &names),
+    }
+    .map_err(|e| Error::Other(chain(e)))?;
     let cookie_key = tls::cookie_key(&tls_dir).map_err(|e| Error::Other(chain(e)))?;
     let fp_name = stack.ssm_parameter(ssm::TLS_FINGERPRINT);
     let current = clients

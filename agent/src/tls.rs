@@ -1,5 +1,6 @@
-//! The UI's TLS certificate: a configured one, or a self-signed one made on
-//! first start and kept in the state directory; and its SHA-256 fingerprint,
+//! The UI's TLS certificate: a configured one (`tls_cert` and `tls_key` in
+//! agent.toml), or a self-signed one made on first start and kept in the
+//! state directory; and its SHA-256 fingerprint,
 //! which the agent publishes for `fossa-bootstrap` to print.
 
 use std::path::{Path, PathBuf};
@@ -40,9 +41,12 @@ pub enum TlsError {
     /// rcgen failed.
     #[error("cannot make a certificate: {0}")]
     Generate(String),
-    /// The stored certificate is not PEM.
-    #[error("{0} is not a PEM certificate; delete it and restart to make a new one")]
+    /// The certificate file is not PEM.
+    #[error("{0} is not a PEM certificate: give a PEM chain (or delete a self-signed one and restart to make a new one)")]
     BadPem(PathBuf),
+    /// The key file is not a PEM private key.
+    #[error("{0} is not a PEM private key: give the key of tls_cert in PEM")]
+    BadKey(PathBuf),
 }
 
 /// `AB:CD:…` SHA-256 of `der`.
@@ -54,14 +58,18 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
+/// The DER bytes of the first certificate in `pem`, if there is one.
 fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     let body: String = pem
         .lines()
+        .map(str::trim)
         .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
         .collect();
-    aws_smithy_types::base64::decode(body).ok()
+    aws_smithy_types::base64::decode(body)
+        .ok()
+        .filter(|der| !der.is_empty())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
@@ -120,6 +128,28 @@ pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Certificate, TlsEr
     })
 }
 
+/// Loads a configured certificate chain and key (`tls_cert`, `tls_key`).
+pub fn load_configured(cert_path: &Path, key_path: &Path) -> Result<Certificate, TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Io {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let der = pem_to_der(&String::from_utf8_lossy(&cert_pem))
+        .ok_or_else(|| TlsError::BadPem(cert_path.to_owned()))?;
+    if !String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY-----") {
+        return Err(TlsError::BadKey(key_path.to_owned()));
+    }
+    Ok(Certificate {
+        fingerprint: fingerprint(&der),
+        cert_pem,
+        key_pem,
+    })
+}
+
 /// Loads or makes the 64-byte key that protects session cookies.
 pub fn cookie_key(dir: &Path) -> Result<Vec<u8>, TlsError> {
     let path = dir.join("cookie.key");
@@ -158,6 +188,15 @@ mod tests {
             0o600
         );
         assert_eq!(cookie_key(&dir).unwrap(), cookie_key(&dir).unwrap());
+        // The same files as a configured pair give the same certificate.
+        let c = load_configured(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+        assert_eq!(c.fingerprint, a.fingerprint);
+        let e = load_configured(&dir.join("key.pem"), &dir.join("key.pem")).unwrap_err();
+        assert!(e.to_string().contains("not a PEM certificate"), "{e}");
+        let e = load_configured(&dir.join("cert.pem"), &dir.join("cert.pem")).unwrap_err();
+        assert!(e.to_string().contains("not a PEM private key"), "{e}");
+        let e = load_configured(&dir.join("nope.pem"), &dir.join("key.pem")).unwrap_err();
+        assert!(e.to_string().contains("nope.pem"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

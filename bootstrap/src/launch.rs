@@ -1175,6 +1175,8 @@ impl Launcher<'_> {
                     broker_address: None,
                     egress_check: None,
                     duties: None,
+                    tls_cert: None,
+                    tls_key: None,
                 };
                 let user_data = UserData {
                     agent: &agent_toml,
