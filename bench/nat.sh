@@ -27,7 +27,7 @@ ip -n "${p}g" route add default via 203.0.113.2
 
 server='import socket
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen(4)
-for _ in range(3):
+while True:
     c,_=s.accept()
     while c.recv(1<<20): pass
     c.close()'
@@ -35,26 +35,28 @@ client='import socket,sys,time
 size=int(sys.argv[2]); buf=b"x"*(1<<20); s=socket.create_connection((sys.argv[1],9000)); t=time.time(); sent=0
 while sent<size: s.sendall(buf); sent+=len(buf)
 s.shutdown(socket.SHUT_WR); s.recv(1); print(sent/(time.time()-t)/1e6)'
-measure() { # server-ns client-ns
-  ip netns exec "$1" python3 -c "$server" & local pid=$!; sleep 0.5
-  local best=0
-  for _ in 1 2 3; do
-    r=$(ip netns exec "$2" python3 -c "$client" 203.0.113.2 $((512<<20)))
-    best=$(python3 -c "print(max($best,$r))")
-  done
-  wait $pid 2>/dev/null || true
-  echo "$best"
-}
-# Plain forwarding: the same path without NAT.
+ip netns exec "${p}i" python3 -c "$server" & s1=$!
+ip netns exec "${p}d2" python3 -c "$server" & s2=$!
+trap 'kill $s1 $s2 2>/dev/null; cleanup' EXIT
+sleep 0.5
+once() { ip netns exec "$1" python3 -c "$client" 203.0.113.2 $((512<<20)); }
 ip netns exec "${p}g" sysctl -qw net.ipv4.ip_forward=1
-ip -n "${p}i" route add 192.168.2.0/24 via 203.0.113.1
-forward=$(measure "${p}i" "${p}t")
-ip -n "${p}i" route del 192.168.2.0/24 via 203.0.113.1
-ip netns exec "${p}g" "$agent" nat apply --private-cidr 192.168.2.0/24 >/dev/null
-nat=$(measure "${p}i" "${p}t")
-direct=$(measure "${p}d2" "${p}d1")
-printf 'nat_throughput: %.0f MB/s\n' "$nat"
-printf 'forwarding_without_nat_throughput: %.0f MB/s\n' "$forward"
-printf 'direct_veth_throughput: %.0f MB/s\n' "$direct"
+rounds=${NAT_BENCH_ROUNDS:-5}
+forward=() nat=() direct=()
+# Interleaved rounds, so drift in the machine's load hits every path alike.
+for _ in $(seq "$rounds"); do
+  ip -n "${p}i" route add 192.168.2.0/24 via 203.0.113.1
+  forward+=("$(once "${p}t")")
+  ip -n "${p}i" route del 192.168.2.0/24 via 203.0.113.1
+  ip netns exec "${p}g" "$agent" nat apply --private-cidr 192.168.2.0/24 >/dev/null
+  nat+=("$(once "${p}t")")
+  ip netns exec "${p}g" "$agent" nat remove --private-cidr 192.168.2.0/24 >/dev/null
+  direct+=("$(once "${p}d1")")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+nat=$(median "${nat[@]}"); forward=$(median "${forward[@]}"); direct=$(median "${direct[@]}")
+printf 'nat_throughput: %.0f MB/s (median of %s)\n' "$nat" "$rounds"
+printf 'forwarding_without_nat_throughput: %.0f MB/s (median of %s)\n' "$forward" "$rounds"
+printf 'direct_veth_throughput: %.0f MB/s (median of %s)\n' "$direct" "$rounds"
 python3 -c "print('nat_over_plain_forwarding_ratio: %.2f' % ($nat/$forward))"
 python3 -c "print('nat_over_direct_veth_ratio: %.2f' % ($nat/$direct))"

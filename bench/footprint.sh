@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Agent footprint: resident memory and CPU of an idle `fossa-agent run` (the
+# NAT duty re-checking its rules, the fleet poller listing ECS tasks every
+# 2 s and the TLS web UI, against moto_server, all inside a network namespace
+# of its own) after 60 s, and the size of the binaries. Needs root, iproute2,
+# iptables and the test venv (tests/run.sh sets them up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --locked -p fossa-agent -p fossa-bootstrap
+venv=${FOSSA_TEST_VENV:-$PWD/.venv}
+agent_bin=$PWD/target/debug/fossa-agent
+ns=fbidle$$ dir=$(mktemp -d) moto= agent=
+cleanup() {
+  [ -n "$agent" ] && kill "$agent" 2>/dev/null
+  [ -n "$moto" ] && kill "$moto" 2>/dev/null
+  wait 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip -n "$ns" link add idle0 type veth peer name idle1
+ip -n "$ns" addr add 203.0.113.1/24 dev idle0
+ip -n "$ns" addr add 203.0.113.2/24 dev idle1
+ip -n "$ns" link set idle0 up
+ip -n "$ns" link set idle1 up
+ip -n "$ns" route add default via 203.0.113.2
+in_ns() { ip netns exec "$ns" env AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
+  AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null "$@"; }
+url=http://127.0.0.1:5000
+in_ns env MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/moto_server" -H 127.0.0.1 -p 5000 >"$dir/moto.log" 2>&1 & moto=$!
+until in_ns curl -fsS -o /dev/null "$url" 2>/dev/null; do sleep 0.2; done
+in_ns target/debug/fossa-bootstrap launch --stack idle --allow-cidr 198.51.100.1/32 --no-wait \
+  --agent-binary "$agent_bin" --endpoint-url "$url" >/dev/null 2>"$dir/launch.log"
+cat >"$dir/agent.toml" <<TOML
+stack = "idle"
+region = "us-east-1"
+endpoint_url = "$url"
+state_dir = "$dir/state"
+listen = "127.0.0.1:8443"
+duties = ["nat"]
+egress_check = "127.0.0.1:5000"
+TOML
+# `ip netns exec` execs the agent, so $! is the agent itself.
+in_ns "$agent_bin" run --config "$dir/agent.toml" 2>"$dir/agent.log" & agent=$!
+ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
+sleep 30
+t1=$(ticks)
+sleep 30
+t2=$(ticks)
+grep -q "ready" "$dir/agent.log" || { echo "the agent never got ready:"; cat "$dir/agent.log"; exit 1; }
+hz=$(getconf CLK_TCK)
+awk '/VmRSS/ {printf "agent_idle_rss_after_60s: %.1f MB\n", $2/1024}' "/proc/$agent/status"
+awk '/VmHWM/ {printf "agent_peak_rss: %.1f MB\n", $2/1024}' "/proc/$agent/status"
+python3 -c "print('agent_idle_cpu_30s_to_60s: %.2f %%' % (($t2-$t1)/$hz/30*100))"
+for b in fossa-agent fossa-bootstrap; do
+  size=$(stat -c %s "target/debug/$b")
+  strip -o "$dir/$b.stripped" "target/debug/$b"
+  stripped=$(stat -c %s "$dir/$b.stripped")
+  python3 -c "print('${b//-/_}_binary_dev: %.1f MB; stripped %.1f MB' % ($size/1e6, $stripped/1e6))"
+  if [ -f "target/release/$b" ]; then
+    python3 -c "print('${b//-/_}_binary_release: %.1f MB' % ($(stat -c %s "target/release/$b")/1e6))"
+  fi
+done
