@@ -4,18 +4,23 @@
 # 2 s and the TLS web UI, against moto_server, all inside a network namespace
 # of its own) after 60 s, and the size of the binaries. Needs root, iproute2,
 # iptables and the test venv (tests/run.sh sets them up).
+# BENCH_PROFILE=release measures the agent as deployed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --locked -p fossa-agent -p fossa-bootstrap
+profile=${BENCH_PROFILE:-dev}
+dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
+cargo build -q --locked --profile "$profile" -p fossa-agent
+cargo build -q --locked -p fossa-bootstrap
 venv=${FOSSA_TEST_VENV:-$PWD/.venv}
-agent_bin=$PWD/target/debug/fossa-agent
-ns=fbidle$$ dir=$(mktemp -d) moto= agent=
+agent_bin=$PWD/target/$dir/fossa-agent
+echo "profile: $profile"
+ns=fbidle$$ tmp=$(mktemp -d) moto= agent=
 cleanup() {
   [ -n "$agent" ] && kill "$agent" 2>/dev/null
   [ -n "$moto" ] && kill "$moto" 2>/dev/null
   wait 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$dir"
+  rm -rf "$tmp"
 }
 trap cleanup EXIT
 ip netns add "$ns"
@@ -29,37 +34,36 @@ ip -n "$ns" route add default via 203.0.113.2
 in_ns() { ip netns exec "$ns" env AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null "$@"; }
 url=http://127.0.0.1:5000
-in_ns env MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/moto_server" -H 127.0.0.1 -p 5000 >"$dir/moto.log" 2>&1 & moto=$!
+in_ns env MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/moto_server" -H 127.0.0.1 -p 5000 >"$tmp/moto.log" 2>&1 & moto=$!
 until in_ns curl -fsS -o /dev/null "$url" 2>/dev/null; do sleep 0.2; done
 in_ns target/debug/fossa-bootstrap launch --stack idle --allow-cidr 198.51.100.1/32 --no-wait \
-  --agent-binary "$agent_bin" --endpoint-url "$url" >/dev/null 2>"$dir/launch.log"
-cat >"$dir/agent.toml" <<TOML
+  --agent-binary "$agent_bin" --endpoint-url "$url" >/dev/null 2>"$tmp/launch.log"
+cat >"$tmp/agent.toml" <<TOML
 stack = "idle"
 region = "us-east-1"
 endpoint_url = "$url"
-state_dir = "$dir/state"
+state_dir = "$tmp/state"
 listen = "127.0.0.1:8443"
 duties = ["nat"]
 egress_check = "127.0.0.1:5000"
 TOML
 # `ip netns exec` execs the agent, so $! is the agent itself.
-in_ns "$agent_bin" run --config "$dir/agent.toml" 2>"$dir/agent.log" & agent=$!
+in_ns "$agent_bin" run --config "$tmp/agent.toml" 2>"$tmp/agent.log" & agent=$!
 ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
 sleep 30
 t1=$(ticks)
 sleep 30
 t2=$(ticks)
-grep -q "ready" "$dir/agent.log" || { echo "the agent never got ready:"; cat "$dir/agent.log"; exit 1; }
+grep -q "ready" "$tmp/agent.log" || { echo "the agent never got ready:"; cat "$tmp/agent.log"; exit 1; }
 hz=$(getconf CLK_TCK)
 awk '/VmRSS/ {printf "agent_idle_rss_after_60s: %.1f MB\n", $2/1024}' "/proc/$agent/status"
 awk '/VmHWM/ {printf "agent_peak_rss: %.1f MB\n", $2/1024}' "/proc/$agent/status"
 python3 -c "print('agent_idle_cpu_30s_to_60s: %.2f %%' % (($t2-$t1)/$hz/30*100))"
 for b in fossa-agent fossa-bootstrap; do
-  size=$(stat -c %s "target/debug/$b")
-  strip -o "$dir/$b.stripped" "target/debug/$b"
-  stripped=$(stat -c %s "$dir/$b.stripped")
-  python3 -c "print('${b//-/_}_binary_dev: %.1f MB; stripped %.1f MB' % ($size/1e6, $stripped/1e6))"
-  if [ -f "target/release/$b" ]; then
-    python3 -c "print('${b//-/_}_binary_release: %.1f MB' % ($(stat -c %s "target/release/$b")/1e6))"
-  fi
+  for p in debug release; do
+    f=target/$p/$b
+    [ -f "$f" ] || continue
+    strip -o "$tmp/$b.stripped" "$f"
+    python3 -c "print('${b//-/_}_binary_$p: %.1f MB; stripped %.1f MB' % ($(stat -c %s "$f")/1e6, $(stat -c %s "$tmp/$b.stripped")/1e6))"
+  done
 done

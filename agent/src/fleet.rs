@@ -185,16 +185,21 @@ impl FleetModel {
                     .collect()
             }
         };
+        let by_id: std::collections::HashMap<&str, &Worker> = previous
+            .workers
+            .iter()
+            .map(|w| (w.id.as_str(), w))
+            .collect();
         let deadline = Instant::now() + self.settings.timeout;
         let mut workers: Vec<Worker> = futures::stream::iter(refs)
             .map(|r| {
-                let prev = previous.workers.iter().find(|w| w.id == r.id);
+                let prev = by_id.get(r.id.as_str()).copied();
                 self.poll(r, prev, deadline)
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
-        workers.sort_by_key(|w| natural_key(&w.id));
+        workers.sort_by_cached_key(|w| natural_key(&w.id));
         self.store(workers, t.elapsed());
     }
 

@@ -230,8 +230,14 @@ struct WorkerRows<'a> {
     workers: &'a [WorkerRow],
 }
 
-/// What the overview and the workers API show, computed once per snapshot so
-/// that serving them costs the same whatever the number of workers.
+/// Workers on one page of the overview and of `/api/v1/{overview,workers}`
+/// (`?page=N`), so a page costs the same for 10 or 2000 workers, also to a
+/// browser re-fetching it every 2 s.
+pub const WORKERS_PER_PAGE: usize = 100;
+
+/// What the overview and the workers API show, computed once per snapshot
+/// (every page at once) so that serving them costs the same whatever the
+/// number of workers.
 #[derive(Debug)]
 pub struct Summary {
     snap: Arc<FleetSnapshot>,
@@ -240,9 +246,25 @@ pub struct Summary {
     used: u64,
     slots: u64,
     running_tasks: usize,
+    /// Per page: the worker rows as HTML, the overview JSON, the workers JSON.
+    pages: Vec<SummaryPage>,
+}
+
+#[derive(Debug)]
+struct SummaryPage {
+    first: usize,
+    last: usize,
     rows_html: String,
     overview_json: String,
     workers_json: String,
+}
+
+impl Summary {
+    /// Page `page` (1-based; out of range is clamped) and its 1-based number.
+    fn page(&self, page: Option<usize>) -> (&SummaryPage, usize) {
+        let n = page.unwrap_or(1).clamp(1, self.pages.len());
+        (&self.pages[n - 1], n)
+    }
 }
 
 /// The [`Summary`] of the latest snapshot.
@@ -291,16 +313,38 @@ fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
         .count();
     let running_tasks = nodes().map(|n| n.running_tasks.len()).sum();
     let used = slots.saturating_sub(free);
-    let overview_json = json!({
-        "mode": snap.mode, "stack": snap.stack, "taken_at": snap.taken_at, "refresh_ms": snap.refresh_ms,
-        "desired_workers": snap.desired_workers, "running_workers": running, "healthy_workers": healthy,
-        "slots": slots, "slots_used": used, "running_tasks": running_tasks,
-        "broker": snap.broker, "nat": snap.nat, "image": snap.image, "cost": snap.cost,
-        "models": snap.models, "workers": rows,
-    })
-    .to_string();
-    let workers_json = json!({ "workers": snap.workers, "desired_workers": snap.desired_workers, "taken_at": snap.taken_at }).to_string();
-    let rows_html = WorkerRows { workers: &rows }.render().unwrap_or_default();
+    let total = rows.len();
+    let count = total.div_ceil(WORKERS_PER_PAGE).max(1);
+    let pages = (0..count)
+        .map(|i| {
+            let range = i * WORKERS_PER_PAGE..((i + 1) * WORKERS_PER_PAGE).min(total);
+            let paging = json!({ "page": i + 1, "pages": count, "per_page": WORKERS_PER_PAGE, "total_workers": total });
+            let overview_json = json!({
+                "mode": snap.mode, "stack": snap.stack, "taken_at": snap.taken_at, "refresh_ms": snap.refresh_ms,
+                "desired_workers": snap.desired_workers, "running_workers": running, "healthy_workers": healthy,
+                "slots": slots, "slots_used": used, "running_tasks": running_tasks,
+                "broker": snap.broker, "nat": snap.nat, "image": snap.image, "cost": snap.cost,
+                "models": snap.models, "workers": &rows[range.clone()], "paging": paging,
+            })
+            .to_string();
+            let workers_json = json!({
+                "workers": &snap.workers[range.clone()], "desired_workers": snap.desired_workers,
+                "taken_at": snap.taken_at, "paging": paging,
+            })
+            .to_string();
+            SummaryPage {
+                first: range.start + 1,
+                last: range.end,
+                rows_html: WorkerRows {
+                    workers: &rows[range],
+                }
+                .render()
+                .unwrap_or_default(),
+                overview_json,
+                workers_json,
+            }
+        })
+        .collect();
     Summary {
         snap,
         running,
@@ -308,9 +352,7 @@ fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
         used,
         slots,
         running_tasks,
-        rows_html,
-        overview_json,
-        workers_json,
+        pages,
     }
 }
 
@@ -320,44 +362,76 @@ struct OverviewPage {
     base: Base,
     snap: Arc<FleetSnapshot>,
     s: Arc<Summary>,
+    first: usize,
+    last: usize,
+    page: usize,
+    pages: usize,
 }
 
-fn overview_page(cache: &SummaryCache, snap: Arc<FleetSnapshot>, b: Base) -> OverviewPage {
+impl OverviewPage {
+    /// This page's worker rows, rendered once per snapshot.
+    fn rows_html(&self) -> &str {
+        &self.s.pages[self.page - 1].rows_html
+    }
+}
+
+fn overview_page(
+    cache: &SummaryCache,
+    snap: Arc<FleetSnapshot>,
+    b: Base,
+    page: Option<usize>,
+) -> OverviewPage {
+    let s = cache.get(snap.clone());
+    let (p, n) = s.page(page);
     OverviewPage {
         base: b,
-        s: cache.get(snap.clone()),
+        first: p.first,
+        last: p.last,
+        page: n,
+        pages: s.pages.len(),
+        s: s.clone(),
         snap,
     }
 }
 
-/// Overview page.
-#[get("/")]
-pub fn overview(user: User, fleet: &State<FleetState>, cache: &State<SummaryCache>) -> Html {
+/// Overview page; `?page=N` for workers beyond the first [`WORKERS_PER_PAGE`].
+#[get("/?<page>")]
+pub fn overview(
+    user: User,
+    fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
+    page: Option<usize>,
+) -> Html {
     let snap = fleet.0.snapshot();
     let b = base(&snap, Some(&user));
-    render(&overview_page(cache, snap, b))
+    render(&overview_page(cache, snap, b, page))
 }
 
-/// Overview as JSON.
-#[get("/api/v1/overview")]
+/// Overview as JSON, paged like the page (`paging` says where you are).
+#[get("/api/v1/overview?<page>")]
 pub fn api_overview(
     _user: User,
     fleet: &State<FleetState>,
     cache: &State<SummaryCache>,
+    page: Option<usize>,
 ) -> RawJson<String> {
-    RawJson(cache.get(fleet.0.snapshot()).overview_json.clone())
+    let s = cache.get(fleet.0.snapshot());
+    RawJson(s.page(page).0.overview_json.clone())
 }
 
 // ---------- workers ----------
 
-/// Every worker with its address and last node_info.
-#[get("/api/v1/workers")]
+/// The workers with their addresses and last node_info, [`WORKERS_PER_PAGE`]
+/// a page (`?page=N`; `paging.pages` says how many there are).
+#[get("/api/v1/workers?<page>")]
 pub fn api_workers(
     _user: User,
     fleet: &State<FleetState>,
     cache: &State<SummaryCache>,
+    page: Option<usize>,
 ) -> RawJson<String> {
-    RawJson(cache.get(fleet.0.snapshot()).workers_json.clone())
+    let s = cache.get(fleet.0.snapshot());
+    RawJson(s.page(page).0.workers_json.clone())
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -806,7 +880,7 @@ fn flash_overview(
     let mut b = base(&snap, Some(user));
     b.flash = msg;
     b.flash_kind = if ok { "ok" } else { "error" };
-    Custom(status, render(&overview_page(cache, snap, b)))
+    Custom(status, render(&overview_page(cache, snap, b, None)))
 }
 
 /// Scales from the form.

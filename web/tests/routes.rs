@@ -523,3 +523,41 @@ async fn json_twins_answer_for_each_page() {
     .await;
     assert_eq!(v["events"][0]["source"], "nat");
 }
+
+#[rocket::async_test]
+async fn many_workers_are_paged_on_the_overview_and_in_the_api() {
+    let (c, fleet) = client().await;
+    login(&c).await;
+    let mut snap = snapshot();
+    snap.workers = (1..=250)
+        .map(|i| worker(&format!("w{i:03}"), vec![]))
+        .collect();
+    *fleet.snap.lock().unwrap() = Arc::new(snap);
+    let page = |n: &str| {
+        let c = &c;
+        let path = format!("/{n}");
+        async move { c.get(path).dispatch().await.into_string().await.unwrap() }
+    };
+    let first = page("").await;
+    assert!(first.contains("w001") && first.contains("w100") && !first.contains("w101"));
+    assert!(first.contains("Workers 1–100 of 250"), "{first}");
+    assert!(first.contains("href=\"/?page=2\""));
+    let third = page("?page=3").await;
+    assert!(third.contains("w201") && third.contains("w250") && !third.contains("w200"));
+    assert!(third.contains("Workers 201–250 of 250"));
+    // Out of range is clamped; junk is the first page.
+    assert!(page("?page=99").await.contains("Workers 201–250 of 250"));
+    assert!(page("?page=0").await.contains("Workers 1–100 of 250"));
+    assert!(page("?page=abc").await.contains("Workers 1–100 of 250"));
+    for (path, key) in [
+        ("/api/v1/workers?page=2", "workers"),
+        ("/api/v1/overview?page=2", "workers"),
+    ] {
+        let v = json_of(c.get(path).header(basic(PASSWORD)).dispatch().await).await;
+        let ws = v[key].as_array().unwrap();
+        assert_eq!(ws.len(), 100, "{path}");
+        assert_eq!(ws[0]["id"], "w101", "{path}");
+        assert_eq!(v["paging"]["pages"], 3);
+        assert_eq!(v["paging"]["total_workers"], 250);
+    }
+}
