@@ -1,5 +1,6 @@
 //! Headless Chromium driven through chromedriver's W3C WebDriver API.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use crate::{free_port, TempDir};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A browser session; the driver is killed on drop.
+/// A browser session. Chromedriver runs in a process group of its own with
+/// the Chromium processes it starts; on drop the whole group is killed, so no
+/// browser outlives the test.
 #[derive(Debug)]
 pub struct Browser {
     driver: Child,
@@ -28,6 +31,7 @@ impl Browser {
         let port = free_port();
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -175,6 +179,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The group id is the driver's pid (process_group(0)).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
