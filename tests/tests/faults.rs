@@ -1,7 +1,7 @@
 //! Injected AWS faults: a proxy in front of moto_server answers a share of
-//! calls with throttling, 500 or slow replies. `launch` and `destroy` retry
-//! and finish; when every call fails they stop with one clear line naming
-//! the call, and never panic.
+//! calls with throttling, 500 or slow replies. `launch`, `destroy` and the
+//! agent's cluster duty retry and finish; when every call fails they stop
+//! with one clear line naming the call, and never panic.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -168,5 +168,82 @@ fn a_fault_that_never_stops_ends_in_one_clear_line() {
         1,
         "{}",
         r.stderr
+    );
+}
+
+/// The agent builds its clients with the same `sdk_config` it uses on the
+/// instance; here they point at the proxy.
+async fn agent_clients(endpoint: &str) -> (aws_sdk_ecs::Client, aws_sdk_cloudwatchlogs::Client) {
+    let sdk = fossa_contract::aws::sdk_config(&fossa_contract::aws::AwsSettings {
+        region: Some(fossa_tests::moto::REGION.into()),
+        profile: None,
+        endpoint_url: Some(endpoint.into()),
+    })
+    .await
+    .unwrap();
+    (
+        aws_sdk_ecs::Client::new(&sdk),
+        aws_sdk_cloudwatchlogs::Client::new(&sdk),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_never_stop() {
+    let moto = Moto::start();
+    // The agent's credentials come from the default chain, as on the instance.
+    for (k, v) in moto.env() {
+        std::env::set_var(k, v);
+    }
+    bootstrap(
+        &moto,
+        &moto.url,
+        &[
+            "launch",
+            "--stack",
+            "agentf",
+            "--allow-cidr",
+            "198.51.100.1/32",
+            "--no-wait",
+            "--agent-binary",
+            "/bin/busybox",
+        ],
+    )
+    .ok();
+    let ssm = aws_sdk_ssm::Client::new(&moto.sdk().await);
+    let cfg = ssm
+        .get_parameter()
+        .name("/fossa/agentf/config")
+        .send()
+        .await
+        .unwrap();
+    let cfg = fossa_contract::config::StackConfig::parse(
+        "test",
+        cfg.parameter().unwrap().value().unwrap(),
+    )
+    .unwrap();
+
+    let flaky = FaultProxy::start(&moto, 3, "throttle,500,slow");
+    let (ecs, logs) = agent_clients(&flaky.url).await;
+    let (summary, desired) =
+        fossa_agent::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-1")
+            .await
+            .expect("retries ride out one fault in three");
+    assert!(summary.contains("created the service"), "{summary}");
+    assert_eq!(desired, cfg.workers as i32);
+
+    let down = FaultProxy::start(&moto, 1, "throttle,500");
+    let (ecs, logs) = agent_clients(&down.url).await;
+    let err = fossa_agent::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-2")
+        .await
+        .expect_err("every call fails");
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    assert!(
+        line.contains("AWS logs:DescribeLogGroups"),
+        "names the call: {line}"
+    );
+    assert!(
+        line.contains("Throttl") || line.contains("HTTP 500"),
+        "says why: {line}"
     );
 }
