@@ -82,6 +82,21 @@ impl Moto {
             .await
     }
 
+    /// The stack config `fossa-bootstrap launch` wrote to SSM for `stack`.
+    pub async fn stack_config(&self, stack: &str) -> fossa_contract::config::StackConfig {
+        let name = fossa_contract::StackName::new(stack)
+            .expect("a valid stack name")
+            .ssm_parameter(fossa_contract::ssm::CONFIG);
+        let p = aws_sdk_ssm::Client::new(&self.sdk().await)
+            .get_parameter()
+            .name(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        fossa_contract::config::StackConfig::parse(&name, p.parameter().unwrap().value().unwrap())
+            .unwrap()
+    }
+
     /// POSTs JSON to one of moto's control endpoints (`/moto-api/...`).
     pub fn control(&self, path: &str, body: &str) {
         let out = Command::new("curl")

@@ -263,17 +263,7 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
 
     // SSM: config, agent hash, and a SecureString password not in user-data.
     let ssm = aws_sdk_ssm::Client::new(&sdk);
-    let cfg = ssm
-        .get_parameter()
-        .name("/fossa/t1/config")
-        .send()
-        .await
-        .unwrap();
-    let cfg = fossa_contract::config::StackConfig::parse(
-        "test",
-        cfg.parameter().unwrap().value().unwrap(),
-    )
-    .unwrap();
+    let cfg = moto.stack_config("t1").await;
     assert_eq!(cfg.workers, 3);
     assert!(cfg.has_models);
     assert_eq!(cfg.private_subnets.len(), 2);

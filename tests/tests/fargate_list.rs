@@ -11,7 +11,6 @@ use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, LaunchType, Networ
 use fossa_agent::fargate::{DutyState, FargateBackend};
 use fossa_agent::fleet::WorkerBackend;
 use fossa_contract::aws::CallCounter;
-use fossa_contract::config::StackConfig;
 use fossa_tests::moto::Moto;
 use fossa_tests::{bin, Run};
 
@@ -36,14 +35,7 @@ async fn every_task_is_listed_with_its_private_address() {
     )
     .ok();
     let sdk = moto.sdk().await;
-    let ssm = aws_sdk_ssm::Client::new(&sdk);
-    let cfg = ssm
-        .get_parameter()
-        .name("/fossa/list/config")
-        .send()
-        .await
-        .unwrap();
-    let cfg = StackConfig::parse("test", cfg.parameter().unwrap().value().unwrap()).unwrap();
+    let cfg = moto.stack_config("list").await;
     let ecs = aws_sdk_ecs::Client::new(&sdk);
     let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
     fossa_agent::cluster::reconcile(

@@ -209,18 +209,7 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
         ],
     )
     .ok();
-    let ssm = aws_sdk_ssm::Client::new(&moto.sdk().await);
-    let cfg = ssm
-        .get_parameter()
-        .name("/fossa/agentf/config")
-        .send()
-        .await
-        .unwrap();
-    let cfg = fossa_contract::config::StackConfig::parse(
-        "test",
-        cfg.parameter().unwrap().value().unwrap(),
-    )
-    .unwrap();
+    let cfg = moto.stack_config("agentf").await;
 
     let flaky = FaultProxy::start(&moto, 3, "throttle,500,slow");
     let (ecs, logs) = agent_clients(&flaky.url).await;
