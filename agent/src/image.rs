@@ -238,6 +238,13 @@ pub async fn registry_auth(
     })
 }
 
+/// The repository's scan setting: scan every pushed image.
+fn scan_on_push() -> aws_sdk_ecr::types::ImageScanningConfiguration {
+    aws_sdk_ecr::types::ImageScanningConfiguration::builder()
+        .scan_on_push(true)
+        .build()
+}
+
 /// The repository's lifecycle policy: keep the last [`KEEP_IMAGES`] images.
 fn lifecycle_policy() -> serde_json::Value {
     serde_json::json!({"rules": [{"rulePriority": 1, "description": format!("keep the last {KEEP_IMAGES} images"),
@@ -271,11 +278,7 @@ pub async fn ensure_repository(
         {
             ecr.put_image_scanning_configuration()
                 .repository_name(&name)
-                .image_scanning_configuration(
-                    aws_sdk_ecr::types::ImageScanningConfiguration::builder()
-                        .scan_on_push(true)
-                        .build(),
-                )
+                .image_scanning_configuration(scan_on_push())
                 .send()
                 .await
                 .aws("ecr:PutImageScanningConfiguration", &name)?;
@@ -301,11 +304,7 @@ pub async fn ensure_repository(
     let mut req = ecr
         .create_repository()
         .repository_name(&name)
-        .image_scanning_configuration(
-            aws_sdk_ecr::types::ImageScanningConfiguration::builder()
-                .scan_on_push(true)
-                .build(),
-        );
+        .image_scanning_configuration(scan_on_push());
     for (k, v) in tags::standard(stack, tags::BY_AGENT) {
         req = req.tags(
             aws_sdk_ecr::types::Tag::builder()
