@@ -4,7 +4,9 @@
 # 2 s and the TLS web UI, against moto_server, all inside a network namespace
 # of its own) after 60 s, and the size of the binaries. Needs root, iproute2,
 # iptables and the test venv (tests/run.sh sets them up).
-# BENCH_PROFILE=release measures the agent as deployed.
+# BENCH_PROFILE=release measures the agent as deployed. Extra arguments are
+# other agent binaries (say, one built before a profile change) measured the
+# same way in the same run, each with its RSS as a ratio of the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-dev}
@@ -48,21 +50,44 @@ listen = "127.0.0.1:8443"
 duties = ["nat"]
 egress_check = "127.0.0.1:5000"
 TOML
-ip netns exec "$ns" env "${aws_env[@]}" "$agent_bin" run --config "$tmp/agent.toml" 2>"$tmp/agent.log" & agent=$!
-ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
-sleep 1
-[ "$(readlink "/proc/$agent/exe")" = "$agent_bin" ] || { echo "pid $agent is not the agent"; exit 1; }
-sleep 30
-t1=$(ticks)
-sleep 30
-t2=$(ticks)
-grep -q "ready" "$tmp/agent.log" || { echo "the agent never got ready:"; cat "$tmp/agent.log"; exit 1; }
-hz=$(getconf CLK_TCK)
-awk '/VmRSS/ {printf "agent_idle_rss_after_60s: %.1f MB\n", $2/1024}' "/proc/$agent/status"
-awk '/VmHWM/ {printf "agent_peak_rss: %.1f MB\n", $2/1024}' "/proc/$agent/status"
-awk '/RssAnon|RssFile/ {printf "agent_idle_%s %.1f MB\n", tolower($1), $2/1024}' "/proc/$agent/status"
-echo "agent_threads: $(ls "/proc/$agent/task" | wc -l)"
-python3 -c "print('agent_idle_cpu_30s_to_60s: %.2f %%' % (($t2-$t1)/$hz/30*100))"
+# measure LABEL BINARY: start the agent, wait 60 s, print its figures; leaves
+# its idle RSS in kB in $rss_kb.
+measure() {
+  local label=$1 bin=$2
+  rm -rf "$tmp/state"
+  ip netns exec "$ns" env "${aws_env[@]}" "$bin" run --config "$tmp/agent.toml" 2>"$tmp/agent.log" & agent=$!
+  ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
+  sleep 1
+  [ "$(readlink "/proc/$agent/exe")" = "$bin" ] || { echo "pid $agent is not the agent"; exit 1; }
+  sleep 30
+  local t1 t2 hz
+  t1=$(ticks)
+  sleep 30
+  t2=$(ticks)
+  grep -q "ready" "$tmp/agent.log" || { echo "the agent never got ready:"; cat "$tmp/agent.log"; exit 1; }
+  hz=$(getconf CLK_TCK)
+  echo "agent: $bin"
+  awk -v l="$label" '/VmRSS/ {printf "%s_idle_rss_after_60s: %.1f MB\n", l, $2/1024}' "/proc/$agent/status"
+  awk -v l="$label" '/VmHWM/ {printf "%s_peak_rss: %.1f MB\n", l, $2/1024}' "/proc/$agent/status"
+  awk -v l="$label" '/RssAnon|RssFile/ {printf "%s_idle_%s %.1f MB\n", l, tolower($1), $2/1024}' "/proc/$agent/status"
+  echo "${label}_threads: $(ls "/proc/$agent/task" | wc -l)"
+  # Where the resident pages are: the largest mappings, summed by what backs them.
+  awk -v l="$label" '/^[0-9a-f]+-[0-9a-f]+ / {name = (NF >= 6 ? $6 : "[anon]") " " $2} /^Rss:/ {rss[name] += $2}
+    END {for (n in rss) if (rss[n] >= 512) printf "%s_idle_rss_of %s: %.1f MB\n", l, n, rss[n]/1024}' "/proc/$agent/smaps" | sort -t: -k2 -rn
+  python3 -c "print('${label}_idle_cpu_30s_to_60s: %.2f %%' % (($t2-$t1)/$hz/30*100))"
+  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$agent/status")
+  kill "$agent"
+  wait "$agent" 2>/dev/null || true
+  agent=
+}
+measure agent "$agent_bin"
+first_kb=$rss_kb
+i=0
+for other in "$@"; do
+  i=$((i + 1))
+  measure "other$i" "$(realpath "$other")"
+  python3 -c "print('agent_idle_rss_over_other${i}_ratio: %.2f' % ($first_kb/$rss_kb))"
+done
 for b in fossa-agent fossa-bootstrap; do
   for p in debug release; do
     f=target/$p/$b

@@ -3,9 +3,12 @@
 # "internet" namespace through the gateway namespace, first with plain
 # forwarding (the internet host routes back to the private subnet), then with
 # `fossa-agent nat apply` (no return route: MASQUERADE does it), and over a
-# direct veth pair; side by side in one run. Needs root, iproute2, iptables, python3.
+# direct veth pair; side by side in one run. Needs root; installs iproute2,
+# iptables, iperf3 and python3 when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+fossa_apt_install iproute2 iptables iperf3 python3
 cargo build -q --locked -p fossa-agent
 agent=$PWD/target/debug/fossa-agent
 p=fb$$
@@ -25,23 +28,20 @@ for x in "t task0" "g gwin" "g gwout" "i inet0" "d1 a0" "d2 b0"; do set -- $x; i
 ip -n "${p}t" route add default via 192.168.2.1
 ip -n "${p}g" route add default via 203.0.113.2
 
-server='import socket
-s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen(4)
-while True:
-    c,_=s.accept()
-    while c.recv(1<<20): pass
-    c.close()'
-client='import socket,sys,time
-size=int(sys.argv[2]); buf=b"x"*(1<<20); s=socket.create_connection((sys.argv[1],9000)); t=time.time(); sent=0
-while sent<size: s.sendall(buf); sent+=len(buf)
-s.shutdown(socket.SHUT_WR); s.recv(1); print(sent/(time.time()-t)/1e6)'
-ip netns exec "${p}i" python3 -c "$server" & s1=$!
-ip netns exec "${p}d2" python3 -c "$server" & s2=$!
+# iperf3 on both ends: a C sender and receiver, so the figures are the
+# kernel's paths rather than an interpreter's copy loop. -A pins the client
+# to core 0 and the server to core 1 on every path alike.
+secs=${NAT_BENCH_SECONDS:-2}
+ip netns exec "${p}i" iperf3 -s -p 9000 >/dev/null 2>&1 & s1=$!
+ip netns exec "${p}d2" iperf3 -s -p 9000 >/dev/null 2>&1 & s2=$!
 trap 'kill $s1 $s2 2>/dev/null; cleanup' EXIT
 sleep 0.5
-once() { ip netns exec "$1" python3 -c "$client" 203.0.113.2 $((512<<20)); }
+once() {
+  ip netns exec "$1" iperf3 -c 203.0.113.2 -p 9000 -t "$secs" -A 0,1 -J |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6)'
+}
 ip netns exec "${p}g" sysctl -qw net.ipv4.ip_forward=1
-rounds=${NAT_BENCH_ROUNDS:-5}
+rounds=${NAT_BENCH_ROUNDS:-15}
 forward=() nat=() direct=()
 # Interleaved rounds, so drift in the machine's load hits every path alike.
 for _ in $(seq "$rounds"); do
@@ -54,9 +54,14 @@ for _ in $(seq "$rounds"); do
   direct+=("$(once "${p}d1")")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}'; }
+report() { # NAME VALUES...
+  local name=$1; shift
+  printf '%s: %.0f MB/s (median of %s rounds; range %s)\n' "$name" "$(median "$@")" "$rounds" "$(spread "$@")"
+}
+report nat_throughput "${nat[@]}"
+report forwarding_without_nat_throughput "${forward[@]}"
+report direct_veth_throughput "${direct[@]}"
 nat=$(median "${nat[@]}"); forward=$(median "${forward[@]}"); direct=$(median "${direct[@]}")
-printf 'nat_throughput: %.0f MB/s (median of %s)\n' "$nat" "$rounds"
-printf 'forwarding_without_nat_throughput: %.0f MB/s (median of %s)\n' "$forward" "$rounds"
-printf 'direct_veth_throughput: %.0f MB/s (median of %s)\n' "$direct" "$rounds"
 python3 -c "print('nat_over_plain_forwarding_ratio: %.2f' % ($nat/$forward))"
 python3 -c "print('nat_over_direct_veth_ratio: %.2f' % ($nat/$direct))"

@@ -3,7 +3,7 @@
 # suite. Runs the dev build (the dependencies are already compiled for the
 # tests); figures are for comparing side by side within one run.
 # BENCH_PROFILE=release measures what is deployed (a cold release build of the
-# agent takes about 15 minutes here).
+# agent takes about 11 minutes here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-dev}
