@@ -63,6 +63,16 @@ fn bootstrap(moto: &Moto, endpoint: &str, args: &[&str]) -> Run {
     )
 }
 
+/// A fault that never stops must end in a line naming the failed call and
+/// the fault the proxy injected (throttling or HTTP 500).
+fn assert_names_call_and_fault(line: &str, call: &str) {
+    assert!(line.contains(call), "names the call {call}: {line}");
+    assert!(
+        line.contains("Throttl") || line.contains("HTTP 500"),
+        "says why: {line}"
+    );
+}
+
 fn calls(stderr: &str) -> u32 {
     stderr
         .lines()
@@ -153,14 +163,7 @@ fn a_fault_that_never_stops_ends_in_one_clear_line() {
         .lines()
         .find(|l| l.starts_with("error:"))
         .unwrap_or_else(|| panic!("no error line:\n{}", r.stderr));
-    assert!(
-        line.contains("AWS sts:GetCallerIdentity"),
-        "names the call: {line}"
-    );
-    assert!(
-        line.contains("Throttl") || line.contains("HTTP 500"),
-        "says why: {line}"
-    );
+    assert_names_call_and_fault(line, "AWS sts:GetCallerIdentity");
     let r = bootstrap(&moto, &proxy.url, &["status", "--stack", "down"]);
     assert_ne!(r.code, 0);
     assert_eq!(
@@ -227,12 +230,5 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
         .expect_err("every call fails");
     let line = err.to_string();
     assert!(!line.contains('\n'), "one line: {line}");
-    assert!(
-        line.contains("AWS logs:DescribeLogGroups"),
-        "names the call: {line}"
-    );
-    assert!(
-        line.contains("Throttl") || line.contains("HTTP 500"),
-        "says why: {line}"
-    );
+    assert_names_call_and_fault(&line, "AWS logs:DescribeLogGroups");
 }
