@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the VPC, the gateway instance and what it needs (idempotent: re-run to finish or check).
     Launch(LaunchArgs),
+    /// Print every resource and IAM document `launch` would make, without changing anything.
+    Plan(PlanArgs),
     /// Show each resource of the stack and the agent's health.
     Status(StatusArgs),
     /// Delete everything tagged with the stack, in dependency order.
@@ -72,9 +74,12 @@ pub struct LaunchArgs {
     /// AMI of the gateway (default: the latest Amazon Linux 2023 from SSM public parameters).
     #[arg(long)]
     pub ami: Option<String>,
-    /// Who may reach the web UI on 443 (default: your public IP as /32).
+    /// Who may reach the web UI on 443 (default: the rule a re-run finds, or your public IP as /32).
     #[arg(long, value_name = "CIDR")]
     pub allow_cidr: Option<Ipv4Net>,
+    /// Allow `--allow-cidr 0.0.0.0/0`: the UI open to the whole internet.
+    #[arg(long)]
+    pub allow_anywhere: bool,
     /// The fossa-agent binary to install: a static Linux build for the instance's architecture
     /// (default: `fossa-agent` next to this program).
     #[arg(long, value_name = "PATH")]
@@ -103,6 +108,17 @@ pub enum Output {
     Text,
     /// JSON for scripts.
     Json,
+}
+
+/// `plan` arguments: the same as `launch`, plus the output format.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// What `launch` would be given.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+    /// Output format: `json` gives one object per resource (kind, name, detail, policy).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
 }
 
 /// `status` arguments.

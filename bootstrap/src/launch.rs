@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{LaunchArgs, StackArgs};
 use crate::clients::{Clients, Identity};
-use crate::plan::{self, Arch, IngressRule, Scope, Source, SubnetLayout};
+use crate::plan::{self, Arch, IngressRule, RolePlan, Scope, Source, SubnetLayout};
 use crate::progress::{Outcome, Progress};
 use crate::userdata::UserData;
 use crate::{elf, Error, Result};
@@ -37,8 +37,7 @@ use crate::{elf, Error, Result};
 /// (default `https://checkip.amazonaws.com`), for networks that block it.
 pub const PUBLIC_IP_URL_ENV: &str = "FOSSA_PUBLIC_IP_URL";
 
-/// Environment variable that sets the UI password (else one is generated).
-pub const PASSWORD_ENV: &str = "GATEWAY_HTTP_PASSWORD";
+pub use fossa_contract::names::PASSWORD_ENV;
 
 /// Filter on the stack tag.
 pub fn stack_filter(stack: &StackName) -> Filter {
@@ -208,14 +207,13 @@ fn default_agent_path() -> Option<PathBuf> {
 }
 
 fn check_inputs(args: &LaunchArgs, progress: &Progress) -> Result<Inputs> {
-    let layout = SubnetLayout::for_vpc(args.vpc_cidr).map_err(|e| Error::Usage(e.to_string()))?;
-    if !args.instance_type.contains('.') {
-        return Err(Error::Usage(format!(
-            "--instance-type {:?} is not an EC2 instance type: use one such as t3.small or t4g.small",
-            args.instance_type
-        )));
+    let plan::Shape { layout, arch } = plan::check_shape(args)?;
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        if !p.is_empty() {
+            fossa_contract::limits::check_password(PASSWORD_ENV, &p)
+                .map_err(|e| Error::Usage(e.to_string()))?;
+        }
     }
-    let arch = Arch::of_instance_type(&args.instance_type);
     let agent_path = match &args.agent_binary {
         Some(p) => p.clone(),
         None => default_agent_path().ok_or_else(|| {
@@ -644,10 +642,14 @@ impl<'a> Launcher<'a> {
         Ok(id)
     }
 
+    /// The two groups with exactly the desired rules: missing ones are added
+    /// and stale ones (an old `--allow-cidr`, rules of earlier versions)
+    /// revoked. Without `allow`, the UI rules found are kept, or on a first
+    /// run the caller's public IP is allowed.
     async fn security_groups(
         &mut self,
         vpc: &str,
-        allow: Ipv4Net,
+        allow: Option<Ipv4Net>,
         layout: &SubnetLayout,
     ) -> Result<(String, String)> {
         let ec2 = &self.c.ec2;
@@ -706,11 +708,30 @@ impl<'a> Launcher<'a> {
             }
         }
         let (gw, task) = (ids[0].clone(), ids[1].clone());
+        let ui: Vec<Ipv4Net> = match allow {
+            Some(a) => vec![a],
+            None => {
+                let found = groups
+                    .get(&self.stack.gateway_security_group())
+                    .map(|g| plan::network::ui_sources(&existing_rules(g.ip_permissions())))
+                    .unwrap_or_default();
+                if found.is_empty() {
+                    vec![public_ip_cidr().await?]
+                } else {
+                    found
+                }
+            }
+        };
+        let ui_text = ui
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let plans = [
             (
                 self.stack.gateway_security_group(),
                 gw.clone(),
-                plan::gateway_ingress(allow, layout, &task),
+                plan::gateway_ingress(&ui, layout, &task),
             ),
             (
                 self.stack.task_security_group(),
@@ -735,11 +756,27 @@ impl<'a> Launcher<'a> {
                     outcomes[i] = Outcome::Updated;
                 }
             }
-            self.p.done(
-                outcomes[i],
-                "security group",
-                &format!("{id} {name} ({} rules)", desired.len()),
-            );
+            let stale = plan::stale_rules(&desired, &existing);
+            if !stale.is_empty() {
+                ec2.revoke_security_group_ingress()
+                    .group_id(&id)
+                    .set_ip_permissions(Some(stale.iter().map(to_permission).collect()))
+                    .send()
+                    .await
+                    .aws("ec2:RevokeSecurityGroupIngress", &name)?;
+                if outcomes[i] == Outcome::Found {
+                    outcomes[i] = Outcome::Updated;
+                }
+            }
+            let what = if i == 0 {
+                format!(
+                    "{id} {name} ({} rules, UI open to {ui_text})",
+                    desired.len()
+                )
+            } else {
+                format!("{id} {name} ({} rules)", desired.len())
+            };
+            self.p.done(outcomes[i], "security group", &what);
         }
         Ok((gw, task))
     }
@@ -807,14 +844,9 @@ fn to_permission(r: &IngressRule) -> IpPermission {
 }
 
 impl Launcher<'_> {
-    async fn role(
-        &mut self,
-        name: &str,
-        service: &str,
-        inline: Option<serde_json::Value>,
-        managed: Option<String>,
-    ) -> Result<String> {
+    async fn role(&mut self, plan: &RolePlan, partition: &str) -> Result<String> {
         let iam = &self.c.iam;
+        let name = plan.name.as_str();
         let mut outcome = Outcome::Found;
         let arn = match iam
             .get_role()
@@ -823,17 +855,27 @@ impl Launcher<'_> {
             .await
             .aws("iam:GetRole", name)
         {
-            Ok(out) => out
-                .role()
-                .map(|r| r.arn().to_owned())
-                .ok_or_else(|| missing("role"))?,
+            Ok(out) => {
+                let role = out.role().ok_or_else(|| missing("role"))?;
+                let trust = role.assume_role_policy_document().unwrap_or_default();
+                if !same_json(trust, &plan.trust) {
+                    iam.update_assume_role_policy()
+                        .role_name(name)
+                        .policy_document(plan.trust.to_string())
+                        .send()
+                        .await
+                        .aws("iam:UpdateAssumeRolePolicy", name)?;
+                    outcome = Outcome::Updated;
+                }
+                role.arn().to_owned()
+            }
             Err(e) if e.is_code("NoSuchEntity") => {
                 outcome = Outcome::Created;
                 let mut b = iam
                     .create_role()
                     .role_name(name)
                     .description(format!("fossa-gateway stack {}", self.stack))
-                    .assume_role_policy_document(plan::trust_policy(service).to_string());
+                    .assume_role_policy_document(plan.trust.to_string());
                 b = b.set_tags(Some(iam_tags(&self.stack)?));
                 let out = b.send().await.aws("iam:CreateRole", name)?;
                 out.role()
@@ -842,23 +884,23 @@ impl Launcher<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some(doc) = inline {
+        if let Some(doc) = &plan.inline {
             let current = iam
                 .get_role_policy()
                 .role_name(name)
-                .policy_name("fossa")
+                .policy_name(plan::iam::INLINE_POLICY_NAME)
                 .send()
                 .await
                 .aws("iam:GetRolePolicy", name);
             let same = match current {
-                Ok(p) => same_json(p.policy_document(), &doc),
+                Ok(p) => same_json(p.policy_document(), doc),
                 Err(e) if e.is_code("NoSuchEntity") => false,
                 Err(e) => return Err(e.into()),
             };
             if !same {
                 iam.put_role_policy()
                     .role_name(name)
-                    .policy_name("fossa")
+                    .policy_name(plan::iam::INLINE_POLICY_NAME)
                     .policy_document(doc.to_string())
                     .send()
                     .await
@@ -868,25 +910,24 @@ impl Launcher<'_> {
                 }
             }
         }
-        if let Some(policy) = managed {
+        // No managed policy is wanted: detach the ones earlier versions attached.
+        if outcome != Outcome::Created {
             let attached = iam
                 .list_attached_role_policies()
                 .role_name(name)
                 .send()
                 .await
                 .aws("iam:ListAttachedRolePolicies", name)?;
-            if !attached
-                .attached_policies()
-                .iter()
-                .any(|p| p.policy_arn() == Some(&policy))
-            {
-                iam.attach_role_policy()
-                    .role_name(name)
-                    .policy_arn(&policy)
-                    .send()
-                    .await
-                    .aws("iam:AttachRolePolicy", name)?;
-                if outcome == Outcome::Found {
+            let retired = plan::iam::retired_managed_policies(partition);
+            for p in attached.attached_policies() {
+                let Some(arn) = p.policy_arn() else { continue };
+                if retired.iter().any(|r| r == arn) {
+                    iam.detach_role_policy()
+                        .role_name(name)
+                        .policy_arn(arn)
+                        .send()
+                        .await
+                        .aws("iam:DetachRolePolicy", name)?;
                     outcome = Outcome::Updated;
                 }
             }
@@ -934,7 +975,9 @@ impl Launcher<'_> {
         Ok(())
     }
 
-    async fn bucket(&mut self, bucket: &str) -> Result<()> {
+    /// The bucket, with its public-access block and TLS-only policy checked
+    /// (and repaired) on every run, not only when it is made.
+    async fn bucket(&mut self, bucket: &str, policy: &serde_json::Value) -> Result<()> {
         let s3 = &self.c.s3;
         let mut outcome = Outcome::Found;
         match s3.head_bucket().bucket(bucket).send().await {
@@ -949,19 +992,6 @@ impl Launcher<'_> {
                     );
                 }
                 b.send().await.aws("s3:CreateBucket", bucket)?;
-                s3.put_public_access_block()
-                    .bucket(bucket)
-                    .public_access_block_configuration(
-                        aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
-                            .block_public_acls(true)
-                            .block_public_policy(true)
-                            .ignore_public_acls(true)
-                            .restrict_public_buckets(true)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .aws("s3:PutPublicAccessBlock", bucket)?;
                 outcome = Outcome::Created;
             }
             Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(403) => {
@@ -970,6 +1000,48 @@ impl Launcher<'_> {
                 )))
             }
             Err(e) => return Err(fossa_contract::aws::aws_error("s3:HeadBucket", bucket, e).into()),
+        }
+        let blocked = match s3.get_public_access_block().bucket(bucket).send().await {
+            Ok(out) => out.public_access_block_configuration().is_some_and(|c| {
+                c.block_public_acls() == Some(true)
+                    && c.block_public_policy() == Some(true)
+                    && c.ignore_public_acls() == Some(true)
+                    && c.restrict_public_buckets() == Some(true)
+            }),
+            Err(_) => false,
+        };
+        if !blocked {
+            s3.put_public_access_block()
+                .bucket(bucket)
+                .public_access_block_configuration(
+                    aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
+                        .block_public_acls(true)
+                        .block_public_policy(true)
+                        .ignore_public_acls(true)
+                        .restrict_public_buckets(true)
+                        .build(),
+                )
+                .send()
+                .await
+                .aws("s3:PutPublicAccessBlock", bucket)?;
+            if outcome == Outcome::Found {
+                outcome = Outcome::Updated;
+            }
+        }
+        let same_policy = match s3.get_bucket_policy().bucket(bucket).send().await {
+            Ok(out) => out.policy().is_some_and(|p| same_json(p, policy)),
+            Err(_) => false,
+        };
+        if !same_policy {
+            s3.put_bucket_policy()
+                .bucket(bucket)
+                .policy(policy.to_string())
+                .send()
+                .await
+                .aws("s3:PutBucketPolicy", bucket)?;
+            if outcome == Outcome::Found {
+                outcome = Outcome::Updated;
+            }
         }
         let tagged = match s3.get_bucket_tagging().bucket(bucket).send().await {
             Ok(t) => t
@@ -1155,7 +1227,7 @@ impl Launcher<'_> {
                     .key(AGENT_OBJECT_KEY)
                     .presigned(
                         aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(
-                            6 * 3600,
+                            fossa_contract::limits::AGENT_URL_TTL_SECS,
                         ))
                         .map_err(|e| Error::Unexpected(e.to_string()))?,
                     )
@@ -1205,7 +1277,9 @@ impl Launcher<'_> {
                             InstanceMetadataOptionsRequest::builder()
                                 .http_tokens(HttpTokensState::Required)
                                 .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                                .http_put_response_hop_limit(2)
+                                // No container on the gateway uses a bridge network,
+                                // so no extra hop: containers cannot reach IMDS.
+                                .http_put_response_hop_limit(1)
                                 .build(),
                         )
                         .network_interfaces(
@@ -1264,6 +1338,22 @@ impl Launcher<'_> {
             .and_then(|n| n.network_interface_id())
             .ok_or_else(|| missing("instance network interface"))?
             .to_owned();
+        let imds_ok = instance.metadata_options().is_some_and(|m| {
+            m.http_tokens() == Some(&HttpTokensState::Required)
+                && m.http_put_response_hop_limit() == Some(1)
+        });
+        if !imds_ok {
+            ec2.modify_instance_metadata_options()
+                .instance_id(&id)
+                .http_tokens(HttpTokensState::Required)
+                .http_put_response_hop_limit(1)
+                .send()
+                .await
+                .aws("ec2:ModifyInstanceMetadataOptions", &id)?;
+            if outcome == Outcome::Found {
+                outcome = Outcome::Updated;
+            }
+        }
         if instance.source_dest_check() != Some(false) {
             ec2.modify_instance_attribute()
                 .instance_id(&id)
@@ -1342,10 +1432,6 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     let c = Clients::new(&args.stack.aws()).await?;
     progress.working("checking AWS credentials");
     let id = c.identity().await?;
-    let allow = match args.allow_cidr {
-        Some(a) => a,
-        None => public_ip_cidr().await?,
-    };
     let stack = args.stack.stack.clone();
     let mut l = Launcher {
         c: &c,
@@ -1354,7 +1440,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         id,
     };
     l.p.note(&format!(
-        "launching stack {stack} in {} (account {}), UI open to {allow}, agent {}",
+        "launching stack {stack} in {} (account {}), agent {}",
         c.region,
         l.id.account,
         inputs.agent_path.display()
@@ -1364,7 +1450,9 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     let (public, private) = l.subnets(&vpc, &inputs.layout).await?;
     l.route_table(&vpc, "public", Target::Gateway(&igw), &[&public.id])
         .await?;
-    let (gw_sg, task_sg) = l.security_groups(&vpc, allow, &inputs.layout).await?;
+    let (gw_sg, task_sg) = l
+        .security_groups(&vpc, args.allow_cidr, &inputs.layout)
+        .await?;
 
     let bucket = stack.bucket(&l.id.account, &c.region);
     let scope = Scope {
@@ -1374,27 +1462,18 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         account: &l.id.account.clone(),
         bucket: &bucket,
     };
-    l.role(
-        &stack.gateway_role(),
-        "ec2.amazonaws.com",
-        Some(scope.gateway_policy()),
-        Some(plan::ssm_core_policy_arn(scope.partition)),
-    )
-    .await?;
-    l.instance_profile().await?;
-    let execution_role_arn = l
-        .role(
-            &stack.execution_role(),
-            "ecs-tasks.amazonaws.com",
-            Some(scope.execution_policy()),
-            None,
-        )
-        .await?;
-    let task_role_arn = l
-        .role(&stack.task_role(), "ecs-tasks.amazonaws.com", None, None)
-        .await?;
+    let mut role_arns = Vec::new();
+    for role in scope.roles() {
+        role_arns.push(l.role(&role, scope.partition).await?);
+        if role.name == stack.gateway_role() {
+            l.instance_profile().await?;
+        }
+    }
+    let [_, execution_role_arn, task_role_arn] = <[String; 3]>::try_from(role_arns)
+        .map_err(|_| Error::Unexpected("the plan has three roles".into()))?;
 
-    l.bucket(&bucket).await?;
+    l.bucket(&bucket, &plan::storage::bucket_policy(&scope))
+        .await?;
     let agent_sha = l
         .artifact(&bucket, AGENT_OBJECT_KEY, &inputs.agent, "agent binary")
         .await?;

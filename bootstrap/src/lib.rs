@@ -50,6 +50,13 @@ pub enum Error {
         #[source]
         source: elf::ElfError,
     },
+    /// Standard output could not be written.
+    #[error("cannot write the output")]
+    Write {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A request the user must change.
     #[error("{0}")]
     Usage(String),
@@ -65,6 +72,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Launch(args) => launch::run(&args).await,
+        Command::Plan(args) => plan::run(&args).await,
         Command::Status(args) => inventory::status(&args).await,
         Command::Destroy(args) => destroy::run(&args).await,
         Command::Password(args) => launch::print_password(&args).await,

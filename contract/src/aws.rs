@@ -16,7 +16,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -90,15 +90,55 @@ pub fn s3_client(config: &SdkConfig, counter: &CallCounter) -> aws_sdk_s3::Clien
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// Environment variable naming a file to which every AWS operation called is
+/// appended as `Service:Operation` (the tests check each against the IAM
+/// policy `plan` prints).
+pub const ACTIONS_LOG_ENV: &str = "FOSSA_AWS_ACTIONS_LOG";
+
 /// Counts HTTP requests sent to AWS (each retry counts), for progress output
 /// and benchmarks. Add it to a client with `.interceptor(counter.clone())`.
-#[derive(Debug, Clone, Default)]
-pub struct CallCounter(Arc<AtomicU64>);
+/// With [`ACTIONS_LOG_ENV`] set, it also records each operation's name.
+#[derive(Debug, Clone)]
+pub struct CallCounter {
+    sent: Arc<AtomicU64>,
+    actions_log: Option<Arc<std::path::PathBuf>>,
+}
+
+impl Default for CallCounter {
+    fn default() -> Self {
+        CallCounter {
+            sent: Arc::default(),
+            actions_log: std::env::var_os(ACTIONS_LOG_ENV)
+                .filter(|p| !p.is_empty())
+                .map(|p| Arc::new(p.into())),
+        }
+    }
+}
 
 impl CallCounter {
     /// Requests sent so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, cfg: &ConfigBag) {
+        use std::io::Write;
+        let Some(path) = &self.actions_log else {
+            return;
+        };
+        let Some(meta) = cfg.load::<Metadata>() else {
+            return;
+        };
+        let line = format!("{}:{}\n", meta.service(), meta.name());
+        // One write of one short line to an O_APPEND file: lines from several
+        // processes do not interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path.as_ref())
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
     }
 }
 
@@ -111,9 +151,10 @@ impl Intercept for CallCounter {
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.record(cfg);
         Ok(())
     }
 }

@@ -146,6 +146,9 @@ impl From<StackName> for String {
     }
 }
 
+/// Environment variable that chooses the UI password (else one is generated).
+pub const PASSWORD_ENV: &str = "GATEWAY_HTTP_PASSWORD";
+
 /// S3 key of the uploaded agent binary.
 pub const AGENT_OBJECT_KEY: &str = "agent/fossa-agent";
 /// S3 key of the user's model directory, as a gzipped tarball.

@@ -21,3 +21,6 @@ pub const ALL: [&str; 5] = [
     TLS_FINGERPRINT,
     AGENT_SHA256,
 ];
+
+/// The keys the agent writes; its role may put no other parameter.
+pub const AGENT_WRITES: [&str; 2] = [BROKER_URL, TLS_FINGERPRINT];

@@ -141,12 +141,69 @@ impl Stack {
             .envs(self.moto.env())
             .env("DOCKER_HOST", &self.docker.host)
             .env("RUST_LOG", "info")
+            .env(fossa_contract::aws::ACTIONS_LOG_ENV, self.actions_log())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         Agent { child, log }
+    }
+
+    /// Where every agent of this stack records the AWS operations it calls.
+    pub fn actions_log(&self) -> PathBuf {
+        self.dir.0.join("aws-actions.log")
+    }
+
+    /// What `fossa-bootstrap plan --output json` prints for this stack.
+    pub fn plan(&self) -> serde_json::Value {
+        let r = Run::of(
+            Command::new(bin("fossa-bootstrap"))
+                .args(["plan", "--output", "json", "--stack", &self.name])
+                .args([
+                    "--allow-cidr",
+                    "198.51.100.1/32",
+                    "--endpoint-url",
+                    &self.moto.url,
+                ])
+                .arg("--models")
+                .arg(&self.models)
+                .envs(self.moto.env()),
+        )
+        .ok();
+        serde_json::from_str(&r.stdout).expect("plan prints JSON")
+    }
+
+    /// Checks every AWS operation the agents of this stack called against the
+    /// gateway role's policy as `plan` prints it (the emulator enforces no
+    /// IAM); returns the IAM actions checked.
+    pub fn assert_agent_actions_allowed(&self) -> Vec<String> {
+        let recorded = std::fs::read_to_string(self.actions_log()).unwrap_or_default();
+        let plan = self.plan();
+        let role = format!("fossa-{}-gateway/fossa", self.name);
+        let policy = plan
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "iam-role-policy" && r["name"] == role.as_str())
+            .unwrap_or_else(|| panic!("plan has no {role}: {plan}"))["policy"]
+            .clone();
+        let mut actions: Vec<String> = recorded
+            .lines()
+            .flat_map(fossa_bootstrap::plan::iam::iam_actions)
+            .collect();
+        actions.sort();
+        actions.dedup();
+        assert!(!actions.is_empty(), "the agent recorded no AWS call");
+        let refused: Vec<&String> = actions
+            .iter()
+            .filter(|a| !fossa_bootstrap::plan::iam::allows_action(&policy, a))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the agent called {refused:?}, which the gateway role's policy does not allow:\n{policy:#}"
+        );
+        actions
     }
 
     /// Image tags in the stack's repository on the registry.

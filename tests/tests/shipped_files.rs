@@ -61,10 +61,29 @@ fn the_unit_file_parses_and_asks_for_what_the_agent_needs() {
     ] {
         assert_eq!(one(k), Some(v), "{k}");
     }
+    for (k, v) in [
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("PrivateDevices", "yes"),
+        ("RestrictNamespaces", "yes"),
+        ("UMask", "0077"),
+        ("ProtectProc", "invisible"),
+    ] {
+        assert_eq!(one(k), Some(v), "{k}");
+    }
+    // Tunables are read-only but for the IPv4 sysctls NAT writes, and /run
+    // is read-only but for iptables' lock.
+    let rw = one("ReadWritePaths").unwrap();
+    assert!(rw.contains("/proc/sys/net/ipv4"), "{rw}");
     assert!(
-        one("ProtectKernelTunables").is_none(),
-        "the agent writes net.ipv4.ip_forward"
+        rw.split_whitespace()
+            .all(|p| p == "/proc/sys/net/ipv4" || p.trim_start_matches('-') == "/run/xtables.lock"),
+        "nothing else is writable: {rw}"
     );
+    assert!(one("SystemCallFilter").is_some());
+    assert!(svc["SystemCallFilter"]
+        .iter()
+        .any(|f| f == "@system-service"));
     let after = unit["Unit"]["After"].join(" ");
     assert!(after.contains("network-online.target") && after.contains("docker.service"));
     assert!(
@@ -114,4 +133,30 @@ fn shipped_agent_configs_parse() {
         }
     }
     assert!(n >= 1, "the example agent.toml is shipped");
+}
+
+/// The unit's overall exposure as `systemd-analyze security` scores it
+/// (0 = locked down, 10 = unprotected).
+fn exposure_score(unit: &Path) -> (f64, String) {
+    let r = Run::of(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(unit),
+    );
+    let all = format!("{}{}", r.stdout, r.stderr);
+    let score = all
+        .lines()
+        .find_map(|l| l.split("exposure level for fossa-agent.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no exposure score in systemd-analyze's output:\n{all}"));
+    (score, all)
+}
+
+#[test]
+fn the_unit_scores_at_most_2_5_in_systemd_analyze_security() {
+    let unit = repo_root().join("systemd/fossa-agent.service");
+    let (score, all) = exposure_score(&unit);
+    println!("systemd-analyze security: exposure {score}");
+    assert!(score <= 2.5, "exposure {score} > 2.5:\n{all}");
 }

@@ -310,6 +310,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
             .args(["build", "--config"])
             .arg(&config)
             .envs(moto.env())
+            .env(fossa_contract::aws::ACTIONS_LOG_ENV, stack.actions_log())
             .env("DOCKER_HOST", &docker.host),
     )
     .ok();
@@ -327,6 +328,14 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     );
     assert_eq!(stack.image_tags().len(), 2, "nothing new was built");
     eprintln!("figures: first reconcile (build + push + cluster) {first:?}; no-op reconcile after restart {noop:?}");
+
+    // Every AWS action the agent called is one its role's policy allows (the
+    // emulator enforces no IAM, so this is where a missing grant shows).
+    let actions = stack.assert_agent_actions_allowed();
+    eprintln!(
+        "figures: the agent called {} IAM actions, each allowed by the gateway policy: {actions:?}",
+        actions.len()
+    );
 
     // destroy removes what the agent made too.
     let destroyed = Run::of(

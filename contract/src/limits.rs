@@ -1,0 +1,50 @@
+//! Limits both binaries enforce, each written once.
+
+/// The shortest UI password accepted from `GATEWAY_HTTP_PASSWORD`.
+pub const MIN_PASSWORD_LEN: usize = 12;
+
+/// How long the presigned URL user-data fetches the agent with stays valid.
+pub const AGENT_URL_TTL_SECS: u64 = 3600;
+
+/// A UI password that is too weak to guard the gateway.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{source_name} is {len} characters long; use at least {MIN_PASSWORD_LEN} (or unset it to have a strong one generated)")]
+pub struct WeakPassword {
+    /// Where the password came from, e.g. `GATEWAY_HTTP_PASSWORD`.
+    pub source_name: &'static str,
+    /// Its length in characters.
+    pub len: usize,
+}
+
+/// Checks a password the user chose.
+pub fn check_password(source_name: &'static str, password: &str) -> Result<(), WeakPassword> {
+    let len = password.chars().count();
+    if len < MIN_PASSWORD_LEN {
+        return Err(WeakPassword { source_name, len });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_passwords_are_refused_with_the_rule() {
+        let e = check_password("GATEWAY_HTTP_PASSWORD", "hunter2").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("GATEWAY_HTTP_PASSWORD") && msg.contains("12"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("hunter2"),
+            "the password itself is never echoed"
+        );
+        assert!(check_password("X", "correct horse battery").is_ok());
+        assert!(
+            check_password("X", "ééééééééééé").is_err(),
+            "characters, not bytes"
+        );
+    }
+}
