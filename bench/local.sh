@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --locked -p fossa-agent
 venv=${FOSSA_TEST_VENV:-$PWD/.venv}
-export GATEWAY_HTTP_PASSWORD=bench-$$
+export GATEWAY_HTTP_PASSWORD=bench-password-$$
 run() { # workers
   local n=$1 dir port pid out
   dir=$(mktemp -d); chmod 755 "$dir"; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

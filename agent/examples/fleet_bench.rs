@@ -52,9 +52,11 @@ async fn main() {
         }
         let config = fossa_web::WebConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            password: "bench".into(),
+            password: "bench-password".into(),
             cookie_key: vec![1; 64],
             tls: None,
+            session_generation_file: None,
+            after_hashing: None,
         };
         let client = Client::untracked(fossa_web::build(config, fleet.clone()))
             .await

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod fossa;
 pub mod image;
 pub mod local;
+pub mod memory;
 pub mod nat;
 pub mod procs;
 pub mod service;
@@ -47,6 +48,7 @@ pub enum Error {
 
 /// Runs one command and returns the process exit code.
 pub async fn run(cli: Cli) -> Result<u8, Error> {
+    memory::tune();
     match cli.command {
         Command::Run(args) => service::run(&args.config).await.map(|()| 0),
         Command::Nat(args) => {

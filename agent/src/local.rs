@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use fossa_contract::names::PASSWORD_ENV;
 use fossa_web::model::{Component, Fleet, Health};
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
@@ -197,7 +198,8 @@ pub fn rabbit_password_hash(password: &str) -> String {
 
 impl LocalBroker {
     /// Starts rabbitmq-server on a free loopback port with a random user
-    /// (created from a definitions file: no password on any command line).
+    /// (created from a definitions file: no password on any command line), which
+    /// may use the default vhost and nothing more: it is not an administrator.
     pub async fn start(dir: &Path) -> Result<Self, Error> {
         let io = |e: std::io::Error| other(format!("cannot prepare {}: {e}", dir.display()));
         let _ = std::fs::remove_dir_all(dir);
@@ -207,7 +209,7 @@ impl LocalBroker {
         let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let defs = serde_json::json!({
             "users": [{"name": "fossa", "password_hash": rabbit_password_hash(&password),
-                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]}],
+                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}],
             "vhosts": [{"name": "/"}],
             "permissions": [{"user": "fossa", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
         });
@@ -601,6 +603,13 @@ impl WorkerBackend for LocalBackend {
 /// `fossa-agent local`.
 pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     let started = Instant::now();
+    // A weak chosen password fails before anything starts.
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        if !p.is_empty() {
+            fossa_contract::limits::check_password(PASSWORD_ENV, &p)
+                .map_err(|e| other(e.to_string()))?;
+        }
+    }
     let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let events = Events::default();
     let (module, models_dir) = prepare_files(&state, args.models.as_deref())?;
@@ -683,7 +692,7 @@ async fn serve_ui(
         .map_err(|e| other(format!("{:#}", anyhow::Error::from(e))))?;
     let cookie_key = tls::cookie_key(&state.join("tls"))
         .map_err(|e| other(format!("{:#}", anyhow::Error::from(e))))?;
-    let (password, generated) = match std::env::var("GATEWAY_HTTP_PASSWORD") {
+    let (password, generated) = match std::env::var(PASSWORD_ENV) {
         Ok(p) if !p.is_empty() => (p, false),
         _ => (Alphanumeric.sample_string(&mut rand::rng(), 20), true),
     };
@@ -692,6 +701,8 @@ async fn serve_ui(
         password: password.clone(),
         cookie_key,
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
+        session_generation_file: Some(state.join("tls/session-generation")),
+        after_hashing: Some(crate::memory::release),
     };
     let rocket = fossa_web::build(config, fleet.clone())
         .ignite()
@@ -730,7 +741,7 @@ async fn serve_ui(
     if generated {
         println!("  password: {password}");
     } else {
-        println!("  password: from GATEWAY_HTTP_PASSWORD");
+        println!("  password: from {PASSWORD_ENV}");
     }
     println!("  TLS certificate SHA-256: {}", cert.fingerprint);
     println!("  models:   {}", fleet.snapshot().models.join(", "));

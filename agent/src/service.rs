@@ -637,6 +637,8 @@ async fn start_web(
         password,
         cookie_key,
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
+        session_generation_file: Some(tls_dir.join("session-generation")),
+        after_hashing: Some(crate::memory::release),
     };
     let rocket = fossa_web::build(config, fleet)
         .ignite()

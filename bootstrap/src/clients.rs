@@ -30,6 +30,9 @@ pub struct Clients {
     pub region: String,
     /// Whether an endpoint URL (emulator) is in use.
     pub emulated: bool,
+    /// Whether the endpoint is plain HTTP (an emulator): a TLS-only bucket
+    /// policy would refuse every call made through it.
+    pub plain_http: bool,
 }
 
 /// Who is calling.
@@ -67,6 +70,7 @@ impl Clients {
             logs: client!(aws_sdk_cloudwatchlogs, &sdk, counter),
             region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             emulated: sdk.endpoint_url().is_some(),
+            plain_http: sdk.endpoint_url().is_some_and(|u| u.starts_with("http://")),
             counter,
         })
     }

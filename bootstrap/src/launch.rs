@@ -1028,9 +1028,16 @@ impl Launcher<'_> {
                 outcome = Outcome::Updated;
             }
         }
-        let same_policy = match s3.get_bucket_policy().bucket(bucket).send().await {
-            Ok(out) => out.policy().is_some_and(|p| same_json(p, policy)),
-            Err(_) => false,
+        let same_policy = if self.c.plain_http {
+            self.p.note(
+                "the endpoint is plain HTTP (an emulator): the bucket's TLS-only policy is not applied",
+            );
+            true
+        } else {
+            match s3.get_bucket_policy().bucket(bucket).send().await {
+                Ok(out) => out.policy().is_some_and(|p| same_json(p, policy)),
+                Err(_) => false,
+            }
         };
         if !same_policy {
             s3.put_bucket_policy()

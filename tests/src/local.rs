@@ -30,7 +30,7 @@ impl LocalAgent {
     pub fn start(workers: u32, extra: &[&str]) -> LocalAgent {
         let state = TempDir::new("local");
         let port = free_port();
-        let password = format!("pw-{}-{}", std::process::id(), port);
+        let password = format!("local-test-pw-{}-{}", std::process::id(), port);
         let stdout = state.0.join("agent.out");
         let stderr = state.0.join("agent.err");
         let child = Command::new(bin("fossa-agent"))

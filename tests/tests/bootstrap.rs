@@ -230,7 +230,7 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
         .unwrap();
     assert_eq!(fossa.user_id_group_pairs()[0].group_id(), gw.group_id());
 
-    // IAM: roles with scoped inline policies, the profile, SSM core attached.
+    // IAM: roles with scoped inline policies, the profile, no managed policy.
     let iam = aws_sdk_iam::Client::new(&sdk);
     for role in [
         "fossa-t1-gateway",
@@ -249,10 +249,10 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
         .send()
         .await
         .unwrap();
-    assert!(attached.attached_policies().iter().any(|p| p
-        .policy_arn()
-        .unwrap()
-        .ends_with("AmazonSSMManagedInstanceCore")));
+    assert!(
+        attached.attached_policies().is_empty(),
+        "no managed policy (AmazonSSMManagedInstanceCore read every parameter): {attached:?}"
+    );
     let inline = iam
         .list_role_policies()
         .role_name("fossa-t1-task")
@@ -314,6 +314,75 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
         "re-run changed: {changed:?}\n{}",
         second.stderr
     );
+    // Day two: a stack made by an earlier version (the managed policy
+    // attached) and a new --allow-cidr. The re-run detaches the policy and
+    // swaps the UI rule; without --allow-cidr it keeps the rule it finds.
+    iam.attach_role_policy()
+        .role_name("fossa-t1-gateway")
+        .policy_arn("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+        .send()
+        .await
+        .unwrap();
+    let moved = Run::of(
+        bootstrap(
+            &moto,
+            &[
+                "launch",
+                "--stack",
+                "t1",
+                "--allow-cidr",
+                "198.51.100.0/24",
+                "--no-wait",
+            ],
+        )
+        .arg("--agent-binary")
+        .arg(bin("fossa-agent"))
+        .args(["--models", models.0.to_str().unwrap(), "--workers", "3"]),
+    )
+    .ok();
+    assert!(
+        moved.stderr.contains("UI open to 198.51.100.0/24"),
+        "{}",
+        moved.stderr
+    );
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name("fossa-t1-gateway")
+        .send()
+        .await
+        .unwrap();
+    assert!(attached.attached_policies().is_empty(), "{attached:?}");
+    let kept = Run::of(
+        bootstrap(&moto, &["launch", "--stack", "t1", "--no-wait"])
+            .arg("--agent-binary")
+            .arg(bin("fossa-agent"))
+            .args(["--models", models.0.to_str().unwrap(), "--workers", "3"]),
+    )
+    .ok();
+    assert!(
+        kept.stderr.contains("UI open to 198.51.100.0/24"),
+        "{}",
+        kept.stderr
+    );
+    let gw_rules = ec2
+        .describe_security_groups()
+        .group_ids(gw.group_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let ui_cidrs: Vec<_> = gw_rules.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .filter(|p| p.from_port() == Some(443))
+        .flat_map(|p| p.ip_ranges())
+        .filter_map(|r| r.cidr_ip())
+        .collect();
+    assert_eq!(
+        ui_cidrs,
+        ["198.51.100.0/24"],
+        "the old --allow-cidr is revoked"
+    );
+
     let again = ssm
         .get_parameter()
         .name("/fossa/t1/ui-password")

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod fmt;
+pub mod headers;
 pub mod model;
 pub mod routes;
 pub mod views;
@@ -28,6 +29,12 @@ pub struct WebConfig {
     pub cookie_key: Vec<u8>,
     /// PEM certificate and key; `None` serves plain HTTP (tests only).
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where the session generation is kept, so sessions ended by a logout
+    /// or a new password stay ended across restarts (`None`: in memory).
+    pub session_generation_file: Option<std::path::PathBuf>,
+    /// Runs when the last password check of a burst ends (the agent returns
+    /// argon2's memory to the system there).
+    pub after_hashing: Option<fn()>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -73,6 +80,8 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
         ))
         .merge(("limits", limits))
         .merge(("ident", "fossa-gateway"))
+        // Rate limits key on the TCP peer; a client header must not pick it.
+        .merge(("ip_header", false))
         .merge(("cli_colors", false))
         .merge(("log_level", "critical"))
         .merge(("shutdown.ctrlc", false))
@@ -82,8 +91,14 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
     if let Some((cert, key)) = &config.tls {
         figment = figment.merge(("tls", rocket::config::TlsConfig::from_bytes(cert, key)));
     }
-    let auth = auth::Auth::new(&config.password, config.tls.is_some());
+    let auth = auth::Auth::new(
+        &config.password,
+        config.tls.is_some(),
+        config.session_generation_file.clone(),
+        config.after_hashing,
+    );
     rocket::custom(figment)
+        .attach(headers::SecurityHeaders)
         .manage(auth)
         .manage(routes::FleetState(fleet))
         .manage(routes::SummaryCache::default())
@@ -94,7 +109,6 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
                 routes::login_page,
                 routes::login,
                 routes::logout,
-                routes::logout_get,
                 routes::overview,
                 routes::api_overview,
                 routes::api_workers,

@@ -55,10 +55,18 @@ pub struct Base {
     flash_kind: &'static str,
 }
 
+/// What every page shows; before login nothing about the stack.
 fn base(snap: &FleetSnapshot, user: Option<&User>) -> Base {
+    let known = |s: &String| {
+        if user.is_some() {
+            s.clone()
+        } else {
+            String::new()
+        }
+    };
     Base {
-        stack: snap.stack.clone(),
-        mode: snap.mode.clone(),
+        stack: known(&snap.stack),
+        mode: known(&snap.mode),
         logged_in: user.is_some(),
         csrf: user.map(|u| u.csrf().to_owned()).unwrap_or_default(),
         flash: String::new(),
@@ -101,12 +109,12 @@ pub struct LoginForm<'r> {
 
 /// Checks the login.
 #[post("/login", data = "<form>")]
-pub fn login(
+pub async fn login(
     form: Result<Form<LoginForm<'_>>, Errors<'_>>,
     fleet: &State<FleetState>,
     auth: &State<Auth>,
     jar: &CookieJar<'_>,
-    ip: Option<std::net::IpAddr>,
+    remote: Option<std::net::SocketAddr>,
 ) -> Result<Redirect, Custom<Html>> {
     let snap = fleet.0.snapshot();
     let page = |status: Status, msg: &str| {
@@ -121,6 +129,8 @@ pub fn login(
             }),
         )
     };
+    // The TCP peer: no header a client sets can pick the address counted.
+    let ip = remote.map(|a| a.ip());
     if auth.blocked(ip) {
         return Err(page(
             Status::TooManyRequests,
@@ -142,14 +152,20 @@ pub fn login(
             "The form expired (missing or wrong CSRF token). Log in again.",
         ));
     }
-    let (user, pass) = (form.username.to_owned(), form.password.to_owned());
-    if rocket::tokio::task::block_in_place(|| auth.verify(&user, &pass)) {
-        auth.succeeded(ip);
-        auth.login(jar);
-        Ok(Redirect::to("/"))
-    } else {
-        auth.failed(ip);
-        Err(page(Status::Unauthorized, "Wrong user or password."))
+    match auth.attempt(ip, form.username, form.password).await {
+        auth::Attempt::Right => {
+            auth.login(jar);
+            Ok(Redirect::to("/"))
+        }
+        auth::Attempt::Wrong => Err(page(Status::Unauthorized, "Wrong user or password.")),
+        auth::Attempt::Blocked => Err(page(
+            Status::TooManyRequests,
+            "Too many failed logins from your address. Wait five minutes and try again.",
+        )),
+        auth::Attempt::Busy => Err(page(
+            Status::TooManyRequests,
+            "The gateway is checking too many logins at once. Try again in a few seconds.",
+        )),
     }
 }
 
@@ -164,20 +180,14 @@ pub struct TokenForm<'r> {
 pub fn logout(
     user: User,
     form: Form<TokenForm<'_>>,
+    auth: &State<Auth>,
     jar: &CookieJar<'_>,
 ) -> Result<Redirect, Status> {
     if !user.csrf_ok(Some(form.csrf_token)) {
         return Err(Status::Forbidden);
     }
-    auth::logout(jar);
+    auth.logout(jar);
     Ok(Redirect::to("/login"))
-}
-
-/// Logging out by link: also ends the session (SameSite=Strict keeps other sites from doing this).
-#[get("/logout")]
-pub fn logout_get(jar: &CookieJar<'_>) -> Redirect {
-    auth::logout(jar);
-    Redirect::to("/login")
 }
 
 // ---------- overview ----------
@@ -1105,11 +1115,14 @@ pub fn forbidden(req: &Request<'_>) -> Result<ApiResult, Custom<Html>> {
 
 /// 429 from the auth guard.
 #[catch(429)]
-pub fn too_many(_req: &Request<'_>) -> ApiResult {
-    api_error(
-        Status::TooManyRequests,
-        "too many failed logins from your address; wait five minutes",
-    )
+pub fn too_many(req: &Request<'_>) -> ApiResult {
+    let why = match req.local_cache(|| auth::Denied::TooManyFailures) {
+        auth::Denied::Busy => {
+            "the gateway is checking too many passwords at once; retry in a few seconds"
+        }
+        _ => "too many failed logins from your address; wait five minutes",
+    };
+    api_error(Status::TooManyRequests, why)
 }
 
 /// Any other error: JSON for the API, a short page otherwise.

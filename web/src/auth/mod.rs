@@ -1,0 +1,339 @@
+//! Login, sessions, CSRF and HTTP basic auth.
+//!
+//! The password is held only as an argon2 hash ([`password`]). A session is
+//! a private (encrypted, authenticated) cookie holding its issue time, its
+//! generation and the session's CSRF token; it is HttpOnly, Secure (under
+//! TLS) and SameSite=Strict. Logging out or changing the password moves the
+//! generation on, which ends every older session; the generation is kept on
+//! disk so a restart does not bring them back. Forms carry the CSRF token in
+//! a `csrf_token` field; API calls made with the cookie carry it in
+//! `X-CSRF-Token`; tokens are compared in constant time. API calls with basic
+//! auth need none. Failed logins, by form or basic auth alike, are counted
+//! per TCP peer address ([`limiter`]) and answered 429 after
+//! [`MAX_FAILURES`] within [`WINDOW`].
+
+pub mod limiter;
+pub mod password;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::distr::{Alphanumeric, SampleString};
+use rocket::http::{Cookie, CookieJar, SameSite, Status};
+use rocket::request::{FromRequest, Outcome, Request};
+use serde::{Deserialize, Serialize};
+
+use limiter::Limiter;
+pub use limiter::{MAX_FAILURES, WINDOW};
+use password::Password;
+pub use password::{ct_eq, Checked};
+
+/// The only user.
+pub const USER: &str = "fossa";
+/// Session cookie name.
+pub const SESSION_COOKIE: &str = "fossa_session";
+/// Cookie holding the login form's CSRF token.
+pub const LOGIN_CSRF_COOKIE: &str = "fossa_login_csrf";
+/// How long a session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// What a login attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Right credentials.
+    Right,
+    /// Wrong credentials (counted).
+    Wrong,
+    /// Too many failures from this address: 429, nothing checked.
+    Blocked,
+    /// Too many checks at once: 429, try again in a moment.
+    Busy,
+}
+
+/// Password, failed-login counters and the session generation.
+#[derive(Debug)]
+pub struct Auth {
+    password: Arc<Password>,
+    limiter: Limiter,
+    secure_cookies: bool,
+    generation: AtomicU64,
+    generation_file: Option<PathBuf>,
+}
+
+impl Auth {
+    /// Hashes `password` (the plain text is not kept). Sessions older than
+    /// the generation in `generation_file` (if any) are refused.
+    pub fn new(
+        password: &str,
+        secure_cookies: bool,
+        generation_file: Option<PathBuf>,
+        after_hashing: Option<fn()>,
+    ) -> Self {
+        let generation = generation_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Auth {
+            password: Arc::new(Password::new(password, after_hashing)),
+            limiter: Limiter::default(),
+            secure_cookies,
+            generation: AtomicU64::new(generation),
+            generation_file,
+        }
+    }
+
+    /// Checks a login from `ip`: blocked addresses are not checked, the
+    /// attempt is counted as a failure before it is, and a success forgets
+    /// the address.
+    pub async fn attempt(&self, ip: Option<IpAddr>, user: &str, password: &str) -> Attempt {
+        if self.limiter.blocked(ip) {
+            return Attempt::Blocked;
+        }
+        if user == USER && self.password.remembered(user, password) {
+            self.limiter.succeeded(ip);
+            return Attempt::Right;
+        }
+        if !self.limiter.begin(ip) {
+            return Attempt::Blocked;
+        }
+        match self.password.check(user, password, USER).await {
+            Checked::Right => {
+                self.limiter.succeeded(ip);
+                Attempt::Right
+            }
+            Checked::Wrong => Attempt::Wrong,
+            Checked::Busy => Attempt::Busy,
+        }
+    }
+
+    /// Whether `ip` has failed too often recently.
+    pub fn blocked(&self, ip: Option<IpAddr>) -> bool {
+        self.limiter.blocked(ip)
+    }
+
+    /// A new password: every session ends, remembered credentials are forgotten.
+    pub fn set_password(&self, password: &str) {
+        self.password.set(password);
+        self.end_all_sessions();
+    }
+
+    /// Moves the generation on: every session issued before now is refused.
+    pub fn end_all_sessions(&self) {
+        let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(p) = &self.generation_file {
+            let tmp = p.with_extension("tmp");
+            let written =
+                std::fs::write(&tmp, g.to_string()).and_then(|()| std::fs::rename(&tmp, p));
+            if let Err(e) = written {
+                tracing::warn!("cannot keep the session generation in {}: {e}", p.display());
+            }
+        }
+    }
+
+    fn cookie(&self, name: &'static str, value: String) -> Cookie<'static> {
+        Cookie::build((name, value))
+            .http_only(true)
+            .secure(self.secure_cookies)
+            .same_site(SameSite::Strict)
+            .path("/")
+            .build()
+    }
+
+    /// Starts a session.
+    pub fn login(&self, jar: &CookieJar<'_>) {
+        let s = Session {
+            iat: now(),
+            generation: self.generation.load(Ordering::SeqCst),
+            csrf: token(),
+        };
+        jar.add_private(self.cookie(SESSION_COOKIE, serde_json::to_string(&s).expect("json")));
+        jar.remove_private(Cookie::build(LOGIN_CSRF_COOKIE).path("/").build());
+    }
+
+    /// Ends this session and every other one.
+    pub fn logout(&self, jar: &CookieJar<'_>) {
+        self.end_all_sessions();
+        jar.remove_private(Cookie::build(SESSION_COOKIE).path("/").build());
+    }
+
+    /// A fresh CSRF token for the login form, also set as a cookie.
+    pub fn login_csrf(&self, jar: &CookieJar<'_>) -> String {
+        let t = token();
+        jar.add_private(self.cookie(LOGIN_CSRF_COOKIE, t.clone()));
+        t
+    }
+
+    fn session(&self, jar: &CookieJar<'_>) -> Option<Session> {
+        let c = jar.get_private(SESSION_COOKIE)?;
+        let s = serde_json::from_str::<Session>(c.value()).ok()?;
+        let fresh = now() - s.iat < SESSION_TTL.as_secs() as i64;
+        (fresh && s.generation == self.generation.load(Ordering::SeqCst)).then_some(s)
+    }
+}
+
+/// Whether the login form's token matches its cookie.
+pub fn login_csrf_ok(jar: &CookieJar<'_>, field: &str) -> bool {
+    jar.get_private(LOGIN_CSRF_COOKIE)
+        .is_some_and(|c| !field.is_empty() && ct_eq(c.value().as_bytes(), field.as_bytes()))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn token() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    iat: i64,
+    #[serde(default)]
+    generation: u64,
+    csrf: String,
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum User {
+    /// A browser session; forms and cookie-authenticated API calls must carry this token.
+    Session {
+        /// The session's CSRF token.
+        csrf: String,
+    },
+    /// HTTP basic auth (scripts); no CSRF token needed.
+    Basic,
+}
+
+impl User {
+    /// The token forms must carry (empty for basic auth).
+    pub fn csrf(&self) -> &str {
+        match self {
+            User::Session { csrf } => csrf,
+            User::Basic => "",
+        }
+    }
+
+    /// Whether a state-changing request carries the right token.
+    pub fn csrf_ok(&self, given: Option<&str>) -> bool {
+        match self {
+            User::Basic => true,
+            User::Session { csrf } => {
+                given.is_some_and(|g| !csrf.is_empty() && ct_eq(g.as_bytes(), csrf.as_bytes()))
+            }
+        }
+    }
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.trim().trim_end_matches('=').bytes() {
+        buf = (buf << 6) | T.iter().position(|t| *t == c)? as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Why a request is not authenticated: 401, or 429 when the address is blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No or bad credentials.
+    Unauthenticated,
+    /// Too many failures from this address.
+    TooManyFailures,
+    /// Too many password checks at once.
+    Busy,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for User {
+    type Error = Denied;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let Some(auth) = req.rocket().state::<Auth>() else {
+            return Outcome::Error((Status::InternalServerError, Denied::Unauthenticated));
+        };
+        if let Some(s) = auth.session(req.cookies()) {
+            return Outcome::Success(User::Session { csrf: s.csrf });
+        }
+        if let Some(h) = req.headers().get_one("Authorization") {
+            // The TCP peer: rocket's ip_header is off, so no header can pick it.
+            let ip = req.remote().map(|a| a.ip());
+            let creds = h
+                .strip_prefix("Basic ")
+                .and_then(decode_base64)
+                .and_then(|b| String::from_utf8(b).ok());
+            let (user, pass) = creds
+                .as_deref()
+                .and_then(|c| c.split_once(':'))
+                .unwrap_or(("", ""));
+            let (status, denied) = match auth.attempt(ip, user, pass).await {
+                Attempt::Right => return Outcome::Success(User::Basic),
+                Attempt::Wrong => (Status::Unauthorized, Denied::Unauthenticated),
+                Attempt::Blocked => (Status::TooManyRequests, Denied::TooManyFailures),
+                Attempt::Busy => (Status::TooManyRequests, Denied::Busy),
+            };
+            // The 429 catcher words its answer from this.
+            req.local_cache(|| denied);
+            return Outcome::Error((status, denied));
+        }
+        Outcome::Error((Status::Unauthorized, Denied::Unauthenticated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn attempts_are_counted_first_and_a_success_forgets_them() {
+        let a = Auth::new("correct horse battery", true, None, None);
+        let ip = Some("203.0.113.9".parse().unwrap());
+        assert_eq!(a.attempt(ip, USER, "wrong").await, Attempt::Wrong);
+        assert_eq!(
+            a.attempt(ip, USER, "correct horse battery").await,
+            Attempt::Right
+        );
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(a.attempt(ip, USER, "wrong").await, Attempt::Wrong);
+        }
+        assert_eq!(
+            a.attempt(ip, USER, "correct horse battery").await,
+            Attempt::Blocked,
+            "a blocked address gets no answer about the password"
+        );
+        assert!(!format!("{a:?}").contains("horse"));
+    }
+
+    #[test]
+    fn the_generation_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("fossa-gen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("session-generation");
+        let a = Auth::new("correct horse battery", true, Some(file.clone()), None);
+        a.end_all_sessions();
+        a.set_password("another long password");
+        let b = Auth::new("x", true, Some(file), None);
+        assert_eq!(b.generation.load(Ordering::SeqCst), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn base64_decodes() {
+        assert_eq!(decode_base64("Zm9zc2E6cHc=").unwrap(), b"fossa:pw");
+        assert!(decode_base64("!!").is_none());
+    }
+}
