@@ -642,14 +642,42 @@ impl<'a> Launcher<'a> {
         Ok(id)
     }
 
+    /// Who may reach the UI: `--allow-cidr`; else the UI rules a re-run
+    /// finds on the gateway group; else (a first run) the caller's public IP.
+    /// Decided before anything is made, so a failed lookup leaves nothing.
+    async fn ui_sources(&self, allow: Option<Ipv4Net>) -> Result<Vec<Ipv4Net>> {
+        if let Some(a) = allow {
+            return Ok(vec![a]);
+        }
+        let name = self.stack.gateway_security_group();
+        let found = self
+            .c
+            .ec2
+            .describe_security_groups()
+            .filters(stack_filter(&self.stack))
+            .filters(Filter::builder().name("group-name").values(&name).build())
+            .send()
+            .await
+            .aws("ec2:DescribeSecurityGroups", &name)?;
+        let kept: Vec<Ipv4Net> = found
+            .security_groups()
+            .iter()
+            .flat_map(|g| plan::network::ui_sources(&existing_rules(g.ip_permissions())))
+            .collect();
+        if kept.is_empty() {
+            Ok(vec![public_ip_cidr().await?])
+        } else {
+            Ok(kept)
+        }
+    }
+
     /// The two groups with exactly the desired rules: missing ones are added
     /// and stale ones (an old `--allow-cidr`, rules of earlier versions)
-    /// revoked. Without `allow`, the UI rules found are kept, or on a first
-    /// run the caller's public IP is allowed.
+    /// revoked; the UI is open to `ui`.
     async fn security_groups(
         &mut self,
         vpc: &str,
-        allow: Option<Ipv4Net>,
+        ui: &[Ipv4Net],
         layout: &SubnetLayout,
     ) -> Result<(String, String)> {
         let ec2 = &self.c.ec2;
@@ -708,20 +736,6 @@ impl<'a> Launcher<'a> {
             }
         }
         let (gw, task) = (ids[0].clone(), ids[1].clone());
-        let ui: Vec<Ipv4Net> = match allow {
-            Some(a) => vec![a],
-            None => {
-                let found = groups
-                    .get(&self.stack.gateway_security_group())
-                    .map(|g| plan::network::ui_sources(&existing_rules(g.ip_permissions())))
-                    .unwrap_or_default();
-                if found.is_empty() {
-                    vec![public_ip_cidr().await?]
-                } else {
-                    found
-                }
-            }
-        };
         let ui_text = ui
             .iter()
             .map(ToString::to_string)
@@ -731,7 +745,7 @@ impl<'a> Launcher<'a> {
             (
                 self.stack.gateway_security_group(),
                 gw.clone(),
-                plan::gateway_ingress(&ui, layout, &task),
+                plan::gateway_ingress(ui, layout, &task),
             ),
             (
                 self.stack.task_security_group(),
@@ -1446,6 +1460,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         p: progress,
         id,
     };
+    let ui = l.ui_sources(args.allow_cidr).await?;
     l.p.note(&format!(
         "launching stack {stack} in {} (account {}), agent {}",
         c.region,
@@ -1457,9 +1472,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     let (public, private) = l.subnets(&vpc, &inputs.layout).await?;
     l.route_table(&vpc, "public", Target::Gateway(&igw), &[&public.id])
         .await?;
-    let (gw_sg, task_sg) = l
-        .security_groups(&vpc, args.allow_cidr, &inputs.layout)
-        .await?;
+    let (gw_sg, task_sg) = l.security_groups(&vpc, &ui, &inputs.layout).await?;
 
     let bucket = stack.bucket(&l.id.account, &c.region);
     let scope = Scope {

@@ -20,19 +20,16 @@ fn bootstrap(moto: &Moto, args: &[&str]) -> Command {
 }
 
 fn launch(moto: &Moto, stack: &str, extra: &[&str]) -> Command {
-    let agent = bin("fossa-agent");
-    let mut c = bootstrap(
-        moto,
-        &[
-            "launch",
-            "--stack",
-            stack,
-            "--allow-cidr",
-            ALLOW,
-            "--no-wait",
-        ],
-    );
-    c.arg("--agent-binary").arg(agent).args(extra);
+    launch_allowing(moto, stack, Some(ALLOW), extra)
+}
+
+/// `launch --no-wait` with `--allow-cidr allow`, or none.
+fn launch_allowing(moto: &Moto, stack: &str, allow: Option<&str>, extra: &[&str]) -> Command {
+    let mut c = bootstrap(moto, &["launch", "--stack", stack, "--no-wait"]);
+    if let Some(a) = allow {
+        c.args(["--allow-cidr", a]);
+    }
+    c.arg("--agent-binary").arg(bin("fossa-agent")).args(extra);
     c
 }
 
@@ -323,22 +320,13 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
         .send()
         .await
         .unwrap();
-    let moved = Run::of(
-        bootstrap(
-            &moto,
-            &[
-                "launch",
-                "--stack",
-                "t1",
-                "--allow-cidr",
-                "198.51.100.0/24",
-                "--no-wait",
-            ],
-        )
-        .arg("--agent-binary")
-        .arg(bin("fossa-agent"))
-        .args(["--models", models.0.to_str().unwrap(), "--workers", "3"]),
-    )
+    let models_arg = ["--models", models.0.to_str().unwrap(), "--workers", "3"];
+    let moved = Run::of(launch_allowing(
+        &moto,
+        "t1",
+        Some("198.51.100.0/24"),
+        &models_arg,
+    ))
     .ok();
     assert!(
         moved.stderr.contains("UI open to 198.51.100.0/24"),
@@ -352,13 +340,7 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
         .await
         .unwrap();
     assert!(attached.attached_policies().is_empty(), "{attached:?}");
-    let kept = Run::of(
-        bootstrap(&moto, &["launch", "--stack", "t1", "--no-wait"])
-            .arg("--agent-binary")
-            .arg(bin("fossa-agent"))
-            .args(["--models", models.0.to_str().unwrap(), "--workers", "3"]),
-    )
-    .ok();
+    let kept = Run::of(launch_allowing(&moto, "t1", None, &models_arg)).ok();
     assert!(
         kept.stderr.contains("UI open to 198.51.100.0/24"),
         "{}",
@@ -656,21 +638,33 @@ fn bad_input_gets_one_clear_line() {
         (&["status", "--output", "yaml"], "--output"),
         (&["status", "--stack", "ghost"], "does not exist"),
         (&["password", "--stack", "ghost"], "no password"),
+        (
+            &["launch", "--allow-cidr", "0.0.0.0/0", "--no-wait"],
+            "pass --allow-anywhere",
+        ),
+        (
+            &["launch", "--allow-cidr", "203.0.113.7/24", "--no-wait"],
+            "did you mean 203.0.113.0/24",
+        ),
+        (&["plan", "--allow-cidr", "0.0.0.0/0"], "--allow-anywhere"),
+        (&["plan", "--output", "yaml"], "--output"),
+        (&["plan", "--models", "/nonexistent/models"], "--models"),
     ];
     for (args, needle) in cases {
         let r = Run::of(&mut bootstrap(&moto, args));
-        assert_ne!(r.code, 0, "{args:?} succeeded");
-        assert!(
-            r.stderr.contains(needle),
-            "{args:?}: expected {needle:?} in:\n{}",
-            r.stderr
-        );
-        assert!(
-            !r.stderr.contains("panicked"),
-            "{args:?} panicked: {}",
-            r.stderr
-        );
+        check(args, needle, &r);
     }
+    // A chosen password under 12 characters is refused before any AWS call,
+    // and never echoed.
+    let mut weak = bootstrap(&moto, &["launch", "--allow-cidr", ALLOW, "--no-wait"]);
+    weak.env("GATEWAY_HTTP_PASSWORD", "hunter2");
+    let r = Run::of(&mut weak);
+    check(
+        &["launch (GATEWAY_HTTP_PASSWORD=hunter2)"],
+        "at least 12",
+        &r,
+    );
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
     // Without --allow-cidr the caller's public IP is looked up; when that fails, say what to do.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -712,4 +706,19 @@ fn bad_input_gets_one_clear_line() {
     let r = Run::of(&mut c);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("credentials"), "{}", r.stderr);
+}
+
+/// A refused command: non-zero, the expected words on stderr, no panic.
+fn check(args: &[&str], needle: &str, r: &Run) {
+    assert_ne!(r.code, 0, "{args:?} succeeded");
+    assert!(
+        r.stderr.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("panicked"),
+        "{args:?} panicked: {}",
+        r.stderr
+    );
 }

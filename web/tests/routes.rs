@@ -22,29 +22,6 @@ async fn client() -> (Client, Arc<FakeFleet>) {
     )
 }
 
-async fn login(c: &Client) -> String {
-    let page = c
-        .get("/login")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
-    let csrf = field(&page, "csrf_token");
-    let r = c
-        .post("/login")
-        .header(ContentType::Form)
-        .body(format!(
-            "username=fossa&password=correct+horse&csrf_token={csrf}"
-        ))
-        .remote("203.0.113.1:5000".parse().unwrap())
-        .dispatch()
-        .await;
-    assert_eq!(r.status(), Status::SeeOther);
-    let overview = c.get("/").dispatch().await.into_string().await.unwrap();
-    field(&overview, "csrf_token")
-}
-
 async fn json_of(r: LocalResponse<'_>) -> Value {
     serde_json::from_str(&r.into_string().await.unwrap()).unwrap()
 }

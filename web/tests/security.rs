@@ -189,10 +189,10 @@ async fn the_login_page_says_nothing_about_the_stack() {
 #[rocket::async_test]
 async fn logout_is_post_only_and_ends_every_session() {
     let c = client().await;
-    login_with(&c).await;
+    login(&c).await;
     let first = c.cookies().get("fossa_session").unwrap().value().to_owned();
     // A second session (another browser, say).
-    let token = login_with(&c).await;
+    let token = login(&c).await;
     let link = c.get("/logout").dispatch().await;
     assert_eq!(link.status(), Status::NotFound, "no logout by link (GET)");
     assert_eq!(
@@ -226,26 +226,4 @@ async fn logout_is_post_only_and_ends_every_session() {
         Status::SeeOther,
         "an older session survived logout"
     );
-}
-
-async fn login_with(c: &Client) -> String {
-    let page = c
-        .get("/login")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
-    let csrf = field(&page, "csrf_token");
-    let r = c
-        .post("/login")
-        .header(ContentType::Form)
-        .body(format!(
-            "username=fossa&password=correct+horse&csrf_token={csrf}"
-        ))
-        .dispatch()
-        .await;
-    assert_eq!(r.status(), Status::SeeOther);
-    let overview = c.get("/").dispatch().await.into_string().await.unwrap();
-    field(&overview, "csrf_token")
 }

@@ -184,3 +184,27 @@ pub fn basic(password: &str) -> Header<'static> {
     }
     Header::new("Authorization", format!("Basic {out}"))
 }
+
+/// Logs `c` in with [`PASSWORD`] and returns the session's CSRF token.
+pub async fn login(c: &rocket::local::asynchronous::Client) -> String {
+    let page = c
+        .get("/login")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    let csrf = field(&page, "csrf_token");
+    let r = c
+        .post("/login")
+        .header(rocket::http::ContentType::Form)
+        .body(format!(
+            "username=fossa&password=correct+horse&csrf_token={csrf}"
+        ))
+        .remote("203.0.113.1:5000".parse().unwrap())
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), rocket::http::Status::SeeOther);
+    let overview = c.get("/").dispatch().await.into_string().await.unwrap();
+    field(&overview, "csrf_token")
+}
