@@ -1,5 +1,13 @@
 //! The NAT duty: lets the Fargate tasks in the private subnets reach the
-//! internet through this instance.
+//! internet through this instance, and keeps them off the gateway's own
+//! ports but the broker's.
+//!
+//! The security group must let the private subnets in on every port, since a
+//! security group sees forwarded packets too; so the host's INPUT chain is
+//! where tasks are kept from the UI (443), epmd (4369) and Erlang
+//! distribution (25672): new connections from the private subnets to the
+//! gateway itself are dropped unless they are TCP to 5672. Replies to the
+//! gateway's own connections (its polls of the workers) pass.
 //!
 //! [`NatPlan`] is the desired state as plain data (sysctls, two chains of our
 //! own, their rules and the jumps into them); [`apply`] adds only what is
@@ -9,6 +17,7 @@
 
 use std::path::PathBuf;
 
+use fossa_contract::names::BROKER_PORT;
 use ipnet::Ipv4Net;
 
 use crate::exec::{ExecError, Executor};
@@ -17,6 +26,8 @@ use crate::exec::{ExecError, Executor};
 pub const FORWARD_CHAIN: &str = "FOSSA-FORWARD";
 /// Our chain in the nat table, jumped to from POSTROUTING.
 pub const NAT_CHAIN: &str = "FOSSA-POSTROUTING";
+/// Our chain in the filter table, jumped to from INPUT.
+pub const INPUT_CHAIN: &str = "FOSSA-INPUT";
 /// Docker's chain for user rules, evaluated before its own FORWARD rules.
 pub const DOCKER_USER: &str = "DOCKER-USER";
 
@@ -107,8 +118,12 @@ impl NatPlan {
     }
 
     /// Our own chains, as `(table, chain)`.
-    pub fn chains(&self) -> [(&'static str, &'static str); 2] {
-        [("filter", FORWARD_CHAIN), ("nat", NAT_CHAIN)]
+    pub fn chains(&self) -> [(&'static str, &'static str); 3] {
+        [
+            ("filter", FORWARD_CHAIN),
+            ("nat", NAT_CHAIN),
+            ("filter", INPUT_CHAIN),
+        ]
     }
 
     /// The rules inside our own chains.
@@ -130,6 +145,19 @@ impl NatPlan {
                 NAT_CHAIN,
                 &format!("-s {c} -o {} -j MASQUERADE", self.egress),
             ));
+            // Two DROPs that match disjoint packets, so their order does not
+            // matter and a missing one is simply appended again.
+            let new = "-m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP";
+            out.push(Rule::new(
+                "filter",
+                INPUT_CHAIN,
+                &format!("-s {c} -p tcp ! --dport {BROKER_PORT} {new}"),
+            ));
+            out.push(Rule::new(
+                "filter",
+                INPUT_CHAIN,
+                &format!("-s {c} ! -p tcp {new}"),
+            ));
         }
         out
     }
@@ -139,6 +167,7 @@ impl NatPlan {
         let mut out = vec![
             Rule::new("filter", "FORWARD", &format!("-j {FORWARD_CHAIN}")),
             Rule::new("nat", "POSTROUTING", &format!("-j {NAT_CHAIN}")),
+            Rule::new("filter", "INPUT", &format!("-j {INPUT_CHAIN}")),
         ];
         if docker {
             out.push(Rule::new(
@@ -353,7 +382,8 @@ mod tests {
         let first = apply(&fake, &p).unwrap();
         assert_eq!(
             first.added.iter().filter(|a| a.starts_with("rule")).count(),
-            6 + 2
+            // 5 rules per private CIDR, 3 jumps (FORWARD, POSTROUTING, INPUT).
+            10 + 3
         );
         let snapshot = fake.snapshot();
         for _ in 0..10 {
@@ -368,6 +398,14 @@ mod tests {
             ]
         );
         assert_eq!(fake.rules("filter", "FORWARD"), ["-j FOSSA-FORWARD"]);
+        assert_eq!(fake.rules("filter", "INPUT"), ["-j FOSSA-INPUT"]);
+        assert_eq!(
+            fake.rules("filter", INPUT_CHAIN)[..2],
+            [
+                "-s 192.168.2.0/24 -p tcp ! --dport 5672 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP",
+                "-s 192.168.2.0/24 ! -p tcp -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
+            ]
+        );
         for c in fake.calls().iter().filter(|c| c.contains(" -A ")) {
             let check = c.replace(" -A ", " -C ");
             assert!(

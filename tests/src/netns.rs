@@ -82,6 +82,7 @@ pub struct NatLab {
     /// The internet host.
     pub inet: Netns,
     server: Child,
+    extra: Vec<Child>,
 }
 
 /// The internet host's address.
@@ -174,6 +175,7 @@ impl NatLab {
             gw,
             inet,
             server,
+            extra: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while lab.probe_from(&lab.gw).is_err() {
@@ -197,6 +199,55 @@ impl NatLab {
         self.probe_from(&self.task)
     }
 
+    /// Starts a TCP server in `ns` on `addr:port` that answers with the
+    /// client's address; ends with the lab.
+    pub fn listen(&mut self, ns: Which, addr: &str, port: u16) {
+        let code = SERVER.replace("('0.0.0.0',8080)", &format!("('{addr}',{port})"));
+        let ns = self.ns(ns);
+        let child = ns
+            .cmd("python3")
+            .args(["-c", &code])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 for a test server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Run::of(ns.cmd("ss").args(["-ltnH", &format!("sport = :{port}")]))
+            .stdout
+            .trim()
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "server on {addr}:{port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.extra.push(child);
+    }
+
+    /// Connects from `ns` to `addr:port` (1 s timeout); the address the server saw.
+    pub fn connect(&self, ns: Which, addr: &str, port: u16) -> Result<String, String> {
+        let probe = PROBE.replace(
+            "(sys.argv[1],8080),timeout=2",
+            &format!("('{addr}',{port}),timeout=1"),
+        );
+        let r = Run::of(self.ns(ns).cmd("python3").args(["-c", &probe]));
+        if r.code == 0 {
+            Ok(r.stdout.trim().to_owned())
+        } else {
+            Err(r.stderr.lines().last().unwrap_or("").to_owned())
+        }
+    }
+
+    fn ns(&self, which: Which) -> &Netns {
+        match which {
+            Which::Task => &self.task,
+            Which::Gateway => &self.gw,
+            Which::Internet => &self.inet,
+        }
+    }
+
     /// Creates the gateway's filter and nat tables (an untouched table is
     /// absent from iptables-save, and merely listing it does not create it).
     pub fn touch_tables(&self) {
@@ -215,9 +266,22 @@ impl NatLab {
     }
 }
 
+/// One of the lab's hosts.
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    /// The private task host (192.168.2.10).
+    Task,
+    /// The gateway (192.168.2.1 inside, 203.0.113.1 outside).
+    Gateway,
+    /// The internet host (203.0.113.2).
+    Internet,
+}
+
 impl Drop for NatLab {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        for c in std::iter::once(&mut self.server).chain(self.extra.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fossa_tests::moto::{Moto, REGION};
-use fossa_tests::netns::{NatLab, Netns, GATEWAY_OUTER, PRIVATE_CIDR};
+use fossa_tests::netns::{NatLab, Netns, Which, GATEWAY_OUTER, PRIVATE_CIDR};
 use fossa_tests::{bin, Run, TempDir};
 
 fn nat(gw: &Netns, action: &str) -> Run {
@@ -22,7 +22,7 @@ fn count(ruleset: &str, needle: &str) -> usize {
 
 #[test]
 fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
-    let lab = NatLab::new("a");
+    let mut lab = NatLab::new("a");
     assert!(
         lab.probe().is_err(),
         "without NAT the task host must not reach the internet"
@@ -42,6 +42,29 @@ fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
         "source rewritten to the gateway's outer address"
     );
 
+    // Tasks reach only the broker on the gateway itself; the gateway's own
+    // connections to them (its polls) are answered.
+    for port in [5672, 443, 4369, 25672] {
+        lab.listen(Which::Gateway, "192.168.2.1", port);
+    }
+    assert_eq!(
+        lab.connect(Which::Task, "192.168.2.1", 5672).as_deref(),
+        Ok("192.168.2.10"),
+        "the broker's port is open to the tasks"
+    );
+    for port in [443, 4369, 25672] {
+        assert!(
+            lab.connect(Which::Task, "192.168.2.1", port).is_err(),
+            "a task reached the gateway's port {port}"
+        );
+    }
+    lab.listen(Which::Task, "192.168.2.10", 2345);
+    assert_eq!(
+        lab.connect(Which::Gateway, "192.168.2.10", 2345).as_deref(),
+        Ok("192.168.2.1"),
+        "the gateway polls its workers"
+    );
+
     for _ in 0..10 {
         let again = nat(&lab.gw, "apply").ok();
         assert!(!again.stdout.contains("added"), "{}", again.stdout);
@@ -54,6 +77,7 @@ fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
         1,
         "{rules}"
     );
+    assert_eq!(count(&rules, "-A INPUT -j FOSSA-INPUT"), 1, "{rules}");
 
     let check = nat(&lab.gw, "check");
     assert_eq!(check.code, 0, "{}", check.stdout);
