@@ -42,6 +42,41 @@ pub enum SettingsError {
     /// The region is not of the form AWS uses.
     #[error("unknown AWS region {0:?}: use a region code such as eu-west-2 or us-east-1")]
     BadRegion(String),
+    /// TLS to AWS cannot be verified: no CA certificates on this host.
+    #[error("no CA certificates found (looked for {looked}): install the ca-certificates package, or set SSL_CERT_FILE to a PEM bundle")]
+    NoTrustStore {
+        /// The places looked at.
+        looked: String,
+    },
+}
+
+/// Where Linux distributions keep their CA bundle (Debian and Ubuntu, Amazon
+/// Linux and RHEL, SUSE, Alpine), as the SDK's native-roots loader finds them.
+const CA_BUNDLES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/tls/cacert.pem",
+];
+
+/// Checks that the SDK will find CA certificates. Without any, its TLS
+/// connector panics on the first client; this says what to install instead.
+/// (Linux only: macOS and Windows use the system's own store.)
+pub fn check_trust_store() -> Result<(), SettingsError> {
+    if !cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    let env_set = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    if env_set || CA_BUNDLES.iter().any(|p| std::path::Path::new(p).is_file()) {
+        return Ok(());
+    }
+    Err(SettingsError::NoTrustStore {
+        looked: CA_BUNDLES.join(", "),
+    })
 }
 
 /// Whether `region` has the shape of an AWS region code (`xx-name-N`).
@@ -59,6 +94,7 @@ pub fn is_region_code(region: &str) -> bool {
 /// Loads the SDK configuration every client is built from, with retries for
 /// throttling and 5xx (exponential backoff with jitter, 6 attempts).
 pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig, SettingsError> {
+    check_trust_store()?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
         RetryConfig::standard()
             .with_max_attempts(6)

@@ -9,6 +9,7 @@
 
 pub mod browser;
 pub mod docker;
+pub mod images;
 pub mod local;
 pub mod moto;
 pub mod netns;

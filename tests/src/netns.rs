@@ -35,6 +35,16 @@ impl Netns {
         Netns { name }
     }
 
+    /// Names the network namespace of process `pid` (a container's) as
+    /// `fossa-<pid>-<tag>`; dropping it removes only the name.
+    pub fn attach(tag: &str, pid: u32) -> Self {
+        let name = format!("fossa-{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "attach", &name, &pid.to_string()]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
     /// A command running `program` inside the namespace.
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

@@ -92,3 +92,65 @@ fn bad_config_files_and_flags_are_explained() {
         assert!(errors <= 1, "{args:?}: one error line, got:\n{}", r.stderr);
     }
 }
+
+/// A host without CA certificates: the AWS SDK's TLS set-up would panic on
+/// the first client; both binaries say what to install instead. The host's
+/// bundles are hidden in a mount namespace of the test's own.
+#[test]
+fn no_ca_certificates_is_one_clear_line_not_a_panic() {
+    let dir = TempDir::new("nocerts");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        "stack = \"dev\"\nregion = \"eu-west-2\"\nendpoint_url = \"http://127.0.0.1:9\"\nduties = [\"nat\"]\n",
+    )
+    .unwrap();
+    let hide =
+        "for d in /etc/ssl /etc/pki; do [ -d $d ] && mount -t tmpfs none $d; done; exec \"$@\"";
+    for (what, args) in [
+        (
+            "fossa-agent",
+            vec![
+                bin("fossa-agent").display().to_string(),
+                "nat".into(),
+                "check".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+        ),
+        (
+            "fossa-bootstrap",
+            vec![
+                bin("fossa-bootstrap").display().to_string(),
+                "status".into(),
+                "--region".into(),
+                "eu-west-2".into(),
+            ],
+        ),
+    ] {
+        let r = Run::of(
+            Command::new("unshare")
+                .args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    hide,
+                    "sh",
+                ])
+                .args(&args)
+                .env_remove("SSL_CERT_FILE")
+                .env_remove("SSL_CERT_DIR")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test"),
+        );
+        assert_ne!(r.code, 0, "{what}");
+        assert!(
+            r.stderr.contains("no CA certificates found") && r.stderr.contains("ca-certificates"),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{what}: {}", r.stderr);
+    }
+}

@@ -1,0 +1,138 @@
+//! Images made from Debian packages with mmdebstrap, since nothing can be
+//! pulled from Docker Hub here. Each root file system is built once per
+//! content (suite, variant, packages, hooks) and kept as a tarball in the
+//! image cache (`$FOSSA_IMAGE_CACHE`, default `/var/cache/fossa-tests/images`),
+//! so a warm run only imports it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::docker::Dockerd;
+use crate::Run;
+
+/// One image: its name and what it is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct DebianImage {
+    /// Short name; the tag is `fossa-test-<name>:<content hash>`.
+    pub name: &'static str,
+    /// Debian packages on top of the `apt` variant.
+    pub packages: &'static [&'static str],
+    /// mmdebstrap `--customize-hook` commands (`$1` is the root).
+    pub hooks: &'static [&'static str],
+    /// `docker import --change` lines.
+    pub changes: &'static [&'static str],
+}
+
+/// The Debian suite every image is made from (the machines' own).
+pub const SUITE: &str = "bookworm";
+
+/// systemd as PID 1 with what the agent's unit needs, as on the gateway's
+/// AMI: iptables for NAT, procps for `ExecReload=/bin/kill`, CA certificates
+/// for TLS to AWS, iproute2 to wire it into a test network.
+pub const SYSTEMD: DebianImage = DebianImage {
+    name: "systemd",
+    packages: &[
+        "systemd",
+        "systemd-sysv",
+        "dbus",
+        "iptables",
+        "procps",
+        "iproute2",
+        "ca-certificates",
+    ],
+    hooks: &[
+        // No consoles to serve in a container; they only slow the boot.
+        "chroot \"$1\" systemctl mask getty@tty1.service serial-getty@.service console-getty.service systemd-logind.service",
+    ],
+    changes: &["CMD [\"/sbin/init\"]"],
+};
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("FOSSA_IMAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/fossa-tests/images"))
+}
+
+impl DebianImage {
+    /// The content hash the cache and the tag are keyed by.
+    pub fn key(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("v1|{SUITE}|apt|"));
+        let mut p = self.packages.to_vec();
+        p.sort_unstable();
+        h.update(p.join(","));
+        for x in self.hooks.iter().chain(self.changes) {
+            h.update("|");
+            h.update(x);
+        }
+        hex::encode(h.finalize())[..16].to_owned()
+    }
+
+    /// The image's tag.
+    pub fn tag(&self) -> String {
+        format!("fossa-test-{}:{}", self.name, self.key())
+    }
+
+    /// The root file system tarball, built unless the cache holds it.
+    pub fn tarball(&self) -> PathBuf {
+        let dir = cache_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(format!("{}-{}.tar", self.name, self.key()));
+        if out.is_file() {
+            return out;
+        }
+        // mmdebstrap picks its output format from the name: keep `.tar`.
+        let partial = dir.join(format!(
+            "{}-{}.partial-{}.tar",
+            self.name,
+            self.key(),
+            std::process::id()
+        ));
+        let mut cmd = Command::new("mmdebstrap");
+        cmd.args(["--variant=apt", "--quiet"])
+            .arg(format!("--include={}", self.packages.join(",")));
+        for hook in self.hooks {
+            cmd.arg(format!("--customize-hook={hook}"));
+        }
+        cmd.arg(SUITE).arg(&partial);
+        let r = Run::of(&mut cmd);
+        assert_eq!(
+            r.code, 0,
+            "mmdebstrap for the {} image (Debian package mmdebstrap, and Debian's mirror) failed:\n{}{}",
+            self.name, r.stdout, r.stderr
+        );
+        std::fs::rename(&partial, &out).unwrap();
+        out
+    }
+
+    /// Imports the image into `docker` (building it first if need be); returns its tag.
+    pub fn import(&self, docker: &Dockerd) -> String {
+        let tag = self.tag();
+        let tarball = self.tarball();
+        let mut cmd = docker.cli();
+        cmd.arg("import");
+        for c in self.changes {
+            cmd.args(["--change", c]);
+        }
+        cmd.arg(&tarball).arg(&tag);
+        let r = Run::of(&mut cmd);
+        assert_eq!(r.code, 0, "docker import {tag}: {}", r.stderr);
+        tag
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_follows_the_content() {
+        let mut other = SYSTEMD;
+        other.packages = &["systemd"];
+        assert_ne!(SYSTEMD.key(), other.key());
+        assert_eq!(SYSTEMD.key(), SYSTEMD.key());
+        assert!(SYSTEMD.tag().starts_with("fossa-test-systemd:"));
+    }
+}

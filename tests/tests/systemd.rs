@@ -1,0 +1,356 @@
+//! The shipped unit under a real systemd: a container made from Debian
+//! packages (tests/src/images.rs) boots systemd as PID 1; the test installs
+//! the unit, an agent.toml and the freshly built agent in it, with the test
+//! dockerd's socket mounted, and moto_server running in the container's own
+//! network namespace. Then, with the unit's full hardening:
+//! - `systemctl start` returns only after READY, and NAT is in place by then;
+//! - the broker and image duties work (docker socket, SSM, S3, the registry);
+//! - `systemctl reload` re-reads the configuration;
+//! - the watchdog restarts a hung (SIGSTOPped) agent;
+//! - `systemctl stop` finishes within 5 s.
+//!
+//! systemd-in-docker works here with `--cap-add SYS_ADMIN --cap-add NET_ADMIN
+//! --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw`;
+//! `--privileged` is refused on these machines.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fossa_tests::docker::{Dockerd, Registry};
+use fossa_tests::images::SYSTEMD;
+use fossa_tests::moto::{Moto, REGION};
+use fossa_tests::netns::Netns;
+use fossa_tests::{bin, repo_root, venv_bin, Run, TempDir};
+
+/// The container, removed on drop.
+struct Machine<'a> {
+    docker: &'a Dockerd,
+    name: String,
+}
+
+impl Machine<'_> {
+    fn exec(&self, args: &[&str]) -> Run {
+        Run::of(self.docker.cli().args(["exec", &self.name]).args(args))
+    }
+
+    fn sh(&self, script: &str) -> Run {
+        self.exec(&["sh", "-c", script])
+    }
+
+    fn copy_in(&self, from: &std::path::Path, to: &str) {
+        Run::of(
+            self.docker
+                .cli()
+                .arg("cp")
+                .arg(from)
+                .arg(format!("{}:{to}", self.name)),
+        )
+        .ok();
+    }
+
+    fn show(&self, prop: &str) -> String {
+        self.exec(&["systemctl", "show", "-p", prop, "--value", "fossa-agent"])
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
+    fn journal(&self) -> String {
+        self.exec(&["journalctl", "-u", "fossa-agent", "--no-pager", "-o", "cat"])
+            .stdout
+    }
+
+    fn wait_journal(&self, needle: &str, within: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            let j = self.journal();
+            if j.contains(needle) {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < within,
+                "the journal never said {needle:?}:\n{j}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Machine<'_> {
+    fn drop(&mut self) {
+        let _ = Run::of(self.docker.cli().args(["rm", "-f", &self.name]));
+    }
+}
+
+/// The password of the emulator's ECR token, asked from inside `ns`.
+fn ecr_password(ns: &Netns, moto: &Moto) -> String {
+    let code = format!(
+        "import base64,boto3\nc=boto3.client('ecr',endpoint_url='{}',region_name='{REGION}',aws_access_key_id='test',aws_secret_access_key='test')\nt=c.get_authorization_token()['authorizationData'][0]['authorizationToken']\nprint(base64.b64decode(t).decode().split(':',1)[1])",
+        moto.url
+    );
+    Run::of(ns.cmd(venv_bin("python")).args(["-c", &code]))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_hardened_unit_runs_the_agent_under_systemd() {
+    let docker = Dockerd::start();
+    docker.import_base("fossa-test-python:1", "[\"/bin/sh\"]");
+    docker.import_base("fossa-test-broker:1", "[\"/bin/sleep\", \"3600\"]");
+    let t = Instant::now();
+    let image = SYSTEMD.import(&docker);
+    eprintln!("figures: systemd image ready in {:?}", t.elapsed());
+    let machine = Machine {
+        docker: &docker,
+        name: format!("fossa-sd-{}", std::process::id()),
+    };
+    let sock = docker.host.trim_start_matches("unix://").to_owned();
+    Run::of(docker.cli().args([
+        "run",
+        "-d",
+        "--name",
+        &machine.name,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-add",
+        "NET_ADMIN",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/run/lock",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "-v",
+        &format!("{sock}:/run/docker.sock"),
+        &image,
+        "/sbin/init",
+    ]))
+    .ok();
+    let pid: u32 = Run::of(
+        docker
+            .cli()
+            .args(["inspect", "-f", "{{.State.Pid}}", &machine.name]),
+    )
+    .ok()
+    .stdout
+    .trim()
+    .parse()
+    .unwrap();
+
+    // The container's network: loopback (moto runs there) and a default
+    // route out of eth0 for NAT to find its egress interface.
+    // (eth0 is one end of a veth pair whose other end is in a namespace of
+    // the test's own, so nothing leaves the machine.)
+    let ns = Netns::attach("sd", pid);
+    let outside = Netns::new("sd-out");
+    Run::of(Command::new("ip").args([
+        "link",
+        "add",
+        "eth0",
+        "netns",
+        &ns.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sdpeer",
+        "netns",
+        &outside.name,
+    ]))
+    .ok();
+    Run::of(
+        outside
+            .cmd("ip")
+            .args(["addr", "add", "192.0.2.1/24", "dev", "sdpeer"]),
+    )
+    .ok();
+    Run::of(outside.cmd("ip").args(["link", "set", "sdpeer", "up"])).ok();
+    for args in [
+        vec!["addr", "add", "192.0.2.2/24", "dev", "eth0"],
+        vec!["link", "set", "eth0", "up"],
+        vec!["route", "add", "default", "via", "192.0.2.1"],
+    ] {
+        Run::of(ns.cmd("ip").args(&args)).ok();
+    }
+    let moto = Moto::start_in(Some(&ns));
+    let models = TempDir::new("sd-models");
+    std::fs::write(
+        models.0.join("etl.py"),
+        "import ayeaye\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    pass\n",
+    )
+    .unwrap();
+    Run::of(
+        ns.cmd(bin("fossa-bootstrap"))
+            .args(["launch", "--stack", "sd", "--allow-cidr", "198.51.100.1/32"])
+            .args(["--no-wait", "--endpoint-url", &moto.url])
+            .arg("--agent-binary")
+            .arg(bin("fossa-agent"))
+            .arg("--models")
+            .arg(&models.0)
+            .envs(moto.env()),
+    )
+    .ok();
+    let registry = Registry::start(&ecr_password(&ns, &moto));
+
+    // systemd is up.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = machine.exec(&["systemctl", "is-system-running"]).stdout;
+        if matches!(state.trim(), "running" | "degraded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "systemd did not boot: {state}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Install the agent, the shipped unit and a configuration, as user-data does.
+    let moto_port = moto.url.rsplit(':').next().unwrap().to_owned();
+    let files = TempDir::new("sd-files");
+    let toml = files.0.join("agent.toml");
+    let config = |egress: &str| {
+        format!(
+            "stack = \"sd\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nregistry = \"{}\"\n\
+             base_image = \"fossa-test-python:1\"\nbroker_image = \"fossa-test-broker:1\"\n\
+             broker_address = \"192.0.2.2\"\negress_check = \"{egress}\"\n\
+             duties = [\"nat\", \"broker\", \"image\"]\n",
+            moto.url, registry.address
+        )
+    };
+    std::fs::write(&toml, config(&format!("127.0.0.1:{moto_port}"))).unwrap();
+    // Credentials come from the instance role on EC2; here from a drop-in.
+    // WatchdogSec is shortened so the watchdog's restart shows within seconds.
+    let dropin = files.0.join("test.conf");
+    let env: Vec<String> = moto
+        .env()
+        .iter()
+        .map(|(k, v)| format!("Environment={k}={v}"))
+        .collect();
+    std::fs::write(
+        &dropin,
+        format!("[Service]\n{}\nWatchdogSec=6s\n", env.join("\n")),
+    )
+    .unwrap();
+    machine.sh("mkdir -p /etc/fossa /etc/systemd/system/fossa-agent.service.d /usr/local/bin");
+    machine.copy_in(&bin("fossa-agent"), "/usr/local/bin/fossa-agent");
+    machine.copy_in(
+        &repo_root().join("systemd/fossa-agent.service"),
+        "/etc/systemd/system/fossa-agent.service",
+    );
+    machine.copy_in(&toml, "/etc/fossa/agent.toml");
+    machine.copy_in(
+        &dropin,
+        "/etc/systemd/system/fossa-agent.service.d/test.conf",
+    );
+    machine.exec(&["systemctl", "daemon-reload"]);
+    let score = machine.exec(&["systemd-analyze", "security", "--no-pager", "fossa-agent"]);
+    eprintln!(
+        "figures: {}",
+        score
+            .stdout
+            .lines()
+            .find(|l| l.contains("Overall exposure"))
+            .unwrap_or("no exposure line")
+    );
+
+    // start returns only after READY, and by then NAT is in place.
+    let t = Instant::now();
+    let started = machine.exec(&["systemctl", "start", "fossa-agent"]);
+    let start_took = t.elapsed();
+    assert_eq!(
+        started.code,
+        0,
+        "systemctl start: {}\n{}",
+        started.stderr,
+        machine.journal()
+    );
+    let nat = machine.exec(&["iptables", "-t", "nat", "-S", "FOSSA-POSTROUTING"]);
+    assert!(
+        nat.stdout.contains("-o eth0 -j MASQUERADE"),
+        "NAT is applied when start returns: {}{}",
+        nat.stdout,
+        nat.stderr
+    );
+    let input = machine.exec(&["iptables", "-S", "FOSSA-INPUT"]);
+    assert!(input.stdout.contains("--dport 5672"), "{}", input.stdout);
+    assert_eq!(machine.show("ActiveState"), "active");
+    assert_eq!(
+        machine
+            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])
+            .stdout
+            .trim(),
+        "1"
+    );
+    eprintln!("figures: systemctl start returned after READY in {start_took:?}");
+
+    // The hardening leaves the broker and the image duties working.
+    let took = machine.wait_journal("broker container created", Duration::from_secs(120));
+    machine.wait_journal("pushed 127.0.0.1:", Duration::from_secs(180));
+    eprintln!("figures: broker and image duties done {took:?} after READY");
+    let broker =
+        Run::of(
+            docker
+                .cli()
+                .args(["inspect", "-f", "{{.State.Running}}", "fossa-broker"]),
+        )
+        .ok();
+    assert_eq!(broker.stdout.trim(), "true");
+
+    // reload re-reads the configuration, in the same process.
+    let pid_before = machine.show("MainPID");
+    std::fs::write(&toml, config(&format!("192.0.2.1:{moto_port}"))).unwrap();
+    machine.copy_in(&toml, "/etc/fossa/agent.toml");
+    let reloaded = machine.exec(&["systemctl", "reload", "fossa-agent"]);
+    assert_eq!(reloaded.code, 0, "{}", reloaded.stderr);
+    machine.wait_journal("configuration reloaded", Duration::from_secs(20));
+    assert_eq!(
+        machine.show("MainPID"),
+        pid_before,
+        "reload restarts nothing"
+    );
+
+    // The watchdog restarts a hung agent.
+    let t = Instant::now();
+    machine.exec(&["kill", "-STOP", &pid_before]);
+    loop {
+        let (pid, restarts) = (machine.show("MainPID"), machine.show("NRestarts"));
+        if restarts == "1"
+            && pid != pid_before
+            && pid != "0"
+            && machine.show("ActiveState") == "active"
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the watchdog did not restart the hung agent (NRestarts {restarts}, MainPID {pid}):\n{}",
+            machine.journal()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "figures: a SIGSTOPped agent was restarted by the watchdog (WatchdogSec=6s) after {:?}",
+        t.elapsed()
+    );
+    let journal = machine.journal();
+    assert!(
+        journal.contains("atchdog"),
+        "the journal names the watchdog:\n{journal}"
+    );
+
+    // stop finishes within 5 s.
+    let t = Instant::now();
+    let stopped = machine.exec(&["systemctl", "stop", "fossa-agent"]);
+    let stop_took = t.elapsed();
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    assert!(
+        stop_took < Duration::from_secs(5),
+        "systemctl stop took {stop_took:?}"
+    );
+    assert_eq!(machine.show("ActiveState"), "inactive");
+    eprintln!("figures: systemctl stop took {stop_took:?}");
+}
