@@ -4,6 +4,12 @@
 //! changes and no Docker port proxy or bridge NAT sits in the way. Its credentials are random,
 //! made once and kept in the SSM SecureString `/fossa/<stack>/broker-url`;
 //! workers get that parameter as an ECS secret, never as plain environment.
+//!
+//! The user is made from a definitions file ([`config_files`]) copied into
+//! the container before its first start, not from `RABBITMQ_DEFAULT_USER`:
+//! so it has no tags (it is not an administrator: it can use the default
+//! vhost and nothing more), and no password sits in the container's
+//! environment, where `docker inspect` would show it.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -11,6 +17,7 @@ use std::net::Ipv4Addr;
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use fossa_contract::aws::{AwsError, AwsResultExt};
@@ -28,6 +35,61 @@ pub const VOLUME: &str = "fossa-broker-data";
 pub const DEFAULT_IMAGE: &str = "rabbitmq:3";
 /// Label holding the hash of the container's settings.
 pub const SPEC_LABEL: &str = "fossa.spec-hash";
+/// Version of the container's layout, part of the spec hash: a change
+/// recreates containers made by an earlier agent.
+const LAYOUT: &str = "definitions-v1";
+/// The broker's own configuration, read after the image's.
+const CONF_PATH: &str = "etc/rabbitmq/conf.d/90-fossa.conf";
+/// The definitions file the configuration loads at boot.
+const DEFINITIONS_PATH: &str = "etc/rabbitmq/fossa-definitions.json";
+
+/// RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt ‖ sha256(salt ‖ password)).
+pub fn rabbit_password_hash(password: &str) -> String {
+    let salt: [u8; 4] = rand::random();
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(password.as_bytes());
+    let mut bytes = salt.to_vec();
+    bytes.extend_from_slice(&h.finalize());
+    aws_smithy_types::base64::encode(bytes)
+}
+
+/// RabbitMQ definitions with one user, `creds`, on the default vhost: no
+/// tags, so not an administrator; only the password's salted hash.
+pub fn definitions(creds: &Credentials) -> serde_json::Value {
+    serde_json::json!({
+        "users": [{"name": creds.user, "password_hash": rabbit_password_hash(&creds.password),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}],
+        "vhosts": [{"name": "/"}],
+        "permissions": [{"user": creds.user, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+    })
+}
+
+/// The files copied into the broker container before it first starts, as
+/// `(path under /, contents)`: a configuration that loads the definitions
+/// at boot (so no default user is made) and keeps `guest` to loopback.
+pub fn config_files(creds: &Credentials) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            CONF_PATH,
+            format!("load_definitions = /{DEFINITIONS_PATH}\nloopback_users.guest = true\n"),
+        ),
+        (DEFINITIONS_PATH, definitions(creds).to_string()),
+    ]
+}
+
+fn config_tar(creds: &Credentials) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, text) in config_files(creds) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, text.as_bytes())
+            .expect("writing to memory");
+    }
+    tar.into_inner().expect("writing to memory")
+}
 
 /// Why the broker duty failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,14 +234,12 @@ pub fn container_spec(
     creds: &Credentials,
 ) -> (ContainerCreateBody, String) {
     let hash = hex::encode(Sha256::digest(format!(
-        "{image}|{address}|{}|{}",
+        "{LAYOUT}|{image}|{address}|{}|{}",
         creds.user, creds.password
     )));
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         env: Some(vec![
-            format!("RABBITMQ_DEFAULT_USER={}", creds.user),
-            format!("RABBITMQ_DEFAULT_PASS={}", creds.password),
             format!("RABBITMQ_NODE_IP_ADDRESS={address}"),
             format!("RABBITMQ_NODE_PORT={BROKER_PORT}"),
             format!("ERL_EPMD_ADDRESS={address}"),
@@ -268,6 +328,14 @@ pub async fn reconcile(
         )
         .await
         .map_err(docker_err("create"))?;
+    docker
+        .upload_to_container(
+            CONTAINER,
+            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+            bollard::body_full(bytes::Bytes::from(config_tar(creds))),
+        )
+        .await
+        .map_err(docker_err("copy the configuration into"))?;
     fossa_contract::fault::exit_at("broker-container-created");
     docker
         .start_container(CONTAINER, None)
@@ -322,5 +390,38 @@ mod tests {
             },
         );
         assert_ne!(h1, h2);
+        let env = body.env.unwrap().join(" ");
+        assert!(
+            !env.contains("PASS") && !env.contains("DEFAULT_USER"),
+            "{env}"
+        );
+    }
+
+    #[test]
+    fn the_worker_user_is_not_an_administrator_and_its_password_is_hashed() {
+        let c = Credentials {
+            user: "fossa".into(),
+            password: "s3cr3t-password".into(),
+        };
+        let files = config_files(&c);
+        let conf = &files[0].1;
+        assert!(conf.contains("load_definitions = /etc/rabbitmq/fossa-definitions.json"));
+        assert!(conf.contains("loopback_users.guest = true"));
+        let defs: serde_json::Value = serde_json::from_str(&files[1].1).unwrap();
+        assert_eq!(defs["users"][0]["name"], "fossa");
+        assert_eq!(defs["users"][0]["tags"], serde_json::json!([]));
+        assert!(!files[1].1.contains("s3cr3t"), "only the salted hash");
+        let raw =
+            aws_smithy_types::base64::decode(defs["users"][0]["password_hash"].as_str().unwrap())
+                .unwrap();
+        let mut h = Sha256::new();
+        h.update(&raw[..4]);
+        h.update(b"s3cr3t-password");
+        assert_eq!(
+            &raw[4..],
+            h.finalize().as_slice(),
+            "RabbitMQ's salted SHA-256"
+        );
+        assert_eq!(defs["permissions"][0]["vhost"], "/");
     }
 }

@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use fossa_contract::names::PASSWORD_ENV;
 use fossa_web::model::{Component, Fleet, Health};
 use rand::distr::{Alphanumeric, SampleString};
-use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio::sync::{watch, Mutex};
 
@@ -185,17 +184,6 @@ impl std::fmt::Debug for LocalBroker {
     }
 }
 
-/// RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt ‖ sha256(salt ‖ password)).
-pub fn rabbit_password_hash(password: &str) -> String {
-    let salt: [u8; 4] = rand::random();
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(password.as_bytes());
-    let mut bytes = salt.to_vec();
-    bytes.extend_from_slice(&h.finalize());
-    aws_smithy_types::base64::encode(bytes)
-}
-
 impl LocalBroker {
     /// Starts rabbitmq-server on a free loopback port with a random user
     /// (created from a definitions file: no password on any command line), which
@@ -207,11 +195,9 @@ impl LocalBroker {
             std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
         }
         let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        let defs = serde_json::json!({
-            "users": [{"name": "fossa", "password_hash": rabbit_password_hash(&password),
-                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}],
-            "vhosts": [{"name": "/"}],
-            "permissions": [{"user": "fossa", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+        let defs = crate::broker::definitions(&crate::broker::Credentials {
+            user: "fossa".into(),
+            password: password.clone(),
         });
         let defs_path = dir.join("definitions.json");
         std::fs::write(&defs_path, defs.to_string()).map_err(io)?;

@@ -49,6 +49,16 @@ pub const SYSTEMD: DebianImage = DebianImage {
     changes: &["CMD [\"/sbin/init\"]"],
 };
 
+/// RabbitMQ from Debian's package, started as the broker duty starts the
+/// official image: `rabbitmq-server` reading `RABBITMQ_NODE_IP_ADDRESS`,
+/// `RABBITMQ_NODE_PORT` and the files the duty copies in.
+pub const RABBITMQ: DebianImage = DebianImage {
+    name: "rabbitmq",
+    packages: &["rabbitmq-server"],
+    hooks: &[],
+    changes: &["CMD [\"/usr/sbin/rabbitmq-server\"]"],
+};
+
 fn cache_dir() -> PathBuf {
     std::env::var_os("FOSSA_IMAGE_CACHE")
         .map(PathBuf::from)

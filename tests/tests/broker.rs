@@ -1,0 +1,116 @@
+//! The broker duty's container on a real RabbitMQ (Debian's package in an
+//! image made with mmdebstrap): the worker user from the duty's definitions
+//! file logs in over AMQP and is not an administrator; `guest` cannot log in
+//! from another address; no password is in the container's environment.
+
+use std::time::{Duration, Instant};
+
+use fossa_agent::broker::{self, Credentials};
+use fossa_tests::docker::Dockerd;
+use fossa_tests::images::RABBITMQ;
+use fossa_tests::{venv_bin, Run};
+
+/// Tries an AMQP login with pika from the test venv; `Ok` or pika's error.
+fn amqp_login(url: &str) -> Result<(), String> {
+    let code = format!(
+        "import pika\nc=pika.BlockingConnection(pika.URLParameters('{url}'))\nch=c.channel()\nch.queue_declare('fossa_smoke', durable=False, auto_delete=True)\nc.close()\n"
+    );
+    let r = Run::of(std::process::Command::new(venv_bin("python")).args(["-c", &code]));
+    if r.code == 0 {
+        Ok(())
+    } else {
+        Err(r.stderr.lines().last().unwrap_or_default().to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
+    let dockerd = Dockerd::start();
+    let image = RABBITMQ.import(&dockerd);
+    let docker = bollard::Docker::connect_with_unix(
+        dockerd.host.trim_start_matches("unix://"),
+        60,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap()
+    .negotiate_version()
+    .await
+    .unwrap();
+    let creds = Credentials {
+        user: "fossa".into(),
+        password: "broker-test-password-1".into(),
+    };
+    let address = std::net::Ipv4Addr::LOCALHOST;
+    let said = broker::reconcile(&docker, &image, address, &creds)
+        .await
+        .unwrap();
+    assert!(said.contains("created"), "{said}");
+    let url = broker::url(&creds, address);
+
+    // The worker user logs in once the broker is up.
+    let t = Instant::now();
+    loop {
+        match amqp_login(&url) {
+            Ok(()) => break,
+            Err(e) => assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "the worker user never logged in: {e}\n{}",
+                Run::of(dockerd.cli().args(["logs", broker::CONTAINER])).stdout
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "figures: broker container answering AMQP {:?} after create",
+        t.elapsed()
+    );
+
+    // Not an administrator; guest, if it exists at all, only from loopback.
+    let users =
+        Run::of(
+            dockerd
+                .cli()
+                .args(["exec", broker::CONTAINER, "rabbitmqctl", "list_users", "-q"]),
+        )
+        .ok()
+        .stdout;
+    let fossa = users
+        .lines()
+        .find(|l| l.starts_with("fossa"))
+        .unwrap_or_else(|| panic!("no fossa user: {users}"));
+    assert!(!fossa.contains("administrator"), "{users}");
+    assert!(
+        !users.lines().any(|l| l.starts_with("guest")),
+        "definitions loaded at boot: no default guest user\n{users}"
+    );
+    assert!(
+        amqp_login(&format!("amqp://guest:guest@{address}:5672/%2F")).is_err(),
+        "guest logged in"
+    );
+    assert!(amqp_login(&broker::url(
+        &Credentials {
+            user: "fossa".into(),
+            password: "wrong".into()
+        },
+        address
+    ))
+    .is_err());
+
+    // No password in the container's environment (docker inspect shows it).
+    let env =
+        Run::of(
+            dockerd
+                .cli()
+                .args(["inspect", "-f", "{{json .Config.Env}}", broker::CONTAINER]),
+        )
+        .ok()
+        .stdout;
+    assert!(!env.contains(&creds.password), "{env}");
+
+    // A second reconcile leaves the running broker alone.
+    let again = broker::reconcile(&docker, &image, address, &creds)
+        .await
+        .unwrap();
+    assert!(again.contains("running"), "{again}");
+    amqp_login(&url).unwrap();
+}
