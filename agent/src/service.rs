@@ -238,13 +238,14 @@ pub struct Clients {
 impl Clients {
     /// Every client from `sdk`.
     pub fn new(sdk: &SdkConfig) -> Self {
+        use fossa_contract::counted_client;
         let counter = fossa_contract::aws::CallCounter::default();
         Clients {
-            ssm: aws_sdk_ssm::Client::new(sdk),
+            ssm: counted_client!(aws_sdk_ssm, sdk, counter),
             s3: fossa_contract::aws::s3_client(sdk, &counter),
-            ecs: aws_sdk_ecs::Client::new(sdk),
-            ecr: aws_sdk_ecr::Client::new(sdk),
-            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
+            ecs: counted_client!(aws_sdk_ecs, sdk, counter),
+            ecr: counted_client!(aws_sdk_ecr, sdk, counter),
+            logs: counted_client!(aws_sdk_cloudwatchlogs, sdk, counter),
         }
     }
 }

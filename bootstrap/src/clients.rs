@@ -2,6 +2,7 @@
 //! all counting their requests.
 
 use fossa_contract::aws::{s3_client, sdk_config, AwsResultExt, AwsSettings, CallCounter};
+use fossa_contract::counted_client;
 
 use crate::Result;
 
@@ -44,30 +45,20 @@ pub struct Identity {
     pub partition: String,
 }
 
-macro_rules! client {
-    ($sdk:ident, $cfg:expr, $counter:expr) => {
-        $sdk::Client::from_conf(
-            $sdk::config::Builder::from($cfg)
-                .interceptor($counter.clone())
-                .build(),
-        )
-    };
-}
-
 impl Clients {
     /// Loads the configuration and builds every client.
     pub async fn new(settings: &AwsSettings) -> Result<Self> {
         let sdk = sdk_config(settings).await?;
         let counter = CallCounter::default();
         Ok(Self {
-            ec2: client!(aws_sdk_ec2, &sdk, counter),
-            iam: client!(aws_sdk_iam, &sdk, counter),
+            ec2: counted_client!(aws_sdk_ec2, &sdk, counter),
+            iam: counted_client!(aws_sdk_iam, &sdk, counter),
             s3: s3_client(&sdk, &counter),
-            ssm: client!(aws_sdk_ssm, &sdk, counter),
-            sts: client!(aws_sdk_sts, &sdk, counter),
-            ecs: client!(aws_sdk_ecs, &sdk, counter),
-            ecr: client!(aws_sdk_ecr, &sdk, counter),
-            logs: client!(aws_sdk_cloudwatchlogs, &sdk, counter),
+            ssm: counted_client!(aws_sdk_ssm, &sdk, counter),
+            sts: counted_client!(aws_sdk_sts, &sdk, counter),
+            ecs: counted_client!(aws_sdk_ecs, &sdk, counter),
+            ecr: counted_client!(aws_sdk_ecr, &sdk, counter),
+            logs: counted_client!(aws_sdk_cloudwatchlogs, &sdk, counter),
             region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             emulated: sdk.endpoint_url().is_some(),
             plain_http: sdk.endpoint_url().is_some_and(|u| u.starts_with("http://")),

@@ -118,6 +118,21 @@ pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig, SettingsErr
     }
 }
 
+/// A client of SDK crate `$sdk` (`aws_sdk_ecs`, ...) built from an
+/// [`SdkConfig`] with a [`CallCounter`], so every request is counted and,
+/// with [`ACTIONS_LOG_ENV`] set, recorded. Every client but S3's is made with
+/// it (S3: [`s3_client`]).
+#[macro_export]
+macro_rules! counted_client {
+    ($sdk:ident, $cfg:expr, $counter:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from($cfg)
+                .interceptor($counter.clone())
+                .build(),
+        )
+    };
+}
+
 /// An S3 client for `config`; path-style addressing when an endpoint URL is set.
 pub fn s3_client(config: &SdkConfig, counter: &CallCounter) -> aws_sdk_s3::Client {
     let builder = aws_sdk_s3::config::Builder::from(config)

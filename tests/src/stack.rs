@@ -176,8 +176,10 @@ impl Stack {
 
     /// Checks every AWS operation the agents of this stack called against the
     /// gateway role's policy as `plan` prints it (the emulator enforces no
-    /// IAM); returns the IAM actions checked.
+    /// IAM), on each resource AWS evaluates it against; returns the IAM
+    /// actions checked.
     pub fn assert_agent_actions_allowed(&self) -> Vec<String> {
+        use fossa_bootstrap::plan::iam::{allows, iam_actions, Scope};
         let recorded = std::fs::read_to_string(self.actions_log()).unwrap_or_default();
         let plan = self.plan();
         let role = format!("fossa-{}-gateway/fossa", self.name);
@@ -188,22 +190,120 @@ impl Stack {
             .find(|r| r["kind"] == "iam-role-policy" && r["name"] == role.as_str())
             .unwrap_or_else(|| panic!("plan has no {role}: {plan}"))["policy"]
             .clone();
-        let mut actions: Vec<String> = recorded
-            .lines()
-            .flat_map(fossa_bootstrap::plan::iam::iam_actions)
-            .collect();
+        let stack = fossa_contract::StackName::new(&self.name).unwrap();
+        let bucket = stack.bucket("123456789012", REGION);
+        let scope = Scope {
+            stack: &stack,
+            partition: "aws",
+            region: REGION,
+            account: "123456789012",
+            bucket: &bucket,
+        };
+        let mut actions: Vec<String> = recorded.lines().flat_map(iam_actions).collect();
         actions.sort();
         actions.dedup();
         assert!(!actions.is_empty(), "the agent recorded no AWS call");
-        let refused: Vec<&String> = actions
+        let mut refused = Vec::new();
+        for a in &actions {
+            let resources = scope.agent_resources(a).unwrap_or_else(|| {
+                panic!(
+                    "the agent called {a}: add the resources it acts on to Scope::agent_resources"
+                )
+            });
+            refused.extend(
+                resources
+                    .into_iter()
+                    .filter(|r| !allows(&policy, a, r))
+                    .map(|r| format!("{a} on {r}")),
+            );
+        }
+        assert!(
+            refused.is_empty(),
+            "the gateway role's policy does not allow what the agent called: {refused:?}\n{policy:#}"
+        );
+        actions
+    }
+
+    /// Checks, at the resource level, that the task execution role as `plan`
+    /// prints it allows what the ECS agent calls to start a worker of the
+    /// task definition the agent registered: the registry token, pulling its
+    /// image, reading each `secrets` entry, writing to its log group.
+    /// (The emulator starts no tasks, so these calls are derived from the
+    /// task definition, as ECS makes them.) Returns the pairs checked.
+    pub async fn assert_execution_role_covers_workers(&self) -> Vec<(String, String)> {
+        use fossa_bootstrap::plan::iam::{allows, EXECUTION_ROLE_ACTIONS};
+        const ACCOUNT: &str = "123456789012";
+        let plan = self.plan();
+        let role = format!("fossa-{}-task-execution", self.name);
+        let policy = plan
+            .as_array()
+            .unwrap()
             .iter()
-            .filter(|a| !fossa_bootstrap::plan::iam::allows_action(&policy, a))
+            .find(|r| r["kind"] == "iam-role-policy" && r["name"] == format!("{role}/fossa"))
+            .unwrap_or_else(|| panic!("plan has no {role} policy: {plan}"))["policy"]
+            .clone();
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        let out = ecs
+            .describe_task_definition()
+            .task_definition(format!("fossa-{}-worker", self.name))
+            .send()
+            .await
+            .unwrap();
+        let td = out.task_definition().unwrap();
+        assert!(
+            td.execution_role_arn()
+                .unwrap_or_default()
+                .ends_with(&format!(":role/{role}")),
+            "{td:?}"
+        );
+        let c = &td.container_definitions()[0];
+        let image = c.image().unwrap();
+        let repo = image
+            .split_once('/')
+            .map(|(_, r)| r.split(':').next().unwrap())
+            .unwrap();
+        let repo_arn = format!("arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{repo}");
+        let mut pairs = vec![("ecr:GetAuthorizationToken".to_owned(), "*".to_owned())];
+        for a in [
+            "BatchCheckLayerAvailability",
+            "GetDownloadUrlForLayer",
+            "BatchGetImage",
+        ] {
+            pairs.push((format!("ecr:{a}"), repo_arn.clone()));
+        }
+        assert!(!c.secrets().is_empty(), "the broker URL is a secret");
+        for secret in c.secrets() {
+            let from = secret.value_from();
+            let arn = if from.starts_with("arn:") {
+                from.to_owned()
+            } else {
+                format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{from}")
+            };
+            pairs.push(("ssm:GetParameters".to_owned(), arn));
+        }
+        let logs = c.log_configuration().unwrap().options().unwrap();
+        let stream = format!(
+            "arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{}:log-stream:{}/worker/0123456789abcdef",
+            logs["awslogs-group"], logs["awslogs-stream-prefix"]
+        );
+        for a in ["CreateLogStream", "PutLogEvents"] {
+            pairs.push((format!("logs:{a}"), stream.clone()));
+        }
+        let mut actions: Vec<&str> = pairs.iter().map(|(a, _)| a.as_str()).collect();
+        actions.sort_unstable();
+        actions.dedup();
+        let mut listed = EXECUTION_ROLE_ACTIONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(actions, listed, "EXECUTION_ROLE_ACTIONS is what ECS calls");
+        let refused: Vec<&(String, String)> = pairs
+            .iter()
+            .filter(|(a, r)| !allows(&policy, a, r))
             .collect();
         assert!(
             refused.is_empty(),
-            "the agent called {refused:?}, which the gateway role's policy does not allow:\n{policy:#}"
+            "ECS could not start a worker: the task execution role does not allow {refused:?}:\n{policy:#}"
         );
-        actions
+        pairs
     }
 
     /// Image tags in the stack's repository on the registry.

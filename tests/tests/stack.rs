@@ -336,6 +336,11 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
         "figures: the agent called {} IAM actions, each allowed by the gateway policy: {actions:?}",
         actions.len()
     );
+    let pairs = stack.assert_execution_role_covers_workers().await;
+    eprintln!(
+        "figures: {} actions ECS takes for a worker, each allowed on its resource by the execution role",
+        pairs.len()
+    );
 
     // destroy removes what the agent made too.
     let destroyed = Run::of(

@@ -278,7 +278,67 @@ pub fn iam_actions(recorded: &str) -> Vec<String> {
         _ => None,
     };
     out.extend(tagging.map(str::to_owned));
+    // A task definition names the task roles: ECS checks PassRole on them.
+    if (prefix.as_str(), op) == ("ecs", "RegisterTaskDefinition") {
+        out.push("iam:PassRole".to_owned());
+    }
     out
+}
+
+impl Scope<'_> {
+    /// The resources AWS evaluates `action` against when the agent calls it
+    /// for this stack (`*` where the action takes none), or `None` for an
+    /// action the agent is not known to call: the recorded-calls test then
+    /// asks for it to be added here.
+    pub fn agent_resources(&self, action: &str) -> Option<Vec<String>> {
+        let s = self.stack;
+        let one = |r: String| Some(vec![r]);
+        let task_definition = self.arn("ecs", &format!("task-definition/{}:1", s.task_family()));
+        let service = self.arn("ecs", &format!("service/{}/{}", s.cluster(), s.service()));
+        let (service_name, _) = action.split_once(':')?;
+        match (service_name, action) {
+            (_, "ecr:GetAuthorizationToken" | "logs:DescribeLogGroups") => one("*".into()),
+            (_, "ecs:DescribeTaskDefinition" | "ecs:ListTaskDefinitions" | "ecs:ListTasks") => {
+                one("*".into())
+            }
+            ("ecr", _) => one(self.repository_arn()),
+            (
+                _,
+                "ecs:CreateCluster" | "ecs:DescribeClusters" | "ecs:PutClusterCapacityProviders",
+            ) => one(self.cluster_arn()),
+            (_, "ecs:CreateService" | "ecs:UpdateService" | "ecs:DescribeServices") => one(service),
+            (_, "ecs:RegisterTaskDefinition") => one(task_definition),
+            (_, "ecs:TagResource") => Some(vec![self.cluster_arn(), service, task_definition]),
+            (_, "ecs:DescribeTasks" | "ecs:UpdateTaskProtection") => {
+                one(self.arn("ecs", &format!("task/{}/0123456789abcdef", s.cluster())))
+            }
+            (_, "iam:PassRole") => Some(vec![
+                self.role_arn(&s.execution_role()),
+                self.role_arn(&s.task_role()),
+            ]),
+            ("logs", _) => one(self.log_group_arn()),
+            (_, "s3:GetObject") => one(format!(
+                "{}/{}",
+                self.bucket_arn(),
+                fossa_contract::names::MODELS_OBJECT_KEY
+            )),
+            (_, "s3:ListBucket") => one(self.bucket_arn()),
+            (_, "ssm:GetParameter" | "ssm:GetParameters") => {
+                Some(ssm::ALL.iter().map(|k| self.parameter_arn(k)).collect())
+            }
+            (_, "ssm:GetParametersByPath") => one(self.arn(
+                "ssm",
+                &format!("parameter{}", s.ssm_path().trim_end_matches('/')),
+            )),
+            (_, "ssm:PutParameter" | "ssm:AddTagsToResource") => Some(
+                ssm::AGENT_WRITES
+                    .iter()
+                    .map(|k| self.parameter_arn(k))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// IAM's wildcard match: `*` is any run of characters, `?` any one
@@ -479,6 +539,37 @@ mod tests {
     }
 
     #[test]
+    fn the_resource_level_check_catches_the_two_grants_aws_refused() {
+        let stack = StackName::new("dev").unwrap();
+        let s = scope(&stack);
+        // The two statements as they were before the fix.
+        let old = json!({"Statement": [
+            {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:DescribeLogGroups"],
+             "Resource": s.arn("logs", "log-group:/fossa/dev/*")},
+            {"Effect": "Allow", "Action": ["ecs:CreateCluster", "ecs:TagResource"], "Resource": s.cluster_arn()},
+            {"Effect": "Allow", "Action": "ecs:RegisterTaskDefinition", "Resource": "*"}
+        ]});
+        let refused = |policy: &Value, action: &str| {
+            s.agent_resources(action)
+                .unwrap()
+                .iter()
+                .any(|r| !allows(policy, action, r))
+        };
+        assert!(refused(&old, "logs:DescribeLogGroups"));
+        assert!(refused(&old, "ecs:TagResource"));
+        let new = s.gateway_policy();
+        for a in [
+            "logs:DescribeLogGroups",
+            "ecs:TagResource",
+            "ecs:RegisterTaskDefinition",
+            "iam:PassRole",
+        ] {
+            assert!(!refused(&new, a), "{a}");
+        }
+        assert!(s.agent_resources("ec2:RunInstances").is_none());
+    }
+
+    #[test]
     fn sdk_operations_map_to_iam_actions() {
         assert_eq!(iam_actions("ECS:ListTasks"), ["ecs:ListTasks"]);
         assert_eq!(
@@ -488,7 +579,11 @@ mod tests {
         assert_eq!(iam_actions("S3:HeadObject"), ["s3:GetObject"]);
         assert_eq!(
             iam_actions("ECS:RegisterTaskDefinition"),
-            ["ecs:RegisterTaskDefinition", "ecs:TagResource"]
+            [
+                "ecs:RegisterTaskDefinition",
+                "ecs:TagResource",
+                "iam:PassRole"
+            ]
         );
     }
 
