@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
 # Password checks under attack and in daily use: the web UI as the agent
 # serves it (agent/examples/auth_serve.rs: TLS, argon2, the agent's memory
-# release), then
+# settings), then
 #  - 3 waves of 40 concurrent basic-auth requests with a wrong password, each
 #    from its own loopback address (127.0.1.x), so the per-address limit does
 #    not stop them: resident memory before, at its peak and after;
 #  - 500 API calls with the right password (basic auth): p50 and p99.
-# BENCH_PROFILE=release measures the build as deployed (default: dev).
+# BENCH_PROFILE=release measures the build as deployed (default: dev). Extra
+# arguments are other auth_serve binaries (say, built from an older commit)
+# measured the same way in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-dev}
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 cargo build -q --locked --profile "$profile" -p fossa-agent --example auth_serve
-bin=$PWD/target/$dir/examples/auth_serve
+echo "profile: $profile"
 tmp=$(mktemp -d) server=
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-password=bench-password-$$
-"$bin" "$tmp" "$password" >"$tmp/out" 2>"$tmp/err" & server=$!
-for _ in $(seq 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.1; done
-port=$(awk '/listening/ {print $2}' "$tmp/out")
-[ -n "$port" ] || { echo "auth_serve did not start:" >&2; cat "$tmp/err" >&2; exit 1; }
-echo "profile: $profile"
-python3 - "$server" "$port" "$password" <<'PY'
+measure() {
+  local bin=$1 password=bench-password-$$ port
+  rm -rf "$tmp/state" && mkdir -p "$tmp/state"
+  "$bin" "$tmp/state" "$password" >"$tmp/out" 2>"$tmp/err" & server=$!
+  for _ in $(seq 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.1; done
+  port=$(awk '/listening/ {print $2}' "$tmp/out")
+  [ -n "$port" ] || { echo "auth_serve did not start:" >&2; cat "$tmp/err" >&2; exit 1; }
+  echo "== $bin"
+  python3 - "$server" "$port" "$password" <<'PY'
 import base64, http.client, ssl, statistics, sys, threading, time
 pid, port, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 ctx = ssl._create_unverified_context()
@@ -30,7 +34,7 @@ def rss():
     f = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status"))
     return int(f["VmRSS"].split()[0]) / 1024, int(f["VmHWM"].split()[0]) / 1024
 def call(password, source="127.0.0.1"):
-    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, source_address=(source, 0), timeout=60)
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, source_address=(source, 0), timeout=120)
     auth = base64.b64encode(f"fossa:{password}".encode()).decode()
     c.request("GET", "/api/v1/workers", headers={"Authorization": f"Basic {auth}"})
     r = c.getresponse(); r.read(); c.close()
@@ -62,3 +66,7 @@ lat.sort()
 print(f"basic_auth_workers_p50: {statistics.median(lat):.2f} ms")
 print(f"basic_auth_workers_p99: {lat[int(len(lat) * 0.99) - 1]:.2f} ms")
 PY
+  kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; server=
+}
+measure "$PWD/target/$dir/examples/auth_serve"
+for other in "$@"; do measure "$other"; done

@@ -52,7 +52,7 @@ async fn main() {
         password,
         cookie_key,
         tls: Some((cert.cert_pem, cert.key_pem)),
-        session_generation_file: Some(tls.join("session-generation")),
+        session_state_file: Some(tls.join("session-state")),
         after_hashing: Some(fossa_agent::memory::release),
     };
     println!("listening {port}");

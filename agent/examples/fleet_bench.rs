@@ -55,7 +55,7 @@ async fn main() {
             password: "bench-password".into(),
             cookie_key: vec![1; 64],
             tls: None,
-            session_generation_file: None,
+            session_state_file: None,
             after_hashing: None,
         };
         let client = Client::untracked(fossa_web::build(config, fleet.clone()))

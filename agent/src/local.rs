@@ -687,7 +687,7 @@ async fn serve_ui(
         password: password.clone(),
         cookie_key,
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
-        session_generation_file: Some(state.join("tls/session-generation")),
+        session_state_file: Some(state.join("tls/session-state")),
         after_hashing: Some(crate::memory::release),
     };
     let rocket = fossa_web::build(config, fleet.clone())

@@ -638,7 +638,7 @@ async fn start_web(
         password,
         cookie_key,
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
-        session_generation_file: Some(tls_dir.join("session-generation")),
+        session_state_file: Some(tls_dir.join("session-state")),
         after_hashing: Some(crate::memory::release),
     };
     let rocket = fossa_web::build(config, fleet)

@@ -31,7 +31,7 @@ pub struct WebConfig {
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Where the session generation is kept, so sessions ended by a logout
     /// or a new password stay ended across restarts (`None`: in memory).
-    pub session_generation_file: Option<std::path::PathBuf>,
+    pub session_state_file: Option<std::path::PathBuf>,
     /// Runs when the last password check of a burst ends (the agent returns
     /// argon2's memory to the system there).
     pub after_hashing: Option<fn()>,
@@ -94,7 +94,7 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
     let auth = auth::Auth::new(
         &config.password,
         config.tls.is_some(),
-        config.session_generation_file.clone(),
+        config.session_state_file.clone(),
         config.after_hashing,
     );
     rocket::custom(figment)

@@ -4,8 +4,9 @@
 //! a private (encrypted, authenticated) cookie holding its issue time, its
 //! generation and the session's CSRF token; it is HttpOnly, Secure (under
 //! TLS) and SameSite=Strict. Logging out or changing the password moves the
-//! generation on, which ends every older session; the generation is kept on
-//! disk so a restart does not bring them back. Forms carry the CSRF token in
+//! generation on, which ends every older session. The generation is kept on
+//! disk with an argon2 hash of the password, so a restart does not bring old
+//! sessions back, and a restart with a new password ends them too. Forms carry the CSRF token in
 //! a `csrf_token` field; API calls made with the cookie carry it in
 //! `X-CSRF-Token`; tokens are compared in constant time. API calls with basic
 //! auth need none. Failed logins, by form or basic auth alike, are counted
@@ -60,30 +61,62 @@ pub struct Auth {
     limiter: Limiter,
     secure_cookies: bool,
     generation: AtomicU64,
-    generation_file: Option<PathBuf>,
+    session_file: Option<PathBuf>,
+}
+
+/// What is kept on disk about sessions.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SessionState {
+    /// Sessions of another generation are refused.
+    generation: u64,
+    /// The password's argon2 hash when the generation was written.
+    password_hash: Option<String>,
+}
+
+impl SessionState {
+    fn load(path: &std::path::Path) -> Self {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Self::default();
+        };
+        serde_json::from_str(&text).unwrap_or_else(|_| SessionState {
+            // The first format held the generation alone.
+            generation: text.trim().parse().unwrap_or(0),
+            password_hash: None,
+        })
+    }
 }
 
 impl Auth {
-    /// Hashes `password` (the plain text is not kept). Sessions older than
-    /// the generation in `generation_file` (if any) are refused.
+    /// Hashes `password` (the plain text is not kept). Sessions of another
+    /// generation than the one in `session_file` are refused; if the password
+    /// is not the one that file last saw, the generation moves on.
     pub fn new(
         password: &str,
         secure_cookies: bool,
-        generation_file: Option<PathBuf>,
+        session_file: Option<PathBuf>,
         after_hashing: Option<fn()>,
     ) -> Self {
-        let generation = generation_file
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        Auth {
+        let state = session_file
+            .as_deref()
+            .map(SessionState::load)
+            .unwrap_or_default();
+        let changed = state
+            .password_hash
+            .as_deref()
+            .is_some_and(|h| !password::matches(h, password));
+        let auth = Auth {
             password: Arc::new(Password::new(password, after_hashing)),
             limiter: Limiter::default(),
             secure_cookies,
-            generation: AtomicU64::new(generation),
-            generation_file,
+            generation: AtomicU64::new(state.generation),
+            session_file,
+        };
+        if changed {
+            auth.end_all_sessions();
+        } else {
+            auth.save(state.generation);
         }
+        auth
     }
 
     /// Checks a login from `ip`: blocked addresses are not checked, the
@@ -124,13 +157,20 @@ impl Auth {
     /// Moves the generation on: every session issued before now is refused.
     pub fn end_all_sessions(&self) {
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(p) = &self.generation_file {
-            let tmp = p.with_extension("tmp");
-            let written =
-                std::fs::write(&tmp, g.to_string()).and_then(|()| std::fs::rename(&tmp, p));
-            if let Err(e) = written {
-                tracing::warn!("cannot keep the session generation in {}: {e}", p.display());
-            }
+        self.save(g);
+    }
+
+    fn save(&self, generation: u64) {
+        let Some(p) = &self.session_file else { return };
+        let state = SessionState {
+            generation,
+            password_hash: Some(self.password.phc()),
+        };
+        let tmp = p.with_extension("tmp");
+        let written = std::fs::write(&tmp, serde_json::to_string(&state).expect("json"))
+            .and_then(|()| std::fs::rename(&tmp, p));
+        if let Err(e) = written {
+            tracing::warn!("cannot keep the session generation in {}: {e}", p.display());
         }
     }
 
@@ -319,15 +359,31 @@ mod tests {
     }
 
     #[test]
-    fn the_generation_survives_a_restart() {
+    fn the_generation_survives_a_restart_and_a_new_password_moves_it() {
         let dir = std::env::temp_dir().join(format!("fossa-gen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("session-generation");
+        let file = dir.join("session-state");
         let a = Auth::new("correct horse battery", true, Some(file.clone()), None);
         a.end_all_sessions();
         a.set_password("another long password");
-        let b = Auth::new("x", true, Some(file), None);
-        assert_eq!(b.generation.load(Ordering::SeqCst), 2);
+        let gen = |a: &Auth| a.generation.load(Ordering::SeqCst);
+        assert_eq!(gen(&a), 2);
+        let b = Auth::new("another long password", true, Some(file.clone()), None);
+        assert_eq!(
+            gen(&b),
+            2,
+            "a restart with the same password keeps sessions"
+        );
+        let c = Auth::new("a third long password", true, Some(file.clone()), None);
+        assert_eq!(gen(&c), 3, "a restart with a new password ends them");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains("third"),
+            "only the argon2 hash is kept: {text}"
+        );
+        std::fs::write(&file, "7").unwrap();
+        let d = Auth::new("a third long password", true, Some(file), None);
+        assert_eq!(gen(&d), 7, "the first format is read");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

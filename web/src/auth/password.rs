@@ -77,6 +77,11 @@ impl Password {
         }
     }
 
+    /// The current hash, in PHC form (salted argon2; never the password).
+    pub fn phc(&self) -> String {
+        self.hash.read().expect("lock").clone()
+    }
+
     /// Replaces the password; forgets every remembered credential.
     pub fn set(&self, password: &str) {
         let h = hash(password);
@@ -147,6 +152,15 @@ impl Password {
             Checked::Wrong
         }
     }
+}
+
+/// Whether `password` matches `phc`, a hash this module made (one argon2 run).
+pub fn matches(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ pub fn web_config() -> fossa_web::WebConfig {
         password: PASSWORD.into(),
         cookie_key: vec![7; 64],
         tls: Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
-        session_generation_file: None,
+        session_state_file: None,
         after_hashing: None,
     }
 }
