@@ -124,14 +124,7 @@ async fn login_needs_its_csrf_token_and_failures_are_rate_limited() {
     assert_eq!(r.status(), Status::Forbidden);
     let from = "198.51.100.7:4000".parse().unwrap();
     for _ in 0..5 {
-        let page = c
-            .get("/login")
-            .dispatch()
-            .await
-            .into_string()
-            .await
-            .unwrap();
-        let csrf = field(&page, "csrf_token");
+        let csrf = login_csrf(&c).await;
         let r = c
             .post("/login")
             .header(ContentType::Form)
@@ -141,14 +134,7 @@ async fn login_needs_its_csrf_token_and_failures_are_rate_limited() {
             .await;
         assert_eq!(r.status(), Status::Unauthorized);
     }
-    let page = c
-        .get("/login")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
-    let csrf = field(&page, "csrf_token");
+    let csrf = login_csrf(&c).await;
     let r = c
         .post("/login")
         .header(ContentType::Form)

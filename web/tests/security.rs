@@ -20,14 +20,7 @@ async fn client() -> Client {
 }
 
 async fn login_form(c: &Client, from: &str, password: &str, real_ip: &str) -> Status {
-    let page = c
-        .get("/login")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
-    let csrf = field(&page, "csrf_token");
+    let csrf = login_csrf(c).await;
     c.post("/login")
         .header(ContentType::Form)
         .header(Header::new("X-Real-IP", real_ip.to_owned()))

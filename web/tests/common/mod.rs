@@ -185,8 +185,8 @@ pub fn basic(password: &str) -> Header<'static> {
     Header::new("Authorization", format!("Basic {out}"))
 }
 
-/// Logs `c` in with [`PASSWORD`] and returns the session's CSRF token.
-pub async fn login(c: &rocket::local::asynchronous::Client) -> String {
+/// The login form's CSRF token (its cookie now in `c`'s jar).
+pub async fn login_csrf(c: &rocket::local::asynchronous::Client) -> String {
     let page = c
         .get("/login")
         .dispatch()
@@ -194,7 +194,12 @@ pub async fn login(c: &rocket::local::asynchronous::Client) -> String {
         .into_string()
         .await
         .unwrap();
-    let csrf = field(&page, "csrf_token");
+    field(&page, "csrf_token")
+}
+
+/// Logs `c` in with [`PASSWORD`] and returns the session's CSRF token.
+pub async fn login(c: &rocket::local::asynchronous::Client) -> String {
+    let csrf = login_csrf(c).await;
     let r = c
         .post("/login")
         .header(rocket::http::ContentType::Form)
