@@ -6,9 +6,9 @@ use std::time::Duration;
 use fossa_contract::aws::AwsResultExt;
 use fossa_contract::{ssm, StackName};
 
+use crate::aws::{live_instance_filter, stack_filter};
 use crate::cli::{Output, StatusArgs};
 use crate::clients::Clients;
-use crate::launch::{live_instance_filter, stack_filter};
 use crate::{Error, Result};
 
 /// One resource of the stack.

@@ -1,0 +1,183 @@
+//! What the bootstrap's steps share about AWS: the stack's tag filters and
+//! tags, EC2 attribute values, the conversion between EC2's ingress
+//! permissions and the plan's rules, and comparing IAM documents.
+
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+    UserIdGroupPair,
+};
+use fossa_contract::{tags, StackName};
+
+use crate::plan::{IngressRule, Source};
+use crate::{Error, Result};
+
+/// Filter on the stack tag.
+pub fn stack_filter(stack: &StackName) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{}", tags::STACK))
+        .values(stack.as_str())
+        .build()
+}
+
+/// EC2 tags of a resource: stack, managed-by, Name and an optional role.
+pub fn ec2_tags(
+    rt: ResourceType,
+    stack: &StackName,
+    name: &str,
+    role: Option<&str>,
+) -> TagSpecification {
+    let mut b = TagSpecification::builder().resource_type(rt);
+    for (k, v) in tags::standard(stack, tags::BY_BOOTSTRAP) {
+        b = b.tags(Tag::builder().key(k).value(v).build());
+    }
+    b = b.tags(Tag::builder().key("Name").value(name).build());
+    if let Some(role) = role {
+        b = b.tags(Tag::builder().key(tags::ROLE).value(role).build());
+    }
+    b.build()
+}
+
+/// The standard tags as IAM tags.
+pub(crate) fn iam_tags(stack: &StackName) -> Result<Vec<aws_sdk_iam::types::Tag>> {
+    tags::standard(stack, tags::BY_BOOTSTRAP)
+        .into_iter()
+        .map(|(k, v)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| Error::Unexpected(e.to_string()))
+        })
+        .collect()
+}
+
+/// States of an instance that `launch` can use again.
+pub(crate) const USABLE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+/// Filter on instance `states`.
+pub(crate) fn state_filter(states: &[&str]) -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(states.iter().map(|s| (*s).to_owned()).collect()))
+        .build()
+}
+
+/// Filter on the instance states that still count (not terminated).
+pub fn live_instance_filter() -> Filter {
+    state_filter(&[USABLE_STATES.as_slice(), &["shutting-down"]].concat())
+}
+
+pub(crate) fn tag_value<'a>(t: &'a [Tag], key: &str) -> Option<&'a str> {
+    t.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+pub(crate) fn on() -> AttributeBooleanValue {
+    AttributeBooleanValue::builder().value(true).build()
+}
+
+pub(crate) fn off() -> AttributeBooleanValue {
+    AttributeBooleanValue::builder().value(false).build()
+}
+
+pub(crate) fn missing(what: &str) -> Error {
+    Error::Unexpected(format!("AWS returned no {what}"))
+}
+
+/// Decodes the %-escapes IAM uses in policy documents.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) fn same_json(a: &str, b: &serde_json::Value) -> bool {
+    serde_json::from_str::<serde_json::Value>(a).ok().as_ref() == Some(b)
+        || serde_json::from_str::<serde_json::Value>(&percent_decode(a))
+            .ok()
+            .as_ref()
+            == Some(b)
+}
+
+/// Flattens EC2's permissions into one rule per source.
+pub fn existing_rules(perms: &[IpPermission]) -> Vec<IngressRule> {
+    let mut out = Vec::new();
+    for p in perms {
+        let protocol = p.ip_protocol().unwrap_or("-1").to_owned();
+        let (from, to) = if protocol == "-1" {
+            (-1, -1)
+        } else {
+            (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1))
+        };
+        let rule = |source| IngressRule {
+            protocol: protocol.clone(),
+            from,
+            to,
+            source,
+            description: String::new(),
+        };
+        out.extend(
+            p.ip_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ip())
+                .map(|c| rule(Source::Cidr(c.to_owned()))),
+        );
+        out.extend(
+            p.user_id_group_pairs()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(|g| rule(Source::Group(g.to_owned()))),
+        );
+    }
+    out
+}
+
+pub(crate) fn to_permission(r: &IngressRule) -> IpPermission {
+    let b = IpPermission::builder()
+        .ip_protocol(&r.protocol)
+        .from_port(r.from)
+        .to_port(r.to);
+    match &r.source {
+        Source::Cidr(c) => b.ip_ranges(
+            IpRange::builder()
+                .cidr_ip(c)
+                .description(&r.description)
+                .build(),
+        ),
+        Source::Group(g) => b.user_id_group_pairs(
+            UserIdGroupPair::builder()
+                .group_id(g)
+                .description(&r.description)
+                .build(),
+        ),
+    }
+    .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("%7B%22a%22%3A1%7D"), "{\"a\":1}");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -1,0 +1,120 @@
+//! `destroy`'s first step: what the agent made from inside the VPC (ECS
+//! services, task definitions and cluster; the ECR repository; log groups).
+
+use fossa_contract::aws::AwsResultExt;
+
+use super::{absent_ok, Destroyer};
+use crate::progress::Outcome;
+use crate::Result;
+
+impl Destroyer<'_> {
+    pub(super) async fn ecs(&mut self) -> Result<()> {
+        let ecs = &self.c.ecs;
+        let cluster = self.stack.cluster();
+        let found = ecs
+            .describe_clusters()
+            .clusters(&cluster)
+            .send()
+            .await
+            .aws("ecs:DescribeClusters", &cluster)?;
+        if found
+            .clusters()
+            .iter()
+            .any(|c| c.status() == Some("ACTIVE"))
+        {
+            let services = ecs
+                .list_services()
+                .cluster(&cluster)
+                .send()
+                .await
+                .aws("ecs:ListServices", &cluster)?;
+            for arn in services.service_arns() {
+                ecs.update_service()
+                    .cluster(&cluster)
+                    .service(arn)
+                    .desired_count(0)
+                    .send()
+                    .await
+                    .aws("ecs:UpdateService", arn)?;
+                ecs.delete_service()
+                    .cluster(&cluster)
+                    .service(arn)
+                    .force(true)
+                    .send()
+                    .await
+                    .aws("ecs:DeleteService", arn)?;
+                self.p.done(Outcome::Deleted, "ECS service", arn);
+            }
+            ecs.delete_cluster()
+                .cluster(&cluster)
+                .send()
+                .await
+                .aws("ecs:DeleteCluster", &cluster)?;
+            self.p.done(Outcome::Deleted, "ECS cluster", &cluster);
+        }
+        let family = self.stack.task_family();
+        let mut token = None;
+        loop {
+            let page = ecs
+                .list_task_definitions()
+                .family_prefix(&family)
+                .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+                .set_next_token(token)
+                .send()
+                .await
+                .aws("ecs:ListTaskDefinitions", &family)?;
+            for arn in page.task_definition_arns() {
+                ecs.deregister_task_definition()
+                    .task_definition(arn)
+                    .send()
+                    .await
+                    .aws("ecs:DeregisterTaskDefinition", arn)?;
+                self.p.done(Outcome::Deleted, "task definition", arn);
+            }
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    pub(super) async fn ecr_and_logs(&mut self) -> Result<()> {
+        let repo = self.stack.ecr_repository();
+        let r = self
+            .c
+            .ecr
+            .delete_repository()
+            .repository_name(&repo)
+            .force(true)
+            .send()
+            .await
+            .aws("ecr:DeleteRepository", &repo);
+        if absent_ok(r, &["RepositoryNotFoundException"])?.is_some() {
+            self.p
+                .done(Outcome::Deleted, "ECR repository (with its images)", &repo);
+        }
+        let groups = self
+            .c
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(format!("/fossa/{}/", self.stack))
+            .send()
+            .await
+            .aws("logs:DescribeLogGroups", self.stack.log_group())?;
+        for g in groups
+            .log_groups()
+            .iter()
+            .filter_map(|g| g.log_group_name())
+        {
+            self.c
+                .logs
+                .delete_log_group()
+                .log_group_name(g)
+                .send()
+                .await
+                .aws("logs:DeleteLogGroup", g)?;
+            self.p.done(Outcome::Deleted, "log group", g);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! `fossa-bootstrap destroy`: deletes everything of the stack in dependency
+//! order (what the agent made first, then the instance, the network, IAM, the
+//! bucket and the parameters), waits where AWS needs it, and ends by listing
+//! what is left.
+
+mod agent_made;
+mod iam;
+mod instance;
+mod network;
+mod parameters;
+mod storage;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use fossa_contract::aws::AwsError;
+use fossa_contract::StackName;
+
+use crate::cli::DestroyArgs;
+use crate::clients::Clients;
+use crate::inventory::inventory;
+use crate::progress::Progress;
+use crate::{Error, Result};
+
+fn absent_ok<T>(r: std::result::Result<T, AwsError>, codes: &[&str]) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if codes.iter().any(|c| e.is_code(c)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Retries `f` while AWS reports a dependency that is still being released.
+async fn retry_dependency<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, AwsError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match f().await {
+            Err(e)
+                if (e.is_code("DependencyViolation") || e.is_code("InvalidParameterValue"))
+                    && Instant::now() < deadline =>
+            {
+                tracing::info!("{what}: waiting for dependencies: {e}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            other => return other.map_err(Into::into),
+        }
+    }
+}
+
+struct Destroyer<'a> {
+    c: &'a Clients,
+    stack: &'a StackName,
+    p: Progress,
+}
+
+fn confirm(stack: &StackName, region: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!("destroy deletes every resource of stack {stack}: pass --yes to confirm when not at a terminal")));
+    }
+    print!("Delete every resource of stack {stack} in {region}? Type the stack name to confirm: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if line.trim() != stack.as_str() {
+        return Err(Error::Usage("not confirmed; nothing was deleted".into()));
+    }
+    Ok(())
+}
+
+/// `destroy`.
+pub async fn run(args: &DestroyArgs) -> Result<()> {
+    let c = Clients::new(&args.stack.aws()).await?;
+    let id = c.identity().await?;
+    let stack = &args.stack.stack;
+    let before = inventory(&c, stack, &id.account).await?;
+    if before.is_empty() {
+        println!("stack {stack} has no resources in {} (account {}): nothing to destroy. Check --stack and --region if you expected some.", c.region, id.account);
+        return Ok(());
+    }
+    if !args.yes {
+        confirm(stack, &c.region)?;
+    }
+    let mut d = Destroyer {
+        c: &c,
+        stack,
+        p: Progress::new(),
+    };
+    d.ecs().await?;
+    d.ecr_and_logs().await?;
+    d.instances().await?;
+    d.network().await?;
+    d.iam().await?;
+    d.bucket(&id.account).await?;
+    d.parameters().await?;
+    let left = inventory(&c, stack, &id.account).await?;
+    d.p.note(&format!(
+        "{} AWS API calls in {:.1}s",
+        c.counter.get(),
+        d.p.elapsed().as_secs_f64()
+    ));
+    d.p.finish();
+    if left.is_empty() {
+        println!("stack {stack} destroyed: nothing left.");
+        Ok(())
+    } else {
+        for r in &left {
+            println!("  left: {:<22} {} {}", r.kind, r.id, r.detail);
+        }
+        Err(Error::Unexpected(format!(
+            "{} resources of stack {stack} are left; run destroy again",
+            left.len()
+        )))
+    }
+}

@@ -1,0 +1,53 @@
+//! `destroy`'s SSM parameters under the stack's path.
+
+use fossa_contract::aws::AwsResultExt;
+
+use super::Destroyer;
+use crate::progress::Outcome;
+use crate::Result;
+
+impl Destroyer<'_> {
+    pub(super) async fn parameters(&mut self) -> Result<()> {
+        let path = self.stack.ssm_path();
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .c
+                .ssm
+                .get_parameters_by_path()
+                .path(&path)
+                .recursive(true)
+                .set_next_token(token)
+                .send()
+                .await
+                .aws("ssm:GetParametersByPath", &path)?;
+            names.extend(
+                page.parameters()
+                    .iter()
+                    .filter_map(|p| p.name().map(str::to_owned)),
+            );
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for chunk in names.chunks(10) {
+            self.c
+                .ssm
+                .delete_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .aws("ssm:DeleteParameters", &path)?;
+        }
+        if !names.is_empty() {
+            self.p.done(
+                Outcome::Deleted,
+                "SSM parameters",
+                &format!("{} under {path}", names.len()),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! `launch`'s gateway instance: AMI from SSM, IMDSv2 with hop limit 1,
+//! user-data with a presigned agent URL, source/dest check off.
+
+use std::time::Duration;
+
+use fossa_contract::config::AgentToml;
+use fossa_contract::names::AGENT_OBJECT_KEY;
+
+use super::Inputs;
+use crate::aws::state_filter;
+use crate::aws::USABLE_STATES;
+use crate::cli::LaunchArgs;
+use crate::userdata::UserData;
+use aws_sdk_ec2::types::{
+    HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType,
+    ResourceType,
+};
+use fossa_contract::aws::AwsResultExt;
+
+use super::Launcher;
+use crate::aws::{ec2_tags, missing, off, stack_filter};
+use crate::progress::Outcome;
+use crate::{Error, Result};
+
+impl Launcher<'_> {
+    pub(super) async fn instance(
+        &mut self,
+        args: &LaunchArgs,
+        inputs: &Inputs,
+        subnet: &str,
+        sg: &str,
+        agent_sha: &str,
+        bucket: &str,
+    ) -> Result<(String, String, Option<String>)> {
+        let ec2 = &self.c.ec2;
+        let name = self.stack.gateway_instance();
+        let found = ec2
+            .describe_instances()
+            .filters(stack_filter(&self.stack))
+            .filters(state_filter(&USABLE_STATES))
+            .send()
+            .await
+            .aws("ec2:DescribeInstances", &name)?;
+        let existing = found
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .cloned();
+        let (instance, mut outcome) = match existing {
+            Some(i) => (i, Outcome::Found),
+            None => {
+                let ami = match &args.ami {
+                    Some(a) => a.clone(),
+                    None => {
+                        let p = inputs.arch.al2023_parameter();
+                        let out = self
+                            .c
+                            .ssm
+                            .get_parameter()
+                            .name(&p)
+                            .send()
+                            .await
+                            .aws("ssm:GetParameter", &p)?;
+                        out.parameter()
+                            .and_then(|p| p.value())
+                            .ok_or_else(|| missing("AMI id"))?
+                            .to_owned()
+                    }
+                };
+                let url = self
+                    .c
+                    .s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(AGENT_OBJECT_KEY)
+                    .presigned(
+                        aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(
+                            fossa_contract::limits::AGENT_URL_TTL_SECS,
+                        ))
+                        .map_err(|e| Error::Unexpected(e.to_string()))?,
+                    )
+                    .await
+                    .aws("s3:GetObject (presign)", AGENT_OBJECT_KEY)?;
+                let agent_toml = AgentToml {
+                    stack: self.stack.clone(),
+                    region: self.c.region.clone(),
+                    endpoint_url: None,
+                    state_dir: fossa_contract::config::DEFAULT_STATE_DIR.into(),
+                    listen: fossa_contract::config::DEFAULT_LISTEN
+                        .parse()
+                        .expect("constant"),
+                    registry: None,
+                    base_image: None,
+                    broker_image: None,
+                    broker_address: None,
+                    egress_check: None,
+                    duties: None,
+                    tls_cert: None,
+                    tls_key: None,
+                };
+                let user_data = UserData {
+                    agent: &agent_toml,
+                    agent_url: url.uri(),
+                    agent_sha256: agent_sha,
+                }
+                .render()
+                .map_err(|e| Error::Unexpected(e.to_string()))?;
+                self.p.working("starting the gateway instance");
+                let mut attempt = 0;
+                let out = loop {
+                    attempt += 1;
+                    let r = ec2
+                        .run_instances()
+                        .image_id(&ami)
+                        .instance_type(InstanceType::from(args.instance_type.as_str()))
+                        .min_count(1)
+                        .max_count(1)
+                        .user_data(aws_smithy_types::base64::encode(user_data.as_bytes()))
+                        .iam_instance_profile(
+                            IamInstanceProfileSpecification::builder()
+                                .name(self.stack.instance_profile())
+                                .build(),
+                        )
+                        .metadata_options(
+                            InstanceMetadataOptionsRequest::builder()
+                                .http_tokens(HttpTokensState::Required)
+                                .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                                // No container on the gateway uses a bridge network,
+                                // so no extra hop: containers cannot reach IMDS.
+                                .http_put_response_hop_limit(1)
+                                .build(),
+                        )
+                        .network_interfaces(
+                            InstanceNetworkInterfaceSpecification::builder()
+                                .device_index(0)
+                                .subnet_id(subnet)
+                                .groups(sg)
+                                .associate_public_ip_address(true)
+                                .build(),
+                        )
+                        .tag_specifications(ec2_tags(
+                            ResourceType::Instance,
+                            &self.stack,
+                            &name,
+                            Some("gateway"),
+                        ))
+                        .tag_specifications(ec2_tags(
+                            ResourceType::Volume,
+                            &self.stack,
+                            &name,
+                            None,
+                        ))
+                        .tag_specifications(ec2_tags(
+                            ResourceType::NetworkInterface,
+                            &self.stack,
+                            &name,
+                            None,
+                        ))
+                        .send()
+                        .await
+                        .aws("ec2:RunInstances", &name);
+                    match r {
+                        // A new instance profile takes a few seconds to be usable.
+                        Err(e) if attempt < 20 && e.detail.contains("nstance profile") => {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
+                        other => break other?,
+                    }
+                };
+                (
+                    out.instances()
+                        .first()
+                        .cloned()
+                        .ok_or_else(|| missing("instance"))?,
+                    Outcome::Created,
+                )
+            }
+        };
+        let id = instance
+            .instance_id()
+            .ok_or_else(|| missing("instance id"))?
+            .to_owned();
+        let eni = instance
+            .network_interfaces()
+            .first()
+            .and_then(|n| n.network_interface_id())
+            .ok_or_else(|| missing("instance network interface"))?
+            .to_owned();
+        let imds_ok = instance.metadata_options().is_some_and(|m| {
+            m.http_tokens() == Some(&HttpTokensState::Required)
+                && m.http_put_response_hop_limit() == Some(1)
+        });
+        if !imds_ok {
+            ec2.modify_instance_metadata_options()
+                .instance_id(&id)
+                .http_tokens(HttpTokensState::Required)
+                .http_put_response_hop_limit(1)
+                .send()
+                .await
+                .aws("ec2:ModifyInstanceMetadataOptions", &id)?;
+            if outcome == Outcome::Found {
+                outcome = Outcome::Updated;
+            }
+        }
+        if instance.source_dest_check() != Some(false) {
+            ec2.modify_instance_attribute()
+                .instance_id(&id)
+                .source_dest_check(off())
+                .send()
+                .await
+                .aws("ec2:ModifyInstanceAttribute", &id)?;
+            if outcome == Outcome::Found {
+                outcome = Outcome::Updated;
+            }
+        }
+        let ip = instance.public_ip_address().map(str::to_owned);
+        self.p.done(
+            outcome,
+            "gateway instance",
+            &format!(
+                "{id} {} {}",
+                args.instance_type,
+                ip.as_deref().unwrap_or("")
+            ),
+        );
+        Ok((id, eni, ip))
+    }
+
+    pub(super) async fn public_ip(&self, instance: &str) -> Result<Option<String>> {
+        let out = self
+            .c
+            .ec2
+            .describe_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .aws("ec2:DescribeInstances", instance)?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.public_ip_address().map(str::to_owned)))
+    }
+}

@@ -1,0 +1,373 @@
+//! `fossa-bootstrap launch`: converge the stack's bootstrap resources.
+//!
+//! Each step looks its resource up by tag (or by its derived name), creates it
+//! only when missing, and repairs the parts a crash could have left half done
+//! (an unattached gateway, a missing route or rule). A re-run therefore only
+//! reads, and an interrupted launch is finished by running it again.
+//!
+//! The steps live by resource: `network` (VPC, gateway, subnets, routes,
+//! security groups), `iam` (roles, instance profile), `storage` (bucket and
+//! uploads), `parameters` (SSM) and `instance`; this module holds the inputs
+//! and runs the steps in order.
+
+mod iam;
+mod instance;
+mod network;
+mod parameters;
+mod storage;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fossa_contract::aws::AwsResultExt;
+use fossa_contract::config::{StackConfig, STACK_CONFIG_VERSION};
+use fossa_contract::names::{AGENT_OBJECT_KEY, MODELS_OBJECT_KEY, UI_USER};
+use fossa_contract::{ssm, StackName};
+use ipnet::Ipv4Net;
+use rand::distr::{Alphanumeric, SampleString};
+
+pub use storage::models_tarball;
+
+use crate::cli::{LaunchArgs, StackArgs};
+use crate::clients::{Clients, Identity};
+use crate::plan::{self, Arch, Scope, SubnetLayout};
+use crate::progress::{Outcome, Progress};
+use crate::{elf, Error, Result};
+
+/// Environment variable naming the service that tells the caller's public IP
+/// (default `https://checkip.amazonaws.com`), for networks that block it.
+pub const PUBLIC_IP_URL_ENV: &str = "FOSSA_PUBLIC_IP_URL";
+
+pub use fossa_contract::names::PASSWORD_ENV;
+
+/// Local inputs checked before any AWS call.
+struct Inputs {
+    layout: SubnetLayout,
+    arch: Arch,
+    agent: Vec<u8>,
+    agent_path: PathBuf,
+    models: Option<Vec<u8>>,
+}
+
+fn default_agent_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join("fossa-agent");
+    p.is_file().then_some(p)
+}
+
+fn check_inputs(args: &LaunchArgs, progress: &Progress) -> Result<Inputs> {
+    let plan::Shape { layout, arch } = plan::check_shape(args)?;
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        if !p.is_empty() {
+            fossa_contract::limits::check_password(PASSWORD_ENV, &p)
+                .map_err(|e| Error::Usage(e.to_string()))?;
+        }
+    }
+    let agent_path = match &args.agent_binary {
+        Some(p) => p.clone(),
+        None => default_agent_path().ok_or_else(|| {
+            Error::Usage(
+                "no agent binary: pass --agent-binary PATH to a static Linux build of fossa-agent (see README: Building the agent)"
+                    .into(),
+            )
+        })?,
+    };
+    let agent = std::fs::read(&agent_path).map_err(|source| Error::Read {
+        path: agent_path.clone(),
+        source,
+    })?;
+    let info = elf::check(&agent, arch).map_err(|source| Error::AgentBinary {
+        path: agent_path.clone(),
+        source,
+    })?;
+    if info.dynamic {
+        progress.note(&format!(
+            "warning: {} is dynamically linked; it may not run on the instance's AMI. A static musl build is safer (see README).",
+            agent_path.display()
+        ));
+    }
+    let models = match &args.models {
+        Some(dir) if !dir.is_dir() => {
+            return Err(Error::Usage(format!(
+                "--models {}: not a directory of model files",
+                dir.display()
+            )))
+        }
+        Some(dir) => Some(models_tarball(dir)?),
+        None => None,
+    };
+    Ok(Inputs {
+        layout,
+        arch,
+        agent,
+        agent_path,
+        models,
+    })
+}
+
+async fn public_ip_cidr() -> Result<Ipv4Net> {
+    let fail = |why: String| {
+        Error::Usage(format!(
+            "could not find your public IP address ({why}); pass --allow-cidr YOUR.IP.ADDRESS/32 to say who may reach the UI"
+        ))
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let url =
+        std::env::var(PUBLIC_IP_URL_ENV).unwrap_or_else(|_| "https://checkip.amazonaws.com".into());
+    let text = client
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fail(e.to_string()))?
+        .text()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let ip: std::net::Ipv4Addr = text
+        .trim()
+        .parse()
+        .map_err(|_| fail(format!("got {:?}", text.trim())))?;
+    Ok(Ipv4Net::new(ip, 32).expect("32 is valid"))
+}
+
+/// What `launch` found or made, for printing and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Launched {
+    /// The stack config written to SSM.
+    pub config: StackConfig,
+    /// Gateway instance id.
+    pub instance_id: String,
+    /// Its public IP, once it has one.
+    pub public_ip: Option<String>,
+}
+
+/// Converges the stack; see the module docs.
+pub struct Launcher<'a> {
+    c: &'a Clients,
+    stack: StackName,
+    p: Progress,
+    id: Identity,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Gateway(&'a str),
+    Eni(&'a str),
+}
+
+/// `launch`: see the module docs.
+pub async fn run(args: &LaunchArgs) -> Result<()> {
+    let launched = launch(args).await?;
+    let stack = &args.stack.stack;
+    let mut out = std::io::stdout().lock();
+    let ip = launched
+        .public_ip
+        .as_deref()
+        .unwrap_or("<public ip pending>");
+    let _ = writeln!(
+        out,
+        "fossa-gateway stack {stack} is {}.",
+        if args.no_wait {
+            "launched (not waiting for the agent)"
+        } else {
+            "up"
+        }
+    );
+    let _ = writeln!(out, "  URL:       https://{ip}/");
+    let _ = writeln!(out, "  user:      {UI_USER}");
+    let _ = writeln!(out, "  password:  fossa-bootstrap password --stack {stack}");
+    let _ = writeln!(
+        out,
+        "  shell:     aws ssm start-session --target {} --region {}",
+        launched.instance_id, launched.config.region
+    );
+    let _ = writeln!(out, "  status:    fossa-bootstrap status --stack {stack}");
+    Ok(())
+}
+
+/// Runs every step and returns what the stack holds.
+pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
+    let progress = Progress::new();
+    let inputs = check_inputs(args, &progress)?;
+    let c = Clients::new(&args.stack.aws()).await?;
+    progress.working("checking AWS credentials");
+    let id = c.identity().await?;
+    let stack = args.stack.stack.clone();
+    let mut l = Launcher {
+        c: &c,
+        stack: stack.clone(),
+        p: progress,
+        id,
+    };
+    let ui = l.ui_sources(args.allow_cidr).await?;
+    l.p.note(&format!(
+        "launching stack {stack} in {} (account {}), agent {}",
+        c.region,
+        l.id.account,
+        inputs.agent_path.display()
+    ));
+    let vpc = l.vpc(&args.vpc_cidr).await?;
+    let igw = l.internet_gateway(&vpc).await?;
+    let (public, private) = l.subnets(&vpc, &inputs.layout).await?;
+    l.route_table(&vpc, "public", Target::Gateway(&igw), &[&public.id])
+        .await?;
+    let (gw_sg, task_sg) = l.security_groups(&vpc, &ui, &inputs.layout).await?;
+
+    let bucket = stack.bucket(&l.id.account, &c.region);
+    let scope = Scope {
+        stack: &stack,
+        partition: &l.id.partition.clone(),
+        region: &c.region,
+        account: &l.id.account.clone(),
+        bucket: &bucket,
+    };
+    let mut role_arns = Vec::new();
+    for role in scope.roles() {
+        role_arns.push(l.role(&role, scope.partition).await?);
+        if role.name == stack.gateway_role() {
+            l.instance_profile().await?;
+        }
+    }
+    let [_, execution_role_arn, task_role_arn] = <[String; 3]>::try_from(role_arns)
+        .map_err(|_| Error::Unexpected("the plan has three roles".into()))?;
+
+    l.bucket(&bucket, &plan::storage::bucket_policy(&scope))
+        .await?;
+    let agent_sha = l
+        .artifact(&bucket, AGENT_OBJECT_KEY, &inputs.agent, "agent binary")
+        .await?;
+    if let Some(models) = &inputs.models {
+        l.artifact(&bucket, MODELS_OBJECT_KEY, models, "models tarball")
+            .await?;
+    }
+
+    let config = StackConfig {
+        version: STACK_CONFIG_VERSION,
+        stack: stack.clone(),
+        region: c.region.clone(),
+        account_id: l.id.account.clone(),
+        vpc_id: vpc.clone(),
+        vpc_cidr: args.vpc_cidr.to_string(),
+        public_subnet: public.clone(),
+        private_subnets: private.clone(),
+        gateway_security_group: gw_sg.clone(),
+        task_security_group: task_sg,
+        execution_role_arn,
+        task_role_arn,
+        bucket: bucket.clone(),
+        has_models: inputs.models.is_some(),
+        workers: args.workers,
+        cpu: args.cpu,
+        memory: args.memory,
+    };
+    let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
+    let o = l.parameter(ssm::CONFIG, &config_json, false, true).await?;
+    l.p.done(o, "SSM parameter", &stack.ssm_parameter(ssm::CONFIG));
+    let o = l
+        .parameter(ssm::AGENT_SHA256, &agent_sha, false, true)
+        .await?;
+    l.p.done(o, "SSM parameter", &stack.ssm_parameter(ssm::AGENT_SHA256));
+    let (password, overwrite) = match std::env::var(PASSWORD_ENV) {
+        Ok(p) if !p.is_empty() => (p, true),
+        _ => (Alphanumeric.sample_string(&mut rand::rng(), 24), false),
+    };
+    let o = l
+        .parameter(ssm::UI_PASSWORD, &password, true, overwrite)
+        .await?;
+    l.p.done(
+        o,
+        "SSM SecureString",
+        &stack.ssm_parameter(ssm::UI_PASSWORD),
+    );
+
+    let (instance_id, eni, mut public_ip) = l
+        .instance(args, &inputs, &public.id, &gw_sg, &agent_sha, &bucket)
+        .await?;
+    let private_ids: Vec<&str> = private.iter().map(|s| s.id.as_str()).collect();
+    l.route_table(&vpc, "private", Target::Eni(&eni), &private_ids)
+        .await?;
+
+    if !args.no_wait {
+        public_ip = wait_for_agent(&mut l, &instance_id, public_ip).await?;
+    }
+    l.p.note(&format!(
+        "{} AWS API calls in {:.1}s",
+        c.counter.get(),
+        l.p.elapsed().as_secs_f64()
+    ));
+    l.p.finish();
+    Ok(Launched {
+        config,
+        instance_id,
+        public_ip,
+    })
+}
+
+async fn wait_for_agent(
+    l: &mut Launcher<'_>,
+    instance: &str,
+    mut ip: Option<String>,
+) -> Result<Option<String>> {
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| Error::Unexpected(e.to_string()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15 * 60);
+    loop {
+        if ip.is_none() {
+            ip = l.public_ip(instance).await?;
+        }
+        if let Some(addr) = &ip {
+            l.p.working(&format!(
+                "waiting for the agent at https://{addr}/healthz (first boot takes a few minutes)"
+            ));
+            if let Ok(r) = http.get(format!("https://{addr}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+        } else {
+            l.p.working("waiting for the instance's public IP");
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Unexpected(format!(
+                "the agent did not answer within 15 minutes; see `aws ssm start-session --target {instance}` then `journalctl -u fossa-agent` and /var/log/fossa-user-data.log. Re-run launch to keep waiting"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    l.p.done(
+        Outcome::Ready,
+        "agent",
+        &format!("https://{}/healthz", ip.as_deref().unwrap_or("")),
+    );
+    let fp = l.stack.ssm_parameter(ssm::TLS_FINGERPRINT);
+    if let Ok(p) = l.c.ssm.get_parameter().name(&fp).send().await {
+        if let Some(v) = p.parameter().and_then(|p| p.value()) {
+            l.p.note(&format!("TLS certificate SHA-256 fingerprint: {v} (your browser will show this self-signed certificate)"));
+        }
+    }
+    Ok(ip)
+}
+
+/// `password`: prints the UI password.
+pub async fn print_password(args: &StackArgs) -> Result<()> {
+    let c = Clients::new(&args.aws()).await?;
+    let name = args.stack.ssm_parameter(ssm::UI_PASSWORD);
+    match c.ssm.get_parameter().name(&name).with_decryption(true).send().await.aws("ssm:GetParameter", &name) {
+        Ok(p) => {
+            println!("{}", p.parameter().and_then(|p| p.value()).unwrap_or_default());
+            Ok(())
+        }
+        Err(e) if e.is_code("ParameterNotFound") => Err(Error::Usage(format!(
+            "stack {} has no password in region {}: check --stack and --region, or run `fossa-bootstrap launch --stack {}`",
+            args.stack, c.region, args.stack
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
