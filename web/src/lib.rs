@@ -8,7 +8,7 @@ pub mod auth;
 pub mod fmt;
 pub mod headers;
 pub mod model;
-pub mod routes;
+pub mod pages;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -100,43 +100,43 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
     rocket::custom(figment)
         .attach(headers::SecurityHeaders)
         .manage(auth)
-        .manage(routes::FleetState(fleet))
-        .manage(routes::SummaryCache::default())
+        .manage(pages::FleetState(fleet))
+        .manage(pages::overview::SummaryCache::default())
         .mount(
             "/",
             routes![
-                routes::healthz,
-                routes::login_page,
-                routes::login,
-                routes::logout,
-                routes::overview,
-                routes::api_overview,
-                routes::api_workers,
-                routes::worker,
-                routes::api_worker,
-                routes::tasks,
-                routes::submit,
-                routes::api_tasks,
-                routes::api_submit,
-                routes::task,
-                routes::api_task,
-                routes::scale,
-                routes::api_scale,
-                routes::rebuild,
-                routes::api_rebuild,
-                routes::events,
-                routes::api_events,
-                routes::css,
-                routes::js,
+                pages::login::healthz,
+                pages::login::login_page,
+                pages::login::login,
+                pages::login::logout,
+                pages::overview::overview,
+                pages::overview::api_overview,
+                pages::workers::api_workers,
+                pages::workers::worker,
+                pages::workers::api_worker,
+                pages::tasks::tasks,
+                pages::tasks::submit,
+                pages::tasks::api_tasks,
+                pages::tasks::api_submit,
+                pages::tasks::task,
+                pages::tasks::api_task,
+                pages::fleet::scale,
+                pages::fleet::api_scale,
+                pages::fleet::rebuild,
+                pages::fleet::api_rebuild,
+                pages::events::events,
+                pages::events::api_events,
+                pages::assets::css,
+                pages::assets::js,
             ],
         )
         .register(
             "/",
             catchers![
-                routes::unauthorized,
-                routes::forbidden,
-                routes::too_many,
-                routes::default_catcher
+                pages::errors::unauthorized,
+                pages::errors::forbidden,
+                pages::errors::too_many,
+                pages::errors::default_catcher
             ],
         )
 }

@@ -1,0 +1,140 @@
+//! What changes the fleet: scale and rebuild, as forms and API calls.
+
+use rocket::form::{Errors, Form, FromForm};
+use rocket::http::Status;
+use rocket::response::status::Custom;
+use rocket::serde::json::{Error as JsonError, Json};
+use rocket::{post, State};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    api_error, base, json_body, render, ApiResult, ApiWriter, FleetState, Html, TokenForm,
+};
+use crate::auth::User;
+
+use super::overview::{overview_page, SummaryCache};
+
+/// Scale form fields.
+#[derive(Debug, FromForm)]
+pub struct ScaleForm<'r> {
+    #[field(validate = range(0..=1000))]
+    workers: u32,
+    csrf_token: &'r str,
+}
+
+fn flash_overview(
+    fleet: &FleetState,
+    cache: &SummaryCache,
+    user: &User,
+    status: Status,
+    ok: bool,
+    msg: String,
+) -> Custom<Html> {
+    let snap = fleet.0.snapshot();
+    let mut b = base(&snap, Some(user));
+    b.flash = msg;
+    b.flash_kind = if ok { "ok" } else { "error" };
+    Custom(status, render(&overview_page(cache, snap, b, None)))
+}
+
+/// Scales from the form.
+#[post("/scale", data = "<form>")]
+pub async fn scale(
+    user: User,
+    fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
+    form: Result<Form<ScaleForm<'_>>, Errors<'_>>,
+) -> Custom<Html> {
+    let form = match form {
+        Ok(f) => f,
+        Err(e) => {
+            return flash_overview(
+                fleet,
+                cache,
+                &user,
+                Status::BadRequest,
+                false,
+                format!("workers must be a whole number from 0 to 1000 ({e})"),
+            )
+        }
+    };
+    if !user.csrf_ok(Some(form.csrf_token)) {
+        return flash_overview(
+            fleet,
+            cache,
+            &user,
+            Status::Forbidden,
+            false,
+            "The form expired (missing or wrong CSRF token). Reload and try again.".into(),
+        );
+    }
+    match fleet.0.scale(form.workers).await {
+        Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
+        Err(m) => flash_overview(fleet, cache, &user, Status::BadGateway, false, m),
+    }
+}
+
+/// `POST /api/v1/scale` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// Workers wanted, 0 to 1000.
+    pub workers: u32,
+}
+
+/// Sets the number of workers.
+#[post("/api/v1/scale", data = "<body>")]
+pub async fn api_scale(
+    _writer: ApiWriter,
+    fleet: &State<FleetState>,
+    body: Result<Json<ScaleRequest>, JsonError<'_>>,
+) -> ApiResult {
+    let req = match json_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if req.workers > 1000 {
+        return api_error(Status::BadRequest, "workers must be from 0 to 1000");
+    }
+    match fleet.0.scale(req.workers).await {
+        Ok(m) => Custom(
+            Status::Ok,
+            Json(json!({ "workers": req.workers, "message": m })),
+        ),
+        Err(m) => api_error(Status::BadGateway, m),
+    }
+}
+
+/// Rebuilds the image from the form.
+#[post("/rebuild", data = "<form>")]
+pub async fn rebuild(
+    user: User,
+    fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
+    form: Form<TokenForm<'_>>,
+) -> Custom<Html> {
+    if !user.csrf_ok(Some(form.csrf_token)) {
+        return flash_overview(
+            fleet,
+            cache,
+            &user,
+            Status::Forbidden,
+            false,
+            "The form expired (missing or wrong CSRF token). Reload and try again.".into(),
+        );
+    }
+    match fleet.0.rebuild().await {
+        Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
+        Err(m) => flash_overview(fleet, cache, &user, Status::BadGateway, false, m),
+    }
+}
+
+/// Rebuilds the image.
+#[post("/api/v1/rebuild")]
+pub async fn api_rebuild(_writer: ApiWriter, fleet: &State<FleetState>) -> ApiResult {
+    match fleet.0.rebuild().await {
+        Ok(m) => Custom(Status::Ok, Json(json!({ "message": m }))),
+        Err(m) => api_error(Status::BadGateway, m),
+    }
+}
