@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fossa_agent::fleet::{FleetModel, PollSettings};
 use fossa_agent::service::Events;
-use fossa_agent::simnode::{start, Behaviour, StaticBackend};
+use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
 use rocket::local::asynchronous::Client;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -18,7 +18,8 @@ pub mod memory;
 pub mod nat;
 pub mod procs;
 pub mod service;
-pub mod simnode;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tls;
 
 use fossa_contract::aws::{AwsError, SettingsError};

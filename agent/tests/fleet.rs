@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fossa_agent::fleet::{FleetModel, PollSettings};
 use fossa_agent::service::Events;
-use fossa_agent::simnode::{start, Behaviour, StaticBackend};
+use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
 use fossa_web::model::{DispatchError, Fleet, Health, TaskRequest};
 
 #[tokio::test(flavor = "multi_thread")]
