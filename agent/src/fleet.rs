@@ -19,8 +19,8 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::events::Events;
 use crate::fossa::{NodeClient, NodeError};
-use crate::service::Events;
 
 /// A worker as the backend knows it, before polling.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,8 +18,8 @@ use fossa_contract::{tags, StackName};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::events::Events;
 use crate::fossa::{self, AYEAYE_REQUIREMENT, EXAMPLE_MODELS, FOSSA_REQUIREMENT, NODE_MODULE};
-use crate::service::Events;
 
 /// Default base image of the worker image.
 pub const DEFAULT_BASE_IMAGE: &str = "python:3.12-slim";

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod cli;
 pub mod cluster;
+pub mod events;
 pub mod exec;
 pub mod fargate;
 pub mod fleet;
@@ -18,6 +19,7 @@ pub mod memory;
 pub mod nat;
 pub mod procs;
 pub mod service;
+pub mod settings;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;
@@ -54,7 +56,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Run(args) => service::run(&args.config).await.map(|()| 0),
         Command::Nat(args) => {
             let cidrs = if args.private_cidrs.is_empty() {
-                service::private_cidrs(&args.config).await?
+                settings::private_cidrs(&args.config).await?
             } else {
                 args.private_cidrs.clone()
             };

@@ -16,10 +16,10 @@ use tokio::process::Command;
 use tokio::sync::{watch, Mutex};
 
 use crate::cli::LocalArgs;
+use crate::events::Events;
 use crate::fleet::{FleetModel, PollSettings, WorkerBackend, WorkerRef};
 use crate::fossa::{self, EXAMPLE_MODELS, FOSSA_REQUIREMENT, NODE_MODULE};
 use crate::procs::{free_port, spawn_group, stop_group, Group};
-use crate::service::Events;
 use crate::{tls, Error};
 
 fn other(msg: impl Into<String>) -> Error {

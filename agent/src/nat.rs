@@ -16,9 +16,12 @@
 //! [`check`] reports each piece. It never flushes a chain it does not own.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use fossa_contract::names::BROKER_PORT;
 use ipnet::Ipv4Net;
+
+use fossa_contract::config::AgentToml;
 
 use crate::exec::{ExecError, Executor};
 
@@ -335,6 +338,36 @@ pub fn remove(exec: &dyn Executor, plan: &NatPlan) -> Result<Vec<String>, NatErr
         }
     }
     Ok(removed)
+}
+
+/// Where the egress self-test connects: `egress_check` from agent.toml, else
+/// the regional ECR API endpoint, which the workers need to pull their image.
+pub fn egress_target(toml: &AgentToml) -> String {
+    toml.egress_check
+        .clone()
+        .unwrap_or_else(|| format!("api.ecr.{}.amazonaws.com:443", toml.region))
+}
+
+/// Opens a TCP connection to `target` over the gateway's uplink (the path the
+/// workers' NATed traffic takes): whether it worked, and a line saying so.
+pub async fn egress_self_test(target: &str) -> (bool, String) {
+    let t = std::time::Instant::now();
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        Ok(Ok(_)) => (
+            true,
+            format!("{target} reached in {} ms", t.elapsed().as_millis()),
+        ),
+        Ok(Err(e)) => (false, format!("cannot reach {target}: {e}")),
+        Err(_) => (
+            false,
+            format!("cannot reach {target}: no answer within 3 s"),
+        ),
+    }
 }
 
 #[cfg(test)]

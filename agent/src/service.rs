@@ -4,117 +4,23 @@
 //! pings the watchdog, re-reads its configuration on SIGHUP and stops cleanly
 //! on SIGTERM.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use fossa_web::model::Event;
-
-use aws_config::SdkConfig;
-use fossa_contract::aws::{sdk_config, AwsResultExt, AwsSettings};
-use fossa_contract::config::{AgentToml, Duty, StackConfig};
+use fossa_contract::aws::AwsResultExt;
+use fossa_contract::config::Duty;
 use fossa_contract::ssm;
 use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
 use tokio::sync::watch;
 
+use crate::events::Events;
 use crate::exec::{Executor, Host};
 use crate::fargate::{DutyState, FargateBackend};
 use crate::fleet::{FleetModel, PollSettings};
+use crate::settings::{load, Clients, Settings};
 use crate::{broker, cluster, image, nat, tls, Error};
-
-/// Everything a duty needs, replaced as a whole on reload.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `/etc/fossa/agent.toml`.
-    pub toml: AgentToml,
-    /// The stack config from SSM.
-    pub stack: StackConfig,
-    /// AWS configuration every client is built from.
-    pub sdk: SdkConfig,
-}
-
-/// Loads the TOML file, the AWS configuration and the stack config from SSM.
-pub async fn load(config: &Path) -> Result<Settings, Error> {
-    let toml = AgentToml::load(config)?;
-    let sdk = sdk_config(&AwsSettings {
-        region: Some(toml.region.clone()),
-        profile: None,
-        endpoint_url: toml.endpoint_url.clone(),
-    })
-    .await?;
-    let client = aws_sdk_ssm::Client::new(&sdk);
-    let name = toml.stack.ssm_parameter(ssm::CONFIG);
-    let out = client
-        .get_parameter()
-        .name(&name)
-        .send()
-        .await
-        .aws("ssm:GetParameter", &name)?;
-    let json = out.parameter().and_then(|p| p.value()).unwrap_or_default();
-    let stack = StackConfig::parse(&name, json)?;
-    Ok(Settings { toml, stack, sdk })
-}
-
-/// The stack's private CIDRs, for `fossa-agent nat` without `--private-cidr`.
-pub async fn private_cidrs(config: &Path) -> Result<Vec<Ipv4Net>, Error> {
-    let s = load(config).await?;
-    s.stack
-        .private_cidrs()
-        .iter()
-        .map(|c| {
-            c.parse().map_err(|_| {
-                Error::Other(format!(
-                    "stack config holds a bad CIDR {c:?}; re-run fossa-bootstrap launch"
-                ))
-            })
-        })
-        .collect()
-}
-
-/// The recent events, newest last, at most [`Events::CAPACITY`].
-#[derive(Debug, Clone, Default)]
-pub struct Events(Arc<Mutex<VecDeque<Event>>>);
-
-impl Events {
-    /// How many events are kept.
-    pub const CAPACITY: usize = 500;
-
-    /// Records an event and logs it.
-    pub fn push(&self, source: &str, error: bool, message: impl Into<String>) {
-        let message = message.into();
-        if error {
-            tracing::error!(source, "{message}");
-        } else {
-            tracing::info!(source, "{message}");
-        }
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let mut q = self.0.lock().expect("events lock");
-        if q.len() == Self::CAPACITY {
-            q.pop_front();
-        }
-        q.push_back(Event {
-            at,
-            source: source.to_owned(),
-            error,
-            message,
-        });
-    }
-
-    /// A copy of the events.
-    pub fn list(&self) -> Vec<Event> {
-        self.0
-            .lock()
-            .expect("events lock")
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
 
 /// A duty's reconcile step: returns a one-line summary or the error chain.
 pub type Reconcile =
@@ -164,8 +70,8 @@ fn nat_reconcile(exec: Arc<dyn Executor>, state: Arc<DutyState>) -> Reconcile {
             .map_err(|e| format!("{:#}", anyhow::Error::from(e)));
             match &result {
                 Ok(summary) => {
-                    let target = egress_target(&s.toml);
-                    let (ok, test) = egress_self_test(&target).await;
+                    let target = nat::egress_target(&s.toml);
+                    let (ok, test) = nat::egress_self_test(&target).await;
                     DutyState::set(
                         &state.nat,
                         ok,
@@ -179,36 +85,6 @@ fn nat_reconcile(exec: Arc<dyn Executor>, state: Arc<DutyState>) -> Reconcile {
     })
 }
 
-/// Where the egress self-test connects: `egress_check` from agent.toml, else
-/// the regional ECR API endpoint, which the workers need to pull their image.
-pub fn egress_target(toml: &AgentToml) -> String {
-    toml.egress_check
-        .clone()
-        .unwrap_or_else(|| format!("api.ecr.{}.amazonaws.com:443", toml.region))
-}
-
-/// Opens a TCP connection to `target` over the gateway's uplink (the path the
-/// workers' NATed traffic takes): whether it worked, and a line saying so.
-pub async fn egress_self_test(target: &str) -> (bool, String) {
-    let t = std::time::Instant::now();
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio::net::TcpStream::connect(target),
-    )
-    .await
-    {
-        Ok(Ok(_)) => (
-            true,
-            format!("{target} reached in {} ms", t.elapsed().as_millis()),
-        ),
-        Ok(Err(e)) => (false, format!("cannot reach {target}: {e}")),
-        Err(_) => (
-            false,
-            format!("cannot reach {target}: no answer within 3 s"),
-        ),
-    }
-}
-
 fn report(slot: &Mutex<fossa_web::model::Component>, result: &Result<String, String>) {
     match result {
         Ok(m) => DutyState::set(slot, true, m.clone()),
@@ -218,36 +94,6 @@ fn report(slot: &Mutex<fossa_web::model::Component>, result: &Result<String, Str
 
 fn chain(e: impl Into<anyhow::Error>) -> String {
     format!("{:#}", e.into())
-}
-
-/// The AWS clients of the agent, built from the one `SdkConfig`.
-#[derive(Debug, Clone)]
-pub struct Clients {
-    /// SSM.
-    pub ssm: aws_sdk_ssm::Client,
-    /// S3 (path-style against an emulator).
-    pub s3: aws_sdk_s3::Client,
-    /// ECS.
-    pub ecs: aws_sdk_ecs::Client,
-    /// ECR.
-    pub ecr: aws_sdk_ecr::Client,
-    /// CloudWatch Logs.
-    pub logs: aws_sdk_cloudwatchlogs::Client,
-}
-
-impl Clients {
-    /// Every client from `sdk`.
-    pub fn new(sdk: &SdkConfig) -> Self {
-        use fossa_contract::counted_client;
-        let counter = fossa_contract::aws::CallCounter::default();
-        Clients {
-            ssm: counted_client!(aws_sdk_ssm, sdk, counter),
-            s3: fossa_contract::aws::s3_client(sdk, &counter),
-            ecs: counted_client!(aws_sdk_ecs, sdk, counter),
-            ecr: counted_client!(aws_sdk_ecr, sdk, counter),
-            logs: counted_client!(aws_sdk_cloudwatchlogs, sdk, counter),
-        }
-    }
 }
 
 fn broker_reconcile(state: Arc<DutyState>, exec: Arc<dyn Executor>) -> Reconcile {

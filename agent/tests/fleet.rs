@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fossa_agent::events::Events;
 use fossa_agent::fleet::{FleetModel, PollSettings};
-use fossa_agent::service::Events;
 use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
 use fossa_web::model::{DispatchError, Fleet, Health, TaskRequest};
 

@@ -1,0 +1,51 @@
+//! The agent's recent events: what each duty did or why it failed, shown on
+//! the UI's Events page and logged as they happen.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use fossa_web::model::Event;
+
+/// The recent events, newest last, at most [`Events::CAPACITY`].
+#[derive(Debug, Clone, Default)]
+pub struct Events(Arc<Mutex<VecDeque<Event>>>);
+
+impl Events {
+    /// How many events are kept.
+    pub const CAPACITY: usize = 500;
+
+    /// Records an event and logs it.
+    pub fn push(&self, source: &str, error: bool, message: impl Into<String>) {
+        let message = message.into();
+        if error {
+            tracing::error!(source, "{message}");
+        } else {
+            tracing::info!(source, "{message}");
+        }
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut q = self.0.lock().expect("events lock");
+        if q.len() == Self::CAPACITY {
+            q.pop_front();
+        }
+        q.push_back(Event {
+            at,
+            source: source.to_owned(),
+            error,
+            message,
+        });
+    }
+
+    /// A copy of the events.
+    pub fn list(&self) -> Vec<Event> {
+        self.0
+            .lock()
+            .expect("events lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}

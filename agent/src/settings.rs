@@ -1,0 +1,95 @@
+//! What every duty reads, replaced as a whole on reload: `agent.toml`, the
+//! stack config from SSM and the AWS clients, built once per load from the
+//! one `SdkConfig`.
+
+use std::path::Path;
+
+use aws_config::SdkConfig;
+use fossa_contract::aws::{sdk_config, AwsResultExt, AwsSettings};
+use fossa_contract::config::{AgentToml, StackConfig};
+use fossa_contract::{counted_client, ssm};
+use ipnet::Ipv4Net;
+
+use crate::Error;
+
+/// Everything a duty needs, replaced as a whole on reload.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `/etc/fossa/agent.toml`.
+    pub toml: AgentToml,
+    /// The stack config from SSM.
+    pub stack: StackConfig,
+    /// AWS configuration every client is built from.
+    pub sdk: SdkConfig,
+}
+
+/// Loads the TOML file, the AWS configuration and the stack config from SSM.
+pub async fn load(config: &Path) -> Result<Settings, Error> {
+    let toml = AgentToml::load(config)?;
+    let sdk = sdk_config(&AwsSettings {
+        region: Some(toml.region.clone()),
+        profile: None,
+        endpoint_url: toml.endpoint_url.clone(),
+    })
+    .await?;
+    let client = counted_client!(
+        aws_sdk_ssm,
+        &sdk,
+        fossa_contract::aws::CallCounter::default()
+    );
+    let name = toml.stack.ssm_parameter(ssm::CONFIG);
+    let out = client
+        .get_parameter()
+        .name(&name)
+        .send()
+        .await
+        .aws("ssm:GetParameter", &name)?;
+    let json = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+    let stack = StackConfig::parse(&name, json)?;
+    Ok(Settings { toml, stack, sdk })
+}
+
+/// The stack's private CIDRs, for `fossa-agent nat` without `--private-cidr`.
+pub async fn private_cidrs(config: &Path) -> Result<Vec<Ipv4Net>, Error> {
+    let s = load(config).await?;
+    s.stack
+        .private_cidrs()
+        .iter()
+        .map(|c| {
+            c.parse().map_err(|_| {
+                Error::Other(format!(
+                    "stack config holds a bad CIDR {c:?}; re-run fossa-bootstrap launch"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The AWS clients of the agent, built from the one `SdkConfig`.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// SSM.
+    pub ssm: aws_sdk_ssm::Client,
+    /// S3 (path-style against an emulator).
+    pub s3: aws_sdk_s3::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// ECR.
+    pub ecr: aws_sdk_ecr::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl Clients {
+    /// Every client from `sdk`.
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let counter = fossa_contract::aws::CallCounter::default();
+        Clients {
+            ssm: counted_client!(aws_sdk_ssm, sdk, counter),
+            s3: fossa_contract::aws::s3_client(sdk, &counter),
+            ecs: counted_client!(aws_sdk_ecs, sdk, counter),
+            ecr: counted_client!(aws_sdk_ecr, sdk, counter),
+            logs: counted_client!(aws_sdk_cloudwatchlogs, sdk, counter),
+        }
+    }
+}
