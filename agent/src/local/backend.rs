@@ -1,0 +1,276 @@
+//! Local mode's workers: Fossa nodes as process groups on free loopback
+//! ports, supervised and restarted, scaled by starting and stopping them.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fossa_web::model::Component;
+use tokio::process::Command;
+use tokio::sync::{watch, Mutex};
+
+use super::python::list_models;
+use super::{now, other};
+use crate::events::Events;
+use crate::fleet::{WorkerBackend, WorkerRef};
+use crate::fossa::FOSSA_REQUIREMENT;
+use crate::procs::{free_port, spawn_group, stop_group, Group};
+use crate::Error;
+
+struct LocalWorker {
+    index: u32,
+    port: u16,
+    child: Group,
+    started_at: i64,
+    restarts: u32,
+}
+
+/// What local workers are started with.
+#[derive(Clone)]
+pub struct WorkerSpec {
+    /// Python that imports Fossa.
+    pub python: PathBuf,
+    /// The generated node module.
+    pub module: PathBuf,
+    /// The models directory.
+    pub models_dir: PathBuf,
+    /// Broker URL (secret; passed in the environment only).
+    pub broker_url: String,
+    /// Where worker logs go.
+    pub logs: PathBuf,
+}
+
+impl std::fmt::Debug for WorkerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSpec")
+            .field("module", &self.module)
+            .field("models_dir", &self.models_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fossa nodes as local processes, supervised.
+pub struct LocalBackend {
+    spec: WorkerSpec,
+    workers: Mutex<Vec<LocalWorker>>,
+    desired: AtomicU32,
+    models: StdMutex<Vec<String>>,
+    events: Events,
+    broker: String,
+}
+
+impl LocalBackend {
+    /// Starts `n` workers.
+    pub async fn start(
+        spec: WorkerSpec,
+        n: u32,
+        models: Vec<String>,
+        broker: String,
+        events: Events,
+    ) -> Result<Arc<Self>, Error> {
+        std::fs::create_dir_all(&spec.logs)
+            .map_err(|e| other(format!("cannot create {}: {e}", spec.logs.display())))?;
+        let b = Arc::new(LocalBackend {
+            spec,
+            workers: Mutex::new(Vec::new()),
+            desired: AtomicU32::new(n),
+            models: StdMutex::new(models),
+            events,
+            broker,
+        });
+        b.converge().await?;
+        Ok(b)
+    }
+
+    fn spawn(&self, index: u32, port: u16) -> Result<Group, Error> {
+        let log_path = self.spec.logs.join(format!("worker-{index}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| other(format!("cannot open {}: {e}", log_path.display())))?;
+        let err = log.try_clone().map_err(|e| other(e.to_string()))?;
+        spawn_group(
+            Command::new(&self.spec.python)
+                .arg(&self.spec.module)
+                .env("RABBITMQ_URL", &self.spec.broker_url)
+                .env("FOSSA_HTTP_PORT", port.to_string())
+                .env("FOSSA_BIND_ADDRESS", "127.0.0.1")
+                .env("FOSSA_MODELS_DIR", &self.spec.models_dir)
+                .env("PYTHONUNBUFFERED", "1")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err),
+        )
+        .map_err(|e| {
+            other(format!(
+                "cannot start a Fossa worker with {}: {e}",
+                self.spec.python.display()
+            ))
+        })
+    }
+
+    /// Starts or stops workers until there are as many as desired.
+    async fn converge(&self) -> Result<(), Error> {
+        let want = self.desired.load(Ordering::SeqCst) as usize;
+        let mut ws = self.workers.lock().await;
+        while ws.len() < want {
+            let index = (1..)
+                .find(|i| ws.iter().all(|w| w.index != *i))
+                .expect("a free index");
+            let port = free_port().map_err(|e| other(format!("no free port: {e}")))?;
+            let child = self.spawn(index, port)?;
+            ws.push(LocalWorker {
+                index,
+                port,
+                child,
+                started_at: now(),
+                restarts: 0,
+            });
+            self.events.push(
+                "workers",
+                false,
+                format!("started worker local-{index} on 127.0.0.1:{port}"),
+            );
+        }
+        ws.sort_by_key(|w| w.index);
+        while ws.len() > want {
+            let mut w = ws.pop().expect("non-empty");
+            stop_group(&mut w.child, Duration::from_secs(5)).await;
+            self.events.push(
+                "workers",
+                false,
+                format!("stopped worker local-{}", w.index),
+            );
+        }
+        Ok(())
+    }
+
+    /// Restarts workers whose process ended; reports each.
+    pub async fn supervise_once(&self) {
+        let mut ws = self.workers.lock().await;
+        for w in ws.iter_mut() {
+            if let Ok(Some(status)) = w.child.child.try_wait() {
+                // Whatever the dead leader left in its group would hold the port.
+                stop_group(&mut w.child, Duration::from_millis(500)).await;
+                w.restarts += 1;
+                self.events.push(
+                    "workers",
+                    true,
+                    format!(
+                        "worker local-{} exited ({status}); restarting it (restart {})",
+                        w.index, w.restarts
+                    ),
+                );
+                match self.spawn(w.index, w.port) {
+                    Ok(child) => {
+                        w.child = child;
+                        w.started_at = now();
+                    }
+                    Err(e) => self.events.push(
+                        "workers",
+                        true,
+                        format!("cannot restart local-{}: {e}", w.index),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Supervises until shutdown.
+    pub async fn supervise(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => self.supervise_once().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Stops every worker.
+    pub async fn stop_all(&self) {
+        let mut ws = self.workers.lock().await;
+        let stops = ws
+            .iter_mut()
+            .map(|w| stop_group(&mut w.child, Duration::from_secs(5)));
+        futures::future::join_all(stops).await;
+        ws.clear();
+    }
+}
+
+#[async_trait]
+impl WorkerBackend for LocalBackend {
+    fn mode(&self) -> &'static str {
+        "local"
+    }
+
+    async fn list(&self) -> Result<Vec<WorkerRef>, String> {
+        let ws = self.workers.lock().await;
+        Ok(ws
+            .iter()
+            .map(|w| WorkerRef {
+                id: format!("local-{}", w.index),
+                address: format!("127.0.0.1:{}", w.port),
+                status: "RUNNING".into(),
+                started_at: Some(w.started_at),
+                capacity_provider: "local".into(),
+            })
+            .collect())
+    }
+
+    fn desired(&self) -> u32 {
+        self.desired.load(Ordering::SeqCst)
+    }
+
+    async fn scale(&self, workers: u32) -> Result<String, String> {
+        if workers > 64 {
+            return Err("local mode runs at most 64 workers".into());
+        }
+        let before = self.desired.swap(workers, Ordering::SeqCst);
+        self.converge().await.map_err(|e| e.to_string())?;
+        Ok(format!("scaled local workers from {before} to {workers}"))
+    }
+
+    async fn rebuild(&self) -> Result<String, String> {
+        let n = self.desired.load(Ordering::SeqCst);
+        let models = list_models(&self.spec.python, &self.spec.module, &self.spec.models_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.models.lock().expect("lock") = models.clone();
+        self.stop_all().await;
+        self.converge().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "restarted {n} local workers with models {}",
+            models.join(", ")
+        ))
+    }
+
+    fn models(&self) -> Vec<String> {
+        self.models.lock().expect("lock").clone()
+    }
+
+    fn components(&self) -> [Component; 3] {
+        [
+            Component {
+                ok: true,
+                detail: format!("RabbitMQ at {}", self.broker),
+            },
+            Component {
+                ok: true,
+                detail: "not needed in local mode: workers run on this machine".into(),
+            },
+            Component {
+                ok: true,
+                detail: format!(
+                    "local Python with {FOSSA_REQUIREMENT}, models from {}",
+                    self.spec.models_dir.display()
+                ),
+            },
+        ]
+    }
+}
+
+// ---------- the command ----------

@@ -1,0 +1,236 @@
+//! Local mode: the same fleet model and UI over Fossa workers that run as
+//! processes on this machine, with a private RabbitMQ. For trying models
+//! without AWS, for the README's demo and for end-to-end tests.
+//!
+//! `python` prepares the venv and node module, `broker` runs the private
+//! RabbitMQ, `backend` supervises the workers; this module runs them all
+//! and serves the UI.
+
+mod backend;
+mod broker;
+mod python;
+
+pub use backend::{LocalBackend, WorkerSpec};
+pub use broker::LocalBroker;
+pub use python::{ensure_python, list_models, prepare_files};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fossa_contract::names::PASSWORD_ENV;
+use fossa_web::model::{Fleet, Health};
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::sync::watch;
+
+use crate::cli::LocalArgs;
+use crate::events::Events;
+use crate::fleet::{FleetModel, PollSettings};
+use crate::{tls, Error};
+
+pub(crate) fn other(msg: impl Into<String>) -> Error {
+    Error::Other(msg.into())
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Default state directory of local mode.
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/fossa/local")
+    } else {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".local/state/fossa-gateway")
+    }
+}
+
+/// `fossa-agent local`.
+pub async fn run(args: &LocalArgs) -> Result<(), Error> {
+    let started = Instant::now();
+    // A weak chosen password fails before anything starts.
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        if !p.is_empty() {
+            fossa_contract::limits::check_password(PASSWORD_ENV, &p)
+                .map_err(|e| other(e.to_string()))?;
+        }
+    }
+    let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let events = Events::default();
+    let (module, models_dir) = prepare_files(&state, args.models.as_deref())?;
+    let python = ensure_python(&args.python, &state).await?;
+    let models = list_models(&python, &module, &models_dir).await?;
+    let mut broker = None;
+    let (broker_url, broker_label) = match &args.broker_url {
+        Some(u) => (u.clone(), "the given --broker-url".to_owned()),
+        None => {
+            eprintln!("starting RabbitMQ…");
+            let b = LocalBroker::start(&state.join("rabbitmq")).await?;
+            let r = (b.url().to_owned(), b.address.clone());
+            broker = Some(b);
+            r
+        }
+    };
+    let spec = WorkerSpec {
+        python,
+        module,
+        models_dir,
+        broker_url,
+        logs: state.join("logs"),
+    };
+    let backend = match LocalBackend::start(
+        spec,
+        args.workers,
+        models.clone(),
+        broker_label,
+        events.clone(),
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(b) = broker.as_mut() {
+                b.stop().await;
+            }
+            return Err(e);
+        }
+    };
+    let fleet = FleetModel::new(
+        backend.clone(),
+        events.clone(),
+        "local",
+        PollSettings {
+            interval: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let poller = tokio::spawn(fleet.clone().run(shutdown_rx.clone()));
+    let supervisor = tokio::spawn(backend.clone().supervise(shutdown_rx.clone()));
+
+    let result = serve_ui(args, &state, fleet.clone(), &events, started).await;
+
+    eprintln!("stopping workers and the broker…");
+    shutdown_tx.send_replace(true);
+    let _ = tokio::join!(poller, supervisor);
+    backend.stop_all().await;
+    if let Some(b) = broker.as_mut() {
+        b.stop().await;
+    }
+    eprintln!("stopped; nothing left running.");
+    result
+}
+
+async fn serve_ui(
+    args: &LocalArgs,
+    state: &Path,
+    fleet: Arc<FleetModel>,
+    events: &Events,
+    started: Instant,
+) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if !args.listen.ip().is_unspecified() {
+        names.push(args.listen.ip().to_string());
+    }
+    let cert = tls::load_or_create(&state.join("tls"), &names)
+        .map_err(|e| other(format!("{:#}", anyhow::Error::from(e))))?;
+    let cookie_key = tls::cookie_key(&state.join("tls"))
+        .map_err(|e| other(format!("{:#}", anyhow::Error::from(e))))?;
+    let (password, generated) = match std::env::var(PASSWORD_ENV) {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (Alphanumeric.sample_string(&mut rand::rng(), 20), true),
+    };
+    let config = fossa_web::WebConfig {
+        listen: args.listen,
+        password: password.clone(),
+        cookie_key,
+        tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
+        session_state_file: Some(state.join("tls/session-state")),
+        after_hashing: Some(crate::memory::release),
+    };
+    let rocket = fossa_web::build(config, fleet.clone())
+        .ignite()
+        .await
+        .map_err(|e| {
+            other(format!(
+                "cannot start the web UI on {}: {}",
+                args.listen,
+                fossa_web::explain(&e)
+            ))
+        })?;
+    let shutdown = rocket.shutdown();
+    let server = tokio::spawn(rocket.launch());
+    // Wait until the UI listens before printing where it is.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(args.listen).await.is_err() {
+        if server.is_finished() || Instant::now() > deadline {
+            return Err(other(format!(
+                "the web UI did not start on {}: is the address in use?",
+                args.listen
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let host = if args.listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        args.listen.ip().to_string()
+    };
+    println!(
+        "fossa-gateway local mode is up with {} workers.",
+        args.workers
+    );
+    println!("  URL:      https://{host}:{}/", args.listen.port());
+    println!("  user:     fossa");
+    if generated {
+        println!("  password: {password}");
+    } else {
+        println!("  password: from {PASSWORD_ENV}");
+    }
+    println!("  TLS certificate SHA-256: {}", cert.fingerprint);
+    println!("  models:   {}", fleet.snapshot().models.join(", "));
+    println!("Press Ctrl-C to stop everything.");
+    events.push(
+        "agent",
+        false,
+        format!("local mode started with {} workers", args.workers),
+    );
+
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| other(format!("cannot handle SIGINT: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| other(format!("cannot handle SIGTERM: {e}")))?;
+    let mut announced = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                if !announced {
+                    let snap = fleet.snapshot();
+                    let ready = snap.workers.iter().filter(|w| w.health == Health::Ok).count();
+                    if ready as u32 >= args.workers {
+                        announced = true;
+                        let msg = format!("all {} workers ready in {:.1}s", args.workers, started.elapsed().as_secs_f64());
+                        println!("{msg}");
+                        events.push("agent", false, msg);
+                    }
+                }
+                if server.is_finished() {
+                    return Err(other("the web UI stopped unexpectedly"));
+                }
+            }
+        }
+    }
+    shutdown.notify();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
