@@ -6,6 +6,7 @@
 
 pub mod iam;
 pub mod network;
+pub mod policy;
 pub mod storage;
 
 use std::fmt;
