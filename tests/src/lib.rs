@@ -7,6 +7,7 @@
 //! missing part makes the test fail with a message saying how to install it;
 //! nothing is skipped.
 
+pub mod bootstrap;
 pub mod browser;
 pub mod docker;
 pub mod images;

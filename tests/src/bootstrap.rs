@@ -1,0 +1,35 @@
+//! `fossa-bootstrap` commands pointed at a moto_server, for the tests.
+
+use std::process::Command;
+
+use crate::bin;
+use crate::moto::Moto;
+
+/// The UI CIDR the tests launch with.
+pub const ALLOW: &str = "203.0.113.7/32";
+
+/// `fossa-bootstrap ARGS` against `moto`, without a chosen password.
+pub fn bootstrap(moto: &Moto, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("fossa-bootstrap"));
+    c.args(args)
+        .arg("--endpoint-url")
+        .arg(&moto.url)
+        .envs(moto.env())
+        .env_remove("GATEWAY_HTTP_PASSWORD");
+    c
+}
+
+/// `launch --no-wait` of `stack` with `--allow-cidr` [`ALLOW`].
+pub fn launch(moto: &Moto, stack: &str, extra: &[&str]) -> Command {
+    launch_allowing(moto, stack, Some(ALLOW), extra)
+}
+
+/// `launch --no-wait` with `--allow-cidr allow`, or none.
+pub fn launch_allowing(moto: &Moto, stack: &str, allow: Option<&str>, extra: &[&str]) -> Command {
+    let mut c = bootstrap(moto, &["launch", "--stack", stack, "--no-wait"]);
+    if let Some(a) = allow {
+        c.args(["--allow-cidr", a]);
+    }
+    c.arg("--agent-binary").arg(bin("fossa-agent")).args(extra);
+    c
+}

@@ -1,0 +1,140 @@
+//! Bad input to `fossa-bootstrap` gets one clear line naming the problem and
+//! what to do, before any AWS call where it can, and never a panic.
+
+use std::process::Command;
+
+use fossa_tests::bootstrap::{bootstrap, ALLOW};
+use fossa_tests::moto::Moto;
+use fossa_tests::{bin, Run};
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let moto = Moto::start();
+    let cases: &[(&[&str], &str)] = &[
+        (&["launch", "--vpc-cidr", "nope", "--no-wait"], "--vpc-cidr"),
+        (
+            &[
+                "launch",
+                "--vpc-cidr",
+                "8.8.0.0/16",
+                "--allow-cidr",
+                ALLOW,
+                "--no-wait",
+            ],
+            "private /16 to /22",
+        ),
+        (&["launch", "--stack", "Bad_Name"], "invalid stack name"),
+        (&["launch", "--allow-cidr", "1.2.3.4/99"], "--allow-cidr"),
+        (&["launch", "--workers", "5000"], "--workers"),
+        (
+            &["launch", "--instance-type", "large", "--allow-cidr", ALLOW],
+            "instance type",
+        ),
+        (
+            &[
+                "launch",
+                "--agent-binary",
+                "/etc/hostname",
+                "--allow-cidr",
+                ALLOW,
+            ],
+            "not a Linux executable",
+        ),
+        (
+            &[
+                "launch",
+                "--agent-binary",
+                "/nonexistent/agent",
+                "--allow-cidr",
+                ALLOW,
+            ],
+            "cannot read /nonexistent/agent",
+        ),
+        (&["status", "--region", "mars-1"], "unknown AWS region"),
+        (&["status", "--output", "yaml"], "--output"),
+        (&["status", "--stack", "ghost"], "does not exist"),
+        (&["password", "--stack", "ghost"], "no password"),
+        (
+            &["launch", "--allow-cidr", "0.0.0.0/0", "--no-wait"],
+            "pass --allow-anywhere",
+        ),
+        (
+            &["launch", "--allow-cidr", "203.0.113.7/24", "--no-wait"],
+            "did you mean 203.0.113.0/24",
+        ),
+        (&["plan", "--allow-cidr", "0.0.0.0/0"], "--allow-anywhere"),
+        (&["plan", "--output", "yaml"], "--output"),
+        (&["plan", "--models", "/nonexistent/models"], "--models"),
+    ];
+    for (args, needle) in cases {
+        let r = Run::of(&mut bootstrap(&moto, args));
+        check(args, needle, &r);
+    }
+    // A chosen password under 12 characters is refused before any AWS call,
+    // and never echoed.
+    let mut weak = bootstrap(&moto, &["launch", "--allow-cidr", ALLOW, "--no-wait"]);
+    weak.env("GATEWAY_HTTP_PASSWORD", "hunter2");
+    let r = Run::of(&mut weak);
+    check(
+        &["launch (GATEWAY_HTTP_PASSWORD=hunter2)"],
+        "at least 12",
+        &r,
+    );
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    // Without --allow-cidr the caller's public IP is looked up; when that fails, say what to do.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = Run::of(
+        bootstrap(
+            &moto,
+            &[
+                "launch",
+                "--stack",
+                "noip",
+                "--no-wait",
+                "--agent-binary",
+                "/bin/busybox",
+            ],
+        )
+        .env("FOSSA_PUBLIC_IP_URL", format!("http://{closed}/")),
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("could not find your public IP") && r.stderr.contains("--allow-cidr"),
+        "{}",
+        r.stderr
+    );
+    // Without credentials the error says how to get some.
+    let mut c = Command::new(bin("fossa-bootstrap"));
+    c.args([
+        "status",
+        "--endpoint-url",
+        &moto.url,
+        "--region",
+        "eu-west-2",
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap())
+    .env("HOME", "/nonexistent")
+    .env("AWS_EC2_METADATA_DISABLED", "true");
+    let r = Run::of(&mut c);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("credentials"), "{}", r.stderr);
+}
+
+/// A refused command: non-zero, the expected words on stderr, no panic.
+fn check(args: &[&str], needle: &str, r: &Run) {
+    assert_ne!(r.code, 0, "{args:?} succeeded");
+    assert!(
+        r.stderr.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("panicked"),
+        "{args:?} panicked: {}",
+        r.stderr
+    );
+}
