@@ -14,11 +14,35 @@ fossa_apt_install() {
   fi
 }
 
+# The Rust the locked dependencies need: Cargo.toml's rust-version, the one
+# place it is written (tests/tests/shipped_files.rs keeps it true).
+fossa_rust_min() {
+  sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml"
+}
+
+# fossa_need_cargo: cargo on PATH (under sudo, the calling user's rustup
+# install), new enough, and a C toolchain for the crates that build C.
 fossa_need_cargo() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -n "${SUDO_USER:-}" ]; then
+    local home
+    home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    if [ -x "$home/.cargo/bin/cargo" ]; then
+      export PATH="$home/.cargo/bin:$PATH"
+      export CARGO_HOME="${CARGO_HOME:-$home/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$home/.rustup}"
+    fi
+  fi
+  local min have
+  min=$(fossa_rust_min)
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo is not installed. Install Rust 1.85 or newer with rustup (https://rustup.rs), then run this again." >&2
+    echo "error: cargo is not installed. Install Rust $min or newer with rustup (https://rustup.rs), then run this again." >&2
     exit 1
   fi
+  have=$(rustc --version | awk '{print $2}')
+  if ! printf '%s\n%s\n' "$min" "$have" | sort -V -C; then
+    echo "error: Rust $have is older than $min, which the locked dependencies need: run 'rustup update', then run this again." >&2
+    exit 1
+  fi
+  fossa_apt_install build-essential pkg-config
 }
 
 # fossa_venv DIR REQUIREMENTS: creates or updates a venv with pinned packages.

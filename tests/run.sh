@@ -2,7 +2,7 @@
 # The whole test suite: installs what the tests need (Debian packages and a
 # Python venv with moto and ayeaye-fossa), then runs fmt, clippy and every
 # test against real local parts. Needs root (network namespaces, iptables,
-# dockerd) and Rust 1.85+.
+# dockerd) and Rust (Cargo.toml's rust-version or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

@@ -160,3 +160,45 @@ fn the_unit_scores_at_most_2_5_in_systemd_analyze_security() {
     println!("systemd-analyze security: exposure {score}");
     assert!(score <= 2.5, "exposure {score} > 2.5:\n{all}");
 }
+
+fn version(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// Cargo.toml's rust-version is what the README and the scripts promise: it
+/// must cover every locked dependency's own rust-version.
+#[test]
+fn the_workspace_rust_version_covers_every_locked_dependency() {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let ours = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("Cargo.toml sets rust-version");
+    let r = Run::of(
+        Command::new("cargo")
+            .args(["metadata", "--locked", "--format-version", "1"])
+            .current_dir(repo_root()),
+    )
+    .ok();
+    let meta: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let mut needed: Vec<(Vec<u64>, String)> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let v = p["rust_version"].as_str()?;
+            Some((
+                version(v),
+                format!("{} {v}", p["name"].as_str().unwrap_or("?")),
+            ))
+        })
+        .collect();
+    needed.sort();
+    let (max, who) = needed.last().unwrap();
+    println!("rust-version {ours}; the locked dependencies need {who}");
+    assert!(
+        version(ours) >= *max,
+        "Cargo.toml says rust-version {ours}, but {who} needs more: raise it (README and scripts/lib.sh read it)"
+    );
+}
