@@ -7,6 +7,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 /// Region the tests use.
 pub const REGION: &str = "eu-west-2";
+/// The account id moto answers every call with.
+pub const ACCOUNT: &str = "123456789012";
 
 /// A running moto_server; killed on drop.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::docker::{Dockerd, Registry};
-use crate::moto::{Moto, REGION};
+use crate::moto::{Moto, ACCOUNT, REGION};
 use crate::{bin, free_port, Run, TempDir};
 
 /// The parts of a launched stack.
@@ -191,12 +191,12 @@ impl Stack {
             .unwrap_or_else(|| panic!("plan has no {role}: {plan}"))["policy"]
             .clone();
         let stack = fossa_contract::StackName::new(&self.name).unwrap();
-        let bucket = stack.bucket("123456789012", REGION);
+        let bucket = stack.bucket(ACCOUNT, REGION);
         let scope = Scope {
             stack: &stack,
             partition: "aws",
             region: REGION,
-            account: "123456789012",
+            account: ACCOUNT,
             bucket: &bucket,
         };
         let mut actions: Vec<String> = recorded.lines().flat_map(iam_actions).collect();
@@ -232,7 +232,6 @@ impl Stack {
     /// task definition, as ECS makes them.) Returns the pairs checked.
     pub async fn assert_execution_role_covers_workers(&self) -> Vec<(String, String)> {
         use fossa_bootstrap::plan::iam::{allows, EXECUTION_ROLE_ACTIONS};
-        const ACCOUNT: &str = "123456789012";
         let plan = self.plan();
         let role = format!("fossa-{}-task-execution", self.name);
         let policy = plan

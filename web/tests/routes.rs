@@ -71,13 +71,7 @@ async fn pages_need_a_login_and_the_api_says_401() {
 #[rocket::async_test]
 async fn login_sets_a_strict_secure_http_only_session_and_logout_ends_it() {
     let (c, _) = client().await;
-    let page = c
-        .get("/login")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
+    let page = login_page(&c).await;
     assert!(page.contains("name=\"username\"") && page.contains("name=\"password\""));
     let csrf = field(&page, "csrf_token");
     let r = c

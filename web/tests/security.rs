@@ -154,13 +154,7 @@ async fn every_answer_carries_the_security_headers() {
 #[rocket::async_test]
 async fn the_login_page_says_nothing_about_the_stack() {
     let c = client().await;
-    let page = c
-        .get("/login")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
+    let page = login_page(&c).await;
     let snap = fake_fleet().snapshot();
     assert!(!snap.stack.is_empty());
     let leaks = |text: &str| {

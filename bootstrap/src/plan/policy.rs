@@ -43,46 +43,58 @@ fn strings(v: &Value) -> Vec<&str> {
     }
 }
 
+/// The statements of `policy`: IAM takes one statement or a list.
+fn statements(policy: &Value) -> Vec<&Value> {
+    match &policy["Statement"] {
+        Value::Array(a) => a.iter().collect(),
+        one @ Value::Object(_) => vec![one],
+        _ => vec![],
+    }
+}
+
+fn names_action(statement: &Value, action: &str) -> bool {
+    strings(&statement["Action"])
+        .iter()
+        .any(|a| glob(a, action, true))
+}
+
 /// Whether `policy` allows `action` on `resource`: some Allow statement
 /// matches both and no Deny statement does. Conditions are taken as met, so
 /// this answers "could this call ever be allowed", which is what a missing
 /// grant breaks.
 pub fn allows(policy: &Value, action: &str, resource: &str) -> bool {
-    let statements: Vec<&Value> = match &policy["Statement"] {
-        Value::Array(a) => a.iter().collect(),
-        one @ Value::Object(_) => vec![one],
-        _ => vec![],
-    };
     let matches = |s: &Value| {
-        strings(&s["Action"]).iter().any(|a| glob(a, action, true))
+        names_action(s, action)
             && strings(&s["Resource"])
                 .iter()
                 .any(|r| glob(r, resource, false))
     };
-    let allowed = statements
-        .iter()
-        .any(|s| s["Effect"] == "Allow" && matches(s));
-    let denied = statements
+    let all = statements(policy);
+    let allowed = all.iter().any(|s| s["Effect"] == "Allow" && matches(s));
+    let denied = all
         .iter()
         .any(|s| s["Effect"] == "Deny" && s.get("Condition").is_none() && matches(s));
     allowed && !denied
 }
 
-/// Whether `policy` allows `action` on some resource at all.
+/// Whether some Allow statement of `policy` names `action`, on any resource.
 pub fn allows_action(policy: &Value, action: &str) -> bool {
-    allows(policy, action, "*")
-        || match &policy["Statement"] {
-            Value::Array(a) => a.iter().any(|s| {
-                s["Effect"] == "Allow"
-                    && strings(&s["Action"]).iter().any(|p| glob(p, action, true))
-            }),
-            _ => false,
-        }
+    statements(policy)
+        .iter()
+        .any(|s| s["Effect"] == "Allow" && names_action(s, action))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_statement_or_a_list() {
+        let one = serde_json::json!({"Statement": {"Effect": "Allow", "Action": "ecs:*", "Resource": "arn:x"}});
+        assert!(allows(&one, "ecs:ListTasks", "arn:x"));
+        assert!(allows_action(&one, "ecs:ListTasks"));
+        assert!(!allows_action(&one, "ssm:GetParameter"));
+    }
 
     #[test]
     fn glob_matches_like_iam() {

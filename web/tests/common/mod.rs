@@ -185,16 +185,19 @@ pub fn basic(password: &str) -> Header<'static> {
     Header::new("Authorization", format!("Basic {out}"))
 }
 
-/// The login form's CSRF token (its cookie now in `c`'s jar).
-pub async fn login_csrf(c: &rocket::local::asynchronous::Client) -> String {
-    let page = c
-        .get("/login")
+/// The login page's HTML (its CSRF cookie now in `c`'s jar).
+pub async fn login_page(c: &rocket::local::asynchronous::Client) -> String {
+    c.get("/login")
         .dispatch()
         .await
         .into_string()
         .await
-        .unwrap();
-    field(&page, "csrf_token")
+        .unwrap()
+}
+
+/// The login form's CSRF token (its cookie now in `c`'s jar).
+pub async fn login_csrf(c: &rocket::local::asynchronous::Client) -> String {
+    field(&login_page(c).await, "csrf_token")
 }
 
 /// Logs `c` in with [`PASSWORD`] and returns the session's CSRF token.
