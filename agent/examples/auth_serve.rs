@@ -35,14 +35,16 @@ async fn main() {
     }
     let fleet = FleetModel::new(
         Arc::new(StaticBackend::new(&addrs)),
+        fossa_agent::duties::driver::fixed_board(Vec::new()),
         Events::default(),
         "bench",
         PollSettings::default(),
     );
     fleet.refresh().await;
     let tls = state.join("tls");
-    let cert = fossa_agent::tls::load_or_create(&tls, &["127.0.0.1".into()]).expect("certificate");
-    let cookie_key = fossa_agent::tls::cookie_key(&tls).expect("cookie key");
+    let cert =
+        fossa_agent::host::tls::load_or_create(&tls, &["127.0.0.1".into()]).expect("certificate");
+    let cookie_key = fossa_agent::host::tls::cookie_key(&tls).expect("cookie key");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

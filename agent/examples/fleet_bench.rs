@@ -37,6 +37,7 @@ async fn main() {
         }
         let fleet = FleetModel::new(
             Arc::new(StaticBackend::new(&addrs)),
+            fossa_agent::duties::driver::fixed_board(Vec::new()),
             Events::default(),
             "bench",
             PollSettings {

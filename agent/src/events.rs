@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use fossa_web::model::Event;
 
@@ -23,10 +22,7 @@ impl Events {
         } else {
             tracing::info!(source, "{message}");
         }
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let at = fossa_contract::unix_now();
         let mut q = self.0.lock().expect("events lock");
         if q.len() == Self::CAPACITY {
             q.pop_front();

@@ -5,29 +5,25 @@
 //! the web UI. `local` runs the same UI over Fossa workers on this machine.
 //! Host calls go through [`exec::Executor`] so duties are testable with a fake.
 
-pub mod broker;
 pub mod cli;
-pub mod cluster;
+pub mod duties;
 pub mod events;
-pub mod exec;
-pub mod fargate;
 pub mod fleet;
 pub mod fossa;
-pub mod image;
+pub mod host;
 pub mod local;
 pub mod memory;
-pub mod nat;
-pub mod procs;
 pub mod service;
 pub mod settings;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod tls;
 
 use fossa_contract::aws::{AwsError, SettingsError};
 use fossa_contract::config::ConfigError;
 
 use crate::cli::{Cli, Command, NatAction};
+use crate::duties::nat;
+use crate::host::exec;
 
 /// Everything that can stop an agent command.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +40,9 @@ pub enum Error {
     /// NAT could not be set up.
     #[error(transparent)]
     Nat(#[from] nat::NatError),
+    /// The settings could not be loaded.
+    #[error(transparent)]
+    Load(#[from] settings::LoadError),
     /// Something else, with its explanation.
     #[error("{0}")]
     Other(String),

@@ -10,7 +10,32 @@ use fossa_contract::config::{AgentToml, StackConfig};
 use fossa_contract::{counted_client, ssm};
 use ipnet::Ipv4Net;
 
-use crate::Error;
+use fossa_contract::aws::{AwsError, SettingsError};
+use fossa_contract::config::ConfigError;
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `agent.toml` is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The AWS settings are unusable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// SSM could not be read.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The stack config holds a CIDR that does not parse.
+    #[error("the stack config holds a bad CIDR {0:?}; re-run fossa-bootstrap launch")]
+    BadCidr(String),
+}
+
+impl LoadError {
+    /// Whether retrying cannot help: the file or the settings themselves are wrong.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, LoadError::Config(_) | LoadError::Settings(_))
+    }
+}
 
 /// Everything a duty needs, replaced as a whole on reload.
 #[derive(Debug, Clone)]
@@ -21,10 +46,12 @@ pub struct Settings {
     pub stack: StackConfig,
     /// AWS configuration every client is built from.
     pub sdk: SdkConfig,
+    /// The AWS clients, built once from `sdk`.
+    pub clients: Clients,
 }
 
 /// Loads the TOML file, the AWS configuration and the stack config from SSM.
-pub async fn load(config: &Path) -> Result<Settings, Error> {
+pub async fn load(config: &Path) -> Result<Settings, LoadError> {
     let toml = AgentToml::load(config)?;
     let sdk = sdk_config(&AwsSettings {
         region: Some(toml.region.clone()),
@@ -32,13 +59,10 @@ pub async fn load(config: &Path) -> Result<Settings, Error> {
         endpoint_url: toml.endpoint_url.clone(),
     })
     .await?;
-    let client = counted_client!(
-        aws_sdk_ssm,
-        &sdk,
-        fossa_contract::aws::CallCounter::default()
-    );
+    let clients = Clients::new(&sdk);
     let name = toml.stack.ssm_parameter(ssm::CONFIG);
-    let out = client
+    let out = clients
+        .ssm
         .get_parameter()
         .name(&name)
         .send()
@@ -46,22 +70,21 @@ pub async fn load(config: &Path) -> Result<Settings, Error> {
         .aws("ssm:GetParameter", &name)?;
     let json = out.parameter().and_then(|p| p.value()).unwrap_or_default();
     let stack = StackConfig::parse(&name, json)?;
-    Ok(Settings { toml, stack, sdk })
+    Ok(Settings {
+        toml,
+        stack,
+        sdk,
+        clients,
+    })
 }
 
 /// The stack's private CIDRs, for `fossa-agent nat` without `--private-cidr`.
-pub async fn private_cidrs(config: &Path) -> Result<Vec<Ipv4Net>, Error> {
+pub async fn private_cidrs(config: &Path) -> Result<Vec<Ipv4Net>, LoadError> {
     let s = load(config).await?;
     s.stack
         .private_cidrs()
         .iter()
-        .map(|c| {
-            c.parse().map_err(|_| {
-                Error::Other(format!(
-                    "stack config holds a bad CIDR {c:?}; re-run fossa-bootstrap launch"
-                ))
-            })
-        })
+        .map(|c| c.parse().map_err(|_| LoadError::BadCidr(c.clone())))
         .collect()
 }
 

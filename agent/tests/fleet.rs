@@ -33,6 +33,7 @@ async fn broken_workers_are_marked_and_do_not_delay_the_others() {
     let timeout = Duration::from_millis(800);
     let fleet = FleetModel::new(
         Arc::new(StaticBackend::new(&addrs)),
+        fossa_agent::duties::driver::fixed_board(Vec::new()),
         Events::default(),
         "t",
         PollSettings {
@@ -107,6 +108,7 @@ async fn dispatch_goes_to_the_most_free_worker_and_moves_on_after_503() {
     let hanging = start("127.0.0.1", Behaviour::Hang).await.unwrap();
     let fleet = FleetModel::new(
         Arc::new(StaticBackend::new(&[hanging, accepting, busy])),
+        fossa_agent::duties::driver::fixed_board(Vec::new()),
         Events::default(),
         "t",
         PollSettings {

@@ -89,7 +89,7 @@ impl Progress {
         } else {
             self.bar.println(line);
         }
-        fossa_contract::fault::exit_at(&format!("step-{}", self.steps));
+        fossa_contract::fault::exit_at(fossa_contract::fault::Point::Step(self.steps));
     }
 
     /// Prints a note that is not a step.

@@ -39,10 +39,10 @@ pub struct AgentToml {
     /// `host:port` of a registry to push the worker image to instead of ECR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
-    /// Base image of the worker image (default `python:3.12-slim`).
+    /// Base image of the worker image (default [`crate::names::images::DEFAULT_BASE`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
-    /// Image of the broker container (default `rabbitmq:3`).
+    /// Image of the broker container (default [`crate::names::images::DEFAULT_BROKER`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_image: Option<String>,
     /// Address the broker listens on (default: this host's address on the default route).
@@ -81,6 +81,26 @@ pub enum Duty {
 impl Duty {
     /// Every duty, in the order they start.
     pub const ALL: [Duty; 4] = [Duty::Nat, Duty::Broker, Duty::Image, Duty::Cluster];
+
+    /// Its name in `agent.toml`, events, status and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Duty::Nat => "nat",
+            Duty::Broker => "broker",
+            Duty::Image => "image",
+            Duty::Cluster => "cluster",
+        }
+    }
+
+    /// Its label on the overview.
+    pub fn title(self) -> &'static str {
+        match self {
+            Duty::Nat => "NAT",
+            Duty::Broker => "Broker",
+            Duty::Image => "Image",
+            Duty::Cluster => "Cluster",
+        }
+    }
 }
 
 impl AgentToml {
@@ -238,6 +258,24 @@ impl StackConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_agent_toml_shows_the_default_images() {
+        let example = include_str!("../../systemd/agent.toml.example");
+        for image in [
+            crate::names::images::DEFAULT_BASE,
+            crate::names::images::DEFAULT_BROKER,
+        ] {
+            assert!(example.contains(image), "{image}");
+        }
+    }
+
+    #[test]
+    fn a_duty_s_name_is_its_name_in_agent_toml() {
+        for d in Duty::ALL {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.name());
+        }
+    }
 
     #[test]
     fn tls_cert_and_key_go_together() {

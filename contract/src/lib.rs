@@ -12,7 +12,17 @@ pub mod config;
 pub mod fault;
 pub mod limits;
 pub mod names;
+pub mod prices;
 pub mod ssm;
 pub mod tags;
 
 pub use names::StackName;
+
+/// Seconds since the Unix epoch (0 if the clock is before it), the one clock
+/// every timestamp the agent and the UI show is read from.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

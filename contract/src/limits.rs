@@ -3,6 +3,12 @@
 /// The shortest UI password accepted from `GATEWAY_HTTP_PASSWORD`.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
+/// The most workers a stack runs (`launch --workers`, the UI's scale).
+pub const MAX_WORKERS: u32 = 1000;
+
+/// The most workers local mode runs on one machine.
+pub const LOCAL_MAX_WORKERS: u32 = 64;
+
 /// How long the presigned URL user-data fetches the agent with stays valid.
 pub const AGENT_URL_TTL_SECS: u64 = 3600;
 

@@ -201,3 +201,21 @@ mod tests {
         assert!(s.bucket("123456789012", "ap-southeast-2").len() <= 63);
     }
 }
+
+/// The worker container in the task definition.
+pub const WORKER_CONTAINER: &str = "fossa";
+/// The broker's container on the gateway.
+pub const BROKER_CONTAINER: &str = "fossa-broker";
+/// The broker's data volume on the gateway.
+pub const BROKER_VOLUME: &str = "fossa-broker-data";
+/// Docker label on the broker container holding the hash of its spec.
+pub const SPEC_LABEL: &str = "fossa.spec-hash";
+
+/// Images the agent uses unless `agent.toml` names others: ECR Public's
+/// mirror of the official Docker images (no Docker Hub pull limits), pinned.
+pub mod images {
+    /// Base of the worker image.
+    pub const DEFAULT_BASE: &str = "public.ecr.aws/docker/library/python:3.12-slim-bookworm";
+    /// The broker.
+    pub const DEFAULT_BROKER: &str = "public.ecr.aws/docker/library/rabbitmq:3.13";
+}

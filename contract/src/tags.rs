@@ -6,6 +6,8 @@ pub const STACK: &str = "fossa:stack";
 pub const MANAGED_BY: &str = "fossa:managed-by";
 /// Tag key naming a resource's role inside the stack (e.g. `public`, `private-1`).
 pub const ROLE: &str = "fossa:role";
+/// On task definitions: the hash of the spec they were registered from.
+pub const SPEC_HASH: &str = "fossa:spec-hash";
 /// [`MANAGED_BY`] value for what `fossa-bootstrap` creates.
 pub const BY_BOOTSTRAP: &str = "fossa-bootstrap";
 /// [`MANAGED_BY`] value for what `fossa-agent` creates.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use fossa_agent::broker::{self, Credentials};
+use fossa_agent::duties::broker::{self, Credentials};
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::RABBITMQ;
 use fossa_tests::{venv_bin, Run};
@@ -55,7 +55,12 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
             Err(e) => assert!(
                 t.elapsed() < Duration::from_secs(90),
                 "the worker user never logged in: {e}\n{}",
-                Run::of(dockerd.cli().args(["logs", broker::CONTAINER])).stdout
+                Run::of(
+                    dockerd
+                        .cli()
+                        .args(["logs", fossa_contract::names::BROKER_CONTAINER])
+                )
+                .stdout
             ),
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -66,14 +71,15 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
     );
 
     // Not an administrator; guest, if it exists at all, only from loopback.
-    let users =
-        Run::of(
-            dockerd
-                .cli()
-                .args(["exec", broker::CONTAINER, "rabbitmqctl", "list_users", "-q"]),
-        )
-        .ok()
-        .stdout;
+    let users = Run::of(dockerd.cli().args([
+        "exec",
+        fossa_contract::names::BROKER_CONTAINER,
+        "rabbitmqctl",
+        "list_users",
+        "-q",
+    ]))
+    .ok()
+    .stdout;
     let fossa = users
         .lines()
         .find(|l| l.starts_with("fossa"))
@@ -97,14 +103,14 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
     .is_err());
 
     // No password in the container's environment (docker inspect shows it).
-    let env =
-        Run::of(
-            dockerd
-                .cli()
-                .args(["inspect", "-f", "{{json .Config.Env}}", broker::CONTAINER]),
-        )
-        .ok()
-        .stdout;
+    let env = Run::of(dockerd.cli().args([
+        "inspect",
+        "-f",
+        "{{json .Config.Env}}",
+        fossa_contract::names::BROKER_CONTAINER,
+    ]))
+    .ok()
+    .stdout;
     assert!(!env.contains(&creds.password), "{env}");
 
     // A second reconcile leaves the running broker alone.

@@ -7,16 +7,16 @@
 
 use std::time::Duration;
 
-use fossa_contract::fault::{AGENT_POINTS, EXIT_AT};
+use fossa_contract::fault::{Point, EXIT_AT};
 use fossa_tests::stack::Stack;
 use fossa_tests::Run;
 
 /// Which duties reach a point on a fresh stack, one duty at a time so the
 /// order is fixed (the cluster duty needs the image duty's reference).
-fn duties_for(point: &str) -> &'static [&'static str] {
+fn duties_for(point: Point) -> &'static [&'static str] {
     match point {
-        "ecr-repository-created" | "image-pushed" => &["image"],
-        "broker-url-stored" | "broker-container-created" => &["broker"],
+        Point::EcrRepositoryCreated | Point::ImagePushed => &["image"],
+        Point::BrokerUrlStored | Point::BrokerContainerCreated => &["broker"],
         _ => &["image", "cluster"],
     }
 }
@@ -24,9 +24,14 @@ fn duties_for(point: &str) -> &'static [&'static str] {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_at_each_point_of_a_reconcile_is_finished_by_a_restart() {
     let stack = Stack::launch("crash").await;
-    for point in AGENT_POINTS {
-        let config = stack.config(duties_for(point));
-        let mut agent = stack.agent(&config, &format!("crash-{point}.log"), &[(EXIT_AT, point)]);
+    for p in Point::AGENT {
+        let point = p.name();
+        let config = stack.config(duties_for(p));
+        let mut agent = stack.agent(
+            &config,
+            &format!("crash-{point}.log"),
+            &[(EXIT_AT, point.as_str())],
+        );
         let code = agent.wait_exit(Duration::from_secs(180));
         let log = agent.log();
         assert_eq!(code, 137, "the agent did not reach {point}:\n{log}");

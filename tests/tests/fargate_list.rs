@@ -8,8 +8,11 @@ use std::process::Command;
 use std::sync::Arc;
 
 use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, LaunchType, NetworkConfiguration};
-use fossa_agent::fargate::{DutyState, FargateBackend};
+use fossa_agent::duties::Shared;
+use fossa_agent::events::Events;
+use fossa_agent::fleet::fargate::FargateBackend;
 use fossa_agent::fleet::WorkerBackend;
+use fossa_agent::host::exec::Host;
 use fossa_contract::aws::CallCounter;
 use fossa_tests::moto::Moto;
 use fossa_tests::{bin, Run};
@@ -38,7 +41,7 @@ async fn every_task_is_listed_with_its_private_address() {
     let cfg = moto.stack_config("list").await;
     let ecs = aws_sdk_ecs::Client::new(&sdk);
     let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
-    fossa_agent::cluster::reconcile(
+    fossa_agent::duties::cluster::reconcile(
         &ecs,
         &logs,
         &cfg,
@@ -81,7 +84,11 @@ async fn every_task_is_listed_with_its_private_address() {
             .interceptor(counter.clone())
             .build(),
     );
-    let backend = FargateBackend::new(counted, cfg, Arc::new(DutyState::default()));
+    let backend = FargateBackend::new(
+        counted,
+        cfg,
+        &Shared::new(Arc::new(Host), Events::default()),
+    );
     let t = std::time::Instant::now();
     let workers = backend.list().await.unwrap();
     println!("ecs_list_{total}_tasks_calls: {} calls", counter.get());

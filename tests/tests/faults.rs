@@ -217,7 +217,7 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
     let flaky = FaultProxy::start(&moto, 3, "throttle,500,slow");
     let (ecs, logs) = agent_clients(&flaky.url).await;
     let (summary, desired) =
-        fossa_agent::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-1")
+        fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-1")
             .await
             .expect("retries ride out one fault in three");
     assert!(summary.contains("created the service"), "{summary}");
@@ -225,9 +225,10 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
 
     let down = FaultProxy::start(&moto, 1, "throttle,500");
     let (ecs, logs) = agent_clients(&down.url).await;
-    let err = fossa_agent::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-2")
-        .await
-        .expect_err("every call fails");
+    let err =
+        fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-2")
+            .await
+            .expect_err("every call fails");
     let line = err.to_string();
     assert!(!line.contains('\n'), "one line: {line}");
     assert_names_call_and_fault(&line, "AWS logs:DescribeLogGroups");

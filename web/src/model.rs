@@ -133,9 +133,13 @@ impl Worker {
     }
 }
 
-/// A part of the stack and whether it is well.
+/// A part of the stack (one of the agent's duties) and whether it is well.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Component {
+    /// The duty's key (`nat`): the overview API shows the component under it.
+    pub name: String,
+    /// Its label (`NAT`).
+    pub title: String,
     /// Whether it is working.
     pub ok: bool,
     /// One line about it.
@@ -196,12 +200,8 @@ pub struct FleetSnapshot {
     pub desired_workers: u32,
     /// Model classes the workers accept.
     pub models: Vec<String>,
-    /// The broker.
-    pub broker: Component,
-    /// NAT and its egress self-test.
-    pub nat: Component,
-    /// The worker image.
-    pub image: Component,
+    /// Each duty's component (broker, NAT, image, cluster…), in start order.
+    pub components: Vec<Component>,
     /// Cost, where known.
     pub cost: Option<Cost>,
     /// Tasks the gateway dispatched, newest last.
@@ -246,6 +246,34 @@ pub enum DispatchError {
     Worker(String),
 }
 
+/// Why a scale or rebuild was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is wrong; the message says what to change (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The agent tried and failed (HTTP 502).
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ControlError {
+    /// The error and every cause, on one line, for the page or the API.
+    pub fn message(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = match self {
+            ControlError::Failed(e) => e.source(),
+            ControlError::Invalid(_) => None,
+        };
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+}
+
 /// What the UI asks of the agent.
 #[rocket::async_trait]
 pub trait Fleet: Send + Sync + 'static {
@@ -256,9 +284,9 @@ pub trait Fleet: Send + Sync + 'static {
     /// Dispatches a task to the worker with the most free capacity.
     async fn submit(&self, request: TaskRequest) -> Result<Dispatched, DispatchError>;
     /// Sets the number of workers.
-    async fn scale(&self, workers: u32) -> Result<String, String>;
+    async fn scale(&self, workers: u32) -> Result<String, ControlError>;
     /// Rebuilds the worker image (or restarts local workers).
-    async fn rebuild(&self) -> Result<String, String>;
+    async fn rebuild(&self) -> Result<String, ControlError>;
 }
 
 #[cfg(test)]

@@ -410,6 +410,12 @@ async fn every_page_renders_and_escapes_what_it_shows() {
         "escaped worker id"
     );
     assert!(overview.contains("timeout"));
+    for line in [
+        r#"data-duty="cluster"><b>Cluster</b> waiting for the worker image"#,
+        r#"class="comp ok" data-duty="nat"><b>NAT</b> NAT verified"#,
+    ] {
+        assert!(overview.contains(line), "{line}");
+    }
     let parent = c
         .get("/tasks/parent1")
         .dispatch()
@@ -454,6 +460,16 @@ async fn json_twins_answer_for_each_page() {
     assert_eq!(v["running_workers"], 3);
     assert_eq!(v["healthy_workers"], 2);
     assert_eq!(v["cost"]["nat_gateway_hourly"], 0.045);
+    // Every duty's component, under its name, the cluster too.
+    for (duty, ok) in [
+        ("broker", true),
+        ("nat", true),
+        ("image", false),
+        ("cluster", false),
+    ] {
+        assert_eq!(v[duty]["ok"], ok, "{duty}: {v}");
+    }
+    assert_eq!(v["cluster"]["detail"], "waiting for the worker image");
     let v = json_of(
         c.get("/api/v1/tasks/parent1")
             .header(basic(PASSWORD))

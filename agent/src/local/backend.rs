@@ -8,17 +8,17 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fossa_web::model::Component;
 use tokio::process::Command;
 use tokio::sync::{watch, Mutex};
 
+use super::other;
 use super::python::list_models;
-use super::{now, other};
 use crate::events::Events;
-use crate::fleet::{WorkerBackend, WorkerRef};
-use crate::fossa::FOSSA_REQUIREMENT;
-use crate::procs::{free_port, spawn_group, stop_group, Group};
+use crate::fleet::{BackendError, WorkerBackend, WorkerRef};
+use crate::host::procs::{free_port, spawn_group, stop_group, Group};
 use crate::Error;
+use fossa_contract::limits::LOCAL_MAX_WORKERS;
+use fossa_contract::unix_now as now;
 
 struct LocalWorker {
     index: u32,
@@ -59,7 +59,6 @@ pub struct LocalBackend {
     desired: AtomicU32,
     models: StdMutex<Vec<String>>,
     events: Events,
-    broker: String,
 }
 
 impl LocalBackend {
@@ -68,7 +67,6 @@ impl LocalBackend {
         spec: WorkerSpec,
         n: u32,
         models: Vec<String>,
-        broker: String,
         events: Events,
     ) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&spec.logs)
@@ -79,7 +77,6 @@ impl LocalBackend {
             desired: AtomicU32::new(n),
             models: StdMutex::new(models),
             events,
-            broker,
         });
         b.converge().await?;
         Ok(b)
@@ -201,13 +198,20 @@ impl LocalBackend {
     }
 }
 
+fn local(what: &'static str) -> impl Fn(Error) -> BackendError {
+    move |e| BackendError::Local {
+        what,
+        source: Box::new(e),
+    }
+}
+
 #[async_trait]
 impl WorkerBackend for LocalBackend {
     fn mode(&self) -> &'static str {
         "local"
     }
 
-    async fn list(&self) -> Result<Vec<WorkerRef>, String> {
+    async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
         let ws = self.workers.lock().await;
         Ok(ws
             .iter()
@@ -225,23 +229,30 @@ impl WorkerBackend for LocalBackend {
         self.desired.load(Ordering::SeqCst)
     }
 
-    async fn scale(&self, workers: u32) -> Result<String, String> {
-        if workers > 64 {
-            return Err("local mode runs at most 64 workers".into());
+    async fn scale(&self, workers: u32) -> Result<String, BackendError> {
+        if workers > LOCAL_MAX_WORKERS {
+            return Err(BackendError::TooMany {
+                mode: self.mode(),
+                max: LOCAL_MAX_WORKERS,
+            });
         }
         let before = self.desired.swap(workers, Ordering::SeqCst);
-        self.converge().await.map_err(|e| e.to_string())?;
+        self.converge()
+            .await
+            .map_err(local("cannot start the workers"))?;
         Ok(format!("scaled local workers from {before} to {workers}"))
     }
 
-    async fn rebuild(&self) -> Result<String, String> {
+    async fn rebuild(&self) -> Result<String, BackendError> {
         let n = self.desired.load(Ordering::SeqCst);
         let models = list_models(&self.spec.python, &self.spec.module, &self.spec.models_dir)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(local("cannot list the models"))?;
         *self.models.lock().expect("lock") = models.clone();
         self.stop_all().await;
-        self.converge().await.map_err(|e| e.to_string())?;
+        self.converge()
+            .await
+            .map_err(local("cannot restart the workers"))?;
         Ok(format!(
             "restarted {n} local workers with models {}",
             models.join(", ")
@@ -250,26 +261,6 @@ impl WorkerBackend for LocalBackend {
 
     fn models(&self) -> Vec<String> {
         self.models.lock().expect("lock").clone()
-    }
-
-    fn components(&self) -> [Component; 3] {
-        [
-            Component {
-                ok: true,
-                detail: format!("RabbitMQ at {}", self.broker),
-            },
-            Component {
-                ok: true,
-                detail: "not needed in local mode: workers run on this machine".into(),
-            },
-            Component {
-                ok: true,
-                detail: format!(
-                    "local Python with {FOSSA_REQUIREMENT}, models from {}",
-                    self.spec.models_dir.display()
-                ),
-            },
-        ]
     }
 }
 

@@ -9,7 +9,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::process::Command;
 
 use super::other;
-use crate::procs::{free_port, spawn_group, stop_group, Group};
+use crate::host::procs::{free_port, spawn_group, stop_group, Group};
 use crate::Error;
 
 /// A private RabbitMQ started by local mode.
@@ -40,7 +40,7 @@ impl LocalBroker {
             std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
         }
         let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        let defs = crate::broker::definitions(&crate::broker::Credentials {
+        let defs = crate::duties::broker::definitions(&crate::duties::broker::Credentials {
             user: "fossa".into(),
             password: password.clone(),
         });

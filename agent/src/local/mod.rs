@@ -24,19 +24,16 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::watch;
 
 use crate::cli::LocalArgs;
+use crate::duties::driver::{Backoff, Driver};
+use crate::duties::DutyKind;
 use crate::events::Events;
 use crate::fleet::{FleetModel, PollSettings};
-use crate::{tls, Error};
+use crate::fossa::FOSSA_REQUIREMENT;
+use crate::host::tls;
+use crate::Error;
 
 pub(crate) fn other(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())
-}
-
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Default state directory of local mode.
@@ -84,25 +81,32 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         broker_url,
         logs: state.join("logs"),
     };
-    let backend = match LocalBackend::start(
-        spec,
-        args.workers,
-        models.clone(),
-        broker_label,
-        events.clone(),
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            if let Some(b) = broker.as_mut() {
-                b.stop().await;
+    let image_line = format!(
+        "local Python with {FOSSA_REQUIREMENT}, models from {}",
+        spec.models_dir.display()
+    );
+    let backend =
+        match LocalBackend::start(spec, args.workers, models.clone(), events.clone()).await {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(b) = broker.as_mut() {
+                    b.stop().await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
+    let mut duties: Driver<()> = Driver::new(events.clone(), Backoff::default());
+    for kind in [DutyKind::Broker, DutyKind::Nat, DutyKind::Image] {
+        let line = match kind {
+            DutyKind::Broker => format!("RabbitMQ at {broker_label}"),
+            DutyKind::Nat => "not needed in local mode: workers run on this machine".into(),
+            _ => image_line.clone(),
+        };
+        duties.note(kind.name(), kind.title(), true, line);
+    }
     let fleet = FleetModel::new(
         backend.clone(),
+        duties.board(),
         events.clone(),
         "local",
         PollSettings {

@@ -109,22 +109,22 @@ impl crate::fleet::WorkerBackend for StaticBackend {
     fn mode(&self) -> &'static str {
         "fargate"
     }
-    async fn list(&self) -> Result<Vec<crate::fleet::WorkerRef>, String> {
+    async fn list(&self) -> Result<Vec<crate::fleet::WorkerRef>, crate::fleet::BackendError> {
         Ok(self.workers.clone())
     }
     fn desired(&self) -> u32 {
         self.workers.len() as u32
     }
-    async fn scale(&self, _workers: u32) -> Result<String, String> {
-        Err("a static fleet does not scale".into())
+    async fn scale(&self, _workers: u32) -> Result<String, crate::fleet::BackendError> {
+        Err(crate::fleet::BackendError::TooMany {
+            mode: "static",
+            max: self.workers.len() as u32,
+        })
     }
-    async fn rebuild(&self) -> Result<String, String> {
-        Err("a static fleet has no image".into())
+    async fn rebuild(&self) -> Result<String, crate::fleet::BackendError> {
+        Ok("nothing to rebuild: a static fleet has no image".into())
     }
     fn models(&self) -> Vec<String> {
         vec!["QuickPartitionedEtl".into()]
-    }
-    fn components(&self) -> [fossa_web::model::Component; 3] {
-        Default::default()
     }
 }

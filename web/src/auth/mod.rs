@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
 use rocket::http::{Cookie, CookieJar, SameSite, Status};
@@ -33,7 +33,7 @@ use password::Password;
 pub use password::{ct_eq, Checked};
 
 /// The only user.
-pub const USER: &str = "fossa";
+pub const USER: &str = fossa_contract::names::UI_USER;
 /// Session cookie name.
 pub const SESSION_COOKIE: &str = "fossa_session";
 /// Cookie holding the login form's CSRF token.
@@ -221,12 +221,7 @@ pub fn login_csrf_ok(jar: &CookieJar<'_>, field: &str) -> bool {
         .is_some_and(|c| !field.is_empty() && ct_eq(c.value().as_bytes(), field.as_bytes()))
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use fossa_contract::unix_now as now;
 
 fn token() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 32)

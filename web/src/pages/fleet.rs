@@ -12,13 +12,15 @@ use super::{
     api_error, base, json_body, render, ApiResult, ApiWriter, FleetState, Html, TokenForm,
 };
 use crate::auth::User;
+use crate::model::ControlError;
+use fossa_contract::limits::MAX_WORKERS;
 
 use super::overview::{overview_page, SummaryCache};
 
 /// Scale form fields.
 #[derive(Debug, FromForm)]
 pub struct ScaleForm<'r> {
-    #[field(validate = range(0..=1000))]
+    #[field(validate = range(0..=MAX_WORKERS as isize))]
     workers: u32,
     csrf_token: &'r str,
 }
@@ -55,7 +57,7 @@ pub async fn scale(
                 &user,
                 Status::BadRequest,
                 false,
-                format!("workers must be a whole number from 0 to 1000 ({e})"),
+                format!("workers must be a whole number from 0 to {MAX_WORKERS} ({e})"),
             )
         }
     };
@@ -71,7 +73,7 @@ pub async fn scale(
     }
     match fleet.0.scale(form.workers).await {
         Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
-        Err(m) => flash_overview(fleet, cache, &user, Status::BadGateway, false, m),
+        Err(e) => flash_overview(fleet, cache, &user, status_of(&e), false, e.message()),
     }
 }
 
@@ -79,7 +81,7 @@ pub async fn scale(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
-    /// Workers wanted, 0 to 1000.
+    /// Workers wanted, 0 to [`MAX_WORKERS`].
     pub workers: u32,
 }
 
@@ -94,15 +96,26 @@ pub async fn api_scale(
         Ok(r) => r,
         Err(e) => return e,
     };
-    if req.workers > 1000 {
-        return api_error(Status::BadRequest, "workers must be from 0 to 1000");
+    if req.workers > MAX_WORKERS {
+        return api_error(
+            Status::BadRequest,
+            format!("workers must be from 0 to {MAX_WORKERS}"),
+        );
     }
     match fleet.0.scale(req.workers).await {
         Ok(m) => Custom(
             Status::Ok,
             Json(json!({ "workers": req.workers, "message": m })),
         ),
-        Err(m) => api_error(Status::BadGateway, m),
+        Err(e) => api_error(status_of(&e), e.message()),
+    }
+}
+
+/// The HTTP status of a failed scale or rebuild.
+fn status_of(e: &ControlError) -> Status {
+    match e {
+        ControlError::Invalid(_) => Status::BadRequest,
+        ControlError::Failed(_) => Status::BadGateway,
     }
 }
 
@@ -126,7 +139,7 @@ pub async fn rebuild(
     }
     match fleet.0.rebuild().await {
         Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
-        Err(m) => flash_overview(fleet, cache, &user, Status::BadGateway, false, m),
+        Err(e) => flash_overview(fleet, cache, &user, status_of(&e), false, e.message()),
     }
 }
 
@@ -135,6 +148,6 @@ pub async fn rebuild(
 pub async fn api_rebuild(_writer: ApiWriter, fleet: &State<FleetState>) -> ApiResult {
     match fleet.0.rebuild().await {
         Ok(m) => Custom(Status::Ok, Json(json!({ "message": m }))),
-        Err(m) => api_error(Status::BadGateway, m),
+        Err(e) => api_error(status_of(&e), e.message()),
     }
 }

@@ -150,14 +150,19 @@ fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
         .map(|i| {
             let range = i * WORKERS_PER_PAGE..((i + 1) * WORKERS_PER_PAGE).min(total);
             let paging = json!({ "page": i + 1, "pages": count, "per_page": WORKERS_PER_PAGE, "total_workers": total });
-            let overview_json = json!({
+            let mut overview_json = json!({
                 "mode": snap.mode, "stack": snap.stack, "taken_at": snap.taken_at, "refresh_ms": snap.refresh_ms,
                 "desired_workers": snap.desired_workers, "running_workers": running, "healthy_workers": healthy,
                 "slots": slots, "slots_used": used, "running_tasks": running_tasks,
-                "broker": snap.broker, "nat": snap.nat, "image": snap.image, "cost": snap.cost,
-                "models": snap.models, "workers": &rows[range.clone()], "paging": paging,
-            })
-            .to_string();
+                "cost": snap.cost, "models": snap.models, "workers": &rows[range.clone()], "paging": paging,
+            });
+            // Each duty's component under its name (`"nat": {"ok": …}`), in a stable place.
+            if let Some(o) = overview_json.as_object_mut() {
+                for c in &snap.components {
+                    o.entry(c.name.clone()).or_insert_with(|| json!(c));
+                }
+            }
+            let overview_json = overview_json.to_string();
             let workers_json = json!({
                 "workers": &snap.workers[range.clone()], "desired_workers": snap.desired_workers,
                 "taken_at": snap.taken_at, "paging": paging,

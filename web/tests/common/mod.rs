@@ -37,13 +37,13 @@ impl Fleet for FakeFleet {
             at: 0,
         })
     }
-    async fn scale(&self, workers: u32) -> Result<String, String> {
+    async fn scale(&self, workers: u32) -> Result<String, ControlError> {
         let mut s = (**self.snap.lock().unwrap()).clone();
         s.desired_workers = workers;
         *self.snap.lock().unwrap() = Arc::new(s);
         Ok(format!("scaled to {workers}"))
     }
-    async fn rebuild(&self) -> Result<String, String> {
+    async fn rebuild(&self) -> Result<String, ControlError> {
         Ok("rebuilding".into())
     }
 }
@@ -112,18 +112,20 @@ pub fn snapshot() -> FleetSnapshot {
         ],
         desired_workers: 3,
         models: vec!["QuickEtl".into(), "Evil<script>alert(1)</script>".into()],
-        broker: Component {
-            ok: true,
-            detail: "RabbitMQ at 10.0.1.5:5672".into(),
-        },
-        nat: Component {
-            ok: true,
-            detail: "NAT verified".into(),
-        },
-        image: Component {
-            ok: false,
-            detail: "building".into(),
-        },
+        components: [
+            ("broker", "Broker", true, "RabbitMQ at 10.0.1.5:5672"),
+            ("nat", "NAT", true, "NAT verified"),
+            ("image", "Image", false, "building"),
+            ("cluster", "Cluster", false, "waiting for the worker image"),
+        ]
+        .into_iter()
+        .map(|(name, title, ok, detail)| Component {
+            name: name.into(),
+            title: title.into(),
+            ok,
+            detail: detail.into(),
+        })
+        .collect(),
         cost: Some(Cost {
             stack_hourly: 0.06,
             nat_gateway_hourly: 0.045,

@@ -13,14 +13,18 @@ use aws_sdk_ecs::types::{
 };
 use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::config::StackConfig;
-use fossa_contract::names::FOSSA_PORT;
+use fossa_contract::names::{FOSSA_PORT, WORKER_CONTAINER};
 use fossa_contract::{ssm, tags, StackName};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Tag on task definitions holding the hash of their spec.
-pub const SPEC_TAG: &str = "fossa:spec-hash";
-/// Name of the worker container.
-pub const CONTAINER: &str = "fossa";
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{watched, Duty, DutyError, DutyKind, Outcome, Shared, WorkerImage};
+use crate::settings::Settings;
+
 /// Log retention of the workers' log group.
 pub const LOG_RETENTION_DAYS: i32 = 7;
 
@@ -31,14 +35,20 @@ pub enum ClusterError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     /// A request could not be built.
-    #[error("cannot build the {0} request: {1}")]
-    Build(&'static str, String),
+    #[error("cannot build the {what} request")]
+    Request {
+        /// Which request.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: aws_smithy_types::error::operation::BuildError,
+    },
 }
 
 fn build_err(
     what: &'static str,
 ) -> impl Fn(aws_smithy_types::error::operation::BuildError) -> ClusterError {
-    move |e| ClusterError::Build(what, e.to_string())
+    move |source| ClusterError::Request { what, source }
 }
 
 /// The worker task definition as plain data.
@@ -80,7 +90,7 @@ impl TaskSpec {
         }
     }
 
-    /// Hash of the spec, kept as [`SPEC_TAG`].
+    /// Hash of the spec, kept as [`tags::SPEC_HASH`].
     pub fn hash(&self) -> String {
         hex::encode(Sha256::digest(
             serde_json::to_vec(self).expect("serialises"),
@@ -124,7 +134,7 @@ pub async fn ensure_log_group(
                 req = req.tags(k, v);
             }
             req.send().await.aws("logs:CreateLogGroup", &name)?;
-            fossa_contract::fault::exit_at("log-group-created");
+            fossa_contract::fault::exit_at(fossa_contract::fault::Point::LogGroupCreated);
         }
     }
     logs.put_retention_policy()
@@ -192,7 +202,7 @@ pub async fn ensure_task_definition(
             let same = out
                 .tags()
                 .iter()
-                .any(|t| t.key() == Some(SPEC_TAG) && t.value() == Some(hash.as_str()));
+                .any(|t| t.key() == Some(tags::SPEC_HASH) && t.value() == Some(hash.as_str()));
             let active = out
                 .task_definition()
                 .and_then(|d| d.status())
@@ -215,7 +225,7 @@ pub async fn ensure_task_definition(
         "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{FOSSA_PORT}/api/0.01/', timeout=4)\""
     );
     let container = ContainerDefinition::builder()
-        .name(CONTAINER)
+        .name(WORKER_CONTAINER)
         .image(&spec.image)
         .essential(true)
         .memory(spec.memory as i32)
@@ -260,7 +270,7 @@ pub async fn ensure_task_definition(
         )
         .build();
     let mut tags = ecs_tags(stack);
-    tags.push(Tag::builder().key(SPEC_TAG).value(&hash).build());
+    tags.push(Tag::builder().key(tags::SPEC_HASH).value(&hash).build());
     let out = ecs
         .register_task_definition()
         .family(&spec.family)
@@ -275,7 +285,7 @@ pub async fn ensure_task_definition(
         .send()
         .await
         .aws("ecs:RegisterTaskDefinition", &spec.family)?;
-    fossa_contract::fault::exit_at("task-definition-registered");
+    fossa_contract::fault::exit_at(fossa_contract::fault::Point::TaskDefinitionRegistered);
     let arn = out
         .task_definition()
         .and_then(|d| d.task_definition_arn())
@@ -424,6 +434,48 @@ pub async fn reconcile(
         changes.join(", ")
     };
     Ok((summary, desired))
+}
+
+/// The cluster duty: waits for the image duty's first image, then converges
+/// the cluster, log group, task definition and service onto it.
+pub struct ClusterDuty {
+    image: watch::Receiver<Option<WorkerImage>>,
+    desired: Arc<watch::Sender<Option<u32>>>,
+}
+
+impl ClusterDuty {
+    /// The duty, watching `shared`'s image.
+    pub fn new(shared: &Shared) -> Self {
+        ClusterDuty {
+            image: shared.image.subscribe(),
+            desired: shared.desired.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Duty<Settings> for ClusterDuty {
+    fn name(&self) -> &'static str {
+        DutyKind::Cluster.name()
+    }
+    fn title(&self) -> &'static str {
+        DutyKind::Cluster.title()
+    }
+    fn period(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        let Some(image) = self.image.borrow_and_update().clone() else {
+            return Ok(Outcome::waiting("waiting for the worker image"));
+        };
+        let c = &s.clients;
+        let (summary, desired) = reconcile(&c.ecs, &c.logs, &s.stack, &image.reference).await?;
+        self.desired.send_replace(Some(desired.max(0) as u32));
+        Ok(Outcome::done(summary))
+    }
+    async fn changed(&mut self) {
+        watched(&mut self.image).await
+    }
 }
 
 #[cfg(test)]

@@ -12,53 +12,22 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use fossa_web::model::{
-    Component, Cost, DispatchError, Dispatched, Event, Fleet, FleetSnapshot, Health, TaskRequest,
+    ControlError, DispatchError, Dispatched, Event, Fleet, FleetSnapshot, Health, TaskRequest,
     Worker,
 };
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 
+pub mod backend;
+pub mod fargate;
+pub mod node;
+
+pub use backend::{BackendError, WorkerBackend, WorkerRef};
+
+use crate::duties::driver::Board;
 use crate::events::Events;
-use crate::fossa::{NodeClient, NodeError};
-
-/// A worker as the backend knows it, before polling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerRef {
-    /// Stable id.
-    pub id: String,
-    /// `ip:port` of its Fossa API.
-    pub address: String,
-    /// Backend status.
-    pub status: String,
-    /// Start time, seconds since the epoch.
-    pub started_at: Option<i64>,
-    /// `FARGATE`, `FARGATE_SPOT` or `local`.
-    pub capacity_provider: String,
-}
-
-/// Where workers run: ECS tasks or local processes. The only place the two modes differ.
-#[async_trait]
-pub trait WorkerBackend: Send + Sync + 'static {
-    /// `fargate` or `local`.
-    fn mode(&self) -> &'static str;
-    /// Every current worker.
-    async fn list(&self) -> Result<Vec<WorkerRef>, String>;
-    /// Workers wanted.
-    fn desired(&self) -> u32;
-    /// Sets the number of workers.
-    async fn scale(&self, workers: u32) -> Result<String, String>;
-    /// Rebuilds the worker image (Fargate) or restarts the workers (local).
-    async fn rebuild(&self) -> Result<String, String>;
-    /// Model classes the workers accept.
-    fn models(&self) -> Vec<String>;
-    /// Broker, NAT and image status.
-    fn components(&self) -> [Component; 3];
-    /// Hourly cost, where known.
-    fn cost(&self) -> Option<Cost> {
-        None
-    }
-}
+use node::{NodeClient, NodeError};
 
 /// Tuning of the poller.
 #[derive(Debug, Clone, Copy)]
@@ -87,19 +56,13 @@ const DISPATCH_MEMORY: usize = 1000;
 /// The fleet model shared by the poller and the UI.
 pub struct FleetModel {
     backend: Arc<dyn WorkerBackend>,
+    board: Board,
     snapshot: ArcSwap<FleetSnapshot>,
     events: Events,
     client: NodeClient,
     settings: PollSettings,
     stack: String,
     dispatched: Mutex<VecDeque<Dispatched>>,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn health_of(e: &NodeError) -> Health {
@@ -113,8 +76,11 @@ fn health_of(e: &NodeError) -> Health {
 
 impl FleetModel {
     /// A model over `backend`; call [`FleetModel::run`] to keep it fresh.
+    /// A model over `backend`, showing the duties on `board`; call
+    /// [`FleetModel::run`] to keep it fresh.
     pub fn new(
         backend: Arc<dyn WorkerBackend>,
+        board: Board,
         events: Events,
         stack: &str,
         settings: PollSettings,
@@ -128,6 +94,7 @@ impl FleetModel {
             client: NodeClient::new(settings.timeout),
             snapshot: ArcSwap::from_pointee(initial),
             backend,
+            board,
             events,
             settings,
             stack: stack.into(),
@@ -170,8 +137,11 @@ impl FleetModel {
         let refs = match self.backend.list().await {
             Ok(r) => r,
             Err(e) => {
-                self.events
-                    .push("fleet", true, format!("cannot list workers: {e}"));
+                self.events.push(
+                    "fleet",
+                    true,
+                    format!("cannot list workers: {}", crate::duties::driver::chain(&e)),
+                );
                 previous
                     .workers
                     .iter()
@@ -204,18 +174,20 @@ impl FleetModel {
     }
 
     fn store(&self, workers: Vec<Worker>, took: Duration) {
-        let [broker, nat, image] = self.backend.components();
         let snap = FleetSnapshot {
             mode: self.backend.mode().into(),
             stack: self.stack.clone(),
-            taken_at: now(),
+            taken_at: fossa_contract::unix_now(),
             refresh_ms: took.as_millis() as u64,
             workers,
             desired_workers: self.backend.desired(),
             models: self.backend.models(),
-            broker,
-            nat,
-            image,
+            components: self
+                .board
+                .borrow()
+                .iter()
+                .map(|s| s.component.clone())
+                .collect(),
             cost: self.backend.cost(),
             dispatched: self
                 .dispatched
@@ -226,6 +198,21 @@ impl FleetModel {
                 .collect(),
         };
         self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Records a scale or rebuild as an event, with the whole chain of a failure.
+    fn log(&self, what: &str, r: Result<String, BackendError>) -> Result<String, ControlError> {
+        match r {
+            Ok(m) => {
+                self.events.push(what, false, &m);
+                Ok(m)
+            }
+            Err(e) => {
+                self.events
+                    .push(what, true, crate::duties::driver::chain(&e));
+                Err(e.into())
+            }
+        }
     }
 
     /// Polls one worker at once (after a dispatch) and updates the snapshot.
@@ -323,7 +310,7 @@ impl Fleet for FleetModel {
                         task_id,
                         worker_id: w.id.clone(),
                         model_class: request.model_class.clone(),
-                        at: now(),
+                        at: fossa_contract::unix_now(),
                     };
                     {
                         let mut q = self.dispatched.lock().expect("lock");
@@ -368,22 +355,14 @@ impl Fleet for FleetModel {
         }
     }
 
-    async fn scale(&self, workers: u32) -> Result<String, String> {
+    async fn scale(&self, workers: u32) -> Result<String, ControlError> {
         let r = self.backend.scale(workers).await;
-        match &r {
-            Ok(m) => self.events.push("scale", false, m.clone()),
-            Err(m) => self.events.push("scale", true, m.clone()),
-        }
-        r
+        self.log("scale", r)
     }
 
-    async fn rebuild(&self) -> Result<String, String> {
+    async fn rebuild(&self) -> Result<String, ControlError> {
         let r = self.backend.rebuild().await;
-        match &r {
-            Ok(m) => self.events.push("rebuild", false, m.clone()),
-            Err(m) => self.events.push("rebuild", true, m.clone()),
-        }
-        r
+        self.log("rebuild", r)
     }
 }
 

@@ -21,20 +21,22 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use fossa_contract::aws::{AwsError, AwsResultExt};
-use fossa_contract::names::BROKER_PORT;
+use fossa_contract::names::{images, BROKER_CONTAINER, BROKER_PORT, BROKER_VOLUME, SPEC_LABEL};
 use fossa_contract::{ssm, tags, StackName};
 use futures::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 
-/// Name of the broker container.
-pub const CONTAINER: &str = "fossa-broker";
-/// Volume holding the broker's data.
-pub const VOLUME: &str = "fossa-broker-data";
-/// Default broker image.
-pub const DEFAULT_IMAGE: &str = "rabbitmq:3";
-/// Label holding the hash of the container's settings.
-pub const SPEC_LABEL: &str = "fossa.spec-hash";
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Duty, DutyError, DutyKind, Outcome, Shared};
+use crate::host::docker::{call, DockerError};
+use crate::host::exec::{ExecError, Executor};
+use crate::settings::Settings;
+
 /// Version of the container's layout, part of the spec hash: a change
 /// recreates containers made by an earlier agent.
 const LAYOUT: &str = "definitions-v1";
@@ -98,28 +100,28 @@ pub enum BrokerError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     /// Docker refused or failed.
-    #[error("docker {what} failed: {message}")]
-    Docker {
-        /// Which operation.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// A request could not be built.
+    #[error("cannot build the {what} request")]
+    Request {
+        /// Which request.
         what: &'static str,
-        /// Docker's message.
-        message: String,
+        /// Why.
+        #[source]
+        source: aws_smithy_types::error::operation::BuildError,
     },
     /// The stored URL is not one the agent made.
     #[error(
         "the SSM parameter {0} does not hold an amqp:// URL; delete it to have a new one made"
     )]
     BadUrl(String),
+    /// The route table could not be read.
+    #[error("cannot read the route table")]
+    Route(#[source] ExecError),
     /// No address to listen on.
     #[error("cannot find this host's IPv4 address on the default route; set broker_address in agent.toml")]
     NoAddress,
-}
-
-fn docker_err(what: &'static str) -> impl Fn(bollard::errors::Error) -> BrokerError {
-    move |e| BrokerError::Docker {
-        what,
-        message: e.to_string(),
-    }
 }
 
 /// The broker's credentials (a secret: Debug hides the password).
@@ -205,22 +207,22 @@ pub async fn ensure_url(
                         .key(k)
                         .value(v)
                         .build()
-                        .map_err(|e| BrokerError::Docker {
-                            what: "tag",
-                            message: e.to_string(),
+                        .map_err(|source| BrokerError::Request {
+                            what: "SSM tag",
+                            source,
                         })?,
                 );
             }
         }
         req.send().await.aws("ssm:PutParameter", &name)?;
-        fossa_contract::fault::exit_at("broker-url-stored");
+        fossa_contract::fault::exit_at(fossa_contract::fault::Point::BrokerUrlStored);
     }
     Ok(creds)
 }
 
 /// This host's IPv4 address on the interface of the default route.
 pub fn default_address(route_table: &str) -> Option<Ipv4Addr> {
-    let iface = crate::nat::default_interface(route_table)?;
+    let iface = crate::duties::nat::default_interface(route_table)?;
     nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
         (a.interface_name == iface)
             .then(|| a.address.and_then(|s| s.as_sockaddr_in().map(|i| i.ip())))?
@@ -254,7 +256,7 @@ pub fn container_spec(
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
             }),
-            binds: Some(vec![format!("{VOLUME}:/var/lib/rabbitmq")]),
+            binds: Some(vec![format!("{BROKER_VOLUME}:/var/lib/rabbitmq")]),
             ..Default::default()
         }),
         ..Default::default()
@@ -271,7 +273,7 @@ pub async fn reconcile(
     creds: &Credentials,
 ) -> Result<String, BrokerError> {
     let (body, hash) = container_spec(image, address, creds);
-    match docker.inspect_container(CONTAINER, None).await {
+    match docker.inspect_container(BROKER_CONTAINER, None).await {
         Ok(c) => {
             let same = c
                 .config
@@ -285,23 +287,23 @@ pub async fn reconcile(
             }
             if same {
                 docker
-                    .start_container(CONTAINER, None)
+                    .start_container(BROKER_CONTAINER, None)
                     .await
-                    .map_err(docker_err("start"))?;
+                    .map_err(call("start"))?;
                 return Ok(format!("broker restarted at {address}:{BROKER_PORT}"));
             }
             docker
                 .remove_container(
-                    CONTAINER,
+                    BROKER_CONTAINER,
                     Some(RemoveContainerOptionsBuilder::default().force(true).build()),
                 )
                 .await
-                .map_err(docker_err("remove"))?;
+                .map_err(call("remove"))?;
         }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => {}
-        Err(e) => return Err(docker_err("inspect")(e)),
+        Err(e) => return Err(call("inspect")(e).into()),
     }
     if docker.inspect_image(image).await.is_err() {
         let mut pull = docker.create_image(
@@ -314,36 +316,87 @@ pub async fn reconcile(
             None,
         );
         while let Some(item) = pull.next().await {
-            item.map_err(docker_err("pull"))?;
+            item.map_err(call("pull"))?;
         }
     }
     docker
         .create_container(
             Some(
                 CreateContainerOptionsBuilder::default()
-                    .name(CONTAINER)
+                    .name(BROKER_CONTAINER)
                     .build(),
             ),
             body,
         )
         .await
-        .map_err(docker_err("create"))?;
+        .map_err(call("create"))?;
     docker
         .upload_to_container(
-            CONTAINER,
+            BROKER_CONTAINER,
             Some(UploadToContainerOptionsBuilder::default().path("/").build()),
             bollard::body_full(bytes::Bytes::from(config_tar(creds))),
         )
         .await
-        .map_err(docker_err("copy the configuration into"))?;
-    fossa_contract::fault::exit_at("broker-container-created");
+        .map_err(call("copy the configuration into"))?;
+    fossa_contract::fault::exit_at(fossa_contract::fault::Point::BrokerContainerCreated);
     docker
-        .start_container(CONTAINER, None)
+        .start_container(BROKER_CONTAINER, None)
         .await
-        .map_err(docker_err("start"))?;
+        .map_err(call("start"))?;
     Ok(format!(
         "broker container created at {address}:{BROKER_PORT}"
     ))
+}
+
+/// The broker duty: the URL in SSM, then the container to match it.
+pub struct BrokerDuty {
+    exec: Arc<dyn Executor>,
+}
+
+impl BrokerDuty {
+    /// The duty, on `shared`'s host.
+    pub fn new(shared: &Shared) -> Self {
+        BrokerDuty {
+            exec: shared.exec.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Duty<Settings> for BrokerDuty {
+    fn name(&self) -> &'static str {
+        DutyKind::Broker.name()
+    }
+    fn title(&self) -> &'static str {
+        DutyKind::Broker.title()
+    }
+    fn period(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        let address = match s.toml.broker_address {
+            Some(a) => a,
+            None => {
+                let routes = self
+                    .exec
+                    .read("/proc/net/route".as_ref())
+                    .map_err(BrokerError::Route)?;
+                default_address(&routes).ok_or(BrokerError::NoAddress)?
+            }
+        };
+        let creds = ensure_url(&s.clients.ssm, &s.toml.stack, address).await?;
+        let docker = crate::host::docker::connect()
+            .await
+            .map_err(BrokerError::from)?;
+        let image = s
+            .toml
+            .broker_image
+            .as_deref()
+            .unwrap_or(images::DEFAULT_BROKER);
+        Ok(Outcome::done(
+            reconcile(&docker, image, address, &creds).await?,
+        ))
+    }
 }
 
 #[cfg(test)]

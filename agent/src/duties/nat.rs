@@ -16,14 +16,19 @@
 //! [`check`] reports each piece. It never flushes a chain it does not own.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use fossa_contract::names::BROKER_PORT;
 use ipnet::Ipv4Net;
 
 use fossa_contract::config::AgentToml;
 
-use crate::exec::{ExecError, Executor};
+use super::{Duty, DutyError, DutyKind, Outcome, Shared};
+use crate::host::exec::{ExecError, Executor};
+use crate::settings::Settings;
 
 /// Our chain in the filter table, jumped to from FORWARD and DOCKER-USER.
 pub const FORWARD_CHAIN: &str = "FOSSA-FORWARD";
@@ -370,10 +375,67 @@ pub async fn egress_self_test(target: &str) -> (bool, String) {
     }
 }
 
+/// The NAT duty: [`plan`] and [`apply`] for the stack's private subnets, then
+/// the egress self-test over the uplink.
+pub struct NatDuty {
+    exec: Arc<dyn Executor>,
+}
+
+impl NatDuty {
+    /// The duty, on `shared`'s host.
+    pub fn new(shared: &Shared) -> Self {
+        NatDuty {
+            exec: shared.exec.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Duty<Settings> for NatDuty {
+    fn name(&self) -> &'static str {
+        DutyKind::Nat.name()
+    }
+    fn title(&self) -> &'static str {
+        DutyKind::Nat.title()
+    }
+    fn period(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+    async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        let cidrs: Vec<Ipv4Net> = s
+            .stack
+            .private_cidrs()
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let exec = self.exec.clone();
+        let summary = tokio::task::spawn_blocking(move || {
+            let plan = plan(exec.as_ref(), &cidrs, None)?;
+            let applied = apply(exec.as_ref(), &plan)?;
+            Ok::<_, NatError>(if applied.added.is_empty() {
+                format!("NAT verified via {} for {}", plan.egress, cidrs.len())
+            } else {
+                format!(
+                    "NAT applied via {}: added {}",
+                    plan.egress,
+                    applied.added.join(", ")
+                )
+            })
+        })
+        .await
+        .map_err(|source| DutyError::Blocking {
+            what: "NAT",
+            source,
+        })??;
+        let (ok, test) = egress_self_test(&egress_target(&s.toml)).await;
+        Ok(Outcome::done(summary).with_detail(ok, format!("egress self-test: {test}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::Fake;
+    use crate::host::exec::Fake;
 
     fn plan_for(fake: &Fake) -> NatPlan {
         let cidrs = [

@@ -1,88 +1,45 @@
 //! The Fargate worker backend: workers are the ECS tasks of the stack's
 //! service, listed with pagination and described in batches of 100, each
-//! addressed by the private IP of its ENI attachment. Duties report their
-//! state here for the UI.
+//! addressed by the private IP of its ENI attachment. Scaling changes the
+//! service's desiredCount; a rebuild wakes the image duty.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fossa_contract::aws::AwsResultExt;
 use fossa_contract::config::StackConfig;
+use fossa_contract::limits::MAX_WORKERS;
 use fossa_contract::names::FOSSA_PORT;
-use fossa_web::model::{Component, Cost};
+use fossa_contract::prices;
+use fossa_web::model::Cost;
 use futures::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
-use crate::cluster;
-use crate::fleet::{WorkerBackend, WorkerRef};
-
-/// State the duties share with the UI.
-#[derive(Debug, Default)]
-pub struct DutyState {
-    /// The broker's status.
-    pub broker: Mutex<Component>,
-    /// NAT's status.
-    pub nat: Mutex<Component>,
-    /// The image's status.
-    pub image: Mutex<Component>,
-    /// The current worker image reference, once built or found.
-    pub image_ref: Mutex<Option<String>>,
-    /// Model classes in the image.
-    pub models: Mutex<Vec<String>>,
-    /// Wakes the image duty (the UI's rebuild button).
-    pub rebuild: Arc<Notify>,
-    /// Wakes the cluster duty when the image reference changes.
-    pub image_changed: Arc<Notify>,
-}
-
-impl DutyState {
-    /// Sets a component's status.
-    pub fn set(slot: &Mutex<Component>, ok: bool, detail: impl Into<String>) {
-        *slot.lock().expect("lock") = Component {
-            ok,
-            detail: detail.into(),
-        };
-    }
-}
-
-/// Hourly list prices (us-east-1, on demand) used for the cost estimate.
-pub mod prices {
-    /// Fargate, per vCPU-hour.
-    pub const FARGATE_VCPU_HOUR: f64 = 0.040_48;
-    /// Fargate, per GB-hour.
-    pub const FARGATE_GB_HOUR: f64 = 0.004_445;
-    /// A t3.small gateway instance.
-    pub const T3_SMALL_HOUR: f64 = 0.020_8;
-    /// A managed NAT Gateway, before data processing charges.
-    pub const NAT_GATEWAY_HOUR: f64 = 0.045;
-}
+use super::{BackendError, WorkerBackend, WorkerRef};
+use crate::duties::{cluster, Shared, WorkerImage};
 
 /// ECS tasks of the stack's service.
 pub struct FargateBackend {
     ecs: aws_sdk_ecs::Client,
     config: StackConfig,
-    desired: AtomicU32,
+    desired: Arc<watch::Sender<Option<u32>>>,
     running: AtomicU32,
-    state: Arc<DutyState>,
+    image: watch::Receiver<Option<WorkerImage>>,
+    rebuild: Arc<watch::Sender<u64>>,
 }
 
 impl FargateBackend {
-    /// A backend for `config`'s service.
-    pub fn new(ecs: aws_sdk_ecs::Client, config: StackConfig, state: Arc<DutyState>) -> Self {
-        let desired = AtomicU32::new(config.workers);
+    /// A backend for `config`'s service, on the duties' channels in `shared`.
+    pub fn new(ecs: aws_sdk_ecs::Client, config: StackConfig, shared: &Shared) -> Self {
         FargateBackend {
             ecs,
             config,
-            desired,
+            desired: shared.desired.clone(),
             running: AtomicU32::new(0),
-            state,
+            image: shared.image.subscribe(),
+            rebuild: shared.rebuild.clone(),
         }
-    }
-
-    /// Records the service's desiredCount as the cluster duty last saw it.
-    pub fn set_desired(&self, n: u32) {
-        self.desired.store(n, Ordering::SeqCst);
     }
 }
 
@@ -110,7 +67,7 @@ impl WorkerBackend for FargateBackend {
         "fargate"
     }
 
-    async fn list(&self) -> Result<Vec<WorkerRef>, String> {
+    async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
         let cluster = self.config.stack.cluster();
         let mut arns = Vec::new();
         let mut token = None;
@@ -124,8 +81,7 @@ impl WorkerBackend for FargateBackend {
                 .set_next_token(token)
                 .send()
                 .await
-                .aws("ecs:ListTasks", &cluster)
-                .map_err(|e| e.to_string())?;
+                .aws("ecs:ListTasks", &cluster)?;
             arns.extend(page.task_arns().iter().cloned());
             token = page.next_token().map(str::to_owned);
             if token.is_none() {
@@ -147,9 +103,7 @@ impl WorkerBackend for FargateBackend {
             .await;
         let mut out = Vec::new();
         for d in batches {
-            let d = d
-                .aws("ecs:DescribeTasks", &cluster)
-                .map_err(|e| e.to_string())?;
+            let d = d.aws("ecs:DescribeTasks", &cluster)?;
             out.extend(d.tasks().iter().filter_map(worker_ref));
         }
         self.running.store(
@@ -160,36 +114,33 @@ impl WorkerBackend for FargateBackend {
     }
 
     fn desired(&self) -> u32 {
-        self.desired.load(Ordering::SeqCst)
+        self.desired.borrow().unwrap_or(self.config.workers)
     }
 
-    async fn scale(&self, workers: u32) -> Result<String, String> {
-        if workers > 1000 {
-            return Err("at most 1000 workers".into());
+    async fn scale(&self, workers: u32) -> Result<String, BackendError> {
+        if workers > MAX_WORKERS {
+            return Err(BackendError::TooMany {
+                mode: self.mode(),
+                max: MAX_WORKERS,
+            });
         }
-        cluster::scale(&self.ecs, &self.config.stack, workers)
-            .await
-            .map_err(|e| e.to_string())?;
-        let before = self.desired.swap(workers, Ordering::SeqCst);
+        cluster::scale(&self.ecs, &self.config.stack, workers).await?;
+        let before = self.desired();
+        self.desired.send_replace(Some(workers));
         Ok(format!("desired workers {before} → {workers}"))
     }
 
-    async fn rebuild(&self) -> Result<String, String> {
-        self.state.rebuild.notify_one();
+    async fn rebuild(&self) -> Result<String, BackendError> {
+        self.rebuild.send_modify(|n| *n += 1);
         Ok("image rebuild requested: the models are read again and a new image is built if anything changed".into())
     }
 
     fn models(&self) -> Vec<String> {
-        self.state.models.lock().expect("lock").clone()
-    }
-
-    fn components(&self) -> [Component; 3] {
-        let get = |m: &Mutex<Component>| m.lock().expect("lock").clone();
-        [
-            get(&self.state.broker),
-            get(&self.state.nat),
-            get(&self.state.image),
-        ]
+        self.image
+            .borrow()
+            .as_ref()
+            .map(|i| i.models.clone())
+            .unwrap_or_default()
     }
 
     fn cost(&self) -> Option<Cost> {

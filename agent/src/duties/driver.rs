@@ -1,0 +1,423 @@
+//! The driver (omicron's background-task `Driver`): one loop per registered
+//! duty. A loop runs its duty's reconcile, publishes the duty's status and
+//! pushes an event when the outcome changes, then waits for the next run: the
+//! period (or what the outcome asked for) after a success, a growing jittered
+//! backoff after a failure, and at once when the settings change or an input
+//! the duty watches does. One failing duty never stops another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fossa_web::model::Component;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Duty, Next, Outcome};
+use crate::events::Events;
+
+/// One duty's state, as the overview and the API show it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DutyStatus {
+    /// Name, title, whether it is well, and its last line.
+    pub component: Component,
+    /// Reconciles that succeeded since start.
+    pub successes: u64,
+    /// Failures since the last success.
+    pub failures: u32,
+}
+
+/// Every duty's status, in registration order.
+pub type Board = watch::Receiver<Vec<DutyStatus>>;
+
+/// A board with fixed lines only (a fleet without duties: tests, benches).
+pub fn fixed_board(components: Vec<Component>) -> Board {
+    let statuses = components
+        .into_iter()
+        .map(|component| DutyStatus {
+            component,
+            ..Default::default()
+        })
+        .collect();
+    watch::channel(statuses).1
+}
+
+/// Backoff after consecutive failures: `first` doubling up to `max`, ±20% jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// After the first failure.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after the `n`-th consecutive failure (0-based).
+    pub fn after(&self, n: u32) -> Duration {
+        let base = self.first.saturating_mul(1 << n.min(16)).min(self.max);
+        base.mul_f64(rand::random_range(0.8..1.2))
+    }
+}
+
+/// Runs registered duties; see the module docs.
+pub struct Driver<C: Send + Sync + 'static> {
+    duties: Vec<(usize, Box<dyn Duty<C>>)>,
+    board: watch::Sender<Vec<DutyStatus>>,
+    events: Events,
+    backoff: Backoff,
+}
+
+impl<C: Send + Sync + 'static> Driver<C> {
+    /// A driver with no duties yet.
+    pub fn new(events: Events, backoff: Backoff) -> Self {
+        Driver {
+            duties: Vec::new(),
+            board: watch::Sender::new(Vec::new()),
+            events,
+            backoff,
+        }
+    }
+
+    fn slot(&mut self, component: Component) -> usize {
+        let mut index = 0;
+        self.board.send_modify(|b| {
+            index = b.len();
+            b.push(DutyStatus {
+                component,
+                ..Default::default()
+            });
+        });
+        index
+    }
+
+    /// Adds a duty; it starts with [`Driver::start`].
+    pub fn register(&mut self, duty: Box<dyn Duty<C>>) {
+        let slot = self.slot(Component {
+            name: duty.name().into(),
+            title: duty.title().into(),
+            ok: false,
+            detail: "starting".into(),
+        });
+        self.duties.push((slot, duty));
+    }
+
+    /// Adds a line that no duty here reconciles (NAT in local mode, a duty
+    /// `agent.toml` leaves to someone else).
+    pub fn note(&mut self, name: &str, title: &str, ok: bool, detail: impl Into<String>) {
+        self.slot(Component {
+            name: name.into(),
+            title: title.into(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+
+    /// Every duty's status, kept current.
+    pub fn board(&self) -> Board {
+        self.board.subscribe()
+    }
+
+    /// Starts one loop per duty; each returns when `shutdown` turns true.
+    pub fn start(
+        self,
+        ctx: watch::Receiver<Arc<C>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let board = Arc::new(self.board);
+        self.duties
+            .into_iter()
+            .map(|(slot, duty)| {
+                let run = Loop {
+                    slot,
+                    duty,
+                    board: board.clone(),
+                    events: self.events.clone(),
+                    backoff: self.backoff,
+                };
+                tokio::spawn(run.run(ctx.clone(), shutdown.clone()))
+            })
+            .collect()
+    }
+}
+
+/// One duty's loop.
+struct Loop<C: Send + Sync + 'static> {
+    slot: usize,
+    duty: Box<dyn Duty<C>>,
+    board: Arc<watch::Sender<Vec<DutyStatus>>>,
+    events: Events,
+    backoff: Backoff,
+}
+
+/// The error and every cause, on one line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+impl<C: Send + Sync + 'static> Loop<C> {
+    fn publish(&self, ok: bool, detail: String, outcome_ok: bool) {
+        self.board.send_modify(|b| {
+            let s = &mut b[self.slot];
+            s.component.ok = ok;
+            s.component.detail = detail;
+            if outcome_ok {
+                s.successes += 1;
+                s.failures = 0;
+            } else {
+                s.failures += 1;
+            }
+        });
+    }
+
+    async fn run(mut self, mut ctx: watch::Receiver<Arc<C>>, mut shutdown: watch::Receiver<bool>) {
+        let name = self.duty.name();
+        let mut failures = 0u32;
+        let mut last: Option<(String, bool)> = None;
+        loop {
+            let current = ctx.borrow_and_update().clone();
+            let wait = match self.duty.reconcile(&current).await {
+                Ok(Outcome {
+                    summary,
+                    detail,
+                    healthy,
+                    next,
+                }) => {
+                    let seen = (summary.clone(), healthy);
+                    if failures > 0 || last.as_ref() != Some(&seen) {
+                        self.events.push(name, !healthy, &summary);
+                    }
+                    failures = 0;
+                    let shown = match detail {
+                        Some(d) => format!("{summary}; {d}"),
+                        None => summary,
+                    };
+                    self.publish(healthy, shown, true);
+                    last = Some(seen);
+                    match next {
+                        Next::Period => Some(self.duty.period()),
+                        Next::After(d) => Some(d),
+                        Next::Change => None,
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = self.backoff.after(failures - 1);
+                    let text = chain(&e);
+                    self.events.push(
+                        name,
+                        true,
+                        format!("{text} (retry {failures} in {}s)", wait.as_secs()),
+                    );
+                    self.publish(false, text, false);
+                    last = None;
+                    Some(wait)
+                }
+            };
+            let sleep = async {
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = ctx.changed() => {}
+                _ = self.duty.changed() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::duties::DutyError;
+
+    /// A fake duty: fails its first `fail_first` runs, then succeeds with
+    /// its run count; wakes when `poke` changes.
+    struct Fake {
+        runs: Arc<AtomicU32>,
+        fail_first: u32,
+        poke: watch::Receiver<u32>,
+        next: Next,
+    }
+
+    #[async_trait::async_trait]
+    impl Duty<u32> for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn title(&self) -> &'static str {
+            "Fake"
+        }
+        fn period(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+        async fn reconcile(&mut self, ctx: &u32) -> Result<Outcome, DutyError> {
+            let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= self.fail_first {
+                let inner = std::io::Error::other("disk on fire");
+                return Err(DutyError::Io {
+                    what: format!("cannot write run {n}"),
+                    source: inner,
+                });
+            }
+            Ok(Outcome {
+                next: self.next,
+                ..Outcome::done(format!("run {n} with settings {ctx}"))
+            })
+        }
+        async fn changed(&mut self) {
+            crate::duties::watched(&mut self.poke).await
+        }
+    }
+
+    struct World {
+        runs: Arc<AtomicU32>,
+        poke: watch::Sender<u32>,
+        ctx: watch::Sender<Arc<u32>>,
+        shutdown: watch::Sender<bool>,
+        board: Board,
+        events: Events,
+        tasks: Vec<JoinHandle<()>>,
+    }
+
+    fn world(fail_first: u32, next: Next) -> World {
+        let runs = Arc::new(AtomicU32::new(0));
+        let (poke, poke_rx) = watch::channel(0);
+        let events = Events::default();
+        let mut driver = Driver::new(
+            events.clone(),
+            Backoff {
+                first: Duration::from_millis(20),
+                max: Duration::from_millis(40),
+            },
+        );
+        driver.note("nat", "NAT", true, "not needed here");
+        driver.register(Box::new(Fake {
+            runs: runs.clone(),
+            fail_first,
+            poke: poke_rx,
+            next,
+        }));
+        let board = driver.board();
+        let (ctx, ctx_rx) = watch::channel(Arc::new(7));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = driver.start(ctx_rx, shutdown_rx);
+        World {
+            runs,
+            poke,
+            ctx,
+            shutdown,
+            board,
+            events,
+            tasks,
+        }
+    }
+
+    async fn until(board: &mut Board, f: impl Fn(&[DutyStatus]) -> bool) -> Vec<DutyStatus> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if f(&board.borrow_and_update()) {
+                    return board.borrow().clone();
+                }
+                board.changed().await.expect("driver alive");
+            }
+        })
+        .await
+        .expect("status reached in time")
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_then_recover_with_the_whole_chain_in_events() {
+        let mut w = world(2, Next::Period);
+        let b = until(&mut w.board, |b| b[1].successes == 1).await;
+        assert_eq!(w.runs.load(Ordering::SeqCst), 3);
+        assert_eq!(b[0].component.name, "nat", "notes keep their place");
+        assert!(b[0].component.ok);
+        assert_eq!(b[1].component.name, "fake");
+        assert_eq!(b[1].component.title, "Fake");
+        assert!(b[1].component.ok);
+        assert_eq!(b[1].component.detail, "run 3 with settings 7");
+        let events = w.events.list();
+        let errors: Vec<_> = events.iter().filter(|e| e.error).collect();
+        assert_eq!(errors.len(), 2, "{events:?}");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("cannot write run 1: disk on fire (retry 1 in "),
+            "{}",
+            errors[0].message
+        );
+        assert_eq!(events.last().unwrap().message, "run 3 with settings 7");
+        w.shutdown.send_replace(true);
+        for t in w.tasks {
+            t.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_shows_on_the_board_at_once() {
+        let mut w = world(1, Next::Period);
+        let b = until(&mut w.board, |b| b[1].failures == 1).await;
+        assert!(!b[1].component.ok);
+        assert_eq!(b[1].component.detail, "cannot write run 1: disk on fire");
+        w.shutdown.send_replace(true);
+    }
+
+    #[tokio::test]
+    async fn watched_inputs_and_settings_wake_a_waiting_duty() {
+        let mut w = world(0, Next::Change);
+        until(&mut w.board, |b| b[1].successes == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(w.runs.load(Ordering::SeqCst), 1, "waits for a change");
+        w.poke.send_replace(1);
+        until(&mut w.board, |b| b[1].successes == 2).await;
+        w.ctx.send_replace(Arc::new(8));
+        let b = until(&mut w.board, |b| b[1].successes == 3).await;
+        assert_eq!(b[1].component.detail, "run 3 with settings 8");
+        // Unchanged summaries are not repeated as events; new ones are.
+        let lines = w.events.list().len();
+        assert_eq!(lines, 3);
+        w.shutdown.send_replace(true);
+        for t in w.tasks {
+            tokio::time::timeout(Duration::from_secs(1), t)
+                .await
+                .expect("stops on shutdown")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        let b = Backoff::default();
+        for (n, secs) in [(0, 5.0), (1, 10.0), (3, 40.0), (6, 300.0), (40, 300.0)] {
+            let d = b.after(n).as_secs_f64();
+            assert!(d >= secs * 0.8 && d <= secs * 1.2, "{n}: {d}");
+        }
+    }
+}

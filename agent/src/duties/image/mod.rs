@@ -1,0 +1,248 @@
+//! The worker image duty: a build context assembled in code (Dockerfile on a
+//! pinned base, pinned Fossa, the user's models or the built-in ones, and the
+//! generated node module), tagged with a hash of the context. When the
+//! registry already holds that tag nothing is built; otherwise the image is
+//! built with bollard, its log streamed to the agent's log and events, and
+//! pushed with credentials from ECR's GetAuthorizationToken (fetched per push,
+//! never logged).
+
+mod context;
+mod models;
+mod registry;
+
+pub use context::{
+    context, dockerfile, example_models, model_classes, tag, unpack_models, ModelFile,
+};
+pub use models::ModelsCache;
+pub use registry::{ensure_repository, registry_auth, RegistryAuth};
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
+use bollard::Docker;
+use fossa_contract::aws::AwsError;
+use fossa_contract::StackName;
+use futures::StreamExt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{watched, Duty, DutyError, DutyKind, Outcome, Shared, WorkerImage};
+use crate::events::Events;
+use crate::host::docker::{call, DockerError};
+use crate::settings::Settings;
+
+/// How many images the ECR lifecycle policy keeps.
+pub const KEEP_IMAGES: u32 = 10;
+
+/// Why the image duty failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// Docker refused or failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// ECR's authorization token is not what ECR documents.
+    #[error("ECR returned an unusable authorization token: {0}")]
+    Token(&'static str),
+    /// A request could not be built.
+    #[error("cannot build the {what} request")]
+    Request {
+        /// Which request.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: aws_smithy_types::error::operation::BuildError,
+    },
+    /// The models tarball is unusable.
+    #[error("the models tarball in the artifact bucket is unusable: {0}; re-run fossa-bootstrap launch --models DIR")]
+    Models(String),
+}
+
+/// What the image duty produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// `host/repo:tag`.
+    pub reference: String,
+    /// Whether this reconcile built and pushed it (false: the registry had it).
+    pub built: bool,
+    /// Model classes in the image.
+    pub models: Vec<String>,
+}
+
+/// Builds and pushes the image unless the registry already has its tag.
+pub async fn reconcile(
+    docker: &Docker,
+    ecr: &aws_sdk_ecr::Client,
+    stack: &StackName,
+    registry: Option<&str>,
+    base: &str,
+    models: &[ModelFile],
+    events: &Events,
+) -> Result<Built, ImageError> {
+    ensure_repository(ecr, stack).await?;
+    let ctx = context(base, models);
+    let tag = tag(&ctx);
+    let auth = registry_auth(ecr, registry).await?;
+    let repo = format!("{}/{}", auth.host, stack.ecr_repository());
+    let reference = format!("{repo}:{tag}");
+    let classes = model_classes(models);
+    if docker
+        .inspect_registry_image(&reference, Some(auth.credentials()))
+        .await
+        .is_ok()
+    {
+        return Ok(Built {
+            reference,
+            built: false,
+            models: classes,
+        });
+    }
+    events.push(
+        "image",
+        false,
+        format!(
+            "building {reference} from {base} with {} model file(s)",
+            models.len()
+        ),
+    );
+    // Host networking: the build's RUN steps reach PyPI through the host's own
+    // route, with no dependence on Docker's bridge and its NAT rules.
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&reference)
+        .rm(true)
+        .forcerm(true)
+        .networkmode("host")
+        .build();
+    let mut stream = docker.build_image(
+        options,
+        None,
+        Some(bollard::body_full(bytes::Bytes::from(ctx))),
+    );
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(call("build"))?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            return Err(DockerError::Reported {
+                what: "build",
+                message: e,
+            }
+            .into());
+        }
+        if let Some(line) = info
+            .stream
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            tracing::info!(target: "fossa_agent::image::build", "{line}");
+        }
+    }
+    let auth = registry_auth(ecr, registry).await?;
+    let push = PushImageOptionsBuilder::default().tag(&tag).build();
+    let mut stream = docker.push_image(&repo, Some(push), Some(auth.credentials()));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(call("push"))?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            return Err(DockerError::Reported {
+                what: "push",
+                message: e,
+            }
+            .into());
+        }
+    }
+    events.push("image", false, format!("pushed {reference}"));
+    fossa_contract::fault::exit_at(fossa_contract::fault::Point::ImagePushed);
+    Ok(Built {
+        reference,
+        built: true,
+        models: classes,
+    })
+}
+
+/// The image duty's work once: models from the bucket (through `cache`), then
+/// build and push unless the registry has the tag.
+pub async fn build(
+    s: &Settings,
+    cache: &mut ModelsCache,
+    events: &Events,
+) -> Result<Built, ImageError> {
+    let c = &s.clients;
+    let models = cache
+        .load(&c.s3, &s.stack.bucket, s.stack.has_models)
+        .await?;
+    let docker = crate::host::docker::connect().await?;
+    let base = s
+        .toml
+        .base_image
+        .as_deref()
+        .unwrap_or(fossa_contract::names::images::DEFAULT_BASE);
+    reconcile(
+        &docker,
+        &c.ecr,
+        &s.toml.stack,
+        s.toml.registry.as_deref(),
+        base,
+        &models,
+        events,
+    )
+    .await
+}
+
+/// The image duty: keeps the registry holding the image of the current
+/// models, and publishes its reference for the cluster duty and the UI.
+pub struct ImageDuty {
+    cache: ModelsCache,
+    events: Events,
+    image: Arc<watch::Sender<Option<WorkerImage>>>,
+    rebuild: watch::Receiver<u64>,
+}
+
+impl ImageDuty {
+    /// The duty, publishing into `shared`'s image and woken by its rebuild button.
+    pub fn new(shared: &Shared) -> Self {
+        ImageDuty {
+            cache: ModelsCache::default(),
+            events: shared.events.clone(),
+            image: shared.image.clone(),
+            rebuild: shared.rebuild.subscribe(),
+        }
+    }
+}
+
+#[async_trait]
+impl Duty<Settings> for ImageDuty {
+    fn name(&self) -> &'static str {
+        DutyKind::Image.name()
+    }
+    fn title(&self) -> &'static str {
+        DutyKind::Image.title()
+    }
+    fn period(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        let built = build(s, &mut self.cache, &self.events).await?;
+        let image = WorkerImage {
+            reference: built.reference.clone(),
+            models: built.models,
+        };
+        // Only a new reference wakes the cluster duty.
+        self.image.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&image);
+            *current = Some(image);
+            changed
+        });
+        Ok(Outcome::done(if built.built {
+            format!("built and pushed {}", built.reference)
+        } else {
+            format!("{} is up to date", built.reference)
+        }))
+    }
+    async fn changed(&mut self) {
+        watched(&mut self.rebuild).await
+    }
+}

@@ -1,0 +1,57 @@
+//! The user's models from the artifact bucket, cached by ETag.
+
+use fossa_contract::aws::AwsResultExt;
+use fossa_contract::names::MODELS_OBJECT_KEY;
+
+use super::{example_models, unpack_models, ImageError, ModelFile};
+
+/// Cached download of the models tarball: fetched again only when its ETag changes.
+#[derive(Debug, Default)]
+pub struct ModelsCache {
+    etag: Option<String>,
+    files: Vec<ModelFile>,
+}
+
+impl ModelsCache {
+    /// The user's models from the bucket, or the built-in ones when there are none.
+    pub async fn load(
+        &mut self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        has_models: bool,
+    ) -> Result<Vec<ModelFile>, ImageError> {
+        if !has_models {
+            return Ok(example_models());
+        }
+        let head = s3
+            .head_object()
+            .bucket(bucket)
+            .key(MODELS_OBJECT_KEY)
+            .send()
+            .await
+            .aws(
+                "s3:HeadObject",
+                format!("s3://{bucket}/{MODELS_OBJECT_KEY}"),
+            )?;
+        let etag = head.e_tag().map(str::to_owned);
+        if etag.is_some() && etag == self.etag {
+            return Ok(self.files.clone());
+        }
+        let obj = s3
+            .get_object()
+            .bucket(bucket)
+            .key(MODELS_OBJECT_KEY)
+            .send()
+            .await
+            .aws("s3:GetObject", format!("s3://{bucket}/{MODELS_OBJECT_KEY}"))?;
+        let bytes = obj
+            .body
+            .collect()
+            .await
+            .map_err(|e| ImageError::Models(e.to_string()))?
+            .into_bytes();
+        self.files = unpack_models(&bytes)?;
+        self.etag = etag;
+        Ok(self.files.clone())
+    }
+}

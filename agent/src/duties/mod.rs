@@ -1,0 +1,193 @@
+//! Duties: what the gateway agent keeps true. Each is a [`Duty`], a
+//! `reconcile` step that reads the current settings and makes the world match
+//! them; the [`driver::Driver`] runs every duty in its own loop, again after
+//! its period, after a failure with backoff, and at once when something it
+//! watches changes. Duties hand results to each other over the `watch`
+//! channels in [`Shared`] (the image reference reaches the cluster duty there).
+//!
+//! Adding a duty is one file here and one line in [`gateway`]; its name and
+//! title come from [`DutyKind`] in the contract, which `agent.toml` lists.
+
+pub mod broker;
+pub mod cluster;
+pub mod driver;
+pub mod image;
+pub mod nat;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fossa_contract::aws::AwsError;
+pub use fossa_contract::config::Duty as DutyKind;
+use tokio::sync::watch;
+
+use crate::events::Events;
+use crate::host::exec::Executor;
+use crate::settings::Settings;
+
+/// What one reconcile found, and when to look again (kube-rs's `Action`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// One line about what was done or found; an event whenever it changes.
+    pub summary: String,
+    /// More for the overview beside the summary (not an event): NAT's egress self-test.
+    pub detail: Option<String>,
+    /// Whether the component is well. A reconcile can succeed and still find
+    /// it unwell (NAT's rules are in place, yet the uplink does not answer).
+    pub healthy: bool,
+    /// When to run again.
+    pub next: Next,
+}
+
+/// When the driver runs a duty again after a successful reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// After the duty's period.
+    Period,
+    /// After this long.
+    After(Duration),
+    /// Only when something it watches changes (or the settings do).
+    Change,
+}
+
+impl Outcome {
+    /// Done, and the component is well.
+    pub fn done(summary: impl Into<String>) -> Self {
+        Outcome {
+            summary: summary.into(),
+            detail: None,
+            healthy: true,
+            next: Next::Period,
+        }
+    }
+
+    /// Nothing to do until an input arrives (the cluster duty before the first image).
+    pub fn waiting(summary: impl Into<String>) -> Self {
+        Outcome {
+            summary: summary.into(),
+            detail: None,
+            healthy: false,
+            next: Next::Change,
+        }
+    }
+
+    /// With more for the overview, and whether that leaves the component well.
+    pub fn with_detail(mut self, healthy: bool, detail: impl Into<String>) -> Self {
+        self.healthy = healthy;
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// One thing the agent keeps true. `C` is what it reads (the agent's
+/// [`Settings`]; a unit test's own type).
+#[async_trait]
+pub trait Duty<C: Send + Sync + 'static>: Send + 'static {
+    /// Its key in events, status and the API (`nat`).
+    fn name(&self) -> &'static str;
+    /// Its label on the overview (`NAT`).
+    fn title(&self) -> &'static str;
+    /// Time between runs while it is well.
+    fn period(&self) -> Duration;
+    /// Makes the world match `ctx`.
+    async fn reconcile(&mut self, ctx: &C) -> Result<Outcome, DutyError>;
+    /// Resolves when an input it watches changed (another duty's output, a
+    /// button in the UI), so it runs at once. By default nothing does.
+    async fn changed(&mut self) {
+        std::future::pending::<()>().await
+    }
+}
+
+/// Why a duty's reconcile failed. The driver alone renders the whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum DutyError {
+    /// NAT.
+    #[error(transparent)]
+    Nat(#[from] nat::NatError),
+    /// The broker.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// The worker image.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    /// The cluster.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+    /// An AWS call outside the duties' own modules.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// A blocking step died before it returned.
+    #[error("the {what} step stopped before it finished")]
+    Blocking {
+        /// Which step.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A file or process on this host.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The worker image the image duty last built or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerImage {
+    /// `host/repo:tag`.
+    pub reference: String,
+    /// Model classes in it.
+    pub models: Vec<String>,
+}
+
+/// What duties share with each other and with the UI: the host, the events
+/// and the `watch` channels between them. Every handle is cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    /// Commands and files on this host.
+    pub exec: Arc<dyn Executor>,
+    /// The agent's events.
+    pub events: Events,
+    /// The image duty's product; the cluster duty and the UI watch it.
+    pub image: Arc<watch::Sender<Option<WorkerImage>>>,
+    /// Bumped by the UI's rebuild button; the image duty watches it.
+    pub rebuild: Arc<watch::Sender<u64>>,
+    /// The service's desired workers, as the cluster duty or a scale last set it.
+    pub desired: Arc<watch::Sender<Option<u32>>>,
+}
+
+impl Shared {
+    /// Fresh channels over `exec`.
+    pub fn new(exec: Arc<dyn Executor>, events: Events) -> Self {
+        Shared {
+            exec,
+            events,
+            image: Arc::new(watch::Sender::new(None)),
+            rebuild: Arc::new(watch::Sender::new(0)),
+            desired: Arc::new(watch::Sender::new(None)),
+        }
+    }
+}
+
+/// The registry: the duty of each kind `agent.toml` can list.
+pub fn gateway(kind: DutyKind, shared: &Shared) -> Box<dyn Duty<Settings>> {
+    match kind {
+        DutyKind::Nat => Box::new(nat::NatDuty::new(shared)),
+        DutyKind::Broker => Box::new(broker::BrokerDuty::new(shared)),
+        DutyKind::Image => Box::new(image::ImageDuty::new(shared)),
+        DutyKind::Cluster => Box::new(cluster::ClusterDuty::new(shared)),
+    }
+}
+
+/// Waits for a change on `rx`; never resolves once its sender is gone.
+pub(crate) async fn watched<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,81 @@
+//! Where workers run: the one trait the Fargate and local modes implement,
+//! and its errors.
+
+use async_trait::async_trait;
+use fossa_contract::aws::AwsError;
+use fossa_web::model::{ControlError, Cost};
+
+use crate::duties::cluster::ClusterError;
+
+/// A worker as the backend knows it, before polling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRef {
+    /// Stable id.
+    pub id: String,
+    /// `ip:port` of its Fossa API.
+    pub address: String,
+    /// Backend status.
+    pub status: String,
+    /// Start time, seconds since the epoch.
+    pub started_at: Option<i64>,
+    /// `FARGATE`, `FARGATE_SPOT` or `local`.
+    pub capacity_provider: String,
+}
+
+/// Where workers run: ECS tasks or local processes. The only place the two modes differ.
+#[async_trait]
+pub trait WorkerBackend: Send + Sync + 'static {
+    /// `fargate` or `local`.
+    fn mode(&self) -> &'static str;
+    /// Every current worker.
+    async fn list(&self) -> Result<Vec<WorkerRef>, BackendError>;
+    /// Workers wanted.
+    fn desired(&self) -> u32;
+    /// Sets the number of workers.
+    async fn scale(&self, workers: u32) -> Result<String, BackendError>;
+    /// Rebuilds the worker image (Fargate) or restarts the workers (local).
+    async fn rebuild(&self) -> Result<String, BackendError>;
+    /// Model classes the workers accept.
+    fn models(&self) -> Vec<String>;
+    /// Hourly cost, where known.
+    fn cost(&self) -> Option<Cost> {
+        None
+    }
+}
+
+/// Why a backend could not list, scale or rebuild.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The service could not be changed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// More workers than this mode runs.
+    #[error("{mode} mode runs at most {max} workers; ask for {max} or fewer")]
+    TooMany {
+        /// `fargate` or `local`.
+        mode: &'static str,
+        /// The most it runs.
+        max: u32,
+    },
+    /// Local workers could not be started or their models listed.
+    #[error("{what}")]
+    Local {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<crate::Error>,
+    },
+}
+
+impl From<BackendError> for ControlError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::TooMany { .. } => ControlError::Invalid(e.to_string()),
+            e => ControlError::Failed(Box::new(e)),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! A small client for a Fossa node's HTTP API: `node_info`, bounded and
+//! parsed strictly, and task submission.
+
+use std::time::Duration;
+
+use fossa_web::model::{FossaTask, NodeInfo};
+use serde_json::Value;
+
+/// Why a node's answer was not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// No answer within the timeout.
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    /// Could not connect.
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
+    /// An HTTP error status.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// Not the JSON expected.
+    #[error("unexpected answer: {0}")]
+    Garbage(String),
+}
+
+/// Largest node_info body accepted.
+pub const MAX_NODE_INFO_BYTES: usize = 4 * 1024 * 1024;
+
+/// The latest time a node may report: 9999-12-31 23:59:59 UTC. Anything past
+/// it (or before 1970) is garbage and is treated as unknown.
+const LATEST_DATE: i64 = 253_402_300_799;
+
+fn parse_date(v: &Value) -> Option<i64> {
+    let secs = match v {
+        Value::String(s) => httpdate::parse_http_date(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64),
+        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64),
+        _ => None,
+    }?;
+    (0..=LATEST_DATE).contains(&secs).then_some(secs)
+}
+
+/// Parses one task dict as Fossa writes it.
+pub fn parse_task(v: &Value) -> Option<FossaTask> {
+    let o = v.as_object()?;
+    let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(FossaTask {
+        task_id: s("task_id")?,
+        model_class: s("model_class").unwrap_or_default(),
+        method: s("method"),
+        method_kwargs: o.get("method_kwargs").cloned().unwrap_or(Value::Null),
+        status: s("status").unwrap_or_else(|| "unknown".into()),
+        started: o.get("started").and_then(parse_date),
+        finished: o.get("finished").and_then(parse_date),
+        results: o.get("results").cloned().filter(|r| !r.is_null()),
+    })
+}
+
+/// Parses `/api/0.01/node_info`.
+pub fn parse_node_info(body: &[u8]) -> Result<NodeInfo, NodeError> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| NodeError::Garbage(format!("not JSON ({e})")))?;
+    let info = v
+        .get("node_info")
+        .and_then(Value::as_object)
+        .ok_or_else(|| NodeError::Garbage("no node_info object".into()))?;
+    let num = |k: &str| {
+        info.get(k)
+            .and_then(Value::as_u64)
+            .map(|n| n.min(u64::from(u32::MAX)) as u32)
+            .ok_or_else(|| NodeError::Garbage(format!("node_info.{k} is missing or not a number")))
+    };
+    let tasks = |k: &str| -> Result<Vec<FossaTask>, NodeError> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => Ok(a.iter().filter_map(parse_task).collect()),
+            Some(_) => Err(NodeError::Garbage(format!("{k} is not a list"))),
+        }
+    };
+    Ok(NodeInfo {
+        node_ident: info
+            .get("node_ident")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        max_concurrent_tasks: num("max_concurrent_tasks")?,
+        available_processing_capacity: num("available_processing_capacity")?,
+        running_tasks: tasks("running_tasks")?,
+        recent_completed_tasks: tasks("recent_completed_tasks")?,
+    })
+}
+
+/// A client for Fossa nodes' HTTP API.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl NodeClient {
+    /// A client whose every request times out after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(2)
+            .build()
+            .expect("reqwest client builds");
+        NodeClient { http, timeout }
+    }
+
+    fn map_err(&self, e: reqwest::Error) -> NodeError {
+        if e.is_timeout() {
+            NodeError::Timeout(self.timeout.as_millis() as u64)
+        } else if e.is_connect() {
+            NodeError::Unreachable(e.to_string())
+        } else {
+            NodeError::Garbage(e.to_string())
+        }
+    }
+
+    async fn body(&self, resp: reqwest::Response) -> Result<(u16, Vec<u8>), NodeError> {
+        let status = resp.status().as_u16();
+        if resp
+            .content_length()
+            .is_some_and(|l| l as usize > MAX_NODE_INFO_BYTES)
+        {
+            return Err(NodeError::Garbage(format!(
+                "body of {} bytes is too large",
+                resp.content_length().unwrap_or(0)
+            )));
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_err(e))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_NODE_INFO_BYTES {
+                return Err(NodeError::Garbage(format!(
+                    "body larger than {MAX_NODE_INFO_BYTES} bytes"
+                )));
+            }
+        }
+        Ok((status, body))
+    }
+
+    /// `GET /api/0.01/node_info` of the node at `address` (`ip:port`).
+    pub async fn node_info(&self, address: &str) -> Result<NodeInfo, NodeError> {
+        let resp = self
+            .http
+            .get(format!("http://{address}/api/0.01/node_info"))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let (status, body) = self.body(resp).await?;
+        if status != 200 {
+            return Err(NodeError::Status {
+                status,
+                body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            });
+        }
+        parse_node_info(&body)
+    }
+
+    /// `POST /api/0.01/task`; returns the task id, or the status and body of a refusal.
+    pub async fn submit(&self, address: &str, body: &Value) -> Result<String, NodeError> {
+        let resp = self
+            .http
+            .post(format!("http://{address}/api/0.01/task"))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let (status, bytes) = self.body(resp).await?;
+        if status != 200 {
+            return Err(NodeError::Status {
+                status,
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
+            });
+        }
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| NodeError::Garbage(format!("not JSON ({e})")))?;
+        v.get("task_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| NodeError::Garbage("no task_id in the answer".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fossa_node_info() {
+        let body = br#"{"node_info":{"node_ident":"n1","max_concurrent_tasks":4,"available_processing_capacity":3},
+            "running_tasks":[{"task_id":"abc","model_class":"Etl","method":"go","status":"running","started":"Wed, 25 Nov 2026 05:00:00 GMT"}],
+            "recent_completed_tasks":[{"task_id":"p:1::amq.x","model_class":"Etl","status":"complete","started":"Wed, 25 Nov 2026 05:00:00 GMT","finished":"Wed, 25 Nov 2026 05:00:03 GMT","results":{"type":"TaskComplete","payload":{}}}]}"#;
+        let n = parse_node_info(body).unwrap();
+        assert_eq!(n.available_processing_capacity, 3);
+        assert_eq!(n.running_tasks[0].task_id, "abc");
+        assert_eq!(n.recent_completed_tasks[0].duration(), Some(3));
+    }
+
+    #[test]
+    fn garbage_is_named() {
+        for (body, needle) in [
+            (&b"<html>"[..], "not JSON"),
+            (b"{}", "no node_info"),
+            (br#"{"node_info":{"max_concurrent_tasks":"x"}}"#, "max_concurrent_tasks"),
+            (br#"{"node_info":{"max_concurrent_tasks":1,"available_processing_capacity":1},"running_tasks":5}"#, "not a list"),
+        ] {
+            let e = parse_node_info(body).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: no node_info body makes the parser or the views built
+    //! from it panic: random bytes, and JSON of node_info's shape with wrong
+    //! types, extreme numbers and dates in every field.
+    use super::*;
+    use fossa_web::model::{FleetSnapshot, Health, Worker};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn junk() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            "\\PC{0,12}".prop_map(Value::String),
+            Just(json!([1, "a"])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    fn date() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("Wed, 25 Nov 2026 05:00:00 GMT")),
+            Just(json!("Fri, 31 Dec 9999 23:59:59 GMT")),
+            Just(json!("Thu, 01 Jan 1970 00:00:00 GMT")),
+            Just(json!(1e300)),
+            Just(json!(-1e300)),
+            Just(json!(i64::MAX)),
+            Just(json!(i64::MIN)),
+            junk(),
+        ]
+    }
+
+    fn task() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                "[a-e]".prop_map(Value::String),
+                "p[ab]:[0-9]::amq\\.q[12]".prop_map(Value::String),
+                junk()
+            ],
+            prop_oneof![Just(json!("Etl")), junk()],
+            prop_oneof![Just(json!("running")), Just(json!("complete")), junk()],
+            date(),
+            date(),
+            junk(),
+        )
+            .prop_map(|(id, class, status, started, finished, results)| {
+                json!({"task_id": id, "model_class": class, "status": status,
+                       "started": started, "finished": finished, "results": results})
+            })
+    }
+
+    fn node_info() -> impl Strategy<Value = Value> {
+        let tasks = prop_oneof![
+            proptest::collection::vec(task(), 0..6).prop_map(Value::Array),
+            junk()
+        ];
+        let number = prop_oneof![any::<u64>().prop_map(|n| json!(n)), junk()];
+        (tasks.clone(), tasks, number.clone(), number, junk()).prop_map(
+            |(running, done, max, free, ident)| {
+                json!({"node_info": {"node_ident": ident, "max_concurrent_tasks": max,
+                        "available_processing_capacity": free},
+                       "running_tasks": running, "recent_completed_tasks": done})
+            },
+        )
+    }
+
+    fn views_of(info: NodeInfo) {
+        let snap = FleetSnapshot {
+            workers: vec![Worker {
+                id: "w".into(),
+                address: "127.0.0.1:1".into(),
+                status: "RUNNING".into(),
+                health: Health::Ok,
+                started_at: None,
+                capacity_provider: "local".into(),
+                node: Some(info),
+                poll_ms: None,
+            }],
+            ..Default::default()
+        };
+        let tasks = fossa_web::views::all_tasks(&snap);
+        fossa_web::views::groups(&tasks);
+        for t in &tasks {
+            fossa_web::views::task_detail(&snap, &t.task.task_id);
+            fossa_web::fmt::duration(t.task.duration());
+            fossa_web::fmt::opt_time(t.task.started);
+            fossa_web::fmt::result_short(t.task.results.as_ref());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn random_bytes_are_garbage_not_a_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(info) = parse_node_info(&body) {
+                views_of(info);
+            }
+        }
+
+        #[test]
+        fn node_info_shaped_json_parses_or_is_garbage(v in node_info()) {
+            match parse_node_info(&serde_json::to_vec(&v).unwrap()) {
+                Ok(info) => {
+                    for t in info.running_tasks.iter().chain(&info.recent_completed_tasks) {
+                        for d in [t.started, t.finished].into_iter().flatten() {
+                            prop_assert!((0..=LATEST_DATE).contains(&d));
+                        }
+                    }
+                    views_of(info);
+                }
+                Err(e) => prop_assert!(matches!(e, NodeError::Garbage(_))),
+            }
+        }
+    }
+}
