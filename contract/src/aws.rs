@@ -231,7 +231,9 @@ impl AwsError {
     }
 }
 
-fn chain(err: &dyn StdError) -> String {
+/// An error and every cause, on one line, each said once: where errors
+/// are logged or shown (the driver's events, the UI's flash, AWS's hints).
+pub fn chain(err: &dyn StdError) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

@@ -59,6 +59,20 @@ pub const RABBITMQ: DebianImage = DebianImage {
     changes: &["CMD [\"/usr/sbin/rabbitmq-server\"]"],
 };
 
+/// A Python base for the worker image, as the official `python` image is
+/// used: `python` and `pip` on the PATH, and pip free to install system-wide
+/// (Debian marks its Python externally managed; the image is the environment).
+pub const PYTHON: DebianImage = DebianImage {
+    name: "python",
+    packages: &["python3", "python3-pip", "python3-venv", "ca-certificates"],
+    hooks: &[
+        "rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED",
+        "ln -sf /usr/bin/python3 \"$1\"/usr/local/bin/python",
+        "ln -sf /usr/bin/pip3 \"$1\"/usr/local/bin/pip",
+    ],
+    changes: &["CMD [\"python\"]"],
+};
+
 fn cache_dir() -> PathBuf {
     std::env::var_os("FOSSA_IMAGE_CACHE")
         .map(PathBuf::from)

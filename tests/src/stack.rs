@@ -1,6 +1,7 @@
 //! A launched stack for the agent's AWS duties: moto_server, `fossa-bootstrap
-//! launch --no-wait` with a model directory, a real dockerd with base images
-//! imported from a busybox rootfs, a registry with htpasswd auth standing in
+//! launch --no-wait` with a model directory, a real dockerd with the worker
+//! base imported from a busybox rootfs and RabbitMQ from Debian's package (the
+//! broker duty checks it with a real AMQP login), a registry with htpasswd auth standing in
 //! for ECR (it takes the password of the emulator's ECR token), and
 //! `fossa-agent run` processes pointed at all of them.
 
@@ -34,6 +35,8 @@ pub struct Stack {
     pub ui_port: u16,
     /// What the first `launch` printed.
     pub launched: Run,
+    /// The broker duty's image: RabbitMQ from Debian's package.
+    pub broker_image: String,
 }
 
 impl Stack {
@@ -56,7 +59,7 @@ impl Stack {
         let registry = Registry::start(&ecr_password);
         let docker = Dockerd::start();
         docker.import_base("fossa-test-python:1", "[\"/bin/sh\"]");
-        docker.import_base("fossa-test-broker:1", "[\"/bin/sleep\", \"3600\"]");
+        let broker_image = crate::images::RABBITMQ.import(&docker);
         let dir = TempDir::new("stack");
         let models = dir.0.join("models");
         std::fs::create_dir_all(&models).unwrap();
@@ -80,6 +83,7 @@ impl Stack {
                 stdout: String::new(),
                 stderr: String::new(),
             },
+            broker_image,
         };
         stack.launched = stack.relaunch();
         stack
@@ -118,13 +122,14 @@ impl Stack {
             &path,
             format!(
                 "stack = \"{}\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n\
-                 registry = \"{}\"\nbase_image = \"fossa-test-python:1\"\nbroker_image = \"fossa-test-broker:1\"\nbroker_address = \"127.0.0.1\"\n\
+                 registry = \"{}\"\nbase_image = \"fossa-test-python:1\"\nbroker_image = \"{}\"\nbroker_address = \"127.0.0.1\"\n\
                  duties = [{}]\n",
                 self.name,
                 self.moto.url,
                 self.dir.0.join("state").display(),
                 self.ui_port,
                 self.registry.address,
+                self.broker_image,
                 duties.join(", ")
             ),
         )

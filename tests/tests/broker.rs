@@ -1,11 +1,13 @@
 //! The broker duty's container on a real RabbitMQ (Debian's package in an
 //! image made with mmdebstrap): the worker user from the duty's definitions
 //! file logs in over AMQP and is not an administrator; `guest` cannot log in
-//! from another address; no password is in the container's environment.
+//! from another address; no password is in the container's environment; the
+//! agent's own AMQP health check logs in and is refused as pika is.
 
 use std::time::{Duration, Instant};
 
 use fossa_agent::duties::broker::{self, Credentials};
+use fossa_agent::host::amqp;
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::RABBITMQ;
 use fossa_tests::{venv_bin, Run};
@@ -101,6 +103,30 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         address
     ))
     .is_err());
+
+    // The duties' own health check agrees with pika: the worker user gets in,
+    // a wrong password and guest are refused, with the broker's reason.
+    let target = format!("{address}:5672");
+    let login = |user: &'static str, password: &'static str| amqp::Login {
+        address: &target,
+        user,
+        password,
+        vhost: "/",
+    };
+    let limit = Duration::from_secs(5);
+    amqp::check(&login("fossa", "broker-test-password-1"), limit)
+        .await
+        .expect("the health check logs in");
+    for (user, password) in [("fossa", "not-the-password-7"), ("guest", "guest")] {
+        let e = amqp::check(&login(user, password), limit)
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, amqp::AmqpError::Refused { .. }), "{user}: {e}");
+        assert!(
+            !e.to_string().contains(password) || password == user,
+            "the password is not in the error: {e}"
+        );
+    }
 
     // No password in the container's environment (docker inspect shows it).
     let env = Run::of(dockerd.cli().args([

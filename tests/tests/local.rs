@@ -1,8 +1,10 @@
 //! Local mode end to end with real parts: RabbitMQ from Debian, Fossa nodes
 //! from the venv, the UI over TLS. A partitioned model submitted through the
 //! API spreads its subtasks over several nodes; the task page groups them
-//! under the parent; a killed worker is seen and restarted; no page, log or
-//! command line holds a secret; Ctrl-C leaves no process or port behind.
+//! under the parent; a killed worker is seen and restarted; a killed broker
+//! is shown down and restarted, and work goes on; a worker whose port was
+//! taken moves to a fresh one; no page, log or command line holds a secret;
+//! Ctrl-C leaves no process or port behind.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,6 +35,22 @@ async fn wait_complete(agent: &LocalAgent, id: &str, within: Duration) -> Value 
     }
 }
 
+/// Submits the example partitioned model and waits until it is complete: its id and page.
+async fn run_partitioned(agent: &LocalAgent, within: Duration) -> (String, Value) {
+    let (status, sent) = api(
+        agent,
+        "POST",
+        "/api/v1/tasks",
+        Some(&json!({"model_class": "QuickPartitionedEtl"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let id = sent["task_id"].as_str().unwrap().to_owned();
+    let detail = wait_complete(agent, &id, within).await;
+    assert_eq!(detail["task"]["status"], "complete", "{detail}");
+    (id, detail)
+}
+
 fn listening_pid(port: u16) -> Option<u32> {
     let out = Run::of(Command::new("ss").args(["-ltnpH", &format!("sport = :{port}")])).stdout;
     let at = out.find("pid=")?;
@@ -41,6 +59,18 @@ fn listening_pid(port: u16) -> Option<u32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// SIGKILL to every process of the group `pid` is in: a worker's node and
+/// its gunicorn processes at once, as the OOM killer or a crash would.
+fn kill_group_of(pid: u32) {
+    let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+        .expect("the process has a group");
+    assert!(
+        pgid.as_raw() > 1 && pgid != nix::unistd::getpgrp(),
+        "refusing to kill group {pgid} of pid {pid}"
+    );
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).expect("killpg");
 }
 
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -73,17 +103,7 @@ async fn a_partitioned_model_runs_across_local_workers() {
         "{workers:?}"
     );
 
-    let (status, sent) = api(
-        &agent,
-        "POST",
-        "/api/v1/tasks",
-        Some(&json!({"model_class": "QuickPartitionedEtl"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{sent}");
-    let id = sent["task_id"].as_str().unwrap().to_owned();
-    let detail = wait_complete(&agent, &id, Duration::from_secs(90)).await;
-    assert_eq!(detail["task"]["status"], "complete", "{detail}");
+    let (id, detail) = run_partitioned(&agent, Duration::from_secs(90)).await;
     let group = &detail["groups"][0];
     assert_eq!(group["subtasks"].as_array().unwrap().len(), 8, "{detail}");
     assert_eq!(group["certain"], true);
@@ -218,9 +238,64 @@ async fn a_partitioned_model_runs_across_local_workers() {
         }
     }
 
+    // A broker killed with -9 shows down on the overview at once, is back
+    // within 30 s on the same address, and the nodes take work again.
+    let overview = |v: &Value| (v["broker"]["ok"].as_bool(), v["broker"]["detail"].clone());
+    let (_, v) = api(&agent, "GET", "/api/v1/overview", None).await;
+    assert_eq!(overview(&v).0, Some(true), "{v}");
+    let detail = v["broker"]["detail"].as_str().unwrap().to_owned();
+    let broker_port: u16 = detail
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the broker line names its address: {detail}"));
+    let beam = listening_pid(broker_port).expect("RabbitMQ listens");
+    let killed = Instant::now();
+    Run::of(Command::new("kill").args(["-9", &beam.to_string()])).ok();
+    let mut down_after = None;
+    loop {
+        let (_, v) = api(&agent, "GET", "/api/v1/overview", None).await;
+        match overview(&v) {
+            (Some(false), _) if down_after.is_none() => down_after = Some(killed.elapsed()),
+            (Some(true), _) if down_after.is_some() => break,
+            _ => {}
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the broker was not shown down and back within 30 s (down after {down_after:?}): {v}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let back_after = killed.elapsed();
+    let down_after = down_after.unwrap();
+    assert!(
+        down_after < Duration::from_secs(5),
+        "shown down after {down_after:?}"
+    );
+    eprintln!("broker killed: shown down after {down_after:?}, back after {back_after:?}");
+    assert!(listening_pid(broker_port).is_some_and(|p| p != beam));
+    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+    assert!(
+        ev["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["error"] == true && e["message"].as_str().unwrap().contains("restarted it")),
+        "the restart is an event: {ev}"
+    );
+    let (_, detail) = run_partitioned(&agent, Duration::from_secs(120)).await;
+    assert_eq!(
+        detail["groups"][0]["subtasks"].as_array().unwrap().len(),
+        8,
+        "{detail}"
+    );
+
     // Secrets: the UI password and the broker's credentials are on no page,
     // API reply, log or command line.
-    let first_port = workers[0]["address"]
+    let (_, current) = api(&agent, "GET", "/api/v1/workers", None).await;
+    let first_port = current["workers"][0]["address"]
         .as_str()
         .unwrap()
         .rsplit(':')
@@ -260,6 +335,43 @@ async fn a_partitioned_model_runs_across_local_workers() {
         ],
         &places,
     );
+
+    // A worker whose port was taken while it was down moves to a fresh one.
+    let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;
+    let victim = ws["workers"][0].clone();
+    let old_address = victim["address"].as_str().unwrap().to_owned();
+    let old_port: u16 = old_address.rsplit(':').next().unwrap().parse().unwrap();
+    let pid = listening_pid(old_port).expect("the worker listens");
+    kill_group_of(pid);
+    let squatter = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", old_port)) {
+                break l;
+            }
+            assert!(Instant::now() < deadline, "port {old_port} never freed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;
+        let moved = ws["workers"].as_array().unwrap().iter().any(|w| {
+            w["id"] == victim["id"]
+                && w["address"] != old_address.as_str()
+                && w["health"]["state"] == "ok"
+        });
+        if moved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not move off its taken port: {ws}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(squatter);
 
     // Ctrl-C stops everything it started.
     let state = agent.state.0.display().to_string();

@@ -260,17 +260,7 @@ pub enum ControlError {
 impl ControlError {
     /// The error and every cause, on one line, for the page or the API.
     pub fn message(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = match self {
-            ControlError::Failed(e) => e.source(),
-            ControlError::Invalid(_) => None,
-        };
-        while let Some(c) = cause {
-            out.push_str(": ");
-            out.push_str(&c.to_string());
-            cause = c.source();
-        }
-        out
+        fossa_contract::aws::chain(self)
     }
 }
 

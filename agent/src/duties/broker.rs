@@ -28,11 +28,13 @@ use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Duty, DutyError, DutyKind, Outcome, Shared};
+use super::driver::chain;
+use super::{Duty, DutyError, DutyKind, Next, Outcome, Shared};
+use crate::host::amqp;
 use crate::host::docker::{call, DockerError};
 use crate::host::exec::{ExecError, Executor};
 use crate::settings::Settings;
@@ -348,16 +350,23 @@ pub async fn reconcile(
     ))
 }
 
-/// The broker duty: the URL in SSM, then the container to match it.
+/// The broker duty: the URL in SSM, the container to match it, then a real
+/// AMQP login with the workers' credentials. A broker that stays unanswering
+/// past [`HANG_LIMIT`] is restarted; one that died is started at once.
 pub struct BrokerDuty {
     exec: Arc<dyn Executor>,
+    failing_since: Option<Instant>,
 }
+
+/// How long the container may run without accepting a login before it is restarted.
+pub const HANG_LIMIT: Duration = Duration::from_secs(60);
 
 impl BrokerDuty {
     /// The duty, on `shared`'s host.
     pub fn new(shared: &Shared) -> Self {
         BrokerDuty {
             exec: shared.exec.clone(),
+            failing_since: None,
         }
     }
 }
@@ -371,7 +380,7 @@ impl Duty<Settings> for BrokerDuty {
         DutyKind::Broker.title()
     }
     fn period(&self) -> Duration {
-        Duration::from_secs(60)
+        Duration::from_secs(10)
     }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         let address = match s.toml.broker_address {
@@ -393,9 +402,38 @@ impl Duty<Settings> for BrokerDuty {
             .broker_image
             .as_deref()
             .unwrap_or(images::DEFAULT_BROKER);
-        Ok(Outcome::done(
-            reconcile(&docker, image, address, &creds).await?,
-        ))
+        let mut summary = reconcile(&docker, image, address, &creds).await?;
+        let target = format!("{address}:{BROKER_PORT}");
+        let login = amqp::Login {
+            address: &target,
+            user: &creds.user,
+            password: &creds.password,
+            vhost: "/",
+        };
+        let why = match amqp::check(&login, Duration::from_secs(3)).await {
+            Ok(()) => {
+                self.failing_since = None;
+                return Ok(Outcome::done(summary).with_detail(true, "accepts an AMQP login"));
+            }
+            Err(e) => chain(&e),
+        };
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > HANG_LIMIT {
+            docker
+                .restart_container(BROKER_CONTAINER, None)
+                .await
+                .map_err(call("restart"))
+                .map_err(BrokerError::from)?;
+            self.failing_since = Some(Instant::now());
+            summary = format!(
+                "broker at {target} accepted no AMQP login for {} s; restarted it",
+                HANG_LIMIT.as_secs()
+            );
+        }
+        Ok(Outcome {
+            next: Next::After(Duration::from_secs(3)),
+            ..Outcome::done(summary).with_detail(false, format!("no AMQP login yet: {why}"))
+        })
     }
 }
 

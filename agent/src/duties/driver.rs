@@ -157,20 +157,7 @@ struct Loop<C: Send + Sync + 'static> {
     backoff: Backoff,
 }
 
-/// The error and every cause, on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
+pub use fossa_contract::aws::chain;
 
 impl<C: Send + Sync + 'static> Loop<C> {
     fn publish(&self, ok: bool, detail: String, outcome_ok: bool) {
@@ -201,14 +188,15 @@ impl<C: Send + Sync + 'static> Loop<C> {
                     next,
                 }) => {
                     let seen = (summary.clone(), healthy);
-                    if failures > 0 || last.as_ref() != Some(&seen) {
-                        self.events.push(name, !healthy, &summary);
-                    }
-                    failures = 0;
                     let shown = match detail {
                         Some(d) => format!("{summary}; {d}"),
                         None => summary,
                     };
+                    // One event per change of the line or of health, with the detail it had then.
+                    if failures > 0 || last.as_ref() != Some(&seen) {
+                        self.events.push(name, !healthy, &shown);
+                    }
+                    failures = 0;
                     self.publish(healthy, shown, true);
                     last = Some(seen);
                     match next {

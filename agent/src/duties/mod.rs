@@ -31,7 +31,8 @@ use crate::settings::Settings;
 pub struct Outcome {
     /// One line about what was done or found; an event whenever it changes.
     pub summary: String,
-    /// More for the overview beside the summary (not an event): NAT's egress self-test.
+    /// More beside the summary (NAT's egress self-test, the broker's login):
+    /// always on the overview; in an event only when the summary or health changed.
     pub detail: Option<String>,
     /// Whether the component is well. A reconcile can succeed and still find
     /// it unwell (NAT's rules are in place, yet the uplink does not answer).

@@ -41,6 +41,8 @@ pub struct WorkerSpec {
     pub broker_url: String,
     /// Where worker logs go.
     pub logs: PathBuf,
+    /// Ports no worker gets (the UI's).
+    pub reserved_ports: Vec<u16>,
 }
 
 impl std::fmt::Debug for WorkerSpec {
@@ -110,6 +112,17 @@ impl LocalBackend {
         })
     }
 
+    /// A free loopback port that is not reserved and no other worker has.
+    fn fresh_port(&self, ws: &[LocalWorker]) -> Result<u16, Error> {
+        for _ in 0..64 {
+            let port = free_port().map_err(|e| other(format!("no free port: {e}")))?;
+            if !self.spec.reserved_ports.contains(&port) && ws.iter().all(|w| w.port != port) {
+                return Ok(port);
+            }
+        }
+        Err(other("no free loopback port outside the reserved ones"))
+    }
+
     /// Starts or stops workers until there are as many as desired.
     async fn converge(&self) -> Result<(), Error> {
         let want = self.desired.load(Ordering::SeqCst) as usize;
@@ -118,7 +131,7 @@ impl LocalBackend {
             let index = (1..)
                 .find(|i| ws.iter().all(|w| w.index != *i))
                 .expect("a free index");
-            let port = free_port().map_err(|e| other(format!("no free port: {e}")))?;
+            let port = self.fresh_port(&ws)?;
             let child = self.spawn(index, port)?;
             ws.push(LocalWorker {
                 index,
@@ -149,30 +162,44 @@ impl LocalBackend {
     /// Restarts workers whose process ended; reports each.
     pub async fn supervise_once(&self) {
         let mut ws = self.workers.lock().await;
-        for w in ws.iter_mut() {
-            if let Ok(Some(status)) = w.child.child.try_wait() {
-                // Whatever the dead leader left in its group would hold the port.
-                stop_group(&mut w.child, Duration::from_millis(500)).await;
-                w.restarts += 1;
-                self.events.push(
+        for i in 0..ws.len() {
+            let Ok(Some(status)) = ws[i].child.child.try_wait() else {
+                continue;
+            };
+            // Whatever the dead leader left in its group would hold the port.
+            stop_group(&mut ws[i].child, Duration::from_millis(500)).await;
+            // A port someone else took (its gunicorn said "Address already in
+            // use") is given up for a fresh one, or it would fail for good.
+            let mut moved = String::new();
+            if std::net::TcpListener::bind(("127.0.0.1", ws[i].port)).is_err() {
+                match self.fresh_port(&ws) {
+                    Ok(port) => {
+                        moved = format!(" on 127.0.0.1:{port}: its port {} is taken", ws[i].port);
+                        ws[i].port = port;
+                    }
+                    Err(e) => moved = format!(" ({e})"),
+                }
+            }
+            let w = &mut ws[i];
+            w.restarts += 1;
+            self.events.push(
+                "workers",
+                true,
+                format!(
+                    "worker local-{} exited ({status}); restarting it (restart {}){moved}",
+                    w.index, w.restarts
+                ),
+            );
+            match self.spawn(w.index, w.port) {
+                Ok(child) => {
+                    w.child = child;
+                    w.started_at = now();
+                }
+                Err(e) => self.events.push(
                     "workers",
                     true,
-                    format!(
-                        "worker local-{} exited ({status}); restarting it (restart {})",
-                        w.index, w.restarts
-                    ),
-                );
-                match self.spawn(w.index, w.port) {
-                    Ok(child) => {
-                        w.child = child;
-                        w.started_at = now();
-                    }
-                    Err(e) => self.events.push(
-                        "workers",
-                        true,
-                        format!("cannot restart local-{}: {e}", w.index),
-                    ),
-                }
+                    format!("cannot restart local-{}: {e}", w.index),
+                ),
             }
         }
     }

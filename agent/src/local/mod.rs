@@ -11,7 +11,7 @@ mod broker;
 mod python;
 
 pub use backend::{LocalBackend, WorkerSpec};
-pub use broker::LocalBroker;
+pub use broker::{BrokerDuty, LocalBroker};
 pub use python::{ensure_python, list_models, prepare_files};
 
 use std::path::{Path, PathBuf};
@@ -63,16 +63,18 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     let (module, models_dir) = prepare_files(&state, args.models.as_deref())?;
     let python = ensure_python(&args.python, &state).await?;
     let models = list_models(&python, &module, &models_dir).await?;
-    let mut broker = None;
-    let (broker_url, broker_label) = match &args.broker_url {
-        Some(u) => (u.clone(), "the given --broker-url".to_owned()),
+    let broker = match &args.broker_url {
+        Some(_) => None,
         None => {
             eprintln!("starting RabbitMQ…");
             let b = LocalBroker::start(&state.join("rabbitmq")).await?;
-            let r = (b.url().to_owned(), b.address.clone());
-            broker = Some(b);
-            r
+            Some(Arc::new(tokio::sync::Mutex::new(b)))
         }
+    };
+    let broker_url = match (&args.broker_url, &broker) {
+        (Some(u), _) => u.clone(),
+        (None, Some(b)) => b.lock().await.url().to_owned(),
+        (None, None) => unreachable!("a broker was started"),
     };
     let spec = WorkerSpec {
         python,
@@ -80,6 +82,8 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         models_dir,
         broker_url,
         logs: state.join("logs"),
+        // The UI's port is never a worker's, even if it is free when workers start.
+        reserved_ports: vec![args.listen.port()],
     };
     let image_line = format!(
         "local Python with {FOSSA_REQUIREMENT}, models from {}",
@@ -89,19 +93,35 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         match LocalBackend::start(spec, args.workers, models.clone(), events.clone()).await {
             Ok(b) => b,
             Err(e) => {
-                if let Some(b) = broker.as_mut() {
-                    b.stop().await;
+                if let Some(b) = &broker {
+                    b.lock().await.stop().await;
                 }
                 return Err(e);
             }
         };
-    let mut duties: Driver<()> = Driver::new(events.clone(), Backoff::default());
-    for kind in [DutyKind::Broker, DutyKind::Nat, DutyKind::Image] {
-        let line = match kind {
-            DutyKind::Broker => format!("RabbitMQ at {broker_label}"),
-            DutyKind::Nat => "not needed in local mode: workers run on this machine".into(),
-            _ => image_line.clone(),
-        };
+    let mut duties: Driver<()> = Driver::new(
+        events.clone(),
+        Backoff {
+            first: broker::CHECK_EVERY,
+            max: Duration::from_secs(10),
+        },
+    );
+    match &broker {
+        Some(b) => duties.register(Box::new(BrokerDuty::new(b.clone()))),
+        None => duties.note(
+            DutyKind::Broker.name(),
+            DutyKind::Broker.title(),
+            true,
+            "RabbitMQ at the given --broker-url (not supervised here)",
+        ),
+    }
+    for (kind, line) in [
+        (
+            DutyKind::Nat,
+            "not needed in local mode: workers run on this machine".to_owned(),
+        ),
+        (DutyKind::Image, image_line),
+    ] {
         duties.note(kind.name(), kind.title(), true, line);
     }
     let fleet = FleetModel::new(
@@ -117,15 +137,17 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let poller = tokio::spawn(fleet.clone().run(shutdown_rx.clone()));
     let supervisor = tokio::spawn(backend.clone().supervise(shutdown_rx.clone()));
+    let (_ctx, ctx_rx) = watch::channel(Arc::new(()));
+    let loops = duties.start(ctx_rx, shutdown_rx.clone());
 
     let result = serve_ui(args, &state, fleet.clone(), &events, started).await;
 
     eprintln!("stopping workers and the broker…");
     shutdown_tx.send_replace(true);
-    let _ = tokio::join!(poller, supervisor);
+    let _ = tokio::join!(poller, supervisor, futures::future::join_all(loops));
     backend.stop_all().await;
-    if let Some(b) = broker.as_mut() {
-        b.stop().await;
+    if let Some(b) = &broker {
+        b.lock().await.stop().await;
     }
     eprintln!("stopped; nothing left running.");
     result

@@ -1,0 +1,379 @@
+//! A real health check of a RabbitMQ broker: an AMQP 0-9-1 login with the
+//! workers' own credentials, opening their virtual host and closing cleanly
+//! (so the broker logs no error for it). A live process or container proves
+//! nothing; this proves a worker could connect right now.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Why the broker did not let a worker in.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// No TCP connection.
+    #[error("cannot connect to {address}")]
+    Connect {
+        /// `host:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection broke or timed out mid-handshake.
+    #[error("the broker at {address} stopped answering during the AMQP handshake")]
+    Io {
+        /// `host:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The whole check took too long.
+    #[error("the broker at {address} did not finish an AMQP login within {secs} s")]
+    Timeout {
+        /// `host:port`.
+        address: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// The broker refused the login or the virtual host (it closes the
+    /// connection, with a reason when it gives one).
+    #[error("the broker at {address} refused the login as {user}: {reason}")]
+    Refused {
+        /// `host:port`.
+        address: String,
+        /// The user.
+        user: String,
+        /// What it said.
+        reason: String,
+    },
+    /// Not an AMQP 0-9-1 broker.
+    #[error("{address} does not speak AMQP 0-9-1: {what}")]
+    Protocol {
+        /// `host:port`.
+        address: String,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// Where and as whom to log in.
+#[derive(Clone)]
+pub struct Login<'a> {
+    /// `host:port`.
+    pub address: &'a str,
+    /// User name.
+    pub user: &'a str,
+    /// Password (never shown).
+    pub password: &'a str,
+    /// Virtual host.
+    pub vhost: &'a str,
+}
+
+const FRAME_METHOD: u8 = 1;
+const FRAME_HEARTBEAT: u8 = 8;
+const FRAME_END: u8 = 0xCE;
+const CONNECTION: u16 = 10;
+const START: u16 = 10;
+const START_OK: u16 = 11;
+const TUNE: u16 = 30;
+const TUNE_OK: u16 = 31;
+const OPEN: u16 = 40;
+const OPEN_OK: u16 = 41;
+const CLOSE: u16 = 50;
+const CLOSE_OK: u16 = 51;
+/// The largest frame the probe reads (Connection.Start carries the server's properties).
+const MAX_FRAME: usize = 64 * 1024;
+
+fn shortstr(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(255)];
+    out.push(b.len() as u8);
+    out.extend_from_slice(b);
+}
+
+fn longstr(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// One method frame on channel 0.
+fn method(id: u16, args: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + args.len());
+    payload.extend_from_slice(&CONNECTION.to_be_bytes());
+    payload.extend_from_slice(&id.to_be_bytes());
+    payload.extend_from_slice(args);
+    let mut f = vec![FRAME_METHOD, 0, 0];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(&payload);
+    f.push(FRAME_END);
+    f
+}
+
+/// The payload of a Connection.Close: reply code and text.
+fn close_reason(args: &[u8]) -> String {
+    if args.len() < 3 {
+        return "connection closed".into();
+    }
+    let code = u16::from_be_bytes([args[0], args[1]]);
+    let len = usize::from(args[2]);
+    let text = args.get(3..3 + len).unwrap_or_default();
+    format!("{code} {}", String::from_utf8_lossy(text))
+}
+
+struct Conn<'a> {
+    stream: TcpStream,
+    login: &'a Login<'a>,
+    /// Whether Start-Ok went out: a close after it is a refusal.
+    sent_credentials: bool,
+}
+
+impl Conn<'_> {
+    fn io(&self, source: std::io::Error) -> AmqpError {
+        AmqpError::Io {
+            address: self.login.address.into(),
+            source,
+        }
+    }
+
+    fn refused(&self, reason: impl Into<String>) -> AmqpError {
+        AmqpError::Refused {
+            address: self.login.address.into(),
+            user: self.login.user.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn protocol(&self, what: impl Into<String>) -> AmqpError {
+        AmqpError::Protocol {
+            address: self.login.address.into(),
+            what: what.into(),
+        }
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> Result<(), AmqpError> {
+        self.stream.write_all(frame).await.map_err(|e| self.io(e))
+    }
+
+    /// The next Connection method: its id and arguments. A closed socket
+    /// during the login is RabbitMQ's way of refusing it.
+    async fn next(&mut self) -> Result<(u16, Vec<u8>), AmqpError> {
+        loop {
+            let mut head = [0u8; 7];
+            match self.stream.read_exact(&mut head).await {
+                Ok(_) => {}
+                // RabbitMQ refuses a login by closing the socket (a reset when
+                // our Start-Ok is still unread).
+                Err(e)
+                    if self.sent_credentials
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::UnexpectedEof
+                                | std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionAborted
+                        ) =>
+                {
+                    return Err(self.refused(
+                        "it closed the connection after the login (wrong user or password?)",
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(self.protocol("it closed the connection before logging in"))
+                }
+                Err(e) => return Err(self.io(e)),
+            }
+            if &head[..4] == b"AMQP" {
+                return Err(self.protocol(format!(
+                    "it wants protocol version {}.{}.{}",
+                    head[5], head[6], 0
+                )));
+            }
+            let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+            if size > MAX_FRAME {
+                return Err(self.protocol(format!("a frame of {size} bytes")));
+            }
+            let mut body = vec![0u8; size + 1];
+            self.stream
+                .read_exact(&mut body)
+                .await
+                .map_err(|e| self.io(e))?;
+            if body[size] != FRAME_END {
+                return Err(self.protocol("a frame without its end marker"));
+            }
+            body.truncate(size);
+            match head[0] {
+                FRAME_HEARTBEAT => continue,
+                FRAME_METHOD if body.len() >= 4 => {
+                    let class = u16::from_be_bytes([body[0], body[1]]);
+                    let id = u16::from_be_bytes([body[2], body[3]]);
+                    if class != CONNECTION {
+                        return Err(self.protocol(format!("method {class}.{id} before login")));
+                    }
+                    let args = body.split_off(4);
+                    if id == CLOSE {
+                        let reason = close_reason(&args);
+                        let _ = self.send(&method(CLOSE_OK, &[])).await;
+                        return Err(self.refused(reason));
+                    }
+                    return Ok((id, args));
+                }
+                t => return Err(self.protocol(format!("frame type {t} before login"))),
+            }
+        }
+    }
+
+    async fn expect(&mut self, want: u16, name: &str) -> Result<Vec<u8>, AmqpError> {
+        let (id, args) = self.next().await?;
+        if id != want {
+            return Err(self.protocol(format!("method 10.{id} where {name} was due")));
+        }
+        Ok(args)
+    }
+
+    async fn run(&mut self) -> Result<(), AmqpError> {
+        self.send(b"AMQP\x00\x00\x09\x01").await?;
+        let start = self.expect(START, "Connection.Start").await?;
+        if start.len() < 2 || start[..2] != [0, 9] {
+            return Err(self.protocol("Connection.Start is not version 0-9"));
+        }
+        let mut args = Vec::new();
+        args.extend_from_slice(&0u32.to_be_bytes()); // client properties: none
+        shortstr(&mut args, "PLAIN");
+        let mut response = vec![0u8];
+        response.extend_from_slice(self.login.user.as_bytes());
+        response.push(0);
+        response.extend_from_slice(self.login.password.as_bytes());
+        longstr(&mut args, &response);
+        shortstr(&mut args, "en_US");
+        self.send(&method(START_OK, &args)).await?;
+        self.sent_credentials = true;
+        let tune = self.expect(TUNE, "Connection.Tune").await?;
+        if tune.len() < 8 {
+            return Err(self.protocol("a short Connection.Tune"));
+        }
+        let mut ok = Vec::new();
+        ok.extend_from_slice(&tune[..2]); // channel-max as offered
+        ok.extend_from_slice(&tune[2..6]); // frame-max as offered
+        ok.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
+        self.send(&method(TUNE_OK, &ok)).await?;
+        let mut open = Vec::new();
+        shortstr(&mut open, self.login.vhost);
+        shortstr(&mut open, "");
+        open.push(0);
+        self.send(&method(OPEN, &open)).await?;
+        self.expect(OPEN_OK, "Connection.OpenOk").await?;
+        let mut close = Vec::new();
+        close.extend_from_slice(&200u16.to_be_bytes());
+        shortstr(&mut close, "fossa-agent health check");
+        close.extend_from_slice(&[0, 0, 0, 0]);
+        self.send(&method(CLOSE, &close)).await?;
+        // Close-Ok ends it; a broker that just drops the socket is fine too.
+        match self.next().await {
+            Ok((CLOSE_OK, _)) | Err(AmqpError::Refused { .. }) => Ok(()),
+            Ok((id, _)) => Err(self.protocol(format!("method 10.{id} after Close"))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Logs in as `login` and closes again, within `limit`.
+pub async fn check(login: &Login<'_>, limit: Duration) -> Result<(), AmqpError> {
+    let attempt = async {
+        let stream =
+            TcpStream::connect(login.address)
+                .await
+                .map_err(|source| AmqpError::Connect {
+                    address: login.address.into(),
+                    source,
+                })?;
+        Conn {
+            stream,
+            login,
+            sent_credentials: false,
+        }
+        .run()
+        .await
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AmqpError::Timeout {
+                address: login.address.into(),
+                secs: limit.as_secs().max(1),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn frames_are_method_frames_on_channel_zero() {
+        let f = method(START_OK, &[1, 2, 3]);
+        assert_eq!(&f[..3], &[1, 0, 0]);
+        assert_eq!(u32::from_be_bytes([f[3], f[4], f[5], f[6]]), 7);
+        assert_eq!(&f[7..11], &[0, 10, 0, 11]);
+        assert_eq!(*f.last().unwrap(), FRAME_END);
+    }
+
+    #[test]
+    fn a_close_gives_its_code_and_text() {
+        let mut args = 403u16.to_be_bytes().to_vec();
+        shortstr(&mut args, "ACCESS_REFUSED - Login was refused");
+        assert_eq!(
+            close_reason(&args),
+            "403 ACCESS_REFUSED - Login was refused"
+        );
+        assert_eq!(close_reason(&[]), "connection closed");
+    }
+
+    async fn server(reply: &'static [u8]) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut hello = [0u8; 8];
+            let _ = s.read_exact(&mut hello).await;
+            let _ = s.write_all(reply).await;
+        });
+        addr
+    }
+
+    fn login(address: &str) -> Login<'_> {
+        Login {
+            address,
+            user: "fossa",
+            password: "pw",
+            vhost: "/",
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_broker_is_named() {
+        let http = server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        let e = check(&login(&http), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AmqpError::Protocol { .. }), "{e}");
+        let silent = server(b"").await;
+        let e = check(&login(&silent), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("closed the connection"), "{e}");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = l.local_addr().unwrap().to_string();
+        drop(l);
+        let e = check(&login(&closed), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AmqpError::Connect { .. }), "{e}");
+        let hang = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = hang.local_addr().unwrap().to_string();
+        let e = check(&login(&addr), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AmqpError::Timeout { .. }), "{e}");
+    }
+}
