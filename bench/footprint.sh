@@ -7,14 +7,18 @@
 # BENCH_PROFILE=release measures the agent as deployed. Extra arguments are
 # other agent binaries (say, one built before a profile change) measured the
 # same way in the same run, each with its RSS as a ratio of the first.
+# AGENT_BIN=PATH measures that binary instead of building one (say, a
+# release build made in another worktree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-dev}
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
-cargo build -q --locked --profile "$profile" -p fossa-agent
+if [ -z "${AGENT_BIN:-}" ]; then
+  cargo build -q --locked --profile "$profile" -p fossa-agent
+fi
 cargo build -q --locked -p fossa-bootstrap
 venv=${FOSSA_TEST_VENV:-$PWD/.venv}
-agent_bin=$PWD/target/$dir/fossa-agent
+agent_bin=$(realpath "${AGENT_BIN:-$PWD/target/$dir/fossa-agent}")
 echo "profile: $profile"
 ns=fbidle$$ tmp=$(mktemp -d) moto= agent=
 cleanup() {

@@ -56,6 +56,7 @@ async fn main() {
         tls: Some((cert.cert_pem, cert.key_pem)),
         session_state_file: Some(tls.join("session-state")),
         after_hashing: Some(fossa_agent::memory::release),
+        password_updates: None,
     };
     println!("listening {port}");
     let _ = fossa_web::build(config, fleet).launch().await;

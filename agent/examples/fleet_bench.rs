@@ -58,6 +58,7 @@ async fn main() {
             tls: None,
             session_state_file: None,
             after_hashing: None,
+            password_updates: None,
         };
         let client = Client::untracked(fossa_web::build(config, fleet.clone()))
             .await
@@ -123,7 +124,9 @@ async fn login(client: &Client) -> rocket::http::Cookie<'static> {
     let mut req = client
         .post("/login")
         .header(rocket::http::ContentType::Form)
-        .body(format!("username=fossa&password=bench&csrf_token={token}"));
+        .body(format!(
+            "username=fossa&password=bench-password&csrf_token={token}"
+        ));
     if let Some(c) = csrf_cookie {
         req = req.private_cookie(c);
     }

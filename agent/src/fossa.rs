@@ -5,6 +5,8 @@
 /// Port Fossa listens on.
 pub use fossa_contract::names::FOSSA_PORT;
 
+/// The models' own dependencies, installed into the worker image and local mode's Python.
+pub const MODEL_REQUIREMENTS: &str = "requirements.txt";
 /// File name of the generated node module.
 pub const NODE_MODULE: &str = "fossa_node.py";
 /// Pinned Fossa version (with the ayeaye it depends on).
@@ -104,9 +106,45 @@ if __name__ == "__main__":
     .to_owned()
 }
 
+/// The gist of a Python failure, for one event line: the innermost
+/// `File "…", line N` of a traceback (the model file that failed) and the
+/// exception, or pip's `ERROR:` lines, else the last line printed.
+pub fn python_error_summary(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let pip: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("ERROR:"))
+        .collect();
+    if !pip.is_empty() {
+        return pip.join(" ");
+    }
+    let last = lines.last().copied().unwrap_or("no output");
+    match lines.iter().rev().find(|l| l.starts_with("File \"")) {
+        Some(at) => format!("{at}: {last}"),
+        None => last.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_failures_name_the_file_and_line() {
+        let trace = "Traceback (most recent call last):\n  File \"/app/fossa_node.py\", line 40, in <module>\n    load()\n  File \"/app/models/bad.py\", line 3\n    def x(:\n          ^\nSyntaxError: invalid syntax\n";
+        assert_eq!(
+            python_error_summary(trace),
+            "File \"/app/models/bad.py\", line 3: SyntaxError: invalid syntax"
+        );
+        let pip = "Collecting nope==9\nERROR: Could not find a version that satisfies the requirement nope==9\nERROR: No matching distribution found for nope==9\n";
+        assert!(python_error_summary(pip).starts_with("ERROR: Could not find"));
+        assert_eq!(python_error_summary(""), "no output");
+    }
 
     #[test]
     fn the_node_module_reads_its_settings_from_the_environment() {

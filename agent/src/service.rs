@@ -12,6 +12,7 @@ use fossa_contract::aws::AwsResultExt;
 use fossa_contract::ssm;
 use tokio::sync::watch;
 
+use crate::duties::config::ConfigDuty;
 use crate::duties::driver::{chain, Backoff, Board, Driver};
 use crate::duties::{self, DutyKind, Shared};
 use crate::events::Events;
@@ -66,6 +67,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
             );
         }
     }
+    let (password_tx, password_rx) = watch::channel(String::new());
     let board = driver.board();
     let backend = Arc::new(FargateBackend::new(
         settings.clients.ecs.clone(),
@@ -80,7 +82,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         PollSettings::default(),
     );
     // The UI failing to start (port taken, no password yet) must not take NAT down with it.
-    let web = match start_web(&settings, fleet.clone(), &events).await {
+    let web = match start_web(&settings, fleet.clone(), &events, password_rx).await {
         Ok(shutdown) => Some(shutdown),
         Err(e) => {
             events.push(
@@ -92,6 +94,12 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         }
     };
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+    let settings_tx = Arc::new(settings_tx);
+    driver.register(Box::new(ConfigDuty::new(
+        config.to_owned(),
+        settings_tx.clone(),
+        password_tx,
+    )));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(fleet.clone().run(shutdown_rx.clone()))];
     tasks.extend(driver.start(settings_rx, shutdown_rx));
@@ -161,6 +169,7 @@ async fn start_web(
     settings: &Settings,
     fleet: Arc<FleetModel>,
     events: &Events,
+    password_updates: watch::Receiver<String>,
 ) -> Result<fossa_web::Shutdown, Error> {
     let stack = &settings.toml.stack;
     let clients = &settings.clients;
@@ -222,6 +231,7 @@ async fn start_web(
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
         session_state_file: Some(tls_dir.join("session-state")),
         after_hashing: Some(crate::memory::release),
+        password_updates: Some(password_updates),
     };
     let rocket = fossa_web::build(config, fleet)
         .ignite()

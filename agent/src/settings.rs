@@ -48,6 +48,8 @@ pub struct Settings {
     pub sdk: SdkConfig,
     /// The AWS clients, built once from `sdk`.
     pub clients: Clients,
+    /// The SSM version of the stack config these settings hold.
+    pub config_version: i64,
 }
 
 /// Loads the TOML file, the AWS configuration and the stack config from SSM.
@@ -68,6 +70,7 @@ pub async fn load(config: &Path) -> Result<Settings, LoadError> {
         .send()
         .await
         .aws("ssm:GetParameter", &name)?;
+    let config_version = out.parameter().map(|p| p.version()).unwrap_or(0);
     let json = out.parameter().and_then(|p| p.value()).unwrap_or_default();
     let stack = StackConfig::parse(&name, json)?;
     Ok(Settings {
@@ -75,6 +78,7 @@ pub async fn load(config: &Path) -> Result<Settings, LoadError> {
         stack,
         sdk,
         clients,
+        config_version,
     })
 }
 

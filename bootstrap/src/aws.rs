@@ -6,7 +6,9 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
     UserIdGroupPair,
 };
-use fossa_contract::{tags, StackName};
+use fossa_contract::aws::AwsResultExt;
+use fossa_contract::config::StackConfig;
+use fossa_contract::{ssm, tags, StackName};
 
 use crate::plan::{IngressRule, Source};
 use crate::{Error, Result};
@@ -168,6 +170,53 @@ pub(crate) fn to_permission(r: &IngressRule) -> IpPermission {
         ),
     }
     .build()
+}
+
+/// The stack config in SSM: `None` when there is none.
+pub(crate) async fn read_stack_config(
+    ssm_c: &aws_sdk_ssm::Client,
+    stack: &StackName,
+) -> Result<Option<StackConfig>> {
+    let name = stack.ssm_parameter(ssm::CONFIG);
+    match ssm_c
+        .get_parameter()
+        .name(&name)
+        .send()
+        .await
+        .aws("ssm:GetParameter", &name)
+    {
+        Ok(p) => {
+            let json = p.parameter().and_then(|p| p.value()).unwrap_or_default();
+            match StackConfig::parse(&name, json) {
+                Ok(c) => Ok(Some(c)),
+                Err(e) => {
+                    eprintln!("warning: {e}; it is written anew");
+                    Ok(None)
+                }
+            }
+        }
+        Err(e) if e.is_code("ParameterNotFound") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Overwrites the stack config in SSM; returns the parameter's name.
+pub(crate) async fn write_stack_config(
+    ssm_c: &aws_sdk_ssm::Client,
+    stack: &StackName,
+    config: &StackConfig,
+) -> Result<String> {
+    let name = stack.ssm_parameter(ssm::CONFIG);
+    ssm_c
+        .put_parameter()
+        .name(&name)
+        .value(serde_json::to_string_pretty(config).expect("config serialises"))
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .aws("ssm:PutParameter", &name)?;
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -27,8 +27,36 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete everything tagged with the stack, in dependency order.
     Destroy(DestroyArgs),
-    /// Print the web UI password from SSM.
-    Password(StackArgs),
+    /// Print the web UI password from SSM, or rotate it (`--rotate`).
+    Password(PasswordArgs),
+    /// Set the number of workers; the agent applies it to the service.
+    Scale(ScaleArgs),
+}
+
+/// `password` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// Stack and AWS settings.
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Store a new password (GATEWAY_HTTP_PASSWORD, or a generated one, printed): the agent
+    /// switches to it within 15 s and every open session ends.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+/// `scale` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Stack and AWS settings.
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Number of Fossa workers.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=fossa_contract::limits::MAX_WORKERS as i64))]
+    pub workers: u32,
+    /// Return once the setting is stored instead of waiting for the service to take it.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Which stack, and where and as whom to call AWS.
@@ -87,15 +115,15 @@ pub struct LaunchArgs {
     /// A directory of Aye-Aye models to bake into the worker image.
     #[arg(long, value_name = "DIR")]
     pub models: Option<PathBuf>,
-    /// Number of Fossa workers.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub workers: u32,
-    /// CPU units of each worker task (256 = 1/4 vCPU).
-    #[arg(long, default_value_t = 256)]
-    pub cpu: u32,
-    /// Memory of each worker task in MiB.
-    #[arg(long, default_value_t = 512)]
-    pub memory: u32,
+    /// Number of Fossa workers (default: what the stack has, or 4 for a new one).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=fossa_contract::limits::MAX_WORKERS as i64))]
+    pub workers: Option<u32>,
+    /// CPU units of each worker task, 256 = 1/4 vCPU (default: what the stack has, or 256).
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// Memory of each worker task in MiB (default: what the stack has, or 512).
+    #[arg(long)]
+    pub memory: Option<u32>,
     /// Return once the instance is started instead of waiting for the agent's UI.
     #[arg(long)]
     pub no_wait: bool,

@@ -232,6 +232,10 @@ pub struct StackConfig {
     pub cpu: u32,
     /// Task memory in MiB.
     pub memory: u32,
+    /// Set by `destroy` before it deletes anything: the agent stops making
+    /// AWS resources, so what destroy deletes stays deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroying: bool,
 }
 
 /// Current [`StackConfig::version`].
@@ -245,6 +249,13 @@ impl StackConfig {
             message: e.to_string(),
         })
     }
+
+    /// Workers of a new stack unless `launch --workers` says otherwise.
+    pub const DEFAULT_WORKERS: u32 = 4;
+    /// CPU units of a worker task unless `launch --cpu` says otherwise.
+    pub const DEFAULT_CPU: u32 = 256;
+    /// MiB of a worker task unless `launch --memory` says otherwise.
+    pub const DEFAULT_MEMORY: u32 = 512;
 
     /// Private subnet CIDRs, which the NAT serves.
     pub fn private_cidrs(&self) -> Vec<String> {

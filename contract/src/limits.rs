@@ -9,6 +9,9 @@ pub const MAX_WORKERS: u32 = 1000;
 /// The most workers local mode runs on one machine.
 pub const LOCAL_MAX_WORKERS: u32 = 64;
 
+/// How often the agent checks SSM for a new stack config or UI password.
+pub const CONFIG_CHECK_SECS: u64 = 15;
+
 /// How long the presigned URL user-data fetches the agent with stays valid.
 pub const AGENT_URL_TTL_SECS: u64 = 3600;
 

@@ -23,6 +23,31 @@ pub struct DebianImage {
     pub hooks: &'static [&'static str],
     /// `docker import --change` lines.
     pub changes: &'static [&'static str],
+    /// Whether the image trusts the certificate authorities this machine
+    /// added (`/usr/local/share/ca-certificates`), as a company's base image
+    /// would: here a TLS-inspecting egress proxy stands between pip and PyPI.
+    pub host_cas: bool,
+}
+
+/// Where Debian keeps the certificate authorities a machine adds.
+const LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
+
+/// The machine's added authorities, sorted by name.
+fn local_cas() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(LOCAL_CAS)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "crt"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The Debian suite every image is made from (the machines' own).
@@ -47,6 +72,7 @@ pub const SYSTEMD: DebianImage = DebianImage {
         "chroot \"$1\" systemctl mask getty@tty1.service serial-getty@.service console-getty.service systemd-logind.service",
     ],
     changes: &["CMD [\"/sbin/init\"]"],
+    host_cas: false,
 };
 
 /// RabbitMQ from Debian's package, started as the broker duty starts the
@@ -57,6 +83,7 @@ pub const RABBITMQ: DebianImage = DebianImage {
     packages: &["rabbitmq-server"],
     hooks: &[],
     changes: &["CMD [\"/usr/sbin/rabbitmq-server\"]"],
+    host_cas: false,
 };
 
 /// A Python base for the worker image, as the official `python` image is
@@ -71,6 +98,7 @@ pub const PYTHON: DebianImage = DebianImage {
         "ln -sf /usr/bin/pip3 \"$1\"/usr/local/bin/pip",
     ],
     changes: &["CMD [\"python\"]"],
+    host_cas: true,
 };
 
 fn cache_dir() -> PathBuf {
@@ -90,6 +118,12 @@ impl DebianImage {
         for x in self.hooks.iter().chain(self.changes) {
             h.update("|");
             h.update(x);
+        }
+        if self.host_cas {
+            for (name, pem) in local_cas() {
+                h.update(format!("|ca:{name}:"));
+                h.update(pem);
+            }
         }
         hex::encode(h.finalize())[..16].to_owned()
     }
@@ -119,6 +153,11 @@ impl DebianImage {
             .arg(format!("--include={}", self.packages.join(",")));
         for hook in self.hooks {
             cmd.arg(format!("--customize-hook={hook}"));
+        }
+        if self.host_cas && !local_cas().is_empty() {
+            cmd.arg(format!(
+                "--customize-hook=cp {LOCAL_CAS}/*.crt \"$1\"{LOCAL_CAS}/ && chroot \"$1\" update-ca-certificates"
+            ));
         }
         cmd.arg(SUITE).arg(&partial);
         let r = Run::of(&mut cmd);

@@ -1,7 +1,8 @@
 //! A launched stack for the agent's AWS duties: moto_server, `fossa-bootstrap
-//! launch --no-wait` with a model directory, a real dockerd with the worker
-//! base imported from a busybox rootfs and RabbitMQ from Debian's package (the
-//! broker duty checks it with a real AMQP login), a registry with htpasswd auth standing in
+//! launch --no-wait` with a model directory, a real dockerd with Python and
+//! RabbitMQ images made from Debian's packages (the worker image is built with
+//! the real pip install of Fossa, and the broker duty checks RabbitMQ with a
+//! real AMQP login), a registry with htpasswd auth standing in
 //! for ECR (it takes the password of the emulator's ECR token), and
 //! `fossa-agent run` processes pointed at all of them.
 
@@ -37,6 +38,8 @@ pub struct Stack {
     pub launched: Run,
     /// The broker duty's image: RabbitMQ from Debian's package.
     pub broker_image: String,
+    /// The worker image's base: Python from Debian's packages.
+    pub base_image: String,
 }
 
 impl Stack {
@@ -58,7 +61,7 @@ impl Stack {
             .to_owned();
         let registry = Registry::start(&ecr_password);
         let docker = Dockerd::start();
-        docker.import_base("fossa-test-python:1", "[\"/bin/sh\"]");
+        let base_image = crate::images::PYTHON.import(&docker);
         let broker_image = crate::images::RABBITMQ.import(&docker);
         let dir = TempDir::new("stack");
         let models = dir.0.join("models");
@@ -84,6 +87,7 @@ impl Stack {
                 stderr: String::new(),
             },
             broker_image,
+            base_image,
         };
         stack.launched = stack.relaunch();
         stack
@@ -122,13 +126,14 @@ impl Stack {
             &path,
             format!(
                 "stack = \"{}\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n\
-                 registry = \"{}\"\nbase_image = \"fossa-test-python:1\"\nbroker_image = \"{}\"\nbroker_address = \"127.0.0.1\"\n\
+                 registry = \"{}\"\nbase_image = \"{}\"\nbroker_image = \"{}\"\nbroker_address = \"127.0.0.1\"\n\
                  duties = [{}]\n",
                 self.name,
                 self.moto.url,
                 self.dir.0.join("state").display(),
                 self.ui_port,
                 self.registry.address,
+                self.base_image,
                 self.broker_image,
                 duties.join(", ")
             ),
@@ -336,15 +341,26 @@ impl Agent {
 
     /// Waits until the log holds every needle; returns how long that took.
     pub fn wait_log(&self, needles: &[&str], within: Duration) -> Duration {
+        self.wait_log_since(0, needles, within)
+    }
+
+    /// How long the log is now, to wait for what comes after it.
+    pub fn log_len(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Waits until the log past byte `since` holds every needle; returns how long that took.
+    pub fn wait_log_since(&self, since: usize, needles: &[&str], within: Duration) -> Duration {
         let t = Instant::now();
         loop {
             let log = self.log();
-            if needles.iter().all(|n| log.contains(n)) {
+            let new = log.get(since..).unwrap_or_default();
+            if needles.iter().all(|n| new.contains(n)) {
                 return t.elapsed();
             }
             assert!(
                 t.elapsed() < within,
-                "agent log never said {needles:?}:\n{log}"
+                "agent log never said {needles:?} after byte {since}:\n{new}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

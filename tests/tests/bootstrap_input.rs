@@ -55,6 +55,17 @@ fn bad_input_gets_one_clear_line() {
         (&["status", "--stack", "ghost"], "does not exist"),
         (&["password", "--stack", "ghost"], "no password"),
         (
+            &["password", "--rotate", "--stack", "ghost"],
+            "has no configuration",
+        ),
+        (
+            &["scale", "--stack", "ghost", "--workers", "3"],
+            "has no configuration",
+        ),
+        (&["scale", "--workers", "5000"], "--workers"),
+        (&["scale"], "--workers"),
+        (&["launch", "--cpu", "lots"], "--cpu"),
+        (
             &["launch", "--allow-cidr", "0.0.0.0/0", "--no-wait"],
             "pass --allow-anywhere",
         ),
@@ -77,6 +88,15 @@ fn bad_input_gets_one_clear_line() {
     let r = Run::of(&mut weak);
     check(
         &["launch (GATEWAY_HTTP_PASSWORD=hunter2)"],
+        "at least 12",
+        &r,
+    );
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    let mut weak = bootstrap(&moto, &["password", "--rotate", "--stack", "ghost"]);
+    weak.env("GATEWAY_HTTP_PASSWORD", "hunter2");
+    let r = Run::of(&mut weak);
+    check(
+        &["password --rotate (GATEWAY_HTTP_PASSWORD=hunter2)"],
         "at least 12",
         &r,
     );

@@ -406,6 +406,17 @@ fn bad_local_arguments_get_one_clear_line() {
     std::fs::write(models.0.join("broken.py"), "this is not python\n").unwrap();
     let empty = TempDir::new("nomodels");
     std::fs::write(empty.0.join("plain.py"), "X = 1\n").unwrap();
+    let unmet = TempDir::new("unmetmodels");
+    std::fs::write(
+        unmet.0.join("etl.py"),
+        "import ayeaye\n\nclass E(ayeaye.Model):\n    pass\n",
+    )
+    .unwrap();
+    std::fs::write(
+        unmet.0.join("requirements.txt"),
+        "fossa-no-such-package==9.9.9\n",
+    )
+    .unwrap();
     let state = TempDir::new("badstate");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--workers".into(), "0".into()], "--workers"),
@@ -417,6 +428,14 @@ fn bad_local_arguments_get_one_clear_line() {
         (
             vec!["--models".into(), models.0.display().to_string()],
             "do not import",
+        ),
+        (
+            vec!["--models".into(), models.0.display().to_string()],
+            "broken.py\", line 1, in <module>: NameError",
+        ),
+        (
+            vec!["--models".into(), unmet.0.display().to_string()],
+            "No matching distribution found for fossa-no-such-package==9.9.9",
         ),
         (
             vec!["--models".into(), empty.0.display().to_string()],

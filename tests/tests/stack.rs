@@ -1,12 +1,15 @@
 //! The AWS path as far as this machine allows: `fossa-bootstrap launch
 //! --no-wait` against moto_server, then `fossa-agent run` pointed at the same
-//! emulator, with a real dockerd building the worker image (from a base
-//! imported from a busybox rootfs) and pushing it to a real registry with
-//! htpasswd auth standing in for ECR, the broker as a container, and the ECS
-//! cluster, task definition and service created in the emulator. A second
-//! start changes nothing; a changed model gives exactly one new image and one
-//! new revision; no page, log, command line, unit file or user-data holds a
-//! secret; destroy leaves nothing.
+//! emulator, with a real dockerd building the worker image (the real
+//! Dockerfile and pip install of Fossa on a Python made from Debian's
+//! packages, smoke-tested before the push) and pushing it to a real registry
+//! with htpasswd auth standing in for ECR, the broker as a real RabbitMQ
+//! container, and the ECS cluster, task definition and service created in the
+//! emulator. A second start changes nothing; a changed model (with its own
+//! requirements.txt) gives exactly one new image and one new revision; a model
+//! that does not import or a requirement that cannot install is an event
+//! naming it, and nothing is pushed; no page, log, command line, unit file or
+//! user-data holds a secret; destroy leaves nothing.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -275,20 +278,80 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     assert_eq!(revisions(&ecs).await.len(), 1, "no new revision");
     assert_eq!(stack.image_tags().len(), 1);
 
-    // A changed model: exactly one new image and one new revision, after a reload.
-    std::fs::write(
-        stack.models.join("etl.py"),
-        "import ayeaye\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    complexity = 2\n",
-    )
-    .unwrap();
-    stack.relaunch();
-    agent.signal("HUP");
-    agent.wait_log(
+    // A changed model with its own requirements.txt: exactly one new image
+    // and one new revision, after a reload. The smoke test before the push
+    // imports the model, so the image holds what requirements.txt names.
+    let model = "import ayeaye\nimport six\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    complexity = 2\n";
+    std::fs::write(stack.models.join("etl.py"), model).unwrap();
+    std::fs::write(stack.models.join("requirements.txt"), "six==1.16.0\n").unwrap();
+    let relaunch_and_reload = |agent: &fossa_tests::stack::Agent| {
+        let since = agent.log_len();
+        stack.relaunch();
+        agent.signal("HUP");
+        since
+    };
+    let since = relaunch_and_reload(&agent);
+    agent.wait_log_since(
+        since,
         &["updated the service to the new revision"],
-        Duration::from_secs(120),
+        Duration::from_secs(180),
     );
     assert_eq!(revisions(&ecs).await.len(), 2);
     assert_eq!(stack.image_tags().len(), 2);
+
+    // Bad input loses nothing: a model that does not import, then a
+    // requirement that cannot install. Each is an event naming the file and
+    // line or pip's error; nothing is pushed, the service keeps revision 2.
+    std::fs::write(
+        stack.models.join("bad.py"),
+        "import ayeaye\n\ndef broken(:\n",
+    )
+    .unwrap();
+    let since = relaunch_and_reload(&agent);
+    agent.wait_log_since(
+        since,
+        &[
+            "was not pushed",
+            "File \"/app/models/bad.py\", line 3",
+            "SyntaxError",
+        ],
+        Duration::from_secs(120),
+    );
+    std::fs::remove_file(stack.models.join("bad.py")).unwrap();
+    std::fs::write(
+        stack.models.join("requirements.txt"),
+        "six==1.16.0\nfossa-no-such-package==9.9.9\n",
+    )
+    .unwrap();
+    let since = relaunch_and_reload(&agent);
+    agent.wait_log_since(
+        since,
+        &[
+            "docker build failed",
+            "No matching distribution found for fossa-no-such-package==9.9.9",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(stack.image_tags().len(), 2, "nothing pushed for bad input");
+    assert_eq!(revisions(&ecs).await.len(), 2, "the service is untouched");
+    // Put right, the models are those of revision 2 again: nothing to build.
+    std::fs::write(stack.models.join("requirements.txt"), "six==1.16.0\n").unwrap();
+    let since = relaunch_and_reload(&agent);
+    agent.wait_log_since(since, &["is up to date"], Duration::from_secs(120));
+    assert_eq!(stack.image_tags().len(), 2);
+
+    // A change to a model file alone reuses every pip layer.
+    std::fs::write(stack.models.join("etl.py"), format!("{model}# edited\n")).unwrap();
+    let since = relaunch_and_reload(&agent);
+    let model_only = agent.wait_log_since(since, &["pushed 127.0.0.1:"], Duration::from_secs(120));
+    agent.wait_log_since(
+        since,
+        &["updated the service to the new revision"],
+        Duration::from_secs(60),
+    );
+    eprintln!("figures: a model-only change was built, smoke-tested and pushed {model_only:?} after relaunch + reload");
+    assert_eq!(revisions(&ecs).await.len(), 3);
+    assert_eq!(stack.image_tags().len(), 3);
     let svc = ecs
         .describe_services()
         .cluster("fossa-e2e")
@@ -296,7 +359,7 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
         .send()
         .await
         .unwrap();
-    assert!(svc.services()[0].task_definition().unwrap().ends_with(":2"));
+    assert!(svc.services()[0].task_definition().unwrap().ends_with(":3"));
     assert_eq!(
         svc.services()[0].desired_count(),
         2,
@@ -326,7 +389,35 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
             .image()
             .unwrap()
     );
-    assert_eq!(stack.image_tags().len(), 2, "nothing new was built");
+    assert_eq!(stack.image_tags().len(), 3, "nothing new was built");
+    // What the image holds, layer by layer, beside its base.
+    let reference = built.stdout.trim();
+    let size_of = |image: &str| {
+        Run::of(
+            docker
+                .cli()
+                .args(["image", "inspect", "-f", "{{.Size}}", image]),
+        )
+        .ok()
+        .stdout
+        .trim()
+        .parse::<f64>()
+        .unwrap()
+            / 1e6
+    };
+    eprintln!(
+        "figures: worker image {:.0} MB on a {:.0} MB base; its layers:\n{}",
+        size_of(reference),
+        size_of(&stack.base_image),
+        Run::of(docker.cli().args([
+            "history",
+            "--format",
+            "{{.Size}}\t{{.CreatedBy}}",
+            reference
+        ]))
+        .ok()
+        .stdout
+    );
     eprintln!("figures: first reconcile (build + push + cluster) {first:?}; no-op reconcile after restart {noop:?}");
 
     // Every AWS action the agent called is one its role's policy allows (the

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fossa_tests::docker::{Dockerd, Registry};
-use fossa_tests::images::SYSTEMD;
+use fossa_tests::images::{PYTHON, SYSTEMD};
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::Netns;
 use fossa_tests::{bin, repo_root, venv_bin, Run, TempDir};
@@ -98,7 +98,11 @@ fn ecr_password(ns: &Netns, moto: &Moto) -> String {
 #[test]
 fn the_hardened_unit_runs_the_agent_under_systemd() {
     let docker = Dockerd::start();
-    docker.import_base("fossa-test-python:1", "[\"/bin/sh\"]");
+    let python = PYTHON.import(&docker);
+    // The broker container runs on the test dockerd's host network, not in
+    // the machine's namespace that holds 192.0.2.2, so RabbitMQ could not
+    // bind there: a stand-in shows the duty's Docker access under the
+    // sandbox. Its AMQP health is proven in broker.rs, stack.rs and local.rs.
     docker.import_base("fossa-test-broker:1", "[\"/bin/sleep\", \"3600\"]");
     let t = Instant::now();
     let image = SYSTEMD.import(&docker);
@@ -215,7 +219,7 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     let config = |egress: &str| {
         format!(
             "stack = \"sd\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nregistry = \"{}\"\n\
-             base_image = \"fossa-test-python:1\"\nbroker_image = \"fossa-test-broker:1\"\n\
+             base_image = \"{python}\"\nbroker_image = \"fossa-test-broker:1\"\n\
              broker_address = \"192.0.2.2\"\negress_check = \"{egress}\"\n\
              duties = [\"nat\", \"broker\", \"image\"]\n",
             moto.url, registry.address

@@ -35,6 +35,9 @@ pub struct WebConfig {
     /// Runs when the last password check of a burst ends (the agent returns
     /// argon2's memory to the system there).
     pub after_hashing: Option<fn()>,
+    /// New passwords (the agent sends one when the SSM parameter is rotated):
+    /// the next request switches to it and every session ends.
+    pub password_updates: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -97,6 +100,9 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
         config.session_state_file.clone(),
         config.after_hashing,
     );
+    if let Some(updates) = config.password_updates.clone() {
+        auth.follow(updates);
+    }
     rocket::custom(figment)
         .attach(headers::SecurityHeaders)
         .manage(auth)

@@ -383,6 +383,9 @@ impl Duty<Settings> for BrokerDuty {
         Duration::from_secs(10)
     }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        if let Some(o) = super::standing_down(s) {
+            return Ok(o);
+        }
         let address = match s.toml.broker_address {
             Some(a) => a,
             None => {

@@ -441,6 +441,9 @@ pub async fn reconcile(
 pub struct ClusterDuty {
     image: watch::Receiver<Option<WorkerImage>>,
     desired: Arc<watch::Sender<Option<u32>>>,
+    /// The configuration's worker count this duty last saw: a new one
+    /// (`launch --workers`, `fossa-bootstrap scale`) becomes the service's.
+    configured_workers: Option<u32>,
 }
 
 impl ClusterDuty {
@@ -449,6 +452,7 @@ impl ClusterDuty {
         ClusterDuty {
             image: shared.image.subscribe(),
             desired: shared.desired.clone(),
+            configured_workers: None,
         }
     }
 }
@@ -465,12 +469,24 @@ impl Duty<Settings> for ClusterDuty {
         Duration::from_secs(60)
     }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        if let Some(o) = super::standing_down(s) {
+            return Ok(o);
+        }
         let Some(image) = self.image.borrow_and_update().clone() else {
             return Ok(Outcome::waiting("waiting for the worker image"));
         };
         let c = &s.clients;
-        let (summary, desired) = reconcile(&c.ecs, &c.logs, &s.stack, &image.reference).await?;
-        self.desired.send_replace(Some(desired.max(0) as u32));
+        let (mut summary, desired) = reconcile(&c.ecs, &c.logs, &s.stack, &image.reference).await?;
+        let mut desired = desired.max(0) as u32;
+        let wanted = s.stack.workers;
+        if self.configured_workers.is_some_and(|seen| seen != wanted) && desired != wanted {
+            scale(&c.ecs, &s.stack.stack, wanted).await?;
+            summary =
+                format!("{summary}; desired workers {desired} → {wanted} from the configuration");
+            desired = wanted;
+        }
+        self.configured_workers = Some(wanted);
+        self.desired.send_replace(Some(desired));
         Ok(Outcome::done(summary))
     }
     async fn changed(&mut self) {
@@ -507,6 +523,7 @@ mod tests {
             workers: 4,
             cpu: 256,
             memory: 512,
+            destroying: false,
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod cluster;
+pub mod config;
 pub mod driver;
 pub mod image;
 pub mod nat;
@@ -118,6 +119,9 @@ pub enum DutyError {
     /// An AWS call outside the duties' own modules.
     #[error(transparent)]
     Aws(#[from] AwsError),
+    /// New settings could not be loaded (the old ones stay in force).
+    #[error(transparent)]
+    Load(#[from] crate::settings::LoadError),
     /// A blocking step died before it returned.
     #[error("the {what} step stopped before it finished")]
     Blocking {
@@ -184,6 +188,14 @@ pub fn gateway(kind: DutyKind, shared: &Shared) -> Box<dyn Duty<Settings>> {
         DutyKind::Image => Box::new(image::ImageDuty::new(shared)),
         DutyKind::Cluster => Box::new(cluster::ClusterDuty::new(shared)),
     }
+}
+
+/// What a duty that makes AWS resources says while `destroy` runs: it makes
+/// nothing, so what destroy deletes stays deleted.
+pub(crate) fn standing_down(s: &Settings) -> Option<Outcome> {
+    s.stack
+        .destroying
+        .then(|| Outcome::waiting("the stack is being destroyed: standing down"))
 }
 
 /// Waits for a change on `rx`; never resolves once its sender is gone.

@@ -12,7 +12,7 @@ mod python;
 
 pub use backend::{LocalBackend, WorkerSpec};
 pub use broker::{BrokerDuty, LocalBroker};
-pub use python::{ensure_python, list_models, prepare_files};
+pub use python::{ensure_python, install_requirements, list_models, prepare_files};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +62,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     let events = Events::default();
     let (module, models_dir) = prepare_files(&state, args.models.as_deref())?;
     let python = ensure_python(&args.python, &state).await?;
+    install_requirements(&python, &models_dir).await?;
     let models = list_models(&python, &module, &models_dir).await?;
     let broker = match &args.broker_url {
         Some(_) => None,
@@ -180,6 +181,7 @@ async fn serve_ui(
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
         session_state_file: Some(state.join("tls/session-state")),
         after_hashing: Some(crate::memory::release),
+        password_updates: None,
     };
     let rocket = fossa_web::build(config, fleet.clone())
         .ignite()

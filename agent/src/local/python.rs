@@ -66,6 +66,37 @@ pub async fn ensure_python(python: &Path, state: &Path) -> Result<PathBuf, Error
     Ok(vpy)
 }
 
+/// Installs the models' own `requirements.txt`, when there is one, into the
+/// Python the workers run (as the worker image does).
+pub async fn install_requirements(python: &Path, models: &Path) -> Result<(), Error> {
+    let file = models.join(fossa::MODEL_REQUIREMENTS);
+    if !file.is_file() {
+        return Ok(());
+    }
+    eprintln!("installing {} into {}…", file.display(), python.display());
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&file)
+        .output()
+        .await
+        .map_err(|e| other(format!("cannot run {}: {e}", python.display())))?;
+    if !out.status.success() {
+        return Err(other(format!(
+            "cannot install {}: {}",
+            file.display(),
+            fossa::python_error_summary(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the node module and, unless the user gave models, the built-in ones.
 pub fn prepare_files(state: &Path, models: Option<&Path>) -> Result<(PathBuf, PathBuf), Error> {
     let io = |p: &Path, e: std::io::Error| other(format!("cannot write {}: {e}", p.display()));
@@ -109,14 +140,10 @@ pub async fn list_models(
         .map_err(|e| other(format!("cannot run {}: {e}", python.display())))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
         return Err(other(format!(
-            "the models in {} do not import: {last}",
-            models.display()
+            "the models in {} do not import: {}",
+            models.display(),
+            fossa::python_error_summary(&err)
         )));
     }
     let names: Vec<String> = serde_json::from_slice(&out.stdout)
@@ -129,5 +156,3 @@ pub async fn list_models(
     }
     Ok(names)
 }
-
-// ---------- RabbitMQ ----------

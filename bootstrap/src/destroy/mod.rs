@@ -1,7 +1,8 @@
 //! `fossa-bootstrap destroy`: deletes everything of the stack in dependency
-//! order (what the agent made first, then the instance, the network, IAM, the
-//! bucket and the parameters), waits where AWS needs it, and ends by listing
-//! what is left.
+//! order, waits where AWS needs it, and ends by listing what is left. It
+//! first marks the stack config `destroying` and terminates the instance, so
+//! a running agent stops making things; then what the agent made, the
+//! network, IAM, the bucket and the parameters.
 
 mod agent_made;
 mod iam;
@@ -89,9 +90,19 @@ pub async fn run(args: &DestroyArgs) -> Result<()> {
         stack,
         p: Progress::new(),
     };
+    // The agent must not make again what is deleted: tell it to stand down,
+    // stop its instance, and give a still-running agent one check period to
+    // see the mark before its resources go.
+    let marked = Instant::now();
+    let told = d.stand_agent_down().await?;
+    d.instances().await?;
+    let grace = Duration::from_secs(fossa_contract::limits::CONFIG_CHECK_SECS + 5);
+    if told && marked.elapsed() < grace {
+        d.p.working("giving a running agent time to stand down");
+        tokio::time::sleep(grace - marked.elapsed()).await;
+    }
     d.ecs().await?;
     d.ecr_and_logs().await?;
-    d.instances().await?;
     d.network().await?;
     d.iam().await?;
     d.bucket(&id.account).await?;

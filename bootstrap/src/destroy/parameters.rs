@@ -7,6 +7,21 @@ use crate::progress::Outcome;
 use crate::Result;
 
 impl Destroyer<'_> {
+    /// Marks the stack config `destroying`, so a running agent stops making
+    /// AWS resources at its next check; returns whether there was a config.
+    pub(super) async fn stand_agent_down(&mut self) -> Result<bool> {
+        let Some(mut config) = crate::aws::read_stack_config(&self.c.ssm, self.stack).await? else {
+            return Ok(false);
+        };
+        if !config.destroying {
+            config.destroying = true;
+            let name = crate::aws::write_stack_config(&self.c.ssm, self.stack, &config).await?;
+            self.p
+                .done(Outcome::Updated, "agent told to stand down", &name);
+        }
+        Ok(true)
+    }
+
     pub(super) async fn parameters(&mut self) -> Result<()> {
         let path = self.stack.ssm_path();
         let mut names = Vec::new();

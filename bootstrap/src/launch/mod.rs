@@ -245,6 +245,41 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
             .await?;
     }
 
+    // A re-run keeps what it is not told to change.
+    let previous = l.stack_config().await?;
+    let kept =
+        |given: Option<u32>, old: Option<u32>, default: u32| given.or(old).unwrap_or(default);
+    let workers = kept(
+        args.workers,
+        previous.as_ref().map(|p| p.workers),
+        StackConfig::DEFAULT_WORKERS,
+    );
+    let cpu = kept(
+        args.cpu,
+        previous.as_ref().map(|p| p.cpu),
+        StackConfig::DEFAULT_CPU,
+    );
+    let memory = kept(
+        args.memory,
+        previous.as_ref().map(|p| p.memory),
+        StackConfig::DEFAULT_MEMORY,
+    );
+    let has_models = inputs.models.is_some() || previous.as_ref().is_some_and(|p| p.has_models);
+    if previous.is_some() {
+        l.p.note(&format!(
+            "settings: {workers} workers of {cpu} CPU units / {memory} MiB, {} models{}",
+            if has_models { "your" } else { "the example" },
+            if args.workers.is_none()
+                && args.cpu.is_none()
+                && args.memory.is_none()
+                && inputs.models.is_none()
+            {
+                " (kept from the stack)"
+            } else {
+                ""
+            }
+        ));
+    }
     let config = StackConfig {
         version: STACK_CONFIG_VERSION,
         stack: stack.clone(),
@@ -259,10 +294,11 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         execution_role_arn,
         task_role_arn,
         bucket: bucket.clone(),
-        has_models: inputs.models.is_some(),
-        workers: args.workers,
-        cpu: args.cpu,
-        memory: args.memory,
+        has_models,
+        workers,
+        cpu,
+        memory,
+        destroying: false,
     };
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
     let o = l.parameter(ssm::CONFIG, &config_json, false, true).await?;
@@ -355,7 +391,9 @@ async fn wait_for_agent(
     Ok(ip)
 }
 
-/// `password`: prints the UI password.
+pub use parameters::{rotate_password, scale};
+
+/// `fossa-bootstrap password`: prints the UI password.
 pub async fn print_password(args: &StackArgs) -> Result<()> {
     let c = Clients::new(&args.aws()).await?;
     let name = args.stack.ssm_parameter(ssm::UI_PASSWORD);

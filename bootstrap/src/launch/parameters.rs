@@ -1,14 +1,22 @@
 //! `launch`'s SSM parameters: the stack config, the agent's hash and the UI
-//! password (SecureString).
+//! password (SecureString); and the day-two commands that change them,
+//! `password --rotate` and `scale`, which the agent applies on its own.
 
 use aws_sdk_ssm::types::ParameterType;
-
 use fossa_contract::aws::AwsResultExt;
-use fossa_contract::tags;
+use fossa_contract::config::StackConfig;
+use fossa_contract::names::PASSWORD_ENV;
+use fossa_contract::{ssm, tags, StackName};
+use rand::distr::{Alphanumeric, SampleString};
 
 use super::Launcher;
+use crate::cli::{ScaleArgs, StackArgs};
+use crate::clients::Clients;
 use crate::progress::Outcome;
 use crate::{Error, Result};
+
+/// How often the agent checks SSM for a new configuration or password.
+const CONFIG_CHECK_SECS: u64 = fossa_contract::limits::CONFIG_CHECK_SECS;
 
 impl Launcher<'_> {
     /// Writes parameter `key` unless it already holds `value`; returns whether it wrote.
@@ -71,5 +79,107 @@ impl Launcher<'_> {
         } else {
             Outcome::Created
         })
+    }
+}
+
+impl Launcher<'_> {
+    /// The stack config a previous run stored, if any; one that no longer
+    /// parses is reported and treated as absent.
+    pub(super) async fn stack_config(&self) -> Result<Option<StackConfig>> {
+        crate::aws::read_stack_config(&self.c.ssm, &self.stack).await
+    }
+}
+
+fn no_stack(stack: &StackName, region: &str) -> Error {
+    Error::Usage(format!(
+        "stack {stack} has no configuration in region {region}: check --stack and --region, or run `fossa-bootstrap launch --stack {stack}`"
+    ))
+}
+
+/// `fossa-bootstrap password --rotate`: a new UI password (from
+/// `GATEWAY_HTTP_PASSWORD`, else generated and printed) replaces the old.
+pub async fn rotate_password(args: &StackArgs) -> Result<()> {
+    // A weak chosen password is refused before any AWS call.
+    let (password, chosen) = match std::env::var(PASSWORD_ENV) {
+        Ok(p) if !p.is_empty() => {
+            fossa_contract::limits::check_password(PASSWORD_ENV, &p)
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            (p, true)
+        }
+        _ => (Alphanumeric.sample_string(&mut rand::rng(), 24), false),
+    };
+    let c = Clients::new(&args.aws()).await?;
+    let name = args.stack.ssm_parameter(ssm::UI_PASSWORD);
+    if crate::aws::read_stack_config(&c.ssm, &args.stack)
+        .await?
+        .is_none()
+    {
+        return Err(no_stack(&args.stack, &c.region));
+    }
+    c.ssm
+        .put_parameter()
+        .name(&name)
+        .value(&password)
+        .r#type(ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .aws("ssm:PutParameter", &name)?;
+    if chosen {
+        println!("stored the password from {PASSWORD_ENV} in {name}");
+    } else {
+        println!("{password}");
+    }
+    eprintln!(
+        "the agent switches to it within {} s; every open session then ends",
+        CONFIG_CHECK_SECS
+    );
+    Ok(())
+}
+
+/// `fossa-bootstrap scale`: stores the new worker count in the stack config;
+/// the agent's configuration duty sees it and sets the service's desired
+/// count. Waits (unless `--no-wait`) until the service has it.
+pub async fn scale(args: &ScaleArgs) -> Result<()> {
+    let c = Clients::new(&args.stack.aws()).await?;
+    let stack = &args.stack.stack;
+    let mut config = crate::aws::read_stack_config(&c.ssm, stack)
+        .await?
+        .ok_or_else(|| no_stack(stack, &c.region))?;
+    let before = config.workers;
+    config.workers = args.workers;
+    let name = crate::aws::write_stack_config(&c.ssm, stack, &config).await?;
+    eprintln!("stored workers {before} → {} in {name}", args.workers);
+    if args.no_wait {
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs(CONFIG_CHECK_SECS * 4 + 30);
+    loop {
+        let desired = c
+            .ecs
+            .describe_services()
+            .cluster(stack.cluster())
+            .services(stack.service())
+            .send()
+            .await
+            .ok()
+            .and_then(|d| d.services().first().map(|s| s.desired_count()));
+        if desired == Some(args.workers as i32) {
+            println!(
+                "the service wants {} workers ({:.0} s after the setting was stored)",
+                args.workers,
+                t.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if t.elapsed() > limit {
+            return Err(Error::Usage(format!(
+                "the setting is stored, but the service still wants {} workers after {} s: is the agent running? See `fossa-bootstrap status --stack {stack}`",
+                desired.map_or("no".to_owned(), |d| d.to_string()),
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }

@@ -62,6 +62,8 @@ pub struct Auth {
     secure_cookies: bool,
     generation: AtomicU64,
     session_file: Option<PathBuf>,
+    /// New passwords from the agent (a rotation in SSM), taken at the next request.
+    updates: std::sync::Mutex<Option<tokio::sync::watch::Receiver<String>>>,
 }
 
 /// What is kept on disk about sessions.
@@ -110,6 +112,7 @@ impl Auth {
             secure_cookies,
             generation: AtomicU64::new(state.generation),
             session_file,
+            updates: std::sync::Mutex::new(None),
         };
         if changed {
             auth.end_all_sessions();
@@ -119,10 +122,33 @@ impl Auth {
         auth
     }
 
+    /// Takes new passwords from `updates` from now on: the first request after
+    /// a new one arrives switches to it and ends every session.
+    pub fn follow(&self, updates: tokio::sync::watch::Receiver<String>) {
+        *self.updates.lock().expect("lock") = Some(updates);
+    }
+
+    /// Applies a password that arrived since the last request.
+    fn take_update(&self) {
+        let new = {
+            let mut guard = self.updates.lock().expect("lock");
+            match guard.as_mut() {
+                Some(rx) if rx.has_changed().unwrap_or(false) => {
+                    Some(rx.borrow_and_update().clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(p) = new.filter(|p| !p.is_empty()) {
+            self.set_password(&p);
+        }
+    }
+
     /// Checks a login from `ip`: blocked addresses are not checked, the
     /// attempt is counted as a failure before it is, and a success forgets
     /// the address.
     pub async fn attempt(&self, ip: Option<IpAddr>, user: &str, password: &str) -> Attempt {
+        self.take_update();
         if self.limiter.blocked(ip) {
             return Attempt::Blocked;
         }
@@ -208,6 +234,7 @@ impl Auth {
     }
 
     fn session(&self, jar: &CookieJar<'_>) -> Option<Session> {
+        self.take_update();
         let c = jar.get_private(SESSION_COOKIE)?;
         let s = serde_json::from_str::<Session>(c.value()).ok()?;
         let fresh = now() - s.iat < SESSION_TTL.as_secs() as i64;

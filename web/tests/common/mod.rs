@@ -149,6 +149,7 @@ pub fn web_config() -> fossa_web::WebConfig {
         tls: Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
         session_state_file: None,
         after_hashing: None,
+        password_updates: None,
     }
 }
 

@@ -9,9 +9,11 @@
 mod context;
 mod models;
 mod registry;
+mod smoke;
 
 pub use context::{
-    context, dockerfile, example_models, model_classes, tag, unpack_models, ModelFile,
+    context, dockerfile, example_models, has_requirements, model_classes, tag, unpack_models,
+    ModelFile,
 };
 pub use models::ModelsCache;
 pub use registry::{ensure_repository, registry_auth, RegistryAuth};
@@ -33,6 +35,8 @@ use crate::events::Events;
 use crate::host::docker::{call, DockerError};
 use crate::settings::Settings;
 
+/// How many lines of build output an error quotes from.
+const BUILD_TAIL: usize = 20;
 /// How many images the ECR lifecycle policy keeps.
 pub const KEEP_IMAGES: u32 = 10;
 
@@ -56,6 +60,14 @@ pub enum ImageError {
         /// Why.
         #[source]
         source: aws_smithy_types::error::operation::BuildError,
+    },
+    /// The built image failed its smoke test; nothing was pushed.
+    #[error("the image {reference} was not pushed: its node did not start: {problem}")]
+    Smoke {
+        /// The local image.
+        reference: String,
+        /// What went wrong (file and line of a model that does not import).
+        problem: String,
     },
     /// The models tarball is unusable.
     #[error("the models tarball in the artifact bucket is unusable: {0}; re-run fossa-bootstrap launch --models DIR")]
@@ -123,12 +135,16 @@ pub async fn reconcile(
         None,
         Some(bollard::body_full(bytes::Bytes::from(ctx))),
     );
+    // The last lines of the build's output: pip says why it failed there,
+    // while the engine's own error only gives the exit code.
+    let mut tail = std::collections::VecDeque::with_capacity(BUILD_TAIL);
     while let Some(item) = stream.next().await {
         let info = item.map_err(call("build"))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            let said = crate::fossa::python_error_summary(&Vec::from(tail).join("\n"));
             return Err(DockerError::Reported {
                 what: "build",
-                message: e,
+                message: format!("{e}; its output ended: {said}"),
             }
             .into());
         }
@@ -139,8 +155,13 @@ pub async fn reconcile(
             .filter(|l| !l.is_empty())
         {
             tracing::info!(target: "fossa_agent::image::build", "{line}");
+            if tail.len() == BUILD_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
         }
     }
+    smoke::check(docker, &reference, &classes).await?;
     let auth = registry_auth(ecr, registry).await?;
     let push = PushImageOptionsBuilder::default().tag(&tag).build();
     let mut stream = docker.push_image(&repo, Some(push), Some(auth.credentials()));
@@ -225,6 +246,9 @@ impl Duty<Settings> for ImageDuty {
         Duration::from_secs(60)
     }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        if let Some(o) = super::standing_down(s) {
+            return Ok(o);
+        }
         let built = build(s, &mut self.cache, &self.events).await?;
         let image = WorkerImage {
             reference: built.reference.clone(),

@@ -1,0 +1,110 @@
+//! The configuration duty: notices, within its period, a new stack config or
+//! UI password in SSM (a re-run of `launch`, `fossa-bootstrap scale`,
+//! `fossa-bootstrap password --rotate`) and applies it without a signal. New
+//! settings reach every duty at once over the settings channel (each applies
+//! what concerns it); a new password reaches the UI, which ends every session.
+//! It compares parameter versions, so a check is two small reads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fossa_contract::aws::AwsResultExt;
+use fossa_contract::ssm;
+use tokio::sync::watch;
+
+use super::{Duty, DutyError, Outcome};
+use crate::settings::{load, Settings};
+
+/// Its name in events and the API.
+pub const NAME: &str = "config";
+
+/// How often SSM is asked for new versions.
+pub const PERIOD: Duration = Duration::from_secs(fossa_contract::limits::CONFIG_CHECK_SECS);
+
+/// See the module docs.
+pub struct ConfigDuty {
+    path: PathBuf,
+    settings: Arc<watch::Sender<Arc<Settings>>>,
+    password: watch::Sender<String>,
+    password_version: Option<i64>,
+}
+
+impl ConfigDuty {
+    /// Reloads `path` into `settings` when the stack config changes, and
+    /// sends a rotated UI password on `password`.
+    pub fn new(
+        path: PathBuf,
+        settings: Arc<watch::Sender<Arc<Settings>>>,
+        password: watch::Sender<String>,
+    ) -> Self {
+        ConfigDuty {
+            path,
+            settings,
+            password,
+            password_version: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Duty<Settings> for ConfigDuty {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn title(&self) -> &'static str {
+        "Configuration"
+    }
+    fn period(&self) -> Duration {
+        PERIOD
+    }
+    async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
+        let ssm_c = &s.clients.ssm;
+        let mut said = Vec::new();
+        let name = s.toml.stack.ssm_parameter(ssm::CONFIG);
+        let config = ssm_c
+            .get_parameter()
+            .name(&name)
+            .send()
+            .await
+            .aws("ssm:GetParameter", &name)?;
+        let version = config.parameter().map(|p| p.version()).unwrap_or(0);
+        if version != s.config_version {
+            let new = load(&self.path).await?;
+            said.push(format!(
+                "applied configuration version {} (was {})",
+                new.config_version, s.config_version
+            ));
+            self.settings.send_replace(Arc::new(new));
+        }
+        let name = s.toml.stack.ssm_parameter(ssm::UI_PASSWORD);
+        let p = ssm_c
+            .get_parameter()
+            .name(&name)
+            .with_decryption(true)
+            .send()
+            .await
+            .aws("ssm:GetParameter", &name)?;
+        let p = p.parameter();
+        let pw_version = p.map(|p| p.version()).unwrap_or(0);
+        let value = p.and_then(|p| p.value()).unwrap_or_default();
+        match self.password_version {
+            Some(seen) if seen != pw_version && !value.is_empty() => {
+                self.password.send_replace(value.to_owned());
+                said.push(format!(
+                    "the UI password was rotated (version {pw_version}): every session ends"
+                ));
+            }
+            _ => {}
+        }
+        self.password_version = Some(pw_version);
+        if said.is_empty() {
+            said.push(format!(
+                "configuration version {version} and UI password version {pw_version} are current"
+            ));
+        }
+        Ok(Outcome::done(said.join("; "))
+            .with_detail(true, format!("SSM checked every {} s", PERIOD.as_secs())))
+    }
+}
