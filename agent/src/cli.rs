@@ -86,4 +86,11 @@ pub struct LocalArgs {
     /// Where local mode keeps its venv, broker data, certificate and logs.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Run the workers as containers of the worker image, built from the models
+    /// as the gateway builds it (needs Docker), instead of Python processes.
+    #[arg(long)]
+    pub containers: bool,
+    /// Base image of the worker image with --containers (default: the gateway's).
+    #[arg(long, value_name = "IMAGE", requires = "containers")]
+    pub base_image: Option<String>,
 }

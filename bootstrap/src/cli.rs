@@ -155,6 +155,10 @@ pub struct StatusArgs {
     /// Stack and AWS settings.
     #[command(flatten)]
     pub stack: StackArgs,
+    /// Reach the agent's UI here instead of the instance's public IP (an SSM
+    /// port-forwarding session, say): HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ui_address: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,

@@ -290,24 +290,59 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
         .and_then(|r| r.detail.split("public ").nth(1))
         .filter(|ip| *ip != "-")
         .map(str::to_owned);
-    let agent = match &ip {
-        Some(ip) => agent_health(ip).await,
+    let address = args.ui_address.clone().or_else(|| ip.clone());
+    let agent = match &address {
+        Some(a) => agent_health(a).await,
         None => "no public IP".to_owned(),
     };
-    let fingerprint = c
-        .ssm
-        .get_parameter()
-        .name(stack.ssm_parameter(ssm::TLS_FINGERPRINT))
-        .send()
-        .await
-        .ok()
-        .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned));
+    let read = |key: &'static str, secret: bool| {
+        let name = stack.ssm_parameter(key);
+        let ssm_c = c.ssm.clone();
+        async move {
+            ssm_c
+                .get_parameter()
+                .name(name)
+                .with_decryption(secret)
+                .send()
+                .await
+                .ok()
+                .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned))
+        }
+    };
+    let fingerprint = read(ssm::TLS_FINGERPRINT, false).await;
+    let password = read(ssm::UI_PASSWORD, true).await;
+    // What the agent says of its duties and workers, over HTTPS pinned to its certificate.
+    let view = match (&address, &fingerprint, &password) {
+        (Some(a), Some(f), Some(p)) => Some(
+            crate::agent_api::overview(a, f, p)
+                .await
+                .map_err(|e| fossa_contract::aws::chain(&e)),
+        ),
+        _ => None,
+    };
+    let duties: Vec<serde_json::Value> = view
+        .as_ref()
+        .and_then(|v| v.as_ref().ok())
+        .and_then(|v| v["duties"].as_array().cloned())
+        .unwrap_or_default();
+    let workers = view.as_ref().and_then(|v| v.as_ref().ok()).map(|v| {
+        serde_json::json!({
+            "desired": v["desired_workers"], "running": v["running_workers"],
+            "answering": v["healthy_workers"],
+        })
+    });
+    let cost = view
+        .as_ref()
+        .and_then(|v| v.as_ref().ok())
+        .map(|v| v["cost"].clone());
+    let view_error = view.as_ref().and_then(|v| v.as_ref().err().cloned());
     match args.output {
         Output::Json => {
             let doc = serde_json::json!({
                 "stack": stack, "region": c.region, "account": id.account,
-                "url": ip.as_ref().map(|ip| format!("https://{ip}/")),
+                "url": address.as_ref().map(|a| format!("https://{a}/")),
                 "agent": agent, "tls_fingerprint": fingerprint, "resources": resources,
+                "duties": duties, "workers": workers, "cost": cost, "agent_api_error": view_error,
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
@@ -320,6 +355,23 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
                 println!("  UI:    https://{ip}/ (user fossa; `fossa-bootstrap password --stack {stack}`)");
             }
             println!("  agent: {agent}");
+            for d in &duties {
+                println!(
+                    "  {:<14} {:<4} {}",
+                    d["title"].as_str().unwrap_or("?"),
+                    if d["ok"] == true { "ok" } else { "BAD" },
+                    d["detail"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(w) = &workers {
+                println!(
+                    "  workers: {} desired, {} running, {} answering",
+                    w["desired"], w["running"], w["answering"]
+                );
+            }
+            if let Some(e) = &view_error {
+                println!("  duties: unknown ({e})");
+            }
             if let Some(f) = fingerprint {
                 println!("  TLS certificate SHA-256: {f}");
             }

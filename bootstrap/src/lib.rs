@@ -7,6 +7,7 @@
 //! Every step finds its resource by tag first, so re-running finishes an
 //! interrupted launch and a second launch creates nothing.
 
+pub mod agent_api;
 pub mod aws;
 pub mod cli;
 pub mod clients;

@@ -219,3 +219,14 @@ pub mod images {
     /// The broker.
     pub const DEFAULT_BROKER: &str = "public.ecr.aws/docker/library/rabbitmq:3.13";
 }
+
+/// The SHA-256 fingerprint of a certificate (DER), as the agent publishes it
+/// in SSM and `launch` and `status` pin it: `AB:CD:…`, 32 bytes.
+pub fn tls_fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

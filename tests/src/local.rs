@@ -28,6 +28,11 @@ pub struct LocalAgent {
 impl LocalAgent {
     /// Starts it with `workers` and extra arguments; waits until every worker answers.
     pub fn start(workers: u32, extra: &[&str]) -> LocalAgent {
+        Self::start_with(workers, extra, &[])
+    }
+
+    /// [`LocalAgent::start`] with extra environment (say, `DOCKER_HOST`).
+    pub fn start_with(workers: u32, extra: &[&str], env: &[(&str, &str)]) -> LocalAgent {
         let state = TempDir::new("local");
         let port = free_port();
         let password = format!("local-test-pw-{}-{}", std::process::id(), port);
@@ -48,6 +53,7 @@ impl LocalAgent {
             .args(extra)
             .env("GATEWAY_HTTP_PASSWORD", &password)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())

@@ -7,6 +7,8 @@
 //! - a re-run of `launch` without `--workers`, `--cpu` or `--models` keeps
 //!   what the stack has (no revert to the example models, no rebuild);
 //! - a re-run with `--cpu 512` is applied by the cluster duty on its own;
+//! - `status` shows each duty and the workers as the agent sees them, over
+//!   HTTPS pinned to the agent's certificate, and refuses any other;
 //! - `destroy` with the agent still running leaves nothing, and the agent
 //!   makes nothing again afterwards.
 
@@ -212,6 +214,51 @@ async fn passwords_scale_and_settings_apply_while_the_agent_runs() {
     assert_eq!(desired().await, 5);
     eprintln!(
         "figures: password rotation ended the session after {rotate_took:?}; `launch --cpu 512` re-run and applied in {rerun_took:?} (the agent took {applied:?} of it)"
+    );
+
+    // status reads the duties from the agent, over HTTPS pinned to the
+    // fingerprint in SSM; a certificate that does not match gets no password.
+    let ui = format!("127.0.0.1:{}", stack.ui_port);
+    let st = bootstrap(&stack, &["status", "--ui-address", &ui, "--output", "json"]).ok();
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let duty = |name: &str| {
+        st["duties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {st}"))
+    };
+    assert_eq!(duty("cluster")["ok"], true, "{st}");
+    assert_eq!(duty("config")["ok"], true, "{st}");
+    assert!(duty("nat")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("not managed by this agent"));
+    assert_eq!(st["workers"]["desired"], 5, "{st}");
+    let text = bootstrap(&stack, &["status", "--ui-address", &ui])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("Cluster") && text.contains("workers: 5 desired"),
+        "{text}"
+    );
+    let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
+    ssm.put_parameter()
+        .name(format!("/fossa/{STACK}/tls-fingerprint"))
+        .value(["00"; 32].join(":"))
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let st = bootstrap(&stack, &["status", "--ui-address", &ui, "--output", "json"]).ok();
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert!(
+        st["agent_api_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refusing to send the password")),
+        "{st}"
     );
 
     // destroy wins against the running agent: it is told to stand down

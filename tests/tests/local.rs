@@ -9,6 +9,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fossa_tests::docker::Dockerd;
+use fossa_tests::images::PYTHON;
 use fossa_tests::local::{api, page, LocalAgent};
 use fossa_tests::secrets::{
     assert_absent, crawl, environ_of, every_command_line, url_password, Place,
@@ -86,7 +88,9 @@ async fn a_partitioned_model_runs_across_local_workers() {
     let mut agent = LocalAgent::start(3, &[]);
     let out = agent.output();
     assert!(
-        out.contains("QuickPartitionedEtl") && out.contains("TLS certificate SHA-256"),
+        out.contains("QuickPartitionedEtl")
+            && out.contains("TLS certificate SHA-256")
+            && out.contains("--listen 0.0.0.0:"),
         "{out}"
     );
     assert!(
@@ -400,6 +404,55 @@ async fn a_partitioned_model_runs_across_local_workers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_run_the_real_worker_image() {
+    let dockerd = Dockerd::start();
+    let base = PYTHON.import(&dockerd);
+    let t = Instant::now();
+    let mut agent = LocalAgent::start_with(
+        2,
+        &["--containers", "--base-image", &base],
+        &[("DOCKER_HOST", &dockerd.host)],
+    );
+    let ready = t.elapsed();
+    let ours = || {
+        Run::of(dockerd.cli().args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=fossa.local",
+            "--format",
+            "{{.Names}} {{.Image}} {{.State}}",
+        ]))
+        .ok()
+        .stdout
+    };
+    let ps = ours();
+    assert_eq!(ps.lines().count(), 2, "{ps}");
+    assert!(
+        ps.lines()
+            .all(|l| l.contains("fossa-local-worker:ctx-") && l.ends_with("running")),
+        "{ps}"
+    );
+    let (_, v) = api(&agent, "GET", "/api/v1/overview", None).await;
+    assert!(
+        v["image"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fossa-local-worker:ctx-"),
+        "{v}"
+    );
+    let (_, detail) = run_partitioned(&agent, Duration::from_secs(120)).await;
+    assert_eq!(
+        detail["groups"][0]["subtasks"].as_array().unwrap().len(),
+        8,
+        "{detail}"
+    );
+    eprintln!("figures: local mode with 2 containers of a freshly built worker image answering {ready:?} after start");
+    assert_eq!(agent.interrupt(), 0);
+    assert_eq!(ours(), "", "Ctrl-C removes the containers");
+}
+
 #[test]
 fn bad_local_arguments_get_one_clear_line() {
     let models = TempDir::new("badmodels");
@@ -421,6 +474,7 @@ fn bad_local_arguments_get_one_clear_line() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--workers".into(), "0".into()], "--workers"),
         (vec!["--listen".into(), "nowhere".into()], "--listen"),
+        (vec!["--base-image".into(), "python".into()], "--containers"),
         (
             vec!["--models".into(), "/nonexistent/models".into()],
             "not a directory",

@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 /// A certificate and its key, PEM-encoded.
 #[derive(Clone)]
 pub struct Certificate {
@@ -51,11 +49,7 @@ pub enum TlsError {
 
 /// `AB:CD:…` SHA-256 of `der`.
 pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    fossa_contract::names::tls_fingerprint(der)
 }
 
 /// The DER bytes of the first certificate in `pem`, if there is one.

@@ -8,10 +8,12 @@
 
 mod backend;
 mod broker;
+mod containers;
 mod python;
 
 pub use backend::{LocalBackend, WorkerSpec};
 pub use broker::{BrokerDuty, LocalBroker};
+pub use containers::{ContainerBackend, ContainerSpec};
 pub use python::{ensure_python, install_requirements, list_models, prepare_files};
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,36 @@ use crate::Error;
 
 pub(crate) fn other(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())
+}
+
+/// Local mode's workers: processes (the default) or containers of the worker image.
+#[derive(Clone)]
+enum Workers {
+    Processes(Arc<LocalBackend>),
+    Containers(Arc<ContainerBackend>),
+}
+
+impl Workers {
+    fn backend(&self) -> Arc<dyn crate::fleet::WorkerBackend> {
+        match self {
+            Workers::Processes(b) => b.clone(),
+            Workers::Containers(b) => b.clone(),
+        }
+    }
+
+    async fn supervise(self, shutdown: watch::Receiver<bool>) {
+        match self {
+            Workers::Processes(b) => b.supervise(shutdown).await,
+            Workers::Containers(b) => b.supervise(shutdown).await,
+        }
+    }
+
+    async fn stop_all(&self) {
+        match self {
+            Workers::Processes(b) => b.stop_all().await,
+            Workers::Containers(b) => b.stop_all().await,
+        }
+    }
 }
 
 /// Default state directory of local mode.
@@ -61,9 +93,15 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let events = Events::default();
     let (module, models_dir) = prepare_files(&state, args.models.as_deref())?;
-    let python = ensure_python(&args.python, &state).await?;
-    install_requirements(&python, &models_dir).await?;
-    let models = list_models(&python, &module, &models_dir).await?;
+    // Process workers need a Python with Fossa; containers bring their own.
+    let (python, models) = if args.containers {
+        (None, Vec::new())
+    } else {
+        let python = ensure_python(&args.python, &state).await?;
+        install_requirements(&python, &models_dir).await?;
+        let models = list_models(&python, &module, &models_dir).await?;
+        (Some(python), models)
+    };
     let broker = match &args.broker_url {
         Some(_) => None,
         None => {
@@ -77,29 +115,58 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         (None, Some(b)) => b.lock().await.url().to_owned(),
         (None, None) => unreachable!("a broker was started"),
     };
-    let spec = WorkerSpec {
-        python,
-        module,
-        models_dir,
-        broker_url,
-        logs: state.join("logs"),
-        // The UI's port is never a worker's, even if it is free when workers start.
-        reserved_ports: vec![args.listen.port()],
+    // The UI's port is never a worker's, even if it is free when workers start.
+    let reserved_ports = vec![args.listen.port()];
+    let started_workers = match python {
+        Some(python) => {
+            let spec = WorkerSpec {
+                python,
+                module,
+                models_dir: models_dir.clone(),
+                broker_url,
+                logs: state.join("logs"),
+                reserved_ports,
+            };
+            LocalBackend::start(spec, args.workers, models, events.clone())
+                .await
+                .map(Workers::Processes)
+        }
+        None => {
+            let spec = ContainerSpec {
+                base: args
+                    .base_image
+                    .clone()
+                    .unwrap_or_else(|| fossa_contract::names::images::DEFAULT_BASE.to_owned()),
+                models_dir: models_dir.clone(),
+                broker_url,
+                reserved_ports,
+            };
+            ContainerBackend::start(spec, args.workers, events.clone())
+                .await
+                .map(Workers::Containers)
+        }
     };
-    let image_line = format!(
-        "local Python with {FOSSA_REQUIREMENT}, models from {}",
-        spec.models_dir.display()
-    );
-    let backend =
-        match LocalBackend::start(spec, args.workers, models.clone(), events.clone()).await {
-            Ok(b) => b,
-            Err(e) => {
-                if let Some(b) = &broker {
-                    b.lock().await.stop().await;
-                }
-                return Err(e);
+    let workers = match started_workers {
+        Ok(w) => w,
+        Err(e) => {
+            if let Some(b) = &broker {
+                b.lock().await.stop().await;
             }
-        };
+            return Err(e);
+        }
+    };
+    let image_line = match &workers {
+        Workers::Processes(_) => format!(
+            "local Python with {FOSSA_REQUIREMENT}, models from {}",
+            models_dir.display()
+        ),
+        Workers::Containers(c) => format!(
+            "worker image {} (the image duty's build), models from {}",
+            c.image().await,
+            models_dir.display()
+        ),
+    };
+    let backend = workers.backend();
     let mut duties: Driver<()> = Driver::new(
         events.clone(),
         Backoff {
@@ -137,7 +204,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let poller = tokio::spawn(fleet.clone().run(shutdown_rx.clone()));
-    let supervisor = tokio::spawn(backend.clone().supervise(shutdown_rx.clone()));
+    let supervisor = tokio::spawn(workers.clone().supervise(shutdown_rx.clone()));
     let (_ctx, ctx_rx) = watch::channel(Arc::new(()));
     let loops = duties.start(ctx_rx, shutdown_rx.clone());
 
@@ -146,7 +213,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     eprintln!("stopping workers and the broker…");
     shutdown_tx.send_replace(true);
     let _ = tokio::join!(poller, supervisor, futures::future::join_all(loops));
-    backend.stop_all().await;
+    workers.stop_all().await;
     if let Some(b) = &broker {
         b.lock().await.stop().await;
     }
@@ -216,6 +283,13 @@ async fn serve_ui(
         args.workers
     );
     println!("  URL:      https://{host}:{}/", args.listen.port());
+    if args.listen.ip().is_loopback() {
+        let port = args.listen.port();
+        println!(
+            "            (this machine only; from another one: `ssh -L {port}:127.0.0.1:{port} THIS-HOST` \
+             and open the URL there, or restart with --listen 0.0.0.0:{port})"
+        );
+    }
     println!("  user:     fossa");
     if generated {
         println!("  password: {password}");

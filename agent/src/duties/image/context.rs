@@ -51,6 +51,34 @@ pub fn example_models() -> Vec<ModelFile> {
         .collect()
 }
 
+/// The model files of a directory on this machine (local mode), as `launch`
+/// packs them: every file below it but hidden ones and `__pycache__`.
+pub fn read_models_dir(dir: &Path) -> Result<Vec<ModelFile>, ImageError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<ModelFile>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name == "__pycache__" {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                walk(root, &path, out)?;
+            } else if entry.file_type()?.is_file() {
+                let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+                out.push((rel, std::fs::read(&path)?));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)
+        .map_err(|e| ImageError::Models(format!("cannot read {}: {e}", dir.display())))?;
+    out.sort();
+    Ok(out)
+}
+
 /// Unpacks the models tarball `launch` uploaded, refusing paths that leave the directory.
 pub fn unpack_models(tar_gz: &[u8]) -> Result<Vec<ModelFile>, ImageError> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tar_gz));

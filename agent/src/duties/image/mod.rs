@@ -12,8 +12,8 @@ mod registry;
 mod smoke;
 
 pub use context::{
-    context, dockerfile, example_models, has_requirements, model_classes, tag, unpack_models,
-    ModelFile,
+    context, dockerfile, example_models, has_requirements, model_classes, read_models_dir, tag,
+    unpack_models, ModelFile,
 };
 pub use models::ModelsCache;
 pub use registry::{ensure_repository, registry_auth, RegistryAuth};
@@ -35,6 +35,8 @@ use crate::events::Events;
 use crate::host::docker::{call, DockerError};
 use crate::settings::Settings;
 
+/// Repository of local mode's worker images (`fossa-agent local --containers`).
+pub const LOCAL_REPOSITORY: &str = "fossa-local-worker";
 /// How many lines of build output an error quotes from.
 const BUILD_TAIL: usize = 20;
 /// How many images the ECR lifecycle policy keeps.
@@ -121,11 +123,38 @@ pub async fn reconcile(
             models.len()
         ),
     );
+    build_context(docker, &reference, ctx).await?;
+    smoke::check(docker, &reference, &classes).await?;
+    let auth = registry_auth(ecr, registry).await?;
+    let push = PushImageOptionsBuilder::default().tag(&tag).build();
+    let mut stream = docker.push_image(&repo, Some(push), Some(auth.credentials()));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(call("push"))?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            return Err(DockerError::Reported {
+                what: "push",
+                message: e,
+            }
+            .into());
+        }
+    }
+    events.push("image", false, format!("pushed {reference}"));
+    fossa_contract::fault::exit_at(fossa_contract::fault::Point::ImagePushed);
+    Ok(Built {
+        reference,
+        built: true,
+        models: classes,
+    })
+}
+
+/// Builds `context` as `reference`, its log streamed to the agent's log;
+/// a failed build says what pip (or the step) printed last.
+async fn build_context(docker: &Docker, reference: &str, ctx: Vec<u8>) -> Result<(), ImageError> {
     // Host networking: the build's RUN steps reach PyPI through the host's own
     // route, with no dependence on Docker's bridge and its NAT rules.
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
-        .t(&reference)
+        .t(reference)
         .rm(true)
         .forcerm(true)
         .networkmode("host")
@@ -161,22 +190,38 @@ pub async fn reconcile(
             tail.push_back(line.to_owned());
         }
     }
-    smoke::check(docker, &reference, &classes).await?;
-    let auth = registry_auth(ecr, registry).await?;
-    let push = PushImageOptionsBuilder::default().tag(&tag).build();
-    let mut stream = docker.push_image(&repo, Some(push), Some(auth.credentials()));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(call("push"))?;
-        if let Some(e) = info.error_detail.and_then(|d| d.message) {
-            return Err(DockerError::Reported {
-                what: "push",
-                message: e,
-            }
-            .into());
-        }
+    Ok(())
+}
+
+/// Local mode's worker image: the same context and build as the image duty's,
+/// tagged `fossa-local-worker:<hash>` in this machine's Docker, smoke-tested,
+/// never pushed. An image already there is reused.
+pub async fn build_local(
+    docker: &Docker,
+    base: &str,
+    models: &[ModelFile],
+    events: &Events,
+) -> Result<Built, ImageError> {
+    let ctx = context(base, models);
+    let reference = format!("{LOCAL_REPOSITORY}:{}", tag(&ctx));
+    let classes = model_classes(models);
+    if docker.inspect_image(&reference).await.is_ok() {
+        return Ok(Built {
+            reference,
+            built: false,
+            models: classes,
+        });
     }
-    events.push("image", false, format!("pushed {reference}"));
-    fossa_contract::fault::exit_at(fossa_contract::fault::Point::ImagePushed);
+    events.push(
+        "image",
+        false,
+        format!(
+            "building {reference} from {base} with {} model file(s)",
+            models.len()
+        ),
+    );
+    build_context(docker, &reference, ctx).await?;
+    smoke::check(docker, &reference, &classes).await?;
     Ok(Built {
         reference,
         built: true,
