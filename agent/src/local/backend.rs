@@ -13,19 +13,28 @@ use tokio::sync::{watch, Mutex};
 
 use super::other;
 use super::python::list_models;
+use super::slots::{check_scale, local, move_if_taken, Slot};
 use crate::events::Events;
 use crate::fleet::{BackendError, WorkerBackend, WorkerRef};
-use crate::host::procs::{free_port, spawn_group, stop_group, Group};
+use crate::host::procs::{spawn_group, stop_group, Group};
 use crate::Error;
-use fossa_contract::limits::LOCAL_MAX_WORKERS;
 use fossa_contract::unix_now as now;
 
 struct LocalWorker {
-    index: u32,
-    port: u16,
+    slot: Slot,
     child: Group,
-    started_at: i64,
-    restarts: u32,
+}
+
+impl AsRef<Slot> for LocalWorker {
+    fn as_ref(&self) -> &Slot {
+        &self.slot
+    }
+}
+
+impl AsMut<Slot> for LocalWorker {
+    fn as_mut(&mut self) -> &mut Slot {
+        &mut self.slot
+    }
 }
 
 /// What local workers are started with.
@@ -113,47 +122,31 @@ impl LocalBackend {
     }
 
     /// A free loopback port that is not reserved and no other worker has.
-    fn fresh_port(&self, ws: &[LocalWorker]) -> Result<u16, Error> {
-        for _ in 0..64 {
-            let port = free_port().map_err(|e| other(format!("no free port: {e}")))?;
-            if !self.spec.reserved_ports.contains(&port) && ws.iter().all(|w| w.port != port) {
-                return Ok(port);
-            }
-        }
-        Err(other("no free loopback port outside the reserved ones"))
-    }
-
     /// Starts or stops workers until there are as many as desired.
     async fn converge(&self) -> Result<(), Error> {
         let want = self.desired.load(Ordering::SeqCst) as usize;
         let mut ws = self.workers.lock().await;
         while ws.len() < want {
-            let index = (1..)
-                .find(|i| ws.iter().all(|w| w.index != *i))
-                .expect("a free index");
-            let port = self.fresh_port(&ws)?;
-            let child = self.spawn(index, port)?;
-            ws.push(LocalWorker {
-                index,
-                port,
-                child,
-                started_at: now(),
-                restarts: 0,
-            });
+            let slot = Slot::next(&self.spec.reserved_ports, ws.iter().map(AsRef::as_ref))?;
+            let child = self.spawn(slot.index, slot.port)?;
             self.events.push(
                 "workers",
                 false,
-                format!("started worker local-{index} on 127.0.0.1:{port}"),
+                format!(
+                    "started worker local-{} on 127.0.0.1:{}",
+                    slot.index, slot.port
+                ),
             );
+            ws.push(LocalWorker { slot, child });
         }
-        ws.sort_by_key(|w| w.index);
+        ws.sort_by_key(|w| w.slot.index);
         while ws.len() > want {
             let mut w = ws.pop().expect("non-empty");
             stop_group(&mut w.child, Duration::from_secs(5)).await;
             self.events.push(
                 "workers",
                 false,
-                format!("stopped worker local-{}", w.index),
+                format!("stopped worker local-{}", w.slot.index),
             );
         }
         Ok(())
@@ -168,37 +161,26 @@ impl LocalBackend {
             };
             // Whatever the dead leader left in its group would hold the port.
             stop_group(&mut ws[i].child, Duration::from_millis(500)).await;
-            // A port someone else took (its gunicorn said "Address already in
-            // use") is given up for a fresh one, or it would fail for good.
-            let mut moved = String::new();
-            if std::net::TcpListener::bind(("127.0.0.1", ws[i].port)).is_err() {
-                match self.fresh_port(&ws) {
-                    Ok(port) => {
-                        moved = format!(" on 127.0.0.1:{port}: its port {} is taken", ws[i].port);
-                        ws[i].port = port;
-                    }
-                    Err(e) => moved = format!(" ({e})"),
-                }
-            }
+            let moved = move_if_taken(&self.spec.reserved_ports, &mut ws, i);
             let w = &mut ws[i];
-            w.restarts += 1;
+            w.slot.restarts += 1;
             self.events.push(
                 "workers",
                 true,
                 format!(
                     "worker local-{} exited ({status}); restarting it (restart {}){moved}",
-                    w.index, w.restarts
+                    w.slot.index, w.slot.restarts
                 ),
             );
-            match self.spawn(w.index, w.port) {
+            match self.spawn(w.slot.index, w.slot.port) {
                 Ok(child) => {
                     w.child = child;
-                    w.started_at = now();
+                    w.slot.started_at = now();
                 }
                 Err(e) => self.events.push(
                     "workers",
                     true,
-                    format!("cannot restart local-{}: {e}", w.index),
+                    format!("cannot restart local-{}: {e}", w.slot.index),
                 ),
             }
         }
@@ -225,13 +207,6 @@ impl LocalBackend {
     }
 }
 
-fn local(what: &'static str) -> impl Fn(Error) -> BackendError {
-    move |e| BackendError::Local {
-        what,
-        source: Box::new(e),
-    }
-}
-
 #[async_trait]
 impl WorkerBackend for LocalBackend {
     fn mode(&self) -> &'static str {
@@ -240,16 +215,7 @@ impl WorkerBackend for LocalBackend {
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
         let ws = self.workers.lock().await;
-        Ok(ws
-            .iter()
-            .map(|w| WorkerRef {
-                id: format!("local-{}", w.index),
-                address: format!("127.0.0.1:{}", w.port),
-                status: "RUNNING".into(),
-                started_at: Some(w.started_at),
-                capacity_provider: "local".into(),
-            })
-            .collect())
+        Ok(ws.iter().map(|w| w.slot.worker_ref()).collect())
     }
 
     fn desired(&self) -> u32 {
@@ -257,12 +223,7 @@ impl WorkerBackend for LocalBackend {
     }
 
     async fn scale(&self, workers: u32) -> Result<String, BackendError> {
-        if workers > LOCAL_MAX_WORKERS {
-            return Err(BackendError::TooMany {
-                mode: self.mode(),
-                max: LOCAL_MAX_WORKERS,
-            });
-        }
+        check_scale(workers)?;
         let before = self.desired.swap(workers, Ordering::SeqCst);
         self.converge()
             .await

@@ -14,26 +14,18 @@ use async_trait::async_trait;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
-use fossa_contract::limits::LOCAL_MAX_WORKERS;
 use fossa_contract::unix_now as now;
 use tokio::sync::Mutex;
 
+use super::slots::{check_scale, local, move_if_taken, Slot};
 use crate::duties::image;
 use crate::events::Events;
 use crate::fleet::{BackendError, WorkerBackend, WorkerRef};
 use crate::host::docker::call;
-use crate::host::procs::free_port;
 use crate::Error;
 
 /// Label on every container local mode starts, with its process id.
 const LABEL: &str = "fossa.local";
-
-struct Slot {
-    index: u32,
-    port: u16,
-    started_at: i64,
-    restarts: u32,
-}
 
 /// What the containers are made from and connected to.
 #[derive(Clone)]
@@ -58,13 +50,6 @@ pub struct ContainerBackend {
     workers: Mutex<Vec<Slot>>,
     events: Events,
     prefix: String,
-}
-
-fn local(what: &'static str) -> impl Fn(Error) -> BackendError {
-    move |e| BackendError::Local {
-        what,
-        source: Box::new(e),
-    }
 }
 
 fn image_error(e: image::ImageError) -> Error {
@@ -155,39 +140,23 @@ impl ContainerBackend {
             .await;
     }
 
-    fn fresh_port(&self, ws: &[Slot]) -> Result<u16, Error> {
-        for _ in 0..64 {
-            let port = free_port().map_err(|e| Error::Other(format!("no free port: {e}")))?;
-            if !self.spec.reserved_ports.contains(&port) && ws.iter().all(|w| w.port != port) {
-                return Ok(port);
-            }
-        }
-        Err(Error::Other(
-            "no free loopback port outside the reserved ones".into(),
-        ))
-    }
-
     /// Starts or removes containers until there are as many as desired.
     async fn converge(&self) -> Result<(), Error> {
         let want = self.desired.load(Ordering::SeqCst) as usize;
         let mut ws = self.workers.lock().await;
         while ws.len() < want {
-            let index = (1..)
-                .find(|i| ws.iter().all(|w| w.index != *i))
-                .expect("a free index");
-            let port = self.fresh_port(&ws)?;
-            self.spawn(index, port).await?;
-            ws.push(Slot {
-                index,
-                port,
-                started_at: now(),
-                restarts: 0,
-            });
+            let slot = Slot::next(&self.spec.reserved_ports, ws.iter())?;
+            self.spawn(slot.index, slot.port).await?;
             self.events.push(
                 "workers",
                 false,
-                format!("started container {} on 127.0.0.1:{port}", self.name(index)),
+                format!(
+                    "started container {} on 127.0.0.1:{}",
+                    self.name(slot.index),
+                    slot.port
+                ),
             );
+            ws.push(slot);
         }
         ws.sort_by_key(|w| w.index);
         while ws.len() > want {
@@ -217,13 +186,7 @@ impl ContainerBackend {
             if running {
                 continue;
             }
-            let mut moved = String::new();
-            if std::net::TcpListener::bind(("127.0.0.1", ws[i].port)).is_err() {
-                if let Ok(port) = self.fresh_port(&ws) {
-                    moved = format!(" on 127.0.0.1:{port}: its port {} is taken", ws[i].port);
-                    ws[i].port = port;
-                }
-            }
+            let moved = move_if_taken(&self.spec.reserved_ports, &mut ws, i);
             ws[i].restarts += 1;
             self.events.push(
                 "workers",
@@ -289,16 +252,7 @@ impl WorkerBackend for ContainerBackend {
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
         let ws = self.workers.lock().await;
-        Ok(ws
-            .iter()
-            .map(|w| WorkerRef {
-                id: format!("local-{}", w.index),
-                address: format!("127.0.0.1:{}", w.port),
-                status: "RUNNING".into(),
-                started_at: Some(w.started_at),
-                capacity_provider: "local".into(),
-            })
-            .collect())
+        Ok(ws.iter().map(Slot::worker_ref).collect())
     }
 
     fn desired(&self) -> u32 {
@@ -306,12 +260,7 @@ impl WorkerBackend for ContainerBackend {
     }
 
     async fn scale(&self, workers: u32) -> Result<String, BackendError> {
-        if workers > LOCAL_MAX_WORKERS {
-            return Err(BackendError::TooMany {
-                mode: self.mode(),
-                max: LOCAL_MAX_WORKERS,
-            });
-        }
+        check_scale(workers)?;
         let before = self.desired.swap(workers, Ordering::SeqCst);
         self.converge()
             .await

@@ -10,6 +10,7 @@ mod backend;
 mod broker;
 mod containers;
 mod python;
+mod slots;
 
 pub use backend::{LocalBackend, WorkerSpec};
 pub use broker::{BrokerDuty, LocalBroker};

@@ -40,6 +40,31 @@ fn flash_overview(
     Custom(status, render(&overview_page(cache, snap, b, None)))
 }
 
+/// The overview again, saying the form's CSRF token was missing or wrong.
+fn form_expired(fleet: &FleetState, cache: &SummaryCache, user: &User) -> Custom<Html> {
+    flash_overview(
+        fleet,
+        cache,
+        user,
+        Status::Forbidden,
+        false,
+        "The form expired (missing or wrong CSRF token). Reload and try again.".into(),
+    )
+}
+
+/// The overview again, with what a scale or rebuild did or why it was not done.
+fn flash_outcome(
+    fleet: &FleetState,
+    cache: &SummaryCache,
+    user: &User,
+    done: Result<String, ControlError>,
+) -> Custom<Html> {
+    match done {
+        Ok(m) => flash_overview(fleet, cache, user, Status::Ok, true, m),
+        Err(e) => flash_overview(fleet, cache, user, status_of(&e), false, e.message()),
+    }
+}
+
 /// Scales from the form.
 #[post("/scale", data = "<form>")]
 pub async fn scale(
@@ -62,19 +87,10 @@ pub async fn scale(
         }
     };
     if !user.csrf_ok(Some(form.csrf_token)) {
-        return flash_overview(
-            fleet,
-            cache,
-            &user,
-            Status::Forbidden,
-            false,
-            "The form expired (missing or wrong CSRF token). Reload and try again.".into(),
-        );
+        return form_expired(fleet, cache, &user);
     }
-    match fleet.0.scale(form.workers).await {
-        Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
-        Err(e) => flash_overview(fleet, cache, &user, status_of(&e), false, e.message()),
-    }
+    let done = fleet.0.scale(form.workers).await;
+    flash_outcome(fleet, cache, &user, done)
 }
 
 /// `POST /api/v1/scale` body.
@@ -128,19 +144,10 @@ pub async fn rebuild(
     form: Form<TokenForm<'_>>,
 ) -> Custom<Html> {
     if !user.csrf_ok(Some(form.csrf_token)) {
-        return flash_overview(
-            fleet,
-            cache,
-            &user,
-            Status::Forbidden,
-            false,
-            "The form expired (missing or wrong CSRF token). Reload and try again.".into(),
-        );
+        return form_expired(fleet, cache, &user);
     }
-    match fleet.0.rebuild().await {
-        Ok(m) => flash_overview(fleet, cache, &user, Status::Ok, true, m),
-        Err(e) => flash_overview(fleet, cache, &user, status_of(&e), false, e.message()),
-    }
+    let done = fleet.0.rebuild().await;
+    flash_outcome(fleet, cache, &user, done)
 }
 
 /// Rebuilds the image.

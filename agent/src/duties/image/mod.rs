@@ -115,16 +115,7 @@ pub async fn reconcile(
             models: classes,
         });
     }
-    events.push(
-        "image",
-        false,
-        format!(
-            "building {reference} from {base} with {} model file(s)",
-            models.len()
-        ),
-    );
-    build_context(docker, &reference, ctx).await?;
-    smoke::check(docker, &reference, &classes).await?;
+    build_checked(docker, &reference, ctx, base, models, &classes, events).await?;
     let auth = registry_auth(ecr, registry).await?;
     let push = PushImageOptionsBuilder::default().tag(&tag).build();
     let mut stream = docker.push_image(&repo, Some(push), Some(auth.credentials()));
@@ -145,6 +136,29 @@ pub async fn reconcile(
         built: true,
         models: classes,
     })
+}
+
+/// Builds `ctx` (of `base` and `models`) as `reference` and smoke-tests it
+/// against `classes`; the build is an event.
+async fn build_checked(
+    docker: &Docker,
+    reference: &str,
+    ctx: Vec<u8>,
+    base: &str,
+    models: &[ModelFile],
+    classes: &[String],
+    events: &Events,
+) -> Result<(), ImageError> {
+    events.push(
+        "image",
+        false,
+        format!(
+            "building {reference} from {base} with {} model file(s)",
+            models.len()
+        ),
+    );
+    build_context(docker, reference, ctx).await?;
+    smoke::check(docker, reference, classes).await
 }
 
 /// Builds `context` as `reference`, its log streamed to the agent's log;
@@ -212,16 +226,7 @@ pub async fn build_local(
             models: classes,
         });
     }
-    events.push(
-        "image",
-        false,
-        format!(
-            "building {reference} from {base} with {} model file(s)",
-            models.len()
-        ),
-    );
-    build_context(docker, &reference, ctx).await?;
-    smoke::check(docker, &reference, &classes).await?;
+    build_checked(docker, &reference, ctx, base, models, &classes, events).await?;
     Ok(Built {
         reference,
         built: true,
