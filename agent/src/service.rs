@@ -81,6 +81,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         settings.stack.stack.as_str(),
         PollSettings::default(),
     );
+    fleet.set_agent(crate::fleet::this_agent());
     // The UI failing to start (port taken, no password yet) must not take NAT down with it.
     let web = match start_web(&settings, fleet.clone(), &events, password_rx).await {
         Ok(shutdown) => Some(shutdown),

@@ -336,6 +336,11 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
         .and_then(|v| v.as_ref().ok())
         .map(|v| v["cost"].clone());
     let view_error = view.as_ref().and_then(|v| v.as_ref().err().cloned());
+    let running = view
+        .as_ref()
+        .and_then(|v| v.as_ref().ok())
+        .map(|v| v["agent"].clone())
+        .filter(|a| !a.is_null());
     match args.output {
         Output::Json => {
             let doc = serde_json::json!({
@@ -343,6 +348,7 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
                 "url": address.as_ref().map(|a| format!("https://{a}/")),
                 "agent": agent, "tls_fingerprint": fingerprint, "resources": resources,
                 "duties": duties, "workers": workers, "cost": cost, "agent_api_error": view_error,
+                "running_agent": running,
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
@@ -355,6 +361,13 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
                 println!("  UI:    https://{ip}/ (user fossa; `fossa-bootstrap password --stack {stack}`)");
             }
             println!("  agent: {agent}");
+            if let Some(a) = &running {
+                println!(
+                    "  running: fossa-agent {} (binary SHA-256 {})",
+                    a["version"].as_str().unwrap_or("?"),
+                    a["sha256"].as_str().unwrap_or("?")
+                );
+            }
             for d in &duties {
                 println!(
                     "  {:<14} {:<4} {}",

@@ -237,6 +237,17 @@ async fn passwords_scale_and_settings_apply_while_the_agent_runs() {
         .unwrap()
         .contains("not managed by this agent"));
     assert_eq!(st["workers"]["desired"], 5, "{st}");
+    // The running agent says which binary it is: the one launch uploaded.
+    let uploaded = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(std::fs::read(bin("fossa-agent")).unwrap()))
+    };
+    assert_eq!(st["running_agent"]["sha256"], uploaded.as_str(), "{st}");
+    assert_eq!(
+        st["running_agent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{st}"
+    );
     let text = bootstrap(&stack, &["status", "--ui-address", &ui])
         .ok()
         .stdout;

@@ -183,6 +183,15 @@ pub struct Dispatched {
     pub at: i64,
 }
 
+/// The running agent: what `status` and an upgrade check compare.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// `fossa-agent`'s version.
+    pub version: String,
+    /// SHA-256 of the running binary (hex), as `launch` records it in SSM.
+    pub sha256: String,
+}
+
 /// Everything the UI shows, replaced atomically by the poller.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct FleetSnapshot {
@@ -206,6 +215,9 @@ pub struct FleetSnapshot {
     pub cost: Option<Cost>,
     /// Tasks the gateway dispatched, newest last.
     pub dispatched: Vec<Dispatched>,
+    /// The agent serving this, when it says.
+    #[serde(default)]
+    pub agent: Option<AgentInfo>,
 }
 
 /// A task submission (`POST /api/v1/tasks` body, or the form).

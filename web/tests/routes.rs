@@ -470,6 +470,8 @@ async fn json_twins_answer_for_each_page() {
         assert_eq!(v[duty]["ok"], ok, "{duty}: {v}");
     }
     assert_eq!(v["cluster"]["detail"], "waiting for the worker image");
+    assert_eq!(v["duties"][3]["name"], "cluster", "in start order");
+    assert_eq!(v["agent"]["version"], "9.9.9");
     let v = json_of(
         c.get("/api/v1/tasks/parent1")
             .header(basic(PASSWORD))

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use fossa_web::model::{
-    ControlError, DispatchError, Dispatched, Event, Fleet, FleetSnapshot, Health, TaskRequest,
-    Worker,
+    AgentInfo, ControlError, DispatchError, Dispatched, Event, Fleet, FleetSnapshot, Health,
+    TaskRequest, Worker,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -28,6 +28,21 @@ pub use backend::{BackendError, WorkerBackend, WorkerRef};
 use crate::duties::driver::Board;
 use crate::events::Events;
 use node::{NodeClient, NodeError};
+
+/// The running agent: its version, and the SHA-256 of its binary (read once,
+/// streamed, so the binary is never all in memory).
+pub fn this_agent() -> AgentInfo {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let sha256 = std::fs::File::open("/proc/self/exe")
+        .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+        .map(|_| hex::encode(hasher.finalize()))
+        .unwrap_or_default();
+    AgentInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        sha256,
+    }
+}
 
 /// Tuning of the poller.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +78,7 @@ pub struct FleetModel {
     settings: PollSettings,
     stack: String,
     dispatched: Mutex<VecDeque<Dispatched>>,
+    agent: std::sync::OnceLock<AgentInfo>,
 }
 
 fn health_of(e: &NodeError) -> Health {
@@ -75,7 +91,6 @@ fn health_of(e: &NodeError) -> Health {
 }
 
 impl FleetModel {
-    /// A model over `backend`; call [`FleetModel::run`] to keep it fresh.
     /// A model over `backend`, showing the duties on `board`; call
     /// [`FleetModel::run`] to keep it fresh.
     pub fn new(
@@ -99,7 +114,13 @@ impl FleetModel {
             settings,
             stack: stack.into(),
             dispatched: Mutex::new(VecDeque::new()),
+            agent: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Says which agent serves this fleet (shown from the next refresh on).
+    pub fn set_agent(&self, info: AgentInfo) {
+        let _ = self.agent.set(info);
     }
 
     /// Polls one worker; a poll still running at `deadline` counts as a timeout.
@@ -189,6 +210,7 @@ impl FleetModel {
                 .map(|s| s.component.clone())
                 .collect(),
             cost: self.backend.cost(),
+            agent: self.agent.get().cloned(),
             dispatched: self
                 .dispatched
                 .lock()

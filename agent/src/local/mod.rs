@@ -203,6 +203,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
             ..Default::default()
         },
     );
+    fleet.set_agent(crate::fleet::this_agent());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let poller = tokio::spawn(fleet.clone().run(shutdown_rx.clone()));
     let supervisor = tokio::spawn(workers.clone().supervise(shutdown_rx.clone()));

@@ -155,7 +155,7 @@ fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
                 "desired_workers": snap.desired_workers, "running_workers": running, "healthy_workers": healthy,
                 "slots": slots, "slots_used": used, "running_tasks": running_tasks,
                 "cost": snap.cost, "models": snap.models, "workers": &rows[range.clone()], "paging": paging,
-                "duties": snap.components,
+                "duties": snap.components, "agent": snap.agent,
             });
             // Each duty's component also under its name (`"nat": {"ok": …}`).
             if let Some(o) = overview_json.as_object_mut() {

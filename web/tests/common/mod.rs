@@ -132,6 +132,10 @@ pub fn snapshot() -> FleetSnapshot {
             basis: "list prices".into(),
         }),
         dispatched: vec![],
+        agent: Some(AgentInfo {
+            version: "9.9.9".into(),
+            sha256: "ab".repeat(32),
+        }),
     }
 }
 
