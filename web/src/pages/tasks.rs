@@ -90,31 +90,33 @@ pub struct SubmitForm<'r> {
     csrf_token: &'r str,
 }
 
-fn json_object(field: &str, text: Option<&str>) -> Result<Value, String> {
+fn json_object(field: &str, text: Option<&str>) -> Result<Value, DispatchError> {
     let text = text
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .unwrap_or("{}");
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(format!(
+        Ok(_) => Err(DispatchError::Invalid(format!(
             "{field} must be a JSON object such as {{\"key\": 1}}"
-        )),
-        Err(e) => Err(format!("{field} is not valid JSON: {e}")),
+        ))),
+        Err(e) => Err(DispatchError::Invalid(format!(
+            "{field} is not valid JSON: {e}"
+        ))),
     }
 }
 
 /// Checks a request against what the workers accept.
-pub fn validate(snap: &FleetSnapshot, req: &TaskRequest) -> Result<(), String> {
+pub fn validate(snap: &FleetSnapshot, req: &TaskRequest) -> Result<(), DispatchError> {
     if req.model_class.is_empty() {
-        return Err("model_class is required".into());
+        return Err(DispatchError::Invalid("model_class is required".into()));
     }
     if !snap.models.is_empty() && !snap.models.contains(&req.model_class) {
-        return Err(format!(
+        return Err(DispatchError::Invalid(format!(
             "model_class {:?} is not accepted by the workers; choose one of: {}",
             req.model_class,
             snap.models.join(", ")
-        ));
+        )));
     }
     for (name, v) in [
         ("model_construction_kwargs", &req.model_construction_kwargs),
@@ -122,12 +124,16 @@ pub fn validate(snap: &FleetSnapshot, req: &TaskRequest) -> Result<(), String> {
         ("resolver_context", &req.resolver_context),
     ] {
         if !v.is_object() {
-            return Err(format!("{name} must be a JSON object"));
+            return Err(DispatchError::Invalid(format!(
+                "{name} must be a JSON object"
+            )));
         }
     }
     if let Some(m) = &req.method {
         if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("method {m:?} is not a Python method name"));
+            return Err(DispatchError::Invalid(format!(
+                "method {m:?} is not a Python method name"
+            )));
         }
     }
     Ok(())
@@ -182,7 +188,7 @@ pub async fn submit(
         ));
     }
     let parsed = (|| {
-        Ok::<_, String>(TaskRequest {
+        Ok::<_, DispatchError>(TaskRequest {
             model_class: form.model_class.to_owned(),
             method: form
                 .method
@@ -199,7 +205,7 @@ pub async fn submit(
     })();
     let req = match parsed.and_then(|r| validate(&snap, &r).map(|()| r)) {
         Ok(r) => r,
-        Err(msg) => return Err(fail(Status::BadRequest, msg, Some(&form))),
+        Err(e) => return Err(fail(Status::BadRequest, e.to_string(), Some(&form))),
     };
     match fleet.0.submit(req).await {
         Ok(d) => Ok(Redirect::to(format!("/tasks/{}", d.task_id))),
@@ -226,8 +232,8 @@ pub async fn api_submit(
         Err(e) => return e,
     };
     let snap = fleet.0.snapshot();
-    if let Err(msg) = validate(&snap, &req) {
-        return api_error(Status::BadRequest, msg);
+    if let Err(e) = validate(&snap, &req) {
+        return api_error(Status::BadRequest, e.to_string());
     }
     match fleet.0.submit(req).await {
         Ok(d) => Custom(
