@@ -12,6 +12,10 @@ pub const LOCAL_MAX_WORKERS: u32 = 64;
 /// How often the agent checks SSM for a new stack config or UI password.
 pub const CONFIG_CHECK_SECS: u64 = 15;
 
+/// How far back the cluster duty looks for worker tasks that stopped on
+/// their own (exited, or never started), to report them.
+pub const TASK_FAILURE_WINDOW_SECS: i64 = 600;
+
 /// How long the presigned URL user-data fetches the agent with stays valid.
 pub const AGENT_URL_TTL_SECS: u64 = 3600;
 

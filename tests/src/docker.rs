@@ -22,32 +22,42 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts it and waits until `docker info` answers.
     pub fn start() -> Dockerd {
+        Self::start_in(None)
+    }
+
+    /// Starts it inside `netns` (its containers' host network, and its
+    /// builds' and pulls' network, are that namespace's); its socket is a
+    /// file, reachable from anywhere.
+    pub fn start_in(netns: Option<&crate::netns::Netns>) -> Dockerd {
         let dir = TempDir::new("dockerd");
         // dockerd's exec-root must be a short path (unix socket length limits).
         let exec_root = format!("/run/fossa-d-{}", std::process::id());
         let sock = dir.0.join("docker.sock");
         let host = format!("unix://{}", sock.display());
         let log = std::fs::File::create(dir.0.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .arg("--host")
-            .arg(&host)
-            .arg("--data-root")
-            .arg(dir.0.join("data"))
-            .args([
-                "--exec-root",
-                &exec_root,
-                "--bridge",
-                "none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-            ])
-            .arg("--pidfile")
-            .arg(dir.0.join("docker.pid"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd is installed (Debian docker.io)");
+        let child = match netns {
+            Some(ns) => ns.enter("dockerd"),
+            None => Command::new("dockerd"),
+        }
+        .arg("--host")
+        .arg(&host)
+        .arg("--data-root")
+        .arg(dir.0.join("data"))
+        .args([
+            "--exec-root",
+            &exec_root,
+            "--bridge",
+            "none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+        ])
+        .arg("--pidfile")
+        .arg(dir.0.join("docker.pid"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("dockerd is installed (Debian docker.io)");
         let d = Dockerd { child, host, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !Command::new("docker")
@@ -157,12 +167,20 @@ pub struct Registry {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub address: String,
+    netns: Option<String>,
+    _forward: Option<crate::netns::Forward>,
     _dir: TempDir,
 }
 
 impl Registry {
     /// Starts docker-registry with htpasswd auth.
     pub fn start(password: &str) -> Registry {
+        Self::start_in(password, None)
+    }
+
+    /// Starts it on the loopback of `netns` (the test reaches it through a
+    /// [`crate::netns::Forward`] on the same port).
+    pub fn start_in(password: &str, netns: Option<&crate::netns::Netns>) -> Registry {
         let dir = TempDir::new("registry");
         let port = free_port();
         let mut htpasswd = Command::new("htpasswd")
@@ -185,24 +203,41 @@ impl Registry {
             pw = dir.0.join("htpasswd").display()
         );
         std::fs::write(dir.0.join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.0.join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.0.join("registry.log")).unwrap())
-            .spawn()
-            .expect("docker-registry is installed");
         let address = format!("127.0.0.1:{port}");
+        let forward = netns.map(|ns| crate::netns::Forward::into_ns(ns, port));
+        let netns = netns.map(|ns| ns.name.clone());
+        let child = serve(netns.as_deref(), &dir);
+        let r = Registry {
+            child,
+            address,
+            netns,
+            _forward: forward,
+            _dir: dir,
+        };
+        r.wait_up();
+        r
+    }
+
+    fn wait_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&address).is_err() {
+        let url = format!("http://{}/", self.address);
+        while Run::of(Command::new("curl").args(["-sS", "-o", "/dev/null", &url])).code != 0 {
             assert!(Instant::now() < deadline, "docker-registry did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Registry {
-            child,
-            address,
-            _dir: dir,
-        }
+    }
+
+    /// Stops it (the registry is down) until [`Registry::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address, with the same images.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = serve(self.netns.as_deref(), &self._dir);
+        self.wait_up();
     }
 
     /// Tags of `repo`, asked with `password`.
@@ -225,6 +260,30 @@ impl Registry {
         tags.sort();
         tags
     }
+}
+
+/// Runs `docker-registry serve` with the config in `dir`, inside `netns` if given.
+fn serve(netns: Option<&str>, dir: &TempDir) -> Child {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "docker-registry"]);
+            c
+        }
+        None => Command::new("docker-registry"),
+    };
+    cmd.arg("serve")
+        .arg(dir.0.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.0.join("registry.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .expect("docker-registry is installed")
 }
 
 impl Drop for Registry {

@@ -27,6 +27,8 @@ pub struct DebianImage {
     /// added (`/usr/local/share/ca-certificates`), as a company's base image
     /// would: here a TLS-inspecting egress proxy stands between pip and PyPI.
     pub host_cas: bool,
+    /// Hooks run after the CA certificates are in (those that reach the network).
+    pub late_hooks: &'static [&'static str],
 }
 
 /// Where Debian keeps the certificate authorities a machine adds.
@@ -73,6 +75,7 @@ pub const SYSTEMD: DebianImage = DebianImage {
     ],
     changes: &["CMD [\"/sbin/init\"]"],
     host_cas: false,
+    late_hooks: &[],
 };
 
 /// RabbitMQ from Debian's package, started as the broker duty starts the
@@ -84,6 +87,7 @@ pub const RABBITMQ: DebianImage = DebianImage {
     hooks: &[],
     changes: &["CMD [\"/usr/sbin/rabbitmq-server\"]"],
     host_cas: false,
+    late_hooks: &[],
 };
 
 /// A Python base for the worker image, as the official `python` image is
@@ -99,6 +103,18 @@ pub const PYTHON: DebianImage = DebianImage {
     ],
     changes: &["CMD [\"python\"]"],
     host_cas: true,
+    late_hooks: &[],
+};
+
+/// [`PYTHON`] with the pinned Fossa and Aye-Aye already installed, for a
+/// gateway namespace whose builds cannot reach PyPI: the image duty's real
+/// `pip install` of the same pins then finds them satisfied. Its pip ran
+/// here, in the chroot, on the host's network. The pins are the agent's
+/// (`fossa_agent::fossa`; a unit test checks they agree).
+pub const PYTHON_FOSSA: DebianImage = DebianImage {
+    name: "python-fossa",
+    late_hooks: &["chroot \"$1\" pip3 install --no-cache-dir ayeaye-fossa==0.0.37 ayeaye==0.1.7"],
+    ..PYTHON
 };
 
 fn cache_dir() -> PathBuf {
@@ -115,7 +131,7 @@ impl DebianImage {
         let mut p = self.packages.to_vec();
         p.sort_unstable();
         h.update(p.join(","));
-        for x in self.hooks.iter().chain(self.changes) {
+        for x in self.hooks.iter().chain(self.changes).chain(self.late_hooks) {
             h.update("|");
             h.update(x);
         }
@@ -159,6 +175,9 @@ impl DebianImage {
                 "--customize-hook=cp {LOCAL_CAS}/*.crt \"$1\"{LOCAL_CAS}/ && chroot \"$1\" update-ca-certificates"
             ));
         }
+        for hook in self.late_hooks {
+            cmd.arg(format!("--customize-hook={hook}"));
+        }
         cmd.arg(SUITE).arg(&partial);
         let r = Run::of(&mut cmd);
         assert_eq!(
@@ -197,5 +216,19 @@ mod tests {
         assert_ne!(SYSTEMD.key(), other.key());
         assert_eq!(SYSTEMD.key(), SYSTEMD.key());
         assert!(SYSTEMD.tag().starts_with("fossa-test-systemd:"));
+        assert_ne!(PYTHON.key(), PYTHON_FOSSA.key());
+    }
+
+    #[test]
+    fn the_preinstalled_fossa_is_the_agents_pin() {
+        let hook = PYTHON_FOSSA.late_hooks[0];
+        assert!(
+            hook.contains(fossa_agent::fossa::FOSSA_REQUIREMENT),
+            "{hook}"
+        );
+        assert!(
+            hook.contains(fossa_agent::fossa::AYEAYE_REQUIREMENT),
+            "{hook}"
+        );
     }
 }

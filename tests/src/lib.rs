@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod browser;
 pub mod docker;
+pub mod fargate;
 pub mod images;
 pub mod local;
 pub mod moto;

@@ -52,6 +52,16 @@ impl Netns {
         c
     }
 
+    /// A command running `program` in the namespace's network only: unlike
+    /// `ip netns exec` it keeps this mount namespace, so /sys/fs/cgroup stays
+    /// (dockerd needs it).
+    pub fn enter(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program);
+        c
+    }
+
     /// Runs iptables inside the namespace and returns its stdout; panics on failure.
     pub fn iptables(&self, args: &[&str]) -> String {
         Run::of(self.cmd("iptables").args(args)).ok().stdout
@@ -102,7 +112,7 @@ pub const GATEWAY_OUTER: &str = "203.0.113.1";
 /// The private subnet of the task host.
 pub const PRIVATE_CIDR: &str = "192.168.2.0/24";
 
-const SERVER: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(64)\nwhile True:\n c,a=s.accept()\n c.sendall(a[0].encode())\n c.close()\n";
+pub(crate) const SERVER: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(64)\nwhile True:\n c,a=s.accept()\n c.sendall(a[0].encode())\n c.close()\n";
 const PROBE: &str = "import socket,sys\ns=socket.create_connection((sys.argv[1],8080),timeout=2)\nprint(s.recv(100).decode())\n";
 
 impl NatLab {
@@ -293,5 +303,76 @@ impl Drop for NatLab {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A TCP forwarder between the test's own network namespace and one it
+/// made, on one loopback port number on both sides (socat, a process per
+/// connection); stops on drop.
+#[derive(Debug)]
+pub struct Forward {
+    child: Child,
+}
+
+impl Forward {
+    /// `127.0.0.1:port` here reaches `127.0.0.1:port` inside `ns`.
+    pub fn into_ns(ns: &Netns, port: u16) -> Forward {
+        let child = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!(
+                "EXEC:ip netns exec {} socat STDIO TCP\\:127.0.0.1\\:{port}",
+                ns.name
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is installed");
+        let f = Forward { child };
+        wait_listening(None, port);
+        f
+    }
+
+    /// `127.0.0.1:port` inside `ns` reaches `127.0.0.1:port` here.
+    pub fn out_of_ns(ns: &Netns, port: u16) -> Forward {
+        let child = ns
+            .cmd("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!(
+                "EXEC:nsenter --net=/proc/{}/ns/net socat STDIO TCP\\:127.0.0.1\\:{port}",
+                std::process::id()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is installed");
+        let f = Forward { child };
+        wait_listening(Some(ns), port);
+        f
+    }
+}
+
+fn wait_listening(ns: Option<&Netns>, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ss = match ns {
+            Some(ns) => ns.cmd("ss"),
+            None => Command::new("ss"),
+        };
+        if !Run::of(ss.args(["-ltnH", &format!("sport = :{port}")]))
+            .stdout
+            .trim()
+            .is_empty()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "socat did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

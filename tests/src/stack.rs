@@ -16,6 +16,14 @@ use crate::{bin, free_port, Run, TempDir};
 
 /// The parts of a launched stack.
 pub struct Stack {
+    /// The Fargate emulator in front of moto, when the stack has a gateway
+    /// namespace (first, so it removes its tasks while dockerd runs).
+    pub emulator: Option<crate::fargate::Emulator>,
+    /// The endpoint the CLI and the agent use: the emulator's, else moto's.
+    pub endpoint: String,
+    /// The gateway namespace the agent runs in, if any.
+    pub netns: Option<String>,
+    _ui_forward: Option<crate::netns::Forward>,
     /// Stack name.
     pub name: String,
     /// The AWS API emulator.
@@ -45,6 +53,20 @@ pub struct Stack {
 impl Stack {
     /// Starts the parts and launches stack `name` with 2 workers and one model file.
     pub async fn launch(name: &str) -> Stack {
+        Self::launch_in(name, None, None).await
+    }
+
+    /// As [`Stack::launch`]; with `gateway`, dockerd and the registry run in
+    /// its namespace (and so does the agent, and the broker it starts), the
+    /// Fargate emulator runs the service's tasks there, and the UI is
+    /// forwarded to this namespace's loopback. Its builds cannot reach PyPI,
+    /// so the base is [`crate::images::PYTHON_FOSSA`]. `models` replaces the
+    /// one-file model directory.
+    pub async fn launch_in(
+        name: &str,
+        gateway: Option<&crate::fargate::Gateway>,
+        model_files: Option<&[(&str, &str)]>,
+    ) -> Stack {
         let moto = Moto::start();
         let sdk = moto.sdk().await;
         let ecr = aws_sdk_ecr::Client::new(&sdk);
@@ -59,19 +81,30 @@ impl Stack {
             .unwrap()
             .1
             .to_owned();
-        let registry = Registry::start(&ecr_password);
-        let docker = Dockerd::start();
-        let base_image = crate::images::PYTHON.import(&docker);
+        let ns = gateway.map(|g| &g.gw);
+        let registry = Registry::start_in(&ecr_password, ns);
+        let docker = Dockerd::start_in(ns);
+        let base_image = match gateway {
+            Some(_) => crate::images::PYTHON_FOSSA.import(&docker),
+            None => crate::images::PYTHON.import(&docker),
+        };
         let broker_image = crate::images::RABBITMQ.import(&docker);
         let dir = TempDir::new("stack");
         let models = dir.0.join("models");
         std::fs::create_dir_all(&models).unwrap();
-        std::fs::write(
-            models.join("etl.py"),
-            "import ayeaye\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    pass\n",
-        )
-        .unwrap();
+        let files = models_files(model_files);
+        for (file, text) in files {
+            std::fs::write(models.join(file), text).unwrap();
+        }
+        let ui_port = free_port();
+        let emulator = gateway.map(|g| crate::fargate::Emulator::start(&moto, &docker, g, &dir.0));
         let mut stack = Stack {
+            endpoint: emulator
+                .as_ref()
+                .map_or_else(|| moto.url.clone(), |e| e.url.clone()),
+            emulator,
+            netns: gateway.map(|g| g.gw.name.clone()),
+            _ui_forward: gateway.map(|g| crate::netns::Forward::into_ns(&g.gw, ui_port)),
             name: name.to_owned(),
             moto,
             sdk,
@@ -80,7 +113,7 @@ impl Stack {
             ecr_password,
             dir,
             models,
-            ui_port: free_port(),
+            ui_port,
             launched: Run {
                 code: 0,
                 stdout: String::new(),
@@ -95,6 +128,12 @@ impl Stack {
 
     /// Runs `fossa-bootstrap launch` again (after a model change, say).
     pub fn relaunch(&self) -> Run {
+        self.rerun(&["--workers", "2"])
+    }
+
+    /// Runs `fossa-bootstrap launch` again with `args` besides the stack's
+    /// own (so without `--workers` a re-run keeps the count).
+    pub fn rerun(&self, args: &[&str]) -> Run {
         Run::of(
             Command::new(bin("fossa-bootstrap"))
                 .args([
@@ -104,11 +143,10 @@ impl Stack {
                     "--allow-cidr",
                     "198.51.100.1/32",
                     "--no-wait",
-                    "--workers",
-                    "2",
                     "--endpoint-url",
-                    &self.moto.url,
+                    &self.endpoint,
                 ])
+                .args(args)
                 .arg("--agent-binary")
                 .arg(bin("fossa-agent"))
                 .arg("--models")
@@ -126,15 +164,21 @@ impl Stack {
             &path,
             format!(
                 "stack = \"{}\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n\
-                 registry = \"{}\"\nbase_image = \"{}\"\nbroker_image = \"{}\"\nbroker_address = \"127.0.0.1\"\n\
+                 registry = \"{}\"\nbase_image = \"{}\"\nbroker_image = \"{}\"\nbroker_address = \"{}\"\n{}\
                  duties = [{}]\n",
                 self.name,
-                self.moto.url,
+                self.endpoint,
                 self.dir.0.join("state").display(),
                 self.ui_port,
                 self.registry.address,
                 self.base_image,
                 self.broker_image,
+                if self.netns.is_some() { crate::fargate::GATEWAY_PRIVATE } else { "127.0.0.1" },
+                if self.netns.is_some() {
+                    format!("egress_check = \"{}\"\n", crate::fargate::Gateway::egress_target())
+                } else {
+                    String::new()
+                },
                 duties.join(", ")
             ),
         )
@@ -145,7 +189,15 @@ impl Stack {
     /// Starts `fossa-agent run` with `config` and extra environment, logging to `<dir>/<log>`.
     pub fn agent(&self, config: &std::path::Path, log: &str, env: &[(&str, &str)]) -> Agent {
         let log = self.dir.0.join(log);
-        let child = Command::new(bin("fossa-agent"))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("fossa-agent"));
+                c
+            }
+            None => Command::new(bin("fossa-agent")),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(config)
             .envs(self.moto.env())
@@ -324,6 +376,19 @@ impl Stack {
     pub fn repository(&self) -> String {
         format!("fossa-{}/worker", self.name)
     }
+}
+
+/// The model files of a stack: `given`, or one file with `SmallEtl`.
+fn models_files<'a>(given: Option<&'a [(&'a str, &'a str)]>) -> Vec<(&'a str, &'a str)> {
+    given.map_or_else(
+        || {
+            vec![(
+                "etl.py",
+                "import ayeaye\n\nclass SmallEtl(ayeaye.PartitionedModel):\n    pass\n",
+            )]
+        },
+        <[_]>::to_vec,
+    )
 }
 
 /// A running `fossa-agent run`.

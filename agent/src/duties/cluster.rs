@@ -22,8 +22,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{watched, Duty, DutyError, DutyKind, Outcome, Shared, WorkerImage};
+use super::{
+    stopped_tasks, watched, Duty, DutyError, DutyKind, Next, Outcome, Shared, WorkerImage,
+};
 use crate::settings::Settings;
+
+/// How soon the cluster duty looks again while worker tasks keep failing.
+const FAILING_RECHECK: Duration = Duration::from_secs(15);
 
 /// Log retention of the workers' log group.
 pub const LOG_RETENTION_DAYS: i32 = 7;
@@ -466,7 +471,7 @@ impl Duty<Settings> for ClusterDuty {
         DutyKind::Cluster.title()
     }
     fn period(&self) -> Duration {
-        Duration::from_secs(60)
+        Duration::from_secs(30)
     }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         if let Some(o) = super::standing_down(s) {
@@ -487,7 +492,17 @@ impl Duty<Settings> for ClusterDuty {
         }
         self.configured_workers = Some(wanted);
         self.desired.send_replace(Some(desired));
-        Ok(Outcome::done(summary))
+        let mut outcome = Outcome::done(summary);
+        let failures = stopped_tasks::list(&c.ecs, &s.stack.stack)
+            .await
+            .map_err(ClusterError::from)?;
+        if let Some(line) = stopped_tasks::summary(&failures, fossa_contract::unix_now()) {
+            // Unwell while tasks fail; look again soon, to see them recover.
+            outcome.detail = Some(line);
+            outcome.healthy = false;
+            outcome.next = Next::After(FAILING_RECHECK);
+        }
+        Ok(outcome)
     }
     async fn changed(&mut self) {
         watched(&mut self.image).await

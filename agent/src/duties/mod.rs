@@ -14,6 +14,7 @@ pub mod config;
 pub mod driver;
 pub mod image;
 pub mod nat;
+pub mod stopped_tasks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,164 @@
+//! The Fargate emulator's world. A gateway namespace (where the agent, its
+//! dockerd, the broker it starts and the registry run) has a bridge on the
+//! VPC's private side, holding the gateway's private address, and an uplink
+//! to an "internet" namespace whose TCP server answers with the source
+//! address it sees. `tests/support/fargate_emulator.py`, in front of moto,
+//! runs the ECS service's tasks as containers of the registry's image, each
+//! in its own network namespace on that bridge, and answers ListTasks,
+//! DescribeTasks and StopTask for them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::docker::Dockerd;
+use crate::moto::Moto;
+use crate::netns::{Forward, Netns, GATEWAY_OUTER, INTERNET};
+use crate::{free_port, repo_root, venv_bin, Run};
+
+/// The gateway's private address (in the default VPC's public subnet,
+/// 192.168.1.0/24); the tasks' default route and the broker's address.
+pub const GATEWAY_PRIVATE: &str = "192.168.1.10";
+/// The bridge the tasks' veths join, in the gateway namespace.
+pub const BRIDGE: &str = "fbr0";
+/// The port of the internet host's TCP server.
+pub const INTERNET_PORT: u16 = 8080;
+
+fn ip(args: &[&str]) {
+    let r = Run::of(Command::new("ip").args(args));
+    assert_eq!(r.code, 0, "ip {}: {}", args.join(" "), r.stderr);
+}
+
+/// The gateway and internet namespaces.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The gateway: bridge `fbr0` (192.168.1.10/16) and uplink `gwout` (203.0.113.1).
+    pub gw: Netns,
+    /// The internet host (203.0.113.2), with a TCP server on 8080.
+    pub inet: Netns,
+    server: Child,
+}
+
+impl Gateway {
+    /// Builds both namespaces and starts the internet host's server.
+    pub fn new(tag: &str) -> Gateway {
+        let gw = Netns::new(&format!("{tag}-g"));
+        let inet = Netns::new(&format!("{tag}-i"));
+        ip(&[
+            "link", "add", "gwout", "netns", &gw.name, "type", "veth", "peer", "name", "inet0",
+            "netns", &inet.name,
+        ]);
+        ip(&["-n", &gw.name, "link", "add", BRIDGE, "type", "bridge"]);
+        let private = format!("{GATEWAY_PRIVATE}/16");
+        let outer = format!("{GATEWAY_OUTER}/24");
+        let internet = format!("{INTERNET}/24");
+        ip(&["-n", &gw.name, "addr", "add", &private, "dev", BRIDGE]);
+        ip(&["-n", &gw.name, "addr", "add", &outer, "dev", "gwout"]);
+        ip(&["-n", &inet.name, "addr", "add", &internet, "dev", "inet0"]);
+        for (ns, dev) in [(&gw, BRIDGE), (&gw, "gwout"), (&inet, "inet0")] {
+            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", &gw.name, "route", "add", "default", "via", INTERNET]);
+        let server = inet
+            .cmd("python3")
+            .args(["-c", crate::netns::SERVER])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 for the internet host's server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Run::of(inet.cmd("ss").args(["-ltnH", "sport = :8080"]))
+            .stdout
+            .trim()
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the internet host's server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Gateway { gw, inet, server }
+    }
+
+    /// Where the agent's egress self-test connects.
+    pub fn egress_target() -> String {
+        format!("{INTERNET}:{INTERNET_PORT}")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// The running emulator: its endpoint (in front of moto) is
+/// `http://127.0.0.1:PORT` both here and inside the gateway namespace.
+#[derive(Debug)]
+pub struct Emulator {
+    child: Child,
+    /// The endpoint URL to give the SDK, the agent and `fossa-bootstrap`.
+    pub url: String,
+    log: PathBuf,
+    _forward: Forward,
+}
+
+impl Emulator {
+    /// Starts it in front of `moto`, running tasks on `docker` (whose daemon
+    /// runs in the gateway namespace) attached to the gateway's bridge.
+    pub fn start(moto: &Moto, docker: &Dockerd, gateway: &Gateway, dir: &Path) -> Emulator {
+        let port = free_port();
+        let upstream = moto.url.rsplit(':').next().unwrap().to_owned();
+        let log = dir.join("fargate-emulator.log");
+        let child = Command::new(venv_bin("python"))
+            .arg(repo_root().join("tests/support/fargate_emulator.py"))
+            .args(["--listen", &port.to_string(), "--upstream", &upstream])
+            .args(["--docker-host", &docker.host])
+            .args(["--gateway-netns", &gateway.gw.name])
+            .args(["--bridge", BRIDGE, "--gateway-ip", GATEWAY_PRIVATE])
+            .args(["--region", crate::moto::REGION])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the Fargate emulator did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Emulator {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            _forward: Forward::out_of_ns(&gateway.gw, port),
+        }
+    }
+
+    /// What it has logged: every task transition.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        // SIGTERM: it removes its task containers.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,571 @@
+"""A Fargate emulator in front of moto_server.
+
+moto keeps ECS clusters, services and task definitions but starts no task.
+This proxy forwards every AWS call to moto, except the ECS calls about tasks
+(ListTasks, DescribeTasks, StopTask), which it answers from its own tasks, and
+DescribeServices, whose running and pending counts it fills in. Its tasks are
+real containers:
+
+* a reconciler keeps each ACTIVE service at its desiredCount of tasks of the
+  service's current task-definition revision, rolling a new revision within the
+  service's deploymentConfiguration (minimumHealthyPercent, maximumPercent;
+  ECS's defaults 100 and 200);
+* a task is a pause container (as ECS's awsvpc mode has) whose network
+  namespace gets a veth on the gateway namespace's bridge and an address in the
+  subnet of the service's networkConfiguration, with the default route through
+  the gateway's private address; its one container (the task definition's
+  first) then joins that namespace, with `environment` and `secrets` (resolved
+  from SSM with decryption, as the ECS agent does with the execution role);
+* the image is pulled from the registry with the ECR token (the emulator's
+  GetAuthorizationToken), so a registry that is down stops the task with
+  CannotPullContainerError;
+* tasks move PROVISIONING -> PENDING -> RUNNING -> STOPPED, with stopCode and
+  stoppedReason as ECS reports them: EssentialContainerExited ("Essential
+  container in task exited"), ServiceSchedulerInitiated ("Scaling activity
+  initiated by (deployment ecs-svc/…)"), UserInitiated (StopTask's reason),
+  TaskFailedToStart ("ResourceInitializationError: …", "CannotPullContainerError: …").
+  A service whose tasks keep exiting at start is retried with a growing delay.
+
+The emulator logs each transition to stdout. Loopback and namespaces the test
+made only.
+"""
+
+import argparse
+import http.client
+import http.server
+import ipaddress
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import boto3
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--listen", type=int, required=True)
+parser.add_argument("--upstream", type=int, required=True)
+parser.add_argument("--docker-host", required=True)
+parser.add_argument("--gateway-netns", required=True, help="name of the gateway's network namespace")
+parser.add_argument("--bridge", default="fbr0", help="bridge in the gateway namespace the tasks attach to")
+parser.add_argument("--gateway-ip", required=True, help="the gateway's private address: the tasks' default route")
+parser.add_argument("--prefix-len", type=int, default=16, help="prefix length of the tasks' on-link network (the VPC's)")
+parser.add_argument("--region", required=True, help="the region whose services it runs")
+parser.add_argument("--tick", type=float, default=0.5)
+args = parser.parse_args()
+
+REGION = args.region
+UPSTREAM = f"http://127.0.0.1:{args.upstream}"
+lock = threading.RLock()
+tasks = {}  # task ARN -> dict
+failures = {}  # service ARN -> (consecutive failed starts, not before)
+next_host = {}  # subnet id -> next host number
+DOCKER_CONFIG = tempfile.mkdtemp(prefix="fossa-emu-docker-")
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def client(service):
+    return boto3.client(
+        service,
+        region_name=REGION,
+        endpoint_url=UPSTREAM,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+ecs = client("ecs")
+ssm = client("ssm")
+ec2 = client("ec2")
+ecr = client("ecr")
+
+
+def docker(*argv, check=True, env=None):
+    r = subprocess.run(
+        ["docker", "-H", args.docker_host, *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_CONFIG": DOCKER_CONFIG, **(env or {})},
+    )
+    if check and r.returncode != 0:
+        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else f"docker {argv[0]} failed")
+    return r
+
+
+def sh(*argv):
+    r = subprocess.run(list(argv), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def epoch():
+    return time.time()
+
+
+# ---- task lifecycle --------------------------------------------------------
+
+
+def container_names(task):
+    return f"fossa-emu-{task['id']}-pause", f"fossa-emu-{task['id']}"
+
+
+def veth_name(task):
+    return "fe" + task["id"][:10]
+
+
+def set_state(task, status, **extra):
+    with lock:
+        task["lastStatus"] = status
+        task.update(extra)
+        task["version"] += 1
+    log(f"task {task['id']} {status} {extra.get('stoppedReason', '')}".rstrip())
+
+
+def stop(task, code, reason, exit_code=None):
+    with lock:
+        if task["desiredStatus"] == "STOPPED" and task["lastStatus"] == "STOPPED":
+            return
+        task["desiredStatus"] = "STOPPED"
+        task["stoppingAt"] = epoch()
+    pause, worker = container_names(task)
+    docker("rm", "-f", worker, pause, check=False)
+    # The ENI goes with the task.
+    subprocess.run(["ip", "-n", args.gateway_netns, "link", "del", veth_name(task)], capture_output=True)
+    extra = {"stopCode": code, "stoppedReason": reason, "stoppedAt": epoch(), "executionStoppedAt": epoch()}
+    if exit_code is not None:
+        task["containers"][0]["exitCode"] = exit_code
+    task["containers"][0]["lastStatus"] = "STOPPED"
+    set_state(task, "STOPPED", **extra)
+
+
+def failed_start(task, reason):
+    with lock:
+        n, _ = failures.get(task["service"], (0, 0))
+        failures[task["service"]] = (n + 1, time.time() + min(2 ** n, 30))
+    stop(task, "TaskFailedToStart", reason)
+
+
+def ssm_values(names):
+    """The values of SSM parameters by name or ARN, decrypted; missing ones raise."""
+    plain = [n.split(":parameter", 1)[1] if n.startswith("arn:") else n for n in names]
+    out = ssm.get_parameters(Names=plain, WithDecryption=True)
+    if out.get("InvalidParameters"):
+        raise RuntimeError(f"invalid ssm parameters: {out['InvalidParameters']}")
+    by_name = {p["Name"]: p["Value"] for p in out["Parameters"]}
+    return [by_name[p] for p in plain]
+
+
+def registry_login(image):
+    host = image.split("/", 1)[0]
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    import base64
+
+    user, password = base64.b64decode(token).decode().split(":", 1)
+    r = subprocess.run(
+        ["docker", "-H", args.docker_host, "login", "-u", user, "--password-stdin", host],
+        input=password,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_CONFIG": DOCKER_CONFIG},
+    )
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip())
+
+
+def health_args(check):
+    """The task definition's container health check, run by docker (whose
+    start interval, 5 s, checks more often during the start period)."""
+    if not check:
+        return []
+    cmd = check["command"]
+    shell = cmd[1] if cmd[0] == "CMD-SHELL" else " ".join(cmd[1:])
+    return [
+        "--health-cmd", shell,
+        "--health-interval", f"{check.get('interval', 30)}s",
+        "--health-timeout", f"{check.get('timeout', 5)}s",
+        "--health-retries", str(check.get("retries", 3)),
+        "--health-start-period", f"{check.get('startPeriod', 0)}s",
+    ]
+
+
+def start(task, td):
+    """Runs a task: secrets, image, network namespace, container."""
+    c = td["containerDefinitions"][0]
+    pause, worker = container_names(task)
+    try:
+        env = {e["name"]: e["value"] for e in c.get("environment", [])}
+        secrets = c.get("secrets", [])
+        if secrets:
+            values = ssm_values([s["valueFrom"] for s in secrets])
+            env.update({s["name"]: v for s, v in zip(secrets, values)})
+    except Exception as e:  # noqa: BLE001 - reported as ECS does
+        return failed_start(task, f"ResourceInitializationError: unable to pull secrets or registry auth: {e}")
+    try:
+        registry_login(c["image"])
+        docker("pull", c["image"])
+    except Exception as e:  # noqa: BLE001
+        return failed_start(task, f"CannotPullContainerError: pull image manifest has been retried 1 time(s): {e}")
+    if task["desiredStatus"] == "STOPPED":
+        return
+    set_state(task, "PENDING")
+    try:
+        docker("run", "-d", "--name", pause, "--network", "none", "--entrypoint", "sleep", c["image"], "infinity")
+        pid = docker("inspect", "-f", "{{.State.Pid}}", pause).stdout.strip()
+        veth = veth_name(task)
+        ns = args.gateway_netns
+        sh("ip", "-n", ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pid)
+        sh("ip", "-n", ns, "link", "set", veth, "master", args.bridge, "up")
+        enter = ["nsenter", f"--net=/proc/{pid}/ns/net"]
+        sh(*enter, "ip", "addr", "add", f"{task['ip']}/{args.prefix_len}", "dev", "eth0")
+        sh(*enter, "ip", "link", "set", "eth0", "up")
+        sh(*enter, "ip", "link", "set", "lo", "up")
+        sh(*enter, "ip", "route", "add", "default", "via", args.gateway_ip)
+        with tempfile.NamedTemporaryFile("w", delete=False, dir=DOCKER_CONFIG) as f:
+            os.chmod(f.name, 0o600)
+            f.write("".join(f"{k}={v}\n" for k, v in env.items()))
+        try:
+            docker(
+                "run", "-d", "--name", worker, "--network", f"container:{pause}",
+                "--env-file", f.name, "--label", f"fossa-emu-task={task['arn']}",
+                *health_args(c.get("healthCheck")), c["image"],
+            )
+        finally:
+            os.unlink(f.name)
+    except Exception as e:  # noqa: BLE001
+        return failed_start(task, f"ResourceInitializationError: {e}")
+    if task["desiredStatus"] == "STOPPED":
+        return stop(task, "ServiceSchedulerInitiated", "Task stopped while starting")
+    task["containers"][0]["lastStatus"] = "RUNNING"
+    set_state(task, "RUNNING", startedAt=epoch(), pullStoppedAt=epoch())
+
+
+def watch_running():
+    """A running task whose container exited is STOPPED, as ECS reports it."""
+    with lock:
+        running = [t for t in tasks.values() if t["lastStatus"] == "RUNNING"]
+    for t in running:
+        _, worker = container_names(t)
+        r = docker(
+            "inspect", "-f",
+            "{{.State.Running}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
+            worker, check=False,
+        )
+        if r.returncode != 0:
+            stop(t, "EssentialContainerExited", "Essential container in task exited", exit_code=137)
+            continue
+        running_now, code, health = r.stdout.split()
+        t["healthStatus"] = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY", "none": "HEALTHY"}.get(health, "UNKNOWN")
+        t["containers"][0]["healthStatus"] = t["healthStatus"]
+        if running_now != "true":
+            quick = epoch() - t.get("startedAt", epoch()) < 10
+            if quick:
+                with lock:
+                    n, _ = failures.get(t["service"], (0, 0))
+                    failures[t["service"]] = (n + 1, time.time() + min(2 ** n, 30))
+            stop(t, "EssentialContainerExited", "Essential container in task exited", exit_code=int(code))
+        elif failures.get(t["service"]) and epoch() - t.get("startedAt", epoch()) > 10:
+            failures.pop(t["service"], None)
+
+
+# ---- the service scheduler ------------------------------------------------
+
+
+def subnet_cidrs(ids):
+    out = ec2.describe_subnets(SubnetIds=ids)["Subnets"]
+    return {s["SubnetId"]: (s["CidrBlock"], s["AvailabilityZone"]) for s in out}
+
+
+def new_task(cluster_arn, svc, td_arn, subnets):
+    """A PROVISIONING task of `td_arn` in the least used of `subnets`."""
+    with lock:
+        use = {s: 0 for s in subnets}
+        for t in tasks.values():
+            if t["service"] == svc["serviceArn"] and t["desiredStatus"] == "RUNNING" and t["subnet"] in use:
+                use[t["subnet"]] += 1
+        subnet = min(sorted(use), key=lambda s: use[s])
+        cidr, az = subnets[subnet]
+        net = ipaddress.ip_network(cidr)
+        n = next_host.get(subnet, 10)
+        next_host[subnet] = n + 1 if n + 1 < net.num_addresses - 1 else 10
+        ip = str(net.network_address + n)
+        tid = uuid.uuid4().hex
+        cluster_name = cluster_arn.rsplit("/", 1)[-1]
+        arn = f"arn:aws:ecs:{REGION}:{cluster_arn.split(':')[4]}:task/{cluster_name}/{tid}"
+        deployment = svc.get("deployments", [{}])[0].get("id", "ecs-svc/0000000000000000000")
+        td = svc["_td"]
+        task = {
+            "id": tid,
+            "arn": arn,
+            "cluster": cluster_arn,
+            "service": svc["serviceArn"],
+            "taskDefinitionArn": td_arn,
+            "subnet": subnet,
+            "ip": ip,
+            "az": az,
+            "lastStatus": "PROVISIONING",
+            "desiredStatus": "RUNNING",
+            "createdAt": epoch(),
+            "startedBy": deployment,
+            "group": f"service:{svc['serviceName']}",
+            "cpu": td.get("cpu", "256"),
+            "memory": td.get("memory", "512"),
+            "eni": "eni-" + tid[:17],
+            "version": 1,
+            "containers": [
+                {
+                    "containerArn": f"{arn.replace(':task/', ':container/')}/{uuid.uuid4()}",
+                    "taskArn": arn,
+                    "name": td["containerDefinitions"][0]["name"],
+                    "image": td["containerDefinitions"][0]["image"],
+                    "lastStatus": "PENDING",
+                }
+            ],
+        }
+        tasks[arn] = task
+    log(f"task {tid} PROVISIONING {ip} for {svc['serviceName']} ({td_arn.rsplit('/', 1)[-1]})")
+    threading.Thread(target=start, args=(task, td), daemon=True).start()
+
+
+def reconcile_service(cluster_arn, svc):
+    td_arn = svc["taskDefinition"]
+    svc["_td"] = ecs.describe_task_definition(taskDefinition=td_arn)["taskDefinition"]
+    want = svc["desiredCount"]
+    conf = svc.get("deploymentConfiguration") or {}
+    max_total = (want * conf.get("maximumPercent", 200)) // 100
+    min_healthy = -(-want * conf.get("minimumHealthyPercent", 100) // 100)
+    awsvpc = (svc.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
+    subnets = subnet_cidrs(awsvpc.get("subnets") or [])
+    with lock:
+        mine = [t for t in tasks.values() if t["service"] == svc["serviceArn"] and t["desiredStatus"] == "RUNNING"]
+    new = [t for t in mine if t["taskDefinitionArn"] == td_arn]
+    old = [t for t in mine if t["taskDefinitionArn"] != td_arn]
+    scaling = f"Scaling activity initiated by (deployment {svc.get('deployments', [{}])[0].get('id', 'ecs-svc')})"
+    # Too many of the current revision: stop the newest first.
+    for t in sorted(new, key=lambda t: t["createdAt"], reverse=True)[: max(0, len(new) - want)]:
+        stop(t, "ServiceSchedulerInitiated", scaling)
+    new = [t for t in new if t["desiredStatus"] == "RUNNING"]
+    # Start what is missing, within maximumPercent, unless recent starts failed.
+    _, not_before = failures.get(svc["serviceArn"], (0, 0))
+    room = max(0, max_total - len(new) - len(old))
+    if time.time() >= not_before and subnets:
+        for _ in range(min(want - len(new), room)):
+            new_task(cluster_arn, svc, td_arn, subnets)
+    # Stop old revisions while enough healthy tasks stay (a new task counts
+    # once its container health check passes, as in an ECS deployment).
+    healthy = [t for t in new if t["lastStatus"] == "RUNNING" and t.get("healthStatus") == "HEALTHY"]
+    old_running = [t for t in old if t["lastStatus"] == "RUNNING"]
+    for t in sorted(old, key=lambda t: t["lastStatus"] == "RUNNING"):
+        if t["lastStatus"] != "RUNNING" or len(healthy) + len(old_running) - 1 >= min_healthy:
+            if t in old_running:
+                old_running.remove(t)
+            stop(t, "ServiceSchedulerInitiated", scaling)
+
+
+def reconcile():
+    watch_running()
+    seen = set()
+    for cluster_arn in ecs.list_clusters()["clusterArns"]:
+        cl = ecs.describe_clusters(clusters=[cluster_arn])["clusters"]
+        if not cl or cl[0]["status"] != "ACTIVE":
+            continue
+        for page in ecs.get_paginator("list_services").paginate(cluster=cluster_arn):
+            arns = page["serviceArns"]
+            for i in range(0, len(arns), 10):
+                for svc in ecs.describe_services(cluster=cluster_arn, services=arns[i : i + 10])["services"]:
+                    if svc["status"] != "ACTIVE":
+                        continue
+                    seen.add(svc["serviceArn"])
+                    reconcile_service(cluster_arn, svc)
+    # Tasks of a service (or cluster) that is gone stop.
+    with lock:
+        orphans = [t for t in tasks.values() if t["desiredStatus"] == "RUNNING" and t["service"] not in seen]
+    for t in orphans:
+        stop(t, "ServiceSchedulerInitiated", "Service deleted")
+
+
+def reconciler():
+    while True:
+        try:
+            reconcile()
+        except Exception as e:  # noqa: BLE001 - keep going, as ECS does
+            log(f"reconcile: {e}")
+        time.sleep(args.tick)
+
+
+# ---- the ECS task API -----------------------------------------------------
+
+
+def task_json(t):
+    out = {
+        "taskArn": t["arn"],
+        "clusterArn": t["cluster"],
+        "taskDefinitionArn": t["taskDefinitionArn"],
+        "lastStatus": t["lastStatus"],
+        "desiredStatus": t["desiredStatus"],
+        "launchType": "FARGATE",
+        "capacityProviderName": "FARGATE",
+        "platformVersion": "1.4.0",
+        "platformFamily": "Linux",
+        "availabilityZone": t["az"],
+        "group": t["group"],
+        "startedBy": t["startedBy"],
+        "cpu": t["cpu"],
+        "memory": t["memory"],
+        "createdAt": t["createdAt"],
+        "version": t["version"],
+        "connectivity": "CONNECTED" if t["lastStatus"] in ("PENDING", "RUNNING") else "DISCONNECTED",
+        "attachments": [
+            {
+                "id": str(uuid.UUID(t["id"])),
+                "type": "ElasticNetworkInterface",
+                "status": "ATTACHED" if t["lastStatus"] != "STOPPED" else "DELETED",
+                "details": [
+                    {"name": "subnetId", "value": t["subnet"]},
+                    {"name": "networkInterfaceId", "value": t["eni"]},
+                    {"name": "privateIPv4Address", "value": t["ip"]},
+                ],
+            }
+        ],
+        "containers": [
+            {**c, "networkInterfaces": [{"attachmentId": str(uuid.UUID(t["id"])), "privateIpv4Address": t["ip"]}]}
+            for c in t["containers"]
+        ],
+    }
+    for k in ("healthStatus", "startedAt", "pullStoppedAt", "stoppingAt", "stoppedAt", "executionStoppedAt", "stopCode", "stoppedReason"):
+        if k in t:
+            out[k] = t[k]
+    return out
+
+
+def cluster_matches(t, cluster):
+    cluster = cluster or "default"
+    return t["cluster"] == cluster or t["cluster"].rsplit("/", 1)[-1] == cluster
+
+
+def list_tasks(req):
+    desired = req.get("desiredStatus", "RUNNING")
+    with lock:
+        arns = [
+            t["arn"]
+            for t in sorted(tasks.values(), key=lambda t: t["createdAt"])
+            if cluster_matches(t, req.get("cluster"))
+            and t["desiredStatus"] == desired
+            and (not req.get("serviceName") or t["group"] == f"service:{req['serviceName'].rsplit('/', 1)[-1]}")
+        ]
+    start = int(req.get("nextToken") or 0)
+    size = int(req.get("maxResults") or 100)
+    out = {"taskArns": arns[start : start + size]}
+    if start + size < len(arns):
+        out["nextToken"] = str(start + size)
+    return 200, out
+
+
+def find(ref):
+    return tasks.get(ref) or next((t for t in tasks.values() if t["id"] == ref), None)
+
+
+def describe_tasks(req):
+    found, failures_ = [], []
+    with lock:
+        for ref in req.get("tasks", []):
+            t = find(ref)
+            if t and cluster_matches(t, req.get("cluster")):
+                found.append(task_json(t))
+            else:
+                failures_.append({"arn": ref, "reason": "MISSING"})
+    return 200, {"tasks": found, "failures": failures_}
+
+
+def stop_task(req):
+    t = find(req.get("task", ""))
+    if not t or not cluster_matches(t, req.get("cluster")):
+        return 400, {"__type": "InvalidParameterException", "message": "The referenced task was not found."}
+    stop(t, "UserInitiated", req.get("reason") or "Task stopped by user")
+    return 200, {"task": task_json(t)}
+
+
+def patch_services(body):
+    out = json.loads(body)
+    with lock:
+        for s in out.get("services", []):
+            mine = [t for t in tasks.values() if t["service"] == s.get("serviceArn") and t["desiredStatus"] == "RUNNING"]
+            s["runningCount"] = sum(t["lastStatus"] == "RUNNING" for t in mine)
+            s["pendingCount"] = sum(t["lastStatus"] != "RUNNING" for t in mine)
+    return json.dumps(out).encode()
+
+
+HANDLERS = {
+    "ListTasks": list_tasks,
+    "DescribeTasks": describe_tasks,
+    "StopTask": stop_task,
+}
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, status, data, ctype="application/x-amz-json-1.1", headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        target = self.headers.get("X-Amz-Target", "")
+        op = target.rsplit(".", 1)[-1] if target.startswith("AmazonEC2ContainerService") else ""
+        if op in HANDLERS:
+            status, out = HANDLERS[op](json.loads(body or b"{}"))
+            extra = [("x-amzn-ErrorType", out["__type"])] if status != 200 else []
+            return self.reply(status, json.dumps(out).encode(), headers=extra)
+        conn = http.client.HTTPConnection("127.0.0.1", args.upstream, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        headers["Host"] = self.headers.get("Host", "")
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        if op == "DescribeServices" and resp.status == 200:
+            data = patch_services(data)
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
+
+
+def shutdown_containers():
+    r = docker("ps", "-aq", "--filter", "name=fossa-emu-", check=False)
+    ids = r.stdout.split()
+    if ids:
+        docker("rm", "-f", *ids, check=False)
+
+
+if __name__ == "__main__":
+    import signal
+
+    def on_term(*_):
+        shutdown_containers()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    threading.Thread(target=reconciler, daemon=True).start()
+    log(f"fargate emulator on 127.0.0.1:{args.listen} in front of moto on {args.upstream}")
+    http.server.ThreadingHTTPServer(("127.0.0.1", args.listen), Proxy).serve_forever()

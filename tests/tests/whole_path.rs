@@ -1,0 +1,540 @@
+//! The whole AWS path with real parts: `launch` against moto, the agent in a
+//! gateway namespace with its NAT live, a real dockerd, the registry with the
+//! ECR token and the real RabbitMQ broker; the Fargate emulator runs the
+//! service's tasks as containers of the built image, each in its own network
+//! namespace whose only way out is the gateway. Driven through the UI in
+//! Chromium where a person would use it.
+
+use std::time::{Duration, Instant};
+
+use fossa_tests::browser::Browser;
+use fossa_tests::fargate::{Gateway, INTERNET_PORT};
+use fossa_tests::netns::{GATEWAY_OUTER, INTERNET};
+use fossa_tests::stack::Stack;
+use fossa_tests::Run;
+
+/// A partitioned model whose subtasks say which code and which container ran them.
+fn model(version: &str) -> String {
+    format!(
+        r#"import socket
+import time
+
+import ayeaye
+
+VERSION = "{version}"
+
+
+class SpreadEtl(ayeaye.PartitionedModel):
+    """Eight subtasks of 2 s each, answering with the code's version and the worker's host."""
+
+    def build(self):
+        self.log(f"spread {{VERSION}} finished")
+
+    def partition_slice(self, workers_count):
+        return [("work", {{"n": n}}) for n in range(8)]
+
+    def work(self, n):
+        time.sleep(2)
+        return {{"n": n, "version": VERSION, "host": socket.gethostname()}}
+
+    def partition_subtask_complete(self, task_message):
+        self.log(f"subtask finished: {{getattr(task_message, 'return_value', None)}}")
+"#
+    )
+}
+
+async fn ui_password(stack: &Stack) -> String {
+    let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
+    let p = ssm
+        .get_parameter()
+        .name(format!("/fossa/{}/ui-password", stack.name))
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    p.parameter().unwrap().value().unwrap().to_owned()
+}
+
+async fn overview(stack: &Stack, pw: &str) -> serde_json::Value {
+    let http = fossa_tests::agent_client();
+    match http
+        .get(format!(
+            "https://127.0.0.1:{}/api/v1/overview",
+            stack.ui_port
+        ))
+        .basic_auth("fossa", Some(pw))
+        .send()
+        .await
+    {
+        Ok(r) if r.status() == 200 => r.json().await.unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Workers the UI lists as RUNNING and answering, with their addresses.
+fn answering(o: &serde_json::Value) -> Vec<(String, String)> {
+    o["workers"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .filter(|w| w["status"] == "RUNNING" && w["health"] == "ok")
+                .map(|w| {
+                    (
+                        w["id"].as_str().unwrap_or_default().to_owned(),
+                        w["address"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until exactly `n` workers answer and `accept` holds; returns the overview and the time taken.
+async fn wait_answering(
+    stack: &Stack,
+    pw: &str,
+    n: usize,
+    within: Duration,
+    what: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> (serde_json::Value, Duration) {
+    let t = Instant::now();
+    loop {
+        let o = overview(stack, pw).await;
+        if answering(&o).len() == n
+            && o["workers"].as_array().map_or(0, Vec::len) == n
+            && accept(&o)
+        {
+            return (o, t.elapsed());
+        }
+        assert!(
+            t.elapsed() < within,
+            "{what}: never {n} workers answering within {within:?}:\n{o:#}\nemulator:\n{}",
+            stack.emulator.as_ref().unwrap().log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until `accept` holds for the overview; returns it and the time taken.
+async fn wait_overview(
+    stack: &Stack,
+    pw: &str,
+    within: Duration,
+    what: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> (serde_json::Value, Duration) {
+    let t = Instant::now();
+    loop {
+        let o = overview(stack, pw).await;
+        if accept(&o) {
+            return (o, t.elapsed());
+        }
+        assert!(
+            t.elapsed() < within,
+            "{what}: not within {within:?}:\n{o:#}\nemulator:\n{}",
+            stack.emulator.as_ref().unwrap().log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The worker containers the emulator runs now (`docker ps` names).
+fn task_containers(stack: &Stack) -> Vec<String> {
+    let out = Run::of(stack.docker.cli().args([
+        "ps",
+        "--filter",
+        "label=fossa-emu-task",
+        "--format",
+        "{{.Names}}",
+    ]))
+    .ok()
+    .stdout;
+    let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// From inside task container `name`: connects to the internet host; the source address it saw.
+fn task_probe(stack: &Stack, name: &str) -> Result<String, String> {
+    let code = format!(
+        "import socket\ns=socket.create_connection(('{INTERNET}',{INTERNET_PORT}),timeout=2)\nprint(s.recv(100).decode())\n"
+    );
+    let r = Run::of(
+        stack
+            .docker
+            .cli()
+            .args(["exec", name, "python", "-c", &code]),
+    );
+    if r.code == 0 {
+        Ok(r.stdout.trim().to_owned())
+    } else {
+        Err(r.stderr.lines().last().unwrap_or_default().to_owned())
+    }
+}
+
+async fn login(b: &Browser, ui: &str, pw: &str) {
+    b.goto(&format!("{ui}/login")).await;
+    b.type_into("input[name=password]", pw).await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.wait_for("the overview after login", Duration::from_secs(15), |s| {
+        s.contains("Workers")
+    })
+    .await;
+}
+
+/// Submits SpreadEtl from the form and waits for it to complete; the task page.
+async fn submit_spread(b: &Browser, ui: &str) -> String {
+    b.goto(&format!("{ui}/tasks")).await;
+    b.click("select[name=model_class] option[value=SpreadEtl]")
+        .await;
+    b.click("form.submit button[type=submit]").await;
+    b.wait_for(
+        "SpreadEtl complete with 8 subtasks",
+        Duration::from_secs(180),
+        |s| {
+            s.contains("8 subtasks on")
+                && s.contains("badge complete\">complete")
+                && !s.contains("badge running")
+        },
+    )
+    .await
+}
+
+/// How many workers the task page says its subtasks ran on.
+fn subtask_workers(page: &str) -> u32 {
+    let at = page.find(" subtasks on ").expect("the subtask summary") + " subtasks on ".len();
+    page[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
+    let gateway = Gateway::new("wp");
+    let v1 = model("v1");
+    let mut stack = Stack::launch_in("wp", Some(&gateway), Some(&[("etl.py", v1.as_str())])).await;
+    let config = stack.config(&["nat", "broker", "image", "cluster"]);
+    let started = Instant::now();
+    let agent = stack.agent(&config, "agent.log", &[]);
+    let pw = ui_password(&stack).await;
+
+    // 2. Image, then service, then 2 emulated tasks that the UI lists as answering.
+    let (o, _) = wait_answering(
+        &stack,
+        &pw,
+        2,
+        Duration::from_secs(300),
+        "first start",
+        |o| o["models"] == serde_json::json!(["SpreadEtl"]),
+    )
+    .await;
+    let to_answering = started.elapsed();
+    eprintln!("FIGURE agent start -> 2 emulated workers answering: {to_answering:?}");
+    for (_, address) in answering(&o) {
+        assert!(
+            address.starts_with("192.168.2.") || address.starts_with("192.168.3."),
+            "{o:#}"
+        );
+    }
+    assert_eq!(o["broker"]["ok"], true, "{o:#}");
+    assert_eq!(o["nat"]["ok"], true, "{o:#}");
+
+    // 4. A task's connection to the internet arrives from the gateway's public address.
+    let containers = task_containers(&stack);
+    assert_eq!(containers.len(), 2, "{containers:?}");
+    assert_eq!(
+        task_probe(&stack, &containers[0]),
+        Ok(GATEWAY_OUTER.to_owned())
+    );
+
+    // 3. A partitioned model from the form spreads over both Fargate workers.
+    let b = Browser::start().await;
+    let ui = format!("https://127.0.0.1:{}", stack.ui_port);
+    login(&b, &ui, &pw).await;
+    let page = submit_spread(&b, &ui).await;
+    assert!(
+        subtask_workers(&page) >= 2,
+        "the subtasks ran on 2 workers:\n{page}"
+    );
+    assert!(page.contains("v1"), "{page}");
+
+    // 4. Remove the NAT rules: the task's connection fails, and the NAT duty
+    //    puts them back within its period.
+    gateway
+        .gw
+        .iptables(&["-t", "nat", "-F", "FOSSA-POSTROUTING"]);
+    assert!(
+        task_probe(&stack, &containers[0]).is_err(),
+        "no NAT, no way out"
+    );
+    let t = Instant::now();
+    while task_probe(&stack, &containers[0]) != Ok(GATEWAY_OUTER.to_owned()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(45),
+            "NAT was not repaired:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "FIGURE NAT rules removed -> tasks out again: {:?}",
+        t.elapsed()
+    );
+
+    // 5. Scale 2 -> 3 in the UI changes the running containers.
+    b.goto(&format!("{ui}/")).await;
+    b.type_into("form[action='/scale'] input[name=workers]", "3")
+        .await;
+    b.click("form[action='/scale'] button[type=submit]").await;
+    let t = Instant::now();
+    wait_answering(
+        &stack,
+        &pw,
+        3,
+        Duration::from_secs(90),
+        "scale 2 -> 3",
+        |_| true,
+    )
+    .await;
+    eprintln!(
+        "FIGURE scale 2 -> 3 in the UI -> 3 answering: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(task_containers(&stack).len(), 3);
+
+    // The broker killed on the gateway: the UI shows it down, the broker duty
+    // starts it again, and a partitioned task submitted after that completes.
+    Run::of(stack.docker.cli().args(["kill", "fossa-broker"])).ok();
+    let t = Instant::now();
+    loop {
+        let o = overview(&stack, &pw).await;
+        if o["broker"]["ok"] == false {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the UI never showed the broker down: {o:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let shown_down = t.elapsed();
+    loop {
+        let o = overview(&stack, &pw).await;
+        if o["broker"]["ok"] == true {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the broker was not back within 30 s: {o:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "FIGURE broker killed on the gateway -> shown down {shown_down:?}, back {:?}",
+        t.elapsed()
+    );
+    let page = submit_spread(&b, &ui).await;
+    assert!(page.contains("v1"), "{page}");
+
+    // 6. A model change and a re-run of launch: one new image, one new
+    //    revision, the tasks roll, and the new code is what runs.
+    let v2 = model("v2");
+    std::fs::write(stack.models.join("etl.py"), &v2).unwrap();
+    let t = Instant::now();
+    let rerun = stack.rerun(&[]);
+    assert!(!rerun.stderr.contains("--workers"), "{rerun:?}");
+    let ecs = aws_sdk_ecs::Client::new(&emulated_sdk(&stack).await);
+    loop {
+        let listed = ecs
+            .list_tasks()
+            .cluster("fossa-wp")
+            .service_name("fossa-wp-workers")
+            .send()
+            .await
+            .unwrap();
+        let arns = listed.task_arns().to_vec();
+        let described = ecs
+            .describe_tasks()
+            .cluster("fossa-wp")
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .unwrap();
+        let tasks = described.tasks();
+        let rolled = tasks.len() == 3
+            && tasks.iter().all(|t| {
+                t.task_definition_arn().unwrap_or_default().ends_with(":2")
+                    && t.last_status() == Some("RUNNING")
+            });
+        let o = overview(&stack, &pw).await;
+        if rolled && answering(&o).len() == 3 && o["workers"].as_array().map_or(0, Vec::len) == 3 {
+            let ids: Vec<String> = answering(&o).into_iter().map(|(id, _)| id).collect();
+            if tasks.iter().all(|t| {
+                ids.iter()
+                    .any(|i| t.task_arn().unwrap().ends_with(i.as_str()))
+            }) {
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(240),
+            "the tasks did not roll onto the new revision: {tasks:?}\n{}",
+            stack.emulator.as_ref().unwrap().log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "FIGURE model change (re-run of launch) -> every task on the new code: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        stack.image_tags().len(),
+        2,
+        "one new image: {:?}",
+        stack.image_tags()
+    );
+    let revisions = ecs
+        .list_task_definitions()
+        .family_prefix("fossa-wp-worker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        revisions.task_definition_arns().len(),
+        2,
+        "one new revision"
+    );
+    let page = submit_spread(&b, &ui).await;
+    assert!(
+        page.contains("v2") && !page.contains("v1"),
+        "the new code ran:\n{page}"
+    );
+
+    // The registry down: a new task cannot pull its image. The cluster line
+    // says why, with ECS's reason, and the running workers keep serving.
+    stack.registry.stop();
+    let http = fossa_tests::agent_client();
+    let scaled = http
+        .post(format!("{ui}/api/v1/scale"))
+        .basic_auth("fossa", Some(&pw))
+        .json(&serde_json::json!({"workers": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scaled.status(), 200);
+    let (o, shown) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(90),
+        "the pull failure shown",
+        |o| {
+            o["cluster"]["ok"] == false
+                && o["cluster"]["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("CannotPullContainerError")
+        },
+    )
+    .await;
+    assert_eq!(
+        answering(&o).len(),
+        3,
+        "the running workers keep serving: {o:#}"
+    );
+    eprintln!("FIGURE registry down, scale 3 -> 4 -> the pull failure on the overview: {shown:?}");
+    stack.registry.restart();
+    let (_, back) = wait_answering(
+        &stack,
+        &pw,
+        4,
+        Duration::from_secs(120),
+        "registry back",
+        |_| true,
+    )
+    .await;
+    eprintln!("FIGURE registry back -> 4 answering: {back:?}");
+
+    // A model that exits at start on a worker (it passes the smoke test, which
+    // has no broker URL): the new revision's tasks stop, the cluster line gives
+    // ECS's reason, and the old revision's tasks keep serving.
+    let bad = model("v3").replace(
+        "import ayeaye\n",
+        "import os\n\nimport ayeaye\n\nif os.environ.get(\"RABBITMQ_URL\"):\n    raise SystemExit(\"ETL_SOURCE is not set\")\n",
+    );
+    std::fs::write(stack.models.join("etl.py"), &bad).unwrap();
+    stack.rerun(&[]);
+    let (o, _) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(150),
+        "the crash shown",
+        |o| {
+            o["cluster"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Essential container in task exited (exit code 1)")
+        },
+    )
+    .await;
+    assert_eq!(
+        answering(&o).len(),
+        4,
+        "the old revision keeps serving: {o:#}"
+    );
+    let page = submit_spread(&b, &ui).await;
+    assert!(page.contains("v2") && !page.contains("v3"), "{page}");
+
+    // 7. destroy with the agent running leaves nothing in moto, and no task
+    //    container or namespace.
+    let destroyed = Run::of(
+        std::process::Command::new(fossa_tests::bin("fossa-bootstrap"))
+            .args([
+                "destroy",
+                "--yes",
+                "--stack",
+                "wp",
+                "--endpoint-url",
+                &stack.endpoint,
+            ])
+            .envs(stack.moto.env()),
+    )
+    .ok();
+    assert!(destroyed.stdout.contains("nothing left"), "{destroyed:?}");
+    let t = Instant::now();
+    while !task_containers(&stack).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "task containers outlived destroy: {:?}",
+            task_containers(&stack)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    loop {
+        let links = Run::of(gateway.gw.cmd("ip").args(["-o", "link"]))
+            .ok()
+            .stdout;
+        if !links.lines().any(|l| l.contains(": fe")) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "a task's veth (its namespace) outlived destroy:\n{links}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    agent.stop();
+}
+
+/// SDK settings for the emulator's endpoint (tasks are answered there, not by moto).
+async fn emulated_sdk(stack: &Stack) -> aws_config::SdkConfig {
+    stack
+        .sdk
+        .clone()
+        .into_builder()
+        .endpoint_url(&stack.endpoint)
+        .build()
+}
