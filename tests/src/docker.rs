@@ -17,6 +17,7 @@ pub struct Dockerd {
     pub host: String,
     /// Its directory.
     pub dir: TempDir,
+    exec_root: String,
 }
 
 impl Dockerd {
@@ -29,9 +30,16 @@ impl Dockerd {
     /// builds' and pulls' network, are that namespace's); its socket is a
     /// file, reachable from anywhere.
     pub fn start_in(netns: Option<&crate::netns::Netns>) -> Dockerd {
-        let dir = TempDir::new("dockerd");
+        Self::start_with(netns, TempDir::new("dockerd"))
+    }
+
+    /// As [`Dockerd::start_in`], with its socket, data and log in `dir` (a
+    /// directory a container can mount before the daemon starts).
+    pub fn start_with(netns: Option<&crate::netns::Netns>, dir: TempDir) -> Dockerd {
         // dockerd's exec-root must be a short path (unix socket length limits).
-        let exec_root = format!("/run/fossa-d-{}", std::process::id());
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let exec_root = format!("/run/fossa-d-{}-{n}", std::process::id());
         let sock = dir.0.join("docker.sock");
         let host = format!("unix://{}", sock.display());
         let log = std::fs::File::create(dir.0.join("dockerd.log")).unwrap();
@@ -58,7 +66,12 @@ impl Dockerd {
         .stderr(log)
         .spawn()
         .expect("dockerd is installed (Debian docker.io)");
-        let d = Dockerd { child, host, dir };
+        let d = Dockerd {
+            child,
+            host,
+            dir,
+            exec_root,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !Command::new("docker")
             .args(["-H", &d.host, "info"])
@@ -82,53 +95,6 @@ impl Dockerd {
         let mut c = Command::new("docker");
         c.args(["-H", &self.host]);
         c
-    }
-
-    /// Imports a busybox rootfs as `name`, with `pip` and `python` stand-ins
-    /// in /usr/local/bin and `cmd` as its command.
-    pub fn import_base(&self, name: &str, cmd: &str) {
-        let root = TempDir::new("rootfs");
-        let bin = root.0.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
-        for tool in ["sh", "echo", "cat", "sleep", "ls", "mkdir", "true"] {
-            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
-        }
-        let local = root.0.join("usr/local/bin");
-        std::fs::create_dir_all(&local).unwrap();
-        let script = |name: &str, body: &str| {
-            use std::os::unix::fs::PermissionsExt;
-            let p = local.join(name);
-            std::fs::write(&p, body).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        };
-        script("pip", "#!/bin/sh\necho \"pip $*\" >> /pip.log\n");
-        script("python", "#!/bin/sh\nexec /bin/sleep 3600\n");
-        std::fs::create_dir_all(root.0.join("tmp")).unwrap();
-        let tarball = root.0.with_extension("tar");
-        Run::of(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&root.0)
-                .arg("-cf")
-                .arg(&tarball)
-                .arg("."),
-        )
-        .ok();
-        let r = Run::of(
-            self.cli()
-                .args([
-                    "import",
-                    "--change",
-                    &format!("CMD {cmd}"),
-                    "--change",
-                    "ENV PATH=/usr/local/bin:/bin",
-                ])
-                .arg(&tarball)
-                .arg(name),
-        );
-        let _ = std::fs::remove_file(&tarball);
-        assert_eq!(r.code, 0, "docker import {name}: {}", r.stderr);
     }
 }
 
@@ -157,7 +123,7 @@ impl Drop for Dockerd {
             .arg(self.dir.0.join("data"))
             .stderr(Stdio::null())
             .status();
-        let _ = std::fs::remove_dir_all(format!("/run/fossa-d-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&self.exec_root);
     }
 }
 

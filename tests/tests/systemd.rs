@@ -1,10 +1,12 @@
 //! The shipped unit under a real systemd: a container made from Debian
 //! packages (tests/src/images.rs) boots systemd as PID 1; the test installs
-//! the unit, an agent.toml and the freshly built agent in it, with the test
-//! dockerd's socket mounted, and moto_server running in the container's own
-//! network namespace. Then, with the unit's full hardening:
+//! the unit, an agent.toml and the freshly built agent in it, with the socket
+//! of a dockerd running in the container's own network namespace mounted
+//! (the instance's own dockerd), and moto_server and the registry in that
+//! namespace too. Then, with the unit's full hardening:
 //! - `systemctl start` returns only after READY, and NAT is in place by then;
-//! - the broker and image duties work (docker socket, SSM, S3, the registry);
+//! - the broker and image duties work (docker socket, SSM, S3, the registry):
+//!   the real RabbitMQ accepts the agent's AMQP login on 192.0.2.2;
 //! - `systemctl reload` re-reads the configuration;
 //! - the watchdog restarts a hung (SIGSTOPped) agent;
 //! - `systemctl stop` finishes within 5 s.
@@ -17,10 +19,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fossa_tests::docker::{Dockerd, Registry};
-use fossa_tests::images::{PYTHON, SYSTEMD};
+use fossa_tests::images::{PYTHON_FOSSA, RABBITMQ, SYSTEMD};
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::Netns;
 use fossa_tests::{bin, repo_root, venv_bin, Run, TempDir};
+
+/// Where the machine sees the socket directory of its own dockerd.
+const INNER_DOCKER: &str = "/run/fossa-test-docker";
 
 /// The container, removed on drop.
 struct Machine<'a> {
@@ -97,13 +102,13 @@ fn ecr_password(ns: &Netns, moto: &Moto) -> String {
 
 #[test]
 fn the_hardened_unit_runs_the_agent_under_systemd() {
+    // This dockerd runs the machine (a systemd container). The agent inside
+    // uses a second one, started in the machine's network namespace as the
+    // instance's own dockerd is: the broker container it starts (host
+    // network) then binds the machine's 192.0.2.2. Its socket directory is
+    // mounted into the machine before that daemon starts.
     let docker = Dockerd::start();
-    let python = PYTHON.import(&docker);
-    // The broker container runs on the test dockerd's host network, not in
-    // the machine's namespace that holds 192.0.2.2, so RabbitMQ could not
-    // bind there: a stand-in shows the duty's Docker access under the
-    // sandbox. Its AMQP health is proven in broker.rs, stack.rs and local.rs.
-    docker.import_base("fossa-test-broker:1", "[\"/bin/sleep\", \"3600\"]");
+    let inner_dir = TempDir::new("sd-dockerd");
     let t = Instant::now();
     let image = SYSTEMD.import(&docker);
     eprintln!("figures: systemd image ready in {:?}", t.elapsed());
@@ -111,7 +116,6 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         docker: &docker,
         name: format!("fossa-sd-{}", std::process::id()),
     };
-    let sock = docker.host.trim_start_matches("unix://").to_owned();
     Run::of(docker.cli().args([
         "run",
         "-d",
@@ -130,7 +134,7 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         "-v",
         "/sys/fs/cgroup:/sys/fs/cgroup:rw",
         "-v",
-        &format!("{sock}:/run/docker.sock"),
+        &format!("{}:{INNER_DOCKER}", inner_dir.0.display()),
         &image,
         "/sbin/init",
     ]))
@@ -182,6 +186,10 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         Run::of(ns.cmd("ip").args(&args)).ok();
     }
     let moto = Moto::start_in(Some(&ns));
+    let inner = Dockerd::start_with(Some(&ns), inner_dir);
+    // The machine's builds cannot reach PyPI: the base has the pinned Fossa.
+    let python = PYTHON_FOSSA.import(&inner);
+    let rabbitmq = RABBITMQ.import(&inner);
     let models = TempDir::new("sd-models");
     std::fs::write(
         models.0.join("etl.py"),
@@ -199,7 +207,7 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
             .envs(moto.env()),
     )
     .ok();
-    let registry = Registry::start(&ecr_password(&ns, &moto));
+    let registry = Registry::start_in(&ecr_password(&ns, &moto), Some(&ns));
 
     // systemd is up.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -219,7 +227,7 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     let config = |egress: &str| {
         format!(
             "stack = \"sd\"\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\nregistry = \"{}\"\n\
-             base_image = \"{python}\"\nbroker_image = \"fossa-test-broker:1\"\n\
+             base_image = \"{python}\"\nbroker_image = \"{rabbitmq}\"\n\
              broker_address = \"192.0.2.2\"\negress_check = \"{egress}\"\n\
              duties = [\"nat\", \"broker\", \"image\"]\n",
             moto.url, registry.address
@@ -236,7 +244,10 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         .collect();
     std::fs::write(
         &dropin,
-        format!("[Service]\n{}\nWatchdogSec=6s\n", env.join("\n")),
+        format!(
+            "[Service]\n{}\nEnvironment=DOCKER_HOST=unix://{INNER_DOCKER}/docker.sock\nWatchdogSec=6s\n",
+            env.join("\n")
+        ),
     )
     .unwrap();
     machine.sh("mkdir -p /etc/fossa /etc/systemd/system/fossa-agent.service.d /usr/local/bin");
@@ -292,12 +303,12 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     eprintln!("figures: systemctl start returned after READY in {start_took:?}");
 
     // The hardening leaves the broker and the image duties working.
-    let took = machine.wait_journal("broker container created", Duration::from_secs(120));
+    let took = machine.wait_journal("accepts an AMQP login", Duration::from_secs(120));
     machine.wait_journal("pushed 127.0.0.1:", Duration::from_secs(180));
     eprintln!("figures: broker and image duties done {took:?} after READY");
     let broker =
         Run::of(
-            docker
+            inner
                 .cli()
                 .args(["inspect", "-f", "{{.State.Running}}", "fossa-broker"]),
         )
