@@ -124,9 +124,14 @@ pub struct LaunchArgs {
     /// Memory of each worker task in MiB (default: what the stack has, or 512).
     #[arg(long)]
     pub memory: Option<u32>,
-    /// Return once the instance is started instead of waiting for the agent's UI.
+    /// Return once the instance is started instead of following the agent
+    /// until every duty is done and every worker answers.
     #[arg(long)]
     pub no_wait: bool,
+    /// Reach the agent's UI here instead of the instance's public IP while
+    /// following it (an SSM port-forwarding session, say): HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ui_address: Option<String>,
 }
 
 /// Output format of `status`.

@@ -8,6 +8,7 @@
 //! interrupted launch and a second launch creates nothing.
 
 pub mod agent_api;
+pub mod agent_build;
 pub mod aws;
 pub mod cli;
 pub mod clients;
@@ -52,6 +53,9 @@ pub enum Error {
         #[source]
         source: elf::ElfError,
     },
+    /// The agent could not be built from the source tree.
+    #[error("cannot build the agent for the instance")]
+    AgentBuild(#[from] agent_build::BuildError),
     /// Standard output could not be written.
     #[error("cannot write the output")]
     Write {

@@ -15,7 +15,9 @@ pub fn bootstrap(moto: &Moto, args: &[&str]) -> Command {
         .arg("--endpoint-url")
         .arg(&moto.url)
         .envs(moto.env())
-        .env_remove("GATEWAY_HTTP_PASSWORD");
+        .env_remove("GATEWAY_HTTP_PASSWORD")
+        // Outside the source tree, so a launch without --agent-binary never builds one.
+        .current_dir(std::env::temp_dir());
     c
 }
 

@@ -134,26 +134,29 @@ impl Stack {
     /// Runs `fossa-bootstrap launch` again with `args` besides the stack's
     /// own (so without `--workers` a re-run keeps the count).
     pub fn rerun(&self, args: &[&str]) -> Run {
-        Run::of(
-            Command::new(bin("fossa-bootstrap"))
-                .args([
-                    "launch",
-                    "--stack",
-                    &self.name,
-                    "--allow-cidr",
-                    "198.51.100.1/32",
-                    "--no-wait",
-                    "--endpoint-url",
-                    &self.endpoint,
-                ])
-                .args(args)
-                .arg("--agent-binary")
-                .arg(bin("fossa-agent"))
-                .arg("--models")
-                .arg(&self.models)
-                .envs(self.moto.env()),
-        )
-        .ok()
+        Run::of(self.launch_command(args).arg("--no-wait")).ok()
+    }
+
+    /// `fossa-bootstrap launch` of this stack with `args`, which follows the
+    /// agent unless given `--no-wait`.
+    pub fn launch_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("fossa-bootstrap"));
+        c.args([
+            "launch",
+            "--stack",
+            &self.name,
+            "--allow-cidr",
+            "198.51.100.1/32",
+            "--endpoint-url",
+            &self.endpoint,
+        ])
+        .args(args)
+        .arg("--agent-binary")
+        .arg(bin("fossa-agent"))
+        .arg("--models")
+        .arg(&self.models)
+        .envs(self.moto.env());
+        c
     }
 
     /// Writes an agent.toml for these parts running `duties` and returns its path.

@@ -158,3 +158,58 @@ fn check(args: &[&str], needle: &str, r: &Run) {
         r.stderr
     );
 }
+
+/// `launch` without `--agent-binary` inside the source tree builds the
+/// agent; what that needs and is missing is named, with how to get it,
+/// before any AWS call.
+#[test]
+fn launch_from_the_checkout_names_what_the_agent_build_lacks() {
+    let moto = Moto::start();
+    let tools = fossa_tests::TempDir::new("no-musl-path");
+    let which = |p: &str| {
+        Run::of(Command::new("sh").args(["-c", &format!("command -v {p}")]))
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    // cargo and rustup, but no musl C compiler.
+    for p in ["cargo", "rustup"] {
+        std::os::unix::fs::symlink(which(p), tools.0.join(p)).unwrap();
+    }
+    let launch = |path: &str, arch: &str| {
+        let mut c = bootstrap(
+            &moto,
+            &[
+                "launch",
+                "--stack",
+                "build",
+                "--allow-cidr",
+                ALLOW,
+                "--no-wait",
+            ],
+        );
+        c.args(["--instance-type", arch])
+            .current_dir(fossa_tests::repo_root().join("bootstrap/src"))
+            .env("PATH", path);
+        Run::of(&mut c)
+    };
+    let r = launch(&tools.0.display().to_string(), "t3.small");
+    check(&["launch (no musl-gcc)"], "needs `musl-gcc`", &r);
+    assert!(
+        r.stderr.contains("musl-tools") && r.stderr.contains("--agent-binary"),
+        "{}",
+        r.stderr
+    );
+    let r = launch(&tools.0.display().to_string(), "t4g.small");
+    check(
+        &["launch --instance-type t4g.small"],
+        "needs `aarch64-linux-musl-gcc`",
+        &r,
+    );
+    // No cargo at all.
+    let empty = fossa_tests::TempDir::new("empty-path");
+    let r = launch(&empty.0.display().to_string(), "t3.small");
+    check(&["launch (no cargo)"], "needs `cargo`", &r);
+    assert!(r.stderr.contains("rustup.rs"), "{}", r.stderr);
+}

@@ -306,13 +306,12 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     let took = machine.wait_journal("accepts an AMQP login", Duration::from_secs(120));
     machine.wait_journal("pushed 127.0.0.1:", Duration::from_secs(180));
     eprintln!("figures: broker and image duties done {took:?} after READY");
-    let broker =
-        Run::of(
-            inner
-                .cli()
-                .args(["inspect", "-f", "{{.State.Running}}", "fossa-broker"]),
-        )
-        .ok();
+    let broker = Run::of(
+        inner
+            .cli()
+            .args(["inspect", "-f", "{{.State.Running}}", "fossa-broker"]),
+    )
+    .ok();
     assert_eq!(broker.stdout.trim(), "true");
 
     // reload re-reads the configuration, in the same process.

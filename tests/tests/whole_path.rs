@@ -218,6 +218,15 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let v1 = model("v1");
     let mut stack = Stack::launch_in("wp", Some(&gateway), Some(&[("etl.py", v1.as_str())])).await;
     let config = stack.config(&["nat", "broker", "image", "cluster"]);
+    // launch (re-run, not told to skip waiting) follows the agent's first
+    // boot: each duty's progress, then "2/2 workers answering".
+    let ui_address = format!("127.0.0.1:{}", stack.ui_port);
+    let following = stack
+        .launch_command(&["--ui-address", &ui_address])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     let agent = stack.agent(&config, "agent.log", &[]);
     let pw = ui_password(&stack).await;
@@ -234,6 +243,25 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     .await;
     let to_answering = started.elapsed();
     eprintln!("FIGURE agent start -> 2 emulated workers answering: {to_answering:?}");
+    let followed = following.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&followed.stdout),
+        String::from_utf8_lossy(&followed.stderr),
+    );
+    assert!(followed.status.success(), "{out}\n{err}");
+    assert!(out.contains("is up"), "{out}");
+    for line in [
+        "NAT: NAT applied via gwout",
+        "Broker: broker running at 192.168.1.10:5672; accepts an AMQP login",
+        "Image: built and pushed",
+        "2/2 workers answering",
+    ] {
+        assert!(err.contains(line), "launch did not say {line:?}:\n{err}");
+    }
+    eprintln!(
+        "FIGURE launch following the first boot returned after: {:?}",
+        started.elapsed()
+    );
     for (_, address) in answering(&o) {
         assert!(
             address.starts_with("192.168.2.") || address.starts_with("192.168.3."),

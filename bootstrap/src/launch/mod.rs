@@ -10,6 +10,7 @@
 //! uploads), `parameters` (SSM) and `instance`; this module holds the inputs
 //! and runs the steps in order.
 
+mod first_boot;
 mod iam;
 mod instance;
 mod network;
@@ -64,11 +65,43 @@ fn check_inputs(args: &LaunchArgs, progress: &Progress) -> Result<Inputs> {
                 .map_err(|e| Error::Usage(e.to_string()))?;
         }
     }
-    let agent_path = match &args.agent_binary {
-        Some(p) => p.clone(),
-        None => default_agent_path().ok_or_else(|| {
+    let models = match &args.models {
+        Some(dir) if !dir.is_dir() => {
+            return Err(Error::Usage(format!(
+                "--models {}: not a directory of model files",
+                dir.display()
+            )))
+        }
+        Some(dir) => Some(models_tarball(dir)?),
+        None => None,
+    };
+    let source_tree = std::env::current_dir()
+        .ok()
+        .and_then(|d| crate::agent_build::find_workspace(&d));
+    let agent_path = match (&args.agent_binary, source_tree) {
+        (Some(p), _) => p.clone(),
+        // Inside the source tree: build the static agent for the instance.
+        (None, Some(workspace)) => {
+            let profile = std::env::var(crate::agent_build::PROFILE_ENV)
+                .unwrap_or_else(|_| "release".into());
+            let plan = crate::agent_build::BuildPlan::new(
+                workspace,
+                arch,
+                std::env::consts::ARCH,
+                &profile,
+            );
+            let started = std::time::Instant::now();
+            let built = crate::agent_build::build(&plan, &|s| progress.working(s))?;
+            progress.note(&format!(
+                "built the {arch} agent {} in {:.1}s",
+                built.display(),
+                started.elapsed().as_secs_f64()
+            ));
+            built
+        }
+        (None, None) => default_agent_path().ok_or_else(|| {
             Error::Usage(
-                "no agent binary: pass --agent-binary PATH to a static Linux build of fossa-agent (see README: Building the agent)"
+                "no agent binary: run launch inside the fossa-gateway source tree to have it build one, or pass --agent-binary PATH to a static Linux build of fossa-agent"
                     .into(),
             )
         })?,
@@ -87,16 +120,6 @@ fn check_inputs(args: &LaunchArgs, progress: &Progress) -> Result<Inputs> {
             agent_path.display()
         ));
     }
-    let models = match &args.models {
-        Some(dir) if !dir.is_dir() => {
-            return Err(Error::Usage(format!(
-                "--models {}: not a directory of model files",
-                dir.display()
-            )))
-        }
-        Some(dir) => Some(models_tarball(dir)?),
-        None => None,
-    };
     Ok(Inputs {
         layout,
         arch,
@@ -328,7 +351,8 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         .await?;
 
     if !args.no_wait {
-        public_ip = wait_for_agent(&mut l, &instance_id, public_ip).await?;
+        public_ip =
+            wait_for_agent(&mut l, &instance_id, public_ip, args.ui_address.as_deref()).await?;
     }
     l.p.note(&format!(
         "{} AWS API calls in {:.1}s",
@@ -343,28 +367,32 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     })
 }
 
+/// How long `launch` follows the agent: first boot builds the image and starts the workers.
+const FOLLOW_FOR: Duration = Duration::from_secs(15 * 60);
+
 async fn wait_for_agent(
     l: &mut Launcher<'_>,
     instance: &str,
     mut ip: Option<String>,
+    ui_address: Option<&str>,
 ) -> Result<Option<String>> {
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| Error::Unexpected(e.to_string()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15 * 60);
-    loop {
+    let deadline = std::time::Instant::now() + FOLLOW_FOR;
+    let addr = loop {
         if ip.is_none() {
             ip = l.public_ip(instance).await?;
         }
-        if let Some(addr) = &ip {
+        if let Some(addr) = ui_address.map(str::to_owned).or_else(|| ip.clone()) {
             l.p.working(&format!(
                 "waiting for the agent at https://{addr}/healthz (first boot takes a few minutes)"
             ));
             if let Ok(r) = http.get(format!("https://{addr}/healthz")).send().await {
                 if r.status().is_success() {
-                    break;
+                    break addr;
                 }
             }
         } else {
@@ -376,19 +404,71 @@ async fn wait_for_agent(
             )));
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-    l.p.done(
-        Outcome::Ready,
-        "agent",
-        &format!("https://{}/healthz", ip.as_deref().unwrap_or("")),
-    );
-    let fp = l.stack.ssm_parameter(ssm::TLS_FINGERPRINT);
-    if let Ok(p) = l.c.ssm.get_parameter().name(&fp).send().await {
-        if let Some(v) = p.parameter().and_then(|p| p.value()) {
-            l.p.note(&format!("TLS certificate SHA-256 fingerprint: {v} (your browser will show this self-signed certificate)"));
-        }
-    }
+    };
+    l.p.done(Outcome::Ready, "agent", &format!("https://{addr}/healthz"));
+    let fingerprint = follow(l, &addr, deadline).await?;
+    l.p.note(&format!("TLS certificate SHA-256 fingerprint: {fingerprint} (your browser will show this self-signed certificate)"));
     Ok(ip)
+}
+
+/// Follows the agent's duties and workers until all are done, printing each
+/// change; returns the certificate fingerprint it was reached with. On a
+/// timeout, the error names the duties that are not done with their last line.
+async fn follow(l: &mut Launcher<'_>, addr: &str, deadline: std::time::Instant) -> Result<String> {
+    let mut seen = first_boot::Follow::default();
+    let mut last_error = None;
+    loop {
+        let read = |key: &'static str, secret: bool| {
+            let name = l.stack.ssm_parameter(key);
+            let ssm_c = l.c.ssm.clone();
+            async move {
+                ssm_c
+                    .get_parameter()
+                    .name(name)
+                    .with_decryption(secret)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned))
+            }
+        };
+        if let (Some(fp), Some(pw)) = (
+            read(ssm::TLS_FINGERPRINT, false).await,
+            read(ssm::UI_PASSWORD, true).await,
+        ) {
+            match crate::agent_api::overview(addr, &fp, &pw).await {
+                Ok(o) => {
+                    let s = seen.observe(&o);
+                    for line in &s.lines {
+                        l.p.note(&format!("  {line}"));
+                    }
+                    if s.done {
+                        l.p.done(Outcome::Ready, "workers", &s.workers);
+                        return Ok(fp);
+                    }
+                    l.p.working(&s.workers);
+                }
+                Err(e) => last_error = Some(fossa_contract::aws::chain(&e)),
+            }
+        } else {
+            l.p.working("waiting for the agent to publish its certificate fingerprint in SSM");
+        }
+        if std::time::Instant::now() > deadline {
+            let failing = seen.failing();
+            let why = if !failing.is_empty() {
+                failing.join("; ")
+            } else if let Some(e) = last_error {
+                e
+            } else {
+                "the agent never published its certificate fingerprint".into()
+            };
+            return Err(Error::Unexpected(format!(
+                "the stack did not come up within 15 minutes: {why}. `fossa-bootstrap status --stack {}` shows the same; re-run launch to keep following it",
+                l.stack
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 pub use parameters::{rotate_password, scale};
