@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 fossa_need_cargo
 fossa_apt_install python3 python3-venv curl iproute2 iptables systemd procps \
   docker.io docker-registry busybox-static apache2-utils rabbitmq-server chromium chromium-driver \
-  mmdebstrap socat util-linux
+  mmdebstrap socat util-linux musl-tools
 export FOSSA_TEST_VENV="$PWD/.venv"
 fossa_venv "$FOSSA_TEST_VENV" tests/requirements.txt
 

@@ -20,6 +20,7 @@ use crate::fleet::fargate::FargateBackend;
 use crate::fleet::{FleetModel, PollSettings};
 use crate::host::exec::Host;
 use crate::host::tls;
+use crate::host::upgrade::{Layout, Start};
 use crate::settings::{load, Settings};
 use crate::Error;
 
@@ -41,6 +42,7 @@ fn nat_verified(board: &Board) -> bool {
 pub async fn run(config: &Path) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let events = Events::default();
+    launch_current(config, &events);
     let settings = load_with_retry(config, &events).await?;
     events.push(
         "agent",
@@ -51,6 +53,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
             settings.stack.stack
         ),
     );
+    let state_dir = settings.toml.state_dir.clone();
     let shared = Shared::new(Arc::new(Host), events.clone());
     let listed = settings.toml.duties();
     let nat_listed = listed.contains(&DutyKind::Nat);
@@ -120,11 +123,22 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     loop {
         if !announced && (!nat_listed || nat_verified(&ready)) {
             announced = true;
+            fossa_contract::fault::exit_at_in(
+                fossa_contract::fault::Point::BeforeReady,
+                &crate::fleet::this_agent().sha256,
+            );
             notify(&[
                 sd_notify::NotifyState::Ready,
                 sd_notify::NotifyState::Status("NAT verified; duties running"),
             ]);
             events.push("agent", false, "ready");
+            if let Some(sha) = Layout::new(&state_dir).commit() {
+                events.push(
+                    "upgrade",
+                    false,
+                    format!("the upgraded agent {} is ready; the upgrade is done", sha.get(..12).unwrap_or(&sha)),
+                );
+            }
         }
         tokio::select! {
             _ = tick.tick() => {
@@ -162,6 +176,35 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         tracing::warn!("some duties did not stop within 5 s");
     }
     Ok(())
+}
+
+/// The launcher's part (see [`crate::host::upgrade`]): counts a start of a
+/// pending upgrade, rolls back one that never became ready, and execs the
+/// current binary when it is not this one. Any failure here leaves this
+/// binary running, which is always a working agent.
+fn launch_current(config: &Path, events: &Events) {
+    let Ok(toml) = fossa_contract::config::AgentToml::load(config) else {
+        return;
+    };
+    let layout = Layout::new(&toml.state_dir);
+    let Ok(me) = std::env::current_exe() else {
+        return;
+    };
+    match layout.on_start(&me) {
+        Ok(Start::Run) => {}
+        Ok(Start::Exec(path)) => {
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new(&path)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            events.push(
+                "upgrade",
+                true,
+                format!("cannot start {}: {err}; this agent runs instead", path.display()),
+            );
+        }
+        Err(e) => events.push("upgrade", true, chain(&e)),
+    }
 }
 
 /// Starts the web UI: TLS certificate (made once, its fingerprint published

@@ -52,6 +52,8 @@ pub enum BuildError {
 pub struct BuildPlan {
     /// The workspace root.
     pub workspace: PathBuf,
+    /// Cargo's target directory (`CARGO_TARGET_DIR`, else the workspace's `target`).
+    pub target_dir: PathBuf,
     /// The Rust target triple.
     pub target: &'static str,
     /// The cargo profile.
@@ -63,8 +65,15 @@ pub struct BuildPlan {
 }
 
 impl BuildPlan {
-    /// The plan for `arch`, built on a host of `host_arch` (`std::env::consts::ARCH`).
-    pub fn new(workspace: PathBuf, arch: Arch, host_arch: &str, profile: &str) -> Self {
+    /// The plan for `arch`, built on a host of `host_arch` (`std::env::consts::ARCH`),
+    /// into `target_dir` (cargo's `CARGO_TARGET_DIR`) if given.
+    pub fn new(
+        workspace: PathBuf,
+        target_dir: Option<PathBuf>,
+        arch: Arch,
+        host_arch: &str,
+        profile: &str,
+    ) -> Self {
         let (target, native) = match arch {
             Arch::X86_64 => ("x86_64-unknown-linux-musl", host_arch == "x86_64"),
             Arch::Arm64 => ("aarch64-unknown-linux-musl", host_arch == "aarch64"),
@@ -84,6 +93,7 @@ impl BuildPlan {
             ),
         };
         BuildPlan {
+            target_dir: target_dir.unwrap_or_else(|| workspace.join("target")),
             workspace,
             target,
             profile: profile.to_owned(),
@@ -115,8 +125,7 @@ impl BuildPlan {
         } else {
             &self.profile
         };
-        self.workspace
-            .join("target")
+        self.target_dir
             .join(self.target)
             .join(dir)
             .join("fossa-agent")
@@ -252,7 +261,7 @@ mod tests {
     #[test]
     fn each_architecture_gets_its_target_and_compiler() {
         let ws = PathBuf::from("/src/fossa-gateway");
-        let x = BuildPlan::new(ws.clone(), Arch::X86_64, "x86_64", "release");
+        let x = BuildPlan::new(ws.clone(), None, Arch::X86_64, "x86_64", "release");
         assert_eq!(x.target, "x86_64-unknown-linux-musl");
         assert_eq!(x.c_compiler, "musl-gcc");
         assert!(x.env().is_empty());
@@ -266,7 +275,7 @@ mod tests {
             x.cargo_args().join(" "),
             "build --locked --profile release -p fossa-agent --target x86_64-unknown-linux-musl"
         );
-        let arm = BuildPlan::new(ws.clone(), Arch::Arm64, "x86_64", "dev");
+        let arm = BuildPlan::new(ws.clone(), Some("/cache".into()), Arch::Arm64, "x86_64", "dev");
         assert_eq!(arm.target, "aarch64-unknown-linux-musl");
         assert_eq!(arm.c_compiler, "aarch64-linux-musl-gcc");
         assert_eq!(
@@ -285,7 +294,7 @@ mod tests {
         assert!(arm
             .output()
             .ends_with("aarch64-unknown-linux-musl/debug/fossa-agent"));
-        let native_arm = BuildPlan::new(ws, Arch::Arm64, "aarch64", "release");
+        let native_arm = BuildPlan::new(ws, None, Arch::Arm64, "aarch64", "release");
         assert_eq!(native_arm.c_compiler, "musl-gcc");
     }
 

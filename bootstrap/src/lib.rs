@@ -13,7 +13,7 @@ pub mod aws;
 pub mod cli;
 pub mod clients;
 pub mod destroy;
-pub mod elf;
+pub use fossa_contract::elf;
 pub mod inventory;
 pub mod launch;
 pub mod plan;

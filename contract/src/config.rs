@@ -76,11 +76,19 @@ pub enum Duty {
     Image,
     /// The ECS cluster, task definition and service.
     Cluster,
+    /// The agent's own binary: the one `agent-sha256` names, swapped in place.
+    Upgrade,
 }
 
 impl Duty {
     /// Every duty, in the order they start.
-    pub const ALL: [Duty; 4] = [Duty::Nat, Duty::Broker, Duty::Image, Duty::Cluster];
+    pub const ALL: [Duty; 5] = [
+        Duty::Nat,
+        Duty::Broker,
+        Duty::Image,
+        Duty::Cluster,
+        Duty::Upgrade,
+    ];
 
     /// Its name in `agent.toml`, events, status and the API.
     pub fn name(self) -> &'static str {
@@ -89,6 +97,7 @@ impl Duty {
             Duty::Broker => "broker",
             Duty::Image => "image",
             Duty::Cluster => "cluster",
+            Duty::Upgrade => "upgrade",
         }
     }
 
@@ -99,6 +108,7 @@ impl Duty {
             Duty::Broker => "Broker",
             Duty::Image => "Image",
             Duty::Cluster => "Cluster",
+            Duty::Upgrade => "Agent",
         }
     }
 }

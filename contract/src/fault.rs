@@ -25,6 +25,14 @@ pub enum Point {
     LogGroupCreated,
     /// Cluster duty: a revision is registered, the service does not use it yet.
     TaskDefinitionRegistered,
+    /// Upgrade duty: the new binary is downloaded, checked and staged; `current` still names the old one.
+    UpgradeStaged,
+    /// Upgrade duty: `current` names the new binary; the old agent still runs.
+    UpgradeSwapped,
+    /// The agent, just before it tells systemd it is ready. Written
+    /// `before-ready:<sha prefix>`, it fires only in the binary whose SHA-256
+    /// starts with that prefix (an upgrade that never becomes ready).
+    BeforeReady,
     /// `fossa-bootstrap`: after its N-th step.
     Step(usize),
 }
@@ -40,6 +48,9 @@ impl Point {
         Point::TaskDefinitionRegistered,
     ];
 
+    /// The upgrade duty's points, in order (the systemd test crashes at each).
+    pub const UPGRADE: [Point; 2] = [Point::UpgradeStaged, Point::UpgradeSwapped];
+
     /// Its name in `FOSSA_FAULT_EXIT_AT`.
     pub fn name(self) -> String {
         match self {
@@ -49,9 +60,27 @@ impl Point {
             Point::BrokerContainerCreated => "broker-container-created".into(),
             Point::LogGroupCreated => "log-group-created".into(),
             Point::TaskDefinitionRegistered => "task-definition-registered".into(),
+            Point::UpgradeStaged => "upgrade-staged".into(),
+            Point::UpgradeSwapped => "upgrade-swapped".into(),
+            Point::BeforeReady => "before-ready".into(),
             Point::Step(n) => format!("step-{n}"),
         }
     }
+}
+
+/// Exits with 137 when `FOSSA_FAULT_EXIT_AT` names `point`, or names it
+/// with `:<prefix>` and `sha256` (this binary's) starts with that prefix.
+pub fn exit_at_in(point: Point, sha256: &str) {
+    if let Ok(v) = std::env::var(EXIT_AT) {
+        let name = point.name();
+        if v.split_once(':')
+            .is_some_and(|(n, prefix)| n == name && !prefix.is_empty() && sha256.starts_with(prefix))
+        {
+            eprintln!("fault injection: exiting at {v}");
+            std::process::exit(137);
+        }
+    }
+    exit_at(point);
 }
 
 /// Exits with 137 when `FOSSA_FAULT_EXIT_AT` names `point`.

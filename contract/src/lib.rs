@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod elf;
 pub mod fault;
 pub mod limits;
 pub mod names;

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod fargate;
 pub mod images;
 pub mod local;
+pub mod machine;
 pub mod moto;
 pub mod netns;
 pub mod secrets;

@@ -15,77 +15,17 @@
 //! --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw`;
 //! `--privileged` is refused on these machines.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fossa_tests::docker::{Dockerd, Registry};
 use fossa_tests::images::{PYTHON_FOSSA, RABBITMQ, SYSTEMD};
 use fossa_tests::moto::{Moto, REGION};
+use fossa_tests::machine::Machine;
 use fossa_tests::netns::Netns;
 use fossa_tests::{bin, repo_root, venv_bin, Run, TempDir};
 
 /// Where the machine sees the socket directory of its own dockerd.
 const INNER_DOCKER: &str = "/run/fossa-test-docker";
-
-/// The container, removed on drop.
-struct Machine<'a> {
-    docker: &'a Dockerd,
-    name: String,
-}
-
-impl Machine<'_> {
-    fn exec(&self, args: &[&str]) -> Run {
-        Run::of(self.docker.cli().args(["exec", &self.name]).args(args))
-    }
-
-    fn sh(&self, script: &str) -> Run {
-        self.exec(&["sh", "-c", script])
-    }
-
-    fn copy_in(&self, from: &std::path::Path, to: &str) {
-        Run::of(
-            self.docker
-                .cli()
-                .arg("cp")
-                .arg(from)
-                .arg(format!("{}:{to}", self.name)),
-        )
-        .ok();
-    }
-
-    fn show(&self, prop: &str) -> String {
-        self.exec(&["systemctl", "show", "-p", prop, "--value", "fossa-agent"])
-            .stdout
-            .trim()
-            .to_owned()
-    }
-
-    fn journal(&self) -> String {
-        self.exec(&["journalctl", "-u", "fossa-agent", "--no-pager", "-o", "cat"])
-            .stdout
-    }
-
-    fn wait_journal(&self, needle: &str, within: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            let j = self.journal();
-            if j.contains(needle) {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "the journal never said {needle:?}:\n{j}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Machine<'_> {
-    fn drop(&mut self) {
-        let _ = Run::of(self.docker.cli().args(["rm", "-f", &self.name]));
-    }
-}
 
 /// The password of the emulator's ECR token, asked from inside `ns`.
 fn ecr_password(ns: &Netns, moto: &Moto) -> String {
@@ -112,79 +52,12 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     let t = Instant::now();
     let image = SYSTEMD.import(&docker);
     eprintln!("figures: systemd image ready in {:?}", t.elapsed());
-    let machine = Machine {
-        docker: &docker,
-        name: format!("fossa-sd-{}", std::process::id()),
-    };
-    Run::of(docker.cli().args([
-        "run",
-        "-d",
-        "--name",
-        &machine.name,
-        "--network",
-        "none",
-        "--cap-add",
-        "SYS_ADMIN",
-        "--cap-add",
-        "NET_ADMIN",
-        "--tmpfs",
-        "/run",
-        "--tmpfs",
-        "/run/lock",
-        "-v",
-        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-        "-v",
-        &format!("{}:{INNER_DOCKER}", inner_dir.0.display()),
+    let booted = Machine::boot(
+        &docker,
         &image,
-        "/sbin/init",
-    ]))
-    .ok();
-    let pid: u32 = Run::of(
-        docker
-            .cli()
-            .args(["inspect", "-f", "{{.State.Pid}}", &machine.name]),
-    )
-    .ok()
-    .stdout
-    .trim()
-    .parse()
-    .unwrap();
-
-    // The container's network: loopback (moto runs there) and a default
-    // route out of eth0 for NAT to find its egress interface.
-    // (eth0 is one end of a veth pair whose other end is in a namespace of
-    // the test's own, so nothing leaves the machine.)
-    let ns = Netns::attach("sd", pid);
-    let outside = Netns::new("sd-out");
-    Run::of(Command::new("ip").args([
-        "link",
-        "add",
-        "eth0",
-        "netns",
-        &ns.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "sdpeer",
-        "netns",
-        &outside.name,
-    ]))
-    .ok();
-    Run::of(
-        outside
-            .cmd("ip")
-            .args(["addr", "add", "192.0.2.1/24", "dev", "sdpeer"]),
-    )
-    .ok();
-    Run::of(outside.cmd("ip").args(["link", "set", "sdpeer", "up"])).ok();
-    for args in [
-        vec!["addr", "add", "192.0.2.2/24", "dev", "eth0"],
-        vec!["link", "set", "eth0", "up"],
-        vec!["route", "add", "default", "via", "192.0.2.1"],
-    ] {
-        Run::of(ns.cmd("ip").args(&args)).ok();
-    }
+        &[format!("{}:{INNER_DOCKER}", inner_dir.0.display())],
+    );
+    let (machine, ns) = (&booted.machine, &booted.ns);
     let moto = Moto::start_in(Some(&ns));
     let inner = Dockerd::start_with(Some(&ns), inner_dir);
     // The machine's builds cannot reach PyPI: the base has the pinned Fossa.
@@ -208,17 +81,6 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     )
     .ok();
     let registry = Registry::start_in(&ecr_password(&ns, &moto), Some(&ns));
-
-    // systemd is up.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let state = machine.exec(&["systemctl", "is-system-running"]).stdout;
-        if matches!(state.trim(), "running" | "degraded") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "systemd did not boot: {state}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 
     // Install the agent, the shipped unit and a configuration, as user-data does.
     let moto_port = moto.url.rsplit(':').next().unwrap().to_owned();

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod image;
 pub mod nat;
 pub mod stopped_tasks;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +121,9 @@ pub enum DutyError {
     /// An AWS call outside the duties' own modules.
     #[error(transparent)]
     Aws(#[from] AwsError),
+    /// The upgrade duty could not check or stage a binary.
+    #[error("cannot upgrade the agent")]
+    Upgrade(#[source] crate::host::upgrade::UpgradeError),
     /// New settings could not be loaded (the old ones stay in force).
     #[error(transparent)]
     Load(#[from] crate::settings::LoadError),
@@ -188,6 +192,9 @@ pub fn gateway(kind: DutyKind, shared: &Shared) -> Box<dyn Duty<Settings>> {
         DutyKind::Broker => Box::new(broker::BrokerDuty::new(shared)),
         DutyKind::Image => Box::new(image::ImageDuty::new(shared)),
         DutyKind::Cluster => Box::new(cluster::ClusterDuty::new(shared)),
+        DutyKind::Upgrade => Box::new(upgrade::UpgradeDuty::new(
+            crate::fleet::this_agent().sha256,
+        )),
     }
 }
 

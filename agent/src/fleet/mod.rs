@@ -32,15 +32,18 @@ use node::{NodeClient, NodeError};
 /// The running agent: its version, and the SHA-256 of its binary (read once,
 /// streamed, so the binary is never all in memory).
 pub fn this_agent() -> AgentInfo {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    let sha256 = std::fs::File::open("/proc/self/exe")
-        .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
-        .map(|_| hex::encode(hasher.finalize()))
-        .unwrap_or_default();
+    static SHA256: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sha256 = SHA256.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        std::fs::File::open("/proc/self/exe")
+            .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+            .map(|_| hex::encode(hasher.finalize()))
+            .unwrap_or_default()
+    });
     AgentInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        sha256,
+        sha256: sha256.clone(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the agent touches on its own host: commands ([`exec`]), process
 //! groups ([`procs`]), a real AMQP login to a broker ([`amqp`]), the Docker
-//! engine ([`docker`]) and the UI's TLS material ([`tls`]). Duties reach
+//! engine ([`docker`]) the UI's TLS material ([`tls`]) and the agent's own binaries ([`upgrade`]). Duties reach
 //! the host only through these.
 
 pub mod amqp;
@@ -8,3 +8,4 @@ pub mod docker;
 pub mod exec;
 pub mod procs;
 pub mod tls;
+pub mod upgrade;

@@ -13,6 +13,9 @@ use serde_json::Value;
 pub struct Follow {
     duties: BTreeMap<String, (bool, String)>,
     workers: Option<(u64, u64)>,
+    /// The SHA-256 of the agent binary `launch` uploaded: done only once it runs.
+    wanted_sha: Option<String>,
+    running_sha: Option<String>,
 }
 
 /// One overview, read.
@@ -27,9 +30,34 @@ pub struct Seen {
 }
 
 impl Follow {
+    /// Follows until, besides the duties and workers, the agent binary with
+    /// SHA-256 `wanted` is the one running.
+    pub fn new(wanted: Option<String>) -> Self {
+        Follow {
+            wanted_sha: wanted,
+            ..Follow::default()
+        }
+    }
+
     /// Reads one overview.
     pub fn observe(&mut self, overview: &Value) -> Seen {
         let mut lines = Vec::new();
+        let running = overview["agent"]["sha256"].as_str().map(str::to_owned);
+        let upgraded = match (&self.wanted_sha, &running) {
+            (Some(w), Some(r)) => w.eq_ignore_ascii_case(r),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if running != self.running_sha {
+            if let (Some(r), Some(w)) = (&running, &self.wanted_sha) {
+                lines.push(if upgraded {
+                    format!("Agent: the uploaded binary runs ({})", short(r))
+                } else {
+                    format!("Agent: {} runs; waiting for the uploaded {} (the agent checks every 15 s)", short(r), short(w))
+                });
+            }
+            self.running_sha = running;
+        }
         let duties = overview["duties"].as_array().cloned().unwrap_or_default();
         for d in &duties {
             let title = d["title"].as_str().unwrap_or("?").to_owned();
@@ -70,6 +98,10 @@ impl Follow {
             .map(|(title, (_, detail))| format!("{title}: {detail}"))
             .collect()
     }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }
 
 #[cfg(test)]
@@ -113,6 +145,20 @@ mod tests {
         assert!(all.done);
         assert_eq!(all.workers, "2/2 workers answering");
         assert!(f.failing().is_empty());
+    }
+
+    #[test]
+    fn a_new_binary_must_be_running() {
+        let mut f = Follow::new(Some("b".repeat(64)));
+        let mut o = overview(true, "pushed", 2);
+        o["agent"] = json!({"version": "0.1.0", "sha256": "a".repeat(64)});
+        let old = f.observe(&o);
+        assert!(!old.done);
+        assert!(old.lines.iter().any(|l| l.contains("waiting for the uploaded bbbbbbbbbbbb")), "{old:?}");
+        o["agent"]["sha256"] = json!("b".repeat(64));
+        let new = f.observe(&o);
+        assert!(new.done);
+        assert!(new.lines.contains(&"Agent: the uploaded binary runs (bbbbbbbbbbbb)".to_owned()));
     }
 
     #[test]

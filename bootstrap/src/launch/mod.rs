@@ -86,6 +86,7 @@ fn check_inputs(args: &LaunchArgs, progress: &Progress) -> Result<Inputs> {
                 .unwrap_or_else(|_| "release".into());
             let plan = crate::agent_build::BuildPlan::new(
                 workspace,
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
                 arch,
                 std::env::consts::ARCH,
                 &profile,
@@ -352,7 +353,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
 
     if !args.no_wait {
         public_ip =
-            wait_for_agent(&mut l, &instance_id, public_ip, args.ui_address.as_deref()).await?;
+            wait_for_agent(&mut l, &instance_id, public_ip, args.ui_address.as_deref(), &agent_sha).await?;
     }
     l.p.note(&format!(
         "{} AWS API calls in {:.1}s",
@@ -375,6 +376,7 @@ async fn wait_for_agent(
     instance: &str,
     mut ip: Option<String>,
     ui_address: Option<&str>,
+    agent_sha: &str,
 ) -> Result<Option<String>> {
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -406,7 +408,7 @@ async fn wait_for_agent(
         tokio::time::sleep(Duration::from_secs(5)).await;
     };
     l.p.done(Outcome::Ready, "agent", &format!("https://{addr}/healthz"));
-    let fingerprint = follow(l, &addr, deadline).await?;
+    let fingerprint = follow(l, &addr, deadline, agent_sha).await?;
     l.p.note(&format!("TLS certificate SHA-256 fingerprint: {fingerprint} (your browser will show this self-signed certificate)"));
     Ok(ip)
 }
@@ -414,8 +416,13 @@ async fn wait_for_agent(
 /// Follows the agent's duties and workers until all are done, printing each
 /// change; returns the certificate fingerprint it was reached with. On a
 /// timeout, the error names the duties that are not done with their last line.
-async fn follow(l: &mut Launcher<'_>, addr: &str, deadline: std::time::Instant) -> Result<String> {
-    let mut seen = first_boot::Follow::default();
+async fn follow(
+    l: &mut Launcher<'_>,
+    addr: &str,
+    deadline: std::time::Instant,
+    agent_sha: &str,
+) -> Result<String> {
+    let mut seen = first_boot::Follow::new(Some(agent_sha.to_owned()));
     let mut last_error = None;
     loop {
         let read = |key: &'static str, secret: bool| {

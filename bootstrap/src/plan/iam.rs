@@ -319,11 +319,16 @@ impl Scope<'_> {
                 self.role_arn(&s.task_role()),
             ]),
             ("logs", _) => one(self.log_group_arn()),
-            (_, "s3:GetObject") => one(format!(
-                "{}/{}",
-                self.bucket_arn(),
-                fossa_contract::names::MODELS_OBJECT_KEY
-            )),
+            // The models tarball, and the agent binary the upgrade duty fetches.
+            (_, "s3:GetObject") => Some(
+                [
+                    fossa_contract::names::MODELS_OBJECT_KEY,
+                    fossa_contract::names::AGENT_OBJECT_KEY,
+                ]
+                .iter()
+                .map(|k| format!("{}/{k}", self.bucket_arn()))
+                .collect(),
+            ),
             (_, "s3:ListBucket") => one(self.bucket_arn()),
             (_, "ssm:GetParameter" | "ssm:GetParameters") => {
                 Some(ssm::ALL.iter().map(|k| self.parameter_arn(k)).collect())

@@ -9,7 +9,6 @@ pub mod network;
 pub mod policy;
 pub mod storage;
 
-use std::fmt;
 use std::io::Write;
 
 use fossa_contract::names::{AGENT_OBJECT_KEY, MODELS_OBJECT_KEY};
@@ -28,44 +27,7 @@ use crate::cli::{LaunchArgs, Output, PlanArgs};
 use crate::clients::Clients;
 use crate::{Error, Result};
 
-/// CPU architecture of the gateway instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// Intel/AMD.
-    X86_64,
-    /// Graviton.
-    Arm64,
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Arm64 => "arm64",
-        })
-    }
-}
-
-impl Arch {
-    /// The architecture of an EC2 instance type: Graviton families carry a `g`
-    /// after the generation digit (t4g, m7g, c6gn, im4gn, x2gd), plus `a1`.
-    pub fn of_instance_type(instance_type: &str) -> Arch {
-        let family = instance_type.split('.').next().unwrap_or_default();
-        let suffix = family.trim_start_matches(|c: char| c.is_ascii_alphabetic());
-        let suffix = suffix.trim_start_matches(|c: char| c.is_ascii_digit());
-        if family == "a1" || suffix.contains('g') {
-            Arch::Arm64
-        } else {
-            Arch::X86_64
-        }
-    }
-
-    /// The SSM public parameter holding the latest Amazon Linux 2023 AMI.
-    pub fn al2023_parameter(self) -> String {
-        format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{self}")
-    }
-}
+pub use fossa_contract::elf::Arch;
 
 /// The checks on `launch`'s flags that need no file and no AWS call.
 #[derive(Debug, Clone)]

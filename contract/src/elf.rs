@@ -1,6 +1,58 @@
-//! Checks that the agent binary to upload is a Linux ELF for the instance's architecture.
+//! Checks that an agent binary is a Linux ELF for the instance's
+//! architecture: `launch` before it uploads one, the agent before it
+//! upgrades itself to one.
 
-use crate::plan::Arch;
+use std::fmt;
+
+/// CPU architecture of the gateway instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Intel/AMD.
+    X86_64,
+    /// Graviton.
+    Arm64,
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        })
+    }
+}
+
+impl Arch {
+    /// The architecture of an EC2 instance type: Graviton families carry a `g`
+    /// after the generation digit (t4g, m7g, c6gn, im4gn, x2gd), plus `a1`.
+    pub fn of_instance_type(instance_type: &str) -> Arch {
+        let family = instance_type.split('.').next().unwrap_or_default();
+        let suffix = family.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+        let suffix = suffix.trim_start_matches(|c: char| c.is_ascii_digit());
+        if family == "a1" || suffix.contains('g') {
+            Arch::Arm64
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    /// The SSM public parameter holding the latest Amazon Linux 2023 AMI.
+    pub fn al2023_parameter(self) -> String {
+        format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{self}")
+    }
+}
+
+impl Arch {
+    /// The architecture this program was built for, if it is one of ours.
+    pub fn this() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
 
 /// What the ELF header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
