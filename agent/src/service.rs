@@ -136,7 +136,10 @@ pub async fn run(config: &Path) -> Result<(), Error> {
                 events.push(
                     "upgrade",
                     false,
-                    format!("the upgraded agent {} is ready; the upgrade is done", sha.get(..12).unwrap_or(&sha)),
+                    format!(
+                        "the upgraded agent {} is ready; the upgrade is done",
+                        sha.get(..12).unwrap_or(&sha)
+                    ),
                 );
             }
         }
@@ -200,7 +203,10 @@ fn launch_current(config: &Path, events: &Events) {
             events.push(
                 "upgrade",
                 true,
-                format!("cannot start {}: {err}; this agent runs instead", path.display()),
+                format!(
+                    "cannot start {}: {err}; this agent runs instead",
+                    path.display()
+                ),
             );
         }
         Err(e) => events.push("upgrade", true, chain(&e)),

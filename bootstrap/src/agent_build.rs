@@ -275,7 +275,13 @@ mod tests {
             x.cargo_args().join(" "),
             "build --locked --profile release -p fossa-agent --target x86_64-unknown-linux-musl"
         );
-        let arm = BuildPlan::new(ws.clone(), Some("/cache".into()), Arch::Arm64, "x86_64", "dev");
+        let arm = BuildPlan::new(
+            ws.clone(),
+            Some("/cache".into()),
+            Arch::Arm64,
+            "x86_64",
+            "dev",
+        );
         assert_eq!(arm.target, "aarch64-unknown-linux-musl");
         assert_eq!(arm.c_compiler, "aarch64-linux-musl-gcc");
         assert_eq!(

@@ -73,9 +73,9 @@ impl Point {
 pub fn exit_at_in(point: Point, sha256: &str) {
     if let Ok(v) = std::env::var(EXIT_AT) {
         let name = point.name();
-        if v.split_once(':')
-            .is_some_and(|(n, prefix)| n == name && !prefix.is_empty() && sha256.starts_with(prefix))
-        {
+        if v.split_once(':').is_some_and(|(n, prefix)| {
+            n == name && !prefix.is_empty() && sha256.starts_with(prefix)
+        }) {
             eprintln!("fault injection: exiting at {v}");
             std::process::exit(137);
         }

@@ -82,7 +82,6 @@ impl Drop for Machine<'_> {
     }
 }
 
-
 /// A booted machine and its network.
 pub struct Booted<'a> {
     /// The machine.
@@ -112,21 +111,32 @@ impl<'a> Machine<'a> {
             run.args(["-v", v]);
         }
         Run::of(run.args([image, "/sbin/init"])).ok();
-        let pid: u32 = Run::of(
-            docker
-                .cli()
-                .args(["inspect", "-f", "{{.State.Pid}}", &machine.name]),
-        )
-        .ok()
-        .stdout
-        .trim()
-        .parse()
-        .unwrap();
+        let pid: u32 =
+            Run::of(
+                docker
+                    .cli()
+                    .args(["inspect", "-f", "{{.State.Pid}}", &machine.name]),
+            )
+            .ok()
+            .stdout
+            .trim()
+            .parse()
+            .unwrap();
         let ns = Netns::attach(&format!("sd{n}"), pid);
         let outside = Netns::new(&format!("sd{n}-out"));
         Run::of(Command::new("ip").args([
-            "link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", "sdpeer",
-            "netns", &outside.name,
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "sdpeer",
+            "netns",
+            &outside.name,
         ]))
         .ok();
         Run::of(

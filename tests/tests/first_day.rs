@@ -28,7 +28,14 @@ async fn launch_from_the_checkout_builds_the_static_agent_itself() {
     let t = Instant::now();
     let r = Run::of(
         Command::new(bin("fossa-bootstrap"))
-            .args(["launch", "--stack", "firstday", "--allow-cidr", ALLOW, "--no-wait"])
+            .args([
+                "launch",
+                "--stack",
+                "firstday",
+                "--allow-cidr",
+                ALLOW,
+                "--no-wait",
+            ])
             .args(["--endpoint-url", &moto.url])
             .current_dir(repo_root())
             .env("FOSSA_AGENT_PROFILE", "dev")

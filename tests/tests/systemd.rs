@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use fossa_tests::docker::{Dockerd, Registry};
 use fossa_tests::images::{PYTHON_FOSSA, RABBITMQ, SYSTEMD};
-use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::machine::Machine;
+use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::Netns;
 use fossa_tests::{bin, repo_root, venv_bin, Run, TempDir};
 
@@ -58,8 +58,8 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         &[format!("{}:{INNER_DOCKER}", inner_dir.0.display())],
     );
     let (machine, ns) = (&booted.machine, &booted.ns);
-    let moto = Moto::start_in(Some(&ns));
-    let inner = Dockerd::start_with(Some(&ns), inner_dir);
+    let moto = Moto::start_in(Some(ns));
+    let inner = Dockerd::start_with(Some(ns), inner_dir);
     // The machine's builds cannot reach PyPI: the base has the pinned Fossa.
     let python = PYTHON_FOSSA.import(&inner);
     let rabbitmq = RABBITMQ.import(&inner);
@@ -80,7 +80,7 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
             .envs(moto.env()),
     )
     .ok();
-    let registry = Registry::start_in(&ecr_password(&ns, &moto), Some(&ns));
+    let registry = Registry::start_in(&ecr_password(ns, &moto), Some(ns));
 
     // Install the agent, the shipped unit and a configuration, as user-data does.
     let moto_port = moto.url.rsplit(':').next().unwrap().to_owned();

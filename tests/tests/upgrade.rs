@@ -94,7 +94,10 @@ fn set_fault(machine: &Machine, files: &Path, fault: Option<&str>) {
         None => "[Service]\n".to_owned(),
     };
     std::fs::write(&path, text).unwrap();
-    machine.copy_in(&path, "/etc/systemd/system/fossa-agent.service.d/fault.conf");
+    machine.copy_in(
+        &path,
+        "/etc/systemd/system/fossa-agent.service.d/fault.conf",
+    );
     machine.exec(&["systemctl", "daemon-reload"]);
 }
 
@@ -135,11 +138,19 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
         "/etc/systemd/system/fossa-agent.service",
     );
     machine.copy_in(&toml, "/etc/fossa/agent.toml");
-    machine.copy_in(&dropin, "/etc/systemd/system/fossa-agent.service.d/test.conf");
+    machine.copy_in(
+        &dropin,
+        "/etc/systemd/system/fossa-agent.service.d/test.conf",
+    );
     set_fault(machine, &files.0, None);
     let started = machine.exec(&["systemctl", "start", "fossa-agent"]);
     assert_eq!(started.code, 0, "{}\n{}", started.stderr, machine.journal());
-    wait_after(machine, 0, &format!("({}) runs, as agent-sha256 wants", &sha_a[..12]), Duration::from_secs(30));
+    wait_after(
+        machine,
+        0,
+        &format!("({}) runs, as agent-sha256 wants", &sha_a[..12]),
+        Duration::from_secs(30),
+    );
     assert_eq!(running_exe(machine), "/usr/local/bin/fossa-agent");
 
     // 1. A new binary: launch uploads it, the agent swaps to it and systemd
@@ -152,14 +163,24 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
     let samples = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let watcher = {
-        let (gaps, samples, watching, ns_name) =
-            (nat_gaps.clone(), samples.clone(), watching.clone(), ns.name.clone());
+        let (gaps, samples, watching, ns_name) = (
+            nat_gaps.clone(),
+            samples.clone(),
+            watching.clone(),
+            ns.name.clone(),
+        );
         std::thread::spawn(move || {
             while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = Run::of(
-                    Command::new("ip")
-                        .args(["netns", "exec", &ns_name, "iptables", "-t", "nat", "-S", "FOSSA-POSTROUTING"]),
-                );
+                let out = Run::of(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &ns_name,
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-S",
+                    "FOSSA-POSTROUTING",
+                ]));
                 samples.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if !out.stdout.contains("MASQUERADE") {
                     gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -177,8 +198,15 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
     let upgrade_took = t.elapsed();
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     watcher.join().unwrap();
-    assert_eq!(nat_gaps.load(std::sync::atomic::Ordering::Relaxed), 0, "NAT was missing during the upgrade");
-    assert_eq!(running_exe(machine), format!("/var/lib/fossa/bin/fossa-agent-{sha_b}"));
+    assert_eq!(
+        nat_gaps.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "NAT was missing during the upgrade"
+    );
+    assert_eq!(
+        running_exe(machine),
+        format!("/var/lib/fossa/bin/fossa-agent-{sha_b}")
+    );
     eprintln!(
         "FIGURE upgrade: re-run of launch -> the new agent ready in {upgrade_took:?}; NAT present in all {} samples",
         samples.load(std::sync::atomic::Ordering::Relaxed)
@@ -193,7 +221,12 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
         let (next, sha_next) = variant(&files.0, tag);
         let since = machine.journal().len();
         launch(ns, &moto, &next);
-        wait_after(machine, since, &format!("fault injection: exiting at {point}"), Duration::from_secs(60));
+        wait_after(
+            machine,
+            since,
+            &format!("fault injection: exiting at {point}"),
+            Duration::from_secs(60),
+        );
         // Restarted by systemd within RestartSec and ready again.
         let t = Instant::now();
         let after = loop {
@@ -201,12 +234,17 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
             if machine.show("SubState") == "running" && !exe.is_empty() {
                 break exe;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "no agent runs after the crash at {point}");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no agent runs after the crash at {point}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         };
         let new = format!("/var/lib/fossa/bin/fossa-agent-{sha_next}");
         match point {
-            "upgrade-staged" => assert_eq!(after, before, "the old agent runs after a crash at {point}"),
+            "upgrade-staged" => {
+                assert_eq!(after, before, "the old agent runs after a crash at {point}")
+            }
             _ => assert_eq!(after, new, "the new agent runs after a crash at {point}"),
         }
         set_fault(machine, &files.0, None);
@@ -231,33 +269,52 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
         (text.clone(), sha(&text), "it is not a Linux executable"),
         (arm.clone(), sha(&arm), "it is built for arm64"),
         (a.clone(), "0".repeat(64), "but agent-sha256 says 0000"),
-        (busybox.clone(), sha(&busybox), "it does not run as fossa-agent"),
+        (
+            busybox.clone(),
+            sha(&busybox),
+            "it does not run as fossa-agent",
+        ),
     ];
     for (bytes, wanted, reason) in cases {
         let since = machine.journal().len();
         inject(ns, &moto, &bytes, &wanted, &files.0);
         wait_after(machine, since, reason, Duration::from_secs(45));
         assert!(
-            machine.journal()[since..].contains(&format!("refused the agent binary {}", &wanted[..12])),
+            machine.journal()[since..]
+                .contains(&format!("refused the agent binary {}", &wanted[..12])),
             "{}",
             &machine.journal()[since..]
         );
-        assert_eq!(running_exe(machine), good, "a refused binary changes nothing");
+        assert_eq!(
+            running_exe(machine),
+            good,
+            "a refused binary changes nothing"
+        );
     }
 
     // 4. A binary that never becomes ready is rolled back after two starts.
     let (e, sha_e) = variant(&files.0, "e");
-    set_fault(machine, &files.0, Some(&format!("before-ready:{}", &sha_e[..16])));
+    set_fault(
+        machine,
+        &files.0,
+        Some(&format!("before-ready:{}", &sha_e[..16])),
+    );
     let since = machine.journal().len();
     let t = Instant::now();
     launch(ns, &moto, &e);
     wait_after(
         machine,
         since,
-        &format!("agent-sha256 wants {}, which was rolled back: it did not become ready in 2 starts", &sha_e[..12]),
+        &format!(
+            "agent-sha256 wants {}, which was rolled back: it did not become ready in 2 starts",
+            &sha_e[..12]
+        ),
         Duration::from_secs(120),
     );
-    eprintln!("FIGURE a binary that never becomes ready rolled back in {:?}", t.elapsed());
+    eprintln!(
+        "FIGURE a binary that never becomes ready rolled back in {:?}",
+        t.elapsed()
+    );
     assert_eq!(running_exe(machine), good, "the previous agent runs again");
     assert_eq!(machine.show("ActiveState"), "active");
 }

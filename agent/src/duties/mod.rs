@@ -192,9 +192,7 @@ pub fn gateway(kind: DutyKind, shared: &Shared) -> Box<dyn Duty<Settings>> {
         DutyKind::Broker => Box::new(broker::BrokerDuty::new(shared)),
         DutyKind::Image => Box::new(image::ImageDuty::new(shared)),
         DutyKind::Cluster => Box::new(cluster::ClusterDuty::new(shared)),
-        DutyKind::Upgrade => Box::new(upgrade::UpgradeDuty::new(
-            crate::fleet::this_agent().sha256,
-        )),
+        DutyKind::Upgrade => Box::new(upgrade::UpgradeDuty::new(crate::fleet::this_agent().sha256)),
     }
 }
 

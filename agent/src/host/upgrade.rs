@@ -197,7 +197,9 @@ impl Layout {
             return Ok(Start::Run);
         };
         let same = |a: &Path, b: &Path| {
-            a.canonicalize().ok().is_some_and(|a| Some(a) == b.canonicalize().ok())
+            a.canonicalize()
+                .ok()
+                .is_some_and(|a| Some(a) == b.canonicalize().ok())
         };
         if same(&current, me) {
             // Exec'd by the launcher (or current is the launcher itself): nothing to count.
@@ -208,8 +210,8 @@ impl Layout {
             let sha = parts.next().unwrap_or_default().to_owned();
             let starts: u32 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
             if starts >= MAX_STARTS {
-                let previous = std::fs::read_link(self.path("previous"))
-                    .unwrap_or_else(|_| me.to_owned());
+                let previous =
+                    std::fs::read_link(self.path("previous")).unwrap_or_else(|_| me.to_owned());
                 self.point("current", &previous)?;
                 self.write(
                     "rolled-back",
@@ -255,7 +257,11 @@ mod tests {
         l.swap("bbbb", &new, &launcher).unwrap();
         // Start 1 and 2 exec the new binary; it never commits.
         assert_eq!(l.on_start(&launcher).unwrap(), Start::Exec(new.clone()));
-        assert_eq!(l.on_start(&new).unwrap(), Start::Run, "the exec'd binary counts nothing");
+        assert_eq!(
+            l.on_start(&new).unwrap(),
+            Start::Run,
+            "the exec'd binary counts nothing"
+        );
         assert_eq!(l.on_start(&launcher).unwrap(), Start::Exec(new.clone()));
         // Start 3: given up on, back to the launcher.
         assert_eq!(l.on_start(&launcher).unwrap(), Start::Run);
@@ -298,11 +304,21 @@ mod tests {
         ));
         let text = b"#!/bin/sh\necho fossa-agent 9\n";
         let err = verify(text, &hex::encode(Sha256::digest(text))).unwrap_err();
-        assert!(matches!(err, UpgradeError::Elf(elf::ElfError::NotElf)), "{err}");
+        assert!(
+            matches!(err, UpgradeError::Elf(elf::ElfError::NotElf)),
+            "{err}"
+        );
         let mut other = me.clone();
-        other[18] = if Arch::this() == Some(Arch::X86_64) { 0xb7 } else { 0x3e };
+        other[18] = if Arch::this() == Some(Arch::X86_64) {
+            0xb7
+        } else {
+            0x3e
+        };
         let err = verify(&other, &hex::encode(Sha256::digest(&other))).unwrap_err();
-        assert!(matches!(err, UpgradeError::Elf(elf::ElfError::WrongArch { .. })), "{err}");
+        assert!(
+            matches!(err, UpgradeError::Elf(elf::ElfError::WrongArch { .. })),
+            "{err}"
+        );
     }
 
     fn tempdir() -> PathBuf {

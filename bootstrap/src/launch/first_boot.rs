@@ -53,7 +53,11 @@ impl Follow {
                 lines.push(if upgraded {
                     format!("Agent: the uploaded binary runs ({})", short(r))
                 } else {
-                    format!("Agent: {} runs; waiting for the uploaded {} (the agent checks every 15 s)", short(r), short(w))
+                    format!(
+                        "Agent: {} runs; waiting for the uploaded {} (the agent checks every 15 s)",
+                        short(r),
+                        short(w)
+                    )
                 });
             }
             self.running_sha = running;
@@ -154,11 +158,18 @@ mod tests {
         o["agent"] = json!({"version": "0.1.0", "sha256": "a".repeat(64)});
         let old = f.observe(&o);
         assert!(!old.done);
-        assert!(old.lines.iter().any(|l| l.contains("waiting for the uploaded bbbbbbbbbbbb")), "{old:?}");
+        assert!(
+            old.lines
+                .iter()
+                .any(|l| l.contains("waiting for the uploaded bbbbbbbbbbbb")),
+            "{old:?}"
+        );
         o["agent"]["sha256"] = json!("b".repeat(64));
         let new = f.observe(&o);
         assert!(new.done);
-        assert!(new.lines.contains(&"Agent: the uploaded binary runs (bbbbbbbbbbbb)".to_owned()));
+        assert!(new
+            .lines
+            .contains(&"Agent: the uploaded binary runs (bbbbbbbbbbbb)".to_owned()));
     }
 
     #[test]

@@ -352,8 +352,14 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         .await?;
 
     if !args.no_wait {
-        public_ip =
-            wait_for_agent(&mut l, &instance_id, public_ip, args.ui_address.as_deref(), &agent_sha).await?;
+        public_ip = wait_for_agent(
+            &mut l,
+            &instance_id,
+            public_ip,
+            args.ui_address.as_deref(),
+            &agent_sha,
+        )
+        .await?;
     }
     l.p.note(&format!(
         "{} AWS API calls in {:.1}s",
