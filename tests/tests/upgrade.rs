@@ -32,16 +32,21 @@ fn variant(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
     (path, sha(&bytes))
 }
 
-fn launch(ns: &Netns, moto: &Moto, agent: &Path) {
+fn launch(ns: &Netns, moto: &Moto, agent: &Path) -> Run {
+    launch_with(ns, moto, agent, &["--no-wait"])
+}
+
+fn launch_with(ns: &Netns, moto: &Moto, agent: &Path, extra: &[&str]) -> Run {
     Run::of(
         ns.cmd(bin("fossa-bootstrap"))
             .args(["launch", "--stack", "up", "--allow-cidr", "198.51.100.1/32"])
-            .args(["--no-wait", "--endpoint-url", &moto.url])
+            .args(["--endpoint-url", &moto.url])
+            .args(extra)
             .arg("--agent-binary")
             .arg(agent)
             .envs(moto.env()),
     )
-    .ok();
+    .ok()
 }
 
 /// Puts `bytes` as the agent object and `wanted` as agent-sha256, as a
@@ -158,7 +163,6 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
     let (b, sha_b) = variant(&files.0, "b");
     let since = machine.journal().len();
     let t = Instant::now();
-    launch(ns, &moto, &b);
     let nat_gaps = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let samples = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -189,13 +193,29 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
             }
         })
     };
+    // launch follows until the uploaded binary is the one running (no
+    // workers here: the agent runs no cluster duty in this test).
+    let followed = launch_with(
+        ns,
+        &moto,
+        &b,
+        &["--workers", "0", "--ui-address", "127.0.0.1:443"],
+    );
+    let upgrade_took = t.elapsed();
+    assert!(
+        followed.stderr.contains(&format!(
+            "Agent: the uploaded binary runs ({})",
+            &sha_b[..12]
+        )),
+        "{}",
+        followed.stderr
+    );
     wait_after(
         machine,
         since,
         &format!("the upgraded agent {} is ready", &sha_b[..12]),
-        Duration::from_secs(90),
+        Duration::from_secs(10),
     );
-    let upgrade_took = t.elapsed();
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     watcher.join().unwrap();
     assert_eq!(
@@ -208,7 +228,7 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
         format!("/var/lib/fossa/bin/fossa-agent-{sha_b}")
     );
     eprintln!(
-        "FIGURE upgrade: re-run of launch -> the new agent ready in {upgrade_took:?}; NAT present in all {} samples",
+        "FIGURE upgrade: re-run of launch, following it, -> returned with the new agent running in {upgrade_took:?}; NAT present in all {} samples",
         samples.load(std::sync::atomic::Ordering::Relaxed)
     );
 

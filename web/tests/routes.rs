@@ -27,11 +27,19 @@ async fn json_of(r: LocalResponse<'_>) -> Value {
 }
 
 #[rocket::async_test]
-async fn healthz_is_open_and_reveals_nothing() {
+async fn healthz_is_open_and_says_only_which_agent_answers() {
     let (c, _) = client().await;
     let r = c.get("/healthz").dispatch().await;
     assert_eq!(r.status(), Status::Ok);
-    assert_eq!(json_of(r).await, json!({"status": "ok"}));
+    let v = json_of(r).await;
+    assert_eq!(v["status"], "ok");
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert!(
+        keys.iter()
+            .all(|k| ["status", "version", "sha256"].contains(&k.as_str())),
+        "{v}"
+    );
+    assert!(v["sha256"].is_string() && v["version"].is_string(), "{v}");
 }
 
 #[rocket::async_test]

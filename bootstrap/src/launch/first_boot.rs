@@ -85,8 +85,10 @@ impl Follow {
             lines.push(workers.clone());
             self.workers = Some((answering, desired));
         }
-        let done =
-            !duties.is_empty() && duties.iter().all(|d| d["ok"] == true) && answering >= desired;
+        let done = upgraded
+            && !duties.is_empty()
+            && duties.iter().all(|d| d["ok"] == true)
+            && answering >= desired;
         Seen {
             lines,
             done,

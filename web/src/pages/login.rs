@@ -12,10 +12,15 @@ use serde_json::{json, Value};
 use super::{base, render, Base, FleetState, Html, TokenForm};
 use crate::auth::{self, Auth, User};
 
-/// The only unauthenticated route; says nothing secret.
+/// The only unauthenticated route; says nothing secret: that it answers,
+/// and which agent binary answers (its version and SHA-256, which `launch`
+/// itself published in SSM), so an upgrade can be followed without a login.
 #[get("/healthz")]
-pub fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub fn healthz(fleet: &State<FleetState>) -> Json<Value> {
+    match &fleet.0.snapshot().agent {
+        Some(a) => Json(json!({ "status": "ok", "version": a.version, "sha256": a.sha256 })),
+        None => Json(json!({ "status": "ok" })),
+    }
 }
 
 #[derive(Template)]
