@@ -219,6 +219,22 @@ pub(crate) async fn write_stack_config(
     Ok(name)
 }
 
+/// The value of SSM parameter `name` (decrypted when `secret`), or `None`
+/// when it is missing or cannot be read: for what only adds to a report.
+pub async fn parameter_value(
+    ssm: &aws_sdk_ssm::Client,
+    name: String,
+    secret: bool,
+) -> Option<String> {
+    ssm.get_parameter()
+        .name(name)
+        .with_decryption(secret)
+        .send()
+        .await
+        .ok()
+        .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -296,18 +296,7 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
         None => "no public IP".to_owned(),
     };
     let read = |key: &'static str, secret: bool| {
-        let name = stack.ssm_parameter(key);
-        let ssm_c = c.ssm.clone();
-        async move {
-            ssm_c
-                .get_parameter()
-                .name(name)
-                .with_decryption(secret)
-                .send()
-                .await
-                .ok()
-                .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned))
-        }
+        crate::aws::parameter_value(&c.ssm, stack.ssm_parameter(key), secret)
     };
     let fingerprint = read(ssm::TLS_FINGERPRINT, false).await;
     let password = read(ssm::UI_PASSWORD, true).await;

@@ -82,6 +82,26 @@ impl Drop for Machine<'_> {
     }
 }
 
+impl Machine<'_> {
+    /// Installs the freshly built agent, the shipped unit, `toml` as
+    /// /etc/fossa/agent.toml and `dropin` as the unit's `test.conf` drop-in
+    /// (what user-data installs, plus the test's environment), then reloads systemd.
+    pub fn install_agent(&self, toml: &std::path::Path, dropin: &std::path::Path) {
+        self.sh("mkdir -p /etc/fossa /etc/systemd/system/fossa-agent.service.d /usr/local/bin");
+        self.copy_in(&crate::bin("fossa-agent"), "/usr/local/bin/fossa-agent");
+        self.copy_in(
+            &crate::repo_root().join("systemd/fossa-agent.service"),
+            "/etc/systemd/system/fossa-agent.service",
+        );
+        self.copy_in(toml, "/etc/fossa/agent.toml");
+        self.copy_in(
+            dropin,
+            "/etc/systemd/system/fossa-agent.service.d/test.conf",
+        );
+        self.exec(&["systemctl", "daemon-reload"]);
+    }
+}
+
 /// A booted machine and its network.
 pub struct Booted<'a> {
     /// The machine.

@@ -22,7 +22,7 @@ use fossa_tests::images::{PYTHON_FOSSA, RABBITMQ, SYSTEMD};
 use fossa_tests::machine::Machine;
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::Netns;
-use fossa_tests::{bin, repo_root, venv_bin, Run, TempDir};
+use fossa_tests::{bin, venv_bin, Run, TempDir};
 
 /// Where the machine sees the socket directory of its own dockerd.
 const INNER_DOCKER: &str = "/run/fossa-test-docker";
@@ -112,18 +112,7 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         ),
     )
     .unwrap();
-    machine.sh("mkdir -p /etc/fossa /etc/systemd/system/fossa-agent.service.d /usr/local/bin");
-    machine.copy_in(&bin("fossa-agent"), "/usr/local/bin/fossa-agent");
-    machine.copy_in(
-        &repo_root().join("systemd/fossa-agent.service"),
-        "/etc/systemd/system/fossa-agent.service",
-    );
-    machine.copy_in(&toml, "/etc/fossa/agent.toml");
-    machine.copy_in(
-        &dropin,
-        "/etc/systemd/system/fossa-agent.service.d/test.conf",
-    );
-    machine.exec(&["systemctl", "daemon-reload"]);
+    machine.install_agent(&toml, &dropin);
     let score = machine.exec(&["systemd-analyze", "security", "--no-pager", "fossa-agent"]);
     eprintln!(
         "figures: {}",

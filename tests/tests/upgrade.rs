@@ -15,7 +15,7 @@ use fossa_tests::images::SYSTEMD;
 use fossa_tests::machine::Machine;
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::Netns;
-use fossa_tests::{bin, repo_root, Run, TempDir};
+use fossa_tests::{bin, Run, TempDir};
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
@@ -136,17 +136,7 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
         .collect();
     let dropin = files.0.join("test.conf");
     std::fs::write(&dropin, format!("[Service]\n{}\n", env.join("\n"))).unwrap();
-    machine.sh("mkdir -p /etc/fossa /etc/systemd/system/fossa-agent.service.d /usr/local/bin");
-    machine.copy_in(&bin("fossa-agent"), "/usr/local/bin/fossa-agent");
-    machine.copy_in(
-        &repo_root().join("systemd/fossa-agent.service"),
-        "/etc/systemd/system/fossa-agent.service",
-    );
-    machine.copy_in(&toml, "/etc/fossa/agent.toml");
-    machine.copy_in(
-        &dropin,
-        "/etc/systemd/system/fossa-agent.service.d/test.conf",
-    );
+    machine.install_agent(&toml, &dropin);
     set_fault(machine, &files.0, None);
     let started = machine.exec(&["systemctl", "start", "fossa-agent"]);
     assert_eq!(started.code, 0, "{}\n{}", started.stderr, machine.journal());

@@ -283,6 +283,15 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let b = Browser::start().await;
     let ui = format!("https://127.0.0.1:{}", stack.ui_port);
     login(&b, &ui, &pw).await;
+    // The overview in the browser lists both Fargate workers by task id.
+    let ids: Vec<String> = answering(&o).into_iter().map(|(id, _)| id).collect();
+    b.goto(&format!("{ui}/")).await;
+    b.wait_for(
+        "both workers on the overview",
+        Duration::from_secs(15),
+        |s| ids.iter().all(|id| s.contains(id.as_str())),
+    )
+    .await;
     let page = submit_spread(&b, &ui).await;
     assert!(
         subtask_workers(&page) >= 2,
@@ -337,33 +346,25 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     // The broker killed on the gateway: the UI shows it down, the broker duty
     // starts it again, and a partitioned task submitted after that completes.
     Run::of(stack.docker.cli().args(["kill", "fossa-broker"])).ok();
-    let t = Instant::now();
-    loop {
-        let o = overview(&stack, &pw).await;
-        if o["broker"]["ok"] == false {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the UI never showed the broker down: {o:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let shown_down = t.elapsed();
-    loop {
-        let o = overview(&stack, &pw).await;
-        if o["broker"]["ok"] == true {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the broker was not back within 30 s: {o:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (_, shown_down) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(20),
+        "the broker shown down",
+        |o| o["broker"]["ok"] == false,
+    )
+    .await;
+    let (_, back) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(30),
+        "the broker back",
+        |o| o["broker"]["ok"] == true,
+    )
+    .await;
     eprintln!(
         "FIGURE broker killed on the gateway -> shown down {shown_down:?}, back {:?}",
-        t.elapsed()
+        shown_down + back
     );
     let page = submit_spread(&b, &ui).await;
     assert!(page.contains("v1"), "{page}");

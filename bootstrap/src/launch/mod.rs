@@ -432,18 +432,7 @@ async fn follow(
     let mut last_error = None;
     loop {
         let read = |key: &'static str, secret: bool| {
-            let name = l.stack.ssm_parameter(key);
-            let ssm_c = l.c.ssm.clone();
-            async move {
-                ssm_c
-                    .get_parameter()
-                    .name(name)
-                    .with_decryption(secret)
-                    .send()
-                    .await
-                    .ok()
-                    .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned))
-            }
+            crate::aws::parameter_value(&l.c.ssm, l.stack.ssm_parameter(key), secret)
         };
         if let (Some(fp), Some(pw)) = (
             read(ssm::TLS_FINGERPRINT, false).await,
