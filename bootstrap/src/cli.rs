@@ -132,6 +132,9 @@ pub struct LaunchArgs {
     /// following it (an SSM port-forwarding session, say): HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub ui_address: Option<String>,
+    /// How long to follow the agent before giving up and naming what is not done.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wait_timeout: u64,
 }
 
 /// Output format of `status`.

@@ -65,6 +65,7 @@ fn bad_input_gets_one_clear_line() {
         (&["scale", "--workers", "5000"], "--workers"),
         (&["scale"], "--workers"),
         (&["launch", "--cpu", "lots"], "--cpu"),
+        (&["launch", "--wait-timeout", "0"], "--wait-timeout"),
         (
             &["launch", "--allow-cidr", "0.0.0.0/0", "--no-wait"],
             "pass --allow-anywhere",

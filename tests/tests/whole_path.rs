@@ -475,6 +475,19 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         "the running workers keep serving: {o:#}"
     );
     eprintln!("FIGURE registry down, scale 3 -> 4 -> the pull failure on the overview: {shown:?}");
+    // launch following a stack that does not come up gives up after
+    // --wait-timeout and names the duty that is not done, with its last line.
+    let gave_up =
+        Run::of(stack.launch_command(&["--ui-address", &ui_address, "--wait-timeout", "20"]));
+    assert_ne!(gave_up.code, 0, "{gave_up:?}");
+    assert!(
+        gave_up
+            .stderr
+            .contains("the stack did not come up within 20 s: Cluster: ")
+            && gave_up.stderr.contains("CannotPullContainerError"),
+        "{}",
+        gave_up.stderr
+    );
     stack.registry.restart();
     let (_, back) = wait_answering(
         &stack,

@@ -358,6 +358,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
             public_ip,
             args.ui_address.as_deref(),
             &agent_sha,
+            Duration::from_secs(args.wait_timeout),
         )
         .await?;
     }
@@ -374,22 +375,21 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     })
 }
 
-/// How long `launch` follows the agent: first boot builds the image and starts the workers.
-const FOLLOW_FOR: Duration = Duration::from_secs(15 * 60);
-
 async fn wait_for_agent(
     l: &mut Launcher<'_>,
     instance: &str,
     mut ip: Option<String>,
     ui_address: Option<&str>,
     agent_sha: &str,
+    follow_for: Duration,
 ) -> Result<Option<String>> {
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| Error::Unexpected(e.to_string()))?;
-    let deadline = std::time::Instant::now() + FOLLOW_FOR;
+    let deadline = std::time::Instant::now() + follow_for;
+    let took = || format!("{} s", follow_for.as_secs());
     let addr = loop {
         if ip.is_none() {
             ip = l.public_ip(instance).await?;
@@ -408,13 +408,14 @@ async fn wait_for_agent(
         }
         if std::time::Instant::now() > deadline {
             return Err(Error::Unexpected(format!(
-                "the agent did not answer within 15 minutes; see `aws ssm start-session --target {instance}` then `journalctl -u fossa-agent` and /var/log/fossa-user-data.log. Re-run launch to keep waiting"
+                "the agent did not answer within {}; see `aws ssm start-session --target {instance}` then `journalctl -u fossa-agent` and /var/log/fossa-user-data.log. Re-run launch to keep waiting",
+                took()
             )));
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     };
     l.p.done(Outcome::Ready, "agent", &format!("https://{addr}/healthz"));
-    let fingerprint = follow(l, &addr, deadline, agent_sha).await?;
+    let fingerprint = follow(l, &addr, deadline, agent_sha, &took()).await?;
     l.p.note(&format!("TLS certificate SHA-256 fingerprint: {fingerprint} (your browser will show this self-signed certificate)"));
     Ok(ip)
 }
@@ -427,6 +428,7 @@ async fn follow(
     addr: &str,
     deadline: std::time::Instant,
     agent_sha: &str,
+    took: &str,
 ) -> Result<String> {
     let mut seen = first_boot::Follow::new(Some(agent_sha.to_owned()));
     let mut last_error = None;
@@ -465,7 +467,7 @@ async fn follow(
                 "the agent never published its certificate fingerprint".into()
             };
             return Err(Error::Unexpected(format!(
-                "the stack did not come up within 15 minutes: {why}. `fossa-bootstrap status --stack {}` shows the same; re-run launch to keep following it",
+                "the stack did not come up within {took}: {why}. `fossa-bootstrap status --stack {}` shows the same; re-run launch to keep following it",
                 l.stack
             )));
         }
