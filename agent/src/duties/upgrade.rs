@@ -92,11 +92,7 @@ impl Duty<Settings> for UpgradeDuty {
             )));
         }
         if let Some((_, why)) = self.refused.as_ref().filter(|(sha, _)| *sha == wanted) {
-            return Ok(unwell(format!(
-                "refused the agent binary {}: {why}; fossa-agent {version} ({}) keeps running",
-                short(&wanted),
-                short(&self.running)
-            )));
+            return Ok(self.refusal(&wanted, why));
         }
         let bucket = &s.stack.bucket;
         let object = s
@@ -127,9 +123,10 @@ impl Duty<Settings> for UpgradeDuty {
             Err(e) => {
                 let why = fossa_contract::aws::chain(&e);
                 let _ = std::fs::remove_file(layout.binary(&wanted));
-                self.refused = Some((wanted.clone(), why));
-                // Say it now; the next check repeats it without a download.
-                return Box::pin(self.reconcile(s)).await;
+                let outcome = self.refusal(&wanted, &why);
+                // Remembered: the next checks say it again without a download.
+                self.refused = Some((wanted, why));
+                return Ok(outcome);
             }
         };
         exit_at(Point::UpgradeStaged);
@@ -151,6 +148,18 @@ impl Duty<Settings> for UpgradeDuty {
             healthy: true,
             next: Next::Change,
         })
+    }
+}
+
+impl UpgradeDuty {
+    /// The line for a binary this agent will not run.
+    fn refusal(&self, wanted: &str, why: &str) -> Outcome {
+        unwell(format!(
+            "refused the agent binary {}: {why}; fossa-agent {} ({}) keeps running",
+            short(wanted),
+            env!("CARGO_PKG_VERSION"),
+            short(&self.running)
+        ))
     }
 }
 
