@@ -301,14 +301,30 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
 
     // 4. Remove the NAT rules: the task's connection fails, and the NAT duty
     //    puts them back within its period.
-    gateway
-        .gw
-        .iptables(&["-t", "nat", "-F", "FOSSA-POSTROUTING"]);
-    assert!(
-        task_probe(&stack, &containers[0]).is_err(),
-        "no NAT, no way out"
-    );
-    let t = Instant::now();
+    // (The NAT duty may repair the rules while a probe runs; then flush
+    // again: what must hold is that a probe without the rules fails.)
+    let mut refused = false;
+    let mut t = Instant::now();
+    for _ in 0..3 {
+        gateway
+            .gw
+            .iptables(&["-t", "nat", "-F", "FOSSA-POSTROUTING"]);
+        t = Instant::now();
+        let probe = task_probe(&stack, &containers[0]);
+        let restored = gateway
+            .gw
+            .iptables(&["-t", "nat", "-S", "FOSSA-POSTROUTING"])
+            .contains("MASQUERADE");
+        if probe.is_err() && !restored {
+            refused = true;
+            break;
+        }
+        assert!(
+            restored,
+            "without NAT rules a task still got out: {probe:?}"
+        );
+    }
+    assert!(refused, "no NAT, no way out");
     while task_probe(&stack, &containers[0]) != Ok(GATEWAY_OUTER.to_owned()) {
         assert!(
             t.elapsed() < Duration::from_secs(45),
