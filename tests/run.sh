@@ -10,9 +10,14 @@ cd "$(dirname "$0")/.."
 fossa_need_cargo
 fossa_apt_install python3 python3-venv curl iproute2 iptables systemd procps \
   docker.io docker-registry busybox-static apache2-utils rabbitmq-server chromium chromium-driver \
-  mmdebstrap socat util-linux musl-tools
+  mmdebstrap socat util-linux musl-tools qemu-user-static
 export FOSSA_TEST_VENV="$PWD/.venv"
 fossa_venv "$FOSSA_TEST_VENV" tests/requirements.txt
+# cargo-zigbuild, for the first-day test's arm64 agent (zig comes from the venv).
+if [ ! -x .tools/bin/cargo-zigbuild ]; then
+  echo "installing cargo-zigbuild into .tools"
+  cargo install --quiet --locked cargo-zigbuild --version 0.24.1 --root "$PWD/.tools"
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

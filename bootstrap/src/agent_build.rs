@@ -85,11 +85,11 @@ impl BuildPlan {
             ),
             (Arch::X86_64, false) => (
                 "x86_64-linux-musl-gcc",
-                "install a cross compiler for x86_64 musl (musl.cc's x86_64-linux-musl-cross) and put its bin/ on the PATH",
+                "install cargo-zigbuild and zig (`cargo install cargo-zigbuild` and `pip install ziglang`, or zig from ziglang.org), or a cross compiler for x86_64 musl (musl.cc's x86_64-linux-musl-cross) on the PATH",
             ),
             (Arch::Arm64, false) => (
                 "aarch64-linux-musl-gcc",
-                "install a cross compiler for aarch64 musl (musl.cc's aarch64-linux-musl-cross) and put its bin/ on the PATH, or build on an arm64 machine",
+                "install cargo-zigbuild and zig (`cargo install cargo-zigbuild` and `pip install ziglang`, or zig from ziglang.org), or a cross compiler for aarch64 musl (musl.cc's aarch64-linux-musl-cross) on the PATH, or build on an arm64 machine",
             ),
         };
         BuildPlan {
@@ -102,10 +102,12 @@ impl BuildPlan {
         }
     }
 
-    /// The arguments of the cargo build.
-    pub fn cargo_args(&self) -> Vec<String> {
+    /// The arguments of the cargo build: `cargo build`, or with `zig`,
+    /// `cargo zigbuild` (cargo-zigbuild links and compiles C with zig, a
+    /// cross compiler for every target).
+    pub fn cargo_args(&self, zig: bool) -> Vec<String> {
         [
-            "build",
+            if zig { "zigbuild" } else { "build" },
             "--locked",
             "--profile",
             &self.profile,
@@ -129,6 +131,11 @@ impl BuildPlan {
             .join(self.target)
             .join(dir)
             .join("fossa-agent")
+    }
+
+    /// Whether this is a cross build (the instance's architecture is not this machine's).
+    pub fn cross(&self) -> bool {
+        self.c_compiler != "musl-gcc"
     }
 
     /// The environment that points cargo's linker and cc-rs at the C compiler
@@ -170,6 +177,17 @@ fn on_path(program: &str) -> bool {
     })
 }
 
+/// zig on the PATH, or the `ziglang` Python package (which cargo-zigbuild also finds).
+fn has_zig() -> bool {
+    on_path("zig")
+        || Command::new("python3")
+            .args(["-m", "ziglang", "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
 fn run(cmd: &mut Command, shown: &str) -> Result<(), BuildError> {
     let out = cmd
         .stdin(Stdio::null())
@@ -207,7 +225,10 @@ pub fn build(plan: &BuildPlan, say: &dyn Fn(&str)) -> Result<PathBuf, BuildError
             "install Rust with rustup (https://rustup.rs), then open a new shell",
         ));
     }
-    if !on_path(plan.c_compiler) {
+    // A cross build uses cargo-zigbuild when it and zig are here, else the
+    // target's musl cross compiler.
+    let zig = plan.cross() && on_path("cargo-zigbuild") && has_zig();
+    if !zig && !on_path(plan.c_compiler) {
         return Err(missing(plan.c_compiler, plan.c_compiler_hint));
     }
     let installed = Command::new("rustup")
@@ -240,17 +261,17 @@ pub fn build(plan: &BuildPlan, say: &dyn Fn(&str)) -> Result<PathBuf, BuildError
             &format!("rustup target add {}", plan.target),
         )?;
     }
+    let args = plan.cargo_args(zig);
     say(&format!(
         "building the agent: cargo {} (a first release build takes about 12 minutes)",
-        plan.cargo_args().join(" ")
+        args.join(" ")
     ));
-    run(
-        Command::new("cargo")
-            .args(plan.cargo_args())
-            .envs(plan.env())
-            .current_dir(&plan.workspace),
-        &format!("cargo {}", plan.cargo_args().join(" ")),
-    )?;
+    let mut cargo = Command::new("cargo");
+    cargo.args(&args).current_dir(&plan.workspace);
+    if !zig {
+        cargo.envs(plan.env());
+    }
+    run(&mut cargo, &format!("cargo {}", args.join(" ")))?;
     Ok(plan.output())
 }
 
@@ -272,9 +293,10 @@ mod tests {
             )
         );
         assert_eq!(
-            x.cargo_args().join(" "),
+            x.cargo_args(false).join(" "),
             "build --locked --profile release -p fossa-agent --target x86_64-unknown-linux-musl"
         );
+        assert!(!x.cross());
         let arm = BuildPlan::new(
             ws.clone(),
             Some("/cache".into()),
@@ -284,6 +306,11 @@ mod tests {
         );
         assert_eq!(arm.target, "aarch64-unknown-linux-musl");
         assert_eq!(arm.c_compiler, "aarch64-linux-musl-gcc");
+        assert!(arm.cross());
+        assert_eq!(
+            arm.cargo_args(true).join(" "),
+            "zigbuild --locked --profile dev -p fossa-agent --target aarch64-unknown-linux-musl"
+        );
         assert_eq!(
             arm.env(),
             vec![
