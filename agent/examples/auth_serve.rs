@@ -39,6 +39,7 @@ async fn main() {
         Events::default(),
         "bench",
         PollSettings::default(),
+        fossa_agent::testkit::scratch_history(),
     );
     fleet.refresh().await;
     let tls = state.join("tls");

@@ -44,6 +44,7 @@ async fn main() {
                 timeout,
                 ..Default::default()
             },
+            fossa_agent::testkit::scratch_history(),
         );
         let mut refresh = Vec::new();
         for _ in 0..3 {

@@ -10,6 +10,7 @@ pub mod duties;
 pub mod events;
 pub mod fleet;
 pub mod fossa;
+pub mod history;
 pub mod host;
 pub mod local;
 pub mod memory;

@@ -77,12 +77,18 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         settings.stack.clone(),
         &shared,
     ));
+    let (history, trouble) =
+        crate::history::History::open_or_fallback(&state_dir, settings.toml.history);
+    if let Some(t) = trouble {
+        events.push("history", true, t);
+    }
     let fleet = FleetModel::new(
         backend,
         board.clone(),
         events.clone(),
         settings.stack.stack.as_str(),
         PollSettings::default(),
+        history,
     );
     fleet.set_agent(crate::fleet::this_agent());
     // The UI failing to start (port taken, no password yet) must not take NAT down with it.

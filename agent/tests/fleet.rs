@@ -40,6 +40,7 @@ async fn broken_workers_are_marked_and_do_not_delay_the_others() {
             timeout,
             ..Default::default()
         },
+        fossa_agent::testkit::scratch_history(),
     );
     let t = std::time::Instant::now();
     fleet.refresh().await;
@@ -115,6 +116,7 @@ async fn dispatch_goes_to_the_most_free_worker_and_moves_on_after_503() {
             timeout: Duration::from_millis(300),
             ..Default::default()
         },
+        fossa_agent::testkit::scratch_history(),
     );
     fleet.refresh().await;
     let d = fleet
@@ -127,6 +129,9 @@ async fn dispatch_goes_to_the_most_free_worker_and_moves_on_after_503() {
         })
         .await
         .unwrap();
+    let fossa_web::model::Submitted::Dispatched(d) = d else {
+        panic!("dispatched, not queued: {d:?}")
+    };
     assert_eq!(d.task_id, "accepted-1");
     assert_eq!(
         d.worker_id, "sim-2",

@@ -62,6 +62,55 @@ pub struct AgentToml {
     /// PEM private key of [`AgentToml::tls_cert`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// How much task history is kept, and how many submissions may wait.
+    #[serde(default, skip_serializing_if = "HistoryLimits::is_default")]
+    pub history: HistoryLimits,
+}
+
+/// `[history]` in `agent.toml`: the task history's retention and the queue's bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryLimits {
+    /// Most tasks and subtasks kept; the oldest go first.
+    pub max_tasks: u32,
+    /// Finished tasks older than this many days are deleted.
+    pub max_age_days: u32,
+    /// Most submissions waiting for a free slot; one more gets HTTP 429.
+    pub queue_max: u32,
+    /// Bytes of a task's result payload kept; the rest is cut, with a note.
+    pub result_bytes: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        use crate::limits;
+        HistoryLimits {
+            max_tasks: limits::HISTORY_MAX_TASKS,
+            max_age_days: limits::HISTORY_MAX_AGE_DAYS,
+            queue_max: limits::QUEUE_MAX,
+            result_bytes: limits::RESULT_BYTES,
+        }
+    }
+}
+
+impl HistoryLimits {
+    fn is_default(&self) -> bool {
+        *self == HistoryLimits::default()
+    }
+
+    /// The first limit that cannot work, as `(key, what it must be)`.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if self.max_tasks == 0 {
+            return Some(("max_tasks", "must be at least 1"));
+        }
+        if self.max_age_days == 0 {
+            return Some(("max_age_days", "must be at least 1"));
+        }
+        if self.result_bytes < 256 {
+            return Some(("result_bytes", "must be at least 256"));
+        }
+        None
+    }
 }
 
 /// A duty of the agent's reconcile loop.
@@ -141,7 +190,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML did not parse or did not match the schema.
-    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, egress_check, duties, tls_cert, tls_key")]
+    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, egress_check, duties, tls_cert, tls_key, history (max_tasks, max_age_days, queue_max, result_bytes)")]
     Toml {
         /// The file.
         path: PathBuf,
@@ -167,6 +216,12 @@ impl AgentToml {
             path: path.to_owned(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
+        if let Some((key, rule)) = parsed.history.problem() {
+            return Err(ConfigError::Toml {
+                path: path.to_owned(),
+                message: format!("[history] {key} {rule}"),
+            });
+        }
         if parsed.tls_cert.is_some() != parsed.tls_key.is_some() {
             return Err(ConfigError::Toml {
                 path: path.to_owned(),
@@ -452,6 +507,7 @@ mod fuzz {
                         duties,
                         tls_cert: None,
                         tls_key: None,
+                        history: Default::default(),
                     }
                 },
             )

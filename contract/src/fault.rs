@@ -33,6 +33,10 @@ pub enum Point {
     /// `before-ready:<sha prefix>`, it fires only in the binary whose SHA-256
     /// starts with that prefix (an upgrade that never becomes ready).
     BeforeReady,
+    /// Fleet: a queued task is marked as being sent to a worker; the request has not left.
+    QueueSending,
+    /// Fleet: the worker accepted a queued task; the queue does not know yet.
+    QueueSent,
     /// `fossa-bootstrap`: after its N-th step.
     Step(usize),
 }
@@ -51,6 +55,9 @@ impl Point {
     /// The upgrade duty's points, in order (the systemd test crashes at each).
     pub const UPGRADE: [Point; 2] = [Point::UpgradeStaged, Point::UpgradeSwapped];
 
+    /// The queue's points: a crash at each must dispatch nothing twice.
+    pub const QUEUE: [Point; 2] = [Point::QueueSending, Point::QueueSent];
+
     /// Its name in `FOSSA_FAULT_EXIT_AT`.
     pub fn name(self) -> String {
         match self {
@@ -63,6 +70,8 @@ impl Point {
             Point::UpgradeStaged => "upgrade-staged".into(),
             Point::UpgradeSwapped => "upgrade-swapped".into(),
             Point::BeforeReady => "before-ready".into(),
+            Point::QueueSending => "queue-sending".into(),
+            Point::QueueSent => "queue-sent".into(),
             Point::Step(n) => format!("step-{n}"),
         }
     }

@@ -19,6 +19,21 @@ pub const TASK_FAILURE_WINDOW_SECS: i64 = 600;
 /// How long the presigned URL user-data fetches the agent with stays valid.
 pub const AGENT_URL_TTL_SECS: u64 = 3600;
 
+/// Tasks and subtasks the history keeps by default (`[history] max_tasks`).
+pub const HISTORY_MAX_TASKS: u32 = 100_000;
+
+/// Days finished tasks are kept by default (`[history] max_age_days`).
+pub const HISTORY_MAX_AGE_DAYS: u32 = 30;
+
+/// Submissions that may wait for a free slot by default (`[history] queue_max`).
+pub const QUEUE_MAX: u32 = 1000;
+
+/// Bytes of a result payload kept in the history by default (`[history] result_bytes`).
+pub const RESULT_BYTES: usize = 4096;
+
+/// The most history rows one page or export returns.
+pub const HISTORY_PAGE_MAX: u32 = 10_000;
+
 /// A UI password that is too weak to guard the gateway.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{source_name} is {len} characters long; use at least {MIN_PASSWORD_LEN} (or unset it to have a strong one generated)")]

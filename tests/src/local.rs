@@ -38,29 +38,8 @@ impl LocalAgent {
         let password = format!("local-test-pw-{}-{}", std::process::id(), port);
         let stdout = state.0.join("agent.out");
         let stderr = state.0.join("agent.err");
-        let child = Command::new(bin("fossa-agent"))
-            .args([
-                "local",
-                "--workers",
-                &workers.to_string(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--python",
-            ])
-            .arg(venv_bin("python"))
-            .arg("--state-dir")
-            .arg(state.0.join("state"))
-            .args(extra)
-            .env("GATEWAY_HTTP_PASSWORD", &password)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("start fossa-agent local");
-        let agent = LocalAgent {
-            child: Some(child),
+        let mut agent = LocalAgent {
+            child: None,
             state,
             url: format!("https://127.0.0.1:{port}"),
             password,
@@ -68,11 +47,65 @@ impl LocalAgent {
             stdout,
             stderr,
         };
+        agent.spawn(workers, extra, env);
         agent.wait_output(
             &format!("all {workers} workers ready"),
             Duration::from_secs(180),
         );
         agent
+    }
+
+    /// Starts the agent process on this state directory, port and password
+    /// (its output replaces the last run's); does not wait.
+    pub fn spawn(&mut self, workers: u32, extra: &[&str], env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "the agent still runs");
+        let child = Command::new(bin("fossa-agent"))
+            .args([
+                "local",
+                "--workers",
+                &workers.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--python",
+            ])
+            .arg(venv_bin("python"))
+            .arg("--state-dir")
+            .arg(self.state.0.join("state"))
+            .args(extra)
+            .env("GATEWAY_HTTP_PASSWORD", &self.password)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&self.stdout).unwrap())
+            .stderr(std::fs::File::create(&self.stderr).unwrap())
+            .spawn()
+            .expect("start fossa-agent local");
+        self.child = Some(child);
+    }
+
+    /// Kills the agent with SIGKILL (its workers and broker are left running,
+    /// as after a crash) and returns once it is gone.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits for the agent process to exit by itself (a fault point) and
+    /// returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> i32 {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the agent did not exit within {within:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// What it printed on stdout.
@@ -141,6 +174,7 @@ pub async fn api(
     let url = format!("{}{path}", agent.url);
     let mut req = match method {
         "POST" => client.post(&url),
+        "DELETE" => client.delete(&url),
         _ => client.get(&url),
     }
     .basic_auth("fossa", Some(&agent.password));

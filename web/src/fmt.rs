@@ -24,6 +24,11 @@ pub fn time(epoch: i64) -> String {
     )
 }
 
+/// RFC 3339 UTC (`2026-11-26T05:50:15Z`), for exports.
+pub fn iso_time(epoch: i64) -> String {
+    format!("{}Z", time(epoch).replace(' ', "T"))
+}
+
 /// [`time`] of an optional value, or `-`.
 pub fn opt_time(epoch: Option<i64>) -> String {
     epoch.map(time).unwrap_or_else(|| "-".into())

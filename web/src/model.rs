@@ -218,6 +218,73 @@ pub struct FleetSnapshot {
     /// The agent serving this, when it says.
     #[serde(default)]
     pub agent: Option<AgentInfo>,
+    /// Submissions waiting in the gateway for a free slot, first first.
+    #[serde(default)]
+    pub queue: Vec<Queued>,
+}
+
+/// A submission waiting in the gateway for a free slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// Its queue id (`/api/v1/queue/<id>`).
+    pub id: i64,
+    /// 1 for the next one sent.
+    pub position: u32,
+    /// Model class.
+    pub model_class: String,
+    /// Method, when not `go`.
+    pub method: Option<String>,
+    /// When it was queued, seconds since the epoch.
+    pub enqueued_at: i64,
+    /// The worker it is being sent to right now.
+    pub sending_to: Option<String>,
+}
+
+/// Where a queued submission is now (`GET /api/v1/queue/<id>`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "detail")]
+pub enum QueueState {
+    /// Still waiting.
+    Waiting(Queued),
+    /// Out of the queue: its history row (dispatched and then reported by
+    /// its node; or refused; or unknown, when the agent stopped while sending it).
+    Left(crate::views::TaskRow),
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Submitted {
+    /// A worker took it.
+    Dispatched(Dispatched),
+    /// Every slot is busy: it waits in the gateway's queue.
+    Queued(Queued),
+}
+
+/// A page of task history: `GET /api/v1/tasks?model=&status=&before=&limit=`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// Only this model class.
+    pub model: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only rows older than this cursor (the previous page's `next_before`).
+    pub before: Option<i64>,
+    /// Rows per page (0: the default).
+    pub limit: u32,
+    /// Leave subtasks out.
+    pub parents_only: bool,
+}
+
+/// One page of task history, newest first.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct HistoryPage {
+    /// The rows.
+    pub tasks: Vec<crate::views::TaskRow>,
+    /// The cursor of the next (older) page, if there is one.
+    pub next_before: Option<i64>,
+    /// Rows in the whole history.
+    pub total: u64,
 }
 
 /// A task submission (`POST /api/v1/tasks` body, or the form).
@@ -256,6 +323,9 @@ pub enum DispatchError {
     /// A worker answered with an error.
     #[error("{0}")]
     Worker(String),
+    /// The gateway's queue is full (HTTP 429).
+    #[error("{0}")]
+    QueueFull(String),
 }
 
 /// Why a scale or rebuild was not done.
@@ -283,8 +353,43 @@ pub trait Fleet: Send + Sync + 'static {
     fn snapshot(&self) -> std::sync::Arc<FleetSnapshot>;
     /// Recent events, newest last.
     fn events(&self) -> Vec<Event>;
-    /// Dispatches a task to the worker with the most free capacity.
-    async fn submit(&self, request: TaskRequest) -> Result<Dispatched, DispatchError>;
+    /// Dispatches a task to the worker with the most free capacity, or
+    /// queues it when every slot is busy.
+    async fn submit(&self, request: TaskRequest) -> Result<Submitted, DispatchError>;
+    /// A page of the task history (default: the tasks the snapshot holds).
+    async fn history(&self, query: HistoryQuery) -> Result<HistoryPage, ControlError> {
+        let snap = self.snapshot();
+        let rows: Vec<_> = crate::views::all_tasks(&snap)
+            .into_iter()
+            .filter(|r| {
+                query
+                    .model
+                    .as_ref()
+                    .is_none_or(|m| &r.task.model_class == m)
+            })
+            .filter(|r| query.status.as_ref().is_none_or(|s| &r.task.status == s))
+            .filter(|r| !query.parents_only || r.task.subtask_parts().is_none())
+            .collect();
+        Ok(HistoryPage {
+            total: rows.len() as u64,
+            tasks: rows,
+            next_before: None,
+        })
+    }
+    /// Recorded rows of task `id` and of the tasks that may be linked to it
+    /// (its subtasks or parent), for when its node no longer lists them.
+    async fn recorded(&self, _id: &str) -> Vec<crate::views::TaskRow> {
+        Vec::new()
+    }
+    /// Where queued submission `id` is now.
+    async fn queue_state(&self, _id: i64) -> Result<Option<QueueState>, ControlError> {
+        Ok(None)
+    }
+    /// Takes queued submission `id` off the queue; `Ok(false)` when it is
+    /// no longer waiting.
+    async fn cancel(&self, _id: i64) -> Result<bool, ControlError> {
+        Ok(false)
+    }
     /// Sets the number of workers.
     async fn scale(&self, workers: u32) -> Result<String, ControlError>;
     /// Rebuilds the worker image (or restarts local workers).

@@ -191,7 +191,26 @@ fn dispatched_row(snap: &FleetSnapshot, id: &str) -> Option<TaskRow> {
 
 /// The detail view of task `id`, if any worker reports it or this gateway dispatched it.
 pub fn task_detail(snap: &FleetSnapshot, id: &str) -> Option<TaskDetail> {
-    let tasks = all_tasks(snap);
+    task_detail_with(snap, Vec::new(), id)
+}
+
+/// [`task_detail`] over what the workers report now plus `recorded` rows
+/// from the history (what the workers report wins; recorded rows fill in
+/// what restarted or replaced workers forgot).
+pub fn task_detail_with(
+    snap: &FleetSnapshot,
+    recorded: Vec<TaskRow>,
+    id: &str,
+) -> Option<TaskDetail> {
+    let mut tasks = all_tasks(snap);
+    for r in recorded {
+        if !tasks
+            .iter()
+            .any(|t| t.worker_id == r.worker_id && t.task.task_id == r.task.task_id)
+        {
+            tasks.push(r);
+        }
+    }
     let Some(task) = tasks.iter().find(|t| t.task.task_id == id).cloned() else {
         return dispatched_row(snap, id).map(|task| TaskDetail {
             task,

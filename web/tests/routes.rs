@@ -544,3 +544,103 @@ async fn many_workers_are_paged_on_the_overview_and_in_the_api() {
         assert_eq!(v["paging"]["total_workers"], 250);
     }
 }
+
+#[rocket::async_test]
+async fn busy_slots_queue_with_202_and_a_full_queue_says_429() {
+    let (c, _) = client().await;
+    let r = c
+        .post("/api/v1/tasks")
+        .header(basic(PASSWORD))
+        .header(ContentType::JSON)
+        .body(r#"{"model_class":"QuickEtl","method":"queue"}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Accepted);
+    let v = json_of(r).await;
+    assert_eq!(v["queued"]["position"], 3);
+    assert_eq!(v["links"]["queue"], "/api/v1/queue/7");
+    assert!(v["message"].as_str().unwrap().contains("position 3"), "{v}");
+    let r = c
+        .post("/api/v1/tasks")
+        .header(basic(PASSWORD))
+        .header(ContentType::JSON)
+        .body(r#"{"model_class":"QuickEtl","method":"full"}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::TooManyRequests);
+    assert!(json_of(r).await["error"].as_str().unwrap().contains("full"));
+    // The form goes to the queued task's page.
+    let token = login(&c).await;
+    let r = c
+        .post("/tasks")
+        .header(ContentType::Form)
+        .body(format!(
+            "model_class=QuickEtl&method=queue&csrf_token={token}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::SeeOther);
+    assert_eq!(r.headers().get_one("Location"), Some("/queue/7"));
+    // The tasks page lists the snapshot's queue, escaped.
+    let html = c
+        .get("/tasks")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert!(html.contains("1 waiting for a free slot"), "{html}");
+    assert!(
+        html.contains("&#60;QueuedEtl&#62;") && !html.contains("<QueuedEtl>"),
+        "{html}"
+    );
+}
+
+#[rocket::async_test]
+async fn history_filters_are_checked_and_exports_stream_csv_and_json() {
+    let (c, _) = client().await;
+    for bad in [
+        "/api/v1/tasks?status=%3Cb%3E",
+        "/api/v1/tasks?limit=0",
+        "/api/v1/tasks?limit=10001",
+        "/api/v1/tasks/export?format=xml",
+    ] {
+        let r = c.get(bad).header(basic(PASSWORD)).dispatch().await;
+        assert_eq!(r.status(), Status::BadRequest, "{bad}");
+        let v = json_of(r).await;
+        assert!(!v["error"].as_str().unwrap().is_empty(), "{bad}: {v}");
+    }
+    let r = c
+        .get("/api/v1/tasks?status=complete&model=QuickEtl")
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await;
+    let v = json_of(r).await;
+    let rows = v["tasks"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows
+        .iter()
+        .all(|t| t["status"] == "complete" && t["model_class"] == "QuickEtl"));
+    let r = c
+        .get("/api/v1/tasks/export?format=csv&model=QuickEtl")
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(r.content_type(), Some(ContentType::CSV));
+    assert!(r
+        .headers()
+        .get_one("Content-Disposition")
+        .unwrap()
+        .contains("fossa-tasks.csv"));
+    let csv = r.into_string().await.unwrap();
+    assert!(csv.starts_with("task_id,"));
+    assert!(csv.contains("\"parent1\""), "{csv}");
+    let r = c
+        .get("/api/v1/tasks/export?format=json")
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await;
+    let all: Vec<Value> = serde_json::from_str(&r.into_string().await.unwrap()).unwrap();
+    assert!(!all.is_empty());
+}

@@ -5,16 +5,17 @@
 //! UI reads the snapshot (it never waits on the network) and dispatches tasks
 //! through [`FleetModel`]'s [`Fleet`] implementation.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use fossa_web::model::{
-    AgentInfo, ControlError, DispatchError, Dispatched, Event, Fleet, FleetSnapshot, Health,
-    TaskRequest, Worker,
+    AgentInfo, ControlError, DispatchError, Dispatched, Event, Fleet, FleetSnapshot, FossaTask,
+    Health, HistoryPage, HistoryQuery, QueueState, Queued, Submitted, TaskRequest, Worker,
 };
+use fossa_web::views::TaskRow;
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
@@ -27,6 +28,8 @@ pub use backend::{BackendError, WorkerBackend, WorkerRef};
 
 use crate::duties::driver::Board;
 use crate::events::Events;
+use crate::history::queue::{EnqueueError, Entry};
+use crate::history::{status, History, HistoryError, Observed};
 use node::{NodeClient, NodeError};
 
 /// The running agent: its version, and the SHA-256 of its binary (read once,
@@ -82,7 +85,18 @@ pub struct FleetModel {
     stack: String,
     dispatched: Mutex<VecDeque<Dispatched>>,
     agent: std::sync::OnceLock<AgentInfo>,
+    history: Arc<History>,
+    /// What the history holds of each task in view: its status, and since when.
+    seen: Mutex<HashMap<(String, String), (String, i64)>>,
+    /// The queue as last read, for the snapshot.
+    queue: Mutex<Vec<Queued>>,
+    /// One drain of the queue at a time.
+    draining: tokio::sync::Mutex<()>,
 }
+
+/// How long a dispatched task may go unlisted by its (answering) node
+/// before the history calls it lost.
+const UNLISTED_GRACE_SECS: i64 = 60;
 
 fn health_of(e: &NodeError) -> Health {
     match e {
@@ -102,6 +116,7 @@ impl FleetModel {
         events: Events,
         stack: &str,
         settings: PollSettings,
+        history: Arc<History>,
     ) -> Arc<Self> {
         let initial = FleetSnapshot {
             mode: backend.mode().into(),
@@ -118,7 +133,16 @@ impl FleetModel {
             stack: stack.into(),
             dispatched: Mutex::new(VecDeque::new()),
             agent: std::sync::OnceLock::new(),
+            history,
+            seen: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Vec::new()),
+            draining: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Its history and queue.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// Says which agent serves this fleet (shown from the next refresh on).
@@ -221,8 +245,70 @@ impl FleetModel {
                 .iter()
                 .cloned()
                 .collect(),
+            queue: self.queue.lock().expect("lock").clone(),
         };
+        self.observe(&snap);
         self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Hands the recorder every task whose status changed since the last
+    /// snapshot, and marks lost the running ones whose worker is gone or no
+    /// longer lists them. Never waits: if the recorder is behind, the same
+    /// changes go again next time.
+    fn observe(&self, snap: &FleetSnapshot) {
+        let now = fossa_contract::unix_now();
+        let mut seen = self.seen.lock().expect("lock");
+        let mut batch = Vec::new();
+        let mut next: HashMap<(String, String), (String, i64)> = HashMap::new();
+        for w in &snap.workers {
+            let Some(node) = &w.node else { continue };
+            for t in node
+                .running_tasks
+                .iter()
+                .chain(&node.recent_completed_tasks)
+            {
+                let key = (w.id.clone(), t.task_id.clone());
+                let since = match seen.get(&key) {
+                    Some((st, since)) if *st == t.status => *since,
+                    _ => {
+                        batch.push(Observed {
+                            task: t.clone(),
+                            worker_id: w.id.clone(),
+                        });
+                        now
+                    }
+                };
+                next.insert(key, (t.status.clone(), since));
+            }
+        }
+        for (key, (st, since)) in seen.iter() {
+            if next.contains_key(key) || status::is_final(st) {
+                continue;
+            }
+            let worker = snap.workers.iter().find(|w| w.id == key.0);
+            let reason = match worker {
+                None => format!("worker {} is gone (stopped, replaced or scaled in)", key.0),
+                Some(w) if w.health == Health::Ok && st == "running" => format!(
+                    "worker {} no longer lists it: the worker restarted while it ran",
+                    key.0
+                ),
+                Some(w) if w.health == Health::Ok && now - since > UNLISTED_GRACE_SECS => {
+                    format!("worker {} accepted it but never listed it", key.0)
+                }
+                // Not answering now, or still within the grace: wait.
+                Some(_) => {
+                    next.insert(key.clone(), (st.clone(), *since));
+                    continue;
+                }
+            };
+            batch.push(Observed {
+                task: lost_task(&key.1, &reason),
+                worker_id: key.0.clone(),
+            });
+        }
+        if self.history.record(batch) {
+            *seen = next;
+        }
     }
 
     /// Records a scale or rebuild as an event, with the whole chain of a failure.
@@ -263,16 +349,363 @@ impl FleetModel {
         self.store(workers, Duration::from_millis(snap.refresh_ms));
     }
 
-    /// Refreshes every `interval` until `shutdown` turns true.
+    /// Sends `request` to the answering worker with the most free slots
+    /// (busy ones last), and records it.
+    async fn dispatch_now(&self, request: &TaskRequest) -> Result<Dispatched, DispatchError> {
+        let snap = self.snapshot.load_full();
+        let mut candidates: Vec<&Worker> = snap
+            .workers
+            .iter()
+            .filter(|w| w.health == Health::Ok)
+            .collect();
+        // Busy but answering workers are tried last: their capacity may have freed up.
+        candidates.sort_by_key(|w| std::cmp::Reverse(w.free().unwrap_or(0)));
+        if candidates.is_empty() {
+            return Err(DispatchError::NoCapacity(format!(
+                "no worker is answering ({} known); wait for workers to start or scale up",
+                snap.workers.len()
+            )));
+        }
+        let body = node_body(request);
+        let mut busy = 0;
+        let mut errors = Vec::new();
+        for w in candidates {
+            match self.client.submit(&w.address, &body).await {
+                Ok(task_id) => {
+                    let d = Dispatched {
+                        task_id,
+                        worker_id: w.id.clone(),
+                        model_class: request.model_class.clone(),
+                        at: fossa_contract::unix_now(),
+                    };
+                    self.remember(None, &d, request).await;
+                    self.refresh_one(&d.worker_id).await;
+                    return Ok(d);
+                }
+                Err(NodeError::Status { status: 503, .. }) => busy += 1,
+                Err(
+                    e @ NodeError::Status {
+                        status: 400 | 412, ..
+                    },
+                ) => return Err(DispatchError::Invalid(refusal(&request.model_class, &e))),
+                Err(e) => errors.push(format!("{}: {e}", w.id)),
+            }
+        }
+        if errors.is_empty() {
+            Err(DispatchError::NoCapacity(format!(
+                "all {busy} answering workers are at capacity"
+            )))
+        } else {
+            Err(DispatchError::Worker(format!(
+                "{busy} workers busy; others failed: {}",
+                errors.join("; ")
+            )))
+        }
+    }
+
+    /// Records a dispatch: the history row (and the queue row gone, in the
+    /// same transaction), the recent list and an event.
+    async fn remember(&self, queue_id: Option<i64>, d: &Dispatched, request: &TaskRequest) {
+        if let Err(e) = self.history.dispatched(queue_id, d, request).await {
+            self.events.push(
+                "history",
+                true,
+                format!(
+                    "cannot record task {}: {}",
+                    d.task_id,
+                    crate::duties::driver::chain(&e)
+                ),
+            );
+        }
+        self.seen.lock().expect("lock").insert(
+            (d.worker_id.clone(), d.task_id.clone()),
+            (status::DISPATCHED.into(), d.at),
+        );
+        {
+            let mut q = self.dispatched.lock().expect("lock");
+            if q.len() == DISPATCH_MEMORY {
+                q.pop_front();
+            }
+            q.push_back(d.clone());
+        }
+        let from_queue = queue_id
+            .map(|id| format!(" from the queue (#{id})"))
+            .unwrap_or_default();
+        self.events.push(
+            "dispatch",
+            false,
+            format!(
+                "task {} ({}) sent to {}{from_queue}",
+                d.task_id, d.model_class, d.worker_id
+            ),
+        );
+    }
+
+    async fn enqueue(&self, request: &TaskRequest) -> Result<Queued, DispatchError> {
+        let max = self.history.limits().queue_max;
+        let q = match self.history.enqueue(request, max).await {
+            Ok(q) => q,
+            Err(EnqueueError::Full(n)) => {
+                return Err(DispatchError::QueueFull(format!(
+                    "every worker slot is busy and the gateway's queue is full ({n} tasks wait, \
+                     the limit is [history] queue_max in agent.toml); try again when some have run, or scale up"
+                )))
+            }
+            Err(EnqueueError::History(e)) => {
+                return Err(DispatchError::Worker(format!(
+                    "every worker slot is busy and the task could not be queued: {}",
+                    crate::duties::driver::chain(&e)
+                )))
+            }
+        };
+        self.events.push(
+            "queue",
+            false,
+            format!(
+                "every slot is busy: task {} ({}) queued at position {}",
+                q.id, q.model_class, q.position
+            ),
+        );
+        self.reload_queue().await;
+        Ok(q)
+    }
+
+    /// Reads the queue again and shows it in the snapshot.
+    async fn reload_queue(&self) {
+        match self.history.queued().await {
+            Ok(q) => *self.queue.lock().expect("lock") = q,
+            Err(e) => self.events.push(
+                "queue",
+                true,
+                format!(
+                    "cannot read the queue: {}",
+                    crate::duties::driver::chain(&e)
+                ),
+            ),
+        }
+        let snap = self.snapshot.load_full();
+        let mut next = (*snap).clone();
+        next.queue = self.queue.lock().expect("lock").clone();
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// Sends queued tasks, oldest first, while answering workers have free
+    /// slots. Each is marked with its worker before the request leaves, so
+    /// a crash can never send it twice ([`crate::history::queue`]).
+    pub async fn drain(&self) {
+        let _one = self.draining.lock().await;
+        if self.queue.lock().expect("lock").is_empty() {
+            return;
+        }
+        let snap = self.snapshot.load_full();
+        let mut free: Vec<(String, String, u32)> = snap
+            .workers
+            .iter()
+            .filter(|w| w.health == Health::Ok && w.free().unwrap_or(0) > 0)
+            .map(|w| (w.id.clone(), w.address.clone(), w.free().unwrap_or(0)))
+            .collect();
+        free.sort_by_key(|f| std::cmp::Reverse(f.2));
+        while let Some((worker, address, _)) = free.first().cloned() {
+            let entry: Entry = match self.history.head().await {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    self.events.push(
+                        "queue",
+                        true,
+                        format!(
+                            "cannot read the queue: {}",
+                            crate::duties::driver::chain(&e)
+                        ),
+                    );
+                    break;
+                }
+            };
+            if let Err(e) = self.history.sending(entry.id, &worker).await {
+                self.events.push(
+                    "queue",
+                    true,
+                    format!(
+                        "cannot mark queued task {}: {}",
+                        entry.id,
+                        crate::duties::driver::chain(&e)
+                    ),
+                );
+                break;
+            }
+            fossa_contract::fault::exit_at(fossa_contract::fault::Point::QueueSending);
+            match self
+                .client
+                .submit(&address, &node_body(&entry.request))
+                .await
+            {
+                Ok(task_id) => {
+                    fossa_contract::fault::exit_at(fossa_contract::fault::Point::QueueSent);
+                    let d = Dispatched {
+                        task_id,
+                        worker_id: worker.clone(),
+                        model_class: entry.request.model_class.clone(),
+                        at: fossa_contract::unix_now(),
+                    };
+                    self.remember(Some(entry.id), &d, &entry.request).await;
+                    free[0].2 -= 1;
+                    if free[0].2 == 0 {
+                        free.remove(0);
+                    }
+                }
+                Err(
+                    e @ NodeError::Status {
+                        status: 400 | 412, ..
+                    },
+                ) => {
+                    let why = refusal(&entry.request.model_class, &e);
+                    if let Err(e) = self.history.refused(&entry, &worker, &why).await {
+                        self.events.push(
+                            "queue",
+                            true,
+                            format!(
+                                "cannot record queued task {}: {}",
+                                entry.id,
+                                crate::duties::driver::chain(&e)
+                            ),
+                        );
+                        break;
+                    }
+                    self.events.push(
+                        "queue",
+                        true,
+                        format!("queued task {} refused by {worker}: {why}", entry.id),
+                    );
+                }
+                Err(e) => {
+                    if !matches!(e, NodeError::Status { status: 503, .. }) {
+                        self.events.push(
+                            "queue",
+                            true,
+                            format!("queued task {} not sent to {worker}: {e}", entry.id),
+                        );
+                    }
+                    free.remove(0);
+                    if let Err(e) = self.history.not_sent(entry.id).await {
+                        self.events.push(
+                            "queue",
+                            true,
+                            format!(
+                                "cannot put queued task {} back: {}",
+                                entry.id,
+                                crate::duties::driver::chain(&e)
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        self.reload_queue().await;
+    }
+
+    /// After a start: what the history says ran when the agent stopped,
+    /// and what the queue was sending. Called once by [`FleetModel::run`].
+    async fn resume(&self) {
+        match self.history.unfinished() {
+            Ok(rows) => {
+                let now = fossa_contract::unix_now();
+                let mut seen = self.seen.lock().expect("lock");
+                for o in rows {
+                    seen.insert((o.worker_id, o.task.task_id), (o.task.status, now));
+                }
+            }
+            Err(e) => self.events.push(
+                "history",
+                true,
+                format!(
+                    "cannot read the history: {}",
+                    crate::duties::driver::chain(&e)
+                ),
+            ),
+        }
+        match self.history.recover().await {
+            Ok(rows) => {
+                for (id, worker) in rows {
+                    self.events.push(
+                        "queue",
+                        true,
+                        format!("queued task {id} was being sent to {worker} when the agent stopped; it is marked unknown and not sent again"),
+                    );
+                }
+            }
+            Err(e) => self.events.push(
+                "queue",
+                true,
+                format!(
+                    "cannot recover the queue: {}",
+                    crate::duties::driver::chain(&e)
+                ),
+            ),
+        }
+        self.reload_queue().await;
+        let waiting = self.queue.lock().expect("lock").len();
+        if waiting > 0 {
+            self.events.push(
+                "queue",
+                false,
+                format!("{waiting} queued tasks kept from before the restart"),
+            );
+        }
+    }
+
+    /// Refreshes every `interval` until `shutdown` turns true, sending
+    /// queued tasks after each refresh.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        self.resume().await;
         loop {
             self.refresh().await;
+            self.drain().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval) => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
+}
+
+/// Why the workers refused a task (HTTP 400 or 412), for the user.
+fn refusal(model_class: &str, e: &NodeError) -> String {
+    match e {
+        NodeError::Status { status: 412, .. } => {
+            format!("the workers do not accept model class {model_class:?}")
+        }
+        NodeError::Status { body, .. } => format!("the worker refused the task: {body}"),
+        other => other.to_string(),
+    }
+}
+
+/// The history row of a task that stopped being reported before it finished.
+fn lost_task(task_id: &str, reason: &str) -> FossaTask {
+    FossaTask {
+        task_id: task_id.to_owned(),
+        model_class: String::new(),
+        method: None,
+        method_kwargs: serde_json::Value::Null,
+        status: status::LOST.into(),
+        started: None,
+        finished: Some(fossa_contract::unix_now()),
+        results: Some(json!({"type": "Lost", "payload": {"reason": reason}})),
+    }
+}
+
+fn node_body(request: &TaskRequest) -> serde_json::Value {
+    json!({
+        "model_class": request.model_class,
+        "method": request.method.clone().unwrap_or_else(|| "go".into()),
+        "model_construction_kwargs": request.model_construction_kwargs,
+        "method_kwargs": request.method_kwargs,
+        "resolver_context": request.resolver_context,
+    })
+}
+
+fn history_failed(e: HistoryError) -> ControlError {
+    ControlError::Failed(Box::new(e))
 }
 
 /// Sorts `local-10` after `local-9`.
@@ -299,85 +732,52 @@ impl Fleet for FleetModel {
         self.events.list()
     }
 
-    async fn submit(&self, request: TaskRequest) -> Result<Dispatched, DispatchError> {
-        let snap = self.snapshot.load_full();
-        let mut candidates: Vec<&Worker> = snap
-            .workers
-            .iter()
-            .filter(|w| w.health == Health::Ok && w.free().unwrap_or(0) > 0)
-            .collect();
-        // Busy but answering workers are tried last: their capacity may have freed up.
-        candidates.extend(
-            snap.workers
-                .iter()
-                .filter(|w| w.health == Health::Ok && w.free().unwrap_or(0) == 0),
-        );
-        candidates.sort_by_key(|w| std::cmp::Reverse(w.free().unwrap_or(0)));
-        if candidates.is_empty() {
-            return Err(DispatchError::NoCapacity(format!(
-                "no worker is answering ({} known); wait for workers to start or scale up",
-                snap.workers.len()
-            )));
-        }
-        let body = json!({
-            "model_class": request.model_class,
-            "method": request.method.clone().unwrap_or_else(|| "go".into()),
-            "model_construction_kwargs": request.model_construction_kwargs,
-            "method_kwargs": request.method_kwargs,
-            "resolver_context": request.resolver_context,
-        });
-        let mut busy = 0;
-        let mut errors = Vec::new();
-        for w in candidates {
-            match self.client.submit(&w.address, &body).await {
-                Ok(task_id) => {
-                    let d = Dispatched {
-                        task_id,
-                        worker_id: w.id.clone(),
-                        model_class: request.model_class.clone(),
-                        at: fossa_contract::unix_now(),
-                    };
-                    {
-                        let mut q = self.dispatched.lock().expect("lock");
-                        if q.len() == DISPATCH_MEMORY {
-                            q.pop_front();
-                        }
-                        q.push_back(d.clone());
+    async fn submit(&self, request: TaskRequest) -> Result<Submitted, DispatchError> {
+        // First come, first served: while others wait, a new one waits behind them.
+        if self.queue.lock().expect("lock").is_empty() {
+            match self.dispatch_now(&request).await {
+                Ok(d) => return Ok(Submitted::Dispatched(d)),
+                Err(DispatchError::NoCapacity(why)) => {
+                    let snap = self.snapshot.load_full();
+                    if snap.workers.is_empty() && snap.desired_workers == 0 {
+                        return Err(DispatchError::NoCapacity(why));
                     }
-                    self.events.push(
-                        "dispatch",
-                        false,
-                        format!(
-                            "task {} ({}) sent to {}",
-                            d.task_id, d.model_class, d.worker_id
-                        ),
-                    );
-                    self.refresh_one(&d.worker_id).await;
-                    return Ok(d);
                 }
-                Err(NodeError::Status { status: 503, .. }) => busy += 1,
-                Err(NodeError::Status { status: 412, .. }) => {
-                    return Err(DispatchError::Invalid(format!(
-                        "the workers do not accept model class {:?}",
-                        request.model_class
-                    )))
-                }
-                Err(NodeError::Status { status: 400, body }) => {
-                    return Err(DispatchError::Invalid(format!(
-                        "the worker refused the task: {body}"
-                    )))
-                }
-                Err(e) => errors.push(format!("{}: {e}", w.id)),
+                Err(e) => return Err(e),
             }
         }
-        if errors.is_empty() {
-            Err(DispatchError::NoCapacity(format!("all {busy} answering workers are at capacity; try again when a task finishes, or scale up")))
-        } else {
-            Err(DispatchError::Worker(format!(
-                "{busy} workers busy; others failed: {}",
-                errors.join("; ")
-            )))
+        self.enqueue(&request).await.map(Submitted::Queued)
+    }
+
+    async fn history(&self, query: HistoryQuery) -> Result<HistoryPage, ControlError> {
+        self.history.page(query).await.map_err(history_failed)
+    }
+
+    async fn recorded(&self, id: &str) -> Vec<TaskRow> {
+        match self.history.around(id.to_owned()).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read task {id} from the history: {}",
+                    crate::duties::driver::chain(&e)
+                );
+                Vec::new()
+            }
         }
+    }
+
+    async fn queue_state(&self, id: i64) -> Result<Option<QueueState>, ControlError> {
+        self.history.queue_state(id).await.map_err(history_failed)
+    }
+
+    async fn cancel(&self, id: i64) -> Result<bool, ControlError> {
+        let r = self.history.cancel(id).await.map_err(history_failed)?;
+        if r {
+            self.events
+                .push("queue", false, format!("queued task {id} cancelled"));
+        }
+        self.reload_queue().await;
+        Ok(r)
     }
 
     async fn scale(&self, workers: u32) -> Result<String, ControlError> {

@@ -50,6 +50,8 @@ pub struct WorkerSpec {
     pub broker_url: String,
     /// Where worker logs go.
     pub logs: PathBuf,
+    /// The state directory's marker (`leftovers`), so a later start finds these workers if this run is killed.
+    pub state_marker: String,
     /// Ports no worker gets (the UI's).
     pub reserved_ports: Vec<u16>,
 }
@@ -109,6 +111,7 @@ impl LocalBackend {
                 .env("FOSSA_BIND_ADDRESS", "127.0.0.1")
                 .env("FOSSA_MODELS_DIR", &self.spec.models_dir)
                 .env("PYTHONUNBUFFERED", "1")
+                .env(super::leftovers::STATE_ENV, &self.spec.state_marker)
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(err),

@@ -219,6 +219,7 @@ fn spawn_server(
                 .env("RABBITMQ_CONFIG_FILE", &conf)
                 .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
                 .env("RABBITMQ_PID_FILE", dir.join("rabbit.pid"))
+                .env(super::leftovers::STATE_ENV, super::leftovers::marker(dir.parent().unwrap_or(dir)))
                 .env("ERL_EPMD_PORT", epmd_port.to_string())
                 .env("ERL_EPMD_ADDRESS", "127.0.0.1")
                 .stdin(Stdio::null())

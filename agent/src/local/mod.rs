@@ -9,6 +9,7 @@
 mod backend;
 mod broker;
 mod containers;
+mod leftovers;
 mod python;
 mod slots;
 
@@ -93,6 +94,15 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     }
     let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let events = Events::default();
+    let left = leftovers::stop(&state);
+    if left > 0 {
+        let msg = format!(
+            "stopped {left} process group(s) an earlier run left on {} (it was killed before it could stop them)",
+            state.display()
+        );
+        eprintln!("{msg}");
+        events.push("agent", true, msg);
+    }
     let (module, models_dir) = prepare_files(&state, args.models.as_deref())?;
     // Process workers need a Python with Fossa; containers bring their own.
     let (python, models) = if args.containers {
@@ -126,6 +136,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 models_dir: models_dir.clone(),
                 broker_url,
                 logs: state.join("logs"),
+                state_marker: leftovers::marker(&state),
                 reserved_ports,
             };
             LocalBackend::start(spec, args.workers, models, events.clone())
@@ -193,6 +204,17 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     ] {
         duties.note(kind.name(), kind.title(), true, line);
     }
+    let (history, trouble) = crate::history::History::open_or_fallback(
+        &state,
+        fossa_contract::config::HistoryLimits {
+            queue_max: args.queue_max,
+            ..Default::default()
+        },
+    );
+    if let Some(t) = trouble {
+        eprintln!("warning: {t}");
+        events.push("history", true, t);
+    }
     let fleet = FleetModel::new(
         backend.clone(),
         duties.board(),
@@ -202,6 +224,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
             interval: Duration::from_secs(1),
             ..Default::default()
         },
+        history,
     );
     fleet.set_agent(crate::fleet::this_agent());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

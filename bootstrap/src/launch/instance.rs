@@ -99,6 +99,7 @@ impl Launcher<'_> {
                     duties: None,
                     tls_cert: None,
                     tls_key: None,
+                    history: Default::default(),
                 };
                 let user_data = UserData {
                     agent: &agent_toml,

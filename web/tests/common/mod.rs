@@ -28,14 +28,28 @@ impl Fleet for FakeFleet {
             message: "<b>boom</b>".into(),
         }]
     }
-    async fn submit(&self, request: TaskRequest) -> Result<Dispatched, DispatchError> {
+    async fn submit(&self, request: TaskRequest) -> Result<Submitted, DispatchError> {
         self.submitted.lock().unwrap().push(request.clone());
-        Ok(Dispatched {
-            task_id: "newtask".into(),
-            worker_id: "w1".into(),
-            model_class: request.model_class,
-            at: 0,
-        })
+        // `method` picks the outcome: "queue" waits, "full" finds the queue full.
+        match request.method.as_deref() {
+            Some("queue") => Ok(Submitted::Queued(Queued {
+                id: 7,
+                position: 3,
+                model_class: request.model_class,
+                method: request.method,
+                enqueued_at: 0,
+                sending_to: None,
+            })),
+            Some("full") => Err(DispatchError::QueueFull(
+                "the gateway's queue is full".into(),
+            )),
+            _ => Ok(Submitted::Dispatched(Dispatched {
+                task_id: "newtask".into(),
+                worker_id: "w1".into(),
+                model_class: request.model_class,
+                at: 0,
+            })),
+        }
     }
     async fn scale(&self, workers: u32) -> Result<String, ControlError> {
         let mut s = (**self.snap.lock().unwrap()).clone();
@@ -132,6 +146,14 @@ pub fn snapshot() -> FleetSnapshot {
             basis: "list prices".into(),
         }),
         dispatched: vec![],
+        queue: vec![Queued {
+            id: 9,
+            position: 1,
+            model_class: "<QueuedEtl>".into(),
+            method: None,
+            enqueued_at: 1_700_000_000,
+            sending_to: None,
+        }],
         agent: Some(AgentInfo {
             version: "9.9.9".into(),
             sha256: "ab".repeat(32),
