@@ -97,7 +97,7 @@ pub struct LaunchArgs {
     #[arg(long, default_value = "192.168.0.0/16", value_name = "CIDR")]
     pub vpc_cidr: Ipv4Net,
     /// EC2 instance type of the gateway (Graviton types such as t4g.small get an arm64 AMI).
-    #[arg(long, default_value = "t3.small")]
+    #[arg(long, default_value = fossa_contract::names::DEFAULT_INSTANCE_TYPE)]
     pub instance_type: String,
     /// AMI of the gateway (default: the latest Amazon Linux 2023 from SSM public parameters).
     #[arg(long)]

@@ -371,6 +371,22 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
                     w["desired"], w["running"], w["answering"]
                 );
             }
+            if let Some(c) = cost.as_ref().filter(|c| c.is_object()) {
+                let f = |k: &str| c[k].as_f64().unwrap_or_default();
+                println!(
+                    "  cost:  ${:.3}/h; {} so far ${:.2} over {:.1} h metered",
+                    f("stack_hourly"),
+                    c["month"].as_str().unwrap_or("this month"),
+                    f("month_to_date"),
+                    f("metered_hours"),
+                );
+                println!(
+                    "  NAT:   {:.3} GB this month; a NAT Gateway would have cost ${:.2}, so the gateway saved ${:.2}",
+                    c["nat_bytes"].as_u64().unwrap_or_default() as f64 / 1e9,
+                    f("nat_gateway_month_to_date"),
+                    f("saved_month_to_date"),
+                );
+            }
             if let Some(e) = &view_error {
                 println!("  duties: unknown ({e})");
             }

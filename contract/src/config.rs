@@ -301,6 +301,9 @@ pub struct StackConfig {
     /// AWS resources, so what destroy deletes stays deleted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub destroying: bool,
+    /// The gateway's instance type, for the cost figures (older configs lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
 }
 
 /// Current [`StackConfig::version`].

@@ -155,6 +155,8 @@ pub const AGENT_OBJECT_KEY: &str = "agent/fossa-agent";
 pub const MODELS_OBJECT_KEY: &str = "models/models.tar.gz";
 /// The user name of the web UI.
 pub const UI_USER: &str = "fossa";
+/// The gateway's instance type when `launch` is not given one.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.small";
 /// The task history and queue database, in the agent's state directory.
 pub const HISTORY_FILE: &str = "history.sqlite3";
 /// Port the Fossa workers listen on.

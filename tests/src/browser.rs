@@ -168,6 +168,30 @@ impl Browser {
         }
     }
 
+    /// Where the element matching `css` is drawn: `(width, height)` in CSS pixels.
+    pub async fn size_of(&self, css: &str) -> (f64, f64) {
+        let el = self.find(css).await;
+        let r = self
+            .call("GET", &format!("/element/{el}/rect"), Value::Null)
+            .await;
+        (
+            r["width"].as_f64().unwrap_or_default(),
+            r["height"].as_f64().unwrap_or_default(),
+        )
+    }
+
+    /// Saves a PNG screenshot of the element matching `css` alone; returns its size in bytes.
+    pub async fn screenshot_of(&self, css: &str, path: &std::path::Path) -> usize {
+        let el = self.find(css).await;
+        let b64 = self
+            .call("GET", &format!("/element/{el}/screenshot"), Value::Null)
+            .await;
+        let bytes =
+            aws_smithy_types::base64::decode(b64.as_str().unwrap_or_default()).unwrap_or_default();
+        std::fs::write(path, &bytes).unwrap();
+        bytes.len()
+    }
+
     /// Saves a PNG screenshot.
     pub async fn screenshot(&self, path: &std::path::Path) {
         let b64 = self.call("GET", "/screenshot", Value::Null).await;

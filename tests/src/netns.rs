@@ -103,6 +103,7 @@ pub struct NatLab {
     pub inet: Netns,
     server: Child,
     extra: Vec<Child>,
+    sink: bool,
 }
 
 /// The internet host's address.
@@ -196,6 +197,7 @@ impl NatLab {
             inet,
             server,
             extra: Vec::new(),
+            sink: false,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while lab.probe_from(&lab.gw).is_err() {
@@ -211,6 +213,35 @@ impl NatLab {
             Ok(r.stdout.trim().to_owned())
         } else {
             Err(r.stderr.lines().last().unwrap_or("").to_owned())
+        }
+    }
+
+    /// Sends `bytes` zero bytes from the task host to a sink on the
+    /// internet host's port 9100 (started on first use), through the gateway.
+    pub fn send_bytes(&mut self, bytes: u64) -> Result<(), String> {
+        if !self.sink {
+            self.sink = true;
+            let child = self
+                .inet
+                .cmd("socat")
+                .args(["-u", "TCP-LISTEN:9100,reuseaddr,fork", "OPEN:/dev/null"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("socat for a sink");
+            self.extra.push(child);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let r = Run::of(self.task.cmd("sh").args([
+            "-c",
+            &format!(
+                "head -c {bytes} /dev/zero | socat -u - TCP:{INTERNET}:9100,connect-timeout=3"
+            ),
+        ]));
+        if r.code == 0 {
+            Ok(())
+        } else {
+            Err(r.stderr.trim().to_owned())
         }
     }
 

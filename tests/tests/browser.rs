@@ -1,6 +1,7 @@
 //! A person's path through the UI in headless Chromium: log in, see every
 //! worker, submit a partitioned task from the form, and watch it complete
-//! with its subtasks grouped under it.
+//! with its subtasks grouped under it, its progress and its task stream
+//! drawn; the overview's slots-in-use chart. Screenshots land in target/.
 
 use std::time::Duration;
 
@@ -54,13 +55,37 @@ async fn log_in_see_workers_submit_and_watch_a_task_complete() {
         "the reply links to the task"
     );
     assert!(page.contains("TaskComplete"));
-    let shot = fossa_tests::repo_root().join("target/browser-task.png");
-    b.screenshot(&shot).await;
+    // Progress and the task stream: server-rendered SVG, one bar per subtask.
+    assert!(page.contains("<b>8/8</b> subtasks done"), "{page}");
+    assert_eq!(page.matches("class=\"bar\"").count(), 8, "{page}");
+    let (w, h) = b.size_of("svg.stream").await;
+    assert!(w > 300.0 && h > 40.0, "the task stream is drawn: {w}×{h}");
+    let root = fossa_tests::repo_root();
+    let png = b
+        .screenshot_of("svg.stream", &root.join("target/browser-task-stream.png"))
+        .await;
+    assert!(
+        png > 1000,
+        "the task stream's screenshot has content ({png} bytes)"
+    );
+    b.screenshot(&root.join("target/browser-task.png")).await;
+    // The page is whole without JavaScript: the server's HTML holds the picture.
+    let (_, raw) = fossa_tests::local::page(
+        &agent,
+        &format!("/tasks/{}", b.url().await.rsplit('/').next().unwrap()),
+    )
+    .await;
+    assert_eq!(raw.matches("class=\"bar\"").count(), 8);
+    // The overview's slots chart, once it has two samples (30 s apart).
     b.goto(&format!("{}/", agent.url)).await;
-    b.wait_for("the overview", Duration::from_secs(10), |s| {
-        s.contains("local-1")
+    b.wait_for("the slots chart", Duration::from_secs(60), |s| {
+        s.contains("local-1") && s.contains("<svg class=\"slots\"")
     })
     .await;
-    b.screenshot(&fossa_tests::repo_root().join("target/browser-overview.png"))
+    let (w, _) = b.size_of("svg.slots").await;
+    assert!(w > 300.0, "the slots chart is drawn: {w}");
+    b.screenshot_of("svg.slots", &root.join("target/browser-slots.png"))
+        .await;
+    b.screenshot(&root.join("target/browser-overview.png"))
         .await;
 }

@@ -190,7 +190,7 @@ impl Service {
 
 #[test]
 fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
-    let lab = NatLab::new("s");
+    let mut lab = NatLab::new("s");
     lab.dockerize();
     let moto = Moto::start_in(Some(&lab.gw));
     let dir = TempDir::new("nat-svc");
@@ -321,5 +321,83 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
         Duration::from_secs(45),
     );
     assert_eq!(lab.probe().unwrap(), GATEWAY_OUTER);
+
+    let pw = Run::of(
+        lab.gw
+            .cmd(bin("fossa-bootstrap"))
+            .args(["password", "--stack", "nat", "--endpoint-url", &moto.url])
+            .envs(moto.env()),
+    )
+    .ok();
+    // NAT bytes: the agent counts them from its own rules' counters, and a
+    // flushed chain (counters gone, rules re-added) or a restart neither
+    // loses nor doubles what was counted.
+    let overview = |lab: &NatLab| -> serde_json::Value {
+        let r = Run::of(lab.gw.cmd("curl").args([
+            "-sk",
+            "-u",
+            &format!("fossa:{}", pw.stdout.trim()),
+            "https://127.0.0.1/api/v1/overview",
+        ]));
+        serde_json::from_str(&r.stdout).unwrap_or_default()
+    };
+    let nat_bytes = |lab: &NatLab| overview(lab)["cost"]["nat_bytes"].as_u64().unwrap_or(0);
+    let wait_bytes = |lab: &NatLab, at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let n = nat_bytes(lab);
+            if n >= at_least {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the overview never counted {at_least} NAT bytes (has {n}): {}",
+                overview(lab)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    const MB: u64 = 1_000_000;
+    let base = nat_bytes(&lab);
+    lab.send_bytes(3 * MB).unwrap();
+    let first = wait_bytes(&lab, base + 3 * MB);
+    lab.gw.iptables(&["-t", "filter", "-F", "FOSSA-FORWARD"]);
+    svc.wait_log(
+        "added rule -t filter FOSSA-FORWARD",
+        Duration::from_secs(45),
+    );
+    lab.send_bytes(2 * MB).unwrap();
+    let second = wait_bytes(&lab, first + 2 * MB);
+    assert!(
+        second < first + 3 * MB,
+        "nothing counted twice: {first} then {second}"
+    );
+    svc.stop();
+    let svc = Service::start(
+        &lab.gw,
+        &moto.env(),
+        &config,
+        dir.0.join("agent-counted.log"),
+    );
+    svc.wait_log("ready", Duration::from_secs(30));
+    let after = wait_bytes(&lab, second);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        after < second + MB,
+        "a restart does not count the kernel's totals again: {second} then {after}"
+    );
+    let cost = overview(&lab)["cost"].clone();
+    assert!(
+        cost["nat_gateway_month_to_date"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+    assert!(
+        cost["basis"]
+            .as_str()
+            .unwrap()
+            .contains(fossa_contract::prices::PRICES_DATE),
+        "{cost}"
+    );
+    eprintln!("FIGURE NAT bytes counted: {first} after 3 MB, {second} after a flush and 2 MB more, {after} after a restart");
     svc.stop();
 }

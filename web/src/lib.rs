@@ -5,6 +5,7 @@
 //! Templates, styles and scripts are compiled into the binary.
 
 pub mod auth;
+pub mod charts;
 pub mod fmt;
 pub mod headers;
 pub mod model;

@@ -146,15 +146,52 @@ pub struct Component {
     pub detail: String,
 }
 
-/// Hourly cost figures, in US dollars (list prices, approximate).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Cost figures, in US dollars, from the list prices in
+/// `fossa_contract::prices` and what the agent metered this month.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Cost {
-    /// This stack per hour: the gateway instance plus the workers.
+    /// This stack per hour: the gateway instance, its address, the workers.
     pub stack_hourly: f64,
     /// What a managed NAT Gateway alone would cost per hour (before data charges).
     pub nat_gateway_hourly: f64,
-    /// How the figures were made.
+    /// How the figures were made (prices' source and date, what is not priced).
     pub basis: String,
+    /// A NAT Gateway's charge per GB processed.
+    #[serde(default)]
+    pub nat_gateway_per_gb: f64,
+    /// The gateway instance and its public address per hour: what stands in for a NAT Gateway.
+    #[serde(default)]
+    pub gateway_hourly: f64,
+    /// The priced parts.
+    #[serde(default)]
+    pub parts: Vec<CostPart>,
+    /// The month metered (`2026-11`).
+    #[serde(default)]
+    pub month: String,
+    /// Hours the agent metered this month.
+    #[serde(default)]
+    pub metered_hours: f64,
+    /// This stack's cost this month so far, over the metered hours.
+    #[serde(default)]
+    pub month_to_date: f64,
+    /// Bytes the gateway forwarded through NAT this month (its iptables counters).
+    #[serde(default)]
+    pub nat_bytes: u64,
+    /// What a NAT Gateway would have cost this month: its hours plus its per-GB charge on the same bytes.
+    #[serde(default)]
+    pub nat_gateway_month_to_date: f64,
+    /// That, less this month's cost of the gateway instance and its address.
+    #[serde(default)]
+    pub saved_month_to_date: f64,
+}
+
+/// One priced part of the stack.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CostPart {
+    /// What it is.
+    pub what: String,
+    /// Per hour.
+    pub hourly: f64,
 }
 
 /// One line of the agent's recent actions and errors.
@@ -221,6 +258,20 @@ pub struct FleetSnapshot {
     /// Submissions waiting in the gateway for a free slot, first first.
     #[serde(default)]
     pub queue: Vec<Queued>,
+    /// Task slots in use over the last hour, oldest first.
+    #[serde(default)]
+    pub slots: Vec<SlotSample>,
+}
+
+/// Task slots at one moment (the peak of its 30 s bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotSample {
+    /// When, seconds since the epoch.
+    pub at: i64,
+    /// Slots running a task.
+    pub used: u32,
+    /// Slots of the answering workers.
+    pub total: u32,
 }
 
 /// A submission waiting in the gateway for a free slot.

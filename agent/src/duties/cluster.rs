@@ -539,6 +539,7 @@ mod tests {
             cpu: 256,
             memory: 512,
             destroying: false,
+            instance_type: None,
         }
     }
 

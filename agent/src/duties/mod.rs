@@ -14,6 +14,7 @@ pub mod config;
 pub mod driver;
 pub mod image;
 pub mod nat;
+pub mod nat_traffic;
 pub mod stopped_tasks;
 pub mod upgrade;
 
@@ -170,6 +171,8 @@ pub struct Shared {
     pub rebuild: Arc<watch::Sender<u64>>,
     /// The service's desired workers, as the cluster duty or a scale last set it.
     pub desired: Arc<watch::Sender<Option<u32>>>,
+    /// The bytes forwarded through NAT, as the NAT duty last counted them.
+    pub nat_traffic: Arc<watch::Sender<nat_traffic::NatTraffic>>,
 }
 
 impl Shared {
@@ -181,6 +184,7 @@ impl Shared {
             image: Arc::new(watch::Sender::new(None)),
             rebuild: Arc::new(watch::Sender::new(0)),
             desired: Arc::new(watch::Sender::new(None)),
+            nat_traffic: Arc::new(watch::Sender::new(Default::default())),
         }
     }
 }

@@ -26,9 +26,11 @@ use ipnet::Ipv4Net;
 
 use fossa_contract::config::AgentToml;
 
-use super::{Duty, DutyError, DutyKind, Outcome, Shared};
+use super::nat_traffic::{Counter, NatTraffic};
+use super::{driver::chain, Duty, DutyError, DutyKind, Outcome, Shared};
 use crate::host::exec::{ExecError, Executor};
 use crate::settings::Settings;
+use tokio::sync::watch;
 
 /// Our chain in the filter table, jumped to from FORWARD and DOCKER-USER.
 pub const FORWARD_CHAIN: &str = "FOSSA-FORWARD";
@@ -379,6 +381,8 @@ pub async fn egress_self_test(target: &str) -> (bool, String) {
 /// the egress self-test over the uplink.
 pub struct NatDuty {
     exec: Arc<dyn Executor>,
+    traffic: Arc<watch::Sender<NatTraffic>>,
+    counter: Option<Arc<std::sync::Mutex<Counter>>>,
 }
 
 impl NatDuty {
@@ -386,6 +390,8 @@ impl NatDuty {
     pub fn new(shared: &Shared) -> Self {
         NatDuty {
             exec: shared.exec.clone(),
+            traffic: shared.nat_traffic.clone(),
+            counter: None,
         }
     }
 }
@@ -409,8 +415,27 @@ impl Duty<Settings> for NatDuty {
             .filter_map(|c| c.parse().ok())
             .collect();
         let exec = self.exec.clone();
+        let counter = self
+            .counter
+            .get_or_insert_with(|| {
+                let c = Counter::open(&s.toml.state_dir);
+                self.traffic.send_replace(c.traffic().clone());
+                Arc::new(std::sync::Mutex::new(c))
+            })
+            .clone();
+        let traffic = self.traffic.clone();
         let summary = tokio::task::spawn_blocking(move || {
             let plan = plan(exec.as_ref(), &cidrs, None)?;
+            // Counted before anything is re-added, so a repair loses nothing
+            // read so far; a chain that is not there yet has nothing to count.
+            let mut c = counter.lock().unwrap_or_else(|p| p.into_inner());
+            if chain_exists(exec.as_ref(), "filter", FORWARD_CHAIN)? {
+                if let Err(e) = c.read(exec.as_ref(), FORWARD_CHAIN, fossa_contract::unix_now()) {
+                    tracing::warn!("cannot read the NAT counters: {}", chain(&e));
+                }
+                traffic.send_replace(c.traffic().clone());
+            }
+            drop(c);
             let applied = apply(exec.as_ref(), &plan)?;
             Ok::<_, NatError>(if applied.added.is_empty() {
                 format!("NAT verified via {} for {}", plan.egress, cidrs.len())

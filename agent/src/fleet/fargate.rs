@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use fossa_contract::aws::AwsResultExt;
 use fossa_contract::config::StackConfig;
 use fossa_contract::limits::MAX_WORKERS;
-use fossa_contract::names::FOSSA_PORT;
+use fossa_contract::names::{DEFAULT_INSTANCE_TYPE, FOSSA_PORT};
 use fossa_contract::prices;
-use fossa_web::model::Cost;
+use fossa_web::model::{Cost, CostPart};
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -27,6 +27,7 @@ pub struct FargateBackend {
     running: AtomicU32,
     image: watch::Receiver<Option<WorkerImage>>,
     rebuild: Arc<watch::Sender<u64>>,
+    nat_traffic: watch::Receiver<crate::duties::nat_traffic::NatTraffic>,
 }
 
 impl FargateBackend {
@@ -39,6 +40,7 @@ impl FargateBackend {
             running: AtomicU32::new(0),
             image: shared.image.subscribe(),
             rebuild: shared.rebuild.clone(),
+            nat_traffic: shared.nat_traffic.subscribe(),
         }
     }
 }
@@ -144,13 +146,50 @@ impl WorkerBackend for FargateBackend {
     }
 
     fn cost(&self) -> Option<Cost> {
-        let n = f64::from(self.running.load(Ordering::Relaxed).max(self.desired()));
-        let per_worker = prices::FARGATE_VCPU_HOUR * f64::from(self.config.cpu) / 1024.0
-            + prices::FARGATE_GB_HOUR * f64::from(self.config.memory) / 1024.0;
+        let n = self.running.load(Ordering::Relaxed).max(self.desired());
+        let instance = self
+            .config
+            .instance_type
+            .as_deref()
+            .unwrap_or(DEFAULT_INSTANCE_TYPE);
+        let q = prices::quote(
+            &self.config.region,
+            instance,
+            n,
+            self.config.cpu,
+            self.config.memory,
+        );
+        let (nat_hour, nat_gb) = q.nat_gateway.unwrap_or_default();
+        let mut basis = format!(
+            "{} in {}, as of {}",
+            prices::PRICES_SOURCE,
+            self.config.region,
+            prices::PRICES_DATE
+        );
+        if self.config.instance_type.is_none() {
+            basis += &format!("; the stack config names no instance type, so {DEFAULT_INSTANCE_TYPE} is assumed (re-run launch to record it)");
+        }
+        for m in &q.missing {
+            basis += &format!("; not priced: {m}");
+        }
+        let traffic = self.nat_traffic.borrow().clone();
         Some(Cost {
-            stack_hourly: prices::T3_SMALL_HOUR + n * per_worker,
-            nat_gateway_hourly: prices::NAT_GATEWAY_HOUR,
-            basis: format!("us-east-1 on-demand list prices: t3.small gateway + {n} Fargate workers of {} CPU / {} MiB", self.config.cpu, self.config.memory),
+            stack_hourly: q.hourly(),
+            nat_gateway_hourly: nat_hour,
+            nat_gateway_per_gb: nat_gb,
+            gateway_hourly: q.gateway_hourly(),
+            basis,
+            parts: q
+                .parts
+                .into_iter()
+                .map(|p| CostPart {
+                    what: p.what,
+                    hourly: p.hourly,
+                })
+                .collect(),
+            month: traffic.month,
+            nat_bytes: traffic.month_bytes,
+            ..Default::default()
         })
     }
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use fossa_web::model::{
-    AgentInfo, ControlError, DispatchError, Dispatched, Event, Fleet, FleetSnapshot, FossaTask,
-    Health, HistoryPage, HistoryQuery, QueueState, Queued, Submitted, TaskRequest, Worker,
+    AgentInfo, ControlError, Cost, DispatchError, Dispatched, Event, Fleet, FleetSnapshot,
+    FossaTask, Health, HistoryPage, HistoryQuery, QueueState, Queued, SlotSample, Submitted,
+    TaskRequest, Worker,
 };
 use fossa_web::views::TaskRow;
 use futures::StreamExt;
@@ -29,7 +30,7 @@ pub use backend::{BackendError, WorkerBackend, WorkerRef};
 use crate::duties::driver::Board;
 use crate::events::Events;
 use crate::history::queue::{EnqueueError, Entry};
-use crate::history::{status, History, HistoryError, Observed};
+use crate::history::{status, History, HistoryError, Meter, Observed};
 use node::{NodeClient, NodeError};
 
 /// The running agent: its version, and the SHA-256 of its binary (read once,
@@ -92,7 +93,22 @@ pub struct FleetModel {
     queue: Mutex<Vec<Queued>>,
     /// One drain of the queue at a time.
     draining: tokio::sync::Mutex<()>,
+    /// Slots in use, one sample per [`SLOT_SAMPLE_SECS`], the last hour.
+    slots: Mutex<VecDeque<SlotSample>>,
+    /// This month's cost meter, when last ticked, and when last kept.
+    meter: Mutex<Option<(Meter, Instant, Instant)>>,
 }
+
+/// The longest gap between two refreshes the cost meter counts (a stalled
+/// or stopped agent does not invent hours).
+const METER_MAX_GAP: Duration = Duration::from_secs(60);
+/// How often the meter is written to the history database.
+const METER_SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// Seconds each slots-in-use sample covers (its peak is kept).
+const SLOT_SAMPLE_SECS: i64 = 30;
+/// Samples kept: one hour.
+const SLOT_SAMPLES: usize = 120;
 
 /// How long a dispatched task may go unlisted by its (answering) node
 /// before the history calls it lost.
@@ -137,6 +153,8 @@ impl FleetModel {
             seen: Mutex::new(HashMap::new()),
             queue: Mutex::new(Vec::new()),
             draining: tokio::sync::Mutex::new(()),
+            slots: Mutex::new(VecDeque::new()),
+            meter: Mutex::new(None),
         })
     }
 
@@ -221,8 +239,88 @@ impl FleetModel {
         self.store(workers, t.elapsed());
     }
 
+    /// Adds the time since the last refresh to this month's meter, at
+    /// `cost`'s hourly figures, and fills in the month-to-date figures.
+    fn metered(&self, mut cost: Cost) -> Cost {
+        let now = Instant::now();
+        let month = crate::duties::nat_traffic::month_of(fossa_contract::unix_now());
+        let mut slot = self.meter.lock().expect("lock");
+        let (m, last, saved) = slot.get_or_insert_with(|| (self.history.meter(&month), now, now));
+        if m.month != month {
+            *m = Meter {
+                month: month.clone(),
+                ..Default::default()
+            };
+        }
+        let gap = now.duration_since(*last);
+        if gap <= METER_MAX_GAP {
+            let h = gap.as_secs_f64() / 3600.0;
+            m.hours += h;
+            m.dollars += h * cost.stack_hourly;
+            m.gateway_dollars += h * cost.gateway_hourly;
+            m.nat_gateway_hour_dollars += h * cost.nat_gateway_hourly;
+        }
+        *last = now;
+        if now.duration_since(*saved) >= METER_SAVE_EVERY {
+            *saved = now;
+            self.history.save_meter(m.clone());
+        }
+        // NAT bytes count for the month the NAT duty counted them in.
+        if cost.month != m.month {
+            cost.nat_bytes = 0;
+        }
+        let gb = cost.nat_bytes as f64 / 1e9;
+        cost.month = m.month.clone();
+        cost.metered_hours = m.hours;
+        cost.month_to_date = m.dollars;
+        cost.nat_gateway_month_to_date = m.nat_gateway_hour_dollars + gb * cost.nat_gateway_per_gb;
+        cost.saved_month_to_date = cost.nat_gateway_month_to_date - m.gateway_dollars;
+        cost
+    }
+
+    /// Keeps the meter now (on the way out).
+    pub fn save_meter(&self) {
+        if let Some((m, _, _)) = self.meter.lock().expect("lock").as_ref() {
+            self.history.save_meter_now(m);
+        }
+    }
+
+    /// Adds the slots in use now to the last hour's samples.
+    fn sample_slots(&self, workers: &[Worker]) -> Vec<SlotSample> {
+        let (mut used, mut total) = (0u32, 0u32);
+        for w in workers.iter().filter(|w| w.health == Health::Ok) {
+            if let Some(n) = &w.node {
+                total += n.max_concurrent_tasks;
+                used += n
+                    .max_concurrent_tasks
+                    .saturating_sub(n.available_processing_capacity);
+            }
+        }
+        let now = fossa_contract::unix_now();
+        let mut q = self.slots.lock().expect("lock");
+        match q.back_mut() {
+            Some(last) if now - last.at < SLOT_SAMPLE_SECS => {
+                last.used = last.used.max(used);
+                last.total = total;
+            }
+            _ => {
+                if q.len() == SLOT_SAMPLES {
+                    q.pop_front();
+                }
+                q.push_back(SlotSample {
+                    at: now,
+                    used,
+                    total,
+                });
+            }
+        }
+        q.iter().copied().collect()
+    }
+
     fn store(&self, workers: Vec<Worker>, took: Duration) {
+        let slots = self.sample_slots(&workers);
         let snap = FleetSnapshot {
+            slots,
             mode: self.backend.mode().into(),
             stack: self.stack.clone(),
             taken_at: fossa_contract::unix_now(),
@@ -236,7 +334,7 @@ impl FleetModel {
                 .iter()
                 .map(|s| s.component.clone())
                 .collect(),
-            cost: self.backend.cost(),
+            cost: self.backend.cost().map(|c| self.metered(c)),
             agent: self.agent.get().cloned(),
             dispatched: self
                 .dispatched
@@ -663,7 +761,10 @@ impl FleetModel {
             self.drain().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.save_meter();
+                    return;
+                }
             }
         }
     }

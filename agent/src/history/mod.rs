@@ -102,6 +102,14 @@ CREATE TABLE IF NOT EXISTS queue (
     sending_to TEXT,
     sending_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS meter (
+    month TEXT PRIMARY KEY,
+    hours REAL NOT NULL,
+    dollars REAL NOT NULL,
+    gateway_dollars REAL NOT NULL,
+    nat_gateway_hour_dollars REAL NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 PRAGMA user_version = 1;
 ";
 
@@ -299,6 +307,70 @@ impl History {
     }
 }
 
+/// What the agent metered in one month: the hours it ran, this stack's cost
+/// over them, the gateway instance's share, and what a NAT Gateway's hours
+/// would have cost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Meter {
+    /// `2026-11`.
+    pub month: String,
+    /// Hours metered.
+    pub hours: f64,
+    /// The stack's cost over them.
+    pub dollars: f64,
+    /// The gateway instance and its address over them.
+    pub gateway_dollars: f64,
+    /// A NAT Gateway's hourly charge over them.
+    pub nat_gateway_hour_dollars: f64,
+}
+
+impl History {
+    /// The meter of `month` (zero if none was kept).
+    pub fn meter(&self, month: &str) -> Meter {
+        let c = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        c.query_row(
+            "SELECT hours, dollars, gateway_dollars, nat_gateway_hour_dollars FROM meter WHERE month = ?1",
+            [month],
+            |r| {
+                Ok(Meter {
+                    month: month.to_owned(),
+                    hours: r.get(0)?,
+                    dollars: r.get(1)?,
+                    gateway_dollars: r.get(2)?,
+                    nat_gateway_hour_dollars: r.get(3)?,
+                })
+            },
+        )
+        .unwrap_or_else(|_| Meter {
+            month: month.to_owned(),
+            ..Default::default()
+        })
+    }
+
+    /// Keeps `m` (in a blocking thread of its own; the caller does not wait).
+    pub fn save_meter(self: &Arc<Self>, m: Meter) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.save_meter_now(&m));
+    }
+
+    /// Keeps `m` now.
+    pub fn save_meter_now(&self, m: &Meter) {
+        {
+            let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = c.execute(
+                "INSERT INTO meter (month, hours, dollars, gateway_dollars, nat_gateway_hour_dollars, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (month) DO UPDATE SET hours = excluded.hours, dollars = excluded.dollars,
+                    gateway_dollars = excluded.gateway_dollars,
+                    nat_gateway_hour_dollars = excluded.nat_gateway_hour_dollars, updated_at = excluded.updated_at",
+                params![m.month, m.hours, m.dollars, m.gateway_dollars, m.nat_gateway_hour_dollars, fossa_contract::unix_now()],
+            ) {
+                tracing::warn!(error = %e, "cannot keep the cost meter");
+            }
+        }
+    }
+}
+
 /// The columns a [`TaskRow`] is read from, in [`row_of`]'s order.
 const COLUMNS: &str =
     "task_id, worker_id, model_class, method, method_kwargs, status, started, finished, results, id";
@@ -487,12 +559,19 @@ fn around(c: &Connection, id: &str) -> Result<Vec<TaskRow>, HistoryError> {
     let (from, to) = match me.task.subtask_parts() {
         // A subtask: its siblings, and the parents that started before them.
         Some(_) => (
-            me.task.started.unwrap_or(0) - 86_400,
-            me.task.finished.or(me.task.started).unwrap_or(i64::MAX) + slack,
+            me.task.started.unwrap_or(0).saturating_sub(86_400),
+            me.task
+                .finished
+                .or(me.task.started)
+                .unwrap_or(i64::MAX)
+                .saturating_add(slack),
         ),
         None => (
-            me.task.started.unwrap_or(0) - slack,
-            me.task.finished.map(|f| f + slack).unwrap_or(i64::MAX),
+            me.task.started.unwrap_or(0).saturating_sub(slack),
+            me.task
+                .finished
+                .map(|f| f.saturating_add(slack))
+                .unwrap_or(i64::MAX),
         ),
     };
     let mut st = c.prepare_cached(&format!(

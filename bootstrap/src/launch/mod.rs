@@ -323,6 +323,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         cpu,
         memory,
         destroying: false,
+        instance_type: Some(args.instance_type.clone()),
     };
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
     let o = l.parameter(ssm::CONFIG, &config_json, false, true).await?;

@@ -156,6 +156,7 @@ fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
                 "slots": slots, "slots_used": used, "running_tasks": running_tasks,
                 "cost": snap.cost, "models": snap.models, "workers": &rows[range.clone()], "paging": paging,
                 "duties": snap.components, "agent": snap.agent,
+                "queued": snap.queue.len(), "slots_history": snap.slots,
             });
             // Each duty's component also under its name (`"nat": {"ok": …}`).
             if let Some(o) = overview_json.as_object_mut() {
@@ -203,6 +204,8 @@ pub(super) struct OverviewPage {
     last: usize,
     page: usize,
     pages: usize,
+    /// Slots in use over the last hour (inline SVG), or empty.
+    slots_chart: String,
 }
 
 impl OverviewPage {
@@ -227,6 +230,7 @@ pub(super) fn overview_page(
         page: n,
         pages: s.pages.len(),
         s: s.clone(),
+        slots_chart: crate::charts::slots(&snap.slots).unwrap_or_default(),
         snap,
     }
 }

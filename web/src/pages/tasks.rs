@@ -697,6 +697,13 @@ struct TaskPage {
     parent_certain: bool,
     parent_candidates: Vec<String>,
     groups: Vec<GroupView>,
+    /// Subtasks done and seen, for a parent with subtasks.
+    done: usize,
+    seen: usize,
+    /// The parent still runs, so more subtasks may wait in the broker.
+    running: bool,
+    /// The task stream picture (inline SVG, escaped inside).
+    stream: String,
 }
 
 fn group_view(g: &views::Group) -> GroupView {
@@ -748,6 +755,10 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         ),
         None => (None, false, Vec::new()),
     };
+    let (done, seen) = crate::charts::progress(&d.groups);
+    let stream = crate::charts::task_stream(&d.task, &d.groups, fossa_contract::unix_now())
+        .filter(|_| seen > 0)
+        .unwrap_or_default();
     Ok(render(&TaskPage {
         base: base(&snap, Some(&user)),
         task: task_line(&d.task),
@@ -755,6 +766,10 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         parent_certain,
         parent_candidates,
         groups: d.groups.iter().map(group_view).collect(),
+        done,
+        seen,
+        running: matches!(d.task.task.status.as_str(), "running" | views::DISPATCHED),
+        stream,
     }))
 }
 

@@ -144,8 +144,21 @@ pub fn snapshot() -> FleetSnapshot {
             stack_hourly: 0.06,
             nat_gateway_hourly: 0.045,
             basis: "list prices".into(),
+            ..Default::default()
         }),
         dispatched: vec![],
+        slots: vec![
+            SlotSample {
+                at: 1_700_000_000,
+                used: 1,
+                total: 8,
+            },
+            SlotSample {
+                at: 1_700_000_030,
+                used: 5,
+                total: 8,
+            },
+        ],
         queue: vec![Queued {
             id: 9,
             position: 1,
