@@ -74,6 +74,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let board = driver.board();
     let backend = Arc::new(FargateBackend::new(
         settings.clients.ecs.clone(),
+        settings.clients.logs.clone(),
         settings.stack.clone(),
         &shared,
     ));

@@ -208,6 +208,14 @@ mod tests {
 
 /// The worker container in the task definition.
 pub const WORKER_CONTAINER: &str = "fossa";
+/// The `awslogs-stream-prefix` of the workers: a task's stream is
+/// `<prefix>/<container>/<task id>`.
+pub const LOG_STREAM_PREFIX: &str = "fossa";
+
+/// The CloudWatch stream of worker task `task_id`.
+pub fn worker_log_stream(task_id: &str) -> String {
+    format!("{LOG_STREAM_PREFIX}/{WORKER_CONTAINER}/{task_id}")
+}
 /// The broker's container on the gateway.
 pub const BROKER_CONTAINER: &str = "fossa-broker";
 /// The broker's data volume on the gateway.

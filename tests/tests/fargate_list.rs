@@ -84,11 +84,10 @@ async fn every_task_is_listed_with_its_private_address() {
             .interceptor(counter.clone())
             .build(),
     );
-    let backend = FargateBackend::new(
-        counted,
-        cfg,
-        &Shared::new(Arc::new(Host), Events::default()),
-    );
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let shared = Shared::new(Arc::new(Host), Events::default());
+    let group = cfg.stack.log_group();
+    let backend = FargateBackend::new(counted, logs.clone(), cfg, &shared);
     let t = std::time::Instant::now();
     let workers = backend.list().await.unwrap();
     println!("ecs_list_{total}_tasks_calls: {} calls", counter.get());
@@ -124,4 +123,64 @@ async fn every_task_is_listed_with_its_private_address() {
         "{:?}",
         workers.iter().map(|w| &w.status).collect::<Vec<_>>()
     );
+
+    // A worker's log comes from its awslogs stream in CloudWatch Logs,
+    // with the broker's password replaced.
+    let id = workers[0].id.clone();
+    let stream = fossa_contract::names::worker_log_stream(&id);
+    let _ = logs.create_log_group().log_group_name(&group).send().await;
+    logs.create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let t0 = fossa_contract::unix_now_ms() - 10_000;
+    let events: Vec<_> = (0..5)
+        .map(|n| {
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(t0 + n * 1000)
+                .message(if n == 2 {
+                    "connected to amqp://fossa:hunter2-broker-pw@192.168.1.10:5672".to_owned()
+                } else {
+                    format!("line {n}")
+                })
+                .build()
+                .unwrap()
+        })
+        .collect();
+    logs.put_log_events()
+        .log_group_name(&group)
+        .log_stream_name(&stream)
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .unwrap();
+    shared
+        .secrets
+        .send_replace(vec!["hunter2-broker-pw".into()]);
+    let q = |since_ms, limit| fossa_web::model::LogQuery {
+        since_ms,
+        until_ms: None,
+        limit,
+    };
+    let tail = backend.logs(&id, &q(None, 3)).await.unwrap();
+    let texts: Vec<_> = tail.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "connected to amqp://fossa:***@192.168.1.10:5672",
+            "line 3",
+            "line 4"
+        ]
+    );
+    let after = backend.logs(&id, &q(Some(t0 + 3000), 100)).await.unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].text, "line 4");
+    // A task without a stream yet has no lines, not an error.
+    assert!(backend
+        .logs(&workers[1].id, &q(None, 10))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -150,6 +150,35 @@ async fn history_and_queue_survive_a_killed_agent_and_nothing_runs_twice() {
     )
     .await;
 
+    // The worker's output is kept and served, and shown on the task's page.
+    let (status, v) = api(&agent, "GET", "/api/v1/workers/local-1/logs?limit=50", None).await;
+    assert_eq!(status, 200, "{v}");
+    let lines = v["lines"].as_array().unwrap();
+    assert!(!lines.is_empty(), "the worker logged something: {v}");
+    let since = v["next_since"].as_i64().unwrap();
+    let (_, v) = api(
+        &agent,
+        "GET",
+        &format!("/api/v1/workers/local-1/logs?since={since}"),
+        None,
+    )
+    .await;
+    assert!(
+        v["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["at"].as_i64().unwrap() > since),
+        "{v}"
+    );
+    let (status, text) = page(&agent, "/workers/local-1/logs.txt").await;
+    assert_eq!(status, 200);
+    assert!(text.lines().count() >= lines.len().min(50), "{text}");
+    let (_, html) = page(&agent, &format!("/tasks/{parent}")).await;
+    assert!(html.contains("Worker output during this task"), "{html}");
+    let (_, html) = page(&agent, "/workers/local-1").await;
+    assert!(html.contains("class=\"log\""), "{html}");
+
     // Every slot busy: the next three queue, in order; a fourth finds the queue full.
     let n = slots(&agent).await;
     fill(&agent, n, 30).await;

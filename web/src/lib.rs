@@ -121,6 +121,8 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
                 pages::workers::api_workers,
                 pages::workers::worker,
                 pages::workers::api_worker,
+                pages::workers::api_logs,
+                pages::workers::logs_text,
                 pages::tasks::tasks,
                 pages::tasks::submit,
                 pages::tasks::api_tasks,

@@ -291,6 +291,27 @@ pub struct Queued {
     pub sending_to: Option<String>,
 }
 
+/// One line a worker wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When, milliseconds since the epoch.
+    pub at: i64,
+    /// The line (secrets the agent knows are replaced by `***`).
+    pub text: String,
+}
+
+/// Which lines of a worker's log: after `since_ms` from the oldest on, or
+/// else the last `limit`; never after `until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Only lines after this, milliseconds since the epoch.
+    pub since_ms: Option<i64>,
+    /// Only lines up to this.
+    pub until_ms: Option<i64>,
+    /// At most this many (0: one).
+    pub limit: u32,
+}
+
 /// Where a queued submission is now (`GET /api/v1/queue/<id>`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "state", content = "detail")]
@@ -431,6 +452,11 @@ pub trait Fleet: Send + Sync + 'static {
     /// (its subtasks or parent), for when its node no longer lists them.
     async fn recorded(&self, _id: &str) -> Vec<crate::views::TaskRow> {
         Vec::new()
+    }
+    /// Lines worker `worker` wrote (its CloudWatch stream, or a local
+    /// worker's output).
+    async fn logs(&self, _worker: &str, _query: LogQuery) -> Result<Vec<LogLine>, ControlError> {
+        Ok(Vec::new())
     }
     /// Where queued submission `id` is now.
     async fn queue_state(&self, _id: i64) -> Result<Option<QueueState>, ControlError> {

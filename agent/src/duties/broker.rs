@@ -356,6 +356,7 @@ pub async fn reconcile(
 pub struct BrokerDuty {
     exec: Arc<dyn Executor>,
     failing_since: Option<Instant>,
+    secrets: Arc<tokio::sync::watch::Sender<Vec<String>>>,
 }
 
 /// How long the container may run without accepting a login before it is restarted.
@@ -367,6 +368,7 @@ impl BrokerDuty {
         BrokerDuty {
             exec: shared.exec.clone(),
             failing_since: None,
+            secrets: shared.secrets.clone(),
         }
     }
 }
@@ -397,6 +399,14 @@ impl Duty<Settings> for BrokerDuty {
             }
         };
         let creds = ensure_url(&s.clients.ssm, &s.toml.stack, address).await?;
+        let secrets = vec![url(&creds, address), creds.password.clone()];
+        self.secrets.send_if_modified(|s| {
+            let new = *s != secrets;
+            if new {
+                s.clone_from(&secrets);
+            }
+            new
+        });
         let docker = crate::host::docker::connect()
             .await
             .map_err(BrokerError::from)?;

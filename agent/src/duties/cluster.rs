@@ -258,7 +258,10 @@ pub async fn ensure_task_definition(
                 .log_driver(LogDriver::Awslogs)
                 .options("awslogs-group", &spec.log_group)
                 .options("awslogs-region", &spec.region)
-                .options("awslogs-stream-prefix", "fossa")
+                .options(
+                    "awslogs-stream-prefix",
+                    fossa_contract::names::LOG_STREAM_PREFIX,
+                )
                 .build()
                 .map_err(build_err("log configuration"))?,
         )

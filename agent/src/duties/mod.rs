@@ -173,6 +173,9 @@ pub struct Shared {
     pub desired: Arc<watch::Sender<Option<u32>>>,
     /// The bytes forwarded through NAT, as the NAT duty last counted them.
     pub nat_traffic: Arc<watch::Sender<nat_traffic::NatTraffic>>,
+    /// Secrets worker logs may print (the broker's URL and password), so
+    /// the log readers can replace them; the broker duty fills it.
+    pub secrets: Arc<watch::Sender<Vec<String>>>,
 }
 
 impl Shared {
@@ -185,6 +188,7 @@ impl Shared {
             rebuild: Arc::new(watch::Sender::new(0)),
             desired: Arc::new(watch::Sender::new(None)),
             nat_traffic: Arc::new(watch::Sender::new(Default::default())),
+            secrets: Arc::new(watch::Sender::new(Vec::new())),
         }
     }
 }

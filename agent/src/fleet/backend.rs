@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use fossa_contract::aws::AwsError;
-use fossa_web::model::{ControlError, Cost};
+use fossa_web::model::{ControlError, Cost, LogLine, LogQuery};
 
 use crate::duties::cluster::ClusterError;
 
@@ -40,6 +40,10 @@ pub trait WorkerBackend: Send + Sync + 'static {
     /// Hourly cost, where known.
     fn cost(&self) -> Option<Cost> {
         None
+    }
+    /// Lines worker `id` wrote that `query` asks for.
+    async fn logs(&self, _id: &str, _query: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
+        Ok(Vec::new())
     }
 }
 

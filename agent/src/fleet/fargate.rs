@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use fossa_contract::aws::AwsResultExt;
 use fossa_contract::config::StackConfig;
 use fossa_contract::limits::MAX_WORKERS;
-use fossa_contract::names::{DEFAULT_INSTANCE_TYPE, FOSSA_PORT};
+use fossa_contract::names::{worker_log_stream, DEFAULT_INSTANCE_TYPE, FOSSA_PORT};
 use fossa_contract::prices;
-use fossa_web::model::{Cost, CostPart};
+use fossa_web::model::{Cost, CostPart, LogLine, LogQuery};
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -28,12 +28,21 @@ pub struct FargateBackend {
     image: watch::Receiver<Option<WorkerImage>>,
     rebuild: Arc<watch::Sender<u64>>,
     nat_traffic: watch::Receiver<crate::duties::nat_traffic::NatTraffic>,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    secrets: watch::Receiver<Vec<String>>,
 }
 
 impl FargateBackend {
     /// A backend for `config`'s service, on the duties' channels in `shared`.
-    pub fn new(ecs: aws_sdk_ecs::Client, config: StackConfig, shared: &Shared) -> Self {
+    pub fn new(
+        ecs: aws_sdk_ecs::Client,
+        logs: aws_sdk_cloudwatchlogs::Client,
+        config: StackConfig,
+        shared: &Shared,
+    ) -> Self {
         FargateBackend {
+            logs,
+            secrets: shared.secrets.subscribe(),
             ecs,
             config,
             desired: shared.desired.clone(),
@@ -143,6 +152,43 @@ impl WorkerBackend for FargateBackend {
             .as_ref()
             .map(|i| i.models.clone())
             .unwrap_or_default()
+    }
+
+    async fn logs(&self, id: &str, q: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Ok(Vec::new());
+        }
+        let group = self.config.stack.log_group();
+        let stream = worker_log_stream(id);
+        let mut req = self
+            .logs
+            .get_log_events()
+            .log_group_name(&group)
+            .log_stream_name(&stream)
+            .limit(q.limit.clamp(1, 10_000) as i32);
+        req = match q.since_ms {
+            Some(s) => req.start_time(s.saturating_add(1)).start_from_head(true),
+            None => req.start_from_head(false),
+        };
+        if let Some(u) = q.until_ms {
+            // endTime is exclusive.
+            req = req.end_time(u.saturating_add(1));
+        }
+        let out = match req.send().await.aws("logs:GetLogEvents", &stream) {
+            Ok(o) => o,
+            // The stream is made with the task's first line.
+            Err(e) if e.is_code("ResourceNotFoundException") => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let secrets = self.secrets.borrow().clone();
+        Ok(out
+            .events()
+            .iter()
+            .map(|e| LogLine {
+                at: e.timestamp().unwrap_or_default(),
+                text: crate::fleet::logs::redact(e.message().unwrap_or_default(), &secrets),
+            })
+            .collect())
     }
 
     fn cost(&self) -> Option<Cost> {

@@ -13,8 +13,8 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use fossa_web::model::{
     AgentInfo, ControlError, Cost, DispatchError, Dispatched, Event, Fleet, FleetSnapshot,
-    FossaTask, Health, HistoryPage, HistoryQuery, QueueState, Queued, SlotSample, Submitted,
-    TaskRequest, Worker,
+    FossaTask, Health, HistoryPage, HistoryQuery, LogLine, LogQuery, QueueState, Queued,
+    SlotSample, Submitted, TaskRequest, Worker,
 };
 use fossa_web::views::TaskRow;
 use futures::StreamExt;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 pub mod backend;
 pub mod fargate;
+pub mod logs;
 pub mod node;
 
 pub use backend::{BackendError, WorkerBackend, WorkerRef};
@@ -865,6 +866,13 @@ impl Fleet for FleetModel {
                 Vec::new()
             }
         }
+    }
+
+    async fn logs(&self, worker: &str, query: LogQuery) -> Result<Vec<LogLine>, ControlError> {
+        self.backend
+            .logs(worker, &query)
+            .await
+            .map_err(ControlError::from)
     }
 
     async fn queue_state(&self, id: i64) -> Result<Option<QueueState>, ControlError> {

@@ -15,10 +15,12 @@ use super::other;
 use super::python::list_models;
 use super::slots::{check_scale, local, move_if_taken, Slot};
 use crate::events::Events;
+use crate::fleet::logs::LocalLogs;
 use crate::fleet::{BackendError, WorkerBackend, WorkerRef};
 use crate::host::procs::{spawn_group, stop_group, Group};
 use crate::Error;
 use fossa_contract::unix_now as now;
+use fossa_web::model::{LogLine, LogQuery};
 
 struct LocalWorker {
     slot: Slot,
@@ -72,6 +74,7 @@ pub struct LocalBackend {
     desired: AtomicU32,
     models: StdMutex<Vec<String>>,
     events: Events,
+    logs: LocalLogs,
 }
 
 impl LocalBackend {
@@ -84,7 +87,11 @@ impl LocalBackend {
     ) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&spec.logs)
             .map_err(|e| other(format!("cannot create {}: {e}", spec.logs.display())))?;
+        let mut secrets = vec![spec.broker_url.clone()];
+        secrets.extend(crate::duties::broker::parse_url(&spec.broker_url).map(|(c, _)| c.password));
+        let logs = LocalLogs::new(spec.logs.clone(), secrets);
         let b = Arc::new(LocalBackend {
+            logs,
             spec,
             workers: Mutex::new(Vec::new()),
             desired: AtomicU32::new(n),
@@ -96,14 +103,7 @@ impl LocalBackend {
     }
 
     fn spawn(&self, index: u32, port: u16) -> Result<Group, Error> {
-        let log_path = self.spec.logs.join(format!("worker-{index}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| other(format!("cannot open {}: {e}", log_path.display())))?;
-        let err = log.try_clone().map_err(|e| other(e.to_string()))?;
-        spawn_group(
+        let mut group = spawn_group(
             Command::new(&self.spec.python)
                 .arg(&self.spec.module)
                 .env("RABBITMQ_URL", &self.spec.broker_url)
@@ -113,15 +113,39 @@ impl LocalBackend {
                 .env("PYTHONUNBUFFERED", "1")
                 .env(super::leftovers::STATE_ENV, &self.spec.state_marker)
                 .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err),
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
         )
         .map_err(|e| {
             other(format!(
                 "cannot start a Fossa worker with {}: {e}",
                 self.spec.python.display()
             ))
-        })
+        })?;
+        // Its output goes to the ring the UI reads and the rotated file,
+        // line by line, until the process closes it.
+        let id = format!("local-{index}");
+        let out = group
+            .child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
+        let err = group
+            .child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
+        for pipe in [out, err].into_iter().flatten() {
+            let (logs, id) = (self.logs.clone(), id.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.push(&id, &line);
+                }
+            });
+        }
+        Ok(group)
     }
 
     /// A free loopback port that is not reserved and no other worker has.
@@ -252,6 +276,10 @@ impl WorkerBackend for LocalBackend {
 
     fn models(&self) -> Vec<String> {
         self.models.lock().expect("lock").clone()
+    }
+
+    async fn logs(&self, id: &str, query: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
+        Ok(self.logs.query(id, query))
     }
 }
 

@@ -222,6 +222,9 @@ impl Scope<'_> {
                 ], "Resource": [self.log_group_arn(), format!("{}:*", self.log_group_arn())]},
                 {"Sid": "FindLogGroups", "Effect": "Allow", "Action": "logs:DescribeLogGroups",
                  "Resource": "*"},
+                {"Sid": "ReadWorkerLogs", "Effect": "Allow", "Action": [
+                    "logs:GetLogEvents", "logs:FilterLogEvents"
+                ], "Resource": [self.log_group_arn(), format!("{}:log-stream:*", self.log_group_arn())]},
                 {"Sid": "SessionManager", "Effect": "Allow", "Action": [
                     "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
                     "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
@@ -318,6 +321,11 @@ impl Scope<'_> {
                 self.role_arn(&s.execution_role()),
                 self.role_arn(&s.task_role()),
             ]),
+            (_, "logs:GetLogEvents") => one(format!(
+                "{}:log-stream:{}",
+                self.log_group_arn(),
+                fossa_contract::names::worker_log_stream("0123456789abcdef")
+            )),
             ("logs", _) => one(self.log_group_arn()),
             // The models tarball, and the agent binary the upgrade duty fetches.
             (_, "s3:GetObject") => Some(

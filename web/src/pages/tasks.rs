@@ -17,8 +17,8 @@ use super::{
 use crate::auth::User;
 use crate::fmt;
 use crate::model::{
-    DispatchError, FleetSnapshot, HistoryPage, HistoryQuery, QueueState, Queued, Submitted,
-    TaskRequest,
+    DispatchError, FleetSnapshot, HistoryPage, HistoryQuery, LogQuery, QueueState, Queued,
+    Submitted, TaskRequest,
 };
 use crate::views::{self, TaskRow};
 
@@ -704,6 +704,57 @@ struct TaskPage {
     running: bool,
     /// The task stream picture (inline SVG, escaped inside).
     stream: String,
+    /// What each worker involved wrote during the task.
+    logs: Vec<WorkerLog>,
+}
+
+/// A worker's lines within a task's time.
+struct WorkerLog {
+    worker: String,
+    lines: Vec<super::workers::LogView>,
+    error: String,
+}
+
+/// Lines shown per worker on a task's page.
+const TASK_LOG_LINES: u32 = 300;
+
+/// The lines each worker of the task (its own, its subtasks') wrote
+/// between its start and its end (a second of slack each side: Fossa's
+/// times have a resolution of one second).
+async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> Vec<WorkerLog> {
+    let t = &d.task.task;
+    let Some(start) = t.started else {
+        return Vec::new();
+    };
+    let end = t.finished.unwrap_or_else(fossa_contract::unix_now);
+    let mut workers = vec![d.task.worker_id.clone()];
+    for g in d.groups.iter().chain(d.group.iter()) {
+        workers.extend(g.subtasks.iter().map(|s| s.worker_id.clone()));
+    }
+    workers.sort();
+    workers.dedup();
+    workers.retain(|w| !w.is_empty());
+    let q = LogQuery {
+        since_ms: Some(start.saturating_sub(1).saturating_mul(1000)),
+        until_ms: Some(end.saturating_add(1).saturating_mul(1000)),
+        limit: TASK_LOG_LINES,
+    };
+    let mut out = Vec::new();
+    for w in workers {
+        let (lines, error) = match fleet.0.logs(&w, q).await {
+            Ok(l) => (
+                l.iter().map(super::workers::log_view).collect(),
+                String::new(),
+            ),
+            Err(e) => (Vec::new(), e.message()),
+        };
+        out.push(WorkerLog {
+            worker: w,
+            lines,
+            error,
+        });
+    }
+    out
 }
 
 fn group_view(g: &views::Group) -> GroupView {
@@ -755,6 +806,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         ),
         None => (None, false, Vec::new()),
     };
+    let logs = task_logs(fleet, &d).await;
     let (done, seen) = crate::charts::progress(&d.groups);
     let stream = crate::charts::task_stream(&d.task, &d.groups, fossa_contract::unix_now())
         .filter(|_| seen > 0)
@@ -770,6 +822,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         seen,
         running: matches!(d.task.task.status.as_str(), "running" | views::DISPATCHED),
         stream,
+        logs,
     }))
 }
 
