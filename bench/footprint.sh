@@ -8,7 +8,8 @@
 # other agent binaries (say, one built before a profile change) measured the
 # same way in the same run, each with its RSS as a ratio of the first.
 # AGENT_BIN=PATH measures that binary instead of building one (say, a
-# release build made in another worktree).
+# release build made in another worktree). HISTORY_TASKS=N starts each agent
+# on a task history of N tasks (written by agent/examples/history_bench.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-dev}
@@ -17,6 +18,9 @@ if [ -z "${AGENT_BIN:-}" ]; then
   cargo build -q --locked --profile "$profile" -p fossa-agent
 fi
 cargo build -q --locked -p fossa-bootstrap
+if [ -n "${HISTORY_TASKS:-}" ]; then
+  cargo build -q --locked --profile "$profile" -p fossa-agent --example history_bench
+fi
 venv=${FOSSA_TEST_VENV:-$PWD/.venv}
 agent_bin=$(realpath "${AGENT_BIN:-$PWD/target/$dir/fossa-agent}")
 echo "profile: $profile"
@@ -59,6 +63,9 @@ TOML
 measure() {
   local label=$1 bin=$2
   rm -rf "$tmp/state"
+  if [ -n "${HISTORY_TASKS:-}" ]; then
+    "${CARGO_TARGET_DIR:-target}/$dir/examples/history_bench" fill "$tmp/state" "$HISTORY_TASKS" | sed "s/^/${label}_/"
+  fi
   ip netns exec "$ns" env "${aws_env[@]}" "$bin" run --config "$tmp/agent.toml" 2>"$tmp/agent.log" & agent=$!
   ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
   sleep 1

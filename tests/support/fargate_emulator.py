@@ -83,6 +83,7 @@ ecs = client("ecs")
 ssm = client("ssm")
 ec2 = client("ec2")
 ecr = client("ecr")
+logs = client("logs")
 
 
 def docker(*argv, check=True, env=None):
@@ -243,6 +244,43 @@ def start(task, td):
         return stop(task, "ServiceSchedulerInitiated", "Task stopped while starting")
     task["containers"][0]["lastStatus"] = "RUNNING"
     set_state(task, "RUNNING", startedAt=epoch(), pullStoppedAt=epoch())
+    lc = c.get("logConfiguration") or {}
+    if lc.get("logDriver") == "awslogs":
+        threading.Thread(target=ship_logs, args=(c, lc, task), daemon=True).start()
+
+
+def ship_logs(container, log_config, task):
+    """What the awslogs driver does: the container's output, line by line,
+    into `<prefix>/<container name>/<task id>` of the task definition's group."""
+    opts = log_config.get("options", {})
+    group = opts.get("awslogs-group")
+    stream = f"{opts.get('awslogs-stream-prefix', 'ecs')}/{container['name']}/{task['arn'].rsplit('/', 1)[1]}"
+    _, worker = container_names(task)
+    try:
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    except Exception as e:  # noqa: BLE001 - the task runs on, as with awslogs
+        log(f"awslogs: cannot create {group}/{stream}: {e}")
+        return
+    p = subprocess.Popen(
+        ["docker", "-H", args.docker_host, "logs", "-f", worker],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env={**os.environ, "DOCKER_CONFIG": DOCKER_CONFIG},
+    )
+    for line in p.stdout:
+        try:
+            logs.put_log_events(
+                logGroupName=group,
+                logStreamName=stream,
+                logEvents=[{"timestamp": int(time.time() * 1000), "message": line.rstrip("\n")}],
+            )
+        except Exception as e:  # noqa: BLE001
+            log(f"awslogs: cannot put to {group}/{stream}: {e}")
+    p.wait()
 
 
 def watch_running():

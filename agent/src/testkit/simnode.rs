@@ -84,6 +84,8 @@ pub async fn start(ip: &str, behaviour: Behaviour) -> std::io::Result<SocketAddr
 pub struct StaticBackend {
     /// The workers.
     pub workers: Vec<crate::fleet::WorkerRef>,
+    /// Their output, if the test keeps any.
+    pub logs: Option<crate::fleet::logs::LocalLogs>,
 }
 
 impl StaticBackend {
@@ -100,7 +102,10 @@ impl StaticBackend {
                 capacity_provider: "FARGATE".into(),
             })
             .collect();
-        StaticBackend { workers }
+        StaticBackend {
+            workers,
+            logs: None,
+        }
     }
 }
 
@@ -126,5 +131,16 @@ impl crate::fleet::WorkerBackend for StaticBackend {
     }
     fn models(&self) -> Vec<String> {
         vec!["QuickPartitionedEtl".into()]
+    }
+    async fn logs(
+        &self,
+        id: &str,
+        q: &fossa_web::model::LogQuery,
+    ) -> Result<Vec<fossa_web::model::LogLine>, crate::fleet::BackendError> {
+        Ok(self
+            .logs
+            .as_ref()
+            .map(|l| l.query(id, q))
+            .unwrap_or_default())
     }
 }
