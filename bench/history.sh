@@ -28,7 +28,7 @@ for _ in $(seq 600); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep
 port=$(awk '/listening/ {print $2}' "$tmp/out")
 [ -n "$port" ] || { echo "history_bench did not start:" >&2; cat "$tmp/err" >&2; exit 1; }
 grep -Ev 'listening|Rocket|>>' "$tmp/out" || true
-ls -l "$tmp/state/history.sqlite3" | awk '{printf "history_db_size: %.1f MB\n", $5/1e6}'
+stat -c %s "$tmp/state/history.sqlite3" | awk '{printf "history_db_size: %.1f MB\n", $1/1e6}'
 python3 - "$server" "$port" "$password" <<'PY'
 import base64, http.client, ssl, sys, time, json
 pid, port, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]

@@ -94,6 +94,6 @@ pub struct LocalArgs {
     #[arg(long, value_name = "IMAGE", requires = "containers")]
     pub base_image: Option<String>,
     /// Submissions that may wait for a free slot; one more gets HTTP 429.
-    #[arg(long, default_value_t = fossa_contract::limits::QUEUE_MAX, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = fossa_contract::limits::QUEUE_MAX, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub queue_max: u32,
 }

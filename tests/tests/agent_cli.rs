@@ -31,6 +31,14 @@ fn bad_config_files_and_flags_are_explained() {
         "stack = \"dev\"\nregion = \"eu-west-2\"\nduties = [\"nat\", \"coffee\"]\n",
     );
     let not_toml = file("garbage.toml", "this is = = not toml\n");
+    let no_history = file(
+        "history0.toml",
+        "stack = \"dev\"\nregion = \"eu-west-2\"\n[history]\nmax_tasks = 0\n",
+    );
+    let history_key = file(
+        "historykey.toml",
+        "stack = \"dev\"\nregion = \"eu-west-2\"\n[history]\nkeep_forever = true\n",
+    );
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec![
@@ -56,6 +64,18 @@ fn bad_config_files_and_flags_are_explained() {
         ),
         (vec!["run".into(), "--config".into(), bad_duty], "coffee"),
         (vec!["run".into(), "--config".into(), not_toml], "invalid"),
+        (
+            vec!["run".into(), "--config".into(), no_history],
+            "[history] max_tasks must be at least 1",
+        ),
+        (
+            vec!["run".into(), "--config".into(), history_key],
+            "keep_forever",
+        ),
+        (
+            vec!["local".into(), "--queue-max".into(), "-1".into()],
+            "--queue-max",
+        ),
         (
             vec![
                 "nat".into(),
