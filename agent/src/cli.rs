@@ -68,9 +68,24 @@ pub struct NatArgs {
 /// `local` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct LocalArgs {
-    /// Number of Fossa workers to start.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub workers: u32,
+    /// Number of Fossa workers to start (default 3; with --max-workers, --min-workers).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Option<u32>,
+    /// Autoscale: start workers as work waits, up to this many.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub max_workers: Option<u32>,
+    /// Autoscale: the fewest workers kept (0: none while idle). Needs --max-workers.
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        requires = "max_workers",
+        value_name = "N"
+    )]
+    pub min_workers: Option<u32>,
+    /// Autoscale: seconds with nothing running or waiting before the fleet
+    /// shrinks to --min-workers.
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_window: u64,
     /// A directory of Aye-Aye models (default: the built-in example models).
     #[arg(long, value_name = "DIR")]
     pub models: Option<PathBuf>,

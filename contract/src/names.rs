@@ -159,6 +159,9 @@ pub const UI_USER: &str = "fossa";
 pub const DEFAULT_INSTANCE_TYPE: &str = "t3.small";
 /// The task history and queue database, in the agent's state directory.
 pub const HISTORY_FILE: &str = "history.sqlite3";
+/// The durable RabbitMQ queue Fossa publishes subtasks to (its depth is
+/// the autoscaler's first signal).
+pub const FOSSA_TASK_QUEUE: &str = "fossa_task_queue";
 /// Port the Fossa workers listen on.
 pub const FOSSA_PORT: u16 = 2345;
 /// Port of the RabbitMQ broker.

@@ -56,18 +56,20 @@ impl LocalAgent {
     }
 
     /// Starts the agent process on this state directory, port and password
-    /// (its output replaces the last run's); does not wait.
+    /// (its output replaces the last run's); does not wait. `workers` 0
+    /// leaves `--workers` out (an autoscaled start at its minimum).
     pub fn spawn(&mut self, workers: u32, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "the agent still runs");
+        let count = workers.to_string();
+        let workers_args: &[&str] = if workers == 0 {
+            &[]
+        } else {
+            &["--workers", &count]
+        };
         let child = Command::new(bin("fossa-agent"))
-            .args([
-                "local",
-                "--workers",
-                &workers.to_string(),
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--python",
-            ])
+            .arg("local")
+            .args(workers_args)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--python"])
             .arg(venv_bin("python"))
             .arg("--state-dir")
             .arg(self.state.0.join("state"))

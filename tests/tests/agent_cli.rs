@@ -78,6 +78,28 @@ fn bad_config_files_and_flags_are_explained() {
         ),
         (
             vec![
+                "local".into(),
+                "--min-workers".into(),
+                "5".into(),
+                "--max-workers".into(),
+                "2".into(),
+            ],
+            "--min-workers 5 is above --max-workers 2",
+        ),
+        (
+            vec!["local".into(), "--max-workers".into(), "100".into()],
+            "64 or fewer",
+        ),
+        (
+            vec!["local".into(), "--max-workers".into(), "-1".into()],
+            "--max-workers",
+        ),
+        (
+            vec!["local".into(), "--min-workers".into(), "1".into()],
+            "--max-workers",
+        ),
+        (
+            vec![
                 "nat".into(),
                 "apply".into(),
                 "--private-cidr".into(),

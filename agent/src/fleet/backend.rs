@@ -41,6 +41,10 @@ pub trait WorkerBackend: Send + Sync + 'static {
     fn cost(&self) -> Option<Cost> {
         None
     }
+    /// Subtasks waiting in the broker's task queue, if the broker answers.
+    async fn broker_waiting(&self) -> Option<u32> {
+        None
+    }
     /// Lines worker `id` wrote that `query` asks for.
     async fn logs(&self, _id: &str, _query: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
         Ok(Vec::new())
@@ -82,4 +86,24 @@ impl From<BackendError> for ControlError {
             e => ControlError::Failed(Box::new(e)),
         }
     }
+}
+
+/// Subtasks waiting in [`fossa_contract::names::FOSSA_TASK_QUEUE`] on the
+/// broker at `url` (`amqp://user:pass@host:port/%2F`), or `None` when it
+/// does not answer within 2 s.
+pub async fn broker_waiting_at(url: &str) -> Option<u32> {
+    let (c, address) = crate::duties::broker::parse_url(url)?;
+    let login = crate::host::amqp::Login {
+        address: &address,
+        user: &c.user,
+        password: &c.password,
+        vhost: "/",
+    };
+    crate::host::amqp::queue_depth(
+        &login,
+        fossa_contract::names::FOSSA_TASK_QUEUE,
+        std::time::Duration::from_secs(2),
+    )
+    .await
+    .ok()
 }

@@ -17,10 +17,11 @@ use fossa_web::model::{
     SlotSample, Submitted, TaskRequest, Worker,
 };
 use fossa_web::views::TaskRow;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::sync::watch;
 
+pub mod autoscale;
 pub mod backend;
 pub mod fargate;
 pub mod logs;
@@ -98,6 +99,10 @@ pub struct FleetModel {
     slots: Mutex<VecDeque<SlotSample>>,
     /// This month's cost meter, when last ticked, and when last kept.
     meter: Mutex<Option<(Meter, Instant, Instant)>>,
+    /// Autoscaling, when on: its policy and what it remembers.
+    autoscale: Mutex<Option<(autoscale::Policy, autoscale::State)>>,
+    /// Task slots of one worker, as the last answering worker said.
+    slots_per_worker: std::sync::atomic::AtomicU32,
 }
 
 /// The longest gap between two refreshes the cost meter counts (a stalled
@@ -156,7 +161,75 @@ impl FleetModel {
             draining: tokio::sync::Mutex::new(()),
             slots: Mutex::new(VecDeque::new()),
             meter: Mutex::new(None),
+            autoscale: Mutex::new(None),
+            slots_per_worker: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// Turns autoscaling on with `policy` (checked by the caller).
+    pub fn set_autoscale(&self, policy: autoscale::Policy) {
+        *self.autoscale.lock().expect("lock") = Some((policy, autoscale::State::default()));
+    }
+
+    fn autoscaling(&self) -> bool {
+        self.autoscale.lock().expect("lock").is_some()
+    }
+
+    /// One look of the autoscaler: the signals now, a decision, and the
+    /// scale it asks for, as an event with its reason.
+    pub async fn autoscale(&self) {
+        if !self.autoscaling() {
+            return;
+        }
+        let snap = self.snapshot.load_full();
+        let mut s = autoscale::Signals {
+            gateway_queued: snap.queue.len() as u32,
+            desired: snap.desired_workers,
+            ..Default::default()
+        };
+        for w in snap.workers.iter().filter(|w| w.health == Health::Ok) {
+            if let Some(n) = &w.node {
+                s.answering += 1;
+                s.free_slots += n.available_processing_capacity;
+                s.busy_slots += n
+                    .max_concurrent_tasks
+                    .saturating_sub(n.available_processing_capacity);
+                self.slots_per_worker
+                    .store(n.max_concurrent_tasks, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        s.slots_per_worker = self
+            .slots_per_worker
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s.broker_waiting = self.backend.broker_waiting().await;
+        let decision = {
+            let mut a = self.autoscale.lock().expect("lock");
+            let Some((p, st)) = a.as_mut() else { return };
+            autoscale::decide(p, &s, st, Instant::now())
+        };
+        let Some(d) = decision else { return };
+        if d.target < s.desired {
+            // Scale-in only ever follows an idle window; look once more, so
+            // a task sent a moment ago is not on a worker about to stop.
+            self.refresh().await;
+            let snap = self.snapshot.load_full();
+            let busy = snap.workers.iter().any(|w| {
+                w.node
+                    .as_ref()
+                    .is_some_and(|n| n.available_processing_capacity < n.max_concurrent_tasks)
+            });
+            if busy || !snap.queue.is_empty() {
+                return;
+            }
+        }
+        match self.backend.scale(d.target).await {
+            Ok(_) => self.events.push("autoscale", false, d.reason),
+            Err(e) => self.events.push(
+                "autoscale",
+                true,
+                format!("{}: {}", d.reason, crate::duties::driver::chain(&e)),
+            ),
+        }
     }
 
     /// Its history and queue.
@@ -759,7 +832,28 @@ impl FleetModel {
         self.resume().await;
         loop {
             self.refresh().await;
-            self.drain().await;
+            // A bug in the queue or the autoscaler must not stop the poller.
+            for (what, step) in [
+                (
+                    "queue",
+                    Box::pin(self.drain())
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>,
+                ),
+                ("autoscale", Box::pin(self.autoscale())),
+            ] {
+                if let Err(p) = std::panic::AssertUnwindSafe(step).catch_unwind().await {
+                    let why = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    self.events.push(
+                        what,
+                        true,
+                        format!("the {what} step failed and is skipped this round: {why}"),
+                    );
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval) => {}
                 _ = shutdown.changed() => {
@@ -841,7 +935,9 @@ impl Fleet for FleetModel {
                 Ok(d) => return Ok(Submitted::Dispatched(d)),
                 Err(DispatchError::NoCapacity(why)) => {
                     let snap = self.snapshot.load_full();
-                    if snap.workers.is_empty() && snap.desired_workers == 0 {
+                    // With no worker and none wanted, only the autoscaler
+                    // would ever start one: queue for it, or say so.
+                    if snap.workers.is_empty() && snap.desired_workers == 0 && !self.autoscaling() {
                         return Err(DispatchError::NoCapacity(why));
                     }
                 }

@@ -83,6 +83,14 @@ const OPEN: u16 = 40;
 const OPEN_OK: u16 = 41;
 const CLOSE: u16 = 50;
 const CLOSE_OK: u16 = 51;
+const CHANNEL: u16 = 20;
+const CHANNEL_OPEN: u16 = 10;
+const CHANNEL_OPEN_OK: u16 = 11;
+const CHANNEL_CLOSE: u16 = 40;
+const CHANNEL_CLOSE_OK: u16 = 41;
+const QUEUE: u16 = 50;
+const QUEUE_DECLARE: u16 = 10;
+const QUEUE_DECLARE_OK: u16 = 11;
 /// The largest frame the probe reads (Connection.Start carries the server's properties).
 const MAX_FRAME: usize = 64 * 1024;
 
@@ -99,11 +107,17 @@ fn longstr(out: &mut Vec<u8>, b: &[u8]) {
 
 /// One method frame on channel 0.
 fn method(id: u16, args: &[u8]) -> Vec<u8> {
+    frame(0, CONNECTION, id, args)
+}
+
+/// One method frame of `class` on `channel`.
+fn frame(channel: u16, class: u16, id: u16, args: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(4 + args.len());
-    payload.extend_from_slice(&CONNECTION.to_be_bytes());
+    payload.extend_from_slice(&class.to_be_bytes());
     payload.extend_from_slice(&id.to_be_bytes());
     payload.extend_from_slice(args);
-    let mut f = vec![FRAME_METHOD, 0, 0];
+    let mut f = vec![FRAME_METHOD];
+    f.extend_from_slice(&channel.to_be_bytes());
     f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     f.extend_from_slice(&payload);
     f.push(FRAME_END);
@@ -231,6 +245,77 @@ impl Conn<'_> {
     }
 
     async fn run(&mut self) -> Result<(), AmqpError> {
+        self.login().await?;
+        self.close().await
+    }
+
+    /// The next method on a channel: `(class, id, args)`, heartbeats skipped.
+    async fn next_on_channel(&mut self) -> Result<(u16, u16, Vec<u8>), AmqpError> {
+        loop {
+            let mut head = [0u8; 7];
+            self.stream
+                .read_exact(&mut head)
+                .await
+                .map_err(|e| self.io(e))?;
+            let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+            if size > MAX_FRAME {
+                return Err(self.protocol(format!("a frame of {size} bytes")));
+            }
+            let mut body = vec![0u8; size + 1];
+            self.stream
+                .read_exact(&mut body)
+                .await
+                .map_err(|e| self.io(e))?;
+            if body[size] != FRAME_END || head[0] != FRAME_METHOD || size < 4 {
+                continue;
+            }
+            body.truncate(size);
+            let class = u16::from_be_bytes([body[0], body[1]]);
+            let id = u16::from_be_bytes([body[2], body[3]]);
+            return Ok((class, id, body.split_off(4)));
+        }
+    }
+
+    /// Messages ready in `queue` (a passive Queue.Declare on channel 1);
+    /// 0 when the queue does not exist yet.
+    async fn depth(&mut self, queue: &str) -> Result<u32, AmqpError> {
+        self.send(&frame(1, CHANNEL, CHANNEL_OPEN, &[0])).await?;
+        match self.next_on_channel().await? {
+            (CHANNEL, CHANNEL_OPEN_OK, _) => {}
+            (c, i, _) => {
+                return Err(self.protocol(format!("method {c}.{i} where Channel.OpenOk was due")))
+            }
+        }
+        let mut args = 0u16.to_be_bytes().to_vec();
+        shortstr(&mut args, queue);
+        args.push(1); // passive: only ask, never create
+        args.extend_from_slice(&0u32.to_be_bytes());
+        self.send(&frame(1, QUEUE, QUEUE_DECLARE, &args)).await?;
+        match self.next_on_channel().await? {
+            (QUEUE, QUEUE_DECLARE_OK, a) => {
+                let n = usize::from(*a.first().unwrap_or(&0));
+                let count = a
+                    .get(1 + n..5 + n)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or_else(|| self.protocol("a short Queue.DeclareOk"))?;
+                self.send(&frame(1, CHANNEL, CHANNEL_CLOSE, &[0, 200, 0, 0, 0, 0, 0]))
+                    .await?;
+                let _ = self.next_on_channel().await;
+                Ok(count)
+            }
+            // 404: nobody declared it yet, so nothing waits in it.
+            (CHANNEL, CHANNEL_CLOSE, a) if a.starts_with(&404u16.to_be_bytes()) => {
+                self.send(&frame(1, CHANNEL, CHANNEL_CLOSE_OK, &[])).await?;
+                Ok(0)
+            }
+            (CHANNEL, CHANNEL_CLOSE, a) => Err(self.refused(close_reason(&a))),
+            (c, i, _) => {
+                Err(self.protocol(format!("method {c}.{i} where Queue.DeclareOk was due")))
+            }
+        }
+    }
+
+    async fn login(&mut self) -> Result<(), AmqpError> {
         self.send(b"AMQP\x00\x00\x09\x01").await?;
         let start = self.expect(START, "Connection.Start").await?;
         if start.len() < 2 || start[..2] != [0, 9] {
@@ -262,6 +347,10 @@ impl Conn<'_> {
         open.push(0);
         self.send(&method(OPEN, &open)).await?;
         self.expect(OPEN_OK, "Connection.OpenOk").await?;
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), AmqpError> {
         let mut close = Vec::new();
         close.extend_from_slice(&200u16.to_be_bytes());
         shortstr(&mut close, "fossa-agent health check");
@@ -274,6 +363,41 @@ impl Conn<'_> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Messages ready in `queue`, read as `login` (a passive declare: the
+/// queue is never created), within `limit`.
+pub async fn queue_depth(
+    login: &Login<'_>,
+    queue: &str,
+    limit: Duration,
+) -> Result<u32, AmqpError> {
+    let attempt = async {
+        let stream =
+            TcpStream::connect(login.address)
+                .await
+                .map_err(|source| AmqpError::Connect {
+                    address: login.address.into(),
+                    source,
+                })?;
+        let mut c = Conn {
+            stream,
+            login,
+            sent_credentials: false,
+        };
+        c.login().await?;
+        let n = c.depth(queue).await?;
+        c.close().await?;
+        Ok(n)
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AmqpError::Timeout {
+                address: login.address.into(),
+                secs: limit.as_secs().max(1),
+            })
+        })
 }
 
 /// Logs in as `login` and closes again, within `limit`.

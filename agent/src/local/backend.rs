@@ -281,6 +281,10 @@ impl WorkerBackend for LocalBackend {
     async fn logs(&self, id: &str, query: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
         Ok(self.logs.query(id, query))
     }
+
+    async fn broker_waiting(&self) -> Option<u32> {
+        crate::fleet::backend::broker_waiting_at(&self.spec.broker_url).await
+    }
 }
 
 // ---------- the command ----------

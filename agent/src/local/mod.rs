@@ -92,6 +92,22 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 .map_err(|e| other(e.to_string()))?;
         }
     }
+    let policy = args.max_workers.map(|max| crate::fleet::autoscale::Policy {
+        min: args.min_workers.unwrap_or(0),
+        max,
+        idle_window: Duration::from_secs(args.idle_window),
+        up_cooldown: Duration::from_secs(5),
+    });
+    if let Some(p) = &policy {
+        p.check(fossa_contract::limits::LOCAL_MAX_WORKERS)
+            .map_err(|e| other(e.to_string()))?;
+    }
+    let n_workers = match (args.workers, &policy) {
+        (Some(n), Some(p)) => n.clamp(p.min, p.max),
+        (Some(n), None) => n,
+        (None, Some(p)) => p.min,
+        (None, None) => 3,
+    };
     let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let events = Events::default();
     let left = leftovers::stop(&state);
@@ -139,7 +155,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 state_marker: leftovers::marker(&state),
                 reserved_ports,
             };
-            LocalBackend::start(spec, args.workers, models, events.clone())
+            LocalBackend::start(spec, n_workers, models, events.clone())
                 .await
                 .map(Workers::Processes)
         }
@@ -153,7 +169,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 broker_url,
                 reserved_ports,
             };
-            ContainerBackend::start(spec, args.workers, events.clone())
+            ContainerBackend::start(spec, n_workers, events.clone())
                 .await
                 .map(Workers::Containers)
         }
@@ -227,13 +243,24 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         history,
     );
     fleet.set_agent(crate::fleet::this_agent());
+    if let Some(p) = policy {
+        fleet.set_autoscale(p);
+        let msg = format!(
+            "autoscaling between {} and {} workers (idle window {} s)",
+            p.min,
+            p.max,
+            p.idle_window.as_secs()
+        );
+        eprintln!("{msg}");
+        events.push("autoscale", false, msg);
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let poller = tokio::spawn(fleet.clone().run(shutdown_rx.clone()));
     let supervisor = tokio::spawn(workers.clone().supervise(shutdown_rx.clone()));
     let (_ctx, ctx_rx) = watch::channel(Arc::new(()));
     let loops = duties.start(ctx_rx, shutdown_rx.clone());
 
-    let result = serve_ui(args, &state, fleet.clone(), &events, started).await;
+    let result = serve_ui(args, n_workers, &state, fleet.clone(), &events, started).await;
 
     eprintln!("stopping workers and the broker…");
     shutdown_tx.send_replace(true);
@@ -248,6 +275,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
 
 async fn serve_ui(
     args: &LocalArgs,
+    n_workers: u32,
     state: &Path,
     fleet: Arc<FleetModel>,
     events: &Events,
@@ -303,10 +331,7 @@ async fn serve_ui(
     } else {
         args.listen.ip().to_string()
     };
-    println!(
-        "fossa-gateway local mode is up with {} workers.",
-        args.workers
-    );
+    println!("fossa-gateway local mode is up with {} workers.", n_workers);
     println!("  URL:      https://{host}:{}/", args.listen.port());
     if args.listen.ip().is_loopback() {
         let port = args.listen.port();
@@ -327,7 +352,7 @@ async fn serve_ui(
     events.push(
         "agent",
         false,
-        format!("local mode started with {} workers", args.workers),
+        format!("local mode started with {n_workers} workers"),
     );
 
     let mut int =
@@ -344,9 +369,9 @@ async fn serve_ui(
                 if !announced {
                     let snap = fleet.snapshot();
                     let ready = snap.workers.iter().filter(|w| w.health == Health::Ok).count();
-                    if ready as u32 >= args.workers {
+                    if ready as u32 >= n_workers {
                         announced = true;
-                        let msg = format!("all {} workers ready in {:.1}s", args.workers, started.elapsed().as_secs_f64());
+                        let msg = format!("all {n_workers} workers ready in {:.1}s", started.elapsed().as_secs_f64());
                         println!("{msg}");
                         events.push("agent", false, msg);
                     }
