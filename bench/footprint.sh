@@ -8,8 +8,10 @@
 # other agent binaries (say, one built before a profile change) measured the
 # same way in the same run, each with its RSS as a ratio of the first.
 # AGENT_BIN=PATH measures that binary instead of building one (say, a
-# release build made in another worktree). HISTORY_TASKS=N starts each agent
-# on a task history of N tasks (written by agent/examples/history_bench.rs).
+# release build made in another worktree). HISTORY_TASKS=N starts the first
+# agent on a task history of N tasks (written by agent/examples/history_bench.rs)
+# and the others on none: give the same binary again to see what the history
+# costs, side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-dev}
@@ -63,7 +65,7 @@ TOML
 measure() {
   local label=$1 bin=$2
   rm -rf "$tmp/state"
-  if [ -n "${HISTORY_TASKS:-}" ]; then
+  if [ -n "${HISTORY_TASKS:-}" ] && [ "$label" = agent ]; then
     "${CARGO_TARGET_DIR:-target}/$dir/examples/history_bench" fill "$tmp/state" "$HISTORY_TASKS" | sed "s/^/${label}_/"
   fi
   ip netns exec "$ns" env "${aws_env[@]}" "$bin" run --config "$tmp/agent.toml" 2>"$tmp/agent.log" & agent=$!

@@ -113,6 +113,23 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     )));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(fleet.clone().run(shutdown_rx.clone()))];
+    // The stack config's autoscaling, now and after every change.
+    tasks.push(tokio::spawn({
+        let (fleet, mut settings, mut shutdown) =
+            (fleet.clone(), settings_rx.clone(), shutdown_rx.clone());
+        async move {
+            loop {
+                let wanted = settings.borrow_and_update().stack.autoscale.map(|a| {
+                    crate::fleet::autoscale::Policy::of(&a, std::time::Duration::from_secs(20))
+                });
+                fleet.follow_autoscale(wanted);
+                tokio::select! {
+                    r = settings.changed() => if r.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }));
     tasks.extend(driver.start(settings_rx, shutdown_rx));
 
     let mut term = signal(SignalKind::terminate())

@@ -118,6 +118,19 @@ pub struct LaunchArgs {
     /// Number of Fossa workers (default: what the stack has, or 4 for a new one).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=fossa_contract::limits::MAX_WORKERS as i64))]
     pub workers: Option<u32>,
+    /// Autoscale: start workers as work waits, up to this many (kept from the stack when not given).
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub max_workers: Option<u32>,
+    /// Autoscale: the fewest workers kept (0: none while idle; default 0).
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub min_workers: Option<u32>,
+    /// Autoscale: seconds with nothing running or waiting before the fleet
+    /// shrinks to the minimum (default 900).
+    #[arg(long, value_name = "SECS")]
+    pub idle_window: Option<u64>,
+    /// Turn autoscaling off: run the fixed number of --workers.
+    #[arg(long, conflicts_with_all = ["max_workers", "min_workers", "idle_window"])]
+    pub no_autoscale: bool,
     /// CPU units of each worker task, 256 = 1/4 vCPU (default: what the stack has, or 256).
     #[arg(long)]
     pub cpu: Option<u32>,

@@ -67,6 +67,80 @@ pub struct AgentToml {
     pub history: HistoryLimits,
 }
 
+/// Autoscaling bounds (`launch --min-workers/--max-workers/--idle-window`,
+/// local mode's flags of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    /// Fewest workers (0: none while idle).
+    pub min_workers: u32,
+    /// Most workers.
+    pub max_workers: u32,
+    /// Seconds with nothing running or waiting before the fleet shrinks to the minimum.
+    #[serde(default = "default_idle_window")]
+    pub idle_window_secs: u64,
+}
+
+fn default_idle_window() -> u64 {
+    crate::limits::AUTOSCALE_IDLE_WINDOW_SECS
+}
+
+/// Autoscaling bounds that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AutoscaleError {
+    /// The minimum is above the maximum.
+    #[error(
+        "--min-workers {min} is above --max-workers {max}: give a minimum at or below the maximum"
+    )]
+    MinAboveMax {
+        /// The minimum.
+        min: u32,
+        /// The maximum.
+        max: u32,
+    },
+    /// The maximum is above what the mode runs.
+    #[error(
+        "--max-workers {max} is above the {limit} workers this mode runs: ask for {limit} or fewer"
+    )]
+    AboveLimit {
+        /// The maximum asked for.
+        max: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// A maximum of 0 would never run anything.
+    #[error("--max-workers 0 would never run a task: give at least 1")]
+    ZeroMax,
+    /// An idle window of 0 would stop workers between two tasks.
+    #[error("--idle-window 0 would stop workers between two tasks: give at least 1 second")]
+    ZeroWindow,
+}
+
+impl Autoscale {
+    /// Checks the bounds against the mode's `limit` of workers.
+    pub fn check(&self, limit: u32) -> Result<(), AutoscaleError> {
+        if self.max_workers == 0 {
+            return Err(AutoscaleError::ZeroMax);
+        }
+        if self.max_workers > limit {
+            return Err(AutoscaleError::AboveLimit {
+                max: self.max_workers,
+                limit,
+            });
+        }
+        if self.min_workers > self.max_workers {
+            return Err(AutoscaleError::MinAboveMax {
+                min: self.min_workers,
+                max: self.max_workers,
+            });
+        }
+        if self.idle_window_secs == 0 {
+            return Err(AutoscaleError::ZeroWindow);
+        }
+        Ok(())
+    }
+}
+
 /// `[history]` in `agent.toml`: the task history's retention and the queue's bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -260,8 +334,13 @@ pub struct Subnet {
 
 /// The JSON document in `/fossa/<stack>/config`: what `launch` created and how
 /// the workers should run.
+///
+/// Unlike `agent.toml`, which people write, this document is written by
+/// `launch` and read by whichever agent runs: a newer `launch` adds fields an
+/// older agent does not know, and that agent must still start (its upgrade
+/// duty is what brings the newer agent). So unknown fields are ignored here,
+/// and a missing or wrong-typed known field is still refused by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StackConfig {
     /// Schema version of this document.
     pub version: u32,
@@ -304,6 +383,10 @@ pub struct StackConfig {
     /// The gateway's instance type, for the cost figures (older configs lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// Autoscaling between a minimum and a maximum of workers (none: the
+    /// fixed count in `workers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
 }
 
 /// Current [`StackConfig::version`].
@@ -421,8 +504,54 @@ mod tests {
         let e = StackConfig::parse("/fossa/dev/config", "{\"version\":1,\"bogus\":2}")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bogus") || e.contains("missing field"), "{e}");
+        assert!(e.contains("missing field"), "{e}");
         assert!(e.contains("fossa-bootstrap launch"), "{e}");
+        let e = StackConfig::parse("/fossa/dev/config", "{\"version\":\"one\"}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("version") || e.contains("invalid type"), "{e}");
+    }
+
+    fn sample_stack_config() -> StackConfig {
+        let subnet = |id: &str, cidr: &str| Subnet {
+            id: id.into(),
+            cidr: cidr.into(),
+            az: "eu-west-2a".into(),
+        };
+        StackConfig {
+            version: STACK_CONFIG_VERSION,
+            stack: "dev".parse().unwrap(),
+            region: "eu-west-2".into(),
+            account_id: "123456789012".into(),
+            vpc_id: "vpc-1".into(),
+            vpc_cidr: "192.168.0.0/16".into(),
+            public_subnet: subnet("subnet-1", "192.168.1.0/24"),
+            private_subnets: vec![subnet("subnet-2", "192.168.2.0/24")],
+            gateway_security_group: "sg-1".into(),
+            task_security_group: "sg-2".into(),
+            execution_role_arn: "arn:aws:iam::123456789012:role/x".into(),
+            task_role_arn: "arn:aws:iam::123456789012:role/y".into(),
+            bucket: "b".into(),
+            has_models: false,
+            workers: 4,
+            cpu: 256,
+            memory: 512,
+            destroying: false,
+            instance_type: Some("t3.small".into()),
+            autoscale: Some(Autoscale {
+                min_workers: 0,
+                max_workers: 8,
+                idle_window_secs: 900,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_field_from_a_newer_launch_does_not_stop_this_agent() {
+        let mut v = serde_json::to_value(sample_stack_config()).unwrap();
+        v["spot"] = serde_json::json!({"base": 1, "weight": 4});
+        let back = StackConfig::parse("/fossa/dev/config", &v.to_string()).unwrap();
+        assert_eq!(back, sample_stack_config());
     }
 }
 

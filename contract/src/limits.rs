@@ -31,6 +31,9 @@ pub const QUEUE_MAX: u32 = 1000;
 /// Bytes of a result payload kept in the history by default (`[history] result_bytes`).
 pub const RESULT_BYTES: usize = 4096;
 
+/// Seconds an autoscaled fleet stays idle before it shrinks, by default.
+pub const AUTOSCALE_IDLE_WINDOW_SECS: u64 = 900;
+
 /// The most history rows one page or export returns.
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 

@@ -27,6 +27,39 @@ fn bad_input_gets_one_clear_line() {
         (&["launch", "--allow-cidr", "1.2.3.4/99"], "--allow-cidr"),
         (&["launch", "--workers", "5000"], "--workers"),
         (
+            &[
+                "launch",
+                "--min-workers",
+                "5",
+                "--max-workers",
+                "2",
+                "--allow-cidr",
+                ALLOW,
+            ],
+            "--min-workers 5 is above --max-workers 2",
+        ),
+        (
+            &["launch", "--max-workers", "5000", "--allow-cidr", ALLOW],
+            "1000 or fewer",
+        ),
+        (&["launch", "--max-workers", "-1"], "--max-workers"),
+        (
+            &[
+                "launch",
+                "--max-workers",
+                "3",
+                "--idle-window",
+                "0",
+                "--allow-cidr",
+                ALLOW,
+            ],
+            "--idle-window 0",
+        ),
+        (
+            &["launch", "--no-autoscale", "--max-workers", "3"],
+            "cannot be used with",
+        ),
+        (
             &["launch", "--instance-type", "large", "--allow-cidr", ALLOW],
             "instance type",
         ),

@@ -606,6 +606,89 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let page = submit_spread(&b, &ui).await;
     assert!(page.contains("v2") && !page.contains("v3"), "{page}");
 
+    // Autoscaling from zero: with the good model back and 0..2 workers, the
+    // idle fleet goes to zero; a submission then waits in the gateway,
+    // starts a worker, runs, and the fleet goes back to zero.
+    std::fs::write(stack.models.join("etl.py"), model("v2")).unwrap();
+    stack.rerun(&[
+        "--min-workers",
+        "0",
+        "--max-workers",
+        "2",
+        "--idle-window",
+        "20",
+    ]);
+    let (_, to_zero) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(240),
+        "the idle fleet at zero",
+        |o| o["desired_workers"] == 0 && o["workers"].as_array().is_some_and(Vec::is_empty),
+    )
+    .await;
+    let http = fossa_tests::agent_client();
+    let api = format!("https://127.0.0.1:{}/api/v1", stack.ui_port);
+    let t0 = Instant::now();
+    let sent: serde_json::Value = http
+        .post(format!("{api}/tasks"))
+        .basic_auth("fossa", Some(&pw))
+        .json(&serde_json::json!({"model_class": "SpreadEtl"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue_id = sent["queued"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("queued at zero: {sent}"));
+    let (mut first_running, mut done) = (None, None);
+    while done.is_none() {
+        let q: serde_json::Value = http
+            .get(format!("{api}/queue/{queue_id}"))
+            .basic_auth("fossa", Some(&pw))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if q["state"] == "left" {
+            first_running.get_or_insert(t0.elapsed());
+            let id = q["detail"]["task_id"].as_str().unwrap_or_default();
+            let d: serde_json::Value = http
+                .get(format!("{api}/tasks/{id}"))
+                .basic_auth("fossa", Some(&pw))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+            if d["task"]["status"] == "complete"
+                && d["groups"][0]["subtasks"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == 8)
+            {
+                done = Some(t0.elapsed());
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(240),
+            "the task at zero did not run: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, back) = wait_overview(&stack, &pw, Duration::from_secs(120), "back to zero", |o| {
+        o["desired_workers"] == 0 && o["workers"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    eprintln!(
+        "FIGURE emulator autoscale 0..2: idle fleet at zero after {to_zero:?}; submission -> sent to a worker {:?}, complete {:?}; back to zero {back:?} after (window 20 s)",
+        first_running.unwrap_or_default(),
+        done.unwrap_or_default()
+    );
+
     // 7. destroy with the agent running leaves nothing in moto, and no task
     //    container or namespace.
     let destroyed = Run::of(

@@ -543,6 +543,7 @@ mod tests {
             memory: 512,
             destroying: false,
             instance_type: None,
+            autoscale: None,
         }
     }
 

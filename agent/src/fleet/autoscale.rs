@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use fossa_contract::config::{Autoscale, AutoscaleError};
+
 /// The bounds and pace of autoscaling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -23,53 +25,25 @@ pub struct Policy {
     pub up_cooldown: Duration,
 }
 
-/// Why a policy cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    /// The minimum is above the maximum.
-    #[error(
-        "--min-workers {min} is above --max-workers {max}: give a minimum at or below the maximum"
-    )]
-    MinAboveMax {
-        /// The minimum.
-        min: u32,
-        /// The maximum.
-        max: u32,
-    },
-    /// The maximum is above what the mode runs.
-    #[error(
-        "--max-workers {max} is above the {limit} workers this mode runs: ask for {limit} or fewer"
-    )]
-    AboveLimit {
-        /// The maximum asked for.
-        max: u32,
-        /// The limit.
-        limit: u32,
-    },
-    /// A maximum of 0 would never run anything.
-    #[error("--max-workers 0 would never run a task: give at least 1")]
-    ZeroMax,
-}
-
 impl Policy {
+    /// The policy of `a`, scaling up at most every `up_cooldown`.
+    pub fn of(a: &Autoscale, up_cooldown: Duration) -> Policy {
+        Policy {
+            min: a.min_workers,
+            max: a.max_workers,
+            idle_window: Duration::from_secs(a.idle_window_secs),
+            up_cooldown,
+        }
+    }
+
     /// Checks the bounds against the mode's `limit`.
-    pub fn check(&self, limit: u32) -> Result<(), PolicyError> {
-        if self.max == 0 {
-            return Err(PolicyError::ZeroMax);
+    pub fn check(&self, limit: u32) -> Result<(), AutoscaleError> {
+        Autoscale {
+            min_workers: self.min,
+            max_workers: self.max,
+            idle_window_secs: self.idle_window.as_secs(),
         }
-        if self.max > limit {
-            return Err(PolicyError::AboveLimit {
-                max: self.max,
-                limit,
-            });
-        }
-        if self.min > self.max {
-            return Err(PolicyError::MinAboveMax {
-                min: self.min,
-                max: self.max,
-            });
-        }
-        Ok(())
+        .check(limit)
     }
 }
 
@@ -348,14 +322,14 @@ mod tests {
     fn bad_bounds_are_refused_with_what_to_do() {
         assert_eq!(
             policy(3, 2).check(64),
-            Err(PolicyError::MinAboveMax { min: 3, max: 2 })
+            Err(AutoscaleError::MinAboveMax { min: 3, max: 2 })
         );
         assert!(policy(0, 100)
             .check(64)
             .unwrap_err()
             .to_string()
             .contains("64 or fewer"));
-        assert_eq!(policy(0, 0).check(64), Err(PolicyError::ZeroMax));
+        assert_eq!(policy(0, 0).check(64), Err(AutoscaleError::ZeroMax));
         assert!(policy(0, 4).check(64).is_ok());
         // A count outside the bounds is brought inside.
         let mut st = State::default();

@@ -154,6 +154,12 @@ impl WorkerBackend for FargateBackend {
             .unwrap_or_default()
     }
 
+    async fn broker_waiting(&self) -> Option<u32> {
+        // The broker duty's first secret is the broker's URL.
+        let url = self.secrets.borrow().first().cloned()?;
+        super::backend::broker_waiting_at(&url).await
+    }
+
     async fn logs(&self, id: &str, q: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Ok(Vec::new());

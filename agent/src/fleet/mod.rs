@@ -171,6 +171,28 @@ impl FleetModel {
         *self.autoscale.lock().expect("lock") = Some((policy, autoscale::State::default()));
     }
 
+    /// Follows the stack config's autoscaling: on, off or new bounds (what
+    /// it remembers is kept while the bounds stay the same). Says so once.
+    pub fn follow_autoscale(&self, wanted: Option<autoscale::Policy>) {
+        let mut a = self.autoscale.lock().expect("lock");
+        let now = a.as_ref().map(|x| x.0);
+        if now == wanted {
+            return;
+        }
+        let msg = match &wanted {
+            Some(p) => format!(
+                "autoscaling between {} and {} workers (idle window {} s)",
+                p.min,
+                p.max,
+                p.idle_window.as_secs()
+            ),
+            None => "autoscaling off: the configured number of workers runs".into(),
+        };
+        *a = wanted.map(|p| (p, autoscale::State::default()));
+        drop(a);
+        self.events.push("autoscale", false, msg);
+    }
+
     fn autoscaling(&self) -> bool {
         self.autoscale.lock().expect("lock").is_some()
     }

@@ -92,11 +92,15 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 .map_err(|e| other(e.to_string()))?;
         }
     }
-    let policy = args.max_workers.map(|max| crate::fleet::autoscale::Policy {
-        min: args.min_workers.unwrap_or(0),
-        max,
-        idle_window: Duration::from_secs(args.idle_window),
-        up_cooldown: Duration::from_secs(5),
+    let policy = args.max_workers.map(|max| {
+        crate::fleet::autoscale::Policy::of(
+            &fossa_contract::config::Autoscale {
+                min_workers: args.min_workers.unwrap_or(0),
+                max_workers: max,
+                idle_window_secs: args.idle_window,
+            },
+            Duration::from_secs(5),
+        )
     });
     if let Some(p) = &policy {
         p.check(fossa_contract::limits::LOCAL_MAX_WORKERS)

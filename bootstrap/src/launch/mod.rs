@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fossa_contract::aws::AwsResultExt;
-use fossa_contract::config::{StackConfig, STACK_CONFIG_VERSION};
+use fossa_contract::config::{Autoscale, AutoscaleError, StackConfig, STACK_CONFIG_VERSION};
 use fossa_contract::names::{AGENT_OBJECT_KEY, MODELS_OBJECT_KEY, UI_USER};
 use fossa_contract::{ssm, StackName};
 use ipnet::Ipv4Net;
@@ -57,8 +57,56 @@ fn default_agent_path() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// The autoscaling a launch asks for: the flags given over what the stack
+/// had. `Err` names a bound that cannot work.
+pub fn autoscale_of(
+    args: &LaunchArgs,
+    previous: Option<&Autoscale>,
+) -> std::result::Result<Option<Autoscale>, AutoscaleError> {
+    if args.no_autoscale {
+        return Ok(None);
+    }
+    let max = match (args.max_workers, previous) {
+        (Some(m), _) => m,
+        (None, Some(p)) => p.max_workers,
+        (None, None) => {
+            return match (args.min_workers, args.idle_window) {
+                (None, None) => Ok(None),
+                (Some(min), _) => Err(AutoscaleError::MinAboveMax { min, max: 0 }),
+                (None, Some(_)) => Err(AutoscaleError::ZeroMax),
+            }
+        }
+    };
+    let a = Autoscale {
+        min_workers: args
+            .min_workers
+            .or(previous.map(|p| p.min_workers))
+            .unwrap_or(0),
+        max_workers: max,
+        idle_window_secs: args
+            .idle_window
+            .or(previous.map(|p| p.idle_window_secs))
+            .unwrap_or(fossa_contract::limits::AUTOSCALE_IDLE_WINDOW_SECS),
+    };
+    a.check(fossa_contract::limits::MAX_WORKERS)?;
+    Ok(Some(a))
+}
+
 fn check_inputs(args: &LaunchArgs, progress: &Progress) -> Result<Inputs> {
     let plan::Shape { layout, arch } = plan::check_shape(args)?;
+    // Bounds that cannot work fail before anything is made or changed.
+    if args.max_workers.is_some() || args.min_workers.is_some() || args.idle_window.is_some() {
+        let given = Autoscale {
+            min_workers: args.min_workers.unwrap_or(0),
+            max_workers: args
+                .max_workers
+                .unwrap_or(fossa_contract::limits::MAX_WORKERS),
+            idle_window_secs: args.idle_window.unwrap_or(1),
+        };
+        given
+            .check(fossa_contract::limits::MAX_WORKERS)
+            .map_err(|e| Error::Usage(e.to_string()))?;
+    }
     if let Ok(p) = std::env::var(PASSWORD_ENV) {
         if !p.is_empty() {
             fossa_contract::limits::check_password(PASSWORD_ENV, &p)
@@ -289,6 +337,14 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         StackConfig::DEFAULT_MEMORY,
     );
     let has_models = inputs.models.is_some() || previous.as_ref().is_some_and(|p| p.has_models);
+    let autoscale = autoscale_of(args, previous.as_ref().and_then(|p| p.autoscale.as_ref()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    if let Some(a) = &autoscale {
+        l.p.note(&format!(
+            "autoscaling between {} and {} workers (idle window {} s)",
+            a.min_workers, a.max_workers, a.idle_window_secs
+        ));
+    }
     if previous.is_some() {
         l.p.note(&format!(
             "settings: {workers} workers of {cpu} CPU units / {memory} MiB, {} models{}",
@@ -324,6 +380,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         memory,
         destroying: false,
         instance_type: Some(args.instance_type.clone()),
+        autoscale,
     };
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
     let o = l.parameter(ssm::CONFIG, &config_json, false, true).await?;
