@@ -34,6 +34,9 @@ pub const RESULT_BYTES: usize = 4096;
 /// Seconds an autoscaled fleet stays idle before it shrinks, by default.
 pub const AUTOSCALE_IDLE_WINDOW_SECS: u64 = 900;
 
+/// History rows a page shows when not asked for a number.
+pub const HISTORY_PAGE_ROWS: u32 = 50;
+
 /// The most history rows one page or export returns.
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 

@@ -167,3 +167,142 @@ async fn a_fleet_at_zero_grows_for_a_burst_and_returns_to_zero() {
     );
     eprintln!("FIGURE autoscale decisions: {reasons:?}");
 }
+
+/// A worker killed with -9 in the middle of a subtask. What Fossa 0.0.37
+/// does, as found here: the subtask was taken off RabbitMQ when it started,
+/// so nobody runs it again and the parent would wait for its reply for
+/// ever. The history marks the killed worker's subtasks lost with the
+/// reason, and the parent's page says it is stuck, and why, instead of
+/// "running".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_subtask_leaves_its_parent_shown_stuck() {
+    let models = TempDir::new("killed-models");
+    std::fs::write(
+        models.0.join("slow.py"),
+        r#""""Six subtasks of 6 s each."""
+import time
+
+import ayeaye
+
+
+class SlowEtl(ayeaye.PartitionedModel):
+    def build(self):
+        pass
+
+    def partition_slice(self, workers_count):
+        return [("work", {"n": n}) for n in range(6)]
+
+    def work(self, n):
+        time.sleep(6)
+        return {"n": n}
+
+    def partition_subtask_complete(self, task_message):
+        pass
+"#,
+    )
+    .unwrap();
+    let dir = models.0.display().to_string();
+    let agent = LocalAgent::start(2, &["--models", &dir]);
+    let (status, v) = api(
+        &agent,
+        "POST",
+        "/api/v1/tasks",
+        Some(&json!({"model_class": "SlowEtl"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let parent = v["task_id"].as_str().unwrap().to_owned();
+    // The worker that does not run the parent, once it runs a subtask.
+    let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
+    let t0 = Instant::now();
+    let (victim, subtask) = loop {
+        let ws = workers(&agent).await;
+        let hit = ws.iter().find_map(|w| {
+            let id = w["id"].as_str()?;
+            if id == parent_worker {
+                return None;
+            }
+            let t = w["node"]["running_tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["task_id"].as_str().is_some_and(|i| i.contains("::")))?;
+            Some((w.clone(), t["task_id"].as_str()?.to_owned()))
+        });
+        if let Some(h) = hit {
+            break h;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no subtask ran on the other worker: {ws:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let port: u16 = victim["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2"),
+        ])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
+    let pgid = String::from_utf8_lossy(
+        &std::process::Command::new("ps")
+            .args(["-o", "pgid=", "-p", &pid])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    assert!(!pgid.is_empty(), "the victim's process group (pid {pid})");
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    let killed = Instant::now();
+    // The killed worker's subtasks are lost, and the parent is stuck.
+    let detail = loop {
+        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{parent}"), None).await;
+        if d["stuck"].is_string() {
+            break d;
+        }
+        assert_ne!(
+            d["task"]["status"], "complete",
+            "the broker ran the lost subtask again after all: update this test and the docs\n{d}"
+        );
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "the parent was not marked stuck: {d}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let why = detail["stuck"].as_str().unwrap();
+    assert!(
+        why.contains("lost") && why.contains(victim["id"].as_str().unwrap()),
+        "{why}"
+    );
+    let (_, lost) = api(&agent, "GET", "/api/v1/tasks?status=lost", None).await;
+    assert!(
+        lost["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["task_id"] == subtask.as_str()),
+        "{subtask} is in the history as lost: {lost}"
+    );
+    let (_, html) = fossa_tests::local::page(&agent, &format!("/tasks/{parent}")).await;
+    assert!(html.contains("badge failed\">stuck"), "{html}");
+    eprintln!(
+        "FIGURE worker killed mid-subtask: {subtask} was not run again; the parent was shown stuck {:?} after the kill: {why}",
+        killed.elapsed()
+    );
+}

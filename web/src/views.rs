@@ -159,6 +159,54 @@ pub struct TaskDetail {
     pub groups: Vec<Group>,
     /// For a subtask: its group (with the parent candidates).
     pub group: Option<Group>,
+    /// For a running parent that can never finish: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<String>,
+}
+
+/// Why a running parent can never finish, if it cannot: some subtask was
+/// lost with its worker (Fossa takes a subtask off the queue when it starts
+/// it, so nobody runs it again), no other run of it exists, and nothing of
+/// its groups runs any more. The parent then waits for a reply forever.
+pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
+    if parent.task.status != "running" {
+        return None;
+    }
+    let mut lost: Vec<(u32, &TaskRow)> = Vec::new();
+    for g in groups {
+        if g.subtasks.iter().any(|s| s.task.status == "running") {
+            return None;
+        }
+        for s in &g.subtasks {
+            let Some((_, n, _)) = s.task.subtask_parts() else {
+                continue;
+            };
+            let replaced = g
+                .subtasks
+                .iter()
+                .any(|o| o.task.subtask_parts().map(|p| p.1) == Some(n) && o.task.status != "lost");
+            if s.task.status == "lost" && !replaced {
+                lost.push((n, s));
+            }
+        }
+    }
+    let (_, first) = lost.first()?;
+    let mut ns: Vec<u32> = lost.iter().map(|(n, _)| *n).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    let why = first
+        .task
+        .results
+        .as_ref()
+        .and_then(|r| r["payload"]["reason"].as_str())
+        .unwrap_or("its worker stopped");
+    Some(format!(
+        "stuck: subtask{} {} {} lost ({why}); Fossa does not run a lost subtask again, so this task waits for {} forever. Submit it again.",
+        if ns.len() == 1 { "" } else { "s" },
+        ns.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+        if ns.len() == 1 { "was" } else { "were" },
+        if ns.len() == 1 { "its reply" } else { "their replies" },
+    ))
 }
 
 /// Status of a task the gateway dispatched that its node does not list yet
@@ -216,6 +264,7 @@ pub fn task_detail_with(
             task,
             groups: Vec::new(),
             group: None,
+            stuck: None,
         });
     };
     let all = groups(&tasks);
@@ -227,13 +276,15 @@ pub fn task_detail_with(
             task,
             groups: Vec::new(),
             group,
+            stuck: None,
         })
     } else {
-        let linked = all
+        let linked: Vec<Group> = all
             .into_iter()
             .filter(|g| g.candidates.iter().any(|c| c == id))
             .collect();
         Some(TaskDetail {
+            stuck: stuck(&task, &linked),
             task,
             groups: linked,
             group: None,
@@ -388,6 +439,39 @@ mod tests {
         )];
         let d = task_detail(&snap, "araid").unwrap();
         assert_eq!(d.task.task.status, "running");
+    }
+
+    #[test]
+    fn a_parent_whose_subtask_was_lost_for_good_is_stuck() {
+        let mut lost = task("zz:1::amq.q", "Etl", "lost", 102, Some(104));
+        lost.results = Some(
+            serde_json::json!({"type": "Lost", "payload": {"reason": "worker b no longer lists it: the worker restarted while it ran"}}),
+        );
+        let mut snap = FleetSnapshot {
+            workers: vec![
+                worker(
+                    "a",
+                    vec![task("p1", "Etl", "running", 100, None)],
+                    vec![task("zz:0::amq.q", "Etl", "complete", 101, Some(103))],
+                ),
+                worker("b", vec![], vec![lost.clone()]),
+            ],
+            ..Default::default()
+        };
+        let d = task_detail(&snap, "p1").unwrap();
+        let why = d.stuck.expect("stuck");
+        assert!(
+            why.contains("subtask 1 was lost (worker b no longer lists it"),
+            "{why}"
+        );
+        // A second run of the lost subtask elsewhere: not stuck.
+        snap.workers[0]
+            .node
+            .as_mut()
+            .unwrap()
+            .running_tasks
+            .push(task("zz:1::amq.q", "Etl", "running", 105, None));
+        assert_eq!(task_detail(&snap, "p1").unwrap().stuck, None);
     }
 
     #[test]

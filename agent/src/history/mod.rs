@@ -87,7 +87,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     results TEXT,
     recorded_at INTEGER NOT NULL,
     queue_id INTEGER,
-    UNIQUE (task_id, worker_id)
+    -- 0 for the live row of a task on a worker; a lost run is moved aside
+    -- (run = its id), so the same task run again there gets a row of its own.
+    run INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (task_id, worker_id, run)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_model ON tasks (model_class, id);
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, id);
@@ -426,7 +429,7 @@ pub(crate) fn upsert(
     let mut st = tx.prepare_cached(
         "INSERT INTO tasks (task_id, worker_id, model_class, method, method_kwargs, status, started, finished, results, recorded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (task_id, worker_id) DO UPDATE SET
+         ON CONFLICT (task_id, worker_id, run) DO UPDATE SET
             model_class = CASE excluded.model_class WHEN '' THEN tasks.model_class ELSE excluded.model_class END,
             method = coalesce(excluded.method, tasks.method),
             method_kwargs = coalesce(excluded.method_kwargs, tasks.method_kwargs),
@@ -439,9 +442,27 @@ pub(crate) fn upsert(
             AND (tasks.status NOT IN ('complete', 'failed', 'lost', 'unknown', 'refused')
                  OR excluded.status IN ('complete', 'failed'))",
     )?;
+    let mut lose = tx.prepare_cached(
+        "UPDATE tasks SET status = ?3, finished = ?4, results = ?5, recorded_at = ?6, run = id
+         WHERE task_id = ?1 AND worker_id = ?2 AND run = 0
+           AND status NOT IN ('complete', 'failed', 'lost', 'unknown', 'refused')",
+    )?;
     let now = fossa_contract::unix_now();
     for o in batch {
         let t = &o.task;
+        if t.status == status::LOST {
+            lose.execute(params![
+                t.task_id,
+                o.worker_id,
+                t.status,
+                t.finished,
+                t.results
+                    .as_ref()
+                    .map(|r| bounded_results(r, limits.result_bytes)),
+                now,
+            ])?;
+            continue;
+        }
         let kwargs = (!t.method_kwargs.is_null()).then(|| t.method_kwargs.to_string());
         st.execute(params![
             t.task_id,
@@ -504,7 +525,10 @@ fn recorder(mut c: Connection, rx: Receiver<Vec<Observed>>, limits: HistoryLimit
 
 /// The page query (kept apart for the bench and the tests).
 pub fn page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, HistoryError> {
-    let limit = q.limit.clamp(1, fossa_contract::limits::HISTORY_PAGE_MAX);
+    let limit = match q.limit {
+        0 => fossa_contract::limits::HISTORY_PAGE_ROWS,
+        n => n.min(fossa_contract::limits::HISTORY_PAGE_MAX),
+    };
     let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE id < ?1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(q.before.unwrap_or(i64::MAX))];
     if let Some(m) = q.model.as_deref().filter(|m| !m.is_empty()) {
@@ -649,6 +673,33 @@ mod tests {
         );
         let p = page(&c, &HistoryQuery::default()).unwrap();
         assert_eq!(p.tasks[0].task.status, "running");
+    }
+
+    #[test]
+    fn a_lost_run_stays_when_the_task_runs_again_on_that_worker() {
+        let mut c = db();
+        let l = HistoryLimits::default();
+        write(&mut c, &[obs(task("p:0::q", "E", "running", 10), "w1")], &l);
+        let mut lost = task("p:0::q", "", status::LOST, 10);
+        lost.results =
+            Some(serde_json::json!({"type": "Lost", "payload": {"reason": "w1 restarted"}}));
+        write(&mut c, &[obs(lost, "w1")], &l);
+        let p = page(&c, &HistoryQuery::default()).unwrap();
+        assert_eq!(p.tasks.len(), 1, "{:?}", p.tasks);
+        assert_eq!(p.tasks[0].task.status, status::LOST);
+        write(&mut c, &[obs(task("p:0::q", "E", "running", 20), "w1")], &l);
+        write(
+            &mut c,
+            &[obs(task("p:0::q", "E", "complete", 20), "w1")],
+            &l,
+        );
+        let p = page(&c, &HistoryQuery::default()).unwrap();
+        let st: Vec<_> = p.tasks.iter().map(|t| t.task.status.as_str()).collect();
+        assert_eq!(st, ["complete", status::LOST], "{st:?}");
+        assert_eq!(
+            p.tasks[1].task.model_class, "E",
+            "the lost row keeps its class"
+        );
     }
 
     #[test]

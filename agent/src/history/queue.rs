@@ -211,7 +211,7 @@ impl History {
             if let Some(id) = id {
                 tx.execute("DELETE FROM queue WHERE id = ?1", [id])?;
                 tx.execute(
-                    "UPDATE tasks SET queue_id = ?1 WHERE task_id = ?2 AND worker_id = ?3",
+                    "UPDATE tasks SET queue_id = ?1 WHERE task_id = ?2 AND worker_id = ?3 AND run = 0",
                     params![id, row.task.task_id, row.worker_id],
                 )?;
             }

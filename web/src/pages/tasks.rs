@@ -72,7 +72,7 @@ fn queue_line(q: &Queued, now: i64) -> QueueLine {
 }
 
 /// The statuses the history filter offers.
-const STATUSES: [&str; 8] = [
+const STATUSES: [&str; 7] = [
     "running",
     "complete",
     "failed",
@@ -80,7 +80,6 @@ const STATUSES: [&str; 8] = [
     "lost",
     "unknown",
     "refused",
-    "stuck",
 ];
 
 #[derive(Template)]
@@ -168,7 +167,7 @@ impl Filters {
 }
 
 /// Rows per page of the tasks page and of the API by default.
-const PAGE_ROWS: u32 = 50;
+const PAGE_ROWS: u32 = fossa_contract::limits::HISTORY_PAGE_ROWS;
 
 fn tasks_page(snap: &FleetSnapshot, b: Base, page: HistoryPage, f: &Filters) -> TasksPage {
     let now = fossa_contract::unix_now();
@@ -706,6 +705,8 @@ struct TaskPage {
     stream: String,
     /// What each worker involved wrote during the task.
     logs: Vec<WorkerLog>,
+    /// Why a running parent can never finish, or empty.
+    stuck: String,
 }
 
 /// A worker's lines within a task's time.
@@ -823,6 +824,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         running: matches!(d.task.task.status.as_str(), "running" | views::DISPATCHED),
         stream,
         logs,
+        stuck: d.stuck.clone().unwrap_or_default(),
     }))
 }
 
