@@ -202,19 +202,7 @@ impl Conn<'_> {
                     head[5], head[6], 0
                 )));
             }
-            let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
-            if size > MAX_FRAME {
-                return Err(self.protocol(format!("a frame of {size} bytes")));
-            }
-            let mut body = vec![0u8; size + 1];
-            self.stream
-                .read_exact(&mut body)
-                .await
-                .map_err(|e| self.io(e))?;
-            if body[size] != FRAME_END {
-                return Err(self.protocol("a frame without its end marker"));
-            }
-            body.truncate(size);
+            let mut body = self.body(&head).await?;
             match head[0] {
                 FRAME_HEARTBEAT => continue,
                 FRAME_METHOD if body.len() >= 4 => {
@@ -249,6 +237,24 @@ impl Conn<'_> {
         self.close().await
     }
 
+    /// The body of the frame whose header is `head`, checked for its size and end marker.
+    async fn body(&mut self, head: &[u8; 7]) -> Result<Vec<u8>, AmqpError> {
+        let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+        if size > MAX_FRAME {
+            return Err(self.protocol(format!("a frame of {size} bytes")));
+        }
+        let mut body = vec![0u8; size + 1];
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| self.io(e))?;
+        if body[size] != FRAME_END {
+            return Err(self.protocol("a frame without its end marker"));
+        }
+        body.truncate(size);
+        Ok(body)
+    }
+
     /// The next method on a channel: `(class, id, args)`, heartbeats skipped.
     async fn next_on_channel(&mut self) -> Result<(u16, u16, Vec<u8>), AmqpError> {
         loop {
@@ -257,19 +263,10 @@ impl Conn<'_> {
                 .read_exact(&mut head)
                 .await
                 .map_err(|e| self.io(e))?;
-            let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
-            if size > MAX_FRAME {
-                return Err(self.protocol(format!("a frame of {size} bytes")));
-            }
-            let mut body = vec![0u8; size + 1];
-            self.stream
-                .read_exact(&mut body)
-                .await
-                .map_err(|e| self.io(e))?;
-            if body[size] != FRAME_END || head[0] != FRAME_METHOD || size < 4 {
+            let mut body = self.body(&head).await?;
+            if head[0] != FRAME_METHOD || body.len() < 4 {
                 continue;
             }
-            body.truncate(size);
             let class = u16::from_be_bytes([body[0], body[1]]);
             let id = u16::from_be_bytes([body[2], body[3]]);
             return Ok((class, id, body.split_off(4)));
