@@ -176,23 +176,7 @@ async fn main() {
         "recorder_batches_skipped_while_flooded: {}",
         history.dropped()
     );
-    let tls = dir.join("tls");
-    let cert =
-        fossa_agent::host::tls::load_or_create(&tls, &["127.0.0.1".into()]).expect("certificate");
-    let cookie_key = fossa_agent::host::tls::cookie_key(&tls).expect("cookie key");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let config = fossa_web::WebConfig {
-        listen: format!("127.0.0.1:{port}").parse().expect("address"),
-        password,
-        cookie_key,
-        tls: Some((cert.cert_pem, cert.key_pem)),
-        session_state_file: Some(tls.join("session-state")),
-        after_hashing: Some(fossa_agent::memory::release),
-        password_updates: None,
-    };
+    let (config, port) = fossa_agent::testkit::bench_web_config(&dir, password);
     let poller = {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let f = fleet.clone();

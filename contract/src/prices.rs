@@ -7,9 +7,11 @@
 //! (public IPv4: $0.005 per address-hour in every region since 2024-02-01).
 //! Transcribed on [`PRICES_DATE`]; the Price List API is not called, so a
 //! region or instance type missing here is named in the quote's basis
-//! instead of guessed. The burstable families are listed through their
-//! `small` price: AWS prices t3a 10 % and t4g 20 % below t3 in each region,
-//! and each size doubles the one below.
+//! instead of guessed. The burstable families are derived from the t3.small
+//! price: t3a at 0.9 and t4g at 0.8 of t3 (AWS lists them about 10 % and
+//! 20 % below t3 in each region; the derived prices are within 2 % of the
+//! list, t4g.small in us-east-1 being $0.0168 against $0.01664 here), and
+//! each size doubles the one below.
 
 /// When the table was transcribed.
 pub const PRICES_DATE: &str = "2026-11-26";

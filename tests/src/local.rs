@@ -206,3 +206,27 @@ pub async fn page(agent: &LocalAgent, path: &str) -> (u16, String) {
         .unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
+
+/// The pid of the process listening on TCP `port` on this machine.
+pub fn listening_pid(port: u16) -> Option<u32> {
+    let out =
+        crate::Run::of(Command::new("ss").args(["-ltnpH", &format!("sport = :{port}")])).stdout;
+    let at = out.find("pid=")?;
+    out[at + 4..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// SIGKILL to every process of the group `pid` is in: a worker's node and
+/// its gunicorn processes at once, as the OOM killer or a crash would.
+pub fn kill_group_of(pid: u32) {
+    let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+        .expect("the process has a group");
+    assert!(
+        pgid.as_raw() > 1 && pgid != nix::unistd::getpgrp(),
+        "refusing to kill group {pgid} of pid {pid}"
+    );
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).expect("killpg");
+}

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use fossa_tests::local::{api, LocalAgent};
+use fossa_tests::local::{api, kill_group_of, listening_pid, LocalAgent};
 use fossa_tests::TempDir;
 use serde_json::{json, Value};
 
@@ -245,28 +245,8 @@ class SlowEtl(ayeaye.PartitionedModel):
         .unwrap()
         .parse()
         .unwrap();
-    let pid = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2"),
-        ])
-        .output()
-        .unwrap();
-    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
-    let pgid = String::from_utf8_lossy(
-        &std::process::Command::new("ps")
-            .args(["-o", "pgid=", "-p", &pid])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    assert!(!pgid.is_empty(), "the victim's process group (pid {pid})");
-    std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{pgid}")])
-        .status()
-        .unwrap();
+    let pid = listening_pid(port).expect("the victim listens");
+    kill_group_of(pid);
     let killed = Instant::now();
     // The killed worker's subtasks are lost, and the parent is stuck.
     let detail = loop {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::PYTHON;
-use fossa_tests::local::{api, page, LocalAgent};
+use fossa_tests::local::{api, kill_group_of, listening_pid, page, LocalAgent};
 use fossa_tests::secrets::{
     assert_absent, crawl, environ_of, every_command_line, url_password, Place,
 };
@@ -51,28 +51,6 @@ async fn run_partitioned(agent: &LocalAgent, within: Duration) -> (String, Value
     let detail = wait_complete(agent, &id, within).await;
     assert_eq!(detail["task"]["status"], "complete", "{detail}");
     (id, detail)
-}
-
-fn listening_pid(port: u16) -> Option<u32> {
-    let out = Run::of(Command::new("ss").args(["-ltnpH", &format!("sport = :{port}")])).stdout;
-    let at = out.find("pid=")?;
-    out[at + 4..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// SIGKILL to every process of the group `pid` is in: a worker's node and
-/// its gunicorn processes at once, as the OOM killer or a crash would.
-fn kill_group_of(pid: u32) {
-    let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
-        .expect("the process has a group");
-    assert!(
-        pgid.as_raw() > 1 && pgid != nix::unistd::getpgrp(),
-        "refusing to kill group {pgid} of pid {pid}"
-    );
-    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).expect("killpg");
 }
 
 fn processes_mentioning(needle: &str) -> Vec<String> {

@@ -55,13 +55,11 @@ async fn ui_password(stack: &Stack) -> String {
     p.parameter().unwrap().value().unwrap().to_owned()
 }
 
-async fn overview(stack: &Stack, pw: &str) -> serde_json::Value {
+/// `GET path` of the agent's API as JSON (`Null` when it does not answer 200).
+async fn get_api(stack: &Stack, pw: &str, path: &str) -> serde_json::Value {
     let http = fossa_tests::agent_client();
     match http
-        .get(format!(
-            "https://127.0.0.1:{}/api/v1/overview",
-            stack.ui_port
-        ))
+        .get(format!("https://127.0.0.1:{}{path}", stack.ui_port))
         .basic_auth("fossa", Some(pw))
         .send()
         .await
@@ -69,6 +67,10 @@ async fn overview(stack: &Stack, pw: &str) -> serde_json::Value {
         Ok(r) if r.status() == 200 => r.json().await.unwrap_or_default(),
         _ => serde_json::Value::Null,
     }
+}
+
+async fn overview(stack: &Stack, pw: &str) -> serde_json::Value {
+    get_api(stack, pw, "/api/v1/overview").await
 }
 
 /// Workers the UI lists as RUNNING and answering, with their addresses.
@@ -303,16 +305,12 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     assert!(page.contains("Worker output during this task"), "{page}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = fossa_tests::agent_client()
-            .get(format!(
-                "https://127.0.0.1:{}/api/v1/workers/{}/logs?limit=100",
-                stack.ui_port, ids[0]
-            ))
-            .basic_auth("fossa", Some(&pw))
-            .send()
-            .await
-            .unwrap();
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        let v = get_api(
+            &stack,
+            &pw,
+            &format!("/api/v1/workers/{}/logs?limit=100", ids[0]),
+        )
+        .await;
         let n = v["lines"].as_array().map_or(0, Vec::len);
         if n > 0 {
             eprintln!(
@@ -614,27 +612,11 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         .unwrap_or_else(|| panic!("queued at zero: {sent}"));
     let (mut first_running, mut done) = (None, None);
     while done.is_none() {
-        let q: serde_json::Value = http
-            .get(format!("{api}/queue/{queue_id}"))
-            .basic_auth("fossa", Some(&pw))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or_default();
+        let q = get_api(&stack, &pw, &format!("/api/v1/queue/{queue_id}")).await;
         if q["state"] == "left" {
             first_running.get_or_insert(t0.elapsed());
             let id = q["detail"]["task_id"].as_str().unwrap_or_default();
-            let d: serde_json::Value = http
-                .get(format!("{api}/tasks/{id}"))
-                .basic_auth("fossa", Some(&pw))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap_or_default();
+            let d = get_api(&stack, &pw, &format!("/api/v1/tasks/{id}")).await;
             if d["task"]["status"] == "complete"
                 && d["groups"][0]["subtasks"]
                     .as_array()

@@ -362,13 +362,12 @@ impl Conn<'_> {
     }
 }
 
-/// Messages ready in `queue`, read as `login` (a passive declare: the
-/// queue is never created), within `limit`.
-pub async fn queue_depth(
+/// Connects as `login` and runs `f` on the connection, all within `limit`.
+async fn within<T>(
     login: &Login<'_>,
-    queue: &str,
     limit: Duration,
-) -> Result<u32, AmqpError> {
+    f: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, AmqpError>,
+) -> Result<T, AmqpError> {
     let attempt = async {
         let stream =
             TcpStream::connect(login.address)
@@ -382,10 +381,7 @@ pub async fn queue_depth(
             login,
             sent_credentials: false,
         };
-        c.login().await?;
-        let n = c.depth(queue).await?;
-        c.close().await?;
-        Ok(n)
+        f(&mut c).await
     };
     tokio::time::timeout(limit, attempt)
         .await
@@ -397,32 +393,25 @@ pub async fn queue_depth(
         })
 }
 
+/// Messages ready in `queue`, read as `login` (a passive declare: the
+/// queue is never created), within `limit`.
+pub async fn queue_depth(
+    login: &Login<'_>,
+    queue: &str,
+    limit: Duration,
+) -> Result<u32, AmqpError> {
+    within(login, limit, async |c| {
+        c.login().await?;
+        let n = c.depth(queue).await?;
+        c.close().await?;
+        Ok(n)
+    })
+    .await
+}
+
 /// Logs in as `login` and closes again, within `limit`.
 pub async fn check(login: &Login<'_>, limit: Duration) -> Result<(), AmqpError> {
-    let attempt = async {
-        let stream =
-            TcpStream::connect(login.address)
-                .await
-                .map_err(|source| AmqpError::Connect {
-                    address: login.address.into(),
-                    source,
-                })?;
-        Conn {
-            stream,
-            login,
-            sent_credentials: false,
-        }
-        .run()
-        .await
-    };
-    tokio::time::timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|_| {
-            Err(AmqpError::Timeout {
-                address: login.address.into(),
-                secs: limit.as_secs().max(1),
-            })
-        })
+    within(login, limit, async |c| c.run().await).await
 }
 
 #[cfg(test)]

@@ -14,3 +14,26 @@ pub fn scratch_history() -> std::sync::Arc<crate::history::History> {
     crate::history::History::open(&dir, fossa_contract::config::HistoryLimits::default())
         .expect("a history in the temp dir")
 }
+
+/// The web UI's configuration as the agent makes it (its own certificate
+/// and cookie key in `state/tls`, argon2's memory release), on a free
+/// loopback port, for the examples that serve the UI to a bench.
+pub fn bench_web_config(state: &std::path::Path, password: String) -> (fossa_web::WebConfig, u16) {
+    let tls = state.join("tls");
+    let cert = crate::host::tls::load_or_create(&tls, &["127.0.0.1".into()]).expect("certificate");
+    let cookie_key = crate::host::tls::cookie_key(&tls).expect("cookie key");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = fossa_web::WebConfig {
+        listen: format!("127.0.0.1:{port}").parse().expect("address"),
+        password,
+        cookie_key,
+        tls: Some((cert.cert_pem, cert.key_pem)),
+        session_state_file: Some(tls.join("session-state")),
+        after_hashing: Some(crate::memory::release),
+        password_updates: None,
+    };
+    (config, port)
+}
