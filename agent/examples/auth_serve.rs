@@ -5,11 +5,10 @@
 //! Usage: auth_serve STATE_DIR PASSWORD
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fossa_agent::events::Events;
 use fossa_agent::fleet::{FleetModel, PollSettings};
-use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
+use fossa_agent::testkit::simnode::StaticBackend;
 
 #[rocket::main]
 async fn main() {
@@ -22,17 +21,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let mut addrs = Vec::new();
-    for i in 0..3 {
-        addrs.push(
-            start(
-                &format!("127.0.0.{}", 100 + i),
-                Behaviour::Ok(Duration::from_millis(5)),
-            )
-            .await
-            .expect("bind a loopback address"),
-        );
-    }
+    let addrs = fossa_agent::testkit::three_quick_workers().await;
     let fleet = FleetModel::new(
         Arc::new(StaticBackend::new(&addrs)),
         fossa_agent::duties::driver::fixed_board(Vec::new()),

@@ -17,7 +17,7 @@ use fossa_agent::events::Events;
 use fossa_agent::fleet::logs::LocalLogs;
 use fossa_agent::fleet::{FleetModel, PollSettings};
 use fossa_agent::history::{History, Observed};
-use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
+use fossa_agent::testkit::simnode::StaticBackend;
 use fossa_contract::config::HistoryLimits;
 use fossa_web::model::FossaTask;
 use serde_json::json;
@@ -117,17 +117,7 @@ async fn main() {
         return;
     }
     let password = args.get(3).cloned().unwrap_or_else(|| usage());
-    let mut addrs = Vec::new();
-    for i in 0..3 {
-        addrs.push(
-            start(
-                &format!("127.0.0.{}", 100 + i),
-                Behaviour::Ok(Duration::from_millis(5)),
-            )
-            .await
-            .expect("bind a loopback address"),
-        );
-    }
+    let addrs = fossa_agent::testkit::three_quick_workers().await;
     let logs = LocalLogs::new(dir.join("logs"), Vec::new());
     std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
     for i in 0..10_000 {

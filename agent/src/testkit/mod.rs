@@ -37,3 +37,20 @@ pub fn bench_web_config(state: &std::path::Path, password: String) -> (fossa_web
     };
     (config, port)
 }
+
+/// Three simulated workers answering node_info in 5 ms, on 127.0.0.100-102:
+/// the fleet the UI benches serve.
+pub async fn three_quick_workers() -> Vec<std::net::SocketAddr> {
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        addrs.push(
+            simnode::start(
+                &format!("127.0.0.{}", 100 + i),
+                simnode::Behaviour::Ok(std::time::Duration::from_millis(5)),
+            )
+            .await
+            .expect("bind a loopback address"),
+        );
+    }
+    addrs
+}
