@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 fossa_need_cargo
+# A clean clone's run writes about 13 GB: the debug target (~5 GB), the
+# first-day test's two musl agents (~3.5 GB), images and dockerd layers
+# (~2 GB), the venv and Debian packages. Incremental state is only worth its
+# 2.5 GB when the same checkout is built again, which CI never does.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "$free_gb" -lt 14 ]; then
+  echo "warning: ${free_gb} GB free here; a clean run writes about 13 GB (target/, /var/cache/fossa-tests, /tmp)." \
+    "If it stops with 'No space left on device', free space or point CARGO_TARGET_DIR at a larger disk." >&2
+fi
 fossa_apt_install python3 python3-venv curl iproute2 iptables systemd procps \
   docker.io docker-registry busybox-static apache2-utils rabbitmq-server chromium chromium-driver \
   mmdebstrap socat util-linux musl-tools qemu-user-static
