@@ -119,10 +119,8 @@ pub async fn run(config: &Path) -> Result<(), Error> {
             (fleet.clone(), settings_rx.clone(), shutdown_rx.clone());
         async move {
             loop {
-                let wanted = settings.borrow_and_update().stack.autoscale.map(|a| {
-                    crate::fleet::autoscale::Policy::of(&a, std::time::Duration::from_secs(20))
-                });
-                fleet.follow_autoscale(wanted);
+                let configured = settings.borrow_and_update().stack.autoscale;
+                fleet.follow_autoscale(configured);
                 tokio::select! {
                     r = settings.changed() => if r.is_err() { return },
                     _ = shutdown.changed() => return,

@@ -131,6 +131,13 @@ pub struct LaunchArgs {
     /// Turn autoscaling off: run the fixed number of --workers.
     #[arg(long, conflicts_with_all = ["max_workers", "min_workers", "idle_window"])]
     pub no_autoscale: bool,
+    /// Run the workers beyond the first on Fargate Spot (3 of every 4, at
+    /// about a third of the price; ECS may interrupt them). Kept from the stack when not given.
+    #[arg(long, conflicts_with = "no_spot")]
+    pub spot: bool,
+    /// Run every worker on on-demand Fargate (undoes --spot).
+    #[arg(long)]
+    pub no_spot: bool,
     /// CPU units of each worker task, 256 = 1/4 vCPU (default: what the stack has, or 256).
     #[arg(long)]
     pub cpu: Option<u32>,

@@ -25,6 +25,8 @@ pub struct Clients {
     pub ecr: aws_sdk_ecr::Client,
     /// CloudWatch Logs (destroy only).
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Service Quotas (launch reads the Fargate vCPU quotas).
+    pub quotas: aws_sdk_servicequotas::Client,
     /// Requests sent so far.
     pub counter: CallCounter,
     /// The region in use.
@@ -59,6 +61,7 @@ impl Clients {
             ecs: counted_client!(aws_sdk_ecs, &sdk, counter),
             ecr: counted_client!(aws_sdk_ecr, &sdk, counter),
             logs: counted_client!(aws_sdk_cloudwatchlogs, &sdk, counter),
+            quotas: counted_client!(aws_sdk_servicequotas, &sdk, counter),
             region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             emulated: sdk.endpoint_url().is_some(),
             plain_http: sdk.endpoint_url().is_some_and(|u| u.starts_with("http://")),

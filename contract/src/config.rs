@@ -387,7 +387,156 @@ pub struct StackConfig {
     /// fixed count in `workers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
+    /// Workers beyond the first on Fargate Spot ([`StackConfig::capacity_strategy`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spot: bool,
 }
+
+/// One capacity provider's share of the worker tasks: an item of the
+/// service's `capacityProviderStrategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityShare {
+    /// `FARGATE` or `FARGATE_SPOT`.
+    pub provider: &'static str,
+    /// Tasks placed here before any weight applies.
+    pub base: u32,
+    /// Its share of the tasks beyond the bases.
+    pub weight: u32,
+}
+
+/// The service's capacity provider strategy: every worker on Fargate,
+/// or with `spot`, Fargate with base [`SPOT_ON_DEMAND_BASE`] and weight
+/// 1, and Fargate Spot with weight [`SPOT_WEIGHT`].
+pub fn capacity_strategy(spot: bool) -> Vec<CapacityShare> {
+    let fargate = CapacityShare {
+        provider: FARGATE,
+        base: 0,
+        weight: 1,
+    };
+    if !spot {
+        return vec![fargate];
+    }
+    vec![
+        CapacityShare {
+            base: SPOT_ON_DEMAND_BASE,
+            ..fargate
+        },
+        CapacityShare {
+            provider: FARGATE_SPOT,
+            base: 0,
+            weight: SPOT_WEIGHT,
+        },
+    ]
+}
+
+/// How many of `workers` tasks the strategy puts on Fargate Spot: bases
+/// first, then each task where its provider's share stays lowest, the
+/// heavier weight on a tie (the Fargate emulator places them the same way).
+pub fn spot_share(spot: bool, workers: u32) -> u32 {
+    let shares = capacity_strategy(spot);
+    let mut placed = vec![0u32; shares.len()];
+    for _ in 0..workers {
+        let i = (0..shares.len())
+            .find(|&i| placed[i] < shares[i].base)
+            .unwrap_or_else(|| {
+                (0..shares.len())
+                    .filter(|&i| shares[i].weight > 0)
+                    .min_by(|&a, &b| {
+                        // The share each would have with this task.
+                        let share = |i: usize| {
+                            f64::from(placed[i].saturating_sub(shares[i].base) + 1)
+                                / f64::from(shares[i].weight)
+                        };
+                        // On a tie, the heavier weight.
+                        share(a)
+                            .total_cmp(&share(b))
+                            .then(shares[b].weight.cmp(&shares[a].weight))
+                    })
+                    .expect("a weighted provider")
+            });
+        placed[i] += 1;
+    }
+    shares
+        .iter()
+        .zip(placed)
+        .filter(|(s, _)| s.provider == FARGATE_SPOT)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The Fargate vCPU a stack's most workers need against the account's quota.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{workers} workers of {cpu} CPU units need {need} vCPU of {what}, and this account's quota in {region} is {quota} vCPU (Service Quotas, code {code}): ask AWS for an increase in the Service Quotas console, or give a lower --max-workers, --workers or --cpu"
+)]
+pub struct QuotaError {
+    /// The most workers the stack may run.
+    pub workers: u32,
+    /// CPU units of each.
+    pub cpu: u32,
+    /// `Fargate On-Demand` or `Fargate Spot`.
+    pub what: &'static str,
+    /// vCPU needed.
+    pub need: f64,
+    /// The account's quota.
+    pub quota: f64,
+    /// The quota's code.
+    pub code: &'static str,
+    /// The region.
+    pub region: String,
+}
+
+/// Checks that `workers` tasks of `cpu` units, placed as `spot` places them,
+/// fit the account's Fargate On-Demand and Spot vCPU quotas where known.
+pub fn check_fargate_quota(
+    workers: u32,
+    cpu: u32,
+    spot: bool,
+    on_demand_quota: Option<f64>,
+    spot_quota: Option<f64>,
+    region: &str,
+) -> Result<(), QuotaError> {
+    let on_spot = spot_share(spot, workers);
+    let vcpu = |n: u32| f64::from(n) * f64::from(cpu) / 1024.0;
+    let checks = [
+        (
+            "Fargate On-Demand",
+            vcpu(workers - on_spot),
+            on_demand_quota,
+            crate::limits::FARGATE_ON_DEMAND_VCPU_QUOTA,
+        ),
+        (
+            "Fargate Spot",
+            vcpu(on_spot),
+            spot_quota,
+            crate::limits::FARGATE_SPOT_VCPU_QUOTA,
+        ),
+    ];
+    for (what, need, quota, code) in checks {
+        if let Some(quota) = quota.filter(|q| need > *q) {
+            return Err(QuotaError {
+                workers,
+                cpu,
+                what,
+                need,
+                quota,
+                code,
+                region: region.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The on-demand Fargate capacity provider.
+pub const FARGATE: &str = "FARGATE";
+/// The Spot Fargate capacity provider.
+pub const FARGATE_SPOT: &str = "FARGATE_SPOT";
+/// With `--spot`: the first worker runs on Fargate, so one survives a wave
+/// of Spot interruptions ...
+pub const SPOT_ON_DEMAND_BASE: u32 = 1;
+/// ... and of the rest, this many on Fargate Spot for each on Fargate.
+pub const SPOT_WEIGHT: u32 = 3;
 
 /// Current [`StackConfig::version`].
 pub const STACK_CONFIG_VERSION: u32 = 1;
@@ -407,6 +556,16 @@ impl StackConfig {
     pub const DEFAULT_CPU: u32 = 256;
     /// MiB of a worker task unless `launch --memory` says otherwise.
     pub const DEFAULT_MEMORY: u32 = 512;
+
+    /// The service's capacity provider strategy ([`capacity_strategy`]).
+    pub fn capacity_strategy(&self) -> Vec<CapacityShare> {
+        capacity_strategy(self.spot)
+    }
+
+    /// How many of `workers` tasks run on Fargate Spot ([`spot_share`]).
+    pub fn spot_share(&self, workers: u32) -> u32 {
+        spot_share(self.spot, workers)
+    }
 
     /// Private subnet CIDRs, which the NAT serves.
     pub fn private_cidrs(&self) -> Vec<String> {
@@ -538,6 +697,7 @@ mod tests {
             memory: 512,
             destroying: false,
             instance_type: Some("t3.small".into()),
+            spot: false,
             autoscale: Some(Autoscale {
                 min_workers: 0,
                 max_workers: 8,
@@ -549,9 +709,64 @@ mod tests {
     #[test]
     fn a_field_from_a_newer_launch_does_not_stop_this_agent() {
         let mut v = serde_json::to_value(sample_stack_config()).unwrap();
-        v["spot"] = serde_json::json!({"base": 1, "weight": 4});
+        v["placement"] = serde_json::json!({"base": 1, "weight": 4});
         let back = StackConfig::parse("/fossa/dev/config", &v.to_string()).unwrap();
         assert_eq!(back, sample_stack_config());
+    }
+
+    #[test]
+    fn spot_keeps_the_first_worker_on_fargate_and_weights_the_rest() {
+        let mut c = sample_stack_config();
+        assert_eq!(
+            c.capacity_strategy(),
+            [CapacityShare {
+                provider: FARGATE,
+                base: 0,
+                weight: 1
+            }]
+        );
+        assert_eq!(c.spot_share(4), 0);
+        // Older configs have no `spot`: off.
+        let mut v = serde_json::to_value(&c).unwrap();
+        v.as_object_mut().unwrap().remove("spot");
+        assert!(!StackConfig::parse("x", &v.to_string()).unwrap().spot);
+        c.spot = true;
+        assert_eq!(
+            c.capacity_strategy(),
+            [
+                CapacityShare {
+                    provider: FARGATE,
+                    base: 1,
+                    weight: 1
+                },
+                CapacityShare {
+                    provider: FARGATE_SPOT,
+                    base: 0,
+                    weight: 3
+                },
+            ]
+        );
+        let spot: Vec<u32> = (0..=9).map(|n| c.spot_share(n)).collect();
+        assert_eq!(spot, [0, 0, 1, 2, 3, 3, 4, 5, 6, 6]);
+    }
+
+    #[test]
+    fn the_most_workers_must_fit_the_fargate_vcpu_quotas() {
+        // 8 workers of 1 vCPU on-demand against a new account's 6.
+        let e = check_fargate_quota(8, 1024, false, Some(6.0), Some(6.0), "eu-west-2").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "8 workers of 1024 CPU units need 8 vCPU of Fargate On-Demand, and this account's quota in eu-west-2 is 6 vCPU (Service Quotas, code L-3032A538): ask AWS for an increase in the Service Quotas console, or give a lower --max-workers, --workers or --cpu"
+        );
+        // With Spot, 2 on-demand and 6 on Spot: both fit.
+        assert!(check_fargate_quota(8, 1024, true, Some(6.0), Some(6.0), "r").is_ok());
+        // 10 with Spot: 3 on-demand, 7 on Spot, over its quota.
+        let e = check_fargate_quota(10, 1024, true, Some(6.0), Some(6.0), "r").unwrap_err();
+        assert_eq!((e.what, e.need), ("Fargate Spot", 7.0));
+        // Unknown quotas are not checked; quarter-vCPU tasks count as such.
+        assert!(check_fargate_quota(1000, 4096, false, None, None, "r").is_ok());
+        assert!(check_fargate_quota(24, 256, false, Some(6.0), None, "r").is_ok());
+        assert!(check_fargate_quota(25, 256, false, Some(6.0), None, "r").is_err());
     }
 }
 

@@ -34,6 +34,31 @@ pub const RESULT_BYTES: usize = 4096;
 /// Seconds an autoscaled fleet stays idle before it shrinks, by default.
 pub const AUTOSCALE_IDLE_WINDOW_SECS: u64 = 900;
 
+/// The shortest time between two scale-ups on Fargate, in seconds (a task
+/// takes about that long to start and answer).
+pub const AUTOSCALE_UP_COOLDOWN_SECS: u64 = 20;
+/// The same in local mode, whose workers start in a few seconds.
+pub const LOCAL_AUTOSCALE_UP_COOLDOWN_SECS: u64 = 5;
+
+/// Minutes a busy worker task's ECS scale-in protection lasts
+/// (`UpdateTaskProtection`'s `expiresInMinutes`, 1 to 2880). The agent
+/// renews it while the task stays busy, so it only runs out when the agent
+/// itself is gone: then ECS may scale the task in again.
+pub const TASK_PROTECTION_MINUTES: u32 = 60;
+
+/// Minutes before a protection runs out when the agent renews it.
+pub const TASK_PROTECTION_RENEW_MINUTES: u32 = 15;
+
+/// Tasks one `UpdateTaskProtection` call takes.
+pub const TASK_PROTECTION_BATCH: usize = 10;
+
+/// Service Quotas' service code for Fargate.
+pub const FARGATE_QUOTA_SERVICE: &str = "fargate";
+/// The quota code of "Fargate On-Demand vCPU resource count".
+pub const FARGATE_ON_DEMAND_VCPU_QUOTA: &str = "L-3032A538";
+/// The quota code of "Fargate Spot vCPU resource count".
+pub const FARGATE_SPOT_VCPU_QUOTA: &str = "L-36FBB829";
+
 /// History rows a page shows when not asked for a number.
 pub const HISTORY_PAGE_ROWS: u32 = 50;
 

@@ -35,6 +35,13 @@ pub struct RegionPrices {
     pub nat_gateway_gb: f64,
 }
 
+/// Fargate Spot's price as a share of Fargate's. Spot prices move with
+/// spare capacity and differ by region; us-east-1's listed Fargate Spot
+/// price ($0.01334053 per vCPU-hour, $0.00146489 per GB-hour, against
+/// $0.04048 and $0.004445) is 32.96 % of on-demand for both, and the other
+/// regions are taken at the same share. The quote's part says so.
+pub const FARGATE_SPOT_SHARE: f64 = 0.3296;
+
 /// A public IPv4 address, per hour (every region).
 pub const PUBLIC_IPV4_HOUR: f64 = 0.005;
 
@@ -180,6 +187,20 @@ impl Quote {
 /// The hourly quote of a stack: the gateway `instance_type` with one
 /// public IPv4 address, and `workers` Fargate tasks of `cpu` / `memory`.
 pub fn quote(region_code: &str, instance_type: &str, workers: u32, cpu: u32, memory: u32) -> Quote {
+    quote_with_spot(region_code, instance_type, workers, 0, cpu, memory)
+}
+
+/// [`quote`] with `spot` of the workers on Fargate Spot, at
+/// [`FARGATE_SPOT_SHARE`] of the Fargate price.
+pub fn quote_with_spot(
+    region_code: &str,
+    instance_type: &str,
+    workers: u32,
+    spot: u32,
+    cpu: u32,
+    memory: u32,
+) -> Quote {
+    let spot = spot.min(workers);
     let mut q = Quote {
         parts: Vec::new(),
         missing: Vec::new(),
@@ -205,10 +226,22 @@ pub fn quote(region_code: &str, instance_type: &str, workers: u32, cpu: u32, mem
         what: "public IPv4 address".into(),
         hourly: PUBLIC_IPV4_HOUR,
     });
-    q.parts.push(Part {
-        what: format!("{workers} Fargate workers of {cpu} CPU units / {memory} MiB"),
-        hourly: f64::from(workers) * r.fargate_task_hour(cpu, memory),
-    });
+    let on_demand = workers - spot;
+    if on_demand > 0 || spot == 0 {
+        q.parts.push(Part {
+            what: format!("{on_demand} Fargate workers of {cpu} CPU units / {memory} MiB"),
+            hourly: f64::from(on_demand) * r.fargate_task_hour(cpu, memory),
+        });
+    }
+    if spot > 0 {
+        q.parts.push(Part {
+            what: format!(
+                "{spot} Fargate Spot workers of {cpu} CPU units / {memory} MiB (at {:.2} % of Fargate)",
+                FARGATE_SPOT_SHARE * 100.0
+            ),
+            hourly: f64::from(spot) * r.fargate_task_hour(cpu, memory) * FARGATE_SPOT_SHARE,
+        });
+    }
     q
 }
 
@@ -244,6 +277,31 @@ mod tests {
         );
         let q = quote("mars-north-1", "t3.small", 1, 1024, 2048);
         assert!(q.parts.is_empty() && q.missing[0].contains("mars-north-1"));
+    }
+
+    #[test]
+    fn spot_workers_are_priced_at_the_spot_share() {
+        let all = quote("us-east-1", "t3.small", 4, 1024, 2048);
+        let mixed = quote_with_spot("us-east-1", "t3.small", 4, 3, 1024, 2048);
+        let task = region("us-east-1").unwrap().fargate_task_hour(1024, 2048);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(near(
+            all.hourly() - mixed.hourly(),
+            3.0 * task * (1.0 - FARGATE_SPOT_SHARE)
+        ));
+        assert_eq!(mixed.parts.len(), 4);
+        assert!(
+            mixed.parts[3].what.starts_with("3 Fargate Spot workers"),
+            "{:?}",
+            mixed.parts
+        );
+        // The listed us-east-1 Spot price is the share of the listed on-demand one.
+        assert!((0.01334053 / 0.04048 - FARGATE_SPOT_SHARE).abs() < 1e-4);
+        assert!((0.00146489 / 0.004445 - FARGATE_SPOT_SHARE).abs() < 1e-4);
+        // More Spot than workers is capped; all on Spot has no on-demand part.
+        let spot = quote_with_spot("us-east-1", "t3.small", 2, 5, 1024, 2048);
+        assert_eq!(spot.parts.len(), 3);
+        assert!(spot.parts[2].what.starts_with("2 Fargate Spot"));
     }
 
     #[test]

@@ -26,6 +26,22 @@ real containers:
   TaskFailedToStart ("ResourceInitializationError: …", "CannotPullContainerError: …").
   A service whose tasks keep exiting at start is retried with a growing delay.
 
+Where moto falls short of ECS, the emulator keeps the state itself:
+
+* a service's capacityProviderStrategy (moto drops it): recorded from
+  CreateService and UpdateService, reported by DescribeServices, and used to
+  place each new task on FARGATE or FARGATE_SPOT, bases first, then where the
+  provider's share stays lowest; UpdateService with forceNewDeployment
+  replaces every task, as a new deployment does;
+* task scale-in protection (UpdateTaskProtection, GetTaskProtection): the
+  scheduler never stops a protected task, whether scaling in or replacing an
+  old revision; it stops it once the protection is lifted or expires;
+* the account's Fargate vCPU quotas (Service Quotas' GetServiceQuota for
+  L-3032A538 and L-36FBB829, which moto lacks), `--fargate-vcpu-quota` each;
+* Spot interruptions: `POST /_emulator/interrupt` with `{"task": id}` stops a
+  FARGATE_SPOT task with stopCode SpotInterruption, as Fargate does when it
+  takes the capacity back.
+
 The emulator logs each transition to stdout. Loopback and namespaces the test
 made only.
 """
@@ -54,6 +70,7 @@ parser.add_argument("--gateway-ip", required=True, help="the gateway's private a
 parser.add_argument("--prefix-len", type=int, default=16, help="prefix length of the tasks' on-link network (the VPC's)")
 parser.add_argument("--region", required=True, help="the region whose services it runs")
 parser.add_argument("--tick", type=float, default=0.5)
+parser.add_argument("--fargate-vcpu-quota", type=float, default=64.0, help="the account's Fargate On-Demand and Spot vCPU quotas it reports")
 args = parser.parse_args()
 
 REGION = args.region
@@ -62,6 +79,9 @@ lock = threading.RLock()
 tasks = {}  # task ARN -> dict
 failures = {}  # service ARN -> (consecutive failed starts, not before)
 next_host = {}  # subnet id -> next host number
+strategies = {}  # service ARN -> capacityProviderStrategy as last set
+generations = {}  # service ARN -> deployment number (forceNewDeployment bumps it)
+protection = {}  # task ARN -> protection expiry (epoch seconds)
 DOCKER_CONFIG = tempfile.mkdtemp(prefix="fossa-emu-docker-")
 
 
@@ -319,6 +339,32 @@ def subnet_cidrs(ids):
     return {s["SubnetId"]: (s["CidrBlock"], s["AvailabilityZone"]) for s in out}
 
 
+def provider_for(svc):
+    """The capacity provider of the service's next task: bases first, then
+    the provider whose share of the tasks beyond the bases stays lowest, the
+    heavier weight on a tie (as fossa_contract's StackConfig::spot_share)."""
+    strategy = strategies.get(svc["serviceArn"]) or [{"capacityProvider": "FARGATE", "weight": 1}]
+    with lock:
+        placed = {
+            s["capacityProvider"]: sum(
+                1
+                for t in tasks.values()
+                if t["service"] == svc["serviceArn"] and t["desiredStatus"] == "RUNNING" and t["provider"] == s["capacityProvider"]
+            )
+            for s in strategy
+        }
+    for s in strategy:
+        if placed[s["capacityProvider"]] < s.get("base", 0):
+            return s["capacityProvider"]
+    weighted = [s for s in strategy if s.get("weight", 0) > 0]
+    best = min(weighted, key=lambda s: ((max(0, placed[s["capacityProvider"]] - s.get("base", 0)) + 1) / s["weight"], -s["weight"]))
+    return best["capacityProvider"]
+
+
+def protected(task):
+    return protection.get(task["arn"], 0) > epoch()
+
+
 def new_task(cluster_arn, svc, td_arn, subnets):
     """A PROVISIONING task of `td_arn` in the least used of `subnets`."""
     with lock:
@@ -337,6 +383,7 @@ def new_task(cluster_arn, svc, td_arn, subnets):
         arn = f"arn:aws:ecs:{REGION}:{cluster_arn.split(':')[4]}:task/{cluster_name}/{tid}"
         deployment = svc.get("deployments", [{}])[0].get("id", "ecs-svc/0000000000000000000")
         td = svc["_td"]
+        provider = provider_for(svc)
         task = {
             "id": tid,
             "arn": arn,
@@ -355,6 +402,8 @@ def new_task(cluster_arn, svc, td_arn, subnets):
             "memory": td.get("memory", "512"),
             "eni": "eni-" + tid[:17],
             "version": 1,
+            "provider": provider,
+            "generation": generations.get(svc["serviceArn"], 0),
             "containers": [
                 {
                     "containerArn": f"{arn.replace(':task/', ':container/')}/{uuid.uuid4()}",
@@ -366,7 +415,7 @@ def new_task(cluster_arn, svc, td_arn, subnets):
             ],
         }
         tasks[arn] = task
-    log(f"task {tid} PROVISIONING {ip} for {svc['serviceName']} ({td_arn.rsplit('/', 1)[-1]})")
+    log(f"task {tid} PROVISIONING {ip} on {provider} for {svc['serviceName']} ({td_arn.rsplit('/', 1)[-1]})")
     threading.Thread(target=start, args=(task, td), daemon=True).start()
 
 
@@ -381,11 +430,14 @@ def reconcile_service(cluster_arn, svc):
     subnets = subnet_cidrs(awsvpc.get("subnets") or [])
     with lock:
         mine = [t for t in tasks.values() if t["service"] == svc["serviceArn"] and t["desiredStatus"] == "RUNNING"]
-    new = [t for t in mine if t["taskDefinitionArn"] == td_arn]
-    old = [t for t in mine if t["taskDefinitionArn"] != td_arn]
+    gen = generations.get(svc["serviceArn"], 0)
+    new = [t for t in mine if t["taskDefinitionArn"] == td_arn and t["generation"] == gen]
+    old = [t for t in mine if t not in new]
     scaling = f"Scaling activity initiated by (deployment {svc.get('deployments', [{}])[0].get('id', 'ecs-svc')})"
-    # Too many of the current revision: stop the newest first.
-    for t in sorted(new, key=lambda t: t["createdAt"], reverse=True)[: max(0, len(new) - want)]:
+    # Too many of the current revision: stop the newest unprotected first;
+    # protected tasks run on above the desired count until released.
+    spare = [t for t in new if not protected(t)]
+    for t in sorted(spare, key=lambda t: t["createdAt"], reverse=True)[: max(0, len(new) - want)]:
         stop(t, "ServiceSchedulerInitiated", scaling)
     new = [t for t in new if t["desiredStatus"] == "RUNNING"]
     # Start what is missing, within maximumPercent, unless recent starts failed.
@@ -399,6 +451,8 @@ def reconcile_service(cluster_arn, svc):
     healthy = [t for t in new if t["lastStatus"] == "RUNNING" and t.get("healthStatus") == "HEALTHY"]
     old_running = [t for t in old if t["lastStatus"] == "RUNNING"]
     for t in sorted(old, key=lambda t: t["lastStatus"] == "RUNNING"):
+        if protected(t):
+            continue
         if t["lastStatus"] != "RUNNING" or len(healthy) + len(old_running) - 1 >= min_healthy:
             if t in old_running:
                 old_running.remove(t)
@@ -446,8 +500,7 @@ def task_json(t):
         "taskDefinitionArn": t["taskDefinitionArn"],
         "lastStatus": t["lastStatus"],
         "desiredStatus": t["desiredStatus"],
-        "launchType": "FARGATE",
-        "capacityProviderName": "FARGATE",
+        "capacityProviderName": t["provider"],
         "platformVersion": "1.4.0",
         "platformFamily": "Linux",
         "availabilityZone": t["az"],
@@ -532,13 +585,104 @@ def patch_services(body):
     out = json.loads(body)
     with lock:
         for s in out.get("services", []):
+            if s.get("serviceArn") in strategies:
+                s["capacityProviderStrategy"] = strategies[s["serviceArn"]]
+                s.pop("launchType", None)
             mine = [t for t in tasks.values() if t["service"] == s.get("serviceArn") and t["desiredStatus"] == "RUNNING"]
             s["runningCount"] = sum(t["lastStatus"] == "RUNNING" for t in mine)
             s["pendingCount"] = sum(t["lastStatus"] != "RUNNING" for t in mine)
     return json.dumps(out).encode()
 
 
+def update_task_protection(req):
+    on = bool(req.get("protectionEnabled"))
+    minutes = int(req.get("expiresInMinutes") or 120)
+    if not 1 <= minutes <= 2880:
+        return 400, {"__type": "InvalidParameterException", "message": "expiresInMinutes must be between 1 and 2880."}
+    if len(req.get("tasks", [])) > 10:
+        return 400, {"__type": "InvalidParameterException", "message": "Tasks can have at most 10 items."}
+    done, failed = [], []
+    with lock:
+        for ref in req.get("tasks", []):
+            t = find(ref)
+            if not t or not cluster_matches(t, req.get("cluster")) or t["desiredStatus"] != "RUNNING":
+                failed.append({"arn": ref, "reason": "TASK_NOT_VALID", "detail": "The task is not running."})
+                continue
+            if on:
+                protection[t["arn"]] = epoch() + 60 * minutes
+            else:
+                protection.pop(t["arn"], None)
+            item = {"taskArn": t["arn"], "protectionEnabled": on}
+            if on:
+                item["expirationDate"] = protection[t["arn"]]
+            done.append(item)
+    log(f"protection {'on' if on else 'off'}: {' '.join(d['taskArn'].rsplit('/', 1)[-1][:8] for d in done)}")
+    return 200, {"protectedTasks": done, "failures": failed}
+
+
+def get_task_protection(req):
+    out = []
+    with lock:
+        for ref in req.get("tasks", []):
+            t = find(ref)
+            if t:
+                on = protected(t)
+                item = {"taskArn": t["arn"], "protectionEnabled": on}
+                if on:
+                    item["expirationDate"] = protection[t["arn"]]
+                out.append(item)
+    return 200, {"protectedTasks": out, "failures": []}
+
+
+def record_strategy(op, req, data):
+    """After moto took a CreateService or UpdateService: the strategy it
+    dropped, and a new deployment when one was forced."""
+    svc = (json.loads(data or b"{}").get("service") or {})
+    arn = svc.get("serviceArn")
+    if not arn:
+        return
+    with lock:
+        if req.get("capacityProviderStrategy"):
+            strategies[arn] = req["capacityProviderStrategy"]
+        if op == "UpdateService" and req.get("forceNewDeployment"):
+            generations[arn] = generations.get(arn, 0) + 1
+            log(f"new deployment {generations[arn]} of {svc.get('serviceName')} (strategy {strategies.get(arn)})")
+
+
+FARGATE_QUOTAS = {"L-3032A538": "Fargate On-Demand vCPU resource count", "L-36FBB829": "Fargate Spot vCPU resource count"}
+
+
+def service_quota(req):
+    code = req.get("QuotaCode")
+    if req.get("ServiceCode") != "fargate" or code not in FARGATE_QUOTAS:
+        return 400, {"__type": "NoSuchResourceException", "message": "The request failed because the specified resource does not exist."}
+    return 200, {
+        "Quota": {
+            "ServiceCode": "fargate",
+            "ServiceName": "AWS Fargate",
+            "QuotaCode": code,
+            "QuotaName": FARGATE_QUOTAS[code],
+            "Value": args.fargate_vcpu_quota,
+            "Unit": "None",
+            "Adjustable": True,
+            "GlobalQuota": False,
+        }
+    }
+
+
+def interrupt(req):
+    t = find(req.get("task", ""))
+    if not t or t["desiredStatus"] != "RUNNING":
+        return 400, {"message": "no such running task"}
+    if t["provider"] != "FARGATE_SPOT":
+        return 400, {"message": f"task {t['id']} runs on {t['provider']}, not FARGATE_SPOT"}
+    stop(t, "SpotInterruption", "Your Spot Task was interrupted.")
+    return 200, {"task": t["arn"]}
+
+
 HANDLERS = {
+    "UpdateTaskProtection": update_task_protection,
+    "GetTaskProtection": get_task_protection,
     "ListTasks": list_tasks,
     "DescribeTasks": describe_tasks,
     "StopTask": stop_task,
@@ -563,7 +707,14 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.path == "/_emulator/interrupt":
+            status, out = interrupt(json.loads(body or b"{}"))
+            return self.reply(status, json.dumps(out).encode(), ctype="application/json")
         target = self.headers.get("X-Amz-Target", "")
+        if target == "ServiceQuotasV20190624.GetServiceQuota":
+            status, out = service_quota(json.loads(body or b"{}"))
+            extra = [("x-amzn-ErrorType", out["__type"])] if status != 200 else []
+            return self.reply(status, json.dumps(out).encode(), headers=extra)
         op = target.rsplit(".", 1)[-1] if target.startswith("AmazonEC2ContainerService") else ""
         if op in HANDLERS:
             status, out = HANDLERS[op](json.loads(body or b"{}"))
@@ -577,6 +728,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         data = resp.read()
         if op == "DescribeServices" and resp.status == 200:
             data = patch_services(data)
+        if op in ("CreateService", "UpdateService") and resp.status == 200:
+            record_strategy(op, json.loads(body or b"{}"), data)
         self.send_response(resp.status)
         for k, v in resp.getheaders():
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):

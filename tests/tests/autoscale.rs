@@ -39,6 +39,28 @@ class BurstEtl(ayeaye.PartitionedModel):
     dir
 }
 
+/// Autoscaling's bounds as the API gives them (`null`: off).
+async fn bounds(agent: &LocalAgent) -> Value {
+    api(agent, "GET", "/api/v1/autoscale", None).await.1["autoscale"].clone()
+}
+
+/// A local agent on `models` autoscaling between 0 and `max` workers.
+fn autoscaled(models: &TempDir, max: u32, idle_window: u32) -> LocalAgent {
+    LocalAgent::start(
+        0,
+        &[
+            "--models",
+            &models.0.display().to_string(),
+            "--min-workers",
+            "0",
+            "--max-workers",
+            &max.to_string(),
+            "--idle-window",
+            &idle_window.to_string(),
+        ],
+    )
+}
+
 async fn workers(agent: &LocalAgent) -> Vec<Value> {
     let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
     ws["workers"].as_array().cloned().unwrap_or_default()
@@ -47,20 +69,7 @@ async fn workers(agent: &LocalAgent) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_at_zero_grows_for_a_burst_and_returns_to_zero() {
     let models = models();
-    let dir = models.0.display().to_string();
-    let agent = LocalAgent::start(
-        0,
-        &[
-            "--models",
-            &dir,
-            "--min-workers",
-            "0",
-            "--max-workers",
-            "4",
-            "--idle-window",
-            "10",
-        ],
-    );
+    let agent = autoscaled(&models, 4, 10);
     assert!(workers(&agent).await.is_empty(), "it starts with no worker");
 
     // A submission to a fleet at zero is queued, and starts a worker.
@@ -284,5 +293,233 @@ class SlowEtl(ayeaye.PartitionedModel):
     eprintln!(
         "FIGURE worker killed mid-subtask: {subtask} was not run again; the parent was shown stuck {:?} after the kill: {why}",
         killed.elapsed()
+    );
+}
+
+/// Scale-in while work runs: after a burst, one subtask runs on for 25 s.
+/// The autoscaler takes away the idle workers after the window (3 → the
+/// busy ones), stopping idle workers first and never a busy one; a manual
+/// scale to 0 then leaves the busy workers running until their work is
+/// done. Nothing is lost and the parent completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_in_during_running_work_stops_only_idle_workers() {
+    let models = TempDir::new("scale-in-models");
+    std::fs::write(
+        models.0.join("tail.py"),
+        r#""""Nine subtasks of a second, then one of 25 s."""
+import time
+
+import ayeaye
+
+
+class TailEtl(ayeaye.PartitionedModel):
+    def build(self):
+        pass
+
+    def partition_slice(self, workers_count):
+        return [("work", {"n": n}) for n in range(10)]
+
+    def work(self, n):
+        time.sleep(25 if n == 9 else 1)
+        return {"n": n}
+
+    def partition_subtask_complete(self, task_message):
+        pass
+"#,
+    )
+    .unwrap();
+    let agent = autoscaled(&models, 3, 4);
+    let (status, v) = api(
+        &agent,
+        "POST",
+        "/api/v1/tasks",
+        Some(&json!({"model_class": "TailEtl"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let queue_id = v["queued"]["id"].as_i64().unwrap();
+    let t0 = Instant::now();
+    let (mut parent, mut most, mut partial, mut manual) = (None, 0usize, None, false);
+    // A busy worker stopped would lose its subtask (Fossa does not run it
+    // again): the parent would never complete, and the history would list
+    // it as lost.
+    loop {
+        let ws = workers(&agent).await;
+        most = most.max(ws.len());
+        let busy = ws.iter().any(|w| {
+            w["node"]["running_tasks"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        });
+        let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+        let autoscale: Vec<String> = ev["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["source"] == "autoscale")
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+            .collect();
+        if partial.is_none() {
+            partial = autoscale
+                .iter()
+                .find(|m| m.contains("workers busy, nothing waiting)"))
+                .cloned();
+        }
+        if partial.is_some() && !manual && busy {
+            // Scale to 0 by hand while the long subtask still runs.
+            let (s, v) = api(
+                &agent,
+                "POST",
+                "/api/v1/scale",
+                Some(&json!({"workers": 0})),
+            )
+            .await;
+            assert_eq!(s, 200, "{v}");
+            manual = true;
+        }
+        let (_, q) = api(&agent, "GET", &format!("/api/v1/queue/{queue_id}"), None).await;
+        if let Some(id) = q["detail"]["task_id"].as_str() {
+            let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{id}"), None).await;
+            let done = d["groups"][0]["subtasks"].as_array().map_or(0, |s| {
+                s.iter().filter(|s| s["status"] == "complete").count()
+            });
+            if d["task"]["status"] == "complete" && done == 10 {
+                parent = Some(id.to_owned());
+            }
+        }
+        if parent.is_some() && ws.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(150),
+            "parent {parent:?}, partial {partial:?}, manual {manual}, workers {ws:?}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(most, 3, "the fleet grew to its maximum");
+    assert!(manual, "the manual scale to 0 came while work ran");
+    let (_, lost) = api(&agent, "GET", "/api/v1/tasks?status=lost", None).await;
+    assert!(
+        lost["tasks"].as_array().unwrap().is_empty(),
+        "no task lost: {lost}"
+    );
+    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+    let messages: Vec<String> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("run work and stop once idle")),
+        "the busy workers were kept at 0 wanted: {messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.ends_with("(idle)")),
+        "{messages:?}"
+    );
+    eprintln!(
+        "FIGURE scale-in during running work (local, 0..3): {}; then 0 by hand; complete, nothing lost, {:?}",
+        partial.unwrap_or_default(),
+        t0.elapsed()
+    );
+}
+
+/// Autoscaling set through the API: bad bounds are refused with the
+/// reason and change nothing; good ones apply at once, survive a restart of
+/// the agent with the same flags, and yield to new flags.
+#[tokio::test(flavor = "multi_thread")]
+async fn autoscale_set_in_the_api_is_checked_kept_and_yields_to_new_flags() {
+    let models = models();
+    let mut agent = autoscaled(&models, 2, 30);
+    let configured = json!({"min_workers": 0, "max_workers": 2, "idle_window_secs": 30});
+    assert_eq!(bounds(&agent).await, configured);
+    for (body, says) in [
+        (
+            json!({"min_workers": 3, "max_workers": 2}),
+            "--min-workers 3 is above --max-workers 2",
+        ),
+        (
+            json!({"min_workers": 0, "max_workers": 100}),
+            "above the 64 workers this mode runs",
+        ),
+        (
+            json!({"min_workers": 0, "max_workers": 0}),
+            "--max-workers 0",
+        ),
+        (
+            json!({"min_workers": 0, "max_workers": 2, "idle_window_secs": 0}),
+            "--idle-window 0",
+        ),
+        (
+            json!({"min_workers": 0, "max_workers": 2, "bogus": 1}),
+            "unknown field `bogus`",
+        ),
+        (
+            json!({"min_workers": -1, "max_workers": 2}),
+            "invalid value",
+        ),
+    ] {
+        let (status, v) = api(&agent, "POST", "/api/v1/autoscale", Some(&body)).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(v.to_string().contains(says), "{body}: {v}");
+        assert_eq!(bounds(&agent).await, configured, "{body} changed nothing");
+    }
+    let set = json!({"min_workers": 1, "max_workers": 3, "idle_window_secs": 20});
+    let (status, v) = api(&agent, "POST", "/api/v1/autoscale", Some(&set)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(bounds(&agent).await, set);
+    // The new minimum starts a worker.
+    let t = Instant::now();
+    while workers(&agent).await.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A restart with the same flags keeps what the API set.
+    agent.interrupt();
+    let flags = |max: &str| {
+        vec![
+            "--models".to_owned(),
+            models.0.display().to_string(),
+            "--min-workers".into(),
+            "0".into(),
+            "--max-workers".into(),
+            max.into(),
+            "--idle-window".into(),
+            "30".into(),
+        ]
+    };
+    let same = flags("2");
+    agent.spawn(0, &same.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    agent.wait_output("all 0 workers ready", Duration::from_secs(120));
+    assert_eq!(bounds(&agent).await, set, "kept across the restart");
+    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+    assert!(
+        ev.to_string()
+            .contains("autoscaling between 1 and 3 workers (idle window 20 s), as set in the UI"),
+        "{ev}"
+    );
+    // New flags win over what the API set.
+    agent.interrupt();
+    let new = flags("4");
+    agent.spawn(0, &new.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    agent.wait_output("all 0 workers ready", Duration::from_secs(120));
+    assert_eq!(
+        bounds(&agent).await,
+        json!({"min_workers": 0, "max_workers": 4, "idle_window_secs": 30})
+    );
+    // Off: the count stays where it is.
+    let (status, v) = api(&agent, "DELETE", "/api/v1/autoscale", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(bounds(&agent).await, Value::Null);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("autoscaling off, as set in the UI"),
+        "{v}"
     );
 }

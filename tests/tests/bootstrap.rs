@@ -48,6 +48,14 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
         "a dynamic agent is warned about: {}",
         first.stderr
     );
+    // moto has no Fargate quotas: said, and the launch goes on.
+    assert!(
+        first
+            .stderr
+            .contains("the Fargate vCPU quota could not be read, so it is not checked"),
+        "{}",
+        first.stderr
+    );
 
     let sdk = moto.sdk().await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);

@@ -39,6 +39,20 @@ class SpreadEtl(ayeaye.PartitionedModel):
 
     def partition_subtask_complete(self, task_message):
         self.log(f"subtask finished: {{getattr(task_message, 'return_value', None)}}")
+
+
+class BurstEtl(ayeaye.PartitionedModel):
+    """Forty subtasks: 39 of 1 s, then one of 75 s that is still running when the fleet scales in."""
+
+    def build(self):
+        self.log("burst finished")
+
+    def partition_slice(self, workers_count):
+        return [("work", {{"n": n}}) for n in range(40)]
+
+    def work(self, n):
+        time.sleep(75 if n == 39 else 1)
+        return {{"n": n, "host": socket.gethostname()}}
 "#
     )
 }
@@ -240,7 +254,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         2,
         Duration::from_secs(300),
         "first start",
-        |o| o["models"] == serde_json::json!(["SpreadEtl"]),
+        |o| o["models"] == serde_json::json!(["BurstEtl", "SpreadEtl"]),
     )
     .await;
     let to_answering = started.elapsed();
@@ -597,19 +611,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let http = fossa_tests::agent_client();
     let api = format!("https://127.0.0.1:{}/api/v1", stack.ui_port);
     let t0 = Instant::now();
-    let sent: serde_json::Value = http
-        .post(format!("{api}/tasks"))
-        .basic_auth("fossa", Some(&pw))
-        .json(&serde_json::json!({"model_class": "SpreadEtl"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let queue_id = sent["queued"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("queued at zero: {sent}"));
+    let queue_id = submit_at_zero(&stack, &pw, "SpreadEtl").await;
     let (mut first_running, mut done) = (None, None);
     while done.is_none() {
         let q = get_api(&stack, &pw, &format!("/api/v1/queue/{queue_id}")).await;
@@ -639,6 +641,269 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         "FIGURE emulator autoscale 0..2: idle fleet at zero after {to_zero:?}; submission -> sent to a worker {:?}, complete {:?}; back to zero {back:?} after (window 20 s)",
         first_running.unwrap_or_default(),
         done.unwrap_or_default()
+    );
+
+    // A burst on Spot: 40 subtasks with 0..4 workers, the first on Fargate
+    // and the rest on Fargate Spot. One idle Spot worker is interrupted, and
+    // the fleet is scaled to 0 while the last subtask runs: the busy
+    // worker, protected from scale-in, finishes it, and only then stops.
+    stack.rerun(&[
+        "--min-workers",
+        "0",
+        "--max-workers",
+        "4",
+        "--idle-window",
+        "20",
+        "--spot",
+    ]);
+    // The cluster duty moves the service to the Spot strategy (a new
+    // deployment, at zero tasks) within its period; the burst comes after.
+    let t = Instant::now();
+    loop {
+        let d = ecs
+            .describe_services()
+            .cluster("fossa-wp")
+            .services("fossa-wp-workers")
+            .send()
+            .await
+            .unwrap();
+        let strategy: Vec<(String, i32, i32)> = d.services()[0]
+            .capacity_provider_strategy()
+            .iter()
+            .map(|s| (s.capacity_provider().to_owned(), s.base(), s.weight()))
+            .collect();
+        if strategy
+            == [
+                ("FARGATE".to_owned(), 1, 1),
+                ("FARGATE_SPOT".to_owned(), 0, 3),
+            ]
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the service's strategy after --spot: {strategy:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let t0 = Instant::now();
+    let queue_id = submit_at_zero(&stack, &pw, "BurstEtl").await;
+    let (mut task_id, mut first_subtask, mut worker_secs, mut peak) =
+        (String::new(), None, 0.0f64, 0usize);
+    let mut providers = std::collections::BTreeMap::<String, String>::new();
+    let mut last = Instant::now();
+    // Until 39 subtasks are complete and the 40th runs.
+    let long_on = loop {
+        let o = overview(&stack, &pw).await;
+        let running: Vec<&serde_json::Value> = o["workers"]
+            .as_array()
+            .map(|w| w.iter().filter(|w| w["status"] == "RUNNING").collect())
+            .unwrap_or_default();
+        worker_secs += running.len() as f64 * last.elapsed().as_secs_f64();
+        last = Instant::now();
+        peak = peak.max(running.len());
+        for w in &running {
+            providers.insert(
+                w["id"].as_str().unwrap_or_default().into(),
+                w["provider"].as_str().unwrap_or_default().into(),
+            );
+        }
+        if task_id.is_empty() {
+            let q = get_api(&stack, &pw, &format!("/api/v1/queue/{queue_id}")).await;
+            if q["state"] == "left" {
+                task_id = q["detail"]["task_id"].as_str().unwrap_or_default().into();
+            }
+        }
+        if !task_id.is_empty() {
+            let d = get_api(&stack, &pw, &format!("/api/v1/tasks/{task_id}")).await;
+            let subs = d["groups"][0]["subtasks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if first_subtask.is_none() && !subs.is_empty() {
+                first_subtask = Some(t0.elapsed());
+            }
+            let done = subs.iter().filter(|s| s["status"] == "complete").count();
+            let long = subs.iter().find(|s| s["status"] == "running" && done == 39);
+            if let Some(l) = long {
+                break l["worker_id"].as_str().unwrap_or_default().to_owned();
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "the burst did not get to its last subtask: {o:#}\nemulator:\n{}",
+            stack.emulator.as_ref().unwrap().log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(peak, 4, "the fleet grew to its maximum: {providers:?}");
+    let on = |p: &str| providers.values().filter(|v| *v == p).count();
+    assert_eq!(
+        (on("FARGATE"), on("FARGATE_SPOT")),
+        (1, 3),
+        "one on Fargate, the rest on Spot: {providers:?}"
+    );
+    // The busy worker is protected; an idle Spot worker is interrupted.
+    let o = overview(&stack, &pw).await;
+    let rows = o["workers"].as_array().cloned().unwrap_or_default();
+    let row = |id: &str| rows.iter().find(|w| w["id"] == id).cloned();
+    assert_eq!(
+        row(&long_on).map(|w| w["protected"].clone()),
+        Some(serde_json::json!(true)),
+        "the worker running the last subtask is protected: {o:#}"
+    );
+    // An idle worker's protection is lifted at the refresh after it idles.
+    let idle_spot = |w: &serde_json::Value| {
+        w["provider"] == "FARGATE_SPOT"
+            && w["protected"] == false
+            && w["running"].as_array().is_some_and(Vec::is_empty)
+    };
+    let (o, _) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(20),
+        "an idle, unprotected Spot worker",
+        |o| {
+            o["workers"]
+                .as_array()
+                .is_some_and(|ws| ws.iter().any(idle_spot))
+        },
+    )
+    .await;
+    let victim = o["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| idle_spot(w))
+        .and_then(|w| w["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let r = http
+        .post(format!(
+            "{}/_emulator/interrupt",
+            stack.emulator.as_ref().unwrap().url
+        ))
+        .json(&serde_json::json!({"task": victim}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let scaled = http
+        .post(format!("{api}/scale"))
+        .basic_auth("fossa", Some(&pw))
+        .json(&serde_json::json!({"workers": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scaled.status(), 200);
+    // Scaled to 0 while the last subtask runs: the idle workers go, the
+    // busy ones stay (desired 0), and the task completes.
+    let (mut kept_seen, mut interrupted_row, mut complete) = (false, false, None);
+    while complete.is_none() || !interrupted_row {
+        let o = overview(&stack, &pw).await;
+        let rows = o["workers"].as_array().cloned().unwrap_or_default();
+        let running: Vec<&serde_json::Value> =
+            rows.iter().filter(|w| w["status"] == "RUNNING").collect();
+        worker_secs += running.len() as f64 * last.elapsed().as_secs_f64();
+        last = Instant::now();
+        // Only busy, protected workers run on (the last subtask's, and the
+        // parent's if it is elsewhere).
+        if o["desired_workers"] == 0
+            && (1..=2).contains(&running.len())
+            && running.iter().any(|w| w["id"] == long_on.as_str())
+            && running.iter().all(|w| w["protected"] == true)
+            && complete.is_none()
+        {
+            kept_seen = true;
+        }
+        interrupted_row |= rows.iter().any(|w| {
+            w["id"] == victim.as_str()
+                && w["status"] == "STOPPED"
+                && w["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("interrupted by Fargate Spot"))
+        });
+        let d = get_api(&stack, &pw, &format!("/api/v1/tasks/{task_id}")).await;
+        let subs = d["groups"][0]["subtasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if complete.is_none()
+            && d["task"]["status"] == "complete"
+            && subs.len() == 40
+            && subs.iter().all(|s| s["status"] == "complete")
+        {
+            complete = Some(t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(420),
+            "after the scale to 0: kept {kept_seen}, interrupted row {interrupted_row}, complete {complete:?}:\n{o:#}\n{d:#}\nemulator:\n{}",
+            stack.emulator.as_ref().unwrap().log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(kept_seen, "only the busy workers ran on at desired 0");
+    let log = stack.emulator.as_ref().unwrap().log();
+    assert!(
+        log.contains(&format!(
+            "task {victim} STOPPED Your Spot Task was interrupted."
+        )),
+        "{log}"
+    );
+    let events = get_api(&stack, &pw, "/api/v1/events").await.to_string();
+    assert!(
+        events.contains(&format!("worker {victim} on Fargate Spot was interrupted")),
+        "{events}"
+    );
+    let (_, emptied) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(60),
+        "the last worker gone once idle",
+        |o| {
+            o["workers"]
+                .as_array()
+                .is_some_and(|w| w.iter().all(|w| w["status"] != "RUNNING"))
+        },
+    )
+    .await;
+    worker_secs += last.elapsed().as_secs_f64();
+    eprintln!(
+        "FIGURE emulator burst 0..4 on Spot: 40 subtasks; submission -> first subtask {:?}, complete {:?}; peak {peak} workers; {:.4} worker-hours (a fixed 4 over the same {:?}: {:.4}); last worker gone {emptied:?} after completion",
+        first_subtask.unwrap_or_default(),
+        complete.unwrap_or_default(),
+        worker_secs / 3600.0,
+        t0.elapsed(),
+        4.0 * t0.elapsed().as_secs_f64() / 3600.0
+    );
+
+    // More workers than the account's Fargate vCPU quota (the emulator
+    // reports 64 vCPU each): refused before anything changes.
+    let refused =
+        Run::of(stack.launch_command(&["--max-workers", "100", "--cpu", "1024", "--no-wait"]));
+    assert_eq!(refused.code, 1, "{refused:?}");
+    // With Spot kept from the stack: 25 on Fargate (fits), 75 on Spot (does not).
+    assert!(
+        refused.stderr.contains(
+            "100 workers of 1024 CPU units need 75 vCPU of Fargate Spot, and this account's quota in"
+        ) && refused.stderr.contains("is 64 vCPU (Service Quotas, code L-36FBB829)"),
+        "{refused:?}"
+    );
+    let config = aws_sdk_ssm::Client::new(&stack.sdk)
+        .get_parameter()
+        .name("/fossa/wp/config")
+        .send()
+        .await
+        .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(config.parameter().unwrap().value().unwrap()).unwrap();
+    assert_eq!(
+        (
+            config["autoscale"]["max_workers"].clone(),
+            config["cpu"].clone()
+        ),
+        (serde_json::json!(4), serde_json::json!(256)),
+        "nothing changed"
     );
 
     // 7. destroy with the agent running leaves nothing in moto, and no task
@@ -680,6 +945,24 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     agent.stop();
+}
+
+/// Submits `model` through the API to a fleet at zero: it is queued in the
+/// gateway; returns its queue id.
+async fn submit_at_zero(stack: &Stack, pw: &str, model: &str) -> i64 {
+    let sent: serde_json::Value = fossa_tests::agent_client()
+        .post(format!("https://127.0.0.1:{}/api/v1/tasks", stack.ui_port))
+        .basic_auth("fossa", Some(pw))
+        .json(&serde_json::json!({ "model_class": model }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    sent["queued"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{model} queued at zero: {sent}"))
 }
 
 /// SDK settings for the emulator's endpoint (tasks are answered there, not by moto).

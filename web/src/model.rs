@@ -124,6 +124,13 @@ pub struct Worker {
     pub node: Option<NodeInfo>,
     /// Milliseconds the last poll took.
     pub poll_ms: Option<u64>,
+    /// Kept from scale-in while it runs work: ECS task scale-in protection
+    /// on Fargate; in local mode, stopped last.
+    #[serde(default)]
+    pub protected: bool,
+    /// Why it stopped, for a worker shown after it stopped (a Spot interruption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
 }
 
 impl Worker {
@@ -261,6 +268,9 @@ pub struct FleetSnapshot {
     /// Task slots in use over the last hour, oldest first.
     #[serde(default)]
     pub slots: Vec<SlotSample>,
+    /// Autoscaling's bounds, when on.
+    #[serde(default)]
+    pub autoscale: Option<fossa_contract::config::Autoscale>,
 }
 
 /// Task slots at one moment (the peak of its 30 s bucket).
@@ -471,6 +481,16 @@ pub trait Fleet: Send + Sync + 'static {
     async fn scale(&self, workers: u32) -> Result<String, ControlError>;
     /// Rebuilds the worker image (or restarts local workers).
     async fn rebuild(&self) -> Result<String, ControlError>;
+    /// Turns autoscaling on with new bounds, or off (`None`: the current
+    /// count stays).
+    async fn set_autoscale(
+        &self,
+        _autoscale: Option<fossa_contract::config::Autoscale>,
+    ) -> Result<String, ControlError> {
+        Err(ControlError::Invalid(
+            "this fleet does not autoscale".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

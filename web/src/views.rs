@@ -337,6 +337,8 @@ mod tests {
                 recent_completed_tasks: done,
             }),
             poll_ms: Some(1),
+            protected: false,
+            stopped_reason: None,
         }
     }
 

@@ -644,3 +644,87 @@ async fn history_filters_are_checked_and_exports_stream_csv_and_json() {
     let all: Vec<Value> = serde_json::from_str(&r.into_string().await.unwrap()).unwrap();
     assert!(!all.is_empty());
 }
+
+#[rocket::async_test]
+async fn autoscaling_is_set_from_the_form_and_the_api_and_checked() {
+    let (c, fleet) = client().await;
+    let token = login(&c).await;
+    // The overview offers it while off.
+    let page = c.get("/").dispatch().await.into_string().await.unwrap();
+    assert!(page.contains("action=\"/autoscale\""), "{page}");
+    let r = c
+        .post("/autoscale")
+        .header(ContentType::Form)
+        .body(format!(
+            "min_workers=0&max_workers=8&idle_window_secs=600&csrf_token={token}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    let page = r.into_string().await.unwrap();
+    assert!(page.contains("autoscaling (idle window 600 s)"), "{page}");
+    let on = fleet.snapshot().autoscale.unwrap();
+    assert_eq!((on.min_workers, on.max_workers), (0, 8));
+    // Without the token, or with bad numbers, nothing changes.
+    for (body, status) in [
+        (
+            "min_workers=1&max_workers=2&idle_window_secs=5&csrf_token=x".to_owned(),
+            Status::Forbidden,
+        ),
+        (
+            format!("min_workers=a&max_workers=2&idle_window_secs=5&csrf_token={token}"),
+            Status::BadRequest,
+        ),
+        (
+            format!("min_workers=0&max_workers=2&idle_window_secs=0&csrf_token={token}"),
+            Status::BadRequest,
+        ),
+        (
+            format!("min_workers=3&max_workers=2&idle_window_secs=5&csrf_token={token}"),
+            Status::BadRequest,
+        ),
+    ] {
+        let r = c
+            .post("/autoscale")
+            .header(ContentType::Form)
+            .body(body.clone())
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), status, "{body}");
+        assert_eq!(fleet.snapshot().autoscale, Some(on), "{body}");
+    }
+    // The API: a session needs the CSRF header.
+    let r = c
+        .post("/api/v1/autoscale")
+        .header(ContentType::JSON)
+        .body(r#"{"min_workers":1,"max_workers":2}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Forbidden);
+    let r = c
+        .post("/api/v1/autoscale")
+        .header(Header::new("X-CSRF-Token", token.clone()))
+        .header(ContentType::JSON)
+        .body(r#"{"min_workers":1,"max_workers":2}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    let v = json_of(r).await;
+    assert_eq!(
+        v["autoscale"]["idle_window_secs"], 900,
+        "the default window"
+    );
+    let r = c
+        .get("/api/v1/autoscale")
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await;
+    assert_eq!(json_of(r).await["autoscale"]["max_workers"], 2);
+    let r = c
+        .delete("/api/v1/autoscale")
+        .header(Header::new("X-CSRF-Token", token.clone()))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(fleet.snapshot().autoscale, None);
+}

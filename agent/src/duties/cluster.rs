@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{
     PropagateTags, Secret, Tag, TaskDefinitionField, TransportProtocol,
 };
 use fossa_contract::aws::{AwsError, AwsResultExt};
-use fossa_contract::config::StackConfig;
+use fossa_contract::config::{CapacityShare, StackConfig};
 use fossa_contract::names::{FOSSA_PORT, WORKER_CONTAINER};
 use fossa_contract::{ssm, tags, StackName};
 use sha2::{Digest, Sha256};
@@ -327,21 +327,32 @@ pub async fn ensure_service(
         .send()
         .await
         .aws("ecs:DescribeServices", &name)?;
+    let strategy = strategy_items(cfg)?;
     if let Some(s) = found
         .services()
         .iter()
         .find(|s| s.status() == Some("ACTIVE"))
     {
-        if s.task_definition() == Some(task_definition) {
+        let same_td = s.task_definition() == Some(task_definition);
+        // A service always reports its strategy; moto drops it (and reports
+        // none), which is taken as unknown rather than as a change.
+        let reported = s.capacity_provider_strategy();
+        let same_strategy = reported.is_empty() || same_shares(reported, &cfg.capacity_strategy());
+        if same_td && same_strategy {
             return Ok((ServiceChange::None, s.desired_count()));
         }
-        ecs.update_service()
+        let mut update = ecs
+            .update_service()
             .cluster(&cluster)
             .service(&name)
-            .task_definition(task_definition)
-            .send()
-            .await
-            .aws("ecs:UpdateService", &name)?;
+            .task_definition(task_definition);
+        if !same_strategy {
+            // A new strategy takes effect through a new deployment.
+            update = update
+                .set_capacity_provider_strategy(Some(strategy))
+                .force_new_deployment(true);
+        }
+        update.send().await.aws("ecs:UpdateService", &name)?;
         return Ok((ServiceChange::Updated, s.desired_count()));
     }
     let network = AwsVpcConfiguration::builder()
@@ -357,13 +368,7 @@ pub async fn ensure_service(
         .service_name(&name)
         .task_definition(task_definition)
         .desired_count(cfg.workers as i32)
-        .capacity_provider_strategy(
-            CapacityProviderStrategyItem::builder()
-                .capacity_provider("FARGATE")
-                .weight(1)
-                .build()
-                .map_err(build_err("service"))?,
-        )
+        .set_capacity_provider_strategy(Some(strategy))
         .network_configuration(
             NetworkConfiguration::builder()
                 .awsvpc_configuration(network)
@@ -385,6 +390,86 @@ pub async fn ensure_service(
         .await
         .aws("ecs:CreateService", &name)?;
     Ok((ServiceChange::Created, cfg.workers as i32))
+}
+
+/// The service's tasks of `status`, at most `most` of them: ListTasks page
+/// by page (100 a page), then DescribeTasks in batches of 100, four at once.
+pub async fn service_tasks(
+    ecs: &aws_sdk_ecs::Client,
+    stack: &StackName,
+    status: aws_sdk_ecs::types::DesiredStatus,
+    most: usize,
+) -> Result<Vec<aws_sdk_ecs::types::Task>, AwsError> {
+    use futures::StreamExt;
+    let cluster = stack.cluster();
+    let mut arns = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ecs
+            .list_tasks()
+            .cluster(&cluster)
+            .service_name(stack.service())
+            .desired_status(status.clone())
+            .max_results(100)
+            .set_next_token(token)
+            .send()
+            .await
+            .aws("ecs:ListTasks", &cluster)?;
+        arns.extend(page.task_arns().iter().cloned());
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() || arns.len() >= most {
+            break;
+        }
+    }
+    arns.truncate(most);
+    let batches: Vec<Vec<String>> = arns.chunks(100).map(<[String]>::to_vec).collect();
+    let described: Vec<_> = futures::stream::iter(batches)
+        .map(|batch| {
+            ecs.describe_tasks()
+                .cluster(&cluster)
+                .set_tasks(Some(batch))
+                .send()
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for d in described {
+        out.extend(
+            d.aws("ecs:DescribeTasks", &cluster)?
+                .tasks()
+                .iter()
+                .cloned(),
+        );
+    }
+    Ok(out)
+}
+
+/// The config's capacity provider strategy, as ECS takes it.
+fn strategy_items(cfg: &StackConfig) -> Result<Vec<CapacityProviderStrategyItem>, ClusterError> {
+    cfg.capacity_strategy()
+        .iter()
+        .map(|s| {
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider(s.provider)
+                .base(s.base as i32)
+                .weight(s.weight as i32)
+                .build()
+                .map_err(build_err("service"))
+        })
+        .collect()
+}
+
+/// Whether the strategy ECS reports is `wanted` (in any order; base 0 unsaid).
+fn same_shares(reported: &[CapacityProviderStrategyItem], wanted: &[CapacityShare]) -> bool {
+    reported.len() == wanted.len()
+        && wanted.iter().all(|w| {
+            reported.iter().any(|r| {
+                r.capacity_provider() == w.provider
+                    && r.base() as u32 == w.base
+                    && r.weight() as u32 == w.weight
+            })
+        })
 }
 
 /// Sets the service's desiredCount.
@@ -452,6 +537,11 @@ pub struct ClusterDuty {
     /// The configuration's worker count this duty last saw: a new one
     /// (`launch --workers`, `fossa-bootstrap scale`) becomes the service's.
     configured_workers: Option<u32>,
+    events: crate::events::Events,
+    /// Spot interruptions, for the workers list.
+    interrupted: Arc<watch::Sender<Vec<stopped_tasks::StoppedTask>>>,
+    /// The interruptions already told as events.
+    told: std::collections::HashSet<String>,
 }
 
 impl ClusterDuty {
@@ -461,7 +551,33 @@ impl ClusterDuty {
             image: shared.image.subscribe(),
             desired: shared.desired.clone(),
             configured_workers: None,
+            events: shared.events.clone(),
+            interrupted: shared.interrupted.clone(),
+            told: std::collections::HashSet::new(),
         }
+    }
+
+    /// Tells each new Spot interruption once, and shows the recent ones.
+    fn interruptions(&mut self, stopped: &[aws_sdk_ecs::types::Task], now: i64) {
+        let recent: Vec<_> = stopped
+            .iter()
+            .filter_map(stopped_tasks::interrupted)
+            .filter(|t| now - t.stopped_at <= fossa_contract::limits::TASK_FAILURE_WINDOW_SECS)
+            .collect();
+        for t in &recent {
+            if self.told.insert(t.id.clone()) {
+                self.events.push(
+                    "workers",
+                    true,
+                    format!(
+                        "worker {} on Fargate Spot was interrupted: {}; the service starts a replacement",
+                        t.id, t.reason
+                    ),
+                );
+            }
+        }
+        self.told.retain(|id| recent.iter().any(|t| t.id == *id));
+        self.interrupted.send_replace(recent);
     }
 }
 
@@ -496,10 +612,13 @@ impl Duty<Settings> for ClusterDuty {
         self.configured_workers = Some(wanted);
         self.desired.send_replace(Some(desired));
         let mut outcome = Outcome::done(summary);
-        let failures = stopped_tasks::list(&c.ecs, &s.stack.stack)
+        let stopped = stopped_tasks::list(&c.ecs, &s.stack.stack)
             .await
             .map_err(ClusterError::from)?;
-        if let Some(line) = stopped_tasks::summary(&failures, fossa_contract::unix_now()) {
+        let now = fossa_contract::unix_now();
+        self.interruptions(&stopped, now);
+        let failures: Vec<_> = stopped.iter().filter_map(stopped_tasks::failed).collect();
+        if let Some(line) = stopped_tasks::summary(&failures, now) {
             // Unwell while tasks fail; look again soon, to see them recover.
             outcome.detail = Some(line);
             outcome.healthy = false;
@@ -544,6 +663,7 @@ mod tests {
             destroying: false,
             instance_type: None,
             autoscale: None,
+            spot: false,
         }
     }
 

@@ -176,6 +176,9 @@ pub struct Shared {
     /// Secrets worker logs may print (the broker's URL and password), so
     /// the log readers can replace them; the broker duty fills it.
     pub secrets: Arc<watch::Sender<Vec<String>>>,
+    /// Worker tasks Fargate Spot took back lately; the cluster duty fills
+    /// it and the workers list shows them.
+    pub interrupted: Arc<watch::Sender<Vec<stopped_tasks::StoppedTask>>>,
 }
 
 impl Shared {
@@ -189,6 +192,7 @@ impl Shared {
             desired: Arc::new(watch::Sender::new(None)),
             nat_traffic: Arc::new(watch::Sender::new(Default::default())),
             secrets: Arc::new(watch::Sender::new(Vec::new())),
+            interrupted: Arc::new(watch::Sender::new(Vec::new())),
         }
     }
 }

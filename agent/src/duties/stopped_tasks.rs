@@ -1,10 +1,12 @@
 //! Worker tasks that stopped on their own: a container that exited, or a task
 //! that never started (its image could not be pulled, its secret not read).
 //! ECS replaces them, so they never show as workers; the cluster duty reports
-//! them instead, with ECS's own reason, so a crash loop is visible.
+//! them instead, with ECS's own reason, so a crash loop is visible. Tasks
+//! that Fargate Spot took back are reported too: each as an event, and for
+//! a while as a stopped row among the workers.
 
 use aws_sdk_ecs::types::Task;
-use fossa_contract::aws::{AwsError, AwsResultExt};
+use fossa_contract::aws::AwsError;
 use fossa_contract::limits::TASK_FAILURE_WINDOW_SECS;
 use fossa_contract::StackName;
 
@@ -25,16 +27,34 @@ pub struct StoppedTask {
     pub stopped_at: i64,
 }
 
+/// ECS's stop code for a task Fargate Spot took back.
+pub const SPOT_INTERRUPTION: &str = "SpotInterruption";
+
 /// The task as a [`StoppedTask`], if it failed.
 pub fn failed(t: &Task) -> Option<StoppedTask> {
     let code = t.stop_code()?.as_str();
     if !FAILURE_CODES.contains(&code) {
         return None;
     }
+    stopped(t)
+}
+
+/// The task as a [`StoppedTask`], if Fargate Spot interrupted it.
+pub fn interrupted(t: &Task) -> Option<StoppedTask> {
+    if t.stop_code()?.as_str() != SPOT_INTERRUPTION {
+        return None;
+    }
+    stopped(t)
+}
+
+fn stopped(t: &Task) -> Option<StoppedTask> {
     let arn = t.task_arn()?;
     Some(StoppedTask {
         id: arn.rsplit('/').next().unwrap_or(arn).to_owned(),
-        reason: t.stopped_reason().unwrap_or(code).to_owned(),
+        reason: t
+            .stopped_reason()
+            .unwrap_or_else(|| t.stop_code().map_or("stopped", |c| c.as_str()))
+            .to_owned(),
         exit_code: t.containers().first().and_then(|c| c.exit_code()),
         stopped_at: t.stopped_at().map_or(0, |d| d.secs()),
     })
@@ -63,33 +83,21 @@ pub fn summary(failures: &[StoppedTask], now: i64) -> Option<String> {
     ))
 }
 
-/// The service's stopped tasks that failed (ECS lists stopped tasks for about an hour).
-pub async fn list(
-    ecs: &aws_sdk_ecs::Client,
-    stack: &StackName,
-) -> Result<Vec<StoppedTask>, AwsError> {
-    let cluster = stack.cluster();
-    let listed = ecs
-        .list_tasks()
-        .cluster(&cluster)
-        .service_name(stack.service())
-        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
-        .max_results(100)
-        .send()
-        .await
-        .aws("ecs:ListTasks", &cluster)?;
-    if listed.task_arns().is_empty() {
-        return Ok(Vec::new());
-    }
-    let described = ecs
-        .describe_tasks()
-        .cluster(&cluster)
-        .set_tasks(Some(listed.task_arns().to_vec()))
-        .send()
-        .await
-        .aws("ecs:DescribeTasks", &cluster)?;
-    Ok(described.tasks().iter().filter_map(failed).collect())
+/// The service's stopped tasks (ECS keeps them for about an hour), at most
+/// [`STOPPED_TASKS_READ`]: every page, so the newest are not missed behind
+/// a crash loop's hundred.
+pub async fn list(ecs: &aws_sdk_ecs::Client, stack: &StackName) -> Result<Vec<Task>, AwsError> {
+    super::cluster::service_tasks(
+        ecs,
+        stack,
+        aws_sdk_ecs::types::DesiredStatus::Stopped,
+        STOPPED_TASKS_READ,
+    )
+    .await
 }
+
+/// The most stopped tasks one look reads.
+pub const STOPPED_TASKS_READ: usize = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -130,6 +138,9 @@ mod tests {
         assert_eq!(failed(&exited).unwrap().exit_code, Some(3));
         assert!(failed(&scaled).is_none());
         assert!(failed(&spot).is_none());
+        let i = interrupted(&spot).unwrap();
+        assert_eq!(i.reason, "Your Spot Task was interrupted.");
+        assert!(interrupted(&exited).is_none() && interrupted(&scaled).is_none());
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Signals {
     pub gateway_queued: u32,
     /// Task slots in use on the answering workers.
     pub busy_slots: u32,
+    /// Answering workers running work (kept by scale-in).
+    pub busy_workers: u32,
     /// Task slots free on the answering workers.
     pub free_slots: u32,
     /// Slots one worker has (as the last answering worker said).
@@ -70,6 +72,7 @@ pub struct Signals {
 #[derive(Debug, Clone, Default)]
 pub struct State {
     last_up: Option<Instant>,
+    /// Since when more workers ran than the work needs, nothing waiting.
     idle_since: Option<Instant>,
 }
 
@@ -108,8 +111,10 @@ pub fn decide(p: &Policy, s: &Signals, st: &mut State, now: Instant) -> Option<D
             ),
         });
     }
-    // Busy or waiting: not idle.
-    if waiting > 0 || s.busy_slots > 0 {
+    // The fewest workers that keep every busy one: scale-in goes no lower.
+    let floor = p.min.max(s.busy_workers);
+    // Work waiting, or no worker to spare: not idle.
+    if waiting > 0 || s.desired <= floor {
         st.idle_since = None;
     } else if st.idle_since.is_none() {
         st.idle_since = Some(now);
@@ -140,17 +145,20 @@ pub fn decide(p: &Policy, s: &Signals, st: &mut State, now: Instant) -> Option<D
         }
         return None;
     }
-    if s.desired > p.min {
+    if s.desired > floor {
         if let Some(since) = st.idle_since {
             if now.duration_since(since) >= p.idle_window {
                 st.idle_since = Some(now);
+                let running = match s.busy_workers {
+                    0 => "nothing running".to_owned(),
+                    n => format!("{n} of {} workers busy", s.desired),
+                };
                 return Some(Decision {
-                    target: p.min,
+                    target: floor,
                     reason: format!(
-                        "idle for {} s (nothing running, nothing waiting): {} → {}",
+                        "idle for {} s ({running}, nothing waiting): {} → {floor}",
                         p.idle_window.as_secs(),
                         s.desired,
-                        p.min
                     ),
                 });
             }
@@ -184,6 +192,7 @@ mod tests {
             broker_waiting: Some(broker),
             gateway_queued: queued,
             busy_slots: busy,
+            busy_workers: busy.div_ceil(2),
             free_slots: free,
             slots_per_worker: 2,
             desired,
@@ -257,64 +266,51 @@ mod tests {
         let p = policy(1, 4);
         let mut st = State::default();
         let t = Instant::now();
+        let at = |s| t + Duration::from_secs(s);
         assert_eq!(decide(&p, &sig(4, 4, 0, 8, 0, 0), &mut st, t), None);
-        assert_eq!(
-            decide(
-                &p,
-                &sig(4, 4, 0, 8, 0, 0),
-                &mut st,
-                t + Duration::from_secs(59)
-            ),
-            None
-        );
-        // Work in between starts the window again.
-        assert_eq!(
-            decide(
-                &p,
-                &sig(4, 4, 1, 7, 0, 0),
-                &mut st,
-                t + Duration::from_secs(30)
-            ),
-            None
-        );
-        assert_eq!(
-            decide(
-                &p,
-                &sig(4, 4, 0, 8, 0, 0),
-                &mut st,
-                t + Duration::from_secs(31)
-            ),
-            None
-        );
-        assert_eq!(
-            decide(
-                &p,
-                &sig(4, 4, 0, 8, 0, 0),
-                &mut st,
-                t + Duration::from_secs(80)
-            ),
-            None
-        );
-        let d = decide(
-            &p,
-            &sig(4, 4, 0, 8, 0, 0),
-            &mut st,
-            t + Duration::from_secs(92),
-        )
-        .unwrap();
+        assert_eq!(decide(&p, &sig(4, 4, 0, 8, 0, 0), &mut st, at(59)), None);
+        // Work on every worker in between starts the window again.
+        assert_eq!(decide(&p, &sig(4, 4, 8, 0, 0, 0), &mut st, at(30)), None);
+        assert_eq!(decide(&p, &sig(4, 4, 0, 8, 0, 0), &mut st, at(31)), None);
+        assert_eq!(decide(&p, &sig(4, 4, 0, 8, 0, 0), &mut st, at(80)), None);
+        let d = decide(&p, &sig(4, 4, 0, 8, 0, 0), &mut st, at(92)).unwrap();
         assert_eq!(d.target, 1);
-        assert!(d.reason.starts_with("idle for 60 s"), "{}", d.reason);
-        // Busy workers are never scaled in, however long it runs.
+        assert_eq!(
+            d.reason,
+            "idle for 60 s (nothing running, nothing waiting): 4 → 1"
+        );
+        // Waiting work also starts the window again.
+        let mut st = State::default();
+        assert_eq!(decide(&p, &sig(4, 4, 0, 8, 0, 0), &mut st, t), None);
+        assert!(decide(&p, &sig(4, 4, 8, 0, 3, 0), &mut st, at(30)).is_none());
+        assert_eq!(decide(&p, &sig(4, 4, 0, 8, 0, 0), &mut st, at(70)), None);
+    }
+
+    #[test]
+    fn scale_in_keeps_every_busy_worker() {
+        let p = policy(0, 4);
+        let t = Instant::now();
+        let at = |s| t + Duration::from_secs(s);
+        // One long subtask on one worker, three idle: after the window, 4 → 1.
+        let mut st = State::default();
+        assert_eq!(decide(&p, &sig(4, 4, 1, 7, 0, 0), &mut st, t), None);
+        let d = decide(&p, &sig(4, 4, 1, 7, 0, 0), &mut st, at(60)).unwrap();
+        assert_eq!(d.target, 1);
+        assert_eq!(
+            d.reason,
+            "idle for 60 s (1 of 4 workers busy, nothing waiting): 4 → 1"
+        );
+        // Every worker busy: nothing to take away, however long it runs.
+        let mut st = State::default();
+        assert_eq!(decide(&p, &sig(2, 2, 3, 1, 0, 0), &mut st, t), None);
+        assert_eq!(decide(&p, &sig(2, 2, 3, 1, 0, 0), &mut st, at(600)), None);
+        // The minimum holds even when fewer are busy.
+        let p = policy(2, 4);
         let mut st = State::default();
         assert_eq!(decide(&p, &sig(4, 4, 1, 7, 0, 0), &mut st, t), None);
         assert_eq!(
-            decide(
-                &p,
-                &sig(4, 4, 1, 7, 0, 0),
-                &mut st,
-                t + Duration::from_secs(600)
-            ),
-            None
+            decide(&p, &sig(4, 4, 1, 7, 0, 0), &mut st, at(60)).map(|d| d.target),
+            Some(2)
         );
     }
 

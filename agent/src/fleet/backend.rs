@@ -20,6 +20,24 @@ pub struct WorkerRef {
     pub started_at: Option<i64>,
     /// `FARGATE`, `FARGATE_SPOT` or `local`.
     pub capacity_provider: String,
+    /// Kept from scale-in (see [`WorkerBackend::protect`]).
+    pub protected: bool,
+    /// Why it stopped, for a stopped worker still listed (a Spot interruption).
+    pub stopped_reason: Option<String>,
+}
+
+impl From<&fossa_web::model::Worker> for WorkerRef {
+    fn from(w: &fossa_web::model::Worker) -> Self {
+        WorkerRef {
+            id: w.id.clone(),
+            address: w.address.clone(),
+            status: w.status.clone(),
+            started_at: w.started_at,
+            capacity_provider: w.capacity_provider.clone(),
+            protected: w.protected,
+            stopped_reason: w.stopped_reason.clone(),
+        }
+    }
 }
 
 /// Where workers run: ECS tasks or local processes. The only place the two modes differ.
@@ -44,6 +62,11 @@ pub trait WorkerBackend: Send + Sync + 'static {
     /// Subtasks waiting in the broker's task queue, if the broker answers.
     async fn broker_waiting(&self) -> Option<u32> {
         None
+    }
+    /// Keeps the `busy` workers from scale-in and lets the `idle` ones go
+    /// (workers in neither, those not answering, keep what they had).
+    async fn protect(&self, _busy: &[String], _idle: &[String]) -> Result<(), BackendError> {
+        Ok(())
     }
     /// Lines worker `id` wrote that `query` asks for.
     async fn logs(&self, _id: &str, _query: &LogQuery) -> Result<Vec<LogLine>, BackendError> {

@@ -3,17 +3,20 @@
 //! addressed by the private IP of its ENI attachment. Scaling changes the
 //! service's desiredCount; a rebuild wakes the image duty.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fossa_contract::aws::AwsResultExt;
 use fossa_contract::config::StackConfig;
-use fossa_contract::limits::MAX_WORKERS;
+use fossa_contract::limits::{
+    MAX_WORKERS, TASK_PROTECTION_BATCH, TASK_PROTECTION_MINUTES, TASK_PROTECTION_RENEW_MINUTES,
+};
 use fossa_contract::names::{worker_log_stream, DEFAULT_INSTANCE_TYPE, FOSSA_PORT};
 use fossa_contract::prices;
 use fossa_web::model::{Cost, CostPart, LogLine, LogQuery};
-use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{BackendError, WorkerBackend, WorkerRef};
@@ -25,11 +28,16 @@ pub struct FargateBackend {
     config: StackConfig,
     desired: Arc<watch::Sender<Option<u32>>>,
     running: AtomicU32,
+    /// Of those, on Fargate Spot.
+    running_spot: AtomicU32,
     image: watch::Receiver<Option<WorkerImage>>,
     rebuild: Arc<watch::Sender<u64>>,
     nat_traffic: watch::Receiver<crate::duties::nat_traffic::NatTraffic>,
     logs: aws_sdk_cloudwatchlogs::Client,
     secrets: watch::Receiver<Vec<String>>,
+    interrupted: watch::Receiver<Vec<crate::duties::stopped_tasks::StoppedTask>>,
+    /// Scale-in protection as last set, by task id: on until the instant, or off.
+    protection: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 impl FargateBackend {
@@ -47,11 +55,62 @@ impl FargateBackend {
             config,
             desired: shared.desired.clone(),
             running: AtomicU32::new(0),
+            running_spot: AtomicU32::new(0),
             image: shared.image.subscribe(),
             rebuild: shared.rebuild.clone(),
             nat_traffic: shared.nat_traffic.subscribe(),
+            protection: Mutex::new(HashMap::new()),
+            interrupted: shared.interrupted.subscribe(),
         }
     }
+
+    /// Sets scale-in protection on `ids`, 10 a call; returns the ids ECS
+    /// took (a task that stopped meanwhile is a failure it reports, not an error).
+    async fn set_protection(&self, ids: &[String], on: bool) -> Result<Vec<String>, BackendError> {
+        let cluster = self.config.stack.cluster();
+        let mut done = Vec::new();
+        for batch in ids.chunks(TASK_PROTECTION_BATCH) {
+            let mut req = self
+                .ecs
+                .update_task_protection()
+                .cluster(&cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .protection_enabled(on);
+            if on {
+                req = req.expires_in_minutes(TASK_PROTECTION_MINUTES as i32);
+            }
+            let out = req.send().await.aws("ecs:UpdateTaskProtection", &cluster)?;
+            done.extend(
+                out.protected_tasks()
+                    .iter()
+                    .filter_map(|t| t.task_arn())
+                    .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned()),
+            );
+        }
+        Ok(done)
+    }
+}
+
+/// Which of `busy` and `idle` need a call, given what was `set`: busy tasks
+/// not protected or due for renewal, idle tasks protected or not known.
+fn protection_changes(
+    set: &HashMap<String, Option<Instant>>,
+    busy: &[String],
+    idle: &[String],
+    now: Instant,
+) -> (Vec<String>, Vec<String>) {
+    let renew = Duration::from_secs(u64::from(TASK_PROTECTION_RENEW_MINUTES) * 60);
+    let protect = busy
+        .iter()
+        .filter(|id| !matches!(set.get(*id), Some(Some(until)) if *until > now + renew))
+        .cloned()
+        .collect();
+    let release = idle
+        .iter()
+        .filter(|id| !matches!(set.get(*id), Some(None)))
+        .cloned()
+        .collect();
+    (protect, release)
 }
 
 /// A task's worker view: id, address from its ENI attachment, status, start, capacity provider.
@@ -69,6 +128,8 @@ pub fn worker_ref(t: &aws_sdk_ecs::types::Task) -> Option<WorkerRef> {
         status: t.last_status().unwrap_or("UNKNOWN").to_owned(),
         started_at: t.started_at().map(|d| d.secs()),
         capacity_provider: t.capacity_provider_name().unwrap_or("FARGATE").to_owned(),
+        protected: false,
+        stopped_reason: None,
     })
 }
 
@@ -79,48 +140,43 @@ impl WorkerBackend for FargateBackend {
     }
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
-        let cluster = self.config.stack.cluster();
-        let mut arns = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .ecs
-                .list_tasks()
-                .cluster(&cluster)
-                .service_name(self.config.stack.service())
-                .max_results(100)
-                .set_next_token(token)
-                .send()
-                .await
-                .aws("ecs:ListTasks", &cluster)?;
-            arns.extend(page.task_arns().iter().cloned());
-            token = page.next_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
-        // DescribeTasks takes at most 100 tasks; a few batches run at once.
-        let batches: Vec<Vec<String>> = arns.chunks(100).map(<[String]>::to_vec).collect();
-        let batches: Vec<_> = futures::stream::iter(batches)
-            .map(|batch| {
-                self.ecs
-                    .describe_tasks()
-                    .cluster(&cluster)
-                    .set_tasks(Some(batch))
-                    .send()
-            })
-            .buffered(4)
-            .collect()
-            .await;
-        let mut out = Vec::new();
-        for d in batches {
-            let d = d.aws("ecs:DescribeTasks", &cluster)?;
-            out.extend(d.tasks().iter().filter_map(worker_ref));
-        }
-        self.running.store(
-            out.iter().filter(|w| w.status == "RUNNING").count() as u32,
+        let tasks = cluster::service_tasks(
+            &self.ecs,
+            &self.config.stack,
+            aws_sdk_ecs::types::DesiredStatus::Running,
+            usize::MAX,
+        )
+        .await?;
+        let mut out: Vec<WorkerRef> = tasks.iter().filter_map(worker_ref).collect();
+        let running = out.iter().filter(|w| w.status == "RUNNING");
+        self.running
+            .store(running.clone().count() as u32, Ordering::Relaxed);
+        self.running_spot.store(
+            running
+                .filter(|w| w.capacity_provider == fossa_contract::config::FARGATE_SPOT)
+                .count() as u32,
             Ordering::Relaxed,
         );
+        // Tasks Spot took back lately stay listed, stopped, with the reason.
+        for t in self.interrupted.borrow().iter() {
+            if out.iter().all(|w| w.id != t.id) {
+                out.push(WorkerRef {
+                    id: t.id.clone(),
+                    address: "-".into(),
+                    status: "STOPPED".into(),
+                    started_at: None,
+                    capacity_provider: fossa_contract::config::FARGATE_SPOT.into(),
+                    protected: false,
+                    stopped_reason: Some(format!("interrupted by Fargate Spot: {}", t.reason)),
+                });
+            }
+        }
+        let now = Instant::now();
+        let mut protection = self.protection.lock().expect("lock");
+        protection.retain(|id, _| out.iter().any(|w| w.id == *id));
+        for w in &mut out {
+            w.protected = matches!(protection.get(&w.id), Some(Some(until)) if *until > now);
+        }
         Ok(out)
     }
 
@@ -152,6 +208,30 @@ impl WorkerBackend for FargateBackend {
             .as_ref()
             .map(|i| i.models.clone())
             .unwrap_or_default()
+    }
+
+    async fn protect(&self, busy: &[String], idle: &[String]) -> Result<(), BackendError> {
+        let (protect, release) = {
+            let set = self.protection.lock().expect("lock");
+            protection_changes(&set, busy, idle, Instant::now())
+        };
+        if !protect.is_empty() {
+            let until =
+                Instant::now() + Duration::from_secs(u64::from(TASK_PROTECTION_MINUTES) * 60);
+            let done = self.set_protection(&protect, true).await?;
+            let mut set = self.protection.lock().expect("lock");
+            for id in done {
+                set.insert(id, Some(until));
+            }
+        }
+        if !release.is_empty() {
+            let done = self.set_protection(&release, false).await?;
+            let mut set = self.protection.lock().expect("lock");
+            for id in done {
+                set.insert(id, None);
+            }
+        }
+        Ok(())
     }
 
     async fn broker_waiting(&self) -> Option<u32> {
@@ -198,16 +278,24 @@ impl WorkerBackend for FargateBackend {
     }
 
     fn cost(&self) -> Option<Cost> {
-        let n = self.running.load(Ordering::Relaxed).max(self.desired());
+        let running = self.running.load(Ordering::Relaxed);
+        let n = running.max(self.desired());
+        // Spot as placed, or as the strategy will place the tasks still to come.
+        let spot = if running >= n {
+            self.running_spot.load(Ordering::Relaxed)
+        } else {
+            self.config.spot_share(n)
+        };
         let instance = self
             .config
             .instance_type
             .as_deref()
             .unwrap_or(DEFAULT_INSTANCE_TYPE);
-        let q = prices::quote(
+        let q = prices::quote_with_spot(
             &self.config.region,
             instance,
             n,
+            spot,
             self.config.cpu,
             self.config.memory,
         );
@@ -243,5 +331,30 @@ impl WorkerBackend for FargateBackend {
             nat_bytes: traffic.month_bytes,
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protection_calls_only_what_changed_and_renews_before_it_runs_out() {
+        let now = Instant::now();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut set = HashMap::new();
+        // Unknown (the agent restarted): every busy task is protected and
+        // every idle one released, whatever ECS had.
+        let (p, r) = protection_changes(&set, &ids(&["a", "b"]), &ids(&["c"]), now);
+        assert_eq!((p, r), (ids(&["a", "b"]), ids(&["c"])));
+        set.insert("a".to_owned(), Some(now + Duration::from_secs(3600)));
+        set.insert("b".to_owned(), Some(now + Duration::from_secs(600)));
+        set.insert("c".to_owned(), None);
+        // a is protected for an hour: no call. b runs out in 10 min: renewed.
+        let (p, r) = protection_changes(&set, &ids(&["a", "b"]), &ids(&["c"]), now);
+        assert_eq!((p, r), (ids(&["b"]), ids(&[])));
+        // a went idle: released once.
+        let (p, r) = protection_changes(&set, &ids(&[]), &ids(&["a", "c"]), now);
+        assert_eq!((p, r), (ids(&[]), ids(&["a"])));
     }
 }

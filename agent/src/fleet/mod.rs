@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use fossa_contract::config::Autoscale;
 use fossa_web::model::{
     AgentInfo, ControlError, Cost, DispatchError, Dispatched, Event, Fleet, FleetSnapshot,
     FossaTask, Health, HistoryPage, HistoryQuery, LogLine, LogQuery, QueueState, Queued,
@@ -101,8 +102,24 @@ pub struct FleetModel {
     meter: Mutex<Option<(Meter, Instant, Instant)>>,
     /// Autoscaling, when on: its policy and what it remembers.
     autoscale: Mutex<Option<(autoscale::Policy, autoscale::State)>>,
+    /// Autoscaling as configured (the stack config or local mode's flags).
+    configured_autoscale: Mutex<Option<Autoscale>>,
     /// Task slots of one worker, as the last answering worker said.
     slots_per_worker: std::sync::atomic::AtomicU32,
+    /// The last failure to protect busy workers, said once.
+    protect_error: Mutex<Option<String>>,
+}
+
+/// The history setting that keeps autoscaling set in the UI.
+const AUTOSCALE_SETTING: &str = "autoscale";
+
+/// Autoscaling set in the UI, over what was configured then.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct AutoscaleOverride {
+    /// The configured autoscaling it replaced.
+    configured: Option<Autoscale>,
+    /// What the UI set (`None`: off).
+    set: Option<Autoscale>,
 }
 
 /// The longest gap between two refreshes the cost meter counts (a stalled
@@ -162,35 +179,115 @@ impl FleetModel {
             slots: Mutex::new(VecDeque::new()),
             meter: Mutex::new(None),
             autoscale: Mutex::new(None),
+            configured_autoscale: Mutex::new(None),
             slots_per_worker: std::sync::atomic::AtomicU32::new(0),
+            protect_error: Mutex::new(None),
         })
     }
 
-    /// Turns autoscaling on with `policy` (checked by the caller).
-    pub fn set_autoscale(&self, policy: autoscale::Policy) {
-        *self.autoscale.lock().expect("lock") = Some((policy, autoscale::State::default()));
+    /// Autoscaling's bounds now, when on.
+    pub fn autoscale_bounds(&self) -> Option<Autoscale> {
+        self.autoscale
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|(p, _)| Autoscale {
+                min_workers: p.min,
+                max_workers: p.max,
+                idle_window_secs: p.idle_window.as_secs(),
+            })
     }
 
-    /// Follows the stack config's autoscaling: on, off or new bounds (what
-    /// it remembers is kept while the bounds stay the same). Says so once.
-    pub fn follow_autoscale(&self, wanted: Option<autoscale::Policy>) {
+    /// The most workers this fleet's mode runs.
+    fn mode_limit(&self) -> u32 {
+        if self.backend.mode() == "local" {
+            fossa_contract::limits::LOCAL_MAX_WORKERS
+        } else {
+            fossa_contract::limits::MAX_WORKERS
+        }
+    }
+
+    /// The policy of `a` in this fleet's mode (its scale-up cooldown).
+    fn policy_of(&self, a: &Autoscale) -> autoscale::Policy {
+        let secs = if self.backend.mode() == "local" {
+            fossa_contract::limits::LOCAL_AUTOSCALE_UP_COOLDOWN_SECS
+        } else {
+            fossa_contract::limits::AUTOSCALE_UP_COOLDOWN_SECS
+        };
+        autoscale::Policy::of(a, Duration::from_secs(secs))
+    }
+
+    /// Follows the configured autoscaling (the stack config, or local
+    /// mode's flags): on, off or new bounds. Bounds set in the UI since
+    /// (kept in the history database) win until the configured ones change.
+    pub fn follow_autoscale(&self, configured: Option<Autoscale>) {
+        let kept = self
+            .history
+            .setting(AUTOSCALE_SETTING)
+            .and_then(|v| serde_json::from_str::<AutoscaleOverride>(&v).ok());
+        let (wanted, why) = match kept {
+            Some(o) if o.configured == configured => (o.set, "as set in the UI"),
+            Some(_) => {
+                // The configuration changed since: it wins, and the UI's goes.
+                let _ = self.history.set_setting(AUTOSCALE_SETTING, None);
+                (configured, "as configured")
+            }
+            None => (configured, "as configured"),
+        };
+        *self.configured_autoscale.lock().expect("lock") = configured;
+        self.apply_autoscale(wanted, why);
+    }
+
+    /// Turns autoscaling on with `wanted` or off, keeping what it remembers
+    /// while the bounds stay the same. Says so once, with `why`.
+    fn apply_autoscale(&self, wanted: Option<Autoscale>, why: &str) -> Option<String> {
+        let wanted = wanted.map(|a| self.policy_of(&a));
         let mut a = self.autoscale.lock().expect("lock");
         let now = a.as_ref().map(|x| x.0);
         if now == wanted {
-            return;
+            return None;
         }
         let msg = match &wanted {
             Some(p) => format!(
-                "autoscaling between {} and {} workers (idle window {} s)",
+                "autoscaling between {} and {} workers (idle window {} s), {why}",
                 p.min,
                 p.max,
                 p.idle_window.as_secs()
             ),
-            None => "autoscaling off: the configured number of workers runs".into(),
+            None => format!(
+                "autoscaling off, {why}: {} workers run until changed",
+                self.backend.desired()
+            ),
         };
         *a = wanted.map(|p| (p, autoscale::State::default()));
         drop(a);
-        self.events.push("autoscale", false, msg);
+        // Shown at once, not at the next refresh.
+        let mut snap = (*self.snapshot.load_full()).clone();
+        snap.autoscale = self.autoscale_bounds();
+        self.snapshot.store(Arc::new(snap));
+        self.events.push("autoscale", false, msg.clone());
+        Some(msg)
+    }
+
+    /// Autoscaling from the UI or API: checked against the mode's limit,
+    /// applied, and kept over the configured bounds until those change.
+    fn set_autoscale_now(&self, wanted: Option<Autoscale>) -> Result<String, ControlError> {
+        if let Some(a) = &wanted {
+            a.check(self.mode_limit())
+                .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        }
+        let configured = *self.configured_autoscale.lock().expect("lock");
+        let kept = AutoscaleOverride {
+            configured,
+            set: wanted,
+        };
+        let json = serde_json::to_string(&kept).expect("serialises");
+        self.history
+            .set_setting(AUTOSCALE_SETTING, Some(&json))
+            .map_err(history_failed)?;
+        Ok(self
+            .apply_autoscale(wanted, "as set in the UI")
+            .unwrap_or_else(|| "autoscaling unchanged".into()))
     }
 
     fn autoscaling(&self) -> bool {
@@ -213,9 +310,11 @@ impl FleetModel {
             if let Some(n) = &w.node {
                 s.answering += 1;
                 s.free_slots += n.available_processing_capacity;
-                s.busy_slots += n
+                let busy = n
                     .max_concurrent_tasks
                     .saturating_sub(n.available_processing_capacity);
+                s.busy_slots += busy;
+                s.busy_workers += u32::from(busy > 0 || !n.running_tasks.is_empty());
                 self.slots_per_worker
                     .store(n.max_concurrent_tasks, std::sync::atomic::Ordering::Relaxed);
             }
@@ -230,21 +329,23 @@ impl FleetModel {
             autoscale::decide(p, &s, st, Instant::now())
         };
         let Some(d) = decision else { return };
-        if d.target < s.desired {
-            // Scale-in only ever follows an idle window; look once more, so
-            // a task sent a moment ago is not on a worker about to stop.
+        let mut target = d.target;
+        if target < s.desired {
+            // Scale-in follows an idle window. Look once more (which also
+            // protects the workers busy now), so a task sent a moment ago
+            // neither loses its worker nor leaves too few.
             self.refresh().await;
             let snap = self.snapshot.load_full();
-            let busy = snap.workers.iter().any(|w| {
-                w.node
-                    .as_ref()
-                    .is_some_and(|n| n.available_processing_capacity < n.max_concurrent_tasks)
-            });
-            if busy || !snap.queue.is_empty() {
+            if !snap.queue.is_empty() {
+                return;
+            }
+            let (busy, _) = busy_and_idle(&snap.workers);
+            target = target.max(busy.len() as u32);
+            if target >= s.desired {
                 return;
             }
         }
-        match self.backend.scale(d.target).await {
+        match self.backend.scale(target).await {
             Ok(_) => self.events.push("autoscale", false, d.reason),
             Err(e) => self.events.push(
                 "autoscale",
@@ -266,6 +367,21 @@ impl FleetModel {
 
     /// Polls one worker; a poll still running at `deadline` counts as a timeout.
     async fn poll(&self, w: WorkerRef, previous: Option<&Worker>, deadline: Instant) -> Worker {
+        if w.stopped_reason.is_some() {
+            // Shown for a while after it stopped; nothing answers there.
+            return Worker {
+                id: w.id,
+                address: w.address,
+                status: w.status,
+                health: Health::Unknown,
+                started_at: w.started_at,
+                capacity_provider: w.capacity_provider,
+                node: None,
+                poll_ms: None,
+                protected: false,
+                stopped_reason: w.stopped_reason,
+            };
+        }
         let t = Instant::now();
         let result = tokio::time::timeout_at(deadline.into(), self.client.node_info(&w.address))
             .await
@@ -286,6 +402,8 @@ impl FleetModel {
             capacity_provider: w.capacity_provider,
             node,
             poll_ms,
+            protected: w.protected,
+            stopped_reason: w.stopped_reason,
         }
     }
 
@@ -304,17 +422,7 @@ impl FleetModel {
                     true,
                     format!("cannot list workers: {}", crate::duties::driver::chain(&e)),
                 );
-                previous
-                    .workers
-                    .iter()
-                    .map(|w| WorkerRef {
-                        id: w.id.clone(),
-                        address: w.address.clone(),
-                        status: w.status.clone(),
-                        started_at: w.started_at,
-                        capacity_provider: w.capacity_provider.clone(),
-                    })
-                    .collect()
+                previous.workers.iter().map(WorkerRef::from).collect()
             }
         };
         let by_id: std::collections::HashMap<&str, &Worker> = previous
@@ -332,7 +440,25 @@ impl FleetModel {
             .collect()
             .await;
         workers.sort_by_cached_key(|w| natural_key(&w.id));
+        let (busy, idle) = busy_and_idle(&workers);
         self.store(workers, t.elapsed());
+        match self.backend.protect(&busy, &idle).await {
+            Ok(()) => *self.protect_error.lock().expect("lock") = None,
+            Err(e) => self.protect_failed(&e),
+        }
+    }
+
+    /// Says once (until it works again) that scale-in protection failed.
+    fn protect_failed(&self, e: &BackendError) {
+        let msg = format!(
+            "cannot protect busy workers from scale-in: {}",
+            crate::duties::driver::chain(e)
+        );
+        let mut last = self.protect_error.lock().expect("lock");
+        if last.as_deref() != Some(msg.as_str()) {
+            self.events.push("autoscale", true, msg.clone());
+            *last = Some(msg);
+        }
     }
 
     /// Adds the time since the last refresh to this month's meter, at
@@ -440,6 +566,7 @@ impl FleetModel {
                 .cloned()
                 .collect(),
             queue: self.queue.lock().expect("lock").clone(),
+            autoscale: self.autoscale_bounds(),
         };
         self.observe(&snap);
         self.snapshot.store(Arc::new(snap));
@@ -482,6 +609,11 @@ impl FleetModel {
             let worker = snap.workers.iter().find(|w| w.id == key.0);
             let reason = match worker {
                 None => format!("worker {} is gone (stopped, replaced or scaled in)", key.0),
+                Some(w) if w.stopped_reason.is_some() => format!(
+                    "worker {} stopped while it ran: {}",
+                    key.0,
+                    w.stopped_reason.as_deref().unwrap_or_default()
+                ),
                 Some(w) if w.health == Health::Ok && st == "running" => format!(
                     "worker {} no longer lists it: the worker restarted while it ran",
                     key.0
@@ -526,13 +658,7 @@ impl FleetModel {
         let Some(w) = snap.workers.iter().find(|w| w.id == id) else {
             return;
         };
-        let r = WorkerRef {
-            id: w.id.clone(),
-            address: w.address.clone(),
-            status: w.status.clone(),
-            started_at: w.started_at,
-            capacity_provider: w.capacity_provider.clone(),
-        };
+        let r = WorkerRef::from(w);
         let fresh = self
             .poll(r, Some(w), Instant::now() + self.settings.timeout)
             .await;
@@ -888,6 +1014,22 @@ impl FleetModel {
 }
 
 /// Why the workers refused a task (HTTP 400 or 412), for the user.
+/// The answering workers running work, and those running none. A worker
+/// that does not answer is in neither: its protection stays as it was.
+fn busy_and_idle(workers: &[Worker]) -> (Vec<String>, Vec<String>) {
+    let mut busy = Vec::new();
+    let mut idle = Vec::new();
+    for w in workers.iter().filter(|w| w.health == Health::Ok) {
+        let Some(n) = &w.node else { continue };
+        if n.available_processing_capacity < n.max_concurrent_tasks || !n.running_tasks.is_empty() {
+            busy.push(w.id.clone());
+        } else {
+            idle.push(w.id.clone());
+        }
+    }
+    (busy, idle)
+}
+
 fn refusal(model_class: &str, e: &NodeError) -> String {
     match e {
         NodeError::Status { status: 412, .. } => {
@@ -1010,6 +1152,10 @@ impl Fleet for FleetModel {
     async fn scale(&self, workers: u32) -> Result<String, ControlError> {
         let r = self.backend.scale(workers).await;
         self.log("scale", r)
+    }
+
+    async fn set_autoscale(&self, wanted: Option<Autoscale>) -> Result<String, ControlError> {
+        self.set_autoscale_now(wanted)
     }
 
     async fn rebuild(&self) -> Result<String, ControlError> {

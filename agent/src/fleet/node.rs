@@ -303,6 +303,8 @@ mod fuzz {
                 capacity_provider: "local".into(),
                 node: Some(info),
                 poll_ms: None,
+                protected: false,
+                stopped_reason: None,
             }],
             ..Default::default()
         };

@@ -113,6 +113,12 @@ CREATE TABLE IF NOT EXISTS meter (
     nat_gateway_hour_dollars REAL NOT NULL,
     updated_at INTEGER NOT NULL
 );
+-- Settings changed in the UI that outlive a restart (autoscaling's bounds).
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 PRAGMA user_version = 1;
 ";
 
@@ -371,6 +377,32 @@ impl History {
                 tracing::warn!(error = %e, "cannot keep the cost meter");
             }
         }
+    }
+}
+
+impl History {
+    /// The setting kept under `key`, if any.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        let c = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .ok()
+    }
+
+    /// Keeps `value` under `key` (`None`: forgets it).
+    pub fn set_setting(&self, key: &str, value: Option<&str>) -> Result<(), HistoryError> {
+        let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => c.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![key, v, fossa_contract::unix_now()],
+            ),
+            None => c.execute("DELETE FROM settings WHERE key = ?1", [key]),
+        }
+        .map_err(HistoryError::from)?;
+        Ok(())
     }
 }
 

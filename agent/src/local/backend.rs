@@ -13,7 +13,7 @@ use tokio::sync::{watch, Mutex};
 
 use super::other;
 use super::python::list_models;
-use super::slots::{check_scale, local, move_if_taken, Slot};
+use super::slots::{check_scale, local, move_if_taken, Protection, Slot};
 use crate::events::Events;
 use crate::fleet::logs::LocalLogs;
 use crate::fleet::{BackendError, WorkerBackend, WorkerRef};
@@ -75,6 +75,7 @@ pub struct LocalBackend {
     models: StdMutex<Vec<String>>,
     events: Events,
     logs: LocalLogs,
+    protection: Protection,
 }
 
 impl LocalBackend {
@@ -97,6 +98,7 @@ impl LocalBackend {
             desired: AtomicU32::new(n),
             models: StdMutex::new(models),
             events,
+            protection: Protection::default(),
         });
         b.converge().await?;
         Ok(b)
@@ -167,16 +169,29 @@ impl LocalBackend {
             ws.push(LocalWorker { slot, child });
         }
         ws.sort_by_key(|w| w.slot.index);
-        while ws.len() > want {
-            let mut w = ws.pop().expect("non-empty");
+        self.shrink(&mut ws, want).await;
+        Ok(())
+    }
+
+    /// Stops idle workers until `want` run; busy ones stay until idle.
+    async fn shrink(&self, ws: &mut Vec<LocalWorker>, want: usize) {
+        let indexes: Vec<u32> = ws.iter().map(|w| w.slot.index).collect();
+        for index in self.protection.to_stop(&indexes, want) {
+            let Some(at) = ws.iter().position(|w| w.slot.index == index) else {
+                continue;
+            };
+            let mut w = ws.remove(at);
             stop_group(&mut w.child, Duration::from_secs(5)).await;
             self.events.push(
                 "workers",
                 false,
-                format!("stopped worker local-{}", w.slot.index),
+                format!("stopped worker local-{index} (idle)"),
             );
         }
-        Ok(())
+        let indexes: Vec<u32> = ws.iter().map(|w| w.slot.index).collect();
+        if let Some(note) = self.protection.kept_note(&indexes, want) {
+            self.events.push("workers", false, note);
+        }
     }
 
     /// Restarts workers whose process ended; reports each.
@@ -213,11 +228,23 @@ impl LocalBackend {
         }
     }
 
+    /// Stops the workers kept above the wanted count once they are idle.
+    async fn shrink_kept(&self) {
+        let want = self.desired.load(Ordering::SeqCst) as usize;
+        let mut ws = self.workers.lock().await;
+        if ws.len() > want {
+            self.shrink(&mut ws, want).await;
+        }
+    }
+
     /// Supervises until shutdown.
     pub async fn supervise(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => self.supervise_once().await,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    self.supervise_once().await;
+                    self.shrink_kept().await;
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -242,7 +269,18 @@ impl WorkerBackend for LocalBackend {
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
         let ws = self.workers.lock().await;
-        Ok(ws.iter().map(|w| w.slot.worker_ref()).collect())
+        Ok(ws
+            .iter()
+            .map(|w| WorkerRef {
+                protected: self.protection.has(w.slot.index),
+                ..w.slot.worker_ref()
+            })
+            .collect())
+    }
+
+    async fn protect(&self, busy: &[String], idle: &[String]) -> Result<(), BackendError> {
+        self.protection.set(busy, idle);
+        Ok(())
     }
 
     fn desired(&self) -> u32 {

@@ -17,7 +17,7 @@ use bollard::Docker;
 use fossa_contract::unix_now as now;
 use tokio::sync::Mutex;
 
-use super::slots::{check_scale, local, move_if_taken, Slot};
+use super::slots::{check_scale, local, move_if_taken, Protection, Slot};
 use crate::duties::image;
 use crate::events::Events;
 use crate::fleet::{BackendError, WorkerBackend, WorkerRef};
@@ -50,6 +50,7 @@ pub struct ContainerBackend {
     workers: Mutex<Vec<Slot>>,
     events: Events,
     prefix: String,
+    protection: Protection,
 }
 
 fn image_error(e: image::ImageError) -> Error {
@@ -79,6 +80,7 @@ impl ContainerBackend {
             events,
             prefix: format!("fossa-local-{}", std::process::id()),
             spec,
+            protection: Protection::default(),
         });
         b.converge().await?;
         Ok(b)
@@ -159,16 +161,35 @@ impl ContainerBackend {
             ws.push(slot);
         }
         ws.sort_by_key(|w| w.index);
-        while ws.len() > want {
-            let w = ws.pop().expect("non-empty");
-            self.remove(&self.name(w.index)).await;
+        self.shrink(&mut ws, want).await;
+        Ok(())
+    }
+
+    /// Removes idle containers until `want` run; busy ones stay until idle.
+    async fn shrink(&self, ws: &mut Vec<Slot>, want: usize) {
+        let indexes: Vec<u32> = ws.iter().map(|w| w.index).collect();
+        for index in self.protection.to_stop(&indexes, want) {
+            ws.retain(|w| w.index != index);
+            self.remove(&self.name(index)).await;
             self.events.push(
                 "workers",
                 false,
-                format!("removed container {}", self.name(w.index)),
+                format!("removed container {} (idle)", self.name(index)),
             );
         }
-        Ok(())
+        let indexes: Vec<u32> = ws.iter().map(|w| w.index).collect();
+        if let Some(note) = self.protection.kept_note(&indexes, want) {
+            self.events.push("workers", false, note);
+        }
+    }
+
+    /// Removes the containers kept above the wanted count once they are idle.
+    async fn shrink_kept(&self) {
+        let want = self.desired.load(Ordering::SeqCst) as usize;
+        let mut ws = self.workers.lock().await;
+        if ws.len() > want {
+            self.shrink(&mut ws, want).await;
+        }
     }
 
     /// Starts again the containers that stopped; reports each.
@@ -212,7 +233,10 @@ impl ContainerBackend {
     ) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => self.supervise_once().await,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                    self.supervise_once().await;
+                    self.shrink_kept().await;
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -252,7 +276,18 @@ impl WorkerBackend for ContainerBackend {
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
         let ws = self.workers.lock().await;
-        Ok(ws.iter().map(Slot::worker_ref).collect())
+        Ok(ws
+            .iter()
+            .map(|w| WorkerRef {
+                protected: self.protection.has(w.index),
+                ..w.worker_ref()
+            })
+            .collect())
+    }
+
+    async fn protect(&self, busy: &[String], idle: &[String]) -> Result<(), BackendError> {
+        self.protection.set(busy, idle);
+        Ok(())
     }
 
     fn desired(&self) -> u32 {

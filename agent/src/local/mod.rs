@@ -92,24 +92,21 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 .map_err(|e| other(e.to_string()))?;
         }
     }
-    let policy = args.max_workers.map(|max| {
-        crate::fleet::autoscale::Policy::of(
-            &fossa_contract::config::Autoscale {
-                min_workers: args.min_workers.unwrap_or(0),
-                max_workers: max,
-                idle_window_secs: args.idle_window,
-            },
-            Duration::from_secs(5),
-        )
-    });
-    if let Some(p) = &policy {
-        p.check(fossa_contract::limits::LOCAL_MAX_WORKERS)
+    let autoscale = args
+        .max_workers
+        .map(|max| fossa_contract::config::Autoscale {
+            min_workers: args.min_workers.unwrap_or(0),
+            max_workers: max,
+            idle_window_secs: args.idle_window,
+        });
+    if let Some(a) = &autoscale {
+        a.check(fossa_contract::limits::LOCAL_MAX_WORKERS)
             .map_err(|e| other(e.to_string()))?;
     }
-    let n_workers = match (args.workers, &policy) {
-        (Some(n), Some(p)) => n.clamp(p.min, p.max),
+    let n_workers = match (args.workers, &autoscale) {
+        (Some(n), Some(a)) => n.clamp(a.min_workers, a.max_workers),
         (Some(n), None) => n,
-        (None, Some(p)) => p.min,
+        (None, Some(a)) => a.min_workers,
         (None, None) => 3,
     };
     let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
@@ -247,16 +244,12 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         history,
     );
     fleet.set_agent(crate::fleet::this_agent());
-    if let Some(p) = policy {
-        fleet.set_autoscale(p);
-        let msg = format!(
+    fleet.follow_autoscale(autoscale);
+    if let Some(p) = fleet.autoscale_bounds() {
+        eprintln!(
             "autoscaling between {} and {} workers (idle window {} s)",
-            p.min,
-            p.max,
-            p.idle_window.as_secs()
+            p.min_workers, p.max_workers, p.idle_window_secs
         );
-        eprintln!("{msg}");
-        events.push("autoscale", false, msg);
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let poller = tokio::spawn(fleet.clone().run(shutdown_rx.clone()));

@@ -58,6 +58,8 @@ impl Slot {
             status: "RUNNING".into(),
             started_at: Some(self.started_at),
             capacity_provider: "local".into(),
+            protected: false,
+            stopped_reason: None,
         }
     }
 }
@@ -98,6 +100,73 @@ pub(super) fn move_if_taken<W: AsRef<Slot> + AsMut<Slot>>(
     }
 }
 
+/// Local mode's scale-in protection, as ECS's for tasks: the workers
+/// running work (by index) are stopped last, and only once they are idle.
+#[derive(Debug, Default)]
+pub(super) struct Protection {
+    busy: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    /// The workers last reported as kept above the wanted count.
+    kept: std::sync::Mutex<Vec<u32>>,
+}
+
+fn index_of(id: &str) -> Option<u32> {
+    id.strip_prefix("local-")?.parse().ok()
+}
+
+impl Protection {
+    /// Marks `busy` as running work and `idle` as not (others keep their mark).
+    pub fn set(&self, busy: &[String], idle: &[String]) {
+        let mut b = self.busy.lock().expect("lock");
+        b.extend(busy.iter().filter_map(|i| index_of(i)));
+        for i in idle.iter().filter_map(|i| index_of(i)) {
+            b.remove(&i);
+        }
+    }
+
+    /// Whether worker `index` is kept from scale-in.
+    pub fn has(&self, index: u32) -> bool {
+        self.busy.lock().expect("lock").contains(&index)
+    }
+
+    /// Which of the workers `indexes` to stop to come down to `want`: idle
+    /// ones only, the highest index first. Protected ones stay until idle.
+    pub fn to_stop(&self, indexes: &[u32], want: usize) -> Vec<u32> {
+        let busy = self.busy.lock().expect("lock");
+        let mut idle: Vec<u32> = indexes
+            .iter()
+            .copied()
+            .filter(|i| !busy.contains(i))
+            .collect();
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        idle.truncate(indexes.len().saturating_sub(want));
+        idle
+    }
+
+    /// An event when the workers kept above `want` changed: which, and why.
+    pub fn kept_note(&self, indexes: &[u32], want: usize) -> Option<String> {
+        let kept: Vec<u32> = if indexes.len() > want {
+            indexes.to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut last = self.kept.lock().expect("lock");
+        if *last == kept {
+            return None;
+        }
+        *last = kept.clone();
+        if kept.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = kept.iter().map(|i| format!("local-{i}")).collect();
+        Some(format!(
+            "{} wanted, {} running: {} run work and stop once idle",
+            want,
+            kept.len(),
+            names.join(", ")
+        ))
+    }
+}
+
 /// Refuses more workers than local mode runs.
 pub(super) fn check_scale(workers: u32) -> Result<(), BackendError> {
     if workers > LOCAL_MAX_WORKERS {
@@ -114,5 +183,32 @@ pub(super) fn local(what: &'static str) -> impl Fn(Error) -> BackendError {
     move |e| BackendError::Local {
         what,
         source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_in_stops_idle_workers_first_and_never_busy_ones() {
+        let p = Protection::default();
+        p.set(&["local-4".into(), "local-2".into()], &["local-1".into()]);
+        // 4 → 2: the two idle ones go, the highest first.
+        assert_eq!(p.to_stop(&[1, 2, 3, 4], 2), vec![3, 1]);
+        // 4 → 0: still only the idle ones; the busy ones stay until idle.
+        assert_eq!(p.to_stop(&[1, 2, 3, 4], 0), vec![3, 1]);
+        assert_eq!(
+            p.kept_note(&[2, 4], 0).as_deref(),
+            Some("0 wanted, 2 running: local-2, local-4 run work and stop once idle")
+        );
+        assert_eq!(p.kept_note(&[2, 4], 0), None, "said once");
+        // local-4 finished: now it may go.
+        p.set(&[], &["local-4".into()]);
+        assert_eq!(p.to_stop(&[2, 4], 0), vec![4]);
+        assert!(p.has(2) && !p.has(4));
+        // Ids that are not local workers are ignored.
+        p.set(&["sim-1".into(), "local-x".into()], &[]);
+        assert_eq!(p.to_stop(&[2, 4], 0), vec![4]);
     }
 }

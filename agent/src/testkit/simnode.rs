@@ -100,6 +100,8 @@ impl StaticBackend {
                 status: "RUNNING".into(),
                 started_at: None,
                 capacity_provider: "FARGATE".into(),
+                protected: false,
+                stopped_reason: None,
             })
             .collect();
         StaticBackend {

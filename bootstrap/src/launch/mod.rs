@@ -15,6 +15,7 @@ mod iam;
 mod instance;
 mod network;
 mod parameters;
+mod quota;
 mod storage;
 
 use std::io::Write;
@@ -276,6 +277,66 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         id,
     };
     let ui = l.ui_sources(args.allow_cidr).await?;
+    // A re-run keeps what it is not told to change.
+    let previous = l.stack_config().await?;
+    let kept =
+        |given: Option<u32>, old: Option<u32>, default: u32| given.or(old).unwrap_or(default);
+    let workers = kept(
+        args.workers,
+        previous.as_ref().map(|p| p.workers),
+        StackConfig::DEFAULT_WORKERS,
+    );
+    let cpu = kept(
+        args.cpu,
+        previous.as_ref().map(|p| p.cpu),
+        StackConfig::DEFAULT_CPU,
+    );
+    let memory = kept(
+        args.memory,
+        previous.as_ref().map(|p| p.memory),
+        StackConfig::DEFAULT_MEMORY,
+    );
+    let has_models = inputs.models.is_some() || previous.as_ref().is_some_and(|p| p.has_models);
+    let autoscale = autoscale_of(args, previous.as_ref().and_then(|p| p.autoscale.as_ref()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let spot = match (args.spot, args.no_spot) {
+        (true, _) => true,
+        (_, true) => false,
+        _ => previous.as_ref().is_some_and(|p| p.spot),
+    };
+    if spot {
+        l.p.note(&format!(
+            "Fargate Spot: the first worker on Fargate, then {} of every {} on Fargate Spot",
+            fossa_contract::config::SPOT_WEIGHT,
+            fossa_contract::config::SPOT_WEIGHT + 1
+        ));
+    }
+    if let Some(a) = &autoscale {
+        l.p.note(&format!(
+            "autoscaling between {} and {} workers (idle window {} s)",
+            a.min_workers, a.max_workers, a.idle_window_secs
+        ));
+    }
+    // Every setting is known now: the most workers must fit the account's
+    // Fargate vCPU quotas before anything is made or changed.
+    let most = autoscale.as_ref().map_or(workers, |a| a.max_workers);
+    quota::check(&l, most, cpu, spot).await?;
+    if previous.is_some() {
+        l.p.note(&format!(
+            "settings: {workers} workers of {cpu} CPU units / {memory} MiB, {} models{}",
+            if has_models { "your" } else { "the example" },
+            if args.workers.is_none()
+                && args.cpu.is_none()
+                && args.memory.is_none()
+                && inputs.models.is_none()
+            {
+                " (kept from the stack)"
+            } else {
+                ""
+            }
+        ));
+    }
+
     l.p.note(&format!(
         "launching stack {stack} in {} (account {}), agent {}",
         c.region,
@@ -317,49 +378,6 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
             .await?;
     }
 
-    // A re-run keeps what it is not told to change.
-    let previous = l.stack_config().await?;
-    let kept =
-        |given: Option<u32>, old: Option<u32>, default: u32| given.or(old).unwrap_or(default);
-    let workers = kept(
-        args.workers,
-        previous.as_ref().map(|p| p.workers),
-        StackConfig::DEFAULT_WORKERS,
-    );
-    let cpu = kept(
-        args.cpu,
-        previous.as_ref().map(|p| p.cpu),
-        StackConfig::DEFAULT_CPU,
-    );
-    let memory = kept(
-        args.memory,
-        previous.as_ref().map(|p| p.memory),
-        StackConfig::DEFAULT_MEMORY,
-    );
-    let has_models = inputs.models.is_some() || previous.as_ref().is_some_and(|p| p.has_models);
-    let autoscale = autoscale_of(args, previous.as_ref().and_then(|p| p.autoscale.as_ref()))
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    if let Some(a) = &autoscale {
-        l.p.note(&format!(
-            "autoscaling between {} and {} workers (idle window {} s)",
-            a.min_workers, a.max_workers, a.idle_window_secs
-        ));
-    }
-    if previous.is_some() {
-        l.p.note(&format!(
-            "settings: {workers} workers of {cpu} CPU units / {memory} MiB, {} models{}",
-            if has_models { "your" } else { "the example" },
-            if args.workers.is_none()
-                && args.cpu.is_none()
-                && args.memory.is_none()
-                && inputs.models.is_none()
-            {
-                " (kept from the stack)"
-            } else {
-                ""
-            }
-        ));
-    }
     let config = StackConfig {
         version: STACK_CONFIG_VERSION,
         stack: stack.clone(),
@@ -381,6 +399,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         destroying: false,
         instance_type: Some(args.instance_type.clone()),
         autoscale,
+        spot,
     };
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
     let o = l.parameter(ssm::CONFIG, &config_json, false, true).await?;

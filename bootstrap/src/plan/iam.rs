@@ -193,7 +193,9 @@ impl Scope<'_> {
                 ], "Resource": self.arn("ecs", &format!("service/{}/*", s.cluster()))},
                 {"Sid": "EcsListStackTasks", "Effect": "Allow", "Action": "ecs:ListTasks",
                  "Resource": "*", "Condition": {"ArnEquals": {"ecs:cluster": cluster}}},
-                {"Sid": "EcsStackTasks", "Effect": "Allow", "Action": "ecs:DescribeTasks",
+                {"Sid": "EcsStackTasks", "Effect": "Allow", "Action": [
+                    "ecs:DescribeTasks", "ecs:UpdateTaskProtection"
+                 ],
                  "Resource": self.arn("ecs", &format!("task/{}/*", s.cluster()))},
                 {"Sid": "EcsStackTaskDefinitions", "Effect": "Allow", "Action": [
                     "ecs:RegisterTaskDefinition", "ecs:TagResource"

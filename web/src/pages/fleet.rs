@@ -4,7 +4,7 @@ use rocket::form::{Errors, Form, FromForm};
 use rocket::http::Status;
 use rocket::response::status::Custom;
 use rocket::serde::json::{Error as JsonError, Json};
-use rocket::{post, State};
+use rocket::{delete, get, post, State};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -13,6 +13,7 @@ use super::{
 };
 use crate::auth::User;
 use crate::model::ControlError;
+use fossa_contract::config::Autoscale;
 use fossa_contract::limits::MAX_WORKERS;
 
 use super::overview::{overview_page, SummaryCache};
@@ -155,6 +156,106 @@ pub async fn rebuild(
 pub async fn api_rebuild(_writer: ApiWriter, fleet: &State<FleetState>) -> ApiResult {
     match fleet.0.rebuild().await {
         Ok(m) => Custom(Status::Ok, Json(json!({ "message": m }))),
+        Err(e) => api_error(status_of(&e), e.message()),
+    }
+}
+
+/// Autoscale form fields.
+#[derive(Debug, FromForm)]
+pub struct AutoscaleForm<'r> {
+    #[field(validate = range(0..=MAX_WORKERS as isize))]
+    min_workers: u32,
+    #[field(validate = range(0..=MAX_WORKERS as isize))]
+    max_workers: u32,
+    #[field(validate = range(1..))]
+    idle_window_secs: u64,
+    csrf_token: &'r str,
+}
+
+/// Turns autoscaling on (or changes its bounds) from the form.
+#[post("/autoscale", data = "<form>")]
+pub async fn autoscale(
+    user: User,
+    fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
+    form: Result<Form<AutoscaleForm<'_>>, Errors<'_>>,
+) -> Custom<Html> {
+    let form = match form {
+        Ok(f) => f,
+        Err(e) => {
+            return flash_overview(
+                fleet,
+                cache,
+                &user,
+                Status::BadRequest,
+                false,
+                format!(
+                    "the minimum and maximum must be whole numbers from 0 to {MAX_WORKERS}, and the idle window at least 1 second ({e})"
+                ),
+            )
+        }
+    };
+    if !user.csrf_ok(Some(form.csrf_token)) {
+        return form_expired(fleet, cache, &user);
+    }
+    let done = fleet
+        .0
+        .set_autoscale(Some(Autoscale {
+            min_workers: form.min_workers,
+            max_workers: form.max_workers,
+            idle_window_secs: form.idle_window_secs,
+        }))
+        .await;
+    flash_outcome(fleet, cache, &user, done)
+}
+
+/// Turns autoscaling off from the form: the current count stays.
+#[post("/autoscale/off", data = "<form>")]
+pub async fn autoscale_off(
+    user: User,
+    fleet: &State<FleetState>,
+    cache: &State<SummaryCache>,
+    form: Form<TokenForm<'_>>,
+) -> Custom<Html> {
+    if !user.csrf_ok(Some(form.csrf_token)) {
+        return form_expired(fleet, cache, &user);
+    }
+    let done = fleet.0.set_autoscale(None).await;
+    flash_outcome(fleet, cache, &user, done)
+}
+
+/// Autoscaling's bounds (`{"autoscale": null}` when off).
+#[get("/api/v1/autoscale")]
+pub async fn api_autoscale(_user: User, fleet: &State<FleetState>) -> ApiResult {
+    Custom(
+        Status::Ok,
+        Json(json!({ "autoscale": fleet.0.snapshot().autoscale })),
+    )
+}
+
+/// Turns autoscaling on or sets its bounds: `{"min_workers": 0,
+/// "max_workers": 8, "idle_window_secs": 900}` (the window may be left out).
+#[post("/api/v1/autoscale", data = "<body>")]
+pub async fn api_set_autoscale(
+    _writer: ApiWriter,
+    fleet: &State<FleetState>,
+    body: Result<Json<Autoscale>, JsonError<'_>>,
+) -> ApiResult {
+    let a = match json_body(body) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    match fleet.0.set_autoscale(Some(a)).await {
+        Ok(m) => Custom(Status::Ok, Json(json!({ "autoscale": a, "message": m }))),
+        Err(e) => api_error(status_of(&e), e.message()),
+    }
+}
+
+/// Turns autoscaling off; the current count stays.
+#[delete("/api/v1/autoscale")]
+pub async fn api_autoscale_off(_writer: ApiWriter, fleet: &State<FleetState>) -> ApiResult {
+    match fleet.0.set_autoscale(None).await {
+        Ok(m) => Custom(Status::Ok, Json(json!({ "autoscale": null, "message": m }))),
         Err(e) => api_error(status_of(&e), e.message()),
     }
 }

@@ -25,6 +25,7 @@ struct WorkerRow {
     recent: usize,
     started: String,
     provider: String,
+    protected: bool,
 }
 
 fn worker_row(w: &Worker) -> WorkerRow {
@@ -46,12 +47,16 @@ fn worker_row(w: &Worker) -> WorkerRow {
         address: w.address.clone(),
         status: w.status.clone(),
         health: w.health.word(),
-        reason: w.health.reason().to_owned(),
+        reason: w
+            .stopped_reason
+            .clone()
+            .unwrap_or_else(|| w.health.reason().to_owned()),
         capacity,
         running,
         recent,
         started: fmt::opt_time(w.started_at),
         provider: w.capacity_provider.clone(),
+        protected: w.protected,
     }
 }
 
@@ -156,7 +161,7 @@ fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
                 "slots": slots, "slots_used": used, "running_tasks": running_tasks,
                 "cost": snap.cost, "models": snap.models, "workers": &rows[range.clone()], "paging": paging,
                 "duties": snap.components, "agent": snap.agent,
-                "queued": snap.queue.len(), "slots_history": snap.slots,
+                "queued": snap.queue.len(), "slots_history": snap.slots, "autoscale": snap.autoscale,
             });
             // Each duty's component also under its name (`"nat": {"ok": …}`).
             if let Some(o) = overview_json.as_object_mut() {

@@ -60,6 +60,19 @@ impl Fleet for FakeFleet {
     async fn rebuild(&self) -> Result<String, ControlError> {
         Ok("rebuilding".into())
     }
+    async fn set_autoscale(
+        &self,
+        a: Option<fossa_contract::config::Autoscale>,
+    ) -> Result<String, ControlError> {
+        if let Some(a) = &a {
+            a.check(fossa_contract::limits::MAX_WORKERS)
+                .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        }
+        let mut s = (**self.snap.lock().unwrap()).clone();
+        s.autoscale = a;
+        *self.snap.lock().unwrap() = Arc::new(s);
+        Ok("autoscaling set".into())
+    }
 }
 
 pub fn task(id: &str, class: &str, status: &str, started: i64, finished: Option<i64>) -> FossaTask {
@@ -91,6 +104,8 @@ pub fn worker(id: &str, tasks: Vec<FossaTask>) -> Worker {
             recent_completed_tasks: tasks,
         }),
         poll_ms: Some(3),
+        protected: false,
+        stopped_reason: None,
     }
 }
 
@@ -126,6 +141,7 @@ pub fn snapshot() -> FleetSnapshot {
         ],
         desired_workers: 3,
         models: vec!["QuickEtl".into(), "Evil<script>alert(1)</script>".into()],
+        autoscale: None,
         components: [
             ("broker", "Broker", true, "RabbitMQ at 10.0.1.5:5672"),
             ("nat", "NAT", true, "NAT verified"),
