@@ -53,6 +53,11 @@ fn form_expired(fleet: &FleetState, cache: &SummaryCache, user: &User) -> Custom
     )
 }
 
+/// The overview again, saying what is wrong with the form's fields.
+fn bad_form(fleet: &FleetState, cache: &SummaryCache, user: &User, msg: String) -> Custom<Html> {
+    flash_overview(fleet, cache, user, Status::BadRequest, false, msg)
+}
+
 /// The overview again, with what a scale or rebuild did or why it was not done.
 fn flash_outcome(
     fleet: &FleetState,
@@ -77,12 +82,10 @@ pub async fn scale(
     let form = match form {
         Ok(f) => f,
         Err(e) => {
-            return flash_overview(
+            return bad_form(
                 fleet,
                 cache,
                 &user,
-                Status::BadRequest,
-                false,
                 format!("workers must be a whole number from 0 to {MAX_WORKERS} ({e})"),
             )
         }
@@ -183,12 +186,10 @@ pub async fn autoscale(
     let form = match form {
         Ok(f) => f,
         Err(e) => {
-            return flash_overview(
+            return bad_form(
                 fleet,
                 cache,
                 &user,
-                Status::BadRequest,
-                false,
                 format!(
                     "the minimum and maximum must be whole numbers from 0 to {MAX_WORKERS}, and the idle window at least 1 second ({e})"
                 ),
