@@ -310,11 +310,9 @@ impl FleetModel {
             if let Some(n) = &w.node {
                 s.answering += 1;
                 s.free_slots += n.available_processing_capacity;
-                let busy = n
+                s.busy_slots += n
                     .max_concurrent_tasks
                     .saturating_sub(n.available_processing_capacity);
-                s.busy_slots += busy;
-                s.busy_workers += u32::from(busy > 0 || !n.running_tasks.is_empty());
                 self.slots_per_worker
                     .store(n.max_concurrent_tasks, std::sync::atomic::Ordering::Relaxed);
             }
@@ -322,6 +320,7 @@ impl FleetModel {
         s.slots_per_worker = self
             .slots_per_worker
             .load(std::sync::atomic::Ordering::Relaxed);
+        s.busy_workers = busy_and_idle(&snap.workers).0.len() as u32;
         s.broker_waiting = self.backend.broker_waiting().await;
         let decision = {
             let mut a = self.autoscale.lock().expect("lock");
@@ -1013,7 +1012,6 @@ impl FleetModel {
     }
 }
 
-/// Why the workers refused a task (HTTP 400 or 412), for the user.
 /// The answering workers running work, and those running none. A worker
 /// that does not answer is in neither: its protection stays as it was.
 fn busy_and_idle(workers: &[Worker]) -> (Vec<String>, Vec<String>) {
@@ -1030,6 +1028,7 @@ fn busy_and_idle(workers: &[Worker]) -> (Vec<String>, Vec<String>) {
     (busy, idle)
 }
 
+/// Why the workers refused a task (HTTP 400 or 412), for the user.
 fn refusal(model_class: &str, e: &NodeError) -> String {
     match e {
         NodeError::Status { status: 412, .. } => {
