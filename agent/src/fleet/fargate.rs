@@ -173,7 +173,8 @@ impl WorkerBackend for FargateBackend {
         }
         let now = Instant::now();
         let mut protection = self.protection.lock().expect("lock");
-        protection.retain(|id, _| out.iter().any(|w| w.id == *id));
+        let listed: std::collections::HashSet<&str> = out.iter().map(|w| w.id.as_str()).collect();
+        protection.retain(|id, _| listed.contains(id.as_str()));
         for w in &mut out {
             w.protected = matches!(protection.get(&w.id), Some(Some(until)) if *until > now);
         }
