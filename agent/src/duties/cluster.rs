@@ -311,6 +311,12 @@ pub enum ServiceChange {
     Created,
     /// Moved to a new task definition.
     Updated,
+    /// Moved to the configured capacity providers (a new deployment), and
+    /// to a new task definition too if `revision`.
+    Providers {
+        /// The task definition changed as well.
+        revision: bool,
+    },
 }
 
 /// Creates the service, or points it at `task_definition`; never touches desiredCount of an existing service.
@@ -353,7 +359,12 @@ pub async fn ensure_service(
                 .force_new_deployment(true);
         }
         update.send().await.aws("ecs:UpdateService", &name)?;
-        return Ok((ServiceChange::Updated, s.desired_count()));
+        let change = if same_strategy {
+            ServiceChange::Updated
+        } else {
+            ServiceChange::Providers { revision: !same_td }
+        };
+        return Ok((change, s.desired_count()));
     }
     let network = AwsVpcConfiguration::builder()
         .set_subnets(Some(
@@ -516,6 +527,19 @@ pub async fn reconcile(
             changes.push(format!("created the service with {desired} workers"))
         }
         ServiceChange::Updated => changes.push("updated the service to the new revision".into()),
+        ServiceChange::Providers { revision } => changes.push(format!(
+            "moved the service to {}{} (a new deployment)",
+            if cfg.spot {
+                "Fargate with Fargate Spot"
+            } else {
+                "Fargate only"
+            },
+            if revision {
+                " and the new revision"
+            } else {
+                ""
+            }
+        )),
         ServiceChange::None => {}
     }
     let summary = if changes.is_empty() {
