@@ -743,15 +743,21 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         (1, 3),
         "one on Fargate, the rest on Spot: {providers:?}"
     );
-    // The busy worker is protected; an idle Spot worker is interrupted.
-    let o = overview(&stack, &pw).await;
-    let rows = o["workers"].as_array().cloned().unwrap_or_default();
-    let row = |id: &str| rows.iter().find(|w| w["id"] == id).cloned();
-    assert_eq!(
-        row(&long_on).map(|w| w["protected"].clone()),
-        Some(serde_json::json!(true)),
-        "the worker running the last subtask is protected: {o:#}"
-    );
+    // The busy worker is protected (shown from the refresh after the one
+    // that saw it busy); an idle Spot worker is interrupted.
+    wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(15),
+        "the worker running the last subtask protected",
+        |o| {
+            o["workers"].as_array().is_some_and(|ws| {
+                ws.iter()
+                    .any(|w| w["id"] == long_on.as_str() && w["protected"] == true)
+            })
+        },
+    )
+    .await;
     // An idle worker's protection is lifted at the refresh after it idles.
     let idle_spot = |w: &serde_json::Value| {
         w["provider"] == "FARGATE_SPOT"
