@@ -10,33 +10,47 @@ use fossa_tests::local::{api, kill_group_of, listening_pid, LocalAgent};
 use fossa_tests::TempDir;
 use serde_json::{json, Value};
 
-fn models() -> TempDir {
-    let dir = TempDir::new("autoscale-models");
+/// A models directory holding one partitioned model, `class`: `parts`
+/// subtasks, each sleeping `sleep` (a Python expression of `n`) seconds.
+fn partitioned(name: &str, class: &str, doc: &str, parts: u32, sleep: &str) -> TempDir {
+    let dir = TempDir::new(name);
     std::fs::write(
-        dir.0.join("burst.py"),
-        r#""""Forty subtasks of a second each: a burst for the autoscaler."""
+        dir.0.join(format!("{}.py", class.to_lowercase())),
+        format!(
+            r#""""{doc}"""
 import time
 
 import ayeaye
 
 
-class BurstEtl(ayeaye.PartitionedModel):
+class {class}(ayeaye.PartitionedModel):
     def build(self):
-        self.log("burst finished")
+        self.log("{class} finished")
 
     def partition_slice(self, workers_count):
-        return [("work", {"n": n}) for n in range(40)]
+        return [("work", {{"n": n}}) for n in range({parts})]
 
     def work(self, n):
-        time.sleep(1)
-        return {"n": n}
+        time.sleep({sleep})
+        return {{"n": n}}
 
     def partition_subtask_complete(self, task_message):
         pass
-"#,
+"#
+        ),
     )
     .unwrap();
     dir
+}
+
+fn models() -> TempDir {
+    partitioned(
+        "autoscale-models",
+        "BurstEtl",
+        "Forty subtasks of a second each: a burst for the autoscaler.",
+        40,
+        "1",
+    )
 }
 
 /// Autoscaling's bounds as the API gives them (`null`: off).
@@ -185,31 +199,13 @@ async fn a_fleet_at_zero_grows_for_a_burst_and_returns_to_zero() {
 /// "running".
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_subtask_leaves_its_parent_shown_stuck() {
-    let models = TempDir::new("killed-models");
-    std::fs::write(
-        models.0.join("slow.py"),
-        r#""""Six subtasks of 6 s each."""
-import time
-
-import ayeaye
-
-
-class SlowEtl(ayeaye.PartitionedModel):
-    def build(self):
-        pass
-
-    def partition_slice(self, workers_count):
-        return [("work", {"n": n}) for n in range(6)]
-
-    def work(self, n):
-        time.sleep(6)
-        return {"n": n}
-
-    def partition_subtask_complete(self, task_message):
-        pass
-"#,
-    )
-    .unwrap();
+    let models = partitioned(
+        "killed-models",
+        "SlowEtl",
+        "Six subtasks of 6 s each.",
+        6,
+        "6",
+    );
     let dir = models.0.display().to_string();
     let agent = LocalAgent::start(2, &["--models", &dir]);
     let (status, v) = api(
@@ -303,31 +299,13 @@ class SlowEtl(ayeaye.PartitionedModel):
 /// done. Nothing is lost and the parent completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_in_during_running_work_stops_only_idle_workers() {
-    let models = TempDir::new("scale-in-models");
-    std::fs::write(
-        models.0.join("tail.py"),
-        r#""""Nine subtasks of a second, then one of 25 s."""
-import time
-
-import ayeaye
-
-
-class TailEtl(ayeaye.PartitionedModel):
-    def build(self):
-        pass
-
-    def partition_slice(self, workers_count):
-        return [("work", {"n": n}) for n in range(10)]
-
-    def work(self, n):
-        time.sleep(25 if n == 9 else 1)
-        return {"n": n}
-
-    def partition_subtask_complete(self, task_message):
-        pass
-"#,
-    )
-    .unwrap();
+    let models = partitioned(
+        "scale-in-models",
+        "TailEtl",
+        "Nine subtasks of a second, then one of 25 s.",
+        10,
+        "25 if n == 9 else 1",
+    );
     let agent = autoscaled(&models, 3, 4);
     let (status, v) = api(
         &agent,
