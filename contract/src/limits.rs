@@ -65,6 +65,35 @@ pub const HISTORY_PAGE_ROWS: u32 = 50;
 /// The most history rows one page or export returns.
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 
+/// CloudWatch Logs reads (GetLogEvents) the agent makes at once. The
+/// account's quota for GetLogEvents is 25 calls a second in a region, shared
+/// with every other reader, so the agent keeps well under it however many
+/// pages are open.
+pub const LOG_READS_AT_ONCE: usize = 4;
+
+/// The shortest time between two reads on one of those slots: at most
+/// `LOG_READS_AT_ONCE` reads per this many milliseconds (10 a second).
+pub const LOG_READ_SPACING_MS: u64 = 400;
+
+/// How long a read of a log that may still grow is reused (pages refresh
+/// every 2 s).
+pub const LOG_CACHE_OPEN_SECS: u64 = 3;
+
+/// How long a read of a time window that has ended is reused.
+pub const LOG_CACHE_CLOSED_SECS: u64 = 600;
+
+/// A window counts as ended this long after its end: CloudWatch may still
+/// take in lines stamped before it.
+pub const LOG_SETTLE_MS: i64 = 15_000;
+
+/// Lines the log cache holds in all, and reads it keeps.
+pub const LOG_CACHE_LINES: usize = 20_000;
+/// See [`LOG_CACHE_LINES`].
+pub const LOG_CACHE_READS: usize = 1_000;
+
+/// Workers whose output one task's page shows (the rest are named).
+pub const TASK_LOG_WORKERS: usize = 12;
+
 /// A UI password that is too weak to guard the gateway.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{source_name} is {len} characters long; use at least {MIN_PASSWORD_LEN} (or unset it to have a strong one generated)")]

@@ -255,6 +255,22 @@ async fn passwords_scale_and_settings_apply_while_the_agent_runs() {
         text.contains("Cluster") && text.contains("workers: 5 desired"),
         "{text}"
     );
+    // The cost as the agent meters it: per hour, month to date, and NAT
+    // against a NAT Gateway (no NAT here, so no bytes, but a NAT Gateway's
+    // hours would still have cost something).
+    assert!(
+        text.contains("  cost:  $") && text.contains("so far $"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  NAT:   0.000 GB this month; a NAT Gateway would have cost $"),
+        "{text}"
+    );
+    assert!(st["cost"]["stack_hourly"].as_f64().unwrap() > 0.0, "{st}");
+    assert!(
+        st["cost"]["nat_gateway_hourly"].as_f64().unwrap() > 0.0,
+        "{st}"
+    );
     let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
     ssm.put_parameter()
         .name(format!("/fossa/{STACK}/tls-fingerprint"))

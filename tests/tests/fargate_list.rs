@@ -85,9 +85,15 @@ async fn every_task_is_listed_with_its_private_address() {
             .build(),
     );
     let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let log_reads = CallCounter::default();
+    let counted_logs = aws_sdk_cloudwatchlogs::Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
+            .interceptor(log_reads.clone())
+            .build(),
+    );
     let shared = Shared::new(Arc::new(Host), Events::default());
     let group = cfg.stack.log_group();
-    let backend = FargateBackend::new(counted, logs.clone(), cfg, &shared);
+    let backend = FargateBackend::new(counted, counted_logs, cfg, &shared);
     let t = std::time::Instant::now();
     let workers = backend.list().await.unwrap();
     println!("ecs_list_{total}_tasks_calls: {} calls", counter.get());
@@ -174,6 +180,13 @@ async fn every_task_is_listed_with_its_private_address() {
             "line 4"
         ]
     );
+    // Pages refreshing the same tail within a few seconds share one read,
+    // so open tabs cannot run the account's GetLogEvents quota down.
+    let reads = log_reads.get();
+    for _ in 0..10 {
+        assert_eq!(backend.logs(&id, &q(None, 3)).await.unwrap(), tail);
+    }
+    assert_eq!(log_reads.get(), reads, "ten refreshes, no new read");
     let after = backend.logs(&id, &q(Some(t0 + 3000), 100)).await.unwrap();
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].text, "line 4");

@@ -883,6 +883,41 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         4.0 * t0.elapsed().as_secs_f64() / 3600.0
     );
 
+    // The history outlives its workers. Every task that ran on them is still
+    // listed, complete and with its worker, though no task that ran them is
+    // left: the SpreadEtl runs from before the roll onto v2, after it, and
+    // after the registry fault, and the burst's parent with its 40 subtasks.
+    let rows = |v: serde_json::Value| v["tasks"].as_array().cloned().unwrap_or_default();
+    let spread = rows(
+        get_api(
+            &stack,
+            &pw,
+            "/api/v1/tasks?model=SpreadEtl&status=complete&parents=true&limit=100",
+        )
+        .await,
+    );
+    assert!(spread.len() >= 4, "{spread:#?}");
+    let burst = rows(
+        get_api(
+            &stack,
+            &pw,
+            "/api/v1/tasks?model=BurstEtl&status=complete&limit=100",
+        )
+        .await,
+    );
+    assert_eq!(burst.len(), 41, "{burst:#?}");
+    let live = overview(&stack, &pw).await;
+    for r in spread.iter().chain(&burst) {
+        let w = r["worker_id"].as_str().unwrap_or_default();
+        assert!(!w.is_empty(), "{r}");
+        assert!(
+            live["workers"]
+                .as_array()
+                .is_none_or(|ws| ws.iter().all(|x| x["id"] != w || x["status"] != "RUNNING")),
+            "{w} is gone, and its tasks are still listed"
+        );
+    }
+
     // More workers than the account's Fargate vCPU quota (the emulator
     // reports 64 vCPU each): refused before anything changes.
     let refused =

@@ -312,7 +312,7 @@ pub struct LogLine {
 
 /// Which lines of a worker's log: after `since_ms` from the oldest on, or
 /// else the last `limit`; never after `until_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct LogQuery {
     /// Only lines after this, milliseconds since the epoch.
     pub since_ms: Option<i64>,

@@ -456,6 +456,56 @@ async fn every_page_renders_and_escapes_what_it_shows() {
 }
 
 #[rocket::async_test]
+async fn a_wide_task_shows_the_output_of_its_first_workers_and_names_the_rest() {
+    let (c, fleet) = client().await;
+    login(&c).await;
+    let extra = fossa_contract::limits::TASK_LOG_WORKERS + 3;
+    let mut s = snapshot();
+    s.workers = std::iter::once(worker(
+        "w1",
+        vec![task("wide", "WideEtl", "complete", 100, Some(200))],
+    ))
+    .chain((0..extra).map(|i| {
+        worker(
+            &format!("v{i}"),
+            vec![task(
+                &format!("wp:{i}::amq.q"),
+                "WideEtl",
+                "complete",
+                110,
+                Some(120),
+            )],
+        )
+    }))
+    .collect();
+    *fleet.snap.lock().unwrap() = Arc::new(s);
+    let html = c
+        .get("/tasks/wide")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(&format!("{extra} subtasks on {extra} worker(s)")),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<details class=\"log\"").count(),
+        fossa_contract::limits::TASK_LOG_WORKERS,
+        "{html}"
+    );
+    assert!(
+        html.contains("The output of 4 more worker(s) is on their own pages"),
+        "the task's own worker and 11 of its subtasks' shown, 4 named: {html}"
+    );
+    assert!(
+        html.contains("<a href=\"/workers/w1\">w1</a> · 0 lines"),
+        "its own worker first"
+    );
+}
+
+#[rocket::async_test]
 async fn json_twins_answer_for_each_page() {
     let (c, _) = client().await;
     let v = json_of(

@@ -34,6 +34,8 @@ pub struct FargateBackend {
     rebuild: Arc<watch::Sender<u64>>,
     nat_traffic: watch::Receiver<crate::duties::nat_traffic::NatTraffic>,
     logs: aws_sdk_cloudwatchlogs::Client,
+    /// Log reads reused a while and made a few at a time.
+    log_reads: super::log_cache::LogCache,
     secrets: watch::Receiver<Vec<String>>,
     interrupted: watch::Receiver<Vec<crate::duties::stopped_tasks::StoppedTask>>,
     /// Scale-in protection as last set, by task id: on until the instant, or off.
@@ -50,6 +52,7 @@ impl FargateBackend {
     ) -> Self {
         FargateBackend {
             logs,
+            log_reads: Default::default(),
             secrets: shared.secrets.subscribe(),
             ecs,
             config,
@@ -62,6 +65,41 @@ impl FargateBackend {
             protection: Mutex::new(HashMap::new()),
             interrupted: shared.interrupted.subscribe(),
         }
+    }
+
+    /// Reads worker `id`'s CloudWatch stream, with the secrets replaced.
+    async fn read_log(&self, id: &str, q: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
+        let group = self.config.stack.log_group();
+        let stream = worker_log_stream(id);
+        let mut req = self
+            .logs
+            .get_log_events()
+            .log_group_name(&group)
+            .log_stream_name(&stream)
+            .limit(q.limit.clamp(1, 10_000) as i32);
+        req = match q.since_ms {
+            Some(s) => req.start_time(s.saturating_add(1)).start_from_head(true),
+            None => req.start_from_head(false),
+        };
+        if let Some(u) = q.until_ms {
+            // endTime is exclusive.
+            req = req.end_time(u.saturating_add(1));
+        }
+        let out = match req.send().await.aws("logs:GetLogEvents", &stream) {
+            Ok(o) => o,
+            // The stream is made with the task's first line.
+            Err(e) if e.is_code("ResourceNotFoundException") => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let secrets = self.secrets.borrow().clone();
+        Ok(out
+            .events()
+            .iter()
+            .map(|e| LogLine {
+                at: e.timestamp().unwrap_or_default(),
+                text: crate::fleet::logs::redact(e.message().unwrap_or_default(), &secrets),
+            })
+            .collect())
     }
 
     /// Sets scale-in protection on `ids`, 10 a call; returns the ids ECS
@@ -245,37 +283,7 @@ impl WorkerBackend for FargateBackend {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Ok(Vec::new());
         }
-        let group = self.config.stack.log_group();
-        let stream = worker_log_stream(id);
-        let mut req = self
-            .logs
-            .get_log_events()
-            .log_group_name(&group)
-            .log_stream_name(&stream)
-            .limit(q.limit.clamp(1, 10_000) as i32);
-        req = match q.since_ms {
-            Some(s) => req.start_time(s.saturating_add(1)).start_from_head(true),
-            None => req.start_from_head(false),
-        };
-        if let Some(u) = q.until_ms {
-            // endTime is exclusive.
-            req = req.end_time(u.saturating_add(1));
-        }
-        let out = match req.send().await.aws("logs:GetLogEvents", &stream) {
-            Ok(o) => o,
-            // The stream is made with the task's first line.
-            Err(e) if e.is_code("ResourceNotFoundException") => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let secrets = self.secrets.borrow().clone();
-        Ok(out
-            .events()
-            .iter()
-            .map(|e| LogLine {
-                at: e.timestamp().unwrap_or_default(),
-                text: crate::fleet::logs::redact(e.message().unwrap_or_default(), &secrets),
-            })
-            .collect())
+        self.log_reads.read(id, *q, || self.read_log(id, q)).await
     }
 
     fn cost(&self) -> Option<Cost> {

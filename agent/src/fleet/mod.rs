@@ -25,6 +25,7 @@ use tokio::sync::watch;
 pub mod autoscale;
 pub mod backend;
 pub mod fargate;
+pub mod log_cache;
 pub mod logs;
 pub mod node;
 

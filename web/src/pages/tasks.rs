@@ -2,6 +2,7 @@
 //! task's page with its subtasks grouped under it.
 
 use askama::Template;
+use fossa_contract::limits::TASK_LOG_WORKERS;
 use rocket::form::{Errors, Form, FromForm};
 use rocket::http::Status;
 use rocket::response::status::Custom;
@@ -705,6 +706,8 @@ struct TaskPage {
     stream: String,
     /// What each worker involved wrote during the task.
     logs: Vec<WorkerLog>,
+    /// Workers involved whose output is not shown.
+    logs_more: usize,
     /// Why a running parent can never finish, or empty.
     stuck: String,
 }
@@ -719,29 +722,33 @@ struct WorkerLog {
 /// Lines shown per worker on a task's page.
 const TASK_LOG_LINES: u32 = 300;
 
-/// The lines each worker of the task (its own, its subtasks') wrote
-/// between its start and its end (a second of slack each side: Fossa's
-/// times have a resolution of one second).
-async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> Vec<WorkerLog> {
+/// The lines each worker of the task (its own first, then its subtasks')
+/// wrote between its start and its end (a second of slack each side:
+/// Fossa's times have a resolution of one second), read together, for at
+/// most [`TASK_LOG_WORKERS`] workers; the second value counts the others.
+async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> (Vec<WorkerLog>, usize) {
     let t = &d.task.task;
     let Some(start) = t.started else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
     let end = t.finished.unwrap_or_else(fossa_contract::unix_now);
     let mut workers = vec![d.task.worker_id.clone()];
     for g in d.groups.iter().chain(d.group.iter()) {
-        workers.extend(g.subtasks.iter().map(|s| s.worker_id.clone()));
+        for s in &g.subtasks {
+            if !workers.contains(&s.worker_id) {
+                workers.push(s.worker_id.clone());
+            }
+        }
     }
-    workers.sort();
-    workers.dedup();
     workers.retain(|w| !w.is_empty());
+    let more = workers.len().saturating_sub(TASK_LOG_WORKERS);
+    workers.truncate(TASK_LOG_WORKERS);
     let q = LogQuery {
         since_ms: Some(start.saturating_sub(1).saturating_mul(1000)),
         until_ms: Some(end.saturating_add(1).saturating_mul(1000)),
         limit: TASK_LOG_LINES,
     };
-    let mut out = Vec::new();
-    for w in workers {
+    let reads = workers.into_iter().map(|w| async move {
         let (lines, error) = match fleet.0.logs(&w, q).await {
             Ok(l) => (
                 l.iter().map(super::workers::log_view).collect(),
@@ -749,13 +756,13 @@ async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> Vec<WorkerLog> 
             ),
             Err(e) => (Vec::new(), e.message()),
         };
-        out.push(WorkerLog {
+        WorkerLog {
             worker: w,
             lines,
             error,
-        });
-    }
-    out
+        }
+    });
+    (futures::future::join_all(reads).await, more)
 }
 
 fn group_view(g: &views::Group) -> GroupView {
@@ -807,7 +814,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         ),
         None => (None, false, Vec::new()),
     };
-    let logs = task_logs(fleet, &d).await;
+    let (logs, logs_more) = task_logs(fleet, &d).await;
     let (done, seen) = crate::charts::progress(&d.groups);
     let stream = crate::charts::task_stream(&d.task, &d.groups, fossa_contract::unix_now())
         .filter(|_| seen > 0)
@@ -824,6 +831,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         running: matches!(d.task.task.status.as_str(), "running" | views::DISPATCHED),
         stream,
         logs,
+        logs_more,
         stuck: d.stuck.clone().unwrap_or_default(),
     }))
 }
