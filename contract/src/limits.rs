@@ -13,7 +13,8 @@ pub const LOCAL_MAX_WORKERS: u32 = 64;
 pub const CONFIG_CHECK_SECS: u64 = 15;
 
 /// How far back the cluster duty looks for worker tasks that stopped on
-/// their own (exited, or never started), to report them.
+/// their own (exited, or never started), and for ECS's word that it could
+/// not place a task, to report them.
 pub const TASK_FAILURE_WINDOW_SECS: i64 = 600;
 
 /// How long the presigned URL user-data fetches the agent with stays valid.

@@ -37,7 +37,13 @@ Where moto falls short of ECS, the emulator keeps the state itself:
   scheduler never stops a protected task, whether scaling in or replacing an
   old revision; it stops it once the protection is lifted or expires;
 * the account's Fargate vCPU quotas (Service Quotas' GetServiceQuota for
-  L-3032A538 and L-36FBB829, which moto lacks), `--fargate-vcpu-quota` each;
+  L-3032A538 and L-36FBB829, which moto lacks), `--fargate-vcpu-quota` each,
+  changed at run time by `POST /_emulator/quota` with `{"vcpu": n}`. A task
+  that would take a provider's running tasks over its quota is not placed:
+  the service gets ECS's event "(service …) was unable to place a task.
+  Reason: You've reached the limit on the number of vCPUs you can run
+  concurrently. …", and "(service …) has reached a steady state." once it
+  runs what it wants; DescribeServices reports the events, newest first;
 * Spot interruptions: `POST /_emulator/interrupt` with `{"task": id}` stops a
   FARGATE_SPOT task with stopCode SpotInterruption, as Fargate does when it
   takes the capacity back.
@@ -82,6 +88,27 @@ next_host = {}  # subnet id -> next host number
 strategies = {}  # service ARN -> capacityProviderStrategy as last set
 generations = {}  # service ARN -> deployment number (forceNewDeployment bumps it)
 protection = {}  # task ARN -> protection expiry (epoch seconds)
+events = {}  # service ARN -> [service event], newest first
+quota = {"vcpu": args.fargate_vcpu_quota}  # each provider's vCPU quota, as now set
+
+UNPLACED_VCPU = (
+    "was unable to place a task. Reason: You've reached the limit on the number of vCPUs you can run "
+    "concurrently. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+)
+
+
+def service_event(svc, what):
+    """Adds ECS's event `(service NAME) what` to the service, unless the newest
+    one says the same and is under a minute old (ECS does not repeat itself
+    on every attempt either)."""
+    message = f"(service {svc['serviceName']}) {what}"
+    with lock:
+        mine = events.setdefault(svc["serviceArn"], [])
+        if mine and mine[0]["message"] == message and epoch() - mine[0]["createdAt"] < 60:
+            return
+        mine.insert(0, {"id": uuid.uuid4().hex, "createdAt": epoch(), "message": message})
+        del mine[100:]
+    log(f"service event: {message}")
 DOCKER_CONFIG = tempfile.mkdtemp(prefix="fossa-emu-docker-")
 
 
@@ -384,6 +411,14 @@ def new_task(cluster_arn, svc, td_arn, subnets):
         deployment = svc.get("deployments", [{}])[0].get("id", "ecs-svc/0000000000000000000")
         td = svc["_td"]
         provider = provider_for(svc)
+        in_use = sum(
+            int(t["cpu"]) / 1024
+            for t in tasks.values()
+            if t["desiredStatus"] == "RUNNING" and t["provider"] == provider
+        )
+        if in_use + int(td.get("cpu", "256")) / 1024 > quota["vcpu"]:
+            service_event(svc, UNPLACED_VCPU)
+            return False
         task = {
             "id": tid,
             "arn": arn,
@@ -417,6 +452,7 @@ def new_task(cluster_arn, svc, td_arn, subnets):
         tasks[arn] = task
     log(f"task {tid} PROVISIONING {ip} on {provider} for {svc['serviceName']} ({td_arn.rsplit('/', 1)[-1]})")
     threading.Thread(target=start, args=(task, td), daemon=True).start()
+    return True
 
 
 def reconcile_service(cluster_arn, svc):
@@ -445,7 +481,8 @@ def reconcile_service(cluster_arn, svc):
     room = max(0, max_total - len(new) - len(old))
     if time.time() >= not_before and subnets:
         for _ in range(min(want - len(new), room)):
-            new_task(cluster_arn, svc, td_arn, subnets)
+            if not new_task(cluster_arn, svc, td_arn, subnets):
+                break
     # Stop old revisions while enough healthy tasks stay (a new task counts
     # once its container health check passes, as in an ECS deployment).
     healthy = [t for t in new if t["lastStatus"] == "RUNNING" and t.get("healthStatus") == "HEALTHY"]
@@ -457,6 +494,13 @@ def reconcile_service(cluster_arn, svc):
             if t in old_running:
                 old_running.remove(t)
             stop(t, "ServiceSchedulerInitiated", scaling)
+    # Whole again: ECS says so once.
+    with lock:
+        mine = [t for t in tasks.values() if t["service"] == svc["serviceArn"] and t["desiredStatus"] == "RUNNING"]
+        said = events.get(svc["serviceArn"], [])
+    whole = len(mine) == want and all(t["lastStatus"] == "RUNNING" and t["taskDefinitionArn"] == td_arn for t in mine)
+    if whole and said and "steady state" not in said[0]["message"]:
+        service_event(svc, "has reached a steady state.")
 
 
 def reconcile():
@@ -591,6 +635,7 @@ def patch_services(body):
             mine = [t for t in tasks.values() if t["service"] == s.get("serviceArn") and t["desiredStatus"] == "RUNNING"]
             s["runningCount"] = sum(t["lastStatus"] == "RUNNING" for t in mine)
             s["pendingCount"] = sum(t["lastStatus"] != "RUNNING" for t in mine)
+            s["events"] = list(events.get(s.get("serviceArn"), []))
     return json.dumps(out).encode()
 
 
@@ -662,7 +707,7 @@ def service_quota(req):
             "ServiceName": "AWS Fargate",
             "QuotaCode": code,
             "QuotaName": FARGATE_QUOTAS[code],
-            "Value": args.fargate_vcpu_quota,
+            "Value": quota["vcpu"],
             "Unit": "None",
             "Adjustable": True,
             "GlobalQuota": False,
@@ -707,6 +752,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.path == "/_emulator/quota":
+            quota["vcpu"] = float(json.loads(body or b"{}")["vcpu"])
+            log(f"vCPU quota now {quota['vcpu']} for each provider")
+            return self.reply(200, json.dumps(quota).encode(), ctype="application/json")
         if self.path == "/_emulator/interrupt":
             status, out = interrupt(json.loads(body or b"{}"))
             return self.reply(status, json.dumps(out).encode(), ctype="application/json")

@@ -216,12 +216,12 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
 
     let flaky = FaultProxy::start(&moto, 3, "throttle,500,slow");
     let (ecs, logs) = agent_clients(&flaky.url).await;
-    let (summary, desired) =
+    let done =
         fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-1")
             .await
             .expect("retries ride out one fault in three");
-    assert!(summary.contains("created the service"), "{summary}");
-    assert_eq!(desired, cfg.workers as i32);
+    assert!(done.summary.contains("created the service"), "{done:?}");
+    assert_eq!(done.desired, cfg.workers as i32);
 
     let down = FaultProxy::start(&moto, 1, "throttle,500");
     let (ecs, logs) = agent_clients(&down.url).await;

@@ -558,6 +558,80 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     .await;
     eprintln!("FIGURE registry back -> 4 answering: {back:?}");
 
+    // Beyond the account's Fargate vCPU quota ECS places no task and says
+    // why only in the service's events; the Cluster line gives that reason
+    // and what to do, while the placed workers keep serving. With the quota
+    // raised the task is placed and the line clears.
+    let quota = |vcpu: f64| {
+        let url = format!("{}/_emulator/quota", stack.emulator.as_ref().unwrap().url);
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .json(&serde_json::json!({ "vcpu": vcpu }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let scale_to = |n: u32| {
+        let http = http.clone();
+        let url = format!("{ui}/api/v1/scale");
+        let pw = pw.clone();
+        async move {
+            let r = http
+                .post(url)
+                .basic_auth("fossa", Some(&pw))
+                .json(&serde_json::json!({ "workers": n }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let unplaced = |o: &serde_json::Value| {
+        o["cluster"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be placed")
+    };
+    quota(1.0).await;
+    scale_to(5).await;
+    let (o, shown) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(90),
+        "the vCPU quota on the Cluster line",
+        |o| unplaced(o),
+    )
+    .await;
+    let line = o["cluster"]["detail"].as_str().unwrap();
+    assert!(
+        line.contains("1 of 5 workers cannot be placed: You've reached the limit on the number of vCPUs you can run concurrently")
+            && line.contains("L-3032A538"),
+        "{line}"
+    );
+    assert_eq!(o["cluster"]["ok"], false, "{o:#}");
+    assert_eq!(answering(&o).len(), 4, "the placed workers keep serving");
+    eprintln!("FIGURE vCPU quota full, scale 4 -> 5 -> the reason on the Cluster line: {shown:?}");
+    quota(64.0).await;
+    let (_, placed) = wait_answering(
+        &stack,
+        &pw,
+        5,
+        Duration::from_secs(120),
+        "placed once the quota allows",
+        |o| !unplaced(o),
+    )
+    .await;
+    eprintln!("FIGURE quota raised -> 5 answering and the line clear: {placed:?}");
+    scale_to(4).await;
+    wait_answering(&stack, &pw, 4, Duration::from_secs(60), "back to 4", |_| {
+        true
+    })
+    .await;
+
     // A model that exits at start on a worker (it passes the smoke test, which
     // has no broker URL): the new revision's tasks stop, the cluster line gives
     // ECS's reason, and the old revision's tasks keep serving.

@@ -22,6 +22,11 @@ async fn client() -> (Client, Arc<FakeFleet>) {
     )
 }
 
+/// The page at `path`, as the logged-in client gets it.
+async fn html_of(c: &Client, path: &str) -> String {
+    c.get(path).dispatch().await.into_string().await.unwrap()
+}
+
 async fn json_of(r: LocalResponse<'_>) -> Value {
     serde_json::from_str(&r.into_string().await.unwrap()).unwrap()
 }
@@ -424,13 +429,7 @@ async fn every_page_renders_and_escapes_what_it_shows() {
     ] {
         assert!(overview.contains(line), "{line}");
     }
-    let parent = c
-        .get("/tasks/parent1")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
+    let parent = html_of(&c, "/tasks/parent1").await;
     assert!(
         parent.contains("pool:0") && parent.contains("pool:1"),
         "subtasks grouped under the parent"
@@ -479,13 +478,7 @@ async fn a_wide_task_shows_the_output_of_its_first_workers_and_names_the_rest() 
     }))
     .collect();
     *fleet.snap.lock().unwrap() = Arc::new(s);
-    let html = c
-        .get("/tasks/wide")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
+    let html = html_of(&c, "/tasks/wide").await;
     assert!(
         html.contains(&format!("{extra} subtasks on {extra} worker(s)")),
         "{html}"

@@ -23,7 +23,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    stopped_tasks, watched, Duty, DutyError, DutyKind, Next, Outcome, Shared, WorkerImage,
+    service_events, stopped_tasks, watched, Duty, DutyError, DutyKind, Next, Outcome, Shared,
+    WorkerImage,
 };
 use crate::settings::Settings;
 
@@ -319,12 +320,25 @@ pub enum ServiceChange {
     },
 }
 
+/// What [`ensure_service`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSeen {
+    /// What it changed.
+    pub change: ServiceChange,
+    /// The service's desiredCount.
+    pub desired: i32,
+    /// Its running tasks, as ECS counts them (0 for a new service).
+    pub running: i32,
+    /// Its events, as ECS reports them (newest first; none for a new service).
+    pub events: Vec<service_events::ServiceEvent>,
+}
+
 /// Creates the service, or points it at `task_definition`; never touches desiredCount of an existing service.
 pub async fn ensure_service(
     ecs: &aws_sdk_ecs::Client,
     cfg: &StackConfig,
     task_definition: &str,
-) -> Result<(ServiceChange, i32), ClusterError> {
+) -> Result<ServiceSeen, ClusterError> {
     let (cluster, name) = (cfg.stack.cluster(), cfg.stack.service());
     let found = ecs
         .describe_services()
@@ -344,8 +358,18 @@ pub async fn ensure_service(
         // none), which is taken as unknown rather than as a change.
         let reported = s.capacity_provider_strategy();
         let same_strategy = reported.is_empty() || same_shares(reported, &cfg.capacity_strategy());
+        let seen = |change| ServiceSeen {
+            change,
+            desired: s.desired_count(),
+            running: s.running_count(),
+            events: s
+                .events()
+                .iter()
+                .map(service_events::ServiceEvent::of)
+                .collect(),
+        };
         if same_td && same_strategy {
-            return Ok((ServiceChange::None, s.desired_count()));
+            return Ok(seen(ServiceChange::None));
         }
         let mut update = ecs
             .update_service()
@@ -364,7 +388,7 @@ pub async fn ensure_service(
         } else {
             ServiceChange::Providers { revision: !same_td }
         };
-        return Ok((change, s.desired_count()));
+        return Ok(seen(change));
     }
     let network = AwsVpcConfiguration::builder()
         .set_subnets(Some(
@@ -400,7 +424,12 @@ pub async fn ensure_service(
         .send()
         .await
         .aws("ecs:CreateService", &name)?;
-    Ok((ServiceChange::Created, cfg.workers as i32))
+    Ok(ServiceSeen {
+        change: ServiceChange::Created,
+        desired: cfg.workers as i32,
+        running: 0,
+        events: Vec::new(),
+    })
 }
 
 /// The service's tasks of `status`, at most `most` of them: ListTasks page
@@ -499,13 +528,24 @@ pub async fn scale(
     Ok(())
 }
 
-/// Converges cluster, log group, task definition and service; returns a summary.
+/// What [`reconcile`] did and saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// What changed, or that nothing did.
+    pub summary: String,
+    /// The service's desiredCount.
+    pub desired: i32,
+    /// Why ECS cannot place some of the tasks, when it says so lately.
+    pub unplaced: Option<String>,
+}
+
+/// Converges cluster, log group, task definition and service.
 pub async fn reconcile(
     ecs: &aws_sdk_ecs::Client,
     logs: &aws_sdk_cloudwatchlogs::Client,
     cfg: &StackConfig,
     image: &str,
-) -> Result<(String, i32), ClusterError> {
+) -> Result<Reconciled, ClusterError> {
     let mut changes = Vec::new();
     if ensure_log_group(logs, &cfg.stack).await? {
         changes.push("created the log group".to_owned());
@@ -521,8 +561,9 @@ pub async fn reconcile(
             arn.rsplit('/').next().unwrap_or(&arn)
         ));
     }
-    let (change, desired) = ensure_service(ecs, cfg, &arn).await?;
-    match change {
+    let seen = ensure_service(ecs, cfg, &arn).await?;
+    let desired = seen.desired;
+    match seen.change {
         ServiceChange::Created => {
             changes.push(format!("created the service with {desired} workers"))
         }
@@ -550,7 +591,16 @@ pub async fn reconcile(
     } else {
         changes.join(", ")
     };
-    Ok((summary, desired))
+    Ok(Reconciled {
+        summary,
+        desired,
+        unplaced: service_events::unplaced(
+            &seen.events,
+            seen.running,
+            seen.desired,
+            fossa_contract::unix_now(),
+        ),
+    })
 }
 
 /// The cluster duty: waits for the image duty's first image, then converges
@@ -624,7 +674,11 @@ impl Duty<Settings> for ClusterDuty {
             return Ok(Outcome::waiting("waiting for the worker image"));
         };
         let c = &s.clients;
-        let (mut summary, desired) = reconcile(&c.ecs, &c.logs, &s.stack, &image.reference).await?;
+        let Reconciled {
+            mut summary,
+            desired,
+            unplaced,
+        } = reconcile(&c.ecs, &c.logs, &s.stack, &image.reference).await?;
         let mut desired = desired.max(0) as u32;
         let wanted = s.stack.workers;
         if self.configured_workers.is_some_and(|seen| seen != wanted) && desired != wanted {
@@ -642,9 +696,14 @@ impl Duty<Settings> for ClusterDuty {
         let now = fossa_contract::unix_now();
         self.interruptions(&stopped, now);
         let failures: Vec<_> = stopped.iter().filter_map(stopped_tasks::failed).collect();
-        if let Some(line) = stopped_tasks::summary(&failures, now) {
-            // Unwell while tasks fail; look again soon, to see them recover.
-            outcome.detail = Some(line);
+        let trouble: Vec<String> = stopped_tasks::summary(&failures, now)
+            .into_iter()
+            .chain(unplaced)
+            .collect();
+        if !trouble.is_empty() {
+            // Unwell while tasks fail or cannot be placed; look again soon,
+            // to see them recover.
+            outcome.detail = Some(trouble.join("; "));
             outcome.healthy = false;
             outcome.next = Next::After(FAILING_RECHECK);
         }

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod image;
 pub mod nat;
 pub mod nat_traffic;
+pub mod service_events;
 pub mod stopped_tasks;
 pub mod upgrade;
 
