@@ -496,6 +496,28 @@ async fn a_wide_task_shows_the_output_of_its_first_workers_and_names_the_rest() 
         html.contains("<a href=\"/workers/w1\">w1</a> · 0 lines"),
         "its own worker first"
     );
+    // A finished task's window is closed (it can be kept long); a running
+    // one's stays open, so every refresh asks the same and can share a read.
+    let reads = std::mem::take(&mut *fleet.log_reads.lock().unwrap());
+    assert_eq!(reads.len(), fossa_contract::limits::TASK_LOG_WORKERS);
+    assert!(
+        reads
+            .iter()
+            .all(|(_, q)| q.since_ms == Some(99_000) && q.until_ms == Some(201_000)),
+        "{reads:?}"
+    );
+    let mut s = (**fleet.snap.lock().unwrap()).clone();
+    s.workers[0] = worker("w1", vec![task("wide", "WideEtl", "running", 100, None)]);
+    *fleet.snap.lock().unwrap() = Arc::new(s);
+    html_of(&c, "/tasks/wide").await;
+    html_of(&c, "/tasks/wide").await;
+    let reads = std::mem::take(&mut *fleet.log_reads.lock().unwrap());
+    assert!(
+        reads
+            .iter()
+            .all(|(_, q)| q.until_ms.is_none() && q == &reads[0].1),
+        "{reads:?}"
+    );
 }
 
 #[rocket::async_test]

@@ -731,7 +731,6 @@ async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> (Vec<WorkerLog>
     let Some(start) = t.started else {
         return (Vec::new(), 0);
     };
-    let end = t.finished.unwrap_or_else(fossa_contract::unix_now);
     let mut workers = vec![d.task.worker_id.clone()];
     for g in d.groups.iter().chain(d.group.iter()) {
         for s in &g.subtasks {
@@ -743,9 +742,13 @@ async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> (Vec<WorkerLog>
     workers.retain(|w| !w.is_empty());
     let more = workers.len().saturating_sub(TASK_LOG_WORKERS);
     workers.truncate(TASK_LOG_WORKERS);
+    // A running task's window is open: the same query on every refresh,
+    // so the backend can reuse its read.
     let q = LogQuery {
         since_ms: Some(start.saturating_sub(1).saturating_mul(1000)),
-        until_ms: Some(end.saturating_add(1).saturating_mul(1000)),
+        until_ms: t
+            .finished
+            .map(|end| end.saturating_add(1).saturating_mul(1000)),
         limit: TASK_LOG_LINES,
     };
     let reads = workers.into_iter().map(|w| async move {

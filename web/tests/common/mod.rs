@@ -13,6 +13,8 @@ pub const PASSWORD: &str = "correct horse";
 pub struct FakeFleet {
     pub snap: Mutex<Arc<FleetSnapshot>>,
     pub submitted: Mutex<Vec<TaskRequest>>,
+    /// The log reads asked of the fleet: worker and query.
+    pub log_reads: Mutex<Vec<(String, LogQuery)>>,
 }
 
 #[rocket::async_trait]
@@ -56,6 +58,13 @@ impl Fleet for FakeFleet {
         s.desired_workers = workers;
         *self.snap.lock().unwrap() = Arc::new(s);
         Ok(format!("scaled to {workers}"))
+    }
+    async fn logs(&self, worker: &str, query: LogQuery) -> Result<Vec<LogLine>, ControlError> {
+        self.log_reads
+            .lock()
+            .unwrap()
+            .push((worker.to_owned(), query));
+        Ok(Vec::new())
     }
     async fn rebuild(&self) -> Result<String, ControlError> {
         Ok("rebuilding".into())
@@ -213,6 +222,7 @@ pub fn fake_fleet() -> Arc<FakeFleet> {
     Arc::new(FakeFleet {
         snap: Mutex::new(Arc::new(snapshot())),
         submitted: Mutex::new(vec![]),
+        log_reads: Mutex::new(vec![]),
     })
 }
 
