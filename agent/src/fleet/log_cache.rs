@@ -139,7 +139,8 @@ impl LogCache {
     }
 
     /// Lines and reads kept now.
-    pub fn size(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn size(&self) -> (usize, usize) {
         let kept = self.kept.lock().expect("log cache lock");
         (kept.values().map(|k| k.lines.len()).sum(), kept.len())
     }
