@@ -535,8 +535,10 @@ pub struct Reconciled {
     pub summary: String,
     /// The service's desiredCount.
     pub desired: i32,
-    /// Why ECS cannot place some of the tasks, when it says so lately.
-    pub unplaced: Option<String>,
+    /// Its running tasks and its events (newest first), as ECS reports them.
+    pub running: i32,
+    /// See `running`.
+    pub events: Vec<service_events::ServiceEvent>,
 }
 
 /// Converges cluster, log group, task definition and service.
@@ -594,12 +596,8 @@ pub async fn reconcile(
     Ok(Reconciled {
         summary,
         desired,
-        unplaced: service_events::unplaced(
-            &seen.events,
-            seen.running,
-            seen.desired,
-            fossa_contract::unix_now(),
-        ),
+        running: seen.running,
+        events: seen.events,
     })
 }
 
@@ -677,7 +675,8 @@ impl Duty<Settings> for ClusterDuty {
         let Reconciled {
             mut summary,
             desired,
-            unplaced,
+            running,
+            events,
         } = reconcile(&c.ecs, &c.logs, &s.stack, &image.reference).await?;
         let mut desired = desired.max(0) as u32;
         let wanted = s.stack.workers;
@@ -694,6 +693,9 @@ impl Duty<Settings> for ClusterDuty {
             .await
             .map_err(ClusterError::from)?;
         let now = fossa_contract::unix_now();
+        // Against the count just set, so a scale-down from the configuration
+        // is not reported as workers that cannot be placed.
+        let unplaced = service_events::unplaced(&events, running, desired as i32, now);
         self.interruptions(&stopped, now);
         let failures: Vec<_> = stopped.iter().filter_map(stopped_tasks::failed).collect();
         let trouble: Vec<String> = stopped_tasks::summary(&failures, now)
