@@ -731,12 +731,18 @@ async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> (Vec<WorkerLog>
     let Some(start) = t.started else {
         return (Vec::new(), 0);
     };
-    let mut workers = vec![d.task.worker_id.clone()];
-    for g in d.groups.iter().chain(d.group.iter()) {
-        for s in &g.subtasks {
-            if !workers.contains(&s.worker_id) {
-                workers.push(s.worker_id.clone());
-            }
+    // In order of first appearance, each once (a set, not a scan per
+    // subtask: a wide task has thousands of subtasks on hundreds of workers).
+    let mut seen = std::collections::HashSet::new();
+    let mut workers = Vec::new();
+    let subtask_workers = d
+        .groups
+        .iter()
+        .chain(d.group.iter())
+        .flat_map(|g| g.subtasks.iter().map(|s| &s.worker_id));
+    for w in std::iter::once(&d.task.worker_id).chain(subtask_workers) {
+        if seen.insert(w) {
+            workers.push(w.clone());
         }
     }
     workers.retain(|w| !w.is_empty());
