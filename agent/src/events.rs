@@ -35,6 +35,16 @@ impl Events {
         });
     }
 
+    /// Records a failure: `what` went wrong, then the whole `#[source]`
+    /// chain of `e`, rendered here and nowhere else in the fleet.
+    pub fn failed(&self, source: &str, what: impl std::fmt::Display, e: &dyn std::error::Error) {
+        self.push(
+            source,
+            true,
+            format!("{what}: {}", fossa_contract::aws::chain(e)),
+        );
+    }
+
     /// A copy of the events.
     pub fn list(&self) -> Vec<Event> {
         self.0

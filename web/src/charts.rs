@@ -6,7 +6,8 @@
 use std::fmt::Write;
 
 use crate::model::SlotSample;
-use crate::views::{Group, TaskRow};
+use crate::model::{TaskRow, TaskStatus};
+use crate::views::Group;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -24,11 +25,11 @@ const LABEL_W: f64 = 140.0;
 const ROW_H: f64 = 22.0;
 
 /// A status's bar colour.
-fn colour(status: &str) -> &'static str {
+fn colour(status: &TaskStatus) -> &'static str {
     match status {
-        "complete" => "#2e7d32",
-        "failed" | "lost" | "stuck" => "#c62828",
-        "running" => "#1565c0",
+        TaskStatus::Complete => "#2e7d32",
+        TaskStatus::Failed | TaskStatus::Lost => "#c62828",
+        TaskStatus::Running => "#1565c0",
         _ => "#9e9e9e",
     }
 }
@@ -39,7 +40,7 @@ pub fn progress(groups: &[Group]) -> (usize, usize) {
     let done = groups
         .iter()
         .flat_map(|g| &g.subtasks)
-        .filter(|s| matches!(s.task.status.as_str(), "complete" | "failed"))
+        .filter(|s| matches!(s.task.status, TaskStatus::Complete | TaskStatus::Failed))
         .count();
     (done, seen)
 }
@@ -119,7 +120,7 @@ pub fn task_stream(parent: &TaskRow, groups: &[Group], now: i64) -> Option<Strin
         (x(pe) - x(ps)).max(1.0),
         colour(&parent.task.status),
         esc(&parent.task.task_id),
-        esc(&parent.task.status),
+        esc(parent.task.status.as_str()),
         esc(&crate::fmt::duration(Some(pe.saturating_sub(ps)))),
     );
     let mut y = top;
@@ -153,7 +154,7 @@ pub fn task_stream(parent: &TaskRow, groups: &[Group], now: i64) -> Option<Strin
                     colour(&s.task.status),
                     idx,
                     esc(s.task.method.as_deref().unwrap_or("")),
-                    esc(&s.task.status),
+                    esc(s.task.status.as_str()),
                     esc(w),
                     esc(&crate::fmt::duration(Some(fin.saturating_sub(st)))),
                 );

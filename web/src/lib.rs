@@ -10,6 +10,7 @@ pub mod fmt;
 pub mod headers;
 pub mod model;
 pub mod pages;
+pub mod task;
 pub mod views;
 
 use std::net::SocketAddr;

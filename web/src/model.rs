@@ -6,50 +6,45 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// One Fossa task as a node reports it (`running_tasks` / `recent_completed_tasks`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FossaTask {
-    /// Task id; a subtask's is `"{pool_id}:{n}::{reply_to}"`.
-    pub task_id: String,
-    /// Model class name.
-    #[serde(default)]
-    pub model_class: String,
-    /// Method run.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Method kwargs.
-    #[serde(default)]
-    pub method_kwargs: Value,
-    /// `running`, `complete`, `failed` or `unknown`.
-    #[serde(default)]
-    pub status: String,
-    /// Start time, seconds since the epoch (parsed from Fossa's HTTP date).
-    #[serde(default)]
-    pub started: Option<i64>,
-    /// End time, seconds since the epoch.
-    #[serde(default)]
-    pub finished: Option<i64>,
-    /// `{"type": "TaskComplete"|"TaskFailed", "payload": …}` once finished.
-    #[serde(default)]
-    pub results: Option<Value>,
+pub use crate::task::{FossaTask, TaskRow, TaskStatus};
+
+/// Where the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// ECS tasks on Fargate, behind the gateway instance.
+    #[default]
+    Fargate,
+    /// Processes or containers on this machine (`fossa-agent local`).
+    Local,
 }
 
-impl FossaTask {
-    /// For a subtask id `"{pool_id}:{n}::{reply_to}"`: `(pool_id, n, reply_to)`.
-    pub fn subtask_parts(&self) -> Option<(&str, u32, &str)> {
-        let (corr, reply_to) = self.task_id.split_once("::")?;
-        let (pool, n) = corr.rsplit_once(':')?;
-        Some((pool, n.parse().ok()?, reply_to))
+impl Mode {
+    /// The word (`fargate`, `local`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fargate => "fargate",
+            Mode::Local => "local",
+        }
     }
 
-    /// Duration in seconds, when both ends are known.
-    pub fn duration(&self) -> Option<i64> {
-        self.finished?.checked_sub(self.started?)
+    /// The most workers this mode runs.
+    pub fn max_workers(self) -> u32 {
+        match self {
+            Mode::Fargate => fossa_contract::limits::MAX_WORKERS,
+            Mode::Local => fossa_contract::limits::LOCAL_MAX_WORKERS,
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// What a node's `/api/0.01/node_info` said.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// The node's own identifier.
     pub node_ident: String,
@@ -64,10 +59,11 @@ pub struct NodeInfo {
 }
 
 /// How the last poll of a worker went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "state", content = "reason", rename_all = "lowercase")]
 pub enum Health {
     /// Not polled yet.
+    #[default]
     Unknown,
     /// Answered with a valid node_info.
     Ok,
@@ -106,7 +102,7 @@ impl Health {
 }
 
 /// One worker: an ECS task or a local process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Worker {
     /// Stable id (ECS task id, or `local-N`).
     pub id: String,
@@ -239,8 +235,8 @@ pub struct AgentInfo {
 /// Everything the UI shows, replaced atomically by the poller.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct FleetSnapshot {
-    /// `fargate` or `local`.
-    pub mode: String,
+    /// Where the workers run.
+    pub mode: Mode,
     /// Stack name.
     pub stack: String,
     /// When this snapshot was completed, seconds since the epoch.
@@ -271,6 +267,40 @@ pub struct FleetSnapshot {
     /// Autoscaling's bounds, when on.
     #[serde(default)]
     pub autoscale: Option<fossa_contract::config::Autoscale>,
+}
+
+impl FleetSnapshot {
+    /// Every task the workers report, running first, then newest first (a
+    /// task a worker lists twice, running and recently completed, once).
+    pub fn tasks(&self) -> Vec<TaskRow> {
+        let mut out: Vec<TaskRow> = Vec::new();
+        for w in &self.workers {
+            let Some(node) = &w.node else { continue };
+            let mut listed = std::collections::HashSet::new();
+            for t in node
+                .running_tasks
+                .iter()
+                .chain(node.recent_completed_tasks.iter())
+            {
+                if !listed.insert(t.task_id.as_str()) {
+                    continue;
+                }
+                out.push(TaskRow {
+                    task: t.clone(),
+                    worker_id: w.id.clone(),
+                    worker_address: w.address.clone(),
+                });
+            }
+        }
+        let running = |r: &TaskRow| r.task.status == TaskStatus::Running;
+        out.sort_by(|a, b| {
+            running(b)
+                .cmp(&running(a))
+                .then(b.task.started.cmp(&a.task.started))
+                .then(a.task.task_id.cmp(&b.task.task_id))
+        });
+        out
+    }
 }
 
 /// Task slots at one moment (the peak of its 30 s bucket).
@@ -330,7 +360,7 @@ pub enum QueueState {
     Waiting(Queued),
     /// Out of the queue: its history row (dispatched and then reported by
     /// its node; or refused; or unknown, when the agent stopped while sending it).
-    Left(crate::views::TaskRow),
+    Left(TaskRow),
 }
 
 /// What became of a submission.
@@ -362,7 +392,7 @@ pub struct HistoryQuery {
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct HistoryPage {
     /// The rows.
-    pub tasks: Vec<crate::views::TaskRow>,
+    pub tasks: Vec<TaskRow>,
     /// The cursor of the next (older) page, if there is one.
     pub next_before: Option<i64>,
     /// Rows in the whole history.
@@ -441,7 +471,8 @@ pub trait Fleet: Send + Sync + 'static {
     /// A page of the task history (default: the tasks the snapshot holds).
     async fn history(&self, query: HistoryQuery) -> Result<HistoryPage, ControlError> {
         let snap = self.snapshot();
-        let rows: Vec<_> = crate::views::all_tasks(&snap)
+        let rows: Vec<_> = snap
+            .tasks()
             .into_iter()
             .filter(|r| {
                 query
@@ -449,7 +480,12 @@ pub trait Fleet: Send + Sync + 'static {
                     .as_ref()
                     .is_none_or(|m| &r.task.model_class == m)
             })
-            .filter(|r| query.status.as_ref().is_none_or(|s| &r.task.status == s))
+            .filter(|r| {
+                query
+                    .status
+                    .as_ref()
+                    .is_none_or(|s| r.task.status.as_str() == s)
+            })
             .filter(|r| !query.parents_only || r.task.subtask_parts().is_none())
             .collect();
         Ok(HistoryPage {
@@ -460,7 +496,7 @@ pub trait Fleet: Send + Sync + 'static {
     }
     /// Recorded rows of task `id` and of the tasks that may be linked to it
     /// (its subtasks or parent), for when its node no longer lists them.
-    async fn recorded(&self, _id: &str) -> Vec<crate::views::TaskRow> {
+    async fn recorded(&self, _id: &str) -> Vec<TaskRow> {
         Vec::new()
     }
     /// Lines worker `worker` wrote (its CloudWatch stream, or a local
@@ -504,7 +540,7 @@ mod tests {
             model_class: String::new(),
             method: None,
             method_kwargs: Value::Null,
-            status: String::new(),
+            status: TaskStatus::default(),
             started: None,
             finished: None,
             results: None,

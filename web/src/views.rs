@@ -9,54 +9,10 @@
 
 use serde::Serialize;
 
-use crate::model::{FleetSnapshot, FossaTask};
+use crate::model::{FleetSnapshot, FossaTask, TaskRow, TaskStatus};
 
 /// Seconds of clock slack allowed between nodes (Fossa's dates have 1 s resolution).
 const SLACK: i64 = 2;
-
-/// A task and where it ran.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TaskRow {
-    /// The task.
-    #[serde(flatten)]
-    pub task: FossaTask,
-    /// Worker id.
-    pub worker_id: String,
-    /// Worker address.
-    pub worker_address: String,
-}
-
-/// Every task the fleet reports, running first, then newest first.
-pub fn all_tasks(snap: &FleetSnapshot) -> Vec<TaskRow> {
-    let mut out: Vec<TaskRow> = Vec::new();
-    for w in &snap.workers {
-        let Some(node) = &w.node else { continue };
-        for t in node
-            .running_tasks
-            .iter()
-            .chain(node.recent_completed_tasks.iter())
-        {
-            if out
-                .iter()
-                .any(|r| r.worker_id == w.id && r.task.task_id == t.task_id)
-            {
-                continue;
-            }
-            out.push(TaskRow {
-                task: t.clone(),
-                worker_id: w.id.clone(),
-                worker_address: w.address.clone(),
-            });
-        }
-    }
-    out.sort_by(|a, b| {
-        (b.task.status == "running")
-            .cmp(&(a.task.status == "running"))
-            .then(b.task.started.cmp(&a.task.started))
-            .then(a.task.task_id.cmp(&b.task.task_id))
-    });
-    out
-}
 
 /// Subtasks sharing a pool and reply queue.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -169,23 +125,25 @@ pub struct TaskDetail {
 /// it, so nobody runs it again), no other run of it exists, and nothing of
 /// its groups runs any more. The parent then waits for a reply forever.
 pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
-    if parent.task.status != "running" {
+    if parent.task.status != TaskStatus::Running {
         return None;
     }
     let mut lost: Vec<(u32, &TaskRow)> = Vec::new();
     for g in groups {
-        if g.subtasks.iter().any(|s| s.task.status == "running") {
+        if g.subtasks
+            .iter()
+            .any(|s| s.task.status == TaskStatus::Running)
+        {
             return None;
         }
         for s in &g.subtasks {
             let Some((_, n, _)) = s.task.subtask_parts() else {
                 continue;
             };
-            let replaced = g
-                .subtasks
-                .iter()
-                .any(|o| o.task.subtask_parts().map(|p| p.1) == Some(n) && o.task.status != "lost");
-            if s.task.status == "lost" && !replaced {
+            let replaced = g.subtasks.iter().any(|o| {
+                o.task.subtask_parts().map(|p| p.1) == Some(n) && o.task.status != TaskStatus::Lost
+            });
+            if s.task.status == TaskStatus::Lost && !replaced {
                 lost.push((n, s));
             }
         }
@@ -209,10 +167,6 @@ pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
     ))
 }
 
-/// Status of a task the gateway dispatched that its node does not list yet
-/// (Fossa's governor takes it off an internal queue a moment after accepting it).
-pub const DISPATCHED: &str = "dispatched";
-
 /// A task this gateway dispatched, as a row, for the moment before its node reports it.
 fn dispatched_row(snap: &FleetSnapshot, id: &str) -> Option<TaskRow> {
     let d = snap.dispatched.iter().rev().find(|d| d.task_id == id)?;
@@ -222,7 +176,7 @@ fn dispatched_row(snap: &FleetSnapshot, id: &str) -> Option<TaskRow> {
             model_class: d.model_class.clone(),
             method: None,
             method_kwargs: serde_json::Value::Null,
-            status: DISPATCHED.into(),
+            status: TaskStatus::Dispatched,
             started: Some(d.at),
             finished: None,
             results: None,
@@ -250,7 +204,7 @@ pub fn task_detail_with(
     recorded: Vec<TaskRow>,
     id: &str,
 ) -> Option<TaskDetail> {
-    let mut tasks = all_tasks(snap);
+    let mut tasks = snap.tasks();
     for r in recorded {
         if !tasks
             .iter()
@@ -410,10 +364,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let ids: Vec<_> = all_tasks(&snap)
-            .into_iter()
-            .map(|t| t.task.task_id)
-            .collect();
+        let ids: Vec<_> = snap.tasks().into_iter().map(|t| t.task.task_id).collect();
         assert_eq!(ids, ["r", "d"]);
     }
 
@@ -430,7 +381,7 @@ mod tests {
             ..Default::default()
         };
         let d = task_detail(&snap, "araid").expect("the dispatched task is known");
-        assert_eq!(d.task.task.status, DISPATCHED);
+        assert_eq!(d.task.task.status, TaskStatus::Dispatched);
         assert_eq!(d.task.worker_id, "local-2");
         assert!(task_detail(&snap, "other").is_none());
         // Once the node lists it, the node's own record wins.
@@ -440,7 +391,7 @@ mod tests {
             vec![],
         )];
         let d = task_detail(&snap, "araid").unwrap();
-        assert_eq!(d.task.task.status, "running");
+        assert_eq!(d.task.task.status, TaskStatus::Running);
     }
 
     #[test]

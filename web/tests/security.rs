@@ -167,7 +167,10 @@ async fn the_login_page_says_nothing_about_the_stack() {
         .find(|n| text.contains(n.as_str()))
     };
     assert_eq!(leaks(&page), None, "the stack before login:\n{page}");
-    assert!(!page.contains(&snap.mode), "the mode before login:\n{page}");
+    assert!(
+        !page.contains(snap.mode.as_str()),
+        "the mode before login:\n{page}"
+    );
     let missing = c.get("/no/such/page").dispatch().await;
     let text = missing.into_string().await.unwrap();
     assert_eq!(leaks(&text), None, "{text}");

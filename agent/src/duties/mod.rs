@@ -14,9 +14,6 @@ pub mod config;
 pub mod driver;
 pub mod image;
 pub mod nat;
-pub mod nat_traffic;
-pub mod service_events;
-pub mod stopped_tasks;
 pub mod upgrade;
 
 use std::sync::Arc;
@@ -173,13 +170,13 @@ pub struct Shared {
     /// The service's desired workers, as the cluster duty or a scale last set it.
     pub desired: Arc<watch::Sender<Option<u32>>>,
     /// The bytes forwarded through NAT, as the NAT duty last counted them.
-    pub nat_traffic: Arc<watch::Sender<nat_traffic::NatTraffic>>,
+    pub nat_traffic: Arc<watch::Sender<nat::traffic::NatTraffic>>,
     /// Secrets worker logs may print (the broker's URL and password), so
     /// the log readers can replace them; the broker duty fills it.
     pub secrets: Arc<watch::Sender<Vec<String>>>,
     /// Worker tasks Fargate Spot took back lately; the cluster duty fills
     /// it and the workers list shows them.
-    pub interrupted: Arc<watch::Sender<Vec<stopped_tasks::StoppedTask>>>,
+    pub interrupted: Arc<watch::Sender<Vec<cluster::stopped_tasks::StoppedTask>>>,
 }
 
 impl Shared {

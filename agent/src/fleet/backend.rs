@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use fossa_contract::aws::AwsError;
-use fossa_web::model::{ControlError, Cost, LogLine, LogQuery};
+use fossa_web::model::{ControlError, Cost, LogLine, LogQuery, Mode};
 
 use crate::duties::cluster::ClusterError;
 
@@ -43,8 +43,8 @@ impl From<&fossa_web::model::Worker> for WorkerRef {
 /// Where workers run: ECS tasks or local processes. The only place the two modes differ.
 #[async_trait]
 pub trait WorkerBackend: Send + Sync + 'static {
-    /// `fargate` or `local`.
-    fn mode(&self) -> &'static str;
+    /// Where its workers run.
+    fn mode(&self) -> Mode;
     /// Every current worker.
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError>;
     /// Workers wanted.
@@ -86,8 +86,8 @@ pub enum BackendError {
     /// More workers than this mode runs.
     #[error("{mode} mode runs at most {max} workers; ask for {max} or fewer")]
     TooMany {
-        /// `fargate` or `local`.
-        mode: &'static str,
+        /// Where the workers run.
+        mode: Mode,
         /// The most it runs.
         max: u32,
     },

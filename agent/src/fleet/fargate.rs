@@ -16,7 +16,7 @@ use fossa_contract::limits::{
 };
 use fossa_contract::names::{worker_log_stream, DEFAULT_INSTANCE_TYPE, FOSSA_PORT};
 use fossa_contract::prices;
-use fossa_web::model::{Cost, CostPart, LogLine, LogQuery};
+use fossa_web::model::{Cost, CostPart, LogLine, LogQuery, Mode};
 use tokio::sync::watch;
 
 use super::{BackendError, WorkerBackend, WorkerRef};
@@ -32,12 +32,12 @@ pub struct FargateBackend {
     running_spot: AtomicU32,
     image: watch::Receiver<Option<WorkerImage>>,
     rebuild: Arc<watch::Sender<u64>>,
-    nat_traffic: watch::Receiver<crate::duties::nat_traffic::NatTraffic>,
+    nat_traffic: watch::Receiver<crate::duties::nat::traffic::NatTraffic>,
     logs: aws_sdk_cloudwatchlogs::Client,
     /// Log reads reused a while and made a few at a time.
     log_reads: super::log_cache::LogCache,
     secrets: watch::Receiver<Vec<String>>,
-    interrupted: watch::Receiver<Vec<crate::duties::stopped_tasks::StoppedTask>>,
+    interrupted: watch::Receiver<Vec<crate::duties::cluster::stopped_tasks::StoppedTask>>,
     /// Scale-in protection as last set, by task id: on until the instant, or off.
     protection: Mutex<HashMap<String, Option<Instant>>>,
 }
@@ -173,8 +173,8 @@ pub fn worker_ref(t: &aws_sdk_ecs::types::Task) -> Option<WorkerRef> {
 
 #[async_trait]
 impl WorkerBackend for FargateBackend {
-    fn mode(&self) -> &'static str {
-        "fargate"
+    fn mode(&self) -> Mode {
+        Mode::Fargate
     }
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fossa_web::model::{FossaTask, NodeInfo};
+use fossa_web::model::{FossaTask, NodeInfo, TaskStatus};
 use serde_json::Value;
 
 /// Why a node's answer was not usable.
@@ -56,7 +56,9 @@ pub fn parse_task(v: &Value) -> Option<FossaTask> {
         model_class: s("model_class").unwrap_or_default(),
         method: s("method"),
         method_kwargs: o.get("method_kwargs").cloned().unwrap_or(Value::Null),
-        status: s("status").unwrap_or_else(|| "unknown".into()),
+        status: s("status")
+            .map(|st| TaskStatus::parse(&st))
+            .unwrap_or_default(),
         started: o.get("started").and_then(parse_date),
         finished: o.get("finished").and_then(parse_date),
         results: o.get("results").cloned().filter(|r| !r.is_null()),
@@ -308,7 +310,7 @@ mod fuzz {
             }],
             ..Default::default()
         };
-        let tasks = fossa_web::views::all_tasks(&snap);
+        let tasks = snap.tasks();
         fossa_web::views::groups(&tasks);
         for t in &tasks {
             fossa_web::views::task_detail(&snap, &t.task.task_id);

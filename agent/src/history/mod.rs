@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fossa_contract::config::HistoryLimits;
-use fossa_web::model::{FossaTask, HistoryPage, HistoryQuery};
-use fossa_web::views::TaskRow;
+use fossa_web::model::{FossaTask, HistoryPage, HistoryQuery, TaskRow, TaskStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
@@ -46,22 +45,6 @@ pub enum HistoryError {
     /// The blocking task was cancelled.
     #[error("the history task stopped")]
     Stopped,
-}
-
-/// A status the gateway gives a task that its node never reported finished.
-pub mod status {
-    /// Sent to a node, not listed by it yet.
-    pub const DISPATCHED: &str = fossa_web::views::DISPATCHED;
-    /// Was running on a worker that stopped reporting it (the worker restarted or is gone).
-    pub const LOST: &str = "lost";
-    /// The agent stopped while sending it; it may or may not have reached the worker.
-    pub const UNKNOWN: &str = "unknown";
-    /// The workers refused it (a class they do not accept, a bad body).
-    pub const REFUSED: &str = "refused";
-    /// Whether a status is final (a later, older observation must not overwrite it).
-    pub fn is_final(s: &str) -> bool {
-        matches!(s, "complete" | "failed" | LOST | UNKNOWN | REFUSED)
-    }
 }
 
 /// One observation for the recorder.
@@ -299,7 +282,7 @@ impl History {
             "SELECT {COLUMNS} FROM tasks WHERE status IN ('running', ?1)"
         ))?;
         let rows = st
-            .query_map([status::DISPATCHED], row_of)?
+            .query_map([TaskStatus::Dispatched.as_str()], row_of)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows
             .into_iter()
@@ -422,7 +405,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
             model_class: r.get(2)?,
             method: r.get(3)?,
             method_kwargs: json_of(r.get(4)?),
-            status: r.get(5)?,
+            status: TaskStatus::parse(&r.get::<_, String>(5)?),
             started: r.get(6)?,
             finished: r.get(7)?,
             results: r.get::<_, Option<String>>(8)?.map(|t| json_of(Some(t))),
@@ -482,11 +465,11 @@ pub(crate) fn upsert(
     let now = fossa_contract::unix_now();
     for o in batch {
         let t = &o.task;
-        if t.status == status::LOST {
+        if t.status == TaskStatus::Lost {
             lose.execute(params![
                 t.task_id,
                 o.worker_id,
-                t.status,
+                t.status.as_str(),
                 t.finished,
                 t.results
                     .as_ref()
@@ -502,7 +485,7 @@ pub(crate) fn upsert(
             t.model_class,
             t.method,
             kwargs,
-            t.status,
+            t.status.as_str(),
             t.started,
             t.finished,
             t.results
@@ -647,17 +630,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    pub(crate) fn task(id: &str, class: &str, status: &str, started: i64) -> FossaTask {
+    pub(crate) fn task(
+        id: &str,
+        class: &str,
+        status: impl Into<TaskStatus>,
+        started: i64,
+    ) -> FossaTask {
+        let status = status.into();
+        let complete = status == TaskStatus::Complete;
         FossaTask {
             task_id: id.into(),
             model_class: class.into(),
             method: Some("go".into()),
             method_kwargs: json!({}),
-            status: status.into(),
+            status,
             started: Some(started),
-            finished: (status == "complete").then_some(started + 5),
-            results: (status == "complete")
-                .then(|| json!({"type": "TaskComplete", "payload": {"n": 1}})),
+            finished: complete.then_some(started + 5),
+            results: complete.then(|| json!({"type": "TaskComplete", "payload": {"n": 1}})),
         }
     }
 
@@ -689,7 +678,7 @@ mod tests {
         write(&mut c, &[obs(task("a", "E", "running", 10), "w1")], &l);
         let p = page(&c, &HistoryQuery::default()).unwrap();
         assert_eq!(p.tasks.len(), 1);
-        assert_eq!(p.tasks[0].task.status, "complete");
+        assert_eq!(p.tasks[0].task.status, TaskStatus::Complete);
         assert!(p.tasks[0].task.results.is_some());
     }
 
@@ -700,11 +689,11 @@ mod tests {
         write(&mut c, &[obs(task("a", "E", "running", 10), "w1")], &l);
         write(
             &mut c,
-            &[obs(task("a", "E", status::DISPATCHED, 10), "w1")],
+            &[obs(task("a", "E", TaskStatus::Dispatched, 10), "w1")],
             &l,
         );
         let p = page(&c, &HistoryQuery::default()).unwrap();
-        assert_eq!(p.tasks[0].task.status, "running");
+        assert_eq!(p.tasks[0].task.status, TaskStatus::Running);
     }
 
     #[test]
@@ -712,13 +701,13 @@ mod tests {
         let mut c = db();
         let l = HistoryLimits::default();
         write(&mut c, &[obs(task("p:0::q", "E", "running", 10), "w1")], &l);
-        let mut lost = task("p:0::q", "", status::LOST, 10);
+        let mut lost = task("p:0::q", "", TaskStatus::Lost, 10);
         lost.results =
             Some(serde_json::json!({"type": "Lost", "payload": {"reason": "w1 restarted"}}));
         write(&mut c, &[obs(lost, "w1")], &l);
         let p = page(&c, &HistoryQuery::default()).unwrap();
         assert_eq!(p.tasks.len(), 1, "{:?}", p.tasks);
-        assert_eq!(p.tasks[0].task.status, status::LOST);
+        assert_eq!(p.tasks[0].task.status, TaskStatus::Lost);
         write(&mut c, &[obs(task("p:0::q", "E", "running", 20), "w1")], &l);
         write(
             &mut c,
@@ -727,7 +716,7 @@ mod tests {
         );
         let p = page(&c, &HistoryQuery::default()).unwrap();
         let st: Vec<_> = p.tasks.iter().map(|t| t.task.status.as_str()).collect();
-        assert_eq!(st, ["complete", status::LOST], "{st:?}");
+        assert_eq!(st, ["complete", "lost"], "{st:?}");
         assert_eq!(
             p.tasks[1].task.model_class, "E",
             "the lost row keeps its class"

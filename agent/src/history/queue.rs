@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use fossa_web::model::{Dispatched, FossaTask, QueueState, Queued, TaskRequest};
+use fossa_web::model::{Dispatched, FossaTask, QueueState, Queued, TaskRequest, TaskStatus};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use super::{status, upsert, History, HistoryError, Observed};
+use super::{upsert, History, HistoryError, Observed};
 
 /// Why a request was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ fn waiting_rows(c: &Connection) -> Result<Vec<Queued>, HistoryError> {
 fn unsent_row(
     id: i64,
     request: &TaskRequest,
-    status: &str,
+    status: TaskStatus,
     reason: &str,
     worker: &str,
 ) -> Observed {
@@ -86,7 +86,7 @@ fn unsent_row(
             model_class: request.model_class.clone(),
             method: request.method.clone().or_else(|| Some("go".into())),
             method_kwargs: request.method_kwargs.clone(),
-            status: status.into(),
+            status,
             started: None,
             finished: Some(fossa_contract::unix_now()),
             results: Some(json!({"type": "NotDispatched", "payload": {"reason": reason}})),
@@ -197,7 +197,7 @@ impl History {
                 model_class: d.model_class.clone(),
                 method: request.method.clone().or_else(|| Some("go".into())),
                 method_kwargs: request.method_kwargs.clone(),
-                status: status::DISPATCHED.into(),
+                status: TaskStatus::Dispatched,
                 started: Some(d.at),
                 finished: None,
                 results: None,
@@ -229,7 +229,7 @@ impl History {
         worker: &str,
         reason: &str,
     ) -> Result<(), HistoryError> {
-        let row = unsent_row(e.id, &e.request, status::REFUSED, reason, worker);
+        let row = unsent_row(e.id, &e.request, TaskStatus::Refused, reason, worker);
         let (id, limits) = (e.id, self.limits);
         self.control(move |c| {
             let tx = c.transaction()?;
@@ -315,7 +315,7 @@ impl History {
                     "the agent stopped while sending it to {worker}; it may have run there \
                      (see that worker's tasks). It was not sent again: submit it again if it did not run"
                 );
-                upsert(&tx, &[unsent_row(id, &request, status::UNKNOWN, &reason, &worker)], &limits)?;
+                upsert(&tx, &[unsent_row(id, &request, TaskStatus::Unknown, &reason, &worker)], &limits)?;
                 tx.execute(
                     "UPDATE tasks SET queue_id = ?1 WHERE task_id = ?2",
                     params![id, format!("queued-{id}")],
@@ -371,7 +371,7 @@ mod tests {
             .collect();
         assert_eq!(left, ["M1", "M2"]);
         let page = h.page(Default::default()).await.unwrap();
-        assert_eq!(page.tasks[0].task.status, status::UNKNOWN);
+        assert_eq!(page.tasks[0].task.status, TaskStatus::Unknown);
         assert!(page.tasks[0]
             .task
             .results
@@ -395,12 +395,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match h.queue_state(head.id).await.unwrap() {
-            Some(QueueState::Left(row)) => assert_eq!(row.task.status, status::UNKNOWN),
+            Some(QueueState::Left(row)) => assert_eq!(row.task.status, TaskStatus::Unknown),
             other => panic!("{other:?}"),
         }
         let page = h.page(Default::default()).await.unwrap();
         assert_eq!(page.tasks[0].task.task_id, "abcde");
-        assert_eq!(page.tasks[0].task.status, status::DISPATCHED);
+        assert_eq!(page.tasks[0].task.status, TaskStatus::Dispatched);
         // Cancel takes the last one away.
         let last = h.queued().await.unwrap()[0].id;
         assert!(h.cancel(last).await.unwrap());

@@ -20,7 +20,7 @@ use crate::fleet::{BackendError, WorkerBackend, WorkerRef};
 use crate::host::procs::{spawn_group, stop_group, Group};
 use crate::Error;
 use fossa_contract::unix_now as now;
-use fossa_web::model::{LogLine, LogQuery};
+use fossa_web::model::{LogLine, LogQuery, Mode};
 
 struct LocalWorker {
     slot: Slot,
@@ -263,8 +263,8 @@ impl LocalBackend {
 
 #[async_trait]
 impl WorkerBackend for LocalBackend {
-    fn mode(&self) -> &'static str {
-        "local"
+    fn mode(&self) -> Mode {
+        Mode::Local
     }
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {

@@ -15,6 +15,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use fossa_contract::unix_now as now;
+use fossa_web::model::Mode;
 use tokio::sync::Mutex;
 
 use super::slots::{check_scale, local, move_if_taken, Protection, Slot};
@@ -270,8 +271,8 @@ async fn build(
 
 #[async_trait]
 impl WorkerBackend for ContainerBackend {
-    fn mode(&self) -> &'static str {
-        "local"
+    fn mode(&self) -> Mode {
+        Mode::Local
     }
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {

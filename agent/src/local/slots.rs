@@ -3,6 +3,7 @@
 //! scale limit.
 
 use fossa_contract::limits::LOCAL_MAX_WORKERS;
+use fossa_web::model::Mode;
 
 use crate::fleet::{BackendError, WorkerRef};
 use crate::host::procs::free_port;
@@ -171,7 +172,7 @@ impl Protection {
 pub(super) fn check_scale(workers: u32) -> Result<(), BackendError> {
     if workers > LOCAL_MAX_WORKERS {
         return Err(BackendError::TooMany {
-            mode: "local",
+            mode: Mode::Local,
             max: LOCAL_MAX_WORKERS,
         });
     }

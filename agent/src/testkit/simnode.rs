@@ -113,8 +113,8 @@ impl StaticBackend {
 
 #[async_trait::async_trait]
 impl crate::fleet::WorkerBackend for StaticBackend {
-    fn mode(&self) -> &'static str {
-        "fargate"
+    fn mode(&self) -> fossa_web::model::Mode {
+        fossa_web::model::Mode::Fargate
     }
     async fn list(&self) -> Result<Vec<crate::fleet::WorkerRef>, crate::fleet::BackendError> {
         Ok(self.workers.clone())
@@ -124,7 +124,7 @@ impl crate::fleet::WorkerBackend for StaticBackend {
     }
     async fn scale(&self, _workers: u32) -> Result<String, crate::fleet::BackendError> {
         Err(crate::fleet::BackendError::TooMany {
-            mode: "static",
+            mode: fossa_web::model::Mode::Fargate,
             max: self.workers.len() as u32,
         })
     }

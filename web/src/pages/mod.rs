@@ -72,7 +72,7 @@ fn base(snap: &FleetSnapshot, user: Option<&User>) -> Base {
     };
     Base {
         stack: known(&snap.stack),
-        mode: known(&snap.mode),
+        mode: known(&snap.mode.to_string()),
         logged_in: user.is_some(),
         csrf: user.map(|u| u.csrf().to_owned()).unwrap_or_default(),
         flash: String::new(),

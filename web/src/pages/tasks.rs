@@ -21,7 +21,8 @@ use crate::model::{
     DispatchError, FleetSnapshot, HistoryPage, HistoryQuery, LogQuery, QueueState, Queued,
     Submitted, TaskRequest,
 };
-use crate::views::{self, TaskRow};
+use crate::model::{TaskRow, TaskStatus};
+use crate::views;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub(super) struct TaskLine {
@@ -41,7 +42,7 @@ pub(super) fn task_line(r: &TaskRow) -> TaskLine {
         id: r.task.task_id.clone(),
         model_class: r.task.model_class.clone(),
         method: r.task.method.clone().unwrap_or_default(),
-        status: r.task.status.clone(),
+        status: r.task.status.to_string(),
         worker: r.worker_id.clone(),
         started: fmt::opt_time(r.task.started),
         duration: fmt::duration(r.task.duration()),
@@ -73,15 +74,7 @@ fn queue_line(q: &Queued, now: i64) -> QueueLine {
 }
 
 /// The statuses the history filter offers.
-const STATUSES: [&str; 7] = [
-    "running",
-    "complete",
-    "failed",
-    views::DISPATCHED,
-    "lost",
-    "unknown",
-    "refused",
-];
+const STATUSES: [TaskStatus; 7] = TaskStatus::KNOWN;
 
 #[derive(Template)]
 #[template(path = "tasks.html")]
@@ -90,7 +83,7 @@ struct TasksPage {
     models: Vec<String>,
     tasks: Vec<TaskLine>,
     queue: Vec<QueueLine>,
-    statuses: Vec<&'static str>,
+    statuses: Vec<String>,
     filter_model: String,
     filter_status: String,
     filter_query: String,
@@ -177,7 +170,7 @@ fn tasks_page(snap: &FleetSnapshot, b: Base, page: HistoryPage, f: &Filters) -> 
         models: snap.models.clone(),
         tasks: page.tasks.iter().map(task_line).collect(),
         queue: snap.queue.iter().map(|q| queue_line(q, now)).collect(),
-        statuses: STATUSES.to_vec(),
+        statuses: STATUSES.iter().map(TaskStatus::to_string).collect(),
         filter_model: f.model.clone().unwrap_or_default(),
         filter_status: f.status.clone().unwrap_or_default(),
         filter_query: f.encoded(),
@@ -204,7 +197,7 @@ async fn history_or_flash(fleet: &FleetState, q: HistoryQuery, b: &mut Base) -> 
             b.flash_kind = "error";
             let snap = fleet.0.snapshot();
             HistoryPage {
-                tasks: views::all_tasks(&snap),
+                tasks: snap.tasks(),
                 next_before: None,
                 total: 0,
             }
@@ -461,13 +454,13 @@ fn csv_field(v: &str) -> String {
     format!("\"{}\"", v.replace('"', "\"\""))
 }
 
-fn csv_row(r: &views::TaskRow) -> String {
+fn csv_row(r: &TaskRow) -> String {
     let t = &r.task;
     let fields = [
         t.task_id.clone(),
         t.model_class.clone(),
         t.method.clone().unwrap_or_default(),
-        t.status.clone(),
+        t.status.to_string(),
         r.worker_id.clone(),
         t.started.map(fmt::iso_time).unwrap_or_default(),
         t.finished.map(fmt::iso_time).unwrap_or_default(),
@@ -790,7 +783,7 @@ fn group_view(g: &views::Group) -> GroupView {
                     id: s.task.task_id.clone(),
                     short_id: format!("{pool}:{n}"),
                     method: s.task.method.clone().unwrap_or_default(),
-                    status: s.task.status.clone(),
+                    status: s.task.status.to_string(),
                     worker: s.worker_id.clone(),
                     started: fmt::opt_time(s.task.started),
                     duration: fmt::duration(s.task.duration()),
@@ -837,7 +830,10 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         groups: d.groups.iter().map(group_view).collect(),
         done,
         seen,
-        running: matches!(d.task.task.status.as_str(), "running" | views::DISPATCHED),
+        running: matches!(
+            d.task.task.status,
+            TaskStatus::Running | TaskStatus::Dispatched
+        ),
         stream,
         logs,
         logs_more,

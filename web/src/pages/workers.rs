@@ -10,7 +10,6 @@ use rocket::{get, State};
 use super::{api_error, base, not_found_page, render, ApiResult, Base, FleetState, Html};
 use crate::auth::User;
 use crate::model::{LogLine, LogQuery, Worker};
-use crate::views::{self};
 
 use super::overview::SummaryCache;
 use super::tasks::{task_line, TaskLine};
@@ -73,7 +72,8 @@ pub async fn worker(user: User, fleet: &State<FleetState>, id: &str) -> Result<H
             &format!("No worker {id}; it may have stopped."),
         ));
     };
-    let tasks = views::all_tasks(&snap)
+    let tasks = snap
+        .tasks()
         .iter()
         .filter(|t| t.worker_id == w.id)
         .map(task_line)

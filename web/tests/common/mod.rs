@@ -120,7 +120,7 @@ pub fn worker(id: &str, tasks: Vec<FossaTask>) -> Worker {
 
 pub fn snapshot() -> FleetSnapshot {
     FleetSnapshot {
-        mode: "fargate".into(),
+        mode: fossa_web::model::Mode::Fargate,
         stack: "dev".into(),
         taken_at: 1_700_000_100,
         refresh_ms: 12,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::nat::NatError;
+use super::rules::NatError;
 use crate::host::exec::Executor;
 
 /// What the NAT duty counted: this month's bytes, and all of them.

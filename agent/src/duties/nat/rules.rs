@@ -1,36 +1,14 @@
-//! The NAT duty: lets the Fargate tasks in the private subnets reach the
-//! internet through this instance, and keeps them off the gateway's own
-//! ports but the broker's.
-//!
-//! The security group must let the private subnets in on every port, since a
-//! security group sees forwarded packets too; so the host's INPUT chain is
-//! where tasks are kept from the UI (443), epmd (4369) and Erlang
-//! distribution (25672): new connections from the private subnets to the
-//! gateway itself are dropped unless they are TCP to 5672. Replies to the
-//! gateway's own connections (its polls of the workers) pass.
-//!
-//! [`NatPlan`] is the desired state as plain data (sysctls, two chains of our
-//! own, their rules and the jumps into them); [`apply`] adds only what is
-//! missing (`-C` before `-A`), then reads everything back and fails if any
-//! piece is absent; [`remove`] deletes exactly the jumps and chains it owns;
-//! [`check`] reports each piece. It never flushes a chain it does not own.
+//! The NAT rules as plain data ([`NatPlan`]) and the iptables steps that
+//! apply, check and remove them; the forwarding sysctls; the egress self-test.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
+use fossa_contract::config::AgentToml;
 use fossa_contract::names::BROKER_PORT;
 use ipnet::Ipv4Net;
 
-use fossa_contract::config::AgentToml;
-
-use super::nat_traffic::{Counter, NatTraffic};
-use super::{driver::chain, Duty, DutyError, DutyKind, Outcome, Shared};
 use crate::host::exec::{ExecError, Executor};
-use crate::settings::Settings;
-use tokio::sync::watch;
 
 /// Our chain in the filter table, jumped to from FORWARD and DOCKER-USER.
 pub const FORWARD_CHAIN: &str = "FOSSA-FORWARD";
@@ -234,7 +212,8 @@ fn ipt_must(exec: &dyn Executor, args: &[&str]) -> Result<(), NatError> {
     }
 }
 
-fn chain_exists(exec: &dyn Executor, table: &str, chain: &str) -> Result<bool, NatError> {
+/// Whether `chain` exists in `table`.
+pub fn chain_exists(exec: &dyn Executor, table: &str, chain: &str) -> Result<bool, NatError> {
     ipt(exec, &["-w", "-t", table, "-S", chain])
 }
 
@@ -374,208 +353,5 @@ pub async fn egress_self_test(target: &str) -> (bool, String) {
             false,
             format!("cannot reach {target}: no answer within 3 s"),
         ),
-    }
-}
-
-/// The NAT duty: [`plan`] and [`apply`] for the stack's private subnets, then
-/// the egress self-test over the uplink.
-pub struct NatDuty {
-    exec: Arc<dyn Executor>,
-    traffic: Arc<watch::Sender<NatTraffic>>,
-    counter: Option<Arc<std::sync::Mutex<Counter>>>,
-}
-
-impl NatDuty {
-    /// The duty, on `shared`'s host.
-    pub fn new(shared: &Shared) -> Self {
-        NatDuty {
-            exec: shared.exec.clone(),
-            traffic: shared.nat_traffic.clone(),
-            counter: None,
-        }
-    }
-}
-
-#[async_trait]
-impl Duty<Settings> for NatDuty {
-    fn name(&self) -> &'static str {
-        DutyKind::Nat.name()
-    }
-    fn title(&self) -> &'static str {
-        DutyKind::Nat.title()
-    }
-    fn period(&self) -> Duration {
-        Duration::from_secs(30)
-    }
-    async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
-        let cidrs: Vec<Ipv4Net> = s
-            .stack
-            .private_cidrs()
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        let exec = self.exec.clone();
-        let counter = self
-            .counter
-            .get_or_insert_with(|| {
-                let c = Counter::open(&s.toml.state_dir);
-                self.traffic.send_replace(c.traffic().clone());
-                Arc::new(std::sync::Mutex::new(c))
-            })
-            .clone();
-        let traffic = self.traffic.clone();
-        let summary = tokio::task::spawn_blocking(move || {
-            let plan = plan(exec.as_ref(), &cidrs, None)?;
-            // Counted before anything is re-added, so a repair loses nothing
-            // read so far; a chain that is not there yet has nothing to count.
-            let mut c = counter.lock().unwrap_or_else(|p| p.into_inner());
-            if chain_exists(exec.as_ref(), "filter", FORWARD_CHAIN)? {
-                if let Err(e) = c.read(exec.as_ref(), FORWARD_CHAIN, fossa_contract::unix_now()) {
-                    tracing::warn!("cannot read the NAT counters: {}", chain(&e));
-                }
-                traffic.send_replace(c.traffic().clone());
-            }
-            drop(c);
-            let applied = apply(exec.as_ref(), &plan)?;
-            Ok::<_, NatError>(if applied.added.is_empty() {
-                format!("NAT verified via {} for {}", plan.egress, cidrs.len())
-            } else {
-                format!(
-                    "NAT applied via {}: added {}",
-                    plan.egress,
-                    applied.added.join(", ")
-                )
-            })
-        })
-        .await
-        .map_err(|source| DutyError::Blocking {
-            what: "NAT",
-            source,
-        })??;
-        let (ok, test) = egress_self_test(&egress_target(&s.toml)).await;
-        Ok(Outcome::done(summary).with_detail(ok, format!("egress self-test: {test}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::host::exec::Fake;
-
-    fn plan_for(fake: &Fake) -> NatPlan {
-        let cidrs = [
-            "192.168.2.0/24".parse().unwrap(),
-            "192.168.3.0/24".parse().unwrap(),
-        ];
-        plan(fake, &cidrs, None).unwrap()
-    }
-
-    #[test]
-    fn egress_comes_from_the_default_route() {
-        let fake = Fake::new();
-        assert_eq!(plan_for(&fake).egress, "eth0");
-        assert_eq!(default_interface("Iface\tDestination\n"), None);
-        assert!(matches!(plan(&fake, &[], None), Err(NatError::NoCidrs)));
-    }
-
-    #[test]
-    fn forwarding_is_enabled_before_any_rule() {
-        let fake = Fake::new();
-        apply(&fake, &plan_for(&fake)).unwrap();
-        let calls = fake.calls();
-        let first_ipt = calls
-            .iter()
-            .position(|c| c.starts_with("iptables"))
-            .unwrap();
-        let fwd = calls
-            .iter()
-            .position(|c| c == "write /proc/sys/net/ipv4/ip_forward=1")
-            .unwrap();
-        assert!(fwd < first_ipt, "{calls:#?}");
-        assert_eq!(fake.file("/proc/sys/net/ipv4/ip_forward").unwrap(), "1");
-    }
-
-    #[test]
-    fn apply_checks_before_adding_and_is_idempotent() {
-        let fake = Fake::new();
-        let p = plan_for(&fake);
-        let first = apply(&fake, &p).unwrap();
-        assert_eq!(
-            first.added.iter().filter(|a| a.starts_with("rule")).count(),
-            // 5 rules per private CIDR, 3 jumps (FORWARD, POSTROUTING, INPUT).
-            10 + 3
-        );
-        let snapshot = fake.snapshot();
-        for _ in 0..10 {
-            assert!(apply(&fake, &p).unwrap().added.is_empty());
-        }
-        assert_eq!(fake.snapshot(), snapshot);
-        assert_eq!(
-            fake.rules("nat", NAT_CHAIN),
-            [
-                "-s 192.168.2.0/24 -o eth0 -j MASQUERADE",
-                "-s 192.168.3.0/24 -o eth0 -j MASQUERADE"
-            ]
-        );
-        assert_eq!(fake.rules("filter", "FORWARD"), ["-j FOSSA-FORWARD"]);
-        assert_eq!(fake.rules("filter", "INPUT"), ["-j FOSSA-INPUT"]);
-        assert_eq!(
-            fake.rules("filter", INPUT_CHAIN)[..2],
-            [
-                "-s 192.168.2.0/24 -p tcp ! --dport 5672 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP",
-                "-s 192.168.2.0/24 ! -p tcp -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
-            ]
-        );
-        for c in fake.calls().iter().filter(|c| c.contains(" -A ")) {
-            let check = c.replace(" -A ", " -C ");
-            assert!(
-                fake.calls().contains(&check),
-                "{c} was added without a check"
-            );
-        }
-        assert!(
-            fake.calls()
-                .iter()
-                .all(|c| !c.contains(" -F ") || c.contains("FOSSA-")),
-            "flushes only its own chains"
-        );
-    }
-
-    #[test]
-    fn docker_user_gets_a_jump_when_present() {
-        let fake = Fake::new();
-        fake.add_chain("filter", DOCKER_USER);
-        apply(&fake, &plan_for(&fake)).unwrap();
-        assert_eq!(fake.rules("filter", DOCKER_USER), ["-j FOSSA-FORWARD"]);
-    }
-
-    #[test]
-    fn check_reports_a_missing_rule_and_apply_restores_it() {
-        let fake = Fake::new();
-        let p = plan_for(&fake);
-        apply(&fake, &p).unwrap();
-        assert!(check(&fake, &p).unwrap().iter().all(|x| x.present));
-        fake.drop_rule("nat", NAT_CHAIN, 0);
-        let missing: Vec<_> = check(&fake, &p)
-            .unwrap()
-            .into_iter()
-            .filter(|x| !x.present)
-            .collect();
-        assert_eq!(missing.len(), 1);
-        assert!(missing[0].what.contains("MASQUERADE"));
-        let again = apply(&fake, &p).unwrap();
-        assert_eq!(again.added.len(), 1);
-    }
-
-    #[test]
-    fn remove_restores_the_original_rules() {
-        let fake = Fake::new();
-        fake.add_chain("filter", DOCKER_USER);
-        let before = fake.snapshot();
-        let p = plan_for(&fake);
-        apply(&fake, &p).unwrap();
-        remove(&fake, &p).unwrap();
-        assert_eq!(fake.snapshot(), before);
-        assert!(remove(&fake, &p).unwrap().is_empty());
     }
 }

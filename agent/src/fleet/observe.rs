@@ -1,0 +1,233 @@
+//! History observation: what the history holds of each task in view, so
+//! that each snapshot hands the recorder only what changed, and marks lost
+//! the running tasks whose worker is gone or no longer lists them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use fossa_web::model::{FleetSnapshot, FossaTask, Health, TaskStatus};
+use serde_json::json;
+
+use crate::events::Events;
+use crate::history::{History, Observed};
+
+/// How long a dispatched task may go unlisted by its (answering) node
+/// before the history calls it lost.
+const UNLISTED_GRACE_SECS: i64 = 60;
+
+/// A task on a worker: `(worker id, task id)`.
+type Key = (String, String);
+
+/// What the history holds of each task in view: its status, and since when.
+pub struct Observer {
+    history: Arc<History>,
+    seen: Mutex<HashMap<Key, (TaskStatus, i64)>>,
+}
+
+impl Observer {
+    /// An observer recording into `history`.
+    pub fn new(history: Arc<History>) -> Self {
+        Observer {
+            history,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// After a start: what the history says ran when the agent stopped.
+    pub fn resume(&self, events: &Events) {
+        match self.history.unfinished() {
+            Ok(rows) => {
+                let now = fossa_contract::unix_now();
+                let mut seen = self.seen.lock().expect("lock");
+                for o in rows {
+                    seen.insert((o.worker_id, o.task.task_id), (o.task.status, now));
+                }
+            }
+            Err(e) => events.failed("history", "cannot read the history", &e),
+        }
+    }
+
+    /// A task this gateway just sent to `worker_id`, at `at`.
+    pub fn dispatched(&self, worker_id: &str, task_id: &str, at: i64) {
+        self.seen.lock().expect("lock").insert(
+            (worker_id.to_owned(), task_id.to_owned()),
+            (TaskStatus::Dispatched, at),
+        );
+    }
+
+    /// Hands the recorder every task whose status changed since the last
+    /// snapshot, and marks lost the running ones whose worker is gone or no
+    /// longer lists them. Never waits: if the recorder is behind, the same
+    /// changes go again next time.
+    pub fn observe(&self, snap: &FleetSnapshot) {
+        let now = fossa_contract::unix_now();
+        let mut seen = self.seen.lock().expect("lock");
+        let (batch, next) = changes(&seen, snap, now);
+        if self.history.record(batch) {
+            *seen = next;
+        }
+    }
+}
+
+/// What changed between `seen` and `snap` (the recorder's batch), and what
+/// is seen after it.
+fn changes(
+    seen: &HashMap<Key, (TaskStatus, i64)>,
+    snap: &FleetSnapshot,
+    now: i64,
+) -> (Vec<Observed>, HashMap<Key, (TaskStatus, i64)>) {
+    let mut batch = Vec::new();
+    let mut next: HashMap<Key, (TaskStatus, i64)> = HashMap::new();
+    for w in &snap.workers {
+        let Some(node) = &w.node else { continue };
+        for t in node
+            .running_tasks
+            .iter()
+            .chain(&node.recent_completed_tasks)
+        {
+            let key = (w.id.clone(), t.task_id.clone());
+            let since = match seen.get(&key) {
+                Some((st, since)) if *st == t.status => *since,
+                _ => {
+                    batch.push(Observed {
+                        task: t.clone(),
+                        worker_id: w.id.clone(),
+                    });
+                    now
+                }
+            };
+            next.insert(key, (t.status.clone(), since));
+        }
+    }
+    for (key, (st, since)) in seen.iter() {
+        if next.contains_key(key) || st.is_final() {
+            continue;
+        }
+        let worker = snap.workers.iter().find(|w| w.id == key.0);
+        let reason = match worker {
+            None => format!("worker {} is gone (stopped, replaced or scaled in)", key.0),
+            Some(w) if w.stopped_reason.is_some() => format!(
+                "worker {} stopped while it ran: {}",
+                key.0,
+                w.stopped_reason.as_deref().unwrap_or_default()
+            ),
+            Some(w) if w.health == Health::Ok && *st == TaskStatus::Running => format!(
+                "worker {} no longer lists it: the worker restarted while it ran",
+                key.0
+            ),
+            Some(w) if w.health == Health::Ok && now - since > UNLISTED_GRACE_SECS => {
+                format!("worker {} accepted it but never listed it", key.0)
+            }
+            // Not answering now, or still within the grace: wait.
+            Some(_) => {
+                next.insert(key.clone(), (st.clone(), *since));
+                continue;
+            }
+        };
+        batch.push(Observed {
+            task: lost_task(&key.1, &reason),
+            worker_id: key.0.clone(),
+        });
+    }
+    (batch, next)
+}
+
+/// The history row of a task that stopped being reported before it finished.
+fn lost_task(task_id: &str, reason: &str) -> FossaTask {
+    FossaTask {
+        task_id: task_id.to_owned(),
+        model_class: String::new(),
+        method: None,
+        method_kwargs: serde_json::Value::Null,
+        status: TaskStatus::Lost,
+        started: None,
+        finished: Some(fossa_contract::unix_now()),
+        results: Some(json!({"type": "Lost", "payload": {"reason": reason}})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fossa_web::model::{NodeInfo, Worker};
+
+    fn task(id: &str, st: TaskStatus) -> FossaTask {
+        FossaTask {
+            task_id: id.into(),
+            model_class: "E".into(),
+            method: None,
+            method_kwargs: serde_json::Value::Null,
+            status: st,
+            started: Some(1),
+            finished: None,
+            results: None,
+        }
+    }
+
+    fn answering(id: &str, running: Vec<FossaTask>) -> Worker {
+        Worker {
+            id: id.into(),
+            health: Health::Ok,
+            node: Some(NodeInfo {
+                running_tasks: running,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn snap(workers: Vec<Worker>) -> FleetSnapshot {
+        FleetSnapshot {
+            workers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_changes_go_to_the_recorder() {
+        let s = snap(vec![answering("w1", vec![task("a", TaskStatus::Running)])]);
+        let (batch, seen) = changes(&HashMap::new(), &s, 100);
+        assert_eq!(batch.len(), 1);
+        let (batch, _) = changes(&seen, &s, 101);
+        assert!(batch.is_empty(), "the same status again is not recorded");
+    }
+
+    #[test]
+    fn a_running_task_is_lost_with_its_worker_or_its_restart() {
+        let s = snap(vec![answering("w1", vec![task("a", TaskStatus::Running)])]);
+        let (_, seen) = changes(&HashMap::new(), &s, 100);
+        let (batch, next) = changes(&seen, &snap(vec![]), 101);
+        assert_eq!(batch[0].task.status, TaskStatus::Lost);
+        assert!(batch[0].task.results.as_ref().unwrap()["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is gone"));
+        assert!(next.is_empty());
+        let (batch, _) = changes(&seen, &snap(vec![answering("w1", vec![])]), 101);
+        assert!(batch[0].task.results.as_ref().unwrap()["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"));
+    }
+
+    #[test]
+    fn a_dispatched_task_has_a_grace_and_a_silent_worker_is_waited_for() {
+        let mut seen = HashMap::new();
+        seen.insert(
+            ("w1".into(), "d".into()),
+            (TaskStatus::Dispatched, 100),
+        );
+        let (batch, next) = changes(&seen, &snap(vec![answering("w1", vec![])]), 130);
+        assert!(batch.is_empty(), "within the grace");
+        assert_eq!(next.len(), 1);
+        let silent = Worker {
+            id: "w1".into(),
+            health: Health::Timeout("slow".into()),
+            ..Default::default()
+        };
+        let (batch, _) = changes(&seen, &snap(vec![silent]), 1000);
+        assert!(batch.is_empty(), "not answering: wait");
+        let (batch, _) = changes(&seen, &snap(vec![answering("w1", vec![])]), 100 + 61);
+        assert_eq!(batch[0].task.status, TaskStatus::Lost);
+    }
+}
