@@ -213,10 +213,7 @@ mod tests {
     #[test]
     fn a_dispatched_task_has_a_grace_and_a_silent_worker_is_waited_for() {
         let mut seen = HashMap::new();
-        seen.insert(
-            ("w1".into(), "d".into()),
-            (TaskStatus::Dispatched, 100),
-        );
+        seen.insert(("w1".into(), "d".into()), (TaskStatus::Dispatched, 100));
         let (batch, next) = changes(&seen, &snap(vec![answering("w1", vec![])]), 130);
         assert!(batch.is_empty(), "within the grace");
         assert_eq!(next.len(), 1);

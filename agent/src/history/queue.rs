@@ -14,7 +14,8 @@ use fossa_web::model::{Dispatched, FossaTask, QueueState, Queued, TaskRequest, T
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use super::{upsert, History, HistoryError, Observed};
+use super::store::{row_of, upsert, HistoryError, Observed, COLUMNS};
+use super::History;
 
 /// Why a request was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -258,9 +259,9 @@ impl History {
             }
             let row = c
                 .query_row(
-                    &format!("SELECT {} FROM tasks WHERE queue_id = ?1", super::COLUMNS),
+                    &format!("SELECT {} FROM tasks WHERE queue_id = ?1", COLUMNS),
                     [id],
-                    super::row_of,
+                    row_of,
                 )
                 .map(Some)
                 .or_else(|e| match e {

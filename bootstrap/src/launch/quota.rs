@@ -13,9 +13,23 @@ use fossa_contract::limits::{
 use super::Launcher;
 use crate::{Error, Result};
 
+/// Why a quota's value was not read.
+#[derive(Debug, thiserror::Error)]
+enum Unread {
+    /// Service Quotas refused or failed.
+    #[error(transparent)]
+    Aws(#[from] fossa_contract::aws::AwsError),
+    /// It answered without a value.
+    #[error("{0} has no value")]
+    NoValue(String),
+    /// Not asked (Spot's quota without `--spot`).
+    #[error("not asked")]
+    NotAsked,
+}
+
 impl Launcher<'_> {
     /// The value of quota `code`, or why it could not be read.
-    async fn fargate_quota(&self, code: &str) -> std::result::Result<f64, String> {
+    async fn fargate_quota(&self, code: &str) -> std::result::Result<f64, Unread> {
         let out = self
             .c
             .quotas
@@ -24,11 +38,10 @@ impl Launcher<'_> {
             .quota_code(code)
             .send()
             .await
-            .aws("servicequotas:GetServiceQuota", code)
-            .map_err(|e| fossa_contract::aws::chain(&e))?;
+            .aws("servicequotas:GetServiceQuota", code)?;
         out.quota()
             .and_then(|q| q.value())
-            .ok_or_else(|| format!("{code} has no value"))
+            .ok_or_else(|| Unread::NoValue(code.to_owned()))
     }
 }
 
@@ -39,14 +52,15 @@ pub async fn check(l: &Launcher<'_>, most: u32, cpu: u32, spot: bool) -> Result<
     let on_spot = if spot {
         l.fargate_quota(FARGATE_SPOT_VCPU_QUOTA).await
     } else {
-        Err(String::new())
+        Err(Unread::NotAsked)
     };
     match &on_demand {
         Ok(q) => l.p.note(&format!(
             "Fargate On-Demand vCPU quota: {q} ({most} workers of {cpu} CPU units may run)"
         )),
         Err(why) => l.p.note(&format!(
-            "the Fargate vCPU quota could not be read, so it is not checked: {why}"
+            "the Fargate vCPU quota could not be read, so it is not checked: {}",
+            fossa_contract::aws::chain(why)
         )),
     }
     check_fargate_quota(most, cpu, spot, on_demand.ok(), on_spot.ok(), &l.c.region)

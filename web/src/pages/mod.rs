@@ -6,9 +6,13 @@
 pub mod assets;
 pub mod errors;
 pub mod events;
+pub mod export;
 pub mod fleet;
+mod lines;
 pub mod login;
 pub mod overview;
+pub mod queue;
+pub mod task;
 pub mod tasks;
 pub mod workers;
 

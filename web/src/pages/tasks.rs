@@ -1,77 +1,21 @@
-//! Tasks: the list with the submit form, submitting (form and API), and a
-//! task's page with its subtasks grouped under it.
+//! Tasks: the list with its filters and the queue, and submitting (form and API).
 
 use askama::Template;
-use fossa_contract::limits::TASK_LOG_WORKERS;
 use rocket::form::{Errors, Form, FromForm};
 use rocket::http::Status;
 use rocket::response::status::Custom;
 use rocket::response::Redirect;
 use rocket::serde::json::{Error as JsonError, Json};
-use rocket::{delete, get, post, State};
+use rocket::{get, post, State};
 use serde_json::{json, Value};
 
-use super::{
-    api_error, base, json_body, not_found_page, render, ApiResult, ApiWriter, Base, FleetState,
-    Html,
-};
+use super::lines::{queue_line, task_line, QueueLine, TaskLine};
+use super::{api_error, base, json_body, render, ApiResult, ApiWriter, Base, FleetState, Html};
 use crate::auth::User;
-use crate::fmt;
+use crate::model::TaskStatus;
 use crate::model::{
-    DispatchError, FleetSnapshot, HistoryPage, HistoryQuery, LogQuery, QueueState, Queued,
-    Submitted, TaskRequest,
+    DispatchError, FleetSnapshot, HistoryPage, HistoryQuery, Submitted, TaskRequest,
 };
-use crate::model::{TaskRow, TaskStatus};
-use crate::views;
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub(super) struct TaskLine {
-    pub(super) id: String,
-    pub(super) model_class: String,
-    pub(super) method: String,
-    pub(super) status: String,
-    pub(super) worker: String,
-    pub(super) started: String,
-    pub(super) duration: String,
-    pub(super) result: String,
-    pub(super) result_full: String,
-}
-
-pub(super) fn task_line(r: &TaskRow) -> TaskLine {
-    TaskLine {
-        id: r.task.task_id.clone(),
-        model_class: r.task.model_class.clone(),
-        method: r.task.method.clone().unwrap_or_default(),
-        status: r.task.status.to_string(),
-        worker: r.worker_id.clone(),
-        started: fmt::opt_time(r.task.started),
-        duration: fmt::duration(r.task.duration()),
-        result: fmt::result_short(r.task.results.as_ref()),
-        result_full: fmt::result_full(r.task.results.as_ref()),
-    }
-}
-
-/// A queued submission as the tasks page shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(super) struct QueueLine {
-    id: i64,
-    position: u32,
-    model_class: String,
-    method: String,
-    waiting: String,
-    sending_to: String,
-}
-
-fn queue_line(q: &Queued, now: i64) -> QueueLine {
-    QueueLine {
-        id: q.id,
-        position: q.position,
-        model_class: q.model_class.clone(),
-        method: q.method.clone().unwrap_or_else(|| "go".into()),
-        waiting: fmt::duration(Some(now - q.enqueued_at)),
-        sending_to: q.sending_to.clone().unwrap_or_default(),
-    }
-}
 
 /// The statuses the history filter offers.
 const STATUSES: [TaskStatus; 7] = TaskStatus::KNOWN;
@@ -98,21 +42,28 @@ struct TasksPage {
 
 /// The history filters of a request, checked.
 #[derive(Debug, Clone, Default)]
-struct Filters {
+pub(super) struct Filters {
     model: Option<String>,
     status: Option<String>,
     before: Option<i64>,
     parents: bool,
 }
 
+/// A history filter that is not a name.
+#[derive(Debug, thiserror::Error)]
+#[error("{field} must be a name of letters, digits and _ (at most 200)")]
+pub(super) struct BadFilter {
+    field: &'static str,
+}
+
 impl Filters {
-    fn new(
+    pub(super) fn new(
         model: Option<&str>,
         status: Option<&str>,
         before: Option<i64>,
         parents: Option<bool>,
-    ) -> Result<Filters, String> {
-        let clean = |name: &str, v: Option<&str>| -> Result<Option<String>, String> {
+    ) -> Result<Filters, BadFilter> {
+        let clean = |field: &'static str, v: Option<&str>| -> Result<Option<String>, BadFilter> {
             match v.map(str::trim).filter(|v| !v.is_empty()) {
                 None => Ok(None),
                 Some(v)
@@ -121,9 +72,7 @@ impl Filters {
                 {
                     Ok(Some(v.to_owned()))
                 }
-                Some(_) => Err(format!(
-                    "{name} must be a name of letters, digits and _ (at most 200)"
-                )),
+                Some(_) => Err(BadFilter { field }),
             }
         };
         Ok(Filters {
@@ -134,7 +83,7 @@ impl Filters {
         })
     }
 
-    fn query(&self, limit: u32) -> HistoryQuery {
+    pub(super) fn query(&self, limit: u32) -> HistoryQuery {
         HistoryQuery {
             model: self.model.clone(),
             status: self.status.clone(),
@@ -145,7 +94,7 @@ impl Filters {
     }
 
     /// The filters as a query string (without the cursor).
-    fn encoded(&self) -> String {
+    pub(super) fn encoded(&self) -> String {
         let mut parts = Vec::new();
         if let Some(m) = &self.model {
             parts.push(format!("model={m}"));
@@ -221,7 +170,7 @@ pub async fn tasks(
     let f = match Filters::new(model, status, before, parents) {
         Ok(f) => f,
         Err(e) => {
-            b.flash = e;
+            b.flash = e.to_string();
             b.flash_kind = "error";
             let p = tasks_page(&snap, b, HistoryPage::default(), &Filters::default());
             return Err(Custom(Status::BadRequest, render(&p)));
@@ -381,7 +330,7 @@ pub async fn api_tasks(
 ) -> ApiResult {
     let f = match Filters::new(model, status, before, parents) {
         Ok(f) => f,
-        Err(e) => return api_error(Status::BadRequest, e),
+        Err(e) => return api_error(Status::BadRequest, e.to_string()),
     };
     let max = fossa_contract::limits::HISTORY_PAGE_MAX;
     let limit = match limit {
@@ -422,131 +371,6 @@ pub async fn api_tasks(
     )
 }
 
-type Lines = std::pin::Pin<Box<dyn rocket::futures::Stream<Item = String> + Send>>;
-
-/// The whole filtered history as a download.
-pub struct Export {
-    content_type: rocket::http::ContentType,
-    file_name: &'static str,
-    lines: Lines,
-}
-
-impl<'r> rocket::response::Responder<'r, 'r> for Export {
-    fn respond_to(self, req: &'r rocket::Request<'_>) -> rocket::response::Result<'r> {
-        let mut r = rocket::response::stream::TextStream(self.lines).respond_to(req)?;
-        r.set_header(self.content_type);
-        r.set_raw_header(
-            "Content-Disposition",
-            format!("attachment; filename=\"{}\"", self.file_name),
-        );
-        Ok(r)
-    }
-}
-
-/// One CSV field: quoted, and a leading `= + - @` made inert (a
-/// spreadsheet would run it as a formula).
-fn csv_field(v: &str) -> String {
-    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{v}")
-    } else {
-        v.to_owned()
-    };
-    format!("\"{}\"", v.replace('"', "\"\""))
-}
-
-fn csv_row(r: &TaskRow) -> String {
-    let t = &r.task;
-    let fields = [
-        t.task_id.clone(),
-        t.model_class.clone(),
-        t.method.clone().unwrap_or_default(),
-        t.status.to_string(),
-        r.worker_id.clone(),
-        t.started.map(fmt::iso_time).unwrap_or_default(),
-        t.finished.map(fmt::iso_time).unwrap_or_default(),
-        t.duration().map(|d| d.to_string()).unwrap_or_default(),
-        t.results.as_ref().map(Value::to_string).unwrap_or_default(),
-    ];
-    let mut line = fields
-        .iter()
-        .map(|f| csv_field(f))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str("\r\n");
-    line
-}
-
-/// The task history (filtered like `/api/v1/tasks`) as CSV or JSON,
-/// streamed page by page so a long history never sits in memory whole.
-#[get("/api/v1/tasks/export?<format>&<model>&<status>&<parents>")]
-pub fn export(
-    _user: User,
-    fleet: &State<FleetState>,
-    format: Option<&str>,
-    model: Option<&str>,
-    status: Option<&str>,
-    parents: Option<bool>,
-) -> Result<Export, ApiResult> {
-    let f =
-        Filters::new(model, status, None, parents).map_err(|e| api_error(Status::BadRequest, e))?;
-    let csv = match format.unwrap_or("csv") {
-        "csv" => true,
-        "json" => false,
-        other => {
-            return Err(api_error(
-                Status::BadRequest,
-                format!("format {other:?} is not offered: use csv or json"),
-            ))
-        }
-    };
-    let fleet = fleet.0.clone();
-    let mut q = f.query(1000);
-    let stream = rocket::response::stream::stream! {
-        if csv {
-            yield "task_id,model_class,method,status,worker,started,finished,duration_s,result\r\n".to_owned();
-        } else {
-            yield "[".to_owned();
-        }
-        let mut first = true;
-        loop {
-            let page = match fleet.history(q.clone()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    // The download ends with the reason instead of looking complete.
-                    yield format!("\nexport stopped: the task history cannot be read: {}\n", e.message());
-                    return;
-                }
-            };
-            for row in &page.tasks {
-                if csv {
-                    yield csv_row(row);
-                } else {
-                    let sep = if first { "" } else { "," };
-                    yield format!("{sep}\n{}", serde_json::to_string(row).unwrap_or_default());
-                }
-                first = false;
-            }
-            match page.next_before {
-                Some(b) => q.before = Some(b),
-                None => break,
-            }
-        }
-        if !csv {
-            yield "\n]\n".to_owned();
-        }
-    };
-    let (content_type, file_name) = if csv {
-        (rocket::http::ContentType::CSV, "fossa-tasks.csv")
-    } else {
-        (rocket::http::ContentType::JSON, "fossa-tasks.json")
-    };
-    Ok(Export {
-        content_type,
-        file_name,
-        lines: Box::pin(stream),
-    })
-}
-
 /// Submits a task: `{"model_class": …, "method_kwargs": {…}, …}`.
 #[post("/api/v1/tasks", data = "<body>")]
 pub async fn api_submit(
@@ -581,298 +405,9 @@ pub async fn api_submit(
     }
 }
 
-/// Where a queued submission is: waiting (with its position) or its task.
-#[get("/api/v1/queue/<id>")]
-pub async fn api_queued(_user: User, fleet: &State<FleetState>, id: i64) -> ApiResult {
-    match fleet.0.queue_state(id).await {
-        Ok(Some(state)) => Custom(Status::Ok, Json(json!(state))),
-        Ok(None) => api_error(Status::NotFound, format!("no queued task {id}: it was never queued, or its record has aged out of the history")),
-        Err(e) => api_error(Status::InternalServerError, e.message()),
-    }
-}
-
-/// Takes a waiting submission off the queue.
-#[delete("/api/v1/queue/<id>")]
-pub async fn api_cancel(_writer: ApiWriter, fleet: &State<FleetState>, id: i64) -> ApiResult {
-    match fleet.0.cancel(id).await {
-        Ok(true) => Custom(Status::Ok, Json(json!({ "cancelled": id }))),
-        Ok(false) => api_error(
-            Status::Conflict,
-            format!("queued task {id} is not waiting (already sent, or unknown)"),
-        ),
-        Err(e) => api_error(Status::InternalServerError, e.message()),
-    }
-}
-
-#[derive(Template)]
-#[template(path = "queued.html")]
-struct QueuedPage {
-    base: Base,
-    q: QueueLine,
-    waiting: usize,
-}
-
-/// A queued submission's page: its position, live, until it is sent
-/// (then its task's page).
-#[get("/queue/<id>")]
-pub async fn queued(
-    user: User,
-    fleet: &State<FleetState>,
-    id: i64,
-) -> Result<Html, Result<Redirect, Custom<Html>>> {
-    let snap = fleet.0.snapshot();
-    match fleet.0.queue_state(id).await {
-        Ok(Some(QueueState::Waiting(q))) => Ok(render(&QueuedPage {
-            base: base(&snap, Some(&user)),
-            q: queue_line(&q, fossa_contract::unix_now()),
-            waiting: snap.queue.len(),
-        })),
-        Ok(Some(QueueState::Left(row))) => Err(Ok(Redirect::to(format!("/tasks/{}", row.task.task_id)))),
-        Ok(None) => Err(Err(not_found_page(&snap, &user, &format!("No queued task {id}: it was never queued, or its record has aged out of the history.")))),
-        Err(e) => Err(Err(not_found_page(&snap, &user, &format!("The queue cannot be read: {}", e.message())))),
-    }
-}
-
-/// Cancels a waiting submission from its page.
-#[post("/queue/<id>/cancel", data = "<form>")]
-pub async fn cancel(
-    user: User,
-    fleet: &State<FleetState>,
-    id: i64,
-    form: Form<super::TokenForm<'_>>,
-) -> Result<Redirect, Custom<Html>> {
-    let snap = fleet.0.snapshot();
-    if !user.csrf_ok(Some(form.csrf_token)) {
-        return Err(Custom(
-            Status::Forbidden,
-            not_found_page(
-                &snap,
-                &user,
-                "The form expired (missing or wrong CSRF token). Reload the page and try again.",
-            )
-            .1,
-        ));
-    }
-    match fleet.0.cancel(id).await {
-        Ok(_) => Ok(Redirect::to("/tasks")),
-        Err(e) => Err(not_found_page(&snap, &user, &e.message())),
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-struct SubRow {
-    index: u32,
-    id: String,
-    short_id: String,
-    method: String,
-    status: String,
-    worker: String,
-    started: String,
-    duration: String,
-    result: String,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-struct GroupView {
-    pool_id: String,
-    count: usize,
-    workers: usize,
-    certain: bool,
-    rows: Vec<SubRow>,
-}
-
-#[derive(Template)]
-#[template(path = "task.html")]
-struct TaskPage {
-    base: Base,
-    task: TaskLine,
-    parent: Option<String>,
-    parent_certain: bool,
-    parent_candidates: Vec<String>,
-    groups: Vec<GroupView>,
-    /// Subtasks done and seen, for a parent with subtasks.
-    done: usize,
-    seen: usize,
-    /// The parent still runs, so more subtasks may wait in the broker.
-    running: bool,
-    /// The task stream picture (inline SVG, escaped inside).
-    stream: String,
-    /// What each worker involved wrote during the task.
-    logs: Vec<WorkerLog>,
-    /// Workers involved whose output is not shown.
-    logs_more: usize,
-    /// Why a running parent can never finish, or empty.
-    stuck: String,
-}
-
-/// A worker's lines within a task's time.
-struct WorkerLog {
-    worker: String,
-    lines: Vec<super::workers::LogView>,
-    error: String,
-}
-
-/// Lines shown per worker on a task's page.
-const TASK_LOG_LINES: u32 = 300;
-
-/// The lines each worker of the task (its own first, then its subtasks')
-/// wrote between its start and its end (a second of slack each side:
-/// Fossa's times have a resolution of one second), read together, for at
-/// most [`TASK_LOG_WORKERS`] workers; the second value counts the others.
-async fn task_logs(fleet: &FleetState, d: &views::TaskDetail) -> (Vec<WorkerLog>, usize) {
-    let t = &d.task.task;
-    let Some(start) = t.started else {
-        return (Vec::new(), 0);
-    };
-    // In order of first appearance, each once (a set, not a scan per
-    // subtask: a wide task has thousands of subtasks on hundreds of workers).
-    let mut seen = std::collections::HashSet::new();
-    let mut workers = Vec::new();
-    let subtask_workers = d
-        .groups
-        .iter()
-        .chain(d.group.iter())
-        .flat_map(|g| g.subtasks.iter().map(|s| &s.worker_id));
-    for w in std::iter::once(&d.task.worker_id).chain(subtask_workers) {
-        if seen.insert(w) {
-            workers.push(w.clone());
-        }
-    }
-    workers.retain(|w| !w.is_empty());
-    let more = workers.len().saturating_sub(TASK_LOG_WORKERS);
-    workers.truncate(TASK_LOG_WORKERS);
-    // A running task's window is open: the same query on every refresh,
-    // so the backend can reuse its read.
-    let q = LogQuery {
-        since_ms: Some(start.saturating_sub(1).saturating_mul(1000)),
-        until_ms: t
-            .finished
-            .map(|end| end.saturating_add(1).saturating_mul(1000)),
-        limit: TASK_LOG_LINES,
-    };
-    let reads = workers.into_iter().map(|w| async move {
-        let (lines, error) = match fleet.0.logs(&w, q).await {
-            Ok(l) => (
-                l.iter().map(super::workers::log_view).collect(),
-                String::new(),
-            ),
-            Err(e) => (Vec::new(), e.message()),
-        };
-        WorkerLog {
-            worker: w,
-            lines,
-            error,
-        }
-    });
-    (futures::future::join_all(reads).await, more)
-}
-
-fn group_view(g: &views::Group) -> GroupView {
-    GroupView {
-        pool_id: g.pool_id.clone(),
-        count: g.subtasks.len(),
-        workers: g.workers.len(),
-        certain: g.certain,
-        rows: g
-            .subtasks
-            .iter()
-            .map(|s| {
-                let (pool, n, _) = s.task.subtask_parts().unwrap_or(("", 0, ""));
-                SubRow {
-                    index: n,
-                    id: s.task.task_id.clone(),
-                    short_id: format!("{pool}:{n}"),
-                    method: s.task.method.clone().unwrap_or_default(),
-                    status: s.task.status.to_string(),
-                    worker: s.worker_id.clone(),
-                    started: fmt::opt_time(s.task.started),
-                    duration: fmt::duration(s.task.duration()),
-                    result: fmt::result_short(s.task.results.as_ref()),
-                }
-            })
-            .collect(),
-    }
-}
-
-/// One task, with its subtasks or its parent.
-#[get("/tasks/<id>")]
-pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Html, Custom<Html>> {
-    let snap = fleet.0.snapshot();
-    if !views::valid_task_id(id) {
-        return Err(Custom(
-            Status::BadRequest,
-            not_found_page(&snap, &user, "That is not a task id.").1,
-        ));
-    }
-    let recorded = fleet.0.recorded(id).await;
-    let Some(d) = views::task_detail_with(&snap, recorded, id) else {
-        return Err(not_found_page(&snap, &user, &format!("No worker reports task {id} and the history has no record of it (yet). Tasks appear within a few seconds of starting.")));
-    };
-    let (parent, parent_certain, parent_candidates) = match &d.group {
-        Some(g) => (
-            g.candidates.first().cloned().or(Some(String::new())),
-            g.certain,
-            g.candidates.clone(),
-        ),
-        None => (None, false, Vec::new()),
-    };
-    let (logs, logs_more) = task_logs(fleet, &d).await;
-    let (done, seen) = crate::charts::progress(&d.groups);
-    let stream = crate::charts::task_stream(&d.task, &d.groups, fossa_contract::unix_now())
-        .filter(|_| seen > 0)
-        .unwrap_or_default();
-    Ok(render(&TaskPage {
-        base: base(&snap, Some(&user)),
-        task: task_line(&d.task),
-        parent,
-        parent_certain,
-        parent_candidates,
-        groups: d.groups.iter().map(group_view).collect(),
-        done,
-        seen,
-        running: matches!(
-            d.task.task.status,
-            TaskStatus::Running | TaskStatus::Dispatched
-        ),
-        stream,
-        logs,
-        logs_more,
-        stuck: d.stuck.clone().unwrap_or_default(),
-    }))
-}
-
-/// One task as JSON, with its subtask groups.
-#[get("/api/v1/tasks/<id>")]
-pub async fn api_task(
-    _user: User,
-    fleet: &State<FleetState>,
-    id: &str,
-) -> Result<Json<views::TaskDetail>, ApiResult> {
-    if !views::valid_task_id(id) {
-        return Err(api_error(
-            Status::BadRequest,
-            "not a task id: use letters, digits and : . _ - only",
-        ));
-    }
-    let snap = fleet.0.snapshot();
-    let recorded = fleet.0.recorded(id).await;
-    views::task_detail_with(&snap, recorded, id)
-        .map(Json)
-        .ok_or_else(|| api_error(Status::NotFound, format!("no worker reports task {id}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_formulas_made_inert() {
-        assert_eq!(csv_field("plain"), "\"plain\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        for f in ["=HYPERLINK(\"x\")", "+1", "-1", "@SUM(A1)"] {
-            assert!(csv_field(f).starts_with("\"'"), "{f}");
-        }
-    }
 
     #[test]
     fn filters_refuse_what_is_not_a_name() {

@@ -9,10 +9,10 @@ use rocket::{get, State};
 
 use super::{api_error, base, not_found_page, render, ApiResult, Base, FleetState, Html};
 use crate::auth::User;
-use crate::model::{LogLine, LogQuery, Worker};
+use crate::model::{LogQuery, Worker};
 
+use super::lines::{log_view, task_line, LogView, TaskLine};
 use super::overview::SummaryCache;
-use super::tasks::{task_line, TaskLine};
 
 /// The workers with their addresses and last node_info, [`WORKERS_PER_PAGE`]
 /// a page (`?page=N`; `paging.pages` says how many there are).
@@ -35,20 +35,6 @@ struct WorkerPage {
     tasks: Vec<TaskLine>,
     log: Vec<LogView>,
     log_error: String,
-}
-
-/// A log line as pages show it.
-#[derive(Debug, Clone)]
-pub(super) struct LogView {
-    pub(super) time: String,
-    pub(super) text: String,
-}
-
-pub(super) fn log_view(l: &LogLine) -> LogView {
-    LogView {
-        time: crate::fmt::time(l.at.div_euclid(1000)),
-        text: l.text.clone(),
-    }
 }
 
 /// Lines the worker page shows (its tail).
