@@ -167,15 +167,18 @@ async fn main() {
         history.dropped()
     );
     let (config, port) = fossa_agent::testkit::bench_web_config(&dir, password);
-    let poller = {
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let f = fleet.clone();
-        tokio::spawn(async move {
-            let _keep = _tx;
-            f.run(rx).await
-        })
-    };
+    // The fleet's loops on a driver of their own, as the agent runs them.
+    let mut driver = fossa_agent::duties::driver::Driver::new(
+        Events::default(),
+        fossa_agent::duties::driver::Backoff::default(),
+    );
+    fossa_agent::fleet::loops::register(&mut driver, &fleet, Box::new(|_: &()| None));
+    let (_ctx, ctx_rx) = tokio::sync::watch::channel(Arc::new(()));
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let loops = driver.start(ctx_rx, stop_rx);
     println!("listening {port}");
     let _ = fossa_web::build(config, fleet).launch().await;
-    poller.abort();
+    for l in loops {
+        l.abort();
+    }
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::duties::config::ConfigDuty;
 use crate::duties::driver::{chain, Backoff, Board, Driver};
-use crate::duties::{self, DutyKind, Shared};
+use crate::duties::{self, DutyKind, Registration, Shared};
 use crate::events::Events;
 use crate::fleet::fargate::FargateBackend;
 use crate::fleet::{FleetModel, PollSettings};
@@ -60,7 +60,8 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let mut driver = Driver::new(events.clone(), Backoff::default());
     for kind in DutyKind::ALL {
         if listed.contains(&kind) {
-            driver.register(duties::gateway(kind, &shared));
+            let (reg, duty) = duties::gateway(kind, &shared);
+            driver.register(reg, duty);
         } else {
             driver.note(
                 kind.name(),
@@ -106,29 +107,22 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     };
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let settings_tx = Arc::new(settings_tx);
-    driver.register(Box::new(ConfigDuty::new(
-        config.to_owned(),
-        settings_tx.clone(),
-        password_tx,
-    )));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(fleet.clone().run(shutdown_rx.clone()))];
+    driver.register(
+        Registration::new("config", "Configuration", duties::config::PERIOD),
+        Box::new(ConfigDuty::new(
+            config.to_owned(),
+            settings_tx.clone(),
+            password_tx,
+        )),
+    );
     // The stack config's autoscaling, now and after every change.
-    tasks.push(tokio::spawn({
-        let (fleet, mut settings, mut shutdown) =
-            (fleet.clone(), settings_rx.clone(), shutdown_rx.clone());
-        async move {
-            loop {
-                let configured = settings.borrow_and_update().stack.autoscale;
-                fleet.follow_autoscale(configured);
-                tokio::select! {
-                    r = settings.changed() => if r.is_err() { return },
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    }));
-    tasks.extend(driver.start(settings_rx, shutdown_rx));
+    crate::fleet::loops::register(
+        &mut driver,
+        &fleet,
+        Box::new(|s: &Settings| s.stack.autoscale),
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tasks = driver.start(settings_rx, shutdown_rx);
 
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Error::Other(format!("cannot handle SIGTERM: {e}")))?;
@@ -200,6 +194,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     {
         tracing::warn!("some duties did not stop within 5 s");
     }
+    fleet.save_meter();
     Ok(())
 }
 

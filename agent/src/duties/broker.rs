@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::driver::chain;
-use super::{Duty, DutyError, DutyKind, Next, Outcome, Shared};
+use super::{Duty, DutyError, Next, Outcome, Shared};
 use crate::host::amqp;
 use crate::host::docker::{call, DockerError};
 use crate::host::exec::{ExecError, Executor};
@@ -375,15 +375,6 @@ impl BrokerDuty {
 
 #[async_trait]
 impl Duty<Settings> for BrokerDuty {
-    fn name(&self) -> &'static str {
-        DutyKind::Broker.name()
-    }
-    fn title(&self) -> &'static str {
-        DutyKind::Broker.title()
-    }
-    fn period(&self) -> Duration {
-        Duration::from_secs(10)
-    }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         if let Some(o) = super::standing_down(s) {
             return Ok(o);

@@ -17,9 +17,6 @@ use tokio::sync::watch;
 use super::{Duty, DutyError, Outcome};
 use crate::settings::{load, Settings};
 
-/// Its name in events and the API.
-pub const NAME: &str = "config";
-
 /// How often SSM is asked for new versions.
 pub const PERIOD: Duration = Duration::from_secs(fossa_contract::limits::CONFIG_CHECK_SECS);
 
@@ -50,15 +47,6 @@ impl ConfigDuty {
 
 #[async_trait]
 impl Duty<Settings> for ConfigDuty {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn title(&self) -> &'static str {
-        "Configuration"
-    }
-    fn period(&self) -> Duration {
-        PERIOD
-    }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         let ssm_c = &s.clients.ssm;
         let mut said = Vec::new();

@@ -12,7 +12,9 @@ use fossa_web::model::Component;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Duty, Next, Outcome};
+use futures::FutureExt;
+
+use super::{Duty, DutyError, Next, Outcome, Registration};
 use crate::events::Events;
 
 /// One duty's state, as the overview and the API show it.
@@ -69,7 +71,7 @@ impl Backoff {
 
 /// Runs registered duties; see the module docs.
 pub struct Driver<C: Send + Sync + 'static> {
-    duties: Vec<(usize, Box<dyn Duty<C>>)>,
+    duties: Vec<(usize, Registration, Box<dyn Duty<C>>)>,
     board: watch::Sender<Vec<DutyStatus>>,
     events: Events,
     backoff: Backoff,
@@ -98,15 +100,16 @@ impl<C: Send + Sync + 'static> Driver<C> {
         index
     }
 
-    /// Adds a duty; it starts with [`Driver::start`].
-    pub fn register(&mut self, duty: Box<dyn Duty<C>>) {
+    /// Adds a duty under `reg` (its name, title and period); it starts
+    /// with [`Driver::start`].
+    pub fn register(&mut self, reg: Registration, duty: Box<dyn Duty<C>>) {
         let slot = self.slot(Component {
-            name: duty.name().into(),
-            title: duty.title().into(),
+            name: reg.name.into(),
+            title: reg.title.into(),
             ok: false,
             detail: "starting".into(),
         });
-        self.duties.push((slot, duty));
+        self.duties.push((slot, reg, duty));
     }
 
     /// Adds a line that no duty here reconciles (NAT in local mode, a duty
@@ -134,9 +137,10 @@ impl<C: Send + Sync + 'static> Driver<C> {
         let board = Arc::new(self.board);
         self.duties
             .into_iter()
-            .map(|(slot, duty)| {
+            .map(|(slot, reg, duty)| {
                 let run = Loop {
                     slot,
+                    reg,
                     duty,
                     board: board.clone(),
                     events: self.events.clone(),
@@ -151,6 +155,7 @@ impl<C: Send + Sync + 'static> Driver<C> {
 /// One duty's loop.
 struct Loop<C: Send + Sync + 'static> {
     slot: usize,
+    reg: Registration,
     duty: Box<dyn Duty<C>>,
     board: Arc<watch::Sender<Vec<DutyStatus>>>,
     events: Events,
@@ -158,6 +163,14 @@ struct Loop<C: Send + Sync + 'static> {
 }
 
 pub use fossa_contract::aws::chain;
+
+/// What a panic said.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
 
 impl<C: Send + Sync + 'static> Loop<C> {
     fn publish(&self, ok: bool, detail: String, outcome_ok: bool) {
@@ -175,12 +188,17 @@ impl<C: Send + Sync + 'static> Loop<C> {
     }
 
     async fn run(mut self, mut ctx: watch::Receiver<Arc<C>>, mut shutdown: watch::Receiver<bool>) {
-        let name = self.duty.name();
+        let name = self.reg.name;
         let mut failures = 0u32;
         let mut last: Option<(String, bool)> = None;
         loop {
             let current = ctx.borrow_and_update().clone();
-            let wait = match self.duty.reconcile(&current).await {
+            // A bug in one duty shows as its failure; it never ends the loop.
+            let run = std::panic::AssertUnwindSafe(self.duty.reconcile(&current))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| Err(DutyError::Panicked(panic_text(p.as_ref()))));
+            let wait = match run {
                 Ok(Outcome {
                     summary,
                     detail,
@@ -200,7 +218,7 @@ impl<C: Send + Sync + 'static> Loop<C> {
                     self.publish(healthy, shown, true);
                     last = Some(seen);
                     match next {
-                        Next::Period => Some(self.duty.period()),
+                        Next::Period => Some(self.reg.period),
                         Next::After(d) => Some(d),
                         Next::Change => None,
                     }
@@ -256,15 +274,6 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Duty<u32> for Fake {
-        fn name(&self) -> &'static str {
-            "fake"
-        }
-        fn title(&self) -> &'static str {
-            "Fake"
-        }
-        fn period(&self) -> Duration {
-            Duration::from_secs(3600)
-        }
         async fn reconcile(&mut self, ctx: &u32) -> Result<Outcome, DutyError> {
             let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
             if n <= self.fail_first {
@@ -306,12 +315,15 @@ mod tests {
             },
         );
         driver.note("nat", "NAT", true, "not needed here");
-        driver.register(Box::new(Fake {
-            runs: runs.clone(),
-            fail_first,
-            poke: poke_rx,
-            next,
-        }));
+        driver.register(
+            Registration::new("fake", "Fake", Duration::from_secs(3600)),
+            Box::new(Fake {
+                runs: runs.clone(),
+                fail_first,
+                poke: poke_rx,
+                next,
+            }),
+        );
         let board = driver.board();
         let (ctx, ctx_rx) = watch::channel(Arc::new(7));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -397,6 +409,53 @@ mod tests {
                 .await
                 .expect("stops on shutdown")
                 .unwrap();
+        }
+    }
+
+    /// Panics on its first run, then succeeds.
+    struct Panicky(u32);
+
+    #[async_trait::async_trait]
+    impl Duty<u32> for Panicky {
+        async fn reconcile(&mut self, _: &u32) -> Result<Outcome, DutyError> {
+            self.0 += 1;
+            if self.0 == 1 {
+                panic!("a bug in run 1");
+            }
+            Ok(Outcome::done(format!("run {}", self.0)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_failure_with_backoff_and_the_loop_goes_on() {
+        let events = Events::default();
+        let mut driver = Driver::new(
+            events.clone(),
+            Backoff {
+                first: Duration::from_millis(20),
+                max: Duration::from_millis(40),
+            },
+        );
+        driver.register(
+            Registration::new("panicky", "Panicky", Duration::from_secs(3600)),
+            Box::new(Panicky(0)),
+        );
+        let mut board = driver.board();
+        let (_ctx, ctx_rx) = watch::channel(Arc::new(0));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = driver.start(ctx_rx, shutdown_rx);
+        let b = until(&mut board, |b| b[0].successes == 1).await;
+        assert_eq!(b[0].component.detail, "run 2");
+        let errors: Vec<_> = events.list().into_iter().filter(|e| e.error).collect();
+        assert!(
+            errors[0]
+                .message
+                .starts_with("the step panicked: a bug in run 1 (retry 1 in "),
+            "{errors:?}"
+        );
+        shutdown.send_replace(true);
+        for t in tasks {
+            t.await.expect("the loop ended by itself, not by the panic");
         }
     }
 

@@ -5,8 +5,9 @@
 //! watches changes. Duties hand results to each other over the `watch`
 //! channels in [`Shared`] (the image reference reaches the cluster duty there).
 //!
-//! Adding a duty is one file here and one line in [`gateway`]; its name and
-//! title come from [`DutyKind`] in the contract, which `agent.toml` lists.
+//! Adding a duty is one file here and one line in [`gateway`], where its
+//! [`Registration`] (name, title, period) is declared; the name and title of
+//! a duty `agent.toml` lists come from [`DutyKind`] in the contract.
 
 pub mod broker;
 pub mod cluster;
@@ -83,16 +84,38 @@ impl Outcome {
     }
 }
 
+/// A duty's name, title and period, declared once, where it is registered
+/// (omicron's background tasks are registered the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registration {
+    /// Its key in events, status and the API (`nat`).
+    pub name: &'static str,
+    /// Its label on the overview (`NAT`).
+    pub title: &'static str,
+    /// Time between runs while it is well.
+    pub period: Duration,
+}
+
+impl Registration {
+    /// A duty named `name`, shown as `title`, run every `period`.
+    pub fn new(name: &'static str, title: &'static str, period: Duration) -> Self {
+        Registration {
+            name,
+            title,
+            period,
+        }
+    }
+
+    /// The duty of `kind` (`agent.toml`'s list), run every `period`.
+    pub fn of(kind: DutyKind, period: Duration) -> Self {
+        Registration::new(kind.name(), kind.title(), period)
+    }
+}
+
 /// One thing the agent keeps true. `C` is what it reads (the agent's
-/// [`Settings`]; a unit test's own type).
+/// [`Settings`]; local mode's `()`; a unit test's own type).
 #[async_trait]
 pub trait Duty<C: Send + Sync + 'static>: Send + 'static {
-    /// Its key in events, status and the API (`nat`).
-    fn name(&self) -> &'static str;
-    /// Its label on the overview (`NAT`).
-    fn title(&self) -> &'static str;
-    /// Time between runs while it is well.
-    fn period(&self) -> Duration;
     /// Makes the world match `ctx`.
     async fn reconcile(&mut self, ctx: &C) -> Result<Outcome, DutyError>;
     /// Resolves when an input it watches changed (another duty's output, a
@@ -135,6 +158,9 @@ pub enum DutyError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The reconcile panicked (a bug); the driver tries again after its backoff.
+    #[error("the step panicked: {0}")]
+    Panicked(String),
     /// A file or process on this host.
     #[error("{what}")]
     Io {
@@ -195,14 +221,18 @@ impl Shared {
     }
 }
 
-/// The registry: the duty of each kind `agent.toml` can list.
-pub fn gateway(kind: DutyKind, shared: &Shared) -> Box<dyn Duty<Settings>> {
+/// The registry: the duty of each kind `agent.toml` can list, with its period.
+pub fn gateway(kind: DutyKind, shared: &Shared) -> (Registration, Box<dyn Duty<Settings>>) {
+    let every = |secs| Registration::of(kind, Duration::from_secs(secs));
     match kind {
-        DutyKind::Nat => Box::new(nat::NatDuty::new(shared)),
-        DutyKind::Broker => Box::new(broker::BrokerDuty::new(shared)),
-        DutyKind::Image => Box::new(image::ImageDuty::new(shared)),
-        DutyKind::Cluster => Box::new(cluster::ClusterDuty::new(shared)),
-        DutyKind::Upgrade => Box::new(upgrade::UpgradeDuty::new(crate::fleet::this_agent().sha256)),
+        DutyKind::Nat => (every(30), Box::new(nat::NatDuty::new(shared))),
+        DutyKind::Broker => (every(10), Box::new(broker::BrokerDuty::new(shared))),
+        DutyKind::Image => (every(60), Box::new(image::ImageDuty::new(shared))),
+        DutyKind::Cluster => (every(30), Box::new(cluster::ClusterDuty::new(shared))),
+        DutyKind::Upgrade => (
+            every(fossa_contract::limits::CONFIG_CHECK_SECS),
+            Box::new(upgrade::UpgradeDuty::new(crate::fleet::this_agent().sha256)),
+        ),
     }
 }
 

@@ -10,7 +10,6 @@
 //! `agent-sha256` names another; the duty's line says why.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use fossa_contract::aws::AwsResultExt;
@@ -18,7 +17,7 @@ use fossa_contract::fault::{exit_at, Point};
 use fossa_contract::names::AGENT_OBJECT_KEY;
 use fossa_contract::ssm;
 
-use super::{Duty, DutyError, DutyKind, Next, Outcome};
+use super::{Duty, DutyError, Next, Outcome};
 use crate::host::upgrade::{self, Layout, UpgradeError};
 use crate::settings::Settings;
 
@@ -52,15 +51,6 @@ fn short(sha: &str) -> &str {
 
 #[async_trait]
 impl Duty<Settings> for UpgradeDuty {
-    fn name(&self) -> &'static str {
-        DutyKind::Upgrade.name()
-    }
-    fn title(&self) -> &'static str {
-        DutyKind::Upgrade.title()
-    }
-    fn period(&self) -> Duration {
-        Duration::from_secs(fossa_contract::limits::CONFIG_CHECK_SECS)
-    }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         let name = s.stack.stack.ssm_parameter(ssm::AGENT_SHA256);
         let wanted = s

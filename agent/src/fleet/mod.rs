@@ -5,6 +5,7 @@
 //! chart and the month's cost. The model composes an immutable
 //! [`FleetSnapshot`] from them after each refresh; the UI reads it (it never
 //! waits on the network) and acts through the model's [`Fleet`] implementation.
+//! Its loops are duties on the agent's driver ([`loops`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use fossa_web::model::{
     AgentInfo, ControlError, DispatchError, Event, Fleet, FleetSnapshot, HistoryPage, HistoryQuery,
     LogLine, LogQuery, QueueState, Submitted, TaskRequest, TaskRow, Worker,
 };
-use futures::FutureExt;
 use tokio::sync::watch;
 
 pub mod autoscale;
@@ -26,6 +26,7 @@ pub mod dispatch;
 pub mod fargate;
 pub mod log_cache;
 pub mod logs;
+pub mod loops;
 pub mod meter;
 pub mod node;
 pub mod observe;
@@ -77,11 +78,13 @@ pub struct FleetModel {
     autoscaler: Autoscaler,
     slots: SlotSamples,
     cost: CostMeter,
+    /// Bumped after each refresh; the queue and autoscale duties wait on it.
+    refreshed: watch::Sender<u64>,
 }
 
 impl FleetModel {
-    /// A model over `backend`, showing the duties on `board`; call
-    /// [`FleetModel::run`] to keep it fresh.
+    /// A model over `backend`, showing the duties on `board`; register its
+    /// [`loops`] on the driver to keep it fresh.
     pub fn new(
         backend: Arc<dyn WorkerBackend>,
         board: Board,
@@ -111,7 +114,18 @@ impl FleetModel {
             history,
             poller,
             dispatcher,
+            refreshed: watch::Sender::new(0),
         })
+    }
+
+    /// Time between refreshes.
+    pub fn poll_interval(&self) -> Duration {
+        self.poller.settings().interval
+    }
+
+    /// Changes after each refresh.
+    pub fn refreshed(&self) -> watch::Receiver<u64> {
+        self.refreshed.subscribe()
     }
 
     /// Autoscaling's bounds now, when on.
@@ -208,6 +222,7 @@ impl FleetModel {
         self.poller
             .protect(self.backend.as_ref(), &snap.workers, &self.events)
             .await;
+        self.refreshed.send_modify(|n| *n += 1);
     }
 
     /// Polls one worker at once (after a dispatch) and updates the snapshot.
@@ -280,49 +295,12 @@ impl FleetModel {
     }
 
     /// After a start: what the history says ran when the agent stopped,
-    /// and what the queue was sending. Called once by [`FleetModel::run`].
-    async fn resume(&self) {
+    /// and what the queue was sending. The fleet duty calls it once, before
+    /// its first refresh.
+    pub async fn resume(&self) {
         self.observer.resume(&self.events);
         self.dispatcher.resume().await;
         self.show_queue();
-    }
-
-    /// Refreshes every `interval` until `shutdown` turns true, sending
-    /// queued tasks after each refresh.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        self.resume().await;
-        loop {
-            self.refresh().await;
-            // A bug in the queue or the autoscaler must not stop the poller.
-            for (what, step) in [
-                (
-                    "queue",
-                    Box::pin(self.drain())
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>,
-                ),
-                ("autoscale", Box::pin(self.autoscale())),
-            ] {
-                if let Err(p) = std::panic::AssertUnwindSafe(step).catch_unwind().await {
-                    let why = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    self.events.push(
-                        what,
-                        true,
-                        format!("the {what} step failed and is skipped this round: {why}"),
-                    );
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.poller.settings().interval) => {}
-                _ = shutdown.changed() => {
-                    self.save_meter();
-                    return;
-                }
-            }
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::process::Command;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
 use super::other;
 use super::python::list_models;
@@ -237,17 +237,11 @@ impl LocalBackend {
         }
     }
 
-    /// Supervises until shutdown.
-    pub async fn supervise(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    self.supervise_once().await;
-                    self.shrink_kept().await;
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
+    /// One look of the supervisor: restarts what exited, then stops the
+    /// workers kept above the wanted count once they are idle.
+    pub async fn supervise(&self) {
+        self.supervise_once().await;
+        self.shrink_kept().await;
     }
 
     /// Stops every worker.

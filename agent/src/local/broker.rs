@@ -15,7 +15,7 @@ use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use super::other;
-use crate::duties::{Duty, DutyError, DutyKind, Next, Outcome};
+use crate::duties::{Duty, DutyError, Next, Outcome};
 use crate::host::amqp;
 use crate::host::procs::{free_port, spawn_group, stop_group, Group};
 use crate::Error;
@@ -254,15 +254,6 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 #[async_trait]
 impl Duty<()> for BrokerDuty {
-    fn name(&self) -> &'static str {
-        DutyKind::Broker.name()
-    }
-    fn title(&self) -> &'static str {
-        DutyKind::Broker.title()
-    }
-    fn period(&self) -> Duration {
-        CHECK_EVERY
-    }
     async fn reconcile(&mut self, _: &()) -> Result<Outcome, DutyError> {
         let mut b = self.broker.lock().await;
         let login = amqp::Login {

@@ -227,20 +227,11 @@ impl ContainerBackend {
         }
     }
 
-    /// Supervises until shutdown.
-    pub async fn supervise(
-        self: std::sync::Arc<Self>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                    self.supervise_once().await;
-                    self.shrink_kept().await;
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
+    /// One look of the supervisor: restarts what stopped, then stops the
+    /// workers kept above the wanted count once they are idle.
+    pub async fn supervise(&self) {
+        self.supervise_once().await;
+        self.shrink_kept().await;
     }
 
     /// Removes every container.

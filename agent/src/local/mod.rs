@@ -29,12 +29,15 @@ use tokio::sync::watch;
 
 use crate::cli::LocalArgs;
 use crate::duties::driver::{Backoff, Driver};
-use crate::duties::DutyKind;
+use crate::duties::{Duty, DutyError, DutyKind, Outcome, Registration};
 use crate::events::Events;
 use crate::fleet::{FleetModel, PollSettings};
 use crate::fossa::FOSSA_REQUIREMENT;
 use crate::host::tls;
 use crate::Error;
+
+/// How often the local workers are looked at.
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) fn other(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())
@@ -55,10 +58,10 @@ impl Workers {
         }
     }
 
-    async fn supervise(self, shutdown: watch::Receiver<bool>) {
+    async fn supervise(&self) {
         match self {
-            Workers::Processes(b) => b.supervise(shutdown).await,
-            Workers::Containers(b) => b.supervise(shutdown).await,
+            Workers::Processes(b) => b.supervise().await,
+            Workers::Containers(b) => b.supervise().await,
         }
     }
 
@@ -67,6 +70,18 @@ impl Workers {
             Workers::Processes(b) => b.stop_all().await,
             Workers::Containers(b) => b.stop_all().await,
         }
+    }
+}
+
+/// The supervisor of local workers, as a duty: a worker that exits is
+/// started again, each restart an event.
+struct Supervise(Workers);
+
+#[async_trait::async_trait]
+impl Duty<()> for Supervise {
+    async fn reconcile(&mut self, _: &()) -> Result<Outcome, DutyError> {
+        self.0.supervise().await;
+        Ok(Outcome::done("a worker that exits is started again"))
     }
 }
 
@@ -204,7 +219,10 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         },
     );
     match &broker {
-        Some(b) => duties.register(Box::new(BrokerDuty::new(b.clone()))),
+        Some(b) => duties.register(
+            Registration::of(DutyKind::Broker, broker::CHECK_EVERY),
+            Box::new(BrokerDuty::new(b.clone())),
+        ),
         None => duties.note(
             DutyKind::Broker.name(),
             DutyKind::Broker.title(),
@@ -245,6 +263,11 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     );
     fleet.set_agent(crate::fleet::this_agent());
     fleet.follow_autoscale(autoscale);
+    crate::fleet::loops::register(&mut duties, &fleet, Box::new(move |_: &()| autoscale));
+    duties.register(
+        Registration::new("workers", "Local workers", SUPERVISE_EVERY),
+        Box::new(Supervise(workers.clone())),
+    );
     if let Some(p) = fleet.autoscale_bounds() {
         eprintln!(
             "autoscaling between {} and {} workers (idle window {} s)",
@@ -252,8 +275,6 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         );
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let poller = tokio::spawn(fleet.clone().run(shutdown_rx.clone()));
-    let supervisor = tokio::spawn(workers.clone().supervise(shutdown_rx.clone()));
     let (_ctx, ctx_rx) = watch::channel(Arc::new(()));
     let loops = duties.start(ctx_rx, shutdown_rx.clone());
 
@@ -261,7 +282,8 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
 
     eprintln!("stopping workers and the broker…");
     shutdown_tx.send_replace(true);
-    let _ = tokio::join!(poller, supervisor, futures::future::join_all(loops));
+    futures::future::join_all(loops).await;
+    fleet.save_meter();
     workers.stop_all().await;
     if let Some(b) = &broker {
         b.lock().await.stop().await;

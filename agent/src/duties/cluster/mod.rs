@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use fossa_contract::config::StackConfig;
 use tokio::sync::watch;
 
-use super::{watched, Duty, DutyError, DutyKind, Next, Outcome, Shared, WorkerImage};
+use super::{watched, Duty, DutyError, Next, Outcome, Shared, WorkerImage};
 use crate::settings::Settings;
 pub use ecs::{
     ensure_cluster, ensure_log_group, ensure_service, ensure_task_definition, scale, service_tasks,
@@ -153,15 +153,6 @@ impl ClusterDuty {
 
 #[async_trait]
 impl Duty<Settings> for ClusterDuty {
-    fn name(&self) -> &'static str {
-        DutyKind::Cluster.name()
-    }
-    fn title(&self) -> &'static str {
-        DutyKind::Cluster.title()
-    }
-    fn period(&self) -> Duration {
-        Duration::from_secs(30)
-    }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         if let Some(o) = super::standing_down(s) {
             return Ok(o);

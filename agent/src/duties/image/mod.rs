@@ -25,12 +25,11 @@ use fossa_contract::StackName;
 use futures::StreamExt;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{watched, Duty, DutyError, DutyKind, Outcome, Shared, WorkerImage};
+use super::{watched, Duty, DutyError, Outcome, Shared, WorkerImage};
 use crate::events::Events;
 use crate::host::docker::{call, DockerError};
 use crate::settings::Settings;
@@ -286,15 +285,6 @@ impl ImageDuty {
 
 #[async_trait]
 impl Duty<Settings> for ImageDuty {
-    fn name(&self) -> &'static str {
-        DutyKind::Image.name()
-    }
-    fn title(&self) -> &'static str {
-        DutyKind::Image.title()
-    }
-    fn period(&self) -> Duration {
-        Duration::from_secs(60)
-    }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         if let Some(o) = super::standing_down(s) {
             return Ok(o);

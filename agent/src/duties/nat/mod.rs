@@ -19,13 +19,12 @@ pub mod rules;
 pub mod traffic;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use tokio::sync::watch;
 
-use super::{Duty, DutyError, DutyKind, Outcome, Shared};
+use super::{Duty, DutyError, Outcome, Shared};
 use crate::host::exec::Executor;
 use crate::settings::Settings;
 pub use rules::{
@@ -55,15 +54,6 @@ impl NatDuty {
 
 #[async_trait]
 impl Duty<Settings> for NatDuty {
-    fn name(&self) -> &'static str {
-        DutyKind::Nat.name()
-    }
-    fn title(&self) -> &'static str {
-        DutyKind::Nat.title()
-    }
-    fn period(&self) -> Duration {
-        Duration::from_secs(30)
-    }
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         let cidrs: Vec<Ipv4Net> = s
             .stack
