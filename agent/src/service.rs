@@ -252,14 +252,10 @@ async fn start_web(
     .map_err(|e| Error::Other(chain(&e)))?;
     let cookie_key = tls::cookie_key(&tls_dir).map_err(|e| Error::Other(chain(&e)))?;
     let fp_name = stack.ssm_parameter(ssm::TLS_FINGERPRINT);
-    let current = clients
-        .ssm
-        .get_parameter()
-        .name(&fp_name)
-        .send()
+    let current = ssm::get(&clients.ssm, &fp_name, false)
         .await
         .ok()
-        .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned));
+        .map(|p| p.value);
     if current.as_deref() != Some(cert.fingerprint.as_str()) {
         clients
             .ssm
@@ -273,19 +269,7 @@ async fn start_web(
             .aws("ssm:PutParameter", &fp_name)?;
     }
     let pw_name = stack.ssm_parameter(ssm::UI_PASSWORD);
-    let pw = clients
-        .ssm
-        .get_parameter()
-        .name(&pw_name)
-        .with_decryption(true)
-        .send()
-        .await
-        .aws("ssm:GetParameter", &pw_name)?;
-    let password = pw
-        .parameter()
-        .and_then(|p| p.value())
-        .unwrap_or_default()
-        .to_owned();
+    let password = ssm::get(&clients.ssm, &pw_name, true).await?.value;
     if password.is_empty() {
         return Err(Error::Other(format!(
             "{pw_name} is empty: re-run fossa-bootstrap launch"

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use aws_config::SdkConfig;
-use fossa_contract::aws::{sdk_config, AwsResultExt, AwsSettings};
+use fossa_contract::aws::{sdk_config, AwsSettings};
 use fossa_contract::config::{AgentToml, StackConfig};
 use fossa_contract::{counted_client, ssm};
 use ipnet::Ipv4Net;
@@ -63,16 +63,9 @@ pub async fn load(config: &Path) -> Result<Settings, LoadError> {
     .await?;
     let clients = Clients::new(&sdk);
     let name = toml.stack.ssm_parameter(ssm::CONFIG);
-    let out = clients
-        .ssm
-        .get_parameter()
-        .name(&name)
-        .send()
-        .await
-        .aws("ssm:GetParameter", &name)?;
-    let config_version = out.parameter().map(|p| p.version()).unwrap_or(0);
-    let json = out.parameter().and_then(|p| p.value()).unwrap_or_default();
-    let stack = StackConfig::parse(&name, json)?;
+    let out = ssm::get(&clients.ssm, &name, false).await?;
+    let config_version = out.version;
+    let stack = StackConfig::parse(&name, &out.value)?;
     Ok(Settings {
         toml,
         stack,

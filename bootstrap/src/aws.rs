@@ -178,25 +178,15 @@ pub(crate) async fn read_stack_config(
     stack: &StackName,
 ) -> Result<Option<StackConfig>> {
     let name = stack.ssm_parameter(ssm::CONFIG);
-    match ssm_c
-        .get_parameter()
-        .name(&name)
-        .send()
-        .await
-        .aws("ssm:GetParameter", &name)
-    {
-        Ok(p) => {
-            let json = p.parameter().and_then(|p| p.value()).unwrap_or_default();
-            match StackConfig::parse(&name, json) {
-                Ok(c) => Ok(Some(c)),
-                Err(e) => {
-                    eprintln!("warning: {e}; it is written anew");
-                    Ok(None)
-                }
-            }
+    let Some(p) = ssm::read(ssm_c, &name, false).await? else {
+        return Ok(None);
+    };
+    match StackConfig::parse(&name, &p.value) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            eprintln!("warning: {e}; it is written anew");
+            Ok(None)
         }
-        Err(e) if e.is_code("ParameterNotFound") => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -226,13 +216,11 @@ pub async fn parameter_value(
     name: String,
     secret: bool,
 ) -> Option<String> {
-    ssm.get_parameter()
-        .name(name)
-        .with_decryption(secret)
-        .send()
+    ssm::read(ssm, &name, secret)
         .await
         .ok()
-        .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned))
+        .flatten()
+        .map(|p| p.value)
 }
 
 #[cfg(test)]

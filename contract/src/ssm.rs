@@ -24,3 +24,47 @@ pub const ALL: [&str; 5] = [
 
 /// The keys the agent writes; its role may put no other parameter.
 pub const AGENT_WRITES: [&str; 2] = [BROKER_URL, TLS_FINGERPRINT];
+
+/// An SSM parameter as read: its value and its version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parameter {
+    /// The value (decrypted when read as a secret).
+    pub value: String,
+    /// Its version (a rotation or rewrite raises it).
+    pub version: i64,
+}
+
+/// Reads parameter `name`, decrypting a SecureString when `secret`. A
+/// missing parameter is an error (`ParameterNotFound`); see [`read`].
+pub async fn get(
+    client: &aws_sdk_ssm::Client,
+    name: &str,
+    secret: bool,
+) -> Result<Parameter, crate::aws::AwsError> {
+    use crate::aws::AwsResultExt;
+    let out = client
+        .get_parameter()
+        .name(name)
+        .with_decryption(secret)
+        .send()
+        .await
+        .aws("ssm:GetParameter", name)?;
+    let p = out.parameter();
+    Ok(Parameter {
+        value: p.and_then(|p| p.value()).unwrap_or_default().to_owned(),
+        version: p.map(|p| p.version()).unwrap_or(0),
+    })
+}
+
+/// [`get`], with a missing parameter as `None`.
+pub async fn read(
+    client: &aws_sdk_ssm::Client,
+    name: &str,
+    secret: bool,
+) -> Result<Option<Parameter>, crate::aws::AwsError> {
+    match get(client, name, secret).await {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if e.is_code("ParameterNotFound") => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -172,28 +172,20 @@ pub async fn ensure_url(
     host: Ipv4Addr,
 ) -> Result<Credentials, BrokerError> {
     let name = stack.ssm_parameter(ssm::BROKER_URL);
-    let current = ssm_client
-        .get_parameter()
-        .name(&name)
-        .with_decryption(true)
-        .send()
-        .await
-        .aws("ssm:GetParameter", &name);
+    let current = ssm::read(ssm_client, &name, true).await?;
     let (creds, rewrite) = match current {
-        Ok(p) => {
-            let v = p.parameter().and_then(|p| p.value()).unwrap_or_default();
-            let (c, h) = parse_url(v).ok_or_else(|| BrokerError::BadUrl(name.clone()))?;
+        Some(p) => {
+            let (c, h) = parse_url(&p.value).ok_or_else(|| BrokerError::BadUrl(name.clone()))?;
             let want = format!("{host}:{BROKER_PORT}");
             (c, (h != want).then_some(true))
         }
-        Err(e) if e.is_code("ParameterNotFound") => (
+        None => (
             Credentials {
                 user: "fossa".into(),
                 password: Alphanumeric.sample_string(&mut rand::rng(), 32),
             },
             Some(false),
         ),
-        Err(e) => return Err(e.into()),
     };
     if let Some(exists) = rewrite {
         let mut req = ssm_client

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fossa_contract::aws::AwsResultExt;
 use fossa_contract::ssm;
 use tokio::sync::watch;
 
@@ -51,13 +50,7 @@ impl Duty<Settings> for ConfigDuty {
         let ssm_c = &s.clients.ssm;
         let mut said = Vec::new();
         let name = s.toml.stack.ssm_parameter(ssm::CONFIG);
-        let config = ssm_c
-            .get_parameter()
-            .name(&name)
-            .send()
-            .await
-            .aws("ssm:GetParameter", &name)?;
-        let version = config.parameter().map(|p| p.version()).unwrap_or(0);
+        let version = ssm::get(ssm_c, &name, false).await?.version;
         if version != s.config_version {
             let new = load(&self.path).await?;
             said.push(format!(
@@ -67,19 +60,13 @@ impl Duty<Settings> for ConfigDuty {
             self.settings.send_replace(Arc::new(new));
         }
         let name = s.toml.stack.ssm_parameter(ssm::UI_PASSWORD);
-        let p = ssm_c
-            .get_parameter()
-            .name(&name)
-            .with_decryption(true)
-            .send()
-            .await
-            .aws("ssm:GetParameter", &name)?;
-        let p = p.parameter();
-        let pw_version = p.map(|p| p.version()).unwrap_or(0);
-        let value = p.and_then(|p| p.value()).unwrap_or_default();
+        let ssm::Parameter {
+            value,
+            version: pw_version,
+        } = ssm::get(ssm_c, &name, true).await?;
         match self.password_version {
             Some(seen) if seen != pw_version && !value.is_empty() => {
-                self.password.send_replace(value.to_owned());
+                self.password.send_replace(value);
                 said.push(format!(
                     "the UI password was rotated (version {pw_version}): every session ends"
                 ));

@@ -53,17 +53,9 @@ fn short(sha: &str) -> &str {
 impl Duty<Settings> for UpgradeDuty {
     async fn reconcile(&mut self, s: &Settings) -> Result<Outcome, DutyError> {
         let name = s.stack.stack.ssm_parameter(ssm::AGENT_SHA256);
-        let wanted = s
-            .clients
-            .ssm
-            .get_parameter()
-            .name(&name)
-            .send()
-            .await
-            .aws("ssm:GetParameter", &name)?
-            .parameter()
-            .and_then(|p| p.value())
-            .unwrap_or_default()
+        let wanted = ssm::get(&s.clients.ssm, &name, false)
+            .await?
+            .value
             .trim()
             .to_lowercase();
         let layout = Layout::new(&s.toml.state_dir);

@@ -55,18 +55,10 @@ impl Launcher<'_> {
                     Some(a) => a.clone(),
                     None => {
                         let p = inputs.arch.al2023_parameter();
-                        let out = self
-                            .c
-                            .ssm
-                            .get_parameter()
-                            .name(&p)
-                            .send()
-                            .await
-                            .aws("ssm:GetParameter", &p)?;
-                        out.parameter()
-                            .and_then(|p| p.value())
+                        let out = fossa_contract::ssm::get(&self.c.ssm, &p, false).await?;
+                        Some(out.value)
+                            .filter(|v| !v.is_empty())
                             .ok_or_else(|| missing("AMI id"))?
-                            .to_owned()
                     }
                 };
                 let url = self

@@ -22,7 +22,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fossa_contract::aws::AwsResultExt;
 use fossa_contract::config::{Autoscale, AutoscaleError, StackConfig, STACK_CONFIG_VERSION};
 use fossa_contract::names::{AGENT_OBJECT_KEY, MODELS_OBJECT_KEY, UI_USER};
 use fossa_contract::{ssm, StackName};
@@ -558,15 +557,14 @@ pub use parameters::{rotate_password, scale};
 pub async fn print_password(args: &StackArgs) -> Result<()> {
     let c = Clients::new(&args.aws()).await?;
     let name = args.stack.ssm_parameter(ssm::UI_PASSWORD);
-    match c.ssm.get_parameter().name(&name).with_decryption(true).send().await.aws("ssm:GetParameter", &name) {
-        Ok(p) => {
-            println!("{}", p.parameter().and_then(|p| p.value()).unwrap_or_default());
+    match ssm::read(&c.ssm, &name, true).await? {
+        Some(p) => {
+            println!("{}", p.value);
             Ok(())
         }
-        Err(e) if e.is_code("ParameterNotFound") => Err(Error::Usage(format!(
+        None => Err(Error::Usage(format!(
             "stack {} has no password in region {}: check --stack and --region, or run `fossa-bootstrap launch --stack {}`",
             args.stack, c.region, args.stack
         ))),
-        Err(e) => Err(e.into()),
     }
 }

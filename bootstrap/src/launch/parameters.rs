@@ -29,24 +29,17 @@ impl Launcher<'_> {
     ) -> Result<Outcome> {
         let ssm_c = &self.c.ssm;
         let name = self.stack.ssm_parameter(key);
-        let current = ssm_c
-            .get_parameter()
-            .name(&name)
-            .with_decryption(true)
-            .send()
-            .await
-            .aws("ssm:GetParameter", &name);
+        let current = fossa_contract::ssm::read(ssm_c, &name, true).await?;
         let (exists, same) = match current {
-            Ok(p) => {
-                let v = p.parameter().and_then(|p| p.value()).unwrap_or_default();
+            Some(p) => {
+                let v = p.value.as_str();
                 let as_json = |x: &str| serde_json::from_str::<serde_json::Value>(x).ok();
                 (
                     true,
                     v == value || (!secure && as_json(v).is_some() && as_json(v) == as_json(value)),
                 )
             }
-            Err(e) if e.is_code("ParameterNotFound") => (false, false),
-            Err(e) => return Err(e.into()),
+            None => (false, false),
         };
         if exists && (same || !overwrite) {
             return Ok(Outcome::Found);

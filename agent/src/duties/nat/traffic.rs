@@ -40,15 +40,8 @@ struct Ledger {
 
 /// The month of `epoch`, UTC (`2026-11`).
 pub fn month_of(epoch: i64) -> String {
-    // The civil date of the day (Howard Hinnant's algorithm).
-    let z = epoch.div_euclid(86_400) + 719_468;
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + z.div_euclid(146_097) * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}")
+    let t = fossa_contract::utc(epoch);
+    format!("{:04}-{:02}", t.year(), u8::from(t.month()))
 }
 
 /// Each ACCEPT rule's byte counter in `iptables -L CHAIN -v -x -n` output,
