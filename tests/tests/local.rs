@@ -53,6 +53,66 @@ async fn run_partitioned(agent: &LocalAgent, within: Duration) -> (String, Value
     (id, detail)
 }
 
+/// The pool's scenario, the same for process and container workers: worker
+/// `local-1` has log lines; killed with `kill` (given its port), it is
+/// reported, started again and answers; its log goes on after the restart.
+async fn pool_scenario(agent: &LocalAgent, kill: impl Fn(u16)) {
+    let lines = |v: &Value| v["lines"].as_array().map_or(0, Vec::len);
+    let logs = "/api/v1/workers/local-1/logs?limit=10000";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let (status, v) = api(agent, "GET", logs, None).await;
+        if status == 200 && lines(&v) > 0 {
+            break lines(&v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "local-1 has no log lines: {v}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
+    let port: u16 = ws["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "local-1")
+        .and_then(|w| w["address"].as_str()?.rsplit(':').next()?.parse().ok())
+        .expect("local-1 has an address");
+    let killed = Instant::now();
+    kill(port);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, ev) = api(agent, "GET", "/api/v1/events", None).await;
+        let told = ev["events"].as_array().unwrap().iter().any(|e| {
+            let m = e["message"].as_str().unwrap_or("");
+            m.contains("local-1") && m.contains("starting it again (restart 1)")
+        });
+        let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
+        let back = ws["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == "local-1" && w["health"]["state"] == "ok");
+        let (_, v) = api(agent, "GET", logs, None).await;
+        if told && back && lines(&v) > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "local-1 was not restarted with its log going on (told {told}, back {back}, {} lines, {before} before)\n{}",
+            lines(&v),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "figures: local-1 killed, answering again with new log lines after {:?}",
+        killed.elapsed()
+    );
+}
+
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let out = Run::of(Command::new("ps").args(["-eo", "pid,args"])).stdout;
     out.lines()
@@ -84,6 +144,11 @@ async fn a_partitioned_model_runs_across_local_workers() {
         workers.iter().all(|w| w["health"]["state"] == "ok"),
         "{workers:?}"
     );
+
+    pool_scenario(&agent, |port| {
+        kill_group_of(listening_pid(port).expect("local-1 listens"));
+    })
+    .await;
 
     let (id, detail) = run_partitioned(&agent, Duration::from_secs(90)).await;
     let group = &detail["groups"][0];
@@ -426,6 +491,15 @@ async fn containers_run_the_real_worker_image() {
         8,
         "{detail}"
     );
+    pool_scenario(&agent, |_| {
+        let name = ours()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap_or("").to_owned())
+            .find(|n| n.ends_with("-1"))
+            .expect("the container of local-1");
+        Run::of(dockerd.cli().args(["kill", &name])).ok();
+    })
+    .await;
     eprintln!("figures: local mode with 2 containers of a freshly built worker image answering {ready:?} after start");
     assert_eq!(agent.interrupt(), 0);
     assert_eq!(ours(), "", "Ctrl-C removes the containers");

@@ -6,16 +6,18 @@
 //! RabbitMQ, `backend` supervises the workers; this module runs them all
 //! and serves the UI.
 
-mod backend;
 mod broker;
 mod containers;
 mod leftovers;
+mod pool;
+mod processes;
 mod python;
 mod slots;
 
-pub use backend::{LocalBackend, WorkerSpec};
 pub use broker::{BrokerDuty, LocalBroker};
-pub use containers::{ContainerBackend, ContainerSpec};
+pub use containers::{ContainerSpec, Containers};
+pub use pool::{Launcher, Pool, Rebuilt};
+pub use processes::{Processes, WorkerSpec};
 pub use python::{ensure_python, install_requirements, list_models, prepare_files};
 
 use std::path::{Path, PathBuf};
@@ -32,7 +34,6 @@ use crate::duties::driver::{Backoff, Driver};
 use crate::duties::{Duty, DutyError, DutyKind, Outcome, Registration};
 use crate::events::Events;
 use crate::fleet::{FleetModel, PollSettings};
-use crate::fossa::FOSSA_REQUIREMENT;
 use crate::host::tls;
 use crate::Error;
 
@@ -43,39 +44,9 @@ pub(crate) fn other(msg: impl Into<String>) -> Error {
     Error::Other(msg.into())
 }
 
-/// Local mode's workers: processes (the default) or containers of the worker image.
-#[derive(Clone)]
-enum Workers {
-    Processes(Arc<LocalBackend>),
-    Containers(Arc<ContainerBackend>),
-}
-
-impl Workers {
-    fn backend(&self) -> Arc<dyn crate::fleet::WorkerBackend> {
-        match self {
-            Workers::Processes(b) => b.clone(),
-            Workers::Containers(b) => b.clone(),
-        }
-    }
-
-    async fn supervise(&self) {
-        match self {
-            Workers::Processes(b) => b.supervise().await,
-            Workers::Containers(b) => b.supervise().await,
-        }
-    }
-
-    async fn stop_all(&self) {
-        match self {
-            Workers::Processes(b) => b.stop_all().await,
-            Workers::Containers(b) => b.stop_all().await,
-        }
-    }
-}
-
 /// The supervisor of local workers, as a duty: a worker that exits is
 /// started again, each restart an event.
-struct Supervise(Workers);
+struct Supervise(Arc<Pool>);
 
 #[async_trait::async_trait]
 impl Duty<()> for Supervise {
@@ -160,20 +131,16 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     };
     // The UI's port is never a worker's, even if it is free when workers start.
     let reserved_ports = vec![args.listen.port()];
-    let started_workers = match python {
+    let launched: Result<(Box<dyn Launcher>, Vec<String>), Error> = match python {
         Some(python) => {
             let spec = WorkerSpec {
                 python,
                 module,
                 models_dir: models_dir.clone(),
-                broker_url,
-                logs: state.join("logs"),
+                broker_url: broker_url.clone(),
                 state_marker: leftovers::marker(&state),
-                reserved_ports,
             };
-            LocalBackend::start(spec, n_workers, models, events.clone())
-                .await
-                .map(Workers::Processes)
+            Ok((Box::new(Processes::new(spec)), models))
         }
         None => {
             let spec = ContainerSpec {
@@ -182,13 +149,27 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                     .clone()
                     .unwrap_or_else(|| fossa_contract::names::images::DEFAULT_BASE.to_owned()),
                 models_dir: models_dir.clone(),
-                broker_url,
-                reserved_ports,
+                broker_url: broker_url.clone(),
             };
-            ContainerBackend::start(spec, n_workers, events.clone())
+            Containers::new(spec, events.clone())
                 .await
-                .map(Workers::Containers)
+                .map(|(c, models)| (Box::new(c) as Box<dyn Launcher>, models))
         }
+    };
+    let started_workers = match launched {
+        Ok((launcher, models)) => {
+            Pool::start(
+                launcher,
+                n_workers,
+                models,
+                events.clone(),
+                state.join("logs"),
+                reserved_ports,
+                broker_url,
+            )
+            .await
+        }
+        Err(e) => Err(e),
     };
     let workers = match started_workers {
         Ok(w) => w,
@@ -199,18 +180,8 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
             return Err(e);
         }
     };
-    let image_line = match &workers {
-        Workers::Processes(_) => format!(
-            "local Python with {FOSSA_REQUIREMENT}, models from {}",
-            models_dir.display()
-        ),
-        Workers::Containers(c) => format!(
-            "worker image {} (the image duty's build), models from {}",
-            c.image().await,
-            models_dir.display()
-        ),
-    };
-    let backend = workers.backend();
+    let image_line = workers.describe().await;
+    let backend: Arc<dyn crate::fleet::WorkerBackend> = workers.clone();
     let mut duties: Driver<()> = Driver::new(
         events.clone(),
         Backoff {
