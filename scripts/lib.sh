@@ -49,6 +49,12 @@ fossa_need_cargo() {
 fossa_venv() {
   local dir=$1 req=$2 stamp
   stamp="$dir/.fossa-requirements"
+  # A venv is not relocatable: one moved or copied from elsewhere (a renamed
+  # checkout) has scripts whose #! names the old path. Make it anew then.
+  if [ -x "$dir/bin/pip" ] && ! head -n 1 "$dir/bin/pip" | grep -qF "#!$(realpath "$dir")/bin/"; then
+    echo "the venv at $dir was made elsewhere; making it anew"
+    rm -rf "$dir"
+  fi
   if [ ! -x "$dir/bin/python" ]; then
     python3 -m venv "$dir"
   fi

@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod config;
 pub mod elf;
+pub mod fargate;
 pub mod fault;
 pub mod limits;
 pub mod names;

@@ -48,6 +48,9 @@ Where moto falls short of ECS, the emulator keeps the state itself:
   FARGATE_SPOT task with stopCode SpotInterruption, as Fargate does when it
   takes the capacity back.
 
+AWS's rules it enforces where moto accepts what AWS refuses are in RULES,
+each citing the AWS page it comes from (the Fargate CPU and memory pairs).
+
 The emulator logs each transition to stdout. Loopback and namespaces the test
 made only.
 """
@@ -725,6 +728,46 @@ def interrupt(req):
     return 200, {"task": t["arn"]}
 
 
+# AWS's rules the emulator enforces before moto sees a call: each returns
+# None, or the (status, error) AWS answers, and names the page it comes from.
+
+
+def fargate_size_rule(req):
+    """RegisterTaskDefinition for FARGATE takes only the documented CPU and
+    memory pairs (API reference, RegisterTaskDefinition `memory`:
+    https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RegisterTaskDefinition.html;
+    https://docs.aws.amazon.com/AmazonECS/latest/userguide/task-cpu-memory-error.html)."""
+    if "FARGATE" not in (req.get("requiresCompatibilities") or []):
+        return None
+    sizes = {
+        256: [512, 1024, 2048],
+        512: list(range(1024, 4096 + 1, 1024)),
+        1024: list(range(2048, 8192 + 1, 1024)),
+        2048: list(range(4096, 16384 + 1, 1024)),
+        4096: list(range(8192, 30720 + 1, 1024)),
+        8192: list(range(16384, 61440 + 1, 4096)),
+        16384: list(range(32768, 122880 + 1, 8192)),
+    }
+    try:
+        cpu, memory = int(req.get("cpu")), int(req.get("memory"))
+    except (TypeError, ValueError):
+        return 400, {"__type": "ClientException", "message": "Fargate requires that 'cpu' be defined at the task level."}
+    if cpu not in sizes:
+        return 400, {"__type": "ClientException", "message": "Invalid 'cpu' setting for task."}
+    if memory not in sizes[cpu]:
+        return 400, {
+            "__type": "ClientException",
+            "message": f"No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. "
+            "See the Amazon ECS documentation for the valid values.",
+        }
+    return None
+
+
+RULES = {
+    "RegisterTaskDefinition": fargate_size_rule,
+}
+
+
 HANDLERS = {
     "UpdateTaskProtection": update_task_protection,
     "GetTaskProtection": get_task_protection,
@@ -765,6 +808,11 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             extra = [("x-amzn-ErrorType", out["__type"])] if status != 200 else []
             return self.reply(status, json.dumps(out).encode(), headers=extra)
         op = target.rsplit(".", 1)[-1] if target.startswith("AmazonEC2ContainerService") else ""
+        refused = RULES[op](json.loads(body or b"{}")) if op in RULES else None
+        if refused:
+            status, out = refused
+            log(f"{op} refused: {out['message']}")
+            return self.reply(status, json.dumps(out).encode(), headers=[("x-amzn-ErrorType", out["__type"])])
         if op in HANDLERS:
             status, out = HANDLERS[op](json.loads(body or b"{}"))
             extra = [("x-amzn-ErrorType", out["__type"])] if status != 200 else []

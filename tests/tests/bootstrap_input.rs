@@ -98,6 +98,21 @@ fn bad_input_gets_one_clear_line() {
         (&["scale", "--workers", "5000"], "--workers"),
         (&["scale"], "--workers"),
         (&["launch", "--cpu", "lots"], "--cpu"),
+        (
+            &[
+                "launch",
+                "--cpu",
+                "1024",
+                "--allow-cidr",
+                ALLOW,
+                "--no-wait",
+            ],
+            "with --cpu 1024 give --memory 2048, 3072",
+        ),
+        (
+            &["launch", "--cpu", "300", "--allow-cidr", ALLOW, "--no-wait"],
+            "no task of 300 CPU units",
+        ),
         (&["launch", "--wait-timeout", "0"], "--wait-timeout"),
         (
             &["launch", "--allow-cidr", "0.0.0.0/0", "--no-wait"],

@@ -6,7 +6,7 @@
 //! - `fossa-bootstrap scale --workers N` reaches the service through the agent;
 //! - a re-run of `launch` without `--workers`, `--cpu` or `--models` keeps
 //!   what the stack has (no revert to the example models, no rebuild);
-//! - a re-run with `--cpu 512` is applied by the cluster duty on its own;
+//! - a re-run with `--cpu 512 --memory 1024` is applied by the cluster duty on its own;
 //! - `status` shows each duty and the workers as the agent sees them, over
 //!   HTTPS pinned to the agent's certificate, and refuses any other;
 //! - `destroy` with the agent still running leaves nothing, and the agent
@@ -194,7 +194,7 @@ async fn passwords_scale_and_settings_apply_while_the_agent_runs() {
     // A changed setting is applied without a signal.
     let since = agent.log_len();
     let t = Instant::now();
-    launch(&["--cpu", "512"]);
+    launch(&["--cpu", "512", "--memory", "1024"]);
     let applied = agent.wait_log_since(
         since,
         &[

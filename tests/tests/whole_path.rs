@@ -992,10 +992,41 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         );
     }
 
+    // The emulator refuses what Fargate refuses (its RULES): a task size with
+    // no Fargate configuration, as `launch` now refuses before anything.
+    let refused = aws_sdk_ecs::Client::new(&emulated_sdk(&stack).await)
+        .register_task_definition()
+        .family("fossa-wp-size-probe")
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .cpu("1024")
+        .memory("512")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("probe")
+                .image("probe")
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("1024 CPU with 512 MiB is no Fargate size");
+    let said = format!("{:?}", refused.into_service_error());
+    assert!(
+        said.contains("No Fargate configuration exists for given values: 1024 CPU, 512 memory"),
+        "{said}"
+    );
+
     // More workers than the account's Fargate vCPU quota (the emulator
     // reports 64 vCPU each): refused before anything changes.
-    let refused =
-        Run::of(stack.launch_command(&["--max-workers", "100", "--cpu", "1024", "--no-wait"]));
+    let refused = Run::of(stack.launch_command(&[
+        "--max-workers",
+        "100",
+        "--cpu",
+        "1024",
+        "--memory",
+        "2048",
+        "--no-wait",
+    ]));
     assert_eq!(refused.code, 1, "{refused:?}");
     // With Spot kept from the stack: 25 on Fargate (fits), 75 on Spot (does not).
     assert!(

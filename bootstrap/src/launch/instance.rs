@@ -156,7 +156,7 @@ impl Launcher<'_> {
                         .aws("ec2:RunInstances", &name);
                     match r {
                         // A new instance profile takes a few seconds to be usable.
-                        Err(e) if attempt < 20 && e.detail.contains("nstance profile") => {
+                        Err(e) if attempt < 20 && profile_not_ready(&e) => {
                             tokio::time::sleep(Duration::from_secs(3)).await;
                         }
                         other => break other?,
@@ -235,5 +235,57 @@ impl Launcher<'_> {
             .iter()
             .flat_map(|r| r.instances())
             .find_map(|i| i.public_ip_address().map(str::to_owned)))
+    }
+}
+
+/// Whether RunInstances refused an instance profile IAM has not propagated
+/// to EC2 yet. AWS answers `InvalidParameterValue: Value (…) for parameter
+/// iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name`
+/// for seconds after CreateInstanceProfile ("IAM is eventually consistent":
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>).
+/// The match is on the code and on the parameter, in any case.
+pub(crate) fn profile_not_ready(e: &fossa_contract::aws::AwsError) -> bool {
+    let d = e.detail.to_ascii_lowercase();
+    e.is_code("InvalidParameterValue")
+        && (d.contains("iaminstanceprofile") || d.contains("iam instance profile"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fossa_contract::aws::AwsError;
+
+    fn err(code: &str, message: &str) -> AwsError {
+        AwsError {
+            call: "ec2:RunInstances",
+            resource: "gw".into(),
+            detail: format!("{code}: {message}"),
+            code: Some(code.into()),
+        }
+    }
+
+    #[test]
+    fn the_profile_retry_matches_what_ec2_says() {
+        // The message EC2 gives right after CreateInstanceProfile (the old
+        // matcher looked for "nstance profile" and never matched it).
+        let fresh = err(
+            "InvalidParameterValue",
+            "Value (fossa-dev-gateway) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
+        );
+        assert!(profile_not_ready(&fresh));
+        assert!(!fresh.detail.contains("nstance profile"), "the old matcher");
+        let arn = err(
+            "InvalidParameterValue",
+            "Value (arn:aws:iam::1:instance-profile/x) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN",
+        );
+        assert!(profile_not_ready(&arn));
+        assert!(!profile_not_ready(&err(
+            "InvalidParameterValue",
+            "Value (t9.huge) for parameter instanceType is invalid."
+        )));
+        assert!(!profile_not_ready(&err(
+            "UnauthorizedOperation",
+            "You are not authorized to pass the IAM Instance Profile"
+        )));
     }
 }

@@ -295,6 +295,10 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         previous.as_ref().map(|p| p.memory),
         StackConfig::DEFAULT_MEMORY,
     );
+    // Kept and given values together must be a size Fargate runs: a re-run
+    // with --cpu 1024 on a stack at 512 MiB would otherwise be refused by
+    // RegisterTaskDefinition, in the agent, after launch.
+    fossa_contract::fargate::check_size(cpu, memory).map_err(|e| Error::Usage(e.to_string()))?;
     let has_models = inputs.models.is_some() || previous.as_ref().is_some_and(|p| p.has_models);
     let autoscale = autoscale_of(args, previous.as_ref().and_then(|p| p.autoscale.as_ref()))
         .map_err(|e| Error::Usage(e.to_string()))?;
