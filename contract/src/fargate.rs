@@ -45,6 +45,33 @@ pub enum SizeError {
     },
 }
 
+/// Workers on Fargate Spot with an ARM64 worker image: Fargate Spot does not
+/// run ARM64 tasks ("Linux tasks with the ARM64 architecture don't support
+/// the Fargate Spot capacity provider",
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html>).
+/// The gateway builds the worker image for its own architecture, so a
+/// Graviton gateway makes ARM64 workers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Fargate Spot does not run ARM64 tasks, and a Graviton gateway ({instance_type}) builds ARM64 worker images: leave out --spot (or give --no-spot), or choose an x86_64 instance type such as t3.small")]
+pub struct SpotArmError {
+    /// The gateway's instance type.
+    pub instance_type: String,
+}
+
+/// Checks that workers built on a gateway of `arch` can run as `spot` asks.
+pub fn check_spot(
+    arch: crate::elf::Arch,
+    spot: bool,
+    instance_type: &str,
+) -> Result<(), SpotArmError> {
+    if spot && arch == crate::elf::Arch::Arm64 {
+        return Err(SpotArmError {
+            instance_type: instance_type.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// The memories (MiB) Fargate runs with `cpu` units; empty for no such CPU.
 pub fn memories(cpu: u32) -> Vec<u32> {
     TASK_SIZES
@@ -72,6 +99,15 @@ pub fn check_size(cpu: u32, memory: u32) -> Result<(), SizeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spot_takes_no_arm64_workers() {
+        use crate::elf::Arch;
+        assert!(check_spot(Arch::X86_64, true, "t3.small").is_ok());
+        assert!(check_spot(Arch::Arm64, false, "t4g.small").is_ok());
+        let e = check_spot(Arch::Arm64, true, "t4g.small").unwrap_err();
+        assert!(e.to_string().contains("(t4g.small)"), "{e}");
+    }
 
     #[test]
     fn the_documented_pairs_and_no_others() {

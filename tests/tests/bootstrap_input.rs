@@ -256,6 +256,35 @@ fn launch_from_the_checkout_names_what_the_agent_build_lacks() {
         "needs `aarch64-linux-musl-gcc`",
         &r,
     );
+    // Spot with a Graviton gateway is refused before the arm64 build: were
+    // the build first, this PATH would fail it on the missing compiler.
+    let mut spot = bootstrap(
+        &moto,
+        &[
+            "launch",
+            "--stack",
+            "build",
+            "--allow-cidr",
+            ALLOW,
+            "--no-wait",
+            "--spot",
+            "--instance-type",
+            "t4g.small",
+        ],
+    );
+    spot.current_dir(fossa_tests::repo_root().join("bootstrap/src"))
+        .env("PATH", tools.0.display().to_string());
+    let r = Run::of(&mut spot);
+    check(
+        &["launch --spot --instance-type t4g.small"],
+        "Fargate Spot does not run ARM64 tasks",
+        &r,
+    );
+    assert!(
+        !r.stderr.contains("musl"),
+        "refused before the build: {}",
+        r.stderr
+    );
     // No cargo at all.
     let empty = fossa_tests::TempDir::new("empty-path");
     let r = launch(&empty.0.display().to_string(), "t3.small");

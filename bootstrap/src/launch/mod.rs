@@ -94,6 +94,9 @@ pub fn autoscale_of(
 
 fn check_inputs(args: &LaunchArgs, progress: &Progress) -> Result<Inputs> {
     let plan::Shape { layout, arch } = plan::check_shape(args)?;
+    // Before the long arm64 build: Spot cannot run what this gateway builds.
+    fossa_contract::fargate::check_spot(arch, args.spot, &args.instance_type)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     // Bounds that cannot work fail before anything is made or changed.
     if args.max_workers.is_some() || args.min_workers.is_some() || args.idle_window.is_some() {
         let given = Autoscale {
@@ -307,6 +310,9 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         (_, true) => false,
         _ => previous.as_ref().is_some_and(|p| p.spot),
     };
+    // A Spot choice kept from the stack, with a Graviton gateway now.
+    fossa_contract::fargate::check_spot(inputs.arch, spot, &args.instance_type)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     if spot {
         l.p.note(&format!(
             "Fargate Spot: the first worker on Fargate, then {} of every {} on Fargate Spot",

@@ -8,8 +8,10 @@ use aws_sdk_ecs::types::{
     KeyValuePair, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
     PropagateTags, Secret, Tag, TaskDefinitionField, TransportProtocol,
 };
+use aws_sdk_ecs::types::{CpuArchitecture, OsFamily, RuntimePlatform};
 use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::config::{CapacityShare, StackConfig};
+use fossa_contract::elf::Arch;
 use fossa_contract::names::{FOSSA_PORT, WORKER_CONTAINER};
 use fossa_contract::{ssm, tags, StackName};
 use sha2::{Digest, Sha256};
@@ -63,6 +65,16 @@ pub struct TaskSpec {
     pub log_group: String,
     /// Region (for awslogs).
     pub region: String,
+    /// The worker image's architecture, the gateway's own (it builds the
+    /// image): the task definition's `runtimePlatform`, without which
+    /// Fargate runs X86_64. Left out of the hash on X86_64, so a stack
+    /// made before it was recorded rolls no new revision for it.
+    #[serde(skip_serializing_if = "is_x86_64")]
+    pub arch: Arch,
+}
+
+fn is_x86_64(a: &Arch) -> bool {
+    *a == Arch::X86_64
 }
 
 impl TaskSpec {
@@ -78,6 +90,7 @@ impl TaskSpec {
             broker_secret: cfg.stack.ssm_parameter(ssm::BROKER_URL),
             log_group: cfg.stack.log_group(),
             region: cfg.region.clone(),
+            arch: Arch::this().unwrap_or(Arch::X86_64),
         }
     }
 
@@ -270,6 +283,15 @@ pub async fn ensure_task_definition(
         .family(&spec.family)
         .network_mode(NetworkMode::Awsvpc)
         .requires_compatibilities(Compatibility::Fargate)
+        .runtime_platform(
+            RuntimePlatform::builder()
+                .operating_system_family(OsFamily::Linux)
+                .cpu_architecture(match spec.arch {
+                    Arch::X86_64 => CpuArchitecture::X8664,
+                    Arch::Arm64 => CpuArchitecture::Arm64,
+                })
+                .build(),
+        )
         .cpu(spec.cpu.to_string())
         .memory(spec.memory.to_string())
         .execution_role_arn(&spec.execution_role)
@@ -565,5 +587,18 @@ mod tests {
             "scaling is not a new revision"
         );
         assert_eq!(a.broker_secret, "/fossa/dev/broker-url");
+    }
+
+    #[test]
+    fn the_architecture_is_in_the_hash_only_when_arm64() {
+        let mut x86 = TaskSpec::new(&cfg(), "reg/repo:ctx-1");
+        x86.arch = Arch::X86_64;
+        // What the hash covered before the architecture was recorded: the
+        // same, so an x86_64 stack rolls nothing when its agent is upgraded.
+        let json = serde_json::to_string(&x86).unwrap();
+        assert!(!json.contains("arch"), "{json}");
+        let mut arm = x86.clone();
+        arm.arch = Arch::Arm64;
+        assert_ne!(x86.hash(), arm.hash());
     }
 }
