@@ -155,6 +155,12 @@ pub const AGENT_OBJECT_KEY: &str = "agent/fossa-agent";
 pub const MODELS_OBJECT_KEY: &str = "models/models.tar.gz";
 /// The user name of the web UI.
 pub const UI_USER: &str = "fossa";
+/// ECS's service-linked role, one per account: ECS makes it on first use
+/// only when the caller may create it (CreateCluster API reference), and the
+/// gateway role may not, so `launch` makes it; `destroy` leaves it.
+pub const ECS_SERVICE_LINKED_ROLE: &str = "AWSServiceRoleForECS";
+/// The service principal whose service-linked role that is.
+pub const ECS_SERVICE: &str = "ecs.amazonaws.com";
 /// The gateway's instance type when `launch` is not given one.
 pub const DEFAULT_INSTANCE_TYPE: &str = "t3.small";
 /// The task history and queue database, in the agent's state directory.

@@ -49,7 +49,9 @@ Where moto falls short of ECS, the emulator keeps the state itself:
   takes the capacity back.
 
 AWS's rules it enforces where moto accepts what AWS refuses are in RULES,
-each citing the AWS page it comes from (the Fargate CPU and memory pairs).
+each citing the AWS page it comes from: the Fargate CPU and memory pairs,
+and ECS's service-linked role, without which CreateCluster and CreateService
+fail.
 
 The emulator logs each transition to stdout. Loopback and namespaces the test
 made only.
@@ -133,6 +135,7 @@ ecs = client("ecs")
 ssm = client("ssm")
 ec2 = client("ec2")
 ecr = client("ecr")
+iam = client("iam")
 logs = client("logs")
 
 
@@ -763,8 +766,28 @@ def fargate_size_rule(req):
     return None
 
 
+def service_linked_role_rule(req):
+    """ECS works through its service-linked role, AWSServiceRoleForECS, and
+    makes it on first use only if the caller may (CreateCluster API reference:
+    https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_CreateCluster.html;
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/using-service-linked-roles.html).
+    The gateway role may not, so in an account without the role CreateCluster
+    and CreateService fail."""
+    # By its path, not its name: moto names it AWSServiceRoleForecs where AWS
+    # says AWSServiceRoleForECS.
+    roles = iam.list_roles(PathPrefix="/aws-service-role/ecs.amazonaws.com/")["Roles"]
+    if not roles:
+        return 400, {
+            "__type": "InvalidParameterException",
+            "message": "Unable to assume the service linked role. Please verify that the ECS service linked role exists.",
+        }
+    return None
+
+
 RULES = {
     "RegisterTaskDefinition": fargate_size_rule,
+    "CreateCluster": service_linked_role_rule,
+    "CreateService": service_linked_role_rule,
 }
 
 

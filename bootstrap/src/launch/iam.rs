@@ -1,7 +1,8 @@
 //! `launch`'s IAM steps: the three roles with their trust and inline
-//! policies, and the gateway's instance profile.
+//! policies, the gateway's instance profile, and ECS's service-linked role.
 
 use fossa_contract::aws::AwsResultExt;
+use fossa_contract::names::{ECS_SERVICE, ECS_SERVICE_LINKED_ROLE};
 
 use super::Launcher;
 use crate::aws::{iam_tags, missing, same_json};
@@ -139,5 +140,79 @@ impl Launcher<'_> {
         }
         self.p.done(outcome, "instance profile", &name);
         Ok(())
+    }
+
+    /// ECS's service-linked role ([`ECS_SERVICE_LINKED_ROLE`]). Without it,
+    /// in an account that never used ECS, CreateCluster and CreateService
+    /// fail with "Unable to assume the service linked role"
+    /// (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/using-service-linked-roles.html>).
+    /// Made once per account: one that exists, or that another launch makes
+    /// at the same moment, is found.
+    pub(super) async fn ecs_service_linked_role(&mut self) -> Result<()> {
+        let iam = &self.c.iam;
+        let name = ECS_SERVICE_LINKED_ROLE;
+        let outcome = match iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .await
+            .aws("iam:GetRole", name)
+        {
+            Ok(_) => Outcome::Found,
+            Err(e) if e.is_code("NoSuchEntity") => match iam
+                .create_service_linked_role()
+                .aws_service_name(ECS_SERVICE)
+                .send()
+                .await
+                .aws("iam:CreateServiceLinkedRole", name)
+            {
+                Ok(_) => Outcome::Created,
+                Err(e) if taken(&e) => Outcome::Found,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        self.p.done(outcome, "ECS service-linked role", name);
+        Ok(())
+    }
+}
+
+/// Whether CreateServiceLinkedRole found the role made already: AWS says
+/// `InvalidInput: Service role name AWSServiceRoleForECS has been taken in
+/// this account, please try a different suffix.`
+fn taken(e: &fossa_contract::aws::AwsError) -> bool {
+    e.is_code("EntityAlreadyExists")
+        || (e.is_code("InvalidInput") && e.detail.contains("has been taken"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fossa_contract::aws::AwsError;
+
+    fn err(code: &str, message: &str) -> AwsError {
+        AwsError {
+            call: "iam:CreateServiceLinkedRole",
+            resource: ECS_SERVICE_LINKED_ROLE.into(),
+            detail: format!("{code}: {message}"),
+            code: Some(code.into()),
+        }
+    }
+
+    #[test]
+    fn a_role_made_meanwhile_is_found() {
+        assert!(taken(&err(
+            "InvalidInput",
+            "Service role name AWSServiceRoleForECS has been taken in this account, please try a different suffix."
+        )));
+        assert!(taken(&err(
+            "EntityAlreadyExists",
+            "Role with name AWSServiceRoleForECS already exists."
+        )));
+        assert!(!taken(&err(
+            "AccessDenied",
+            "not authorized to perform: iam:CreateServiceLinkedRole"
+        )));
+        assert!(!taken(&err("InvalidInput", "Invalid service name")));
     }
 }

@@ -374,6 +374,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
             l.instance_profile().await?;
         }
     }
+    l.ecs_service_linked_role().await?;
     let [_, execution_role_arn, task_role_arn] = <[String; 3]>::try_from(role_arns)
         .map_err(|_| Error::Unexpected("the plan has three roles".into()))?;
 
