@@ -51,7 +51,8 @@ Where moto falls short of ECS, the emulator keeps the state itself:
 AWS's rules it enforces where moto accepts what AWS refuses are in RULES,
 each citing the AWS page it comes from: the Fargate CPU and memory pairs,
 and ECS's service-linked role, without which CreateCluster and CreateService
-fail.
+fail; and in EC2_RULES: IAM's propagation delay, RunInstances refusing an
+instance profile made a moment ago.
 
 The emulator logs each transition to stdout. Loopback and namespaces the test
 made only.
@@ -67,6 +68,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 
 import boto3
@@ -784,6 +786,39 @@ def service_linked_role_rule(req):
     return None
 
 
+# Seconds after CreateInstanceProfile during which EC2 does not know it yet.
+PROFILE_PROPAGATION_SECS = 6
+
+
+def instance_profile_propagation_rule(form):
+    """IAM is eventually consistent: an instance profile made a moment ago is
+    not usable by EC2 yet, and RunInstances says so with InvalidParameterValue
+    ("IAM is eventually consistent":
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency;
+    RunInstances errors: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html)."""
+    name = (form.get("IamInstanceProfile.Name") or [None])[0]
+    if not name:
+        return None
+    try:
+        made = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["CreateDate"]
+    except iam.exceptions.NoSuchEntityException:
+        made = None
+    if made is not None and time.time() - made.timestamp() > PROFILE_PROPAGATION_SECS:
+        return None
+    message = f"Value ({name}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>InvalidParameterValue</Code>'
+        f"<Message>{message}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
+    )
+    return 400, body
+
+
+# EC2's Query API: the action's rule takes the form's fields, and answers XML.
+EC2_RULES = {
+    "RunInstances": instance_profile_propagation_rule,
+}
+
+
 RULES = {
     "RegisterTaskDefinition": fargate_size_rule,
     "CreateCluster": service_linked_role_rule,
@@ -826,6 +861,14 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             status, out = interrupt(json.loads(body or b"{}"))
             return self.reply(status, json.dumps(out).encode(), ctype="application/json")
         target = self.headers.get("X-Amz-Target", "")
+        if not target and body[:7] == b"Action=":
+            form = urllib.parse.parse_qs(body.decode(errors="replace"))
+            action = (form.get("Action") or [""])[0]
+            refused = EC2_RULES[action](form) if action in EC2_RULES else None
+            if refused:
+                status, xml = refused
+                log(f"{action} refused: {xml}")
+                return self.reply(status, xml.encode(), ctype="text/xml")
         if target == "ServiceQuotasV20190624.GetServiceQuota":
             status, out = service_quota(json.loads(body or b"{}"))
             extra = [("x-amzn-ErrorType", out["__type"])] if status != 200 else []
