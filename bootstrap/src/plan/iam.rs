@@ -182,7 +182,7 @@ impl Scope<'_> {
                     "ecr:ListImages", "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
                     "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
                     "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:PutLifecyclePolicy",
-                    "ecr:GetLifecyclePolicy", "ecr:PutImageScanningConfiguration", "ecr:TagResource"
+                    "ecr:GetLifecyclePolicy", "ecr:TagResource"
                 ], "Resource": self.repository_arn()},
                 {"Sid": "EcsStackCluster", "Effect": "Allow", "Action": [
                     "ecs:CreateCluster", "ecs:DescribeClusters", "ecs:PutClusterCapacityProviders",

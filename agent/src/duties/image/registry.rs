@@ -82,8 +82,13 @@ fn lifecycle_policy() -> serde_json::Value {
 }
 
 /// Creates the stack's ECR repository if missing (scan on push, keep the last
-/// 10 images, tagged), and repairs the scan setting and lifecycle policy of
-/// one that exists (a crash can fall between creating it and setting them).
+/// 10 images, tagged), and repairs the lifecycle policy of one that exists (a
+/// crash can fall between creating it and setting that). The scan setting is
+/// given at creation only: PutImageScanningConfiguration is deprecated in
+/// favour of the registry's own scanning configuration, and in an account
+/// that has one, DescribeRepositories reports `scanOnPush` false whatever is
+/// set, so a repair would run every minute
+/// (<https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_PutImageScanningConfiguration.html>).
 /// Returns whether it created the repository.
 pub async fn ensure_repository(
     ecr: &aws_sdk_ecr::Client,
@@ -101,18 +106,7 @@ pub async fn ensure_repository(
         Err(e) if e.is_code("RepositoryNotFoundException") => None,
         Err(e) => return Err(e.into()),
     };
-    if let Some(repo) = existing {
-        if !repo
-            .image_scanning_configuration()
-            .is_some_and(|c| c.scan_on_push())
-        {
-            ecr.put_image_scanning_configuration()
-                .repository_name(&name)
-                .image_scanning_configuration(scan_on_push())
-                .send()
-                .await
-                .aws("ecr:PutImageScanningConfiguration", &name)?;
-        }
+    if existing.is_some() {
         let current = match ecr
             .get_lifecycle_policy()
             .repository_name(&name)
