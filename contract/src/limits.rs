@@ -75,6 +75,9 @@ pub const LOG_READS_AT_ONCE: usize = 4;
 /// The shortest time between two reads on one of those slots: at most
 /// `LOG_READS_AT_ONCE` reads per this many milliseconds (10 a second).
 pub const LOG_READ_SPACING_MS: u64 = 400;
+/// The most GetLogEvents pages one read follows (empty pages before the
+/// end, pages cut at 1 MB), so a read is bounded in calls.
+pub const LOG_READ_PAGES: usize = 5;
 
 /// How long a read of a log that may still grow is reused (pages refresh
 /// every 2 s).

@@ -17,6 +17,8 @@ use fossa_contract::limits::{
 use fossa_contract::names::{worker_log_stream, DEFAULT_INSTANCE_TYPE, FOSSA_PORT};
 use fossa_contract::prices;
 use fossa_web::model::{Cost, CostPart, LogLine, LogQuery, Mode};
+
+use super::log_pages;
 use tokio::sync::watch;
 
 use super::{BackendError, WorkerBackend, WorkerRef};
@@ -71,35 +73,58 @@ impl FargateBackend {
     async fn read_log(&self, id: &str, q: &LogQuery) -> Result<Vec<LogLine>, BackendError> {
         let group = self.config.stack.log_group();
         let stream = worker_log_stream(id);
-        let mut req = self
-            .logs
-            .get_log_events()
-            .log_group_name(&group)
-            .log_stream_name(&stream)
-            .limit(q.limit.clamp(1, 10_000) as i32);
-        req = match q.since_ms {
-            Some(s) => req.start_time(s.saturating_add(1)).start_from_head(true),
-            None => req.start_from_head(false),
-        };
-        if let Some(u) = q.until_ms {
-            // endTime is exclusive.
-            req = req.end_time(u.saturating_add(1));
-        }
-        let out = match req.send().await.aws("logs:GetLogEvents", &stream) {
-            Ok(o) => o,
-            // The stream is made with the task's first line.
-            Err(e) if e.is_code("ResourceNotFoundException") => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
+        let limit = q.limit.clamp(1, 10_000);
+        let from_head = q.since_ms.is_some();
         let secrets = self.secrets.borrow().clone();
-        Ok(out
-            .events()
-            .iter()
-            .map(|e| LogLine {
-                at: e.timestamp().unwrap_or_default(),
-                text: crate::fleet::logs::redact(e.message().unwrap_or_default(), &secrets),
-            })
-            .collect())
+        let page = |token: Option<String>| {
+            let mut req = self
+                .logs
+                .get_log_events()
+                .log_group_name(&group)
+                .log_stream_name(&stream)
+                .limit(limit as i32)
+                .start_from_head(from_head)
+                .set_next_token(token);
+            if let Some(s) = q.since_ms {
+                req = req.start_time(s.saturating_add(1));
+            }
+            if let Some(u) = q.until_ms {
+                // endTime is exclusive.
+                req = req.end_time(u.saturating_add(1));
+            }
+            let (stream, secrets) = (stream.clone(), secrets.clone());
+            async move {
+                let out = req.send().await.aws("logs:GetLogEvents", &stream)?;
+                Ok::<_, fossa_contract::aws::AwsError>(log_pages::Page {
+                    lines: out
+                        .events()
+                        .iter()
+                        .map(|e| LogLine {
+                            at: e.timestamp().unwrap_or_default(),
+                            text: crate::fleet::logs::redact(
+                                e.message().unwrap_or_default(),
+                                &secrets,
+                            ),
+                        })
+                        .collect(),
+                    forward: out.next_forward_token().map(str::to_owned),
+                    backward: out.next_backward_token().map(str::to_owned),
+                })
+            }
+        };
+        match log_pages::follow(
+            from_head,
+            limit as usize,
+            fossa_contract::limits::LOG_READ_PAGES,
+            page,
+        )
+        .await
+        {
+            Ok(lines) => Ok(lines),
+            // The stream is made with the task's first line.
+            Err(e) if e.is_code("ResourceNotFoundException") => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Sets scale-in protection on `ids`, 10 a call; returns the ids ECS

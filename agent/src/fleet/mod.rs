@@ -25,6 +25,7 @@ pub mod backend;
 pub mod dispatch;
 pub mod fargate;
 pub mod log_cache;
+pub mod log_pages;
 pub mod logs;
 pub mod loops;
 pub mod meter;
