@@ -29,6 +29,13 @@ if [ ! -x .tools/bin/cargo-zigbuild ]; then
   cargo install --quiet --locked cargo-zigbuild --version 0.24.1 --root "$PWD/.tools"
 fi
 
+# The first-day test builds the agent for both instance architectures; add
+# their targets once, here, not from two tests at the same time (rustup is
+# not safe for that: it once left a target half installed).
+if command -v rustup >/dev/null; then
+  rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

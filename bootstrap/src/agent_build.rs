@@ -212,6 +212,29 @@ fn run(cmd: &mut Command, shown: &str) -> Result<(), BuildError> {
     })
 }
 
+/// An exclusive lock on this user's rustup home (or the temp dir), held
+/// while the toolchain is checked and a target added; `None` when no lock
+/// file can be made (the step then runs unlocked, as before).
+fn toolchain_lock() -> Option<std::fs::File> {
+    let file = open_lock_file()?;
+    file.lock().ok()?;
+    Some(file)
+}
+
+fn open_lock_file() -> Option<std::fs::File> {
+    let home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup")))
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.join("fossa-toolchain.lock"))
+        .ok()
+}
+
 /// Checks what the build needs, adds the Rust target if missing, and builds;
 /// returns the binary's path. `say` reports each step.
 pub fn build(plan: &BuildPlan, say: &dyn Fn(&str)) -> Result<PathBuf, BuildError> {
@@ -231,6 +254,10 @@ pub fn build(plan: &BuildPlan, say: &dyn Fn(&str)) -> Result<PathBuf, BuildError
     if !zig && !on_path(plan.c_compiler) {
         return Err(missing(plan.c_compiler, plan.c_compiler_hint));
     }
+    // rustup is not safe to run twice at once for one target: two launches
+    // (or two tests) adding it together left it half installed ("detected
+    // conflict"). One at a time, this user's toolchain step is.
+    let _toolchain = toolchain_lock();
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(&plan.workspace)
@@ -278,6 +305,18 @@ pub fn build(plan: &BuildPlan, say: &dyn Fn(&str)) -> Result<PathBuf, BuildError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_toolchain_step_is_one_at_a_time() {
+        let held = toolchain_lock().expect("a lock file in the rustup home");
+        let other = open_lock_file().unwrap();
+        assert!(other.try_lock().is_err(), "a second launch waits");
+        drop(held);
+        assert!(
+            other.try_lock().is_ok(),
+            "and goes on once the first is done"
+        );
+    }
 
     #[test]
     fn each_architecture_gets_its_target_and_compiler() {
