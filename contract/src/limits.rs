@@ -52,6 +52,9 @@ pub const TASK_PROTECTION_RENEW_MINUTES: u32 = 15;
 
 /// Tasks one `UpdateTaskProtection` call takes.
 pub const TASK_PROTECTION_BATCH: usize = 10;
+/// How long `destroy` waits for the cluster's tasks to stop before it gives
+/// up on DeleteCluster (ECS takes tens of seconds per task).
+pub const DESTROY_TASKS_STOP_SECS: u64 = 600;
 
 /// Service Quotas' service code for Fargate.
 pub const FARGATE_QUOTA_SERVICE: &str = "fargate";

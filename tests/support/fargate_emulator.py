@@ -50,8 +50,9 @@ Where moto falls short of ECS, the emulator keeps the state itself:
 
 AWS's rules it enforces where moto accepts what AWS refuses are in RULES,
 each citing the AWS page it comes from: the Fargate CPU and memory pairs,
-and ECS's service-linked role, without which CreateCluster and CreateService
-fail; and in EC2_RULES: IAM's propagation delay, RunInstances refusing an
+ECS's service-linked role, without which CreateCluster and CreateService
+fail, and DeleteCluster refused while tasks stop (a stopped task holds the
+cluster for STOP_LINGER_SECS more); and in EC2_RULES: IAM's propagation delay, RunInstances refusing an
 instance profile made a moment ago.
 
 The emulator logs each transition to stdout. Loopback and namespaces the test
@@ -819,8 +820,36 @@ EC2_RULES = {
 }
 
 
+# Seconds a stopped task still holds its cluster (DEPROVISIONING, its ENI
+# being released); ECS takes tens of seconds.
+STOP_LINGER_SECS = 8
+
+
+def cluster_with_tasks_rule(req):
+    """DeleteCluster refuses a cluster whose tasks are not all stopped and
+    deprovisioned: ClusterContainsTasksException (DeleteCluster API reference:
+    https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DeleteCluster.html;
+    task lifecycle, DEACTIVATING -> STOPPING -> DEPROVISIONING -> STOPPED:
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-lifecycle-explanation.html)."""
+    now = epoch()
+    with lock:
+        active = [
+            t
+            for t in tasks.values()
+            if cluster_matches(t, req.get("cluster"))
+            and (t["lastStatus"] != "STOPPED" or now - t.get("stoppedAt", 0) < STOP_LINGER_SECS)
+        ]
+    if not active:
+        return None
+    return 400, {
+        "__type": "ClusterContainsTasksException",
+        "message": "The Cluster cannot be deleted while Tasks are active.",
+    }
+
+
 RULES = {
     "RegisterTaskDefinition": fargate_size_rule,
+    "DeleteCluster": cluster_with_tasks_rule,
     "CreateCluster": service_linked_role_rule,
     "CreateService": service_linked_role_rule,
 }

@@ -36,6 +36,23 @@ impl Destroyer<'_> {
                     .send()
                     .await
                     .aws("ecs:UpdateService", arn)?;
+            }
+            // The agent kept busy workers from scale-in: let them go, so
+            // nothing of the stack runs on.
+            let running = self.tasks(&cluster).await?;
+            for batch in running.chunks(fossa_contract::limits::TASK_PROTECTION_BATCH) {
+                absent_ok(
+                    ecs.update_task_protection()
+                        .cluster(&cluster)
+                        .set_tasks(Some(batch.to_vec()))
+                        .protection_enabled(false)
+                        .send()
+                        .await
+                        .aws("ecs:UpdateTaskProtection", &cluster),
+                    &["ResourceNotFoundException"],
+                )?;
+            }
+            for arn in services.service_arns() {
                 ecs.delete_service()
                     .cluster(&cluster)
                     .service(arn)
@@ -45,11 +62,16 @@ impl Destroyer<'_> {
                     .aws("ecs:DeleteService", arn)?;
                 self.p.done(Outcome::Deleted, "ECS service", arn);
             }
-            ecs.delete_cluster()
-                .cluster(&cluster)
-                .send()
-                .await
-                .aws("ecs:DeleteCluster", &cluster)?;
+            for task in self.tasks(&cluster).await? {
+                ecs.stop_task()
+                    .cluster(&cluster)
+                    .task(&task)
+                    .reason("fossa-bootstrap destroy")
+                    .send()
+                    .await
+                    .aws("ecs:StopTask", &task)?;
+            }
+            self.delete_cluster(&cluster).await?;
             self.p.done(Outcome::Deleted, "ECS cluster", &cluster);
         }
         let family = self.stack.task_family();
@@ -78,6 +100,65 @@ impl Destroyer<'_> {
         }
         Ok(())
     }
+    /// The cluster's tasks that are not stopped yet (ARNs).
+    async fn tasks(&self, cluster: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .c
+                .ecs
+                .list_tasks()
+                .cluster(cluster)
+                .set_next_token(token)
+                .send()
+                .await
+                .aws("ecs:ListTasks", cluster)?;
+            out.extend(page.task_arns().iter().cloned());
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// DeleteCluster, waiting while its tasks stop: ECS takes tens of
+    /// seconds to take a task through DEACTIVATING, STOPPING and
+    /// DEPROVISIONING, and refuses the cluster meanwhile
+    /// (`ClusterContainsTasksException`; `ClusterContainsServicesException`
+    /// while a deleted service drains: DeleteCluster API reference,
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DeleteCluster.html>).
+    async fn delete_cluster(&mut self, cluster: &str) -> Result<()> {
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs(fossa_contract::limits::DESTROY_TASKS_STOP_SECS);
+        let mut wait = std::time::Duration::from_secs(2);
+        loop {
+            let r = self
+                .c
+                .ecs
+                .delete_cluster()
+                .cluster(cluster)
+                .send()
+                .await
+                .aws("ecs:DeleteCluster", cluster);
+            match r {
+                Err(e)
+                    if (e.is_code("ClusterContainsTasksException")
+                        || e.is_code("ClusterContainsServicesException"))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    self.p.working(&format!(
+                        "waiting for the cluster's tasks to stop ({})",
+                        e.detail
+                    ));
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(15));
+                }
+                other => return other.map(|_| ()).map_err(Into::into),
+            }
+        }
+    }
+
     pub(super) async fn ecr_and_logs(&mut self) -> Result<()> {
         let repo = self.stack.ecr_repository();
         let r = self
