@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
     UserIdGroupPair,
 };
-use fossa_contract::aws::AwsResultExt;
+use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::config::StackConfig;
 use fossa_contract::{ssm, tags, StackName};
 
@@ -81,6 +81,38 @@ pub(crate) fn on() -> AttributeBooleanValue {
 
 pub(crate) fn off() -> AttributeBooleanValue {
     AttributeBooleanValue::builder().value(false).build()
+}
+
+/// Runs `call` again while EC2 says what was made a moment ago does not
+/// exist: EC2's API is eventually consistent, and a call right after a
+/// create can get `Invalid….NotFound` for seconds (EC2 developer guide,
+/// "Eventual consistency in the Amazon EC2 API":
+/// <https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html>).
+/// Waits 0.5 s doubling to 8 s, for at most [`EC2_CONSISTENCY_SECS`].
+///
+/// [`EC2_CONSISTENCY_SECS`]: fossa_contract::limits::EC2_CONSISTENCY_SECS
+pub(crate) async fn after_create<T, F, Fut>(mut call: F) -> std::result::Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, AwsError>>,
+{
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(fossa_contract::limits::EC2_CONSISTENCY_SECS);
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match call().await {
+            Err(e) if not_yet(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether EC2 said a resource does not exist (yet).
+fn not_yet(e: &AwsError) -> bool {
+    e.code.as_deref().is_some_and(|c| c.ends_with(".NotFound"))
 }
 
 pub(crate) fn missing(what: &str) -> Error {
@@ -226,6 +258,41 @@ pub async fn parameter_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ec2_err(code: &str) -> AwsError {
+        AwsError {
+            call: "ec2:ModifyInstanceAttribute",
+            resource: "i-1".into(),
+            detail: format!("{code}: The instance ID 'i-1' does not exist"),
+            code: Some(code.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_right_after_a_create_waits_for_ec2_to_know_it() {
+        let calls = std::cell::Cell::new(0);
+        let r = after_create(|| {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(ec2_err("InvalidInstanceID.NotFound"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        calls.set(0);
+        let r: std::result::Result<(), _> = after_create(|| {
+            calls.set(calls.get() + 1);
+            async { Err(ec2_err("UnauthorizedOperation")) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.get(), 1, "any other error is final at once");
+    }
 
     #[test]
     fn percent_decoding() {

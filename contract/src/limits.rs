@@ -52,6 +52,9 @@ pub const TASK_PROTECTION_RENEW_MINUTES: u32 = 15;
 
 /// Tasks one `UpdateTaskProtection` call takes.
 pub const TASK_PROTECTION_BATCH: usize = 10;
+/// How long a call right after an EC2 create is retried while EC2 says what
+/// was made does not exist yet (its API is eventually consistent).
+pub const EC2_CONSISTENCY_SECS: u64 = 60;
 /// How long `destroy` waits for the cluster's tasks to stop before it gives
 /// up on DeleteCluster (ECS takes tens of seconds per task).
 pub const DESTROY_TASKS_STOP_SECS: u64 = 600;

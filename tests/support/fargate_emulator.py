@@ -52,8 +52,10 @@ AWS's rules it enforces where moto accepts what AWS refuses are in RULES,
 each citing the AWS page it comes from: the Fargate CPU and memory pairs,
 ECS's service-linked role, without which CreateCluster and CreateService
 fail, and DeleteCluster refused while tasks stop (a stopped task holds the
-cluster for STOP_LINGER_SECS more); and in EC2_RULES: IAM's propagation delay, RunInstances refusing an
-instance profile made a moment ago.
+cluster for STOP_LINGER_SECS more); in EC2_RULES, IAM's propagation delay
+(RunInstances refusing an instance profile made a moment ago); and EC2's
+eventual consistency (the calls that follow a create get Invalid*.NotFound
+about what it made for CONSISTENCY_SECS).
 
 The emulator logs each transition to stdout. Loopback and namespaces the test
 made only.
@@ -68,6 +70,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import re
 import time
 import urllib.parse
 import uuid
@@ -807,11 +810,58 @@ def instance_profile_propagation_rule(form):
     if made is not None and time.time() - made.timestamp() > PROFILE_PROPAGATION_SECS:
         return None
     message = f"Value ({name}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>InvalidParameterValue</Code>'
-        f"<Message>{message}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
+    return 400, ec2_error("InvalidParameterValue", message)
+
+
+# EC2's API is eventually consistent: for a moment after a create, the
+# next calls about what it made get Invalid*.NotFound ("Eventual consistency
+# in the Amazon EC2 API":
+# https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html).
+CONSISTENCY_SECS = 2
+# What each create makes, by the response's element that names it.
+CREATED = {
+    "RunInstances": ("instanceId", "networkInterfaceId"),
+    "CreateInternetGateway": ("internetGatewayId",),
+    "CreateSecurityGroup": ("groupId",),
+    "CreateRouteTable": ("routeTableId",),
+}
+# The calls that come right after those creates.
+AFTER_CREATE = {"ModifyInstanceAttribute", "AttachInternetGateway", "AuthorizeSecurityGroupIngress", "CreateRoute", "ReplaceRoute"}
+NOT_FOUND = {
+    "i-": ("InvalidInstanceID.NotFound", "The instance ID '{}' does not exist"),
+    "igw-": ("InvalidInternetGatewayID.NotFound", "The internetGateway ID '{}' does not exist"),
+    "sg-": ("InvalidGroup.NotFound", "The security group '{}' does not exist"),
+    "rtb-": ("InvalidRouteTableID.NotFound", "The routeTable ID '{}' does not exist"),
+    "eni-": ("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '{}' does not exist"),
+}
+made = {}
+
+
+def ec2_error(code, message):
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
     )
-    return 400, body
+
+
+def record_created(action, data):
+    now = time.time()
+    for element in CREATED.get(action, ()):
+        for m in re.finditer(f"<{element}>([^<]+)</{element}>".encode(), data):
+            made[m.group(1).decode()] = now
+
+
+def consistency_rule(action, form):
+    if action not in AFTER_CREATE:
+        return None
+    now = time.time()
+    for values in form.values():
+        for v in values:
+            if now - made.get(v, 0) < CONSISTENCY_SECS:
+                code, message = next(cm for p, cm in NOT_FOUND.items() if v.startswith(p))
+                return 400, ec2_error(code, message.format(v))
+    return None
 
 
 # EC2's Query API: the action's rule takes the form's fields, and answers XML.
@@ -890,10 +940,12 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             status, out = interrupt(json.loads(body or b"{}"))
             return self.reply(status, json.dumps(out).encode(), ctype="application/json")
         target = self.headers.get("X-Amz-Target", "")
+        action = ""
         if not target and body[:7] == b"Action=":
             form = urllib.parse.parse_qs(body.decode(errors="replace"))
             action = (form.get("Action") or [""])[0]
             refused = EC2_RULES[action](form) if action in EC2_RULES else None
+            refused = refused or consistency_rule(action, form)
             if refused:
                 status, xml = refused
                 log(f"{action} refused: {xml}")
@@ -920,6 +972,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         data = resp.read()
         if op == "DescribeServices" and resp.status == 200:
             data = patch_services(data)
+        if action in CREATED and resp.status == 200:
+            record_created(action, data)
         if op in ("CreateService", "UpdateService") and resp.status == 200:
             record_strategy(op, json.loads(body or b"{}"), data)
         self.send_response(resp.status)

@@ -19,7 +19,7 @@ use aws_sdk_ec2::types::{
 use fossa_contract::aws::AwsResultExt;
 
 use super::Launcher;
-use crate::aws::{ec2_tags, missing, off, stack_filter};
+use crate::aws::{after_create, ec2_tags, missing, off, stack_filter};
 use crate::progress::Outcome;
 use crate::{Error, Result};
 
@@ -198,12 +198,17 @@ impl Launcher<'_> {
             }
         }
         if instance.source_dest_check() != Some(false) {
-            ec2.modify_instance_attribute()
+            let req = ec2
+                .modify_instance_attribute()
                 .instance_id(&id)
-                .source_dest_check(off())
-                .send()
-                .await
-                .aws("ec2:ModifyInstanceAttribute", &id)?;
+                .source_dest_check(off());
+            after_create(|| async {
+                req.clone()
+                    .send()
+                    .await
+                    .aws("ec2:ModifyInstanceAttribute", &id)
+            })
+            .await?;
             if outcome == Outcome::Found {
                 outcome = Outcome::Updated;
             }

@@ -10,7 +10,9 @@ use fossa_contract::tags;
 use ipnet::Ipv4Net;
 
 use super::{public_ip_cidr, Launcher, Target};
-use crate::aws::{ec2_tags, existing_rules, missing, on, stack_filter, tag_value, to_permission};
+use crate::aws::{
+    after_create, ec2_tags, existing_rules, missing, on, stack_filter, tag_value, to_permission,
+};
 use crate::plan::{self, SubnetLayout};
 use crate::progress::Outcome;
 use crate::{Error, Result};
@@ -120,12 +122,17 @@ impl<'a> Launcher<'a> {
             }
         };
         if !attached {
-            ec2.attach_internet_gateway()
+            let req = ec2
+                .attach_internet_gateway()
                 .internet_gateway_id(&id)
-                .vpc_id(vpc)
-                .send()
-                .await
-                .aws("ec2:AttachInternetGateway", &id)?;
+                .vpc_id(vpc);
+            after_create(|| async {
+                req.clone()
+                    .send()
+                    .await
+                    .aws("ec2:AttachInternetGateway", &id)
+            })
+            .await?;
             if outcome == Outcome::Found {
                 outcome = Outcome::Updated;
             }
@@ -317,7 +324,8 @@ impl<'a> Launcher<'a> {
                         Target::Gateway(g) => b.gateway_id(g),
                         Target::Eni(e) => b.network_interface_id(e),
                     };
-                    b.send().await.map(|_| ()).aws($name, &id)?;
+                    after_create(|| async { b.clone().send().await.map(|_| ()).aws($name, &id) })
+                        .await?;
                 }};
             }
             if has_route {
@@ -476,12 +484,17 @@ impl<'a> Launcher<'a> {
                 .unwrap_or_default();
             let add = plan::missing_rules(&desired, &existing);
             if !add.is_empty() {
-                ec2.authorize_security_group_ingress()
+                let req = ec2
+                    .authorize_security_group_ingress()
                     .group_id(&id)
-                    .set_ip_permissions(Some(add.iter().map(to_permission).collect()))
-                    .send()
-                    .await
-                    .aws("ec2:AuthorizeSecurityGroupIngress", &name)?;
+                    .set_ip_permissions(Some(add.iter().map(to_permission).collect()));
+                after_create(|| async {
+                    req.clone()
+                        .send()
+                        .await
+                        .aws("ec2:AuthorizeSecurityGroupIngress", &name)
+                })
+                .await?;
                 if outcomes[i] == Outcome::Found {
                     outcomes[i] = Outcome::Updated;
                 }
