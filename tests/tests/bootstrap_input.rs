@@ -226,7 +226,7 @@ fn launch_from_the_checkout_names_what_the_agent_build_lacks() {
     for p in ["cargo", "rustup"] {
         std::os::unix::fs::symlink(which(p), tools.0.join(p)).unwrap();
     }
-    let launch = |path: &str, arch: &str| {
+    let launch = |path: &str, arch: &str, extra: &[&str]| {
         let mut c = bootstrap(
             &moto,
             &[
@@ -239,18 +239,19 @@ fn launch_from_the_checkout_names_what_the_agent_build_lacks() {
             ],
         );
         c.args(["--instance-type", arch])
+            .args(extra)
             .current_dir(fossa_tests::repo_root().join("bootstrap/src"))
             .env("PATH", path);
         Run::of(&mut c)
     };
-    let r = launch(&tools.0.display().to_string(), "t3.small");
+    let r = launch(&tools.0.display().to_string(), "t3.small", &[]);
     check(&["launch (no musl-gcc)"], "needs `musl-gcc`", &r);
     assert!(
         r.stderr.contains("musl-tools") && r.stderr.contains("--agent-binary"),
         "{}",
         r.stderr
     );
-    let r = launch(&tools.0.display().to_string(), "t4g.small");
+    let r = launch(&tools.0.display().to_string(), "t4g.small", &[]);
     check(
         &["launch --instance-type t4g.small"],
         "needs `aarch64-linux-musl-gcc`",
@@ -258,23 +259,7 @@ fn launch_from_the_checkout_names_what_the_agent_build_lacks() {
     );
     // Spot with a Graviton gateway is refused before the arm64 build: were
     // the build first, this PATH would fail it on the missing compiler.
-    let mut spot = bootstrap(
-        &moto,
-        &[
-            "launch",
-            "--stack",
-            "build",
-            "--allow-cidr",
-            ALLOW,
-            "--no-wait",
-            "--spot",
-            "--instance-type",
-            "t4g.small",
-        ],
-    );
-    spot.current_dir(fossa_tests::repo_root().join("bootstrap/src"))
-        .env("PATH", tools.0.display().to_string());
-    let r = Run::of(&mut spot);
+    let r = launch(&tools.0.display().to_string(), "t4g.small", &["--spot"]);
     check(
         &["launch --spot --instance-type t4g.small"],
         "Fargate Spot does not run ARM64 tasks",
@@ -287,7 +272,7 @@ fn launch_from_the_checkout_names_what_the_agent_build_lacks() {
     );
     // No cargo at all.
     let empty = fossa_tests::TempDir::new("empty-path");
-    let r = launch(&empty.0.display().to_string(), "t3.small");
+    let r = launch(&empty.0.display().to_string(), "t3.small", &[]);
     check(&["launch (no cargo)"], "needs `cargo`", &r);
     assert!(r.stderr.contains("rustup.rs"), "{}", r.stderr);
 }

@@ -293,6 +293,17 @@ mod tests {
         }
     }
 
+    /// A driver whose backoff is milliseconds.
+    fn fast_driver<C: Send + Sync + 'static>(events: &Events) -> Driver<C> {
+        Driver::new(
+            events.clone(),
+            Backoff {
+                first: Duration::from_millis(20),
+                max: Duration::from_millis(40),
+            },
+        )
+    }
+
     struct World {
         runs: Arc<AtomicU32>,
         poke: watch::Sender<u32>,
@@ -307,13 +318,7 @@ mod tests {
         let runs = Arc::new(AtomicU32::new(0));
         let (poke, poke_rx) = watch::channel(0);
         let events = Events::default();
-        let mut driver = Driver::new(
-            events.clone(),
-            Backoff {
-                first: Duration::from_millis(20),
-                max: Duration::from_millis(40),
-            },
-        );
+        let mut driver = fast_driver(&events);
         driver.note("nat", "NAT", true, "not needed here");
         driver.register(
             Registration::new("fake", "Fake", Duration::from_secs(3600)),
@@ -429,13 +434,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_is_a_failure_with_backoff_and_the_loop_goes_on() {
         let events = Events::default();
-        let mut driver = Driver::new(
-            events.clone(),
-            Backoff {
-                first: Duration::from_millis(20),
-                max: Duration::from_millis(40),
-            },
-        );
+        let mut driver = fast_driver(&events);
         driver.register(
             Registration::new("panicky", "Panicky", Duration::from_secs(3600)),
             Box::new(Panicky(0)),
