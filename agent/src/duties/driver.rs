@@ -164,6 +164,32 @@ struct Loop<C: Send + Sync + 'static> {
 
 pub use fossa_contract::aws::chain;
 
+/// How often a stuck step's line is brought up to date.
+const HUNG_LOOK_EVERY: Duration = Duration::from_secs(5);
+
+/// Shows a duty's line on the board; `outcome` counts a success or failure.
+fn publish(
+    board: &watch::Sender<Vec<DutyStatus>>,
+    slot: usize,
+    ok: bool,
+    detail: String,
+    outcome: Option<bool>,
+) {
+    board.send_modify(|b| {
+        let s = &mut b[slot];
+        s.component.ok = ok;
+        s.component.detail = detail;
+        match outcome {
+            Some(true) => {
+                s.successes += 1;
+                s.failures = 0;
+            }
+            Some(false) => s.failures += 1,
+            None => {}
+        }
+    });
+}
+
 /// What a panic said.
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
@@ -174,17 +200,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 impl<C: Send + Sync + 'static> Loop<C> {
     fn publish(&self, ok: bool, detail: String, outcome_ok: bool) {
-        self.board.send_modify(|b| {
-            let s = &mut b[self.slot];
-            s.component.ok = ok;
-            s.component.detail = detail;
-            if outcome_ok {
-                s.successes += 1;
-                s.failures = 0;
-            } else {
-                s.failures += 1;
-            }
-        });
+        publish(&self.board, self.slot, ok, detail, Some(outcome_ok));
     }
 
     async fn run(mut self, mut ctx: watch::Receiver<Arc<C>>, mut shutdown: watch::Receiver<bool>) {
@@ -194,10 +210,35 @@ impl<C: Send + Sync + 'static> Loop<C> {
         loop {
             let current = ctx.borrow_and_update().clone();
             // A bug in one duty shows as its failure; it never ends the loop.
-            let run = std::panic::AssertUnwindSafe(self.duty.reconcile(&current))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|p| Err(DutyError::Panicked(panic_text(p.as_ref()))));
+            let run = {
+                let reconcile = std::panic::AssertUnwindSafe(self.duty.reconcile(&current))
+                    .catch_unwind();
+                tokio::pin!(reconcile);
+                // A step that gives no result shows as stuck on the board
+                // (and once in the events), with how long, while it goes on.
+                let started = tokio::time::Instant::now();
+                let mut look = started + self.reg.hung_after;
+                let mut said = false;
+                loop {
+                    tokio::select! {
+                        r = &mut reconcile => break r,
+                        _ = tokio::time::sleep_until(look) => {
+                            let line = format!(
+                                "stuck: no result for {} s (the step goes on; an AWS call, a build or a host command that does not answer)",
+                                started.elapsed().as_secs()
+                            );
+                            if !said {
+                                self.events.push(name, true, &line);
+                                said = true;
+                            }
+                            publish(&self.board, self.slot, false, line, None);
+                            look += HUNG_LOOK_EVERY;
+                        }
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+            .unwrap_or_else(|p| Err(DutyError::Panicked(panic_text(p.as_ref()))));
             let wait = match run {
                 Ok(Outcome {
                     summary,
@@ -455,6 +496,50 @@ mod tests {
         shutdown.send_replace(true);
         for t in tasks {
             t.await.expect("the loop ended by itself, not by the panic");
+        }
+    }
+
+    /// Takes 600 ms to give its first result.
+    struct Slow(u32);
+
+    #[async_trait::async_trait]
+    impl Duty<u32> for Slow {
+        async fn reconcile(&mut self, _: &u32) -> Result<Outcome, DutyError> {
+            self.0 += 1;
+            if self.0 == 1 {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+            Ok(Outcome::done(format!("run {}", self.0)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_without_a_result_shows_as_stuck_until_it_gives_one() {
+        let events = Events::default();
+        let mut driver = fast_driver(&events);
+        driver.register(
+            Registration::new("slow", "Slow", Duration::from_secs(3600))
+                .hung_after(Duration::from_millis(100)),
+            Box::new(Slow(0)),
+        );
+        let mut board = driver.board();
+        let (_ctx, ctx_rx) = watch::channel(Arc::new(0));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = driver.start(ctx_rx, shutdown_rx);
+        let b = until(&mut board, |b| b[0].component.detail.starts_with("stuck:")).await;
+        assert!(!b[0].component.ok);
+        let b = until(&mut board, |b| b[0].successes == 1).await;
+        assert!(b[0].component.ok);
+        assert_eq!(b[0].component.detail, "run 1");
+        let stuck: Vec<_> = events
+            .list()
+            .into_iter()
+            .filter(|e| e.message.starts_with("stuck:"))
+            .collect();
+        assert_eq!(stuck.len(), 1, "said once: {stuck:?}");
+        shutdown.send_replace(true);
+        for t in tasks {
+            t.await.unwrap();
         }
     }
 

@@ -94,6 +94,10 @@ pub struct Registration {
     pub title: &'static str,
     /// Time between runs while it is well.
     pub period: Duration,
+    /// How long one run may go without a result before the board shows it
+    /// as stuck: three periods, at least two minutes, unless registered
+    /// otherwise ([`Registration::hung_after`]).
+    pub hung_after: Duration,
 }
 
 impl Registration {
@@ -103,6 +107,15 @@ impl Registration {
             name,
             title,
             period,
+            hung_after: (period * 3).max(Duration::from_secs(120)),
+        }
+    }
+
+    /// A duty one of whose runs may rightly take up to `d` (an image build).
+    pub fn hung_after(self, d: Duration) -> Self {
+        Registration {
+            hung_after: d,
+            ..self
         }
     }
 
@@ -227,7 +240,11 @@ pub fn gateway(kind: DutyKind, shared: &Shared) -> (Registration, Box<dyn Duty<S
     match kind {
         DutyKind::Nat => (every(30), Box::new(nat::NatDuty::new(shared))),
         DutyKind::Broker => (every(10), Box::new(broker::BrokerDuty::new(shared))),
-        DutyKind::Image => (every(60), Box::new(image::ImageDuty::new(shared))),
+        // A first build installs Fossa with pip: many minutes, not stuck.
+        DutyKind::Image => (
+            every(60).hung_after(Duration::from_secs(45 * 60)),
+            Box::new(image::ImageDuty::new(shared)),
+        ),
         DutyKind::Cluster => (every(30), Box::new(cluster::ClusterDuty::new(shared))),
         DutyKind::Upgrade => (
             every(fossa_contract::limits::CONFIG_CHECK_SECS),
