@@ -72,6 +72,82 @@ pub fn check_spot(
     Ok(())
 }
 
+/// Regions where Fargate runs Linux tasks in some zones only, by zone ID
+/// ("Supported Regions for Amazon ECS on AWS Fargate":
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/AWS_Fargate-Regions.html>).
+pub const FARGATE_ZONE_IDS: [(&str, &[&str]); 2] = [
+    ("us-west-1", &["usw1-az1", "usw1-az3"]),
+    ("ap-northeast-1", &["apne1-az1", "apne1-az2", "apne1-az4"]),
+];
+
+/// An availability zone: its name in this account and its ID everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// `us-east-1a`.
+    pub name: String,
+    /// `use1-az4`.
+    pub id: String,
+}
+
+/// Why no two zones fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZoneError {
+    /// No zone where Fargate runs offers the gateway's instance type.
+    #[error("no availability zone of {region} where Fargate runs offers {instance_type}: choose another --instance-type (t3.small and t3a.small are offered widely) or --region")]
+    NoGatewayZone {
+        /// The region.
+        region: String,
+        /// The gateway's instance type.
+        instance_type: String,
+    },
+    /// Fewer than two zones where Fargate runs.
+    #[error(
+        "{region} has fewer than two availability zones where Fargate runs; pick another --region"
+    )]
+    TooFew {
+        /// The region.
+        region: String,
+    },
+}
+
+/// The zones of the stack's subnets, from the region's available `zones`
+/// (sorted by name): the gateway's (public and first private subnet), where
+/// `offers` says its instance type is offered and Fargate runs, and a second
+/// one where Fargate runs, for the other private subnet.
+pub fn choose_zones(
+    region: &str,
+    instance_type: &str,
+    zones: &[Zone],
+    offers: impl Fn(&str) -> bool,
+) -> Result<(String, String), ZoneError> {
+    let only = FARGATE_ZONE_IDS
+        .iter()
+        .find(|(r, _)| *r == region)
+        .map(|(_, ids)| *ids);
+    let fargate: Vec<&Zone> = zones
+        .iter()
+        .filter(|z| only.is_none_or(|ids| ids.contains(&z.id.as_str())))
+        .collect();
+    if fargate.len() < 2 {
+        return Err(ZoneError::TooFew {
+            region: region.to_owned(),
+        });
+    }
+    let gateway =
+        fargate
+            .iter()
+            .find(|z| offers(&z.name))
+            .ok_or_else(|| ZoneError::NoGatewayZone {
+                region: region.to_owned(),
+                instance_type: instance_type.to_owned(),
+            })?;
+    let other = fargate
+        .iter()
+        .find(|z| z.name != gateway.name)
+        .expect("two zones where Fargate runs");
+    Ok((gateway.name.clone(), other.name.clone()))
+}
+
 /// The memories (MiB) Fargate runs with `cpu` units; empty for no such CPU.
 pub fn memories(cpu: u32) -> Vec<u32> {
     TASK_SIZES
@@ -99,6 +175,41 @@ pub fn check_size(cpu: u32, memory: u32) -> Result<(), SizeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zones_offer_the_gateway_and_run_fargate() {
+        let z = |n: &str, id: &str| Zone {
+            name: n.into(),
+            id: id.into(),
+        };
+        let east = [
+            z("us-east-1a", "use1-az3"),
+            z("us-east-1b", "use1-az4"),
+            z("us-east-1c", "use1-az6"),
+        ];
+        // The first zone does not offer the type: the gateway goes to the next.
+        let got = choose_zones("us-east-1", "t4g.small", &east, |n| n != "us-east-1a").unwrap();
+        assert_eq!(got, ("us-east-1b".into(), "us-east-1a".into()));
+        assert_eq!(
+            choose_zones("us-east-1", "x9.huge", &east, |_| false),
+            Err(ZoneError::NoGatewayZone {
+                region: "us-east-1".into(),
+                instance_type: "x9.huge".into()
+            })
+        );
+        // us-west-1: Fargate in usw1-az1 and usw1-az3 only.
+        let west = [
+            z("us-west-1a", "usw1-az2"),
+            z("us-west-1b", "usw1-az1"),
+            z("us-west-1c", "usw1-az3"),
+        ];
+        let got = choose_zones("us-west-1", "t3.small", &west, |_| true).unwrap();
+        assert_eq!(got, ("us-west-1b".into(), "us-west-1c".into()));
+        assert!(matches!(
+            choose_zones("us-west-1", "t3.small", &west[..2], |_| true),
+            Err(ZoneError::TooFew { .. })
+        ));
+    }
 
     #[test]
     fn spot_takes_no_arm64_workers() {

@@ -354,7 +354,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     ));
     let vpc = l.vpc(&args.vpc_cidr).await?;
     let igw = l.internet_gateway(&vpc).await?;
-    let (public, private) = l.subnets(&vpc, &inputs.layout).await?;
+    let (public, private) = l.subnets(&vpc, &inputs.layout, &args.instance_type).await?;
     l.route_table(&vpc, "public", Target::Gateway(&igw), &[&public.id])
         .await?;
     let (gw_sg, task_sg) = l.security_groups(&vpc, &ui, &inputs.layout).await?;

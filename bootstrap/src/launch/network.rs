@@ -10,6 +10,8 @@ use fossa_contract::tags;
 use ipnet::Ipv4Net;
 
 use super::{public_ip_cidr, Launcher, Target};
+use fossa_contract::fargate::{choose_zones, Zone};
+
 use crate::aws::{
     after_create, ec2_tags, existing_rules, missing, on, stack_filter, tag_value, to_permission,
 };
@@ -145,6 +147,7 @@ impl<'a> Launcher<'a> {
         &mut self,
         vpc: &str,
         layout: &SubnetLayout,
+        instance_type: &str,
     ) -> Result<(Subnet, Vec<Subnet>)> {
         let ec2 = &self.c.ec2;
         let zones = ec2
@@ -153,19 +156,41 @@ impl<'a> Launcher<'a> {
             .send()
             .await
             .aws("ec2:DescribeAvailabilityZones", &self.c.region)?;
-        let mut zones: Vec<String> = zones
+        let mut zones: Vec<Zone> = zones
             .availability_zones()
             .iter()
             .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
-            .filter_map(|z| z.zone_name().map(str::to_owned))
+            .filter_map(|z| {
+                Some(Zone {
+                    name: z.zone_name()?.to_owned(),
+                    id: z.zone_id().unwrap_or_default().to_owned(),
+                })
+            })
             .collect();
-        zones.sort();
-        if zones.len() < 2 {
-            return Err(Error::Usage(format!(
-                "region {} offers fewer than two availability zones; pick another --region",
-                self.c.region
-            )));
-        }
+        zones.sort_by(|a, b| a.name.cmp(&b.name));
+        // Which zones offer the gateway's instance type.
+        let offered = ec2
+            .describe_instance_type_offerings()
+            .location_type(aws_sdk_ec2::types::LocationType::AvailabilityZone)
+            .filters(
+                Filter::builder()
+                    .name("instance-type")
+                    .values(instance_type)
+                    .build(),
+            )
+            .send()
+            .await
+            .aws("ec2:DescribeInstanceTypeOfferings", instance_type)?;
+        let offered: std::collections::HashSet<String> = offered
+            .instance_type_offerings()
+            .iter()
+            .filter_map(|o| o.location().map(str::to_owned))
+            .collect();
+        let (first, second) = choose_zones(&self.c.region, instance_type, &zones, |z| {
+            offered.contains(z)
+        })
+        .map_err(|e| Error::Usage(e.to_string()))?;
+        let zones = [first, second];
         let found = ec2
             .describe_subnets()
             .filters(stack_filter(&self.stack))
