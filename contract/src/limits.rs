@@ -52,6 +52,12 @@ pub const TASK_PROTECTION_RENEW_MINUTES: u32 = 15;
 
 /// Tasks one `UpdateTaskProtection` call takes.
 pub const TASK_PROTECTION_BATCH: usize = 10;
+/// The gateway's root volume (gp3, encrypted): the AMI's 8 GiB does not
+/// hold the worker images (the current and previous, about 1 GiB each), the
+/// build cache, the broker's image and data, and two agent binaries.
+pub const ROOT_VOLUME_GIB: i32 = 20;
+/// Amazon Linux 2023's root device.
+pub const ROOT_DEVICE: &str = "/dev/xvda";
 /// How long a call right after an EC2 create is retried while EC2 says what
 /// was made does not exist yet (its API is eventually consistent).
 pub const EC2_CONSISTENCY_SECS: u64 = 60;

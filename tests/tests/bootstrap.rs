@@ -123,6 +123,22 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
         Some("required")
     );
     assert!(i.key_name().is_none(), "no key pair");
+    // The root volume holds the images: sized and encrypted, not the AMI's 8 GiB.
+    let root = i
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(fossa_contract::limits::ROOT_DEVICE))
+        .and_then(|m| m.ebs()?.volume_id())
+        .expect("a root volume");
+    let vols = ec2
+        .describe_volumes()
+        .volume_ids(root)
+        .send()
+        .await
+        .unwrap();
+    let v = &vols.volumes()[0];
+    assert_eq!(v.size(), Some(fossa_contract::limits::ROOT_VOLUME_GIB));
+    assert_eq!(v.encrypted(), Some(true));
     assert!(i
         .iam_instance_profile()
         .and_then(|p| p.arn())

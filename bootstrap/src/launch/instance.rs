@@ -111,6 +111,7 @@ impl Launcher<'_> {
                         .min_count(1)
                         .max_count(1)
                         .user_data(aws_smithy_types::base64::encode(user_data.as_bytes()))
+                        .block_device_mappings(root_volume())
                         .iam_instance_profile(
                             IamInstanceProfileSpecification::builder()
                                 .name(self.stack.instance_profile())
@@ -241,6 +242,22 @@ impl Launcher<'_> {
             .flat_map(|r| r.instances())
             .find_map(|i| i.public_ip_address().map(str::to_owned)))
     }
+}
+
+/// The gateway's root volume: sized for the images it builds and keeps,
+/// encrypted (with the account's default EBS key), gone with the instance.
+fn root_volume() -> aws_sdk_ec2::types::BlockDeviceMapping {
+    aws_sdk_ec2::types::BlockDeviceMapping::builder()
+        .device_name(fossa_contract::limits::ROOT_DEVICE)
+        .ebs(
+            aws_sdk_ec2::types::EbsBlockDevice::builder()
+                .volume_size(fossa_contract::limits::ROOT_VOLUME_GIB)
+                .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+                .encrypted(true)
+                .delete_on_termination(true)
+                .build(),
+        )
+        .build()
 }
 
 /// Whether RunInstances refused an instance profile IAM has not propagated
