@@ -8,6 +8,7 @@
 
 mod context;
 mod models;
+mod prune;
 mod registry;
 mod smoke;
 
@@ -130,6 +131,7 @@ pub async fn reconcile(
     }
     events.push("image", false, format!("pushed {reference}"));
     fossa_contract::fault::exit_at(fossa_contract::fault::Point::ImagePushed);
+    prune::prune(docker, &repo, events).await;
     Ok(Built {
         reference,
         built: true,
