@@ -24,7 +24,7 @@ use fossa_contract::config::HistoryLimits;
 use fossa_web::model::{HistoryPage, HistoryQuery, TaskRow, TaskStatus};
 use rusqlite::{params, Connection};
 
-use store::{around, connect, row_of, trim, upsert, COLUMNS, SCHEMA};
+use store::{around, connect, immediate, row_of, trim, upsert, COLUMNS, SCHEMA};
 pub use store::{bounded_results, page, HistoryError, Observed};
 
 /// The history and queue database.
@@ -309,7 +309,7 @@ fn recorder(mut c: Connection, rx: Receiver<Vec<Observed>>, limits: HistoryLimit
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
-        let r = c.transaction().and_then(|tx| {
+        let r = immediate(&mut c).and_then(|tx| {
             upsert(&tx, &batch, &limits)?;
             tx.commit()
         });

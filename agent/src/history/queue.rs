@@ -14,7 +14,7 @@ use fossa_web::model::{Dispatched, FossaTask, QueueState, Queued, TaskRequest, T
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use super::store::{row_of, upsert, HistoryError, Observed, COLUMNS};
+use super::store::{immediate, row_of, upsert, HistoryError, Observed, COLUMNS};
 use super::History;
 
 /// Why a request was not queued.
@@ -107,7 +107,7 @@ impl History {
         let class = request.model_class.clone();
         let r = self
             .control(move |c| {
-                let tx = c.transaction()?;
+                let tx = immediate(c)?;
                 let n: u32 = tx.query_row("SELECT count(*) FROM queue", [], |r| r.get(0))?;
                 if n >= max {
                     return Ok(Err(n));
@@ -207,7 +207,7 @@ impl History {
         };
         let limits = self.limits;
         self.control(move |c| {
-            let tx = c.transaction()?;
+            let tx = immediate(c)?;
             upsert(&tx, std::slice::from_ref(&row), &limits)?;
             if let Some(id) = id {
                 tx.execute("DELETE FROM queue WHERE id = ?1", [id])?;
@@ -233,7 +233,7 @@ impl History {
         let row = unsent_row(e.id, &e.request, TaskStatus::Refused, reason, worker);
         let (id, limits) = (e.id, self.limits);
         self.control(move |c| {
-            let tx = c.transaction()?;
+            let tx = immediate(c)?;
             tx.execute("DELETE FROM queue WHERE id = ?1", [id])?;
             upsert(&tx, &[row], &limits)?;
             tx.execute(
@@ -291,7 +291,7 @@ impl History {
     pub async fn recover(self: &Arc<Self>) -> Result<Vec<(i64, String)>, HistoryError> {
         let limits = self.limits;
         self.control(move |c| {
-            let tx = c.transaction()?;
+            let tx = immediate(c)?;
             let rows = {
                 let mut st = tx.prepare(
                     "SELECT id, request, sending_to FROM queue WHERE sending_to IS NOT NULL",

@@ -91,6 +91,15 @@ CREATE TABLE IF NOT EXISTS settings (
 PRAGMA user_version = 1;
 ";
 
+/// A write transaction that takes the write lock at its start. A deferred
+/// one that reads, then writes, fails at once with "database is locked" when
+/// another connection (the recorder) committed meanwhile: SQLite cannot
+/// upgrade its stale read snapshot, and the busy timeout does not apply
+/// (<https://www.sqlite.org/lang_transaction.html>, BEGIN IMMEDIATE).
+pub(crate) fn immediate(c: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 pub(crate) fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
     let c = Connection::open(path)?;
     c.busy_timeout(Duration::from_secs(5))?;
@@ -313,6 +322,53 @@ pub(crate) fn around(c: &Connection, id: &str) -> Result<Vec<TaskRow>, HistoryEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two connections to one new database file, as the agent has (the
+    /// control connection and the recorder's).
+    fn two_connections(name: &str) -> (Connection, Connection, std::path::PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("fossa-{name}-{}.sqlite3", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let a = connect(&path).unwrap();
+        a.execute_batch(SCHEMA).unwrap();
+        let b = connect(&path).unwrap();
+        (a, b, path)
+    }
+
+    #[test]
+    fn a_read_then_write_transaction_survives_a_commit_in_between() {
+        let insert = "INSERT INTO queue (request, model_class, enqueued_at) VALUES ('{}', 'E', 1)";
+        // Deferred, as the queue was written before: the other connection's
+        // commit between the read and the write fails it at once.
+        let (mut a, b, path) = two_connections("deferred");
+        let tx = a.transaction().unwrap();
+        let _: u32 = tx
+            .query_row("SELECT count(*) FROM queue", [], |r| r.get(0))
+            .unwrap();
+        b.execute(insert, []).unwrap();
+        let e = tx.execute(insert, []).unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+        drop(tx);
+        drop((a, b));
+        let _ = std::fs::remove_file(&path);
+        // Immediate: the other writer waits for the commit, and both land.
+        let (mut a, b, path) = two_connections("immediate");
+        let tx = immediate(&mut a).unwrap();
+        let _: u32 = tx
+            .query_row("SELECT count(*) FROM queue", [], |r| r.get(0))
+            .unwrap();
+        let other = std::thread::spawn(move || b.execute(insert, []).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        tx.execute(insert, []).unwrap();
+        tx.commit().unwrap();
+        other.join().unwrap().unwrap();
+        let n: u32 = a
+            .query_row("SELECT count(*) FROM queue", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        drop(a);
+        let _ = std::fs::remove_file(&path);
+    }
     use serde_json::json;
 
     pub(crate) fn task(
