@@ -46,6 +46,31 @@ fossa_need_cargo() {
 }
 
 # fossa_venv DIR REQUIREMENTS: creates or updates a venv with pinned packages.
+# Adds Rust targets, one rustup at a time (the lock launch's agent build
+# takes too: rustup is not safe to run twice at once), and repairs a target
+# an interrupted or concurrent add left half installed: rustup then says
+# "detected conflict" on its files, and adding it again needs them gone.
+fossa_rust_targets() {
+  local home lock t installed
+  home=${RUSTUP_HOME:-$HOME/.rustup}
+  [ -d "$home" ] || return 0
+  lock="$home/fossa-toolchain.lock"
+  (
+    flock 9
+    installed=$(rustup target list --installed)
+    for t in "$@"; do
+      grep -qx "$t" <<<"$installed" && continue
+      if ! rustup target add "$t" >/dev/null 2>&1; then
+        echo "the Rust target $t was half installed; removing its files and adding it again"
+        local rustlib
+        rustlib="$(rustc --print sysroot)/lib/rustlib"
+        rm -rf "${rustlib:?}/$t" "$rustlib/manifest-rust-std-$t"
+        rustup target add "$t" >/dev/null
+      fi
+    done
+  ) 9>"$lock"
+}
+
 fossa_venv() {
   local dir=$1 req=$2 stamp
   stamp="$dir/.fossa-requirements"

@@ -33,7 +33,7 @@ fi
 # their targets once, here, not from two tests at the same time (rustup is
 # not safe for that: it once left a target half installed).
 if command -v rustup >/dev/null; then
-  rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl >/dev/null
+  fossa_rust_targets x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 fi
 
 echo "== cargo fmt --check"
