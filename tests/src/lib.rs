@@ -65,6 +65,30 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// How often [`eventually`] looks again.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Looks with `check` every [`POLL_EVERY`] until it gives `Ok`, and returns
+/// that. After `within` the test fails with `what` and the last `Err`: what
+/// was seen instead. The one poll loop of the tests.
+pub async fn eventually<T, E: std::fmt::Display>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                std::time::Instant::now() < deadline,
+                "{what} within {within:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
 /// An HTTPS client for the agent's UI, which trusts its self-signed certificate.
 pub fn agent_client() -> reqwest::Client {
     reqwest::Client::builder()

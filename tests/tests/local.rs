@@ -15,26 +15,21 @@ use fossa_tests::local::{api, kill_group_of, listening_pid, page, LocalAgent};
 use fossa_tests::secrets::{
     assert_absent, crawl, environ_of, every_command_line, url_password, Place,
 };
-use fossa_tests::{bin, venv_bin, Run, TempDir};
+use fossa_tests::{bin, eventually, venv_bin, Run, TempDir};
 use serde_json::{json, Value};
 
 async fn wait_complete(agent: &LocalAgent, id: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(&format!("task {id} finishing"), within, async || {
         let (status, v) = api(agent, "GET", &format!("/api/v1/tasks/{id}"), None).await;
         if status == 200
             && v["task"]["status"] != "running"
             && !v["groups"].as_array().is_none_or(|g| g.is_empty())
         {
-            return v;
+            return Ok(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} did not finish: {v}\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Err(format!("{v}\n{}", agent.log()))
+    })
+    .await
 }
 
 /// Submits the example partitioned model and waits until it is complete: its id and page.
@@ -59,19 +54,18 @@ async fn run_partitioned(agent: &LocalAgent, within: Duration) -> (String, Value
 async fn pool_scenario(agent: &LocalAgent, kill: impl Fn(u16)) {
     let lines = |v: &Value| v["lines"].as_array().map_or(0, Vec::len);
     let logs = "/api/v1/workers/local-1/logs?limit=10000";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let before = loop {
-        let (status, v) = api(agent, "GET", logs, None).await;
-        if status == 200 && lines(&v) > 0 {
-            break lines(&v);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "local-1 has no log lines: {v}\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let before = eventually(
+        "log lines of local-1",
+        Duration::from_secs(60),
+        async || {
+            let (status, v) = api(agent, "GET", logs, None).await;
+            if status == 200 && lines(&v) > 0 {
+                return Ok(lines(&v));
+            }
+            Err(format!("{v}\n{}", agent.log()))
+        },
+    )
+    .await;
     let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
     let port: u16 = ws["workers"]
         .as_array()
@@ -82,12 +76,13 @@ async fn pool_scenario(agent: &LocalAgent, kill: impl Fn(u16)) {
         .expect("local-1 has an address");
     let killed = Instant::now();
     kill(port);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    let restarted = "local-1 restarted, answering, its log going on";
+    eventually(restarted, Duration::from_secs(90), async || {
         let (_, ev) = api(agent, "GET", "/api/v1/events", None).await;
         let told = ev["events"].as_array().unwrap().iter().any(|e| {
             let m = e["message"].as_str().unwrap_or("");
-            m.contains("local-1") && m.contains("starting it again (restart 1)")
+            // Both launchers name the worker's id, then a space.
+            m.contains("local-1 ") && m.contains("starting it again (restart 1)")
         });
         let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
         let back = ws["workers"]
@@ -97,16 +92,15 @@ async fn pool_scenario(agent: &LocalAgent, kill: impl Fn(u16)) {
             .any(|w| w["id"] == "local-1" && w["health"]["state"] == "ok");
         let (_, v) = api(agent, "GET", logs, None).await;
         if told && back && lines(&v) > before {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "local-1 was not restarted with its log going on (told {told}, back {back}, {} lines, {before} before)\n{}",
+        Err(format!(
+            "told {told}, back {back}, {} lines, {before} before\n{}",
             lines(&v),
             agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        ))
+    })
+    .await;
     eprintln!(
         "figures: local-1 killed, answering again with new log lines after {:?}",
         killed.elapsed()
@@ -229,8 +223,8 @@ async fn a_partitioned_model_runs_across_local_workers() {
     let pid: u32 = pgid.parse().unwrap();
     Run::of(Command::new("kill").args(["-9", &pid.to_string()])).ok();
     let victim_id = victim["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let restarted = "the killed worker reported and restarted";
+    eventually(restarted, Duration::from_secs(60), async || {
         let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
         let seen = ev["events"].as_array().unwrap().iter().any(|e| {
             e["message"]
@@ -245,15 +239,11 @@ async fn a_partitioned_model_runs_across_local_workers() {
             .iter()
             .any(|w| w["id"] == victim_id.as_str() && w["health"]["state"] == "ok");
         if seen && back && listening_pid(port).is_some_and(|p| p != listener) {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "the killed worker was not reported and restarted\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Err(format!("seen {seen}, back {back}\n{}", agent.log()))
+    })
+    .await;
     let (_, html) = page(&agent, "/events").await;
     assert!(
         html.contains(&format!("worker {victim_id} exited")),
@@ -270,19 +260,16 @@ async fn a_partitioned_model_runs_across_local_workers() {
         )
         .await;
         assert_eq!(status, 200, "scale {label}: {v}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let settled = format!("scaling {label} to {want} settling");
+        eventually(&settled, Duration::from_secs(60), async || {
             let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;
             let ws = ws["workers"].as_array().unwrap().clone();
             if ws.len() == want && ws.iter().all(|w| w["health"]["state"] == "ok") {
-                break;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "scaling {label} to {want} did not settle: {ws:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+            Err(format!("{ws:?}"))
+        })
+        .await;
     }
 
     // A broker killed with -9 shows down on the overview at once, is back
@@ -400,24 +387,23 @@ async fn a_partitioned_model_runs_across_local_workers() {
             std::thread::sleep(Duration::from_millis(5));
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;
-        let moved = ws["workers"].as_array().unwrap().iter().any(|w| {
-            w["id"] == victim["id"]
-                && w["address"] != old_address.as_str()
-                && w["health"]["state"] == "ok"
-        });
-        if moved {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not move off its taken port: {ws}\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        "the worker moving off its taken port",
+        Duration::from_secs(60),
+        async || {
+            let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;
+            let moved = ws["workers"].as_array().unwrap().iter().any(|w| {
+                w["id"] == victim["id"]
+                    && w["address"] != old_address.as_str()
+                    && w["health"]["state"] == "ok"
+            });
+            if moved {
+                return Ok(());
+            }
+            Err(format!("{ws}\n{}", agent.log()))
+        },
+    )
+    .await;
     drop(squatter);
 
     // Ctrl-C stops everything it started.

@@ -121,7 +121,7 @@ impl Containers {
 #[async_trait]
 impl Launcher for Containers {
     fn name(&self, index: u32) -> String {
-        format!("container {}", self.container(index))
+        format!("container {} of local-{index}", self.container(index))
     }
 
     async fn launch(&self, index: u32, port: u16, logs: &LocalLogs) -> Result<(), Error> {

@@ -36,7 +36,8 @@ pub struct Rebuilt {
 /// How the pool's workers are started, checked and stopped.
 #[async_trait]
 pub trait Launcher: Send + Sync + 'static {
-    /// The worker in events (`worker local-1`, `container fossa-local-7-1`).
+    /// The worker in events, naming its id (`worker local-1`,
+    /// `container fossa-local-7-1 of local-1`).
     fn name(&self, index: u32) -> String;
     /// Starts worker `index` on 127.0.0.1:`port`; its output goes to `logs`
     /// as `local-<index>`.
