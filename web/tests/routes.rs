@@ -87,14 +87,12 @@ async fn login_sets_a_strict_secure_http_only_session_and_logout_ends_it() {
     let page = login_page(&c).await;
     assert!(page.contains("name=\"username\"") && page.contains("name=\"password\""));
     let csrf = field(&page, "csrf_token");
-    let r = c
-        .post("/login")
-        .header(ContentType::Form)
-        .body(format!(
-            "username=fossa&password=correct+horse&csrf_token={csrf}"
-        ))
-        .dispatch()
-        .await;
+    let r = form_post(
+        &c,
+        "/login",
+        format!("username=fossa&password=correct+horse&csrf_token={csrf}"),
+    )
+    .await;
     assert_eq!(r.status(), Status::SeeOther);
     let set = r
         .headers()
@@ -109,12 +107,7 @@ async fn login_sets_a_strict_secure_http_only_session_and_logout_ends_it() {
     assert_eq!(overview.status(), Status::Ok);
     let html = overview.into_string().await.unwrap();
     let token = field(&html, "csrf_token");
-    let r = c
-        .post("/logout")
-        .header(ContentType::Form)
-        .body(format!("csrf_token={token}"))
-        .dispatch()
-        .await;
+    let r = form_post(&c, "/logout", format!("csrf_token={token}")).await;
     assert_eq!(r.status(), Status::SeeOther);
     assert_eq!(c.get("/").dispatch().await.status(), Status::SeeOther);
 }
@@ -122,12 +115,12 @@ async fn login_sets_a_strict_secure_http_only_session_and_logout_ends_it() {
 #[rocket::async_test]
 async fn login_needs_its_csrf_token_and_failures_are_rate_limited() {
     let (c, _) = client().await;
-    let r = c
-        .post("/login")
-        .header(ContentType::Form)
-        .body("username=fossa&password=correct+horse&csrf_token=forged")
-        .dispatch()
-        .await;
+    let r = form_post(
+        &c,
+        "/login",
+        "username=fossa&password=correct+horse&csrf_token=forged",
+    )
+    .await;
     assert_eq!(r.status(), Status::Forbidden);
     let from = "198.51.100.7:4000".parse().unwrap();
     for _ in 0..5 {
@@ -193,13 +186,12 @@ async fn basic_auth_works_for_the_api_without_csrf() {
         .as_str()
         .unwrap()
         .ends_with(":2345"));
-    let r = c
-        .post("/api/v1/tasks")
-        .header(basic(PASSWORD))
-        .header(ContentType::JSON)
-        .body(r#"{"model_class":"QuickEtl","method_kwargs":{"a":1}}"#)
-        .dispatch()
-        .await;
+    let r = api_post(
+        &c,
+        "/api/v1/tasks",
+        r#"{"model_class":"QuickEtl","method_kwargs":{"a":1}}"#,
+    )
+    .await;
     assert_eq!(r.status(), Status::Created);
     let v = json_of(r).await;
     assert_eq!(v["task_id"], "newtask");
@@ -208,13 +200,7 @@ async fn basic_auth_works_for_the_api_without_csrf() {
         fleet.submitted.lock().unwrap()[0].method_kwargs,
         json!({"a": 1})
     );
-    let r = c
-        .post("/api/v1/scale")
-        .header(basic(PASSWORD))
-        .header(ContentType::JSON)
-        .body(r#"{"workers":7}"#)
-        .dispatch()
-        .await;
+    let r = api_post(&c, "/api/v1/scale", r#"{"workers":7}"#).await;
     assert_eq!(r.status(), Status::Ok);
     assert_eq!(fleet.snapshot().desired_workers, 7);
 }
@@ -274,13 +260,7 @@ async fn bad_bodies_get_clear_4xx_answers() {
         ),
     ];
     for (body, status, needle) in cases {
-        let r = c
-            .post("/api/v1/tasks")
-            .header(basic(PASSWORD))
-            .header(ContentType::JSON)
-            .body(*body)
-            .dispatch()
-            .await;
+        let r = api_post(&c, "/api/v1/tasks", *body).await;
         assert_eq!(r.status(), *status, "{body}");
         let v = json_of(r).await;
         assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
@@ -289,26 +269,14 @@ async fn bad_bodies_get_clear_4xx_answers() {
         r#"{{"model_class":"QuickEtl","method_kwargs":{{"x":"{}"}}}}"#,
         "a".repeat(200 * 1024)
     );
-    let r = c
-        .post("/api/v1/tasks")
-        .header(basic(PASSWORD))
-        .header(ContentType::JSON)
-        .body(huge)
-        .dispatch()
-        .await;
+    let r = api_post(&c, "/api/v1/tasks", huge).await;
     assert_eq!(r.status(), Status::PayloadTooLarge);
     for body in [
         r#"{"workers":-1}"#,
         r#"{"workers":5000}"#,
         r#"{"workers":"3"}"#,
     ] {
-        let r = c
-            .post("/api/v1/scale")
-            .header(basic(PASSWORD))
-            .header(ContentType::JSON)
-            .body(body)
-            .dispatch()
-            .await;
+        let r = api_post(&c, "/api/v1/scale", body).await;
         assert_eq!(r.status(), Status::BadRequest, "{body}");
     }
     for id in ["..%2F..%2Fetc%2Fpasswd", "%3Cscript%3E", "a%20b"] {
@@ -329,21 +297,14 @@ async fn bad_bodies_get_clear_4xx_answers() {
 async fn forms_check_csrf_and_fields() {
     let (c, fleet) = client().await;
     let token = login(&c).await;
-    let r = c
-        .post("/tasks")
-        .header(ContentType::Form)
-        .body("model_class=QuickEtl&csrf_token=wrong")
-        .dispatch()
-        .await;
+    let r = form_post(&c, "/tasks", "model_class=QuickEtl&csrf_token=wrong").await;
     assert_eq!(r.status(), Status::Forbidden);
-    let r = c
-        .post("/tasks")
-        .header(ContentType::Form)
-        .body(format!(
-            "model_class=QuickEtl&method_kwargs=%7Bbad&csrf_token={token}"
-        ))
-        .dispatch()
-        .await;
+    let r = form_post(
+        &c,
+        "/tasks",
+        format!("model_class=QuickEtl&method_kwargs=%7Bbad&csrf_token={token}"),
+    )
+    .await;
     assert_eq!(r.status(), Status::BadRequest);
     let html = r.into_string().await.unwrap();
     assert!(
@@ -351,43 +312,23 @@ async fn forms_check_csrf_and_fields() {
         "the error names the field"
     );
     assert!(html.contains("{bad"), "what the user typed is kept");
-    let r = c
-        .post("/tasks")
-        .header(ContentType::Form)
-        .body(format!("model_class=QuickEtl&method=go&method_kwargs=%7B%22n%22%3A2%7D&resolver_context=&model_construction_kwargs=%7B%7D&csrf_token={token}"))
-        .dispatch()
-        .await;
+    let r = form_post(&c, "/tasks", format!("model_class=QuickEtl&method=go&method_kwargs=%7B%22n%22%3A2%7D&resolver_context=&model_construction_kwargs=%7B%7D&csrf_token={token}")).await;
     assert_eq!(r.status(), Status::SeeOther);
     assert_eq!(r.headers().get_one("Location"), Some("/tasks/newtask"));
     assert_eq!(
         fleet.submitted.lock().unwrap()[0].method_kwargs,
         json!({"n": 2})
     );
-    let r = c
-        .post("/scale")
-        .header(ContentType::Form)
-        .body(format!("workers=abc&csrf_token={token}"))
-        .dispatch()
-        .await;
+    let r = form_post(&c, "/scale", format!("workers=abc&csrf_token={token}")).await;
     assert_eq!(r.status(), Status::BadRequest);
-    let r = c
-        .post("/scale")
-        .header(ContentType::Form)
-        .body(format!("workers=5&csrf_token={token}"))
-        .dispatch()
-        .await;
+    let r = form_post(&c, "/scale", format!("workers=5&csrf_token={token}")).await;
     assert_eq!(r.status(), Status::Ok);
     assert_eq!(fleet.snapshot().desired_workers, 5);
     let big = format!(
         "model_class=QuickEtl&method_kwargs={}&csrf_token={token}",
         "a".repeat(64 * 1024)
     );
-    let r = c
-        .post("/tasks")
-        .header(ContentType::Form)
-        .body(big)
-        .dispatch()
-        .await;
+    let r = form_post(&c, "/tasks", big).await;
     assert_eq!(r.status(), Status::PayloadTooLarge);
 }
 
@@ -613,37 +554,33 @@ async fn many_workers_are_paged_on_the_overview_and_in_the_api() {
 #[rocket::async_test]
 async fn busy_slots_queue_with_202_and_a_full_queue_says_429() {
     let (c, _) = client().await;
-    let r = c
-        .post("/api/v1/tasks")
-        .header(basic(PASSWORD))
-        .header(ContentType::JSON)
-        .body(r#"{"model_class":"QuickEtl","method":"queue"}"#)
-        .dispatch()
-        .await;
+    let r = api_post(
+        &c,
+        "/api/v1/tasks",
+        r#"{"model_class":"QuickEtl","method":"queue"}"#,
+    )
+    .await;
     assert_eq!(r.status(), Status::Accepted);
     let v = json_of(r).await;
     assert_eq!(v["queued"]["position"], 3);
     assert_eq!(v["links"]["queue"], "/api/v1/queue/7");
     assert!(v["message"].as_str().unwrap().contains("position 3"), "{v}");
-    let r = c
-        .post("/api/v1/tasks")
-        .header(basic(PASSWORD))
-        .header(ContentType::JSON)
-        .body(r#"{"model_class":"QuickEtl","method":"full"}"#)
-        .dispatch()
-        .await;
+    let r = api_post(
+        &c,
+        "/api/v1/tasks",
+        r#"{"model_class":"QuickEtl","method":"full"}"#,
+    )
+    .await;
     assert_eq!(r.status(), Status::TooManyRequests);
     assert!(json_of(r).await["error"].as_str().unwrap().contains("full"));
     // The form goes to the queued task's page.
     let token = login(&c).await;
-    let r = c
-        .post("/tasks")
-        .header(ContentType::Form)
-        .body(format!(
-            "model_class=QuickEtl&method=queue&csrf_token={token}"
-        ))
-        .dispatch()
-        .await;
+    let r = form_post(
+        &c,
+        "/tasks",
+        format!("model_class=QuickEtl&method=queue&csrf_token={token}"),
+    )
+    .await;
     assert_eq!(r.status(), Status::SeeOther);
     assert_eq!(r.headers().get_one("Location"), Some("/queue/7"));
     // The tasks page lists the snapshot's queue, escaped.
@@ -717,14 +654,12 @@ async fn autoscaling_is_set_from_the_form_and_the_api_and_checked() {
     // The overview offers it while off.
     let page = c.get("/").dispatch().await.into_string().await.unwrap();
     assert!(page.contains("action=\"/autoscale\""), "{page}");
-    let r = c
-        .post("/autoscale")
-        .header(ContentType::Form)
-        .body(format!(
-            "min_workers=0&max_workers=8&idle_window_secs=600&csrf_token={token}"
-        ))
-        .dispatch()
-        .await;
+    let r = form_post(
+        &c,
+        "/autoscale",
+        format!("min_workers=0&max_workers=8&idle_window_secs=600&csrf_token={token}"),
+    )
+    .await;
     assert_eq!(r.status(), Status::Ok);
     let page = r.into_string().await.unwrap();
     assert!(page.contains("autoscaling (idle window 600 s)"), "{page}");
@@ -749,12 +684,7 @@ async fn autoscaling_is_set_from_the_form_and_the_api_and_checked() {
             Status::BadRequest,
         ),
     ] {
-        let r = c
-            .post("/autoscale")
-            .header(ContentType::Form)
-            .body(body.clone())
-            .dispatch()
-            .await;
+        let r = form_post(&c, "/autoscale", body.clone()).await;
         assert_eq!(r.status(), status, "{body}");
         assert_eq!(fleet.snapshot().autoscale, Some(on), "{body}");
     }

@@ -253,6 +253,33 @@ pub fn basic(password: &str) -> Header<'static> {
     Header::new("Authorization", format!("Basic {out}"))
 }
 
+/// POSTs JSON `body` to `path` with basic auth (the API as a script calls it).
+pub async fn api_post<'c>(
+    c: &'c rocket::local::asynchronous::Client,
+    path: &str,
+    body: impl AsRef<str>,
+) -> rocket::local::asynchronous::LocalResponse<'c> {
+    c.post(path.to_owned())
+        .header(basic(PASSWORD))
+        .header(rocket::http::ContentType::JSON)
+        .body(body.as_ref())
+        .dispatch()
+        .await
+}
+
+/// POSTs form `body` to `path` with the session `c` holds (a page's form).
+pub async fn form_post<'c>(
+    c: &'c rocket::local::asynchronous::Client,
+    path: &str,
+    body: impl AsRef<str>,
+) -> rocket::local::asynchronous::LocalResponse<'c> {
+    c.post(path.to_owned())
+        .header(rocket::http::ContentType::Form)
+        .body(body.as_ref())
+        .dispatch()
+        .await
+}
+
 /// The login page's HTML (its CSRF cookie now in `c`'s jar).
 pub async fn login_page(c: &rocket::local::asynchronous::Client) -> String {
     c.get("/login")
