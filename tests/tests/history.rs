@@ -7,11 +7,11 @@
 //! lost; a crash at each queue fault point sends nothing twice. The history
 //! pages, filters and exports are read back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fossa_contract::fault::{Point, EXIT_AT};
 use fossa_tests::local::{api, page, LocalAgent};
-use fossa_tests::TempDir;
+use fossa_tests::{eventually, TempDir};
 use serde_json::{json, Value};
 
 /// The models: the built-in examples plus `NapEtl`, whose `nap` holds a slot.
@@ -65,15 +65,14 @@ async fn fill(agent: &LocalAgent, slots: u32, seconds: u32) {
         assert_eq!(status, 201, "slot {tag}: {v}");
     }
     // The node lists them, so the snapshot shows no free slot.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the slots filling", Duration::from_secs(20), async || {
         let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
         if ws["workers"][0]["node"]["available_processing_capacity"] == 0 {
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "the slots never filled: {ws}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Err(ws)
+    })
+    .await;
 }
 
 /// Every history row (newest first).
@@ -103,15 +102,11 @@ async fn wait_for(
     within: Duration,
     mut ok: impl AsyncFnMut() -> bool,
 ) {
-    let deadline = Instant::now() + within;
-    while !ok().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {within:?}\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    eventually(what, within, async || match ok().await {
+        true => Ok(()),
+        false => Err(agent.log()),
+    })
+    .await;
 }
 
 async fn events(agent: &LocalAgent) -> String {
