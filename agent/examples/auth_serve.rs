@@ -22,13 +22,14 @@ async fn main() {
         }
     };
     let addrs = fossa_agent::testkit::three_quick_workers().await;
+    let scratch = fossa_agent::testkit::scratch_history();
     let fleet = FleetModel::new(
         Arc::new(StaticBackend::new(&addrs)),
         fossa_agent::duties::driver::fixed_board(Vec::new()),
         Events::default(),
         "bench",
         PollSettings::default(),
-        fossa_agent::testkit::scratch_history(),
+        scratch.history.clone(),
     );
     fleet.refresh().await;
     let (config, port) = fossa_agent::testkit::bench_web_config(&state, password);

@@ -35,6 +35,7 @@ async fn main() {
             };
             addrs.push(start(&ip, b).await.expect("bind a loopback address"));
         }
+        let scratch = fossa_agent::testkit::scratch_history();
         let fleet = FleetModel::new(
             Arc::new(StaticBackend::new(&addrs)),
             fossa_agent::duties::driver::fixed_board(Vec::new()),
@@ -44,7 +45,7 @@ async fn main() {
                 timeout,
                 ..Default::default()
             },
-            fossa_agent::testkit::scratch_history(),
+            scratch.history.clone(),
         );
         let mut refresh = Vec::new();
         for _ in 0..3 {

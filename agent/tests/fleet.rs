@@ -31,6 +31,7 @@ async fn broken_workers_are_marked_and_do_not_delay_the_others() {
         .unwrap();
     addrs.push(closed);
     let timeout = Duration::from_millis(800);
+    let scratch = fossa_agent::testkit::scratch_history();
     let fleet = FleetModel::new(
         Arc::new(StaticBackend::new(&addrs)),
         fossa_agent::duties::driver::fixed_board(Vec::new()),
@@ -40,7 +41,7 @@ async fn broken_workers_are_marked_and_do_not_delay_the_others() {
             timeout,
             ..Default::default()
         },
-        fossa_agent::testkit::scratch_history(),
+        scratch.history.clone(),
     );
     let t = std::time::Instant::now();
     fleet.refresh().await;
@@ -107,6 +108,7 @@ async fn dispatch_goes_to_the_most_free_worker_and_moves_on_after_503() {
     let busy = start("127.0.0.1", Behaviour::Busy).await.unwrap();
     let accepting = start("127.0.0.1", Behaviour::Accepting).await.unwrap();
     let hanging = start("127.0.0.1", Behaviour::Hang).await.unwrap();
+    let scratch = fossa_agent::testkit::scratch_history();
     let fleet = FleetModel::new(
         Arc::new(StaticBackend::new(&[hanging, accepting, busy])),
         fossa_agent::duties::driver::fixed_board(Vec::new()),
@@ -116,7 +118,7 @@ async fn dispatch_goes_to_the_most_free_worker_and_moves_on_after_503() {
             timeout: Duration::from_millis(300),
             ..Default::default()
         },
-        fossa_agent::testkit::scratch_history(),
+        scratch.history.clone(),
     );
     fleet.refresh().await;
     let d = fleet

@@ -2,7 +2,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -41,11 +41,12 @@ impl Browser {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::eventually(
+            "chromedriver answering",
+            Duration::from_secs(20),
+            async || http.get(format!("{base}/status")).send().await,
+        )
+        .await;
         let profile = TempDir::new("chromium");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -154,18 +155,15 @@ impl Browser {
         within: Duration,
         ok: impl Fn(&str) -> bool,
     ) -> String {
-        let deadline = Instant::now() + within;
-        loop {
+        crate::eventually(&format!("the page showing {what}"), within, async || {
             let s = self.source().await;
             if ok(&s) {
-                return s;
+                Ok(s)
+            } else {
+                Err(format!("it shows:\n{s}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "page never showed {what}; it shows:\n{s}"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        })
+        .await
     }
 
     /// Where the element matching `css` is drawn: `(width, height)` in CSS pixels.

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{free_port, Run, TempDir};
 
@@ -72,21 +72,17 @@ impl Dockerd {
             dir,
             exec_root,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !Command::new("docker")
-            .args(["-H", &d.host, "info"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "dockerd did not start: {}",
+        crate::eventually_blocking("dockerd answering", Duration::from_secs(60), || {
+            let up = Command::new("docker")
+                .args(["-H", &d.host, "info"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            crate::holds(up, || {
                 std::fs::read_to_string(d.dir.0.join("dockerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            })
+        });
         d
     }
 
@@ -112,10 +108,7 @@ impl Drop for Dockerd {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::exited_within(&mut self.child, Duration::from_secs(15));
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = Command::new("umount")
@@ -185,12 +178,11 @@ impl Registry {
     }
 
     fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("http://{}/", self.address);
-        while Run::of(Command::new("curl").args(["-sS", "-o", "/dev/null", &url])).code != 0 {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually_blocking("docker-registry answering", Duration::from_secs(20), || {
+            let r = Run::of(Command::new("curl").args(["-sS", "-o", "/dev/null", &url]));
+            crate::holds(r.code == 0, || r.stderr.clone())
+        });
     }
 
     /// Stops it (the registry is down) until [`Registry::restart`].

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::docker::Dockerd;
 use crate::moto::Moto;
@@ -66,18 +66,7 @@ impl Gateway {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 for the internet host's server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Run::of(inet.cmd("ss").args(["-ltnH", "sport = :8080"]))
-            .stdout
-            .trim()
-            .is_empty()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the internet host's server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::netns::wait_listening(Some(&inet), 8080);
         Gateway { gw, inet, server }
     }
 
@@ -125,15 +114,16 @@ impl Emulator {
             ))
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the Fargate emulator did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually_blocking(
+            "the Fargate emulator answering",
+            Duration::from_secs(20),
+            || {
+                crate::holds(
+                    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                    || std::fs::read_to_string(&log).unwrap_or_default(),
+                )
+            },
+        );
         Emulator {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -154,10 +144,7 @@ impl Drop for Emulator {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::exited_within(&mut self.child, Duration::from_secs(20));
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

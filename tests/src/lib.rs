@@ -16,8 +16,11 @@ pub mod local;
 pub mod machine;
 pub mod moto;
 pub mod netns;
+pub mod poll;
 pub mod secrets;
 pub mod stack;
+
+pub use poll::{eventually, eventually_blocking, exited_within, holds, poll, poll_blocking};
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -63,30 +66,6 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-/// How often [`eventually`] looks again.
-pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Looks with `check` every [`POLL_EVERY`] until it gives `Ok`, and returns
-/// that. After `within` the test fails with `what` and the last `Err`: what
-/// was seen instead. The one poll loop of the tests.
-pub async fn eventually<T, E: std::fmt::Display>(
-    what: &str,
-    within: std::time::Duration,
-    mut check: impl AsyncFnMut() -> Result<T, E>,
-) -> T {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(seen) => assert!(
-                std::time::Instant::now() < deadline,
-                "{what} within {within:?}: {seen}"
-            ),
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
 }
 
 /// An HTTPS client for the agent's UI, which trusts its self-signed certificate.

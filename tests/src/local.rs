@@ -1,9 +1,8 @@
 //! `fossa-agent local` as a child process, and an HTTPS client for its API.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -97,16 +96,12 @@ impl LocalAgent {
     /// returns its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> i32 {
         let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
+        match crate::exited_within(&mut child, within) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => {
                 let _ = child.kill();
                 panic!("the agent did not exit within {within:?}\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -122,16 +117,11 @@ impl LocalAgent {
 
     /// Waits for `needle` on stdout; panics with both streams on time-out or exit.
     pub fn wait_output(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.output().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {within:?}\nstdout:\n{}\nstderr:\n{}",
-                self.output(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually_blocking(&format!("{needle:?} on stdout"), within, || {
+            crate::holds(self.output().contains(needle), || {
+                format!("stdout:\n{}\nstderr:\n{}", self.output(), self.log())
+            })
+        });
     }
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit code.
@@ -140,19 +130,15 @@ impl LocalAgent {
         let _ = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
+        match crate::exited_within(&mut child, Duration::from_secs(60)) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => {
                 let _ = child.kill();
-                let mut err = String::new();
-                let _ =
-                    std::fs::File::open(&self.stderr).and_then(|mut f| f.read_to_string(&mut err));
-                panic!("fossa-agent local did not stop within 60 s of SIGINT:\n{err}");
+                panic!(
+                    "fossa-agent local did not stop within 60 s of SIGINT:\n{}",
+                    self.log()
+                );
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

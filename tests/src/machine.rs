@@ -62,17 +62,11 @@ impl Machine<'_> {
     /// Waits until the journal holds `needle`; returns how long that took.
     pub fn wait_journal(&self, needle: &str, within: Duration) -> Duration {
         let t = Instant::now();
-        loop {
+        crate::eventually_blocking(&format!("{needle:?} in the journal"), within, || {
             let j = self.journal();
-            if j.contains(needle) {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "the journal never said {needle:?}:\n{j}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            crate::holds(j.contains(needle), || j)
+        });
+        t.elapsed()
     }
 }
 
@@ -173,15 +167,10 @@ impl<'a> Machine<'a> {
         ] {
             Run::of(ns.cmd("ip").args(&args)).ok();
         }
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
+        crate::eventually_blocking("systemd booted", Duration::from_secs(90), || {
             let state = machine.exec(&["systemctl", "is-system-running"]).stdout;
-            if matches!(state.trim(), "running" | "degraded") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "systemd did not boot: {state}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
+            crate::holds(matches!(state.trim(), "running" | "degraded"), || state)
+        });
         Booted {
             machine,
             ns,

@@ -1,7 +1,7 @@
 //! A real `moto_server` on a free loopback port, and SDK configs pointing at it.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -40,7 +40,6 @@ impl Moto {
             .expect("start moto_server");
         let url = format!("http://127.0.0.1:{port}");
         let moto = Moto { child, url };
-        let deadline = Instant::now() + Duration::from_secs(30);
         let up = || match netns {
             Some(ns) => ns
                 .cmd("curl")
@@ -50,13 +49,11 @@ impl Moto {
                 .is_ok_and(|s| s.success()),
             None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         };
-        while !up() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually_blocking(
+            &format!("moto_server answering on port {port}"),
+            Duration::from_secs(30),
+            || crate::holds(up(), || "no answer"),
+        );
         moto
     }
 

@@ -3,7 +3,7 @@
 //! address it sees. Traffic only ever flows between these namespaces.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Run;
 
@@ -199,11 +199,9 @@ impl NatLab {
             extra: Vec::new(),
             sink: false,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lab.probe_from(&lab.gw).is_err() {
-            assert!(Instant::now() < deadline, "test server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually_blocking("the test server answering", Duration::from_secs(10), || {
+            lab.probe_from(&lab.gw)
+        });
         lab
     }
 
@@ -230,7 +228,7 @@ impl NatLab {
                 .spawn()
                 .expect("socat for a sink");
             self.extra.push(child);
-            std::thread::sleep(Duration::from_millis(300));
+            wait_listening(Some(&self.inet), 9100);
         }
         let r = Run::of(self.task.cmd("sh").args([
             "-c",
@@ -262,18 +260,7 @@ impl NatLab {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 for a test server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Run::of(ns.cmd("ss").args(["-ltnH", &format!("sport = :{port}")]))
-            .stdout
-            .trim()
-            .is_empty()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "server on {addr}:{port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(Some(ns), port);
         self.extra.push(child);
     }
 
@@ -382,23 +369,20 @@ impl Forward {
     }
 }
 
-fn wait_listening(ns: Option<&Netns>, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+/// Waits until something listens on TCP `port` in `ns` (or on this host).
+pub fn wait_listening(ns: Option<&Netns>, port: u16) {
+    let what = format!("a listener on port {port}");
+    crate::eventually_blocking(&what, Duration::from_secs(10), || {
         let mut ss = match ns {
             Some(ns) => ns.cmd("ss"),
             None => Command::new("ss"),
         };
-        if !Run::of(ss.args(["-ltnH", &format!("sport = :{port}")]))
+        let listening = !Run::of(ss.args(["-ltnH", &format!("sport = :{port}")]))
             .stdout
             .trim()
-            .is_empty()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "socat did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .is_empty();
+        crate::holds(listening, || "nothing listening")
+    });
 }
 
 impl Drop for Forward {

@@ -420,18 +420,13 @@ impl Agent {
     /// Waits until the log past byte `since` holds every needle; returns how long that took.
     pub fn wait_log_since(&self, since: usize, needles: &[&str], within: Duration) -> Duration {
         let t = Instant::now();
-        loop {
+        let what = format!("agent log saying {needles:?} after byte {since}");
+        crate::eventually_blocking(&what, within, || {
             let log = self.log();
             let new = log.get(since..).unwrap_or_default();
-            if needles.iter().all(|n| new.contains(n)) {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "agent log never said {needles:?} after byte {since}:\n{new}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            crate::holds(needles.iter().all(|n| new.contains(n)), || new.to_owned())
+        });
+        t.elapsed()
     }
 
     /// Sends a signal (`TERM`, `HUP`, …).
@@ -444,17 +439,9 @@ impl Agent {
 
     /// Waits for the process to exit on its own and returns its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not exit within {within:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        match crate::exited_within(&mut self.child, within) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!("agent did not exit within {within:?}:\n{}", self.log()),
         }
     }
 

@@ -67,6 +67,7 @@ import http.server
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -1000,6 +1001,7 @@ if __name__ == "__main__":
 
     def on_term(*_):
         shutdown_containers()
+        shutil.rmtree(DOCKER_CONFIG, ignore_errors=True)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, on_term)

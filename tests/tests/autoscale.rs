@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use fossa_tests::local::{api, kill_group_of, listening_pid, LocalAgent};
-use fossa_tests::TempDir;
+use fossa_tests::{eventually, holds, TempDir};
 use serde_json::{json, Value};
 
 /// A models directory holding one partitioned model, `class`: `parts`
@@ -100,39 +100,39 @@ async fn a_fleet_at_zero_grows_for_a_burst_and_returns_to_zero() {
     let mut first_subtask = None;
     let mut most = 0usize;
     let mut counts = Vec::new();
-    let parent = loop {
-        let ws = workers(&agent).await;
-        most = most.max(ws.len());
-        counts.push(ws.len());
-        if first_subtask.is_none()
-            && ws.iter().any(|w| {
-                w["node"]["running_tasks"].as_array().is_some_and(|r| {
-                    r.iter()
-                        .any(|t| t["task_id"].as_str().unwrap_or("").contains("::"))
+    let parent = eventually(
+        "the burst finishing",
+        Duration::from_secs(240),
+        async || {
+            let ws = workers(&agent).await;
+            most = most.max(ws.len());
+            counts.push(ws.len());
+            if first_subtask.is_none()
+                && ws.iter().any(|w| {
+                    w["node"]["running_tasks"].as_array().is_some_and(|r| {
+                        r.iter()
+                            .any(|t| t["task_id"].as_str().unwrap_or("").contains("::"))
+                    })
                 })
-            })
-        {
-            first_subtask = Some(t0.elapsed());
-        }
-        let (_, q) = api(&agent, "GET", &format!("/api/v1/queue/{queue_id}"), None).await;
-        if q["state"] == "left" {
-            let id = q["detail"]["task_id"].as_str().unwrap().to_owned();
-            let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{id}"), None).await;
-            let done = d["groups"][0]["subtasks"].as_array().map_or(0, |s| {
-                s.iter().filter(|s| s["status"] == "complete").count()
-            });
-            if d["task"]["status"] == "complete" && done == 40 {
-                break id;
+            {
+                first_subtask = Some(t0.elapsed());
             }
-            assert_ne!(d["task"]["status"], "failed", "{d}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(240),
-            "the burst did not finish: workers {counts:?}\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+            let (_, q) = api(&agent, "GET", &format!("/api/v1/queue/{queue_id}"), None).await;
+            if q["state"] == "left" {
+                let id = q["detail"]["task_id"].as_str().unwrap().to_owned();
+                let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{id}"), None).await;
+                let done = d["groups"][0]["subtasks"].as_array().map_or(0, |s| {
+                    s.iter().filter(|s| s["status"] == "complete").count()
+                });
+                if d["task"]["status"] == "complete" && done == 40 {
+                    return Ok(id);
+                }
+                assert_ne!(d["task"]["status"], "failed", "{d}");
+            }
+            Err(format!("workers {counts:?}\n{}", agent.log()))
+        },
+    )
+    .await;
     let burst = t0.elapsed();
     assert_eq!(most, 4, "the fleet grew to the maximum: {counts:?}");
     // While the burst ran, no worker was taken away.
@@ -149,14 +149,15 @@ async fn a_fleet_at_zero_grows_for_a_burst_and_returns_to_zero() {
 
     // Idle for the window: back to zero.
     let idle_from = Instant::now();
-    while !workers(&agent).await.is_empty() {
-        assert!(
-            idle_from.elapsed() < Duration::from_secs(60),
-            "the fleet did not return to zero\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        "the fleet back at zero",
+        Duration::from_secs(60),
+        async || {
+            let none = workers(&agent).await.is_empty();
+            holds(none, || agent.log())
+        },
+    )
+    .await;
     let back_to_zero = idle_from.elapsed();
     let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
     let reasons: Vec<String> = ev["events"]
@@ -219,8 +220,8 @@ async fn a_worker_killed_mid_subtask_leaves_its_parent_shown_stuck() {
     let parent = v["task_id"].as_str().unwrap().to_owned();
     // The worker that does not run the parent, once it runs a subtask.
     let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
-    let t0 = Instant::now();
-    let (victim, subtask) = loop {
+    let what = "a subtask running on the other worker";
+    let (victim, subtask) = eventually(what, Duration::from_secs(60), async || {
         let ws = workers(&agent).await;
         let hit = ws.iter().find_map(|w| {
             let id = w["id"].as_str()?;
@@ -233,15 +234,9 @@ async fn a_worker_killed_mid_subtask_leaves_its_parent_shown_stuck() {
                 .find(|t| t["task_id"].as_str().is_some_and(|i| i.contains("::")))?;
             Some((w.clone(), t["task_id"].as_str()?.to_owned()))
         });
-        if let Some(h) = hit {
-            break h;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no subtask ran on the other worker: {ws:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+        hit.ok_or_else(|| format!("{ws:?}"))
+    })
+    .await;
     let port: u16 = victim["address"]
         .as_str()
         .unwrap()
@@ -254,22 +249,22 @@ async fn a_worker_killed_mid_subtask_leaves_its_parent_shown_stuck() {
     kill_group_of(pid);
     let killed = Instant::now();
     // The killed worker's subtasks are lost, and the parent is stuck.
-    let detail = loop {
-        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{parent}"), None).await;
-        if d["stuck"].is_string() {
-            break d;
-        }
-        assert_ne!(
+    let detail = eventually(
+        "the parent marked stuck",
+        Duration::from_secs(90),
+        async || {
+            let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{parent}"), None).await;
+            if d["stuck"].is_string() {
+                return Ok(d);
+            }
+            assert_ne!(
             d["task"]["status"], "complete",
             "the broker ran the lost subtask again after all: update this test and the docs\n{d}"
         );
-        assert!(
-            killed.elapsed() < Duration::from_secs(90),
-            "the parent was not marked stuck: {d}\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+            Err(format!("{d}\n{}", agent.log()))
+        },
+    )
+    .await;
     let why = detail["stuck"].as_str().unwrap();
     assert!(
         why.contains("lost") && why.contains(victim["id"].as_str().unwrap()),
@@ -321,7 +316,8 @@ async fn scale_in_during_running_work_stops_only_idle_workers() {
     // A busy worker stopped would lose its subtask (Fossa does not run it
     // again): the parent would never complete, and the history would list
     // it as lost.
-    loop {
+    let what = "the parent complete and the fleet at zero";
+    eventually(what, Duration::from_secs(150), async || {
         let ws = workers(&agent).await;
         most = most.max(ws.len());
         let busy = ws.iter().any(|w| {
@@ -365,16 +361,14 @@ async fn scale_in_during_running_work_stops_only_idle_workers() {
                 parent = Some(id.to_owned());
             }
         }
-        if parent.is_some() && ws.is_empty() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(150),
-            "parent {parent:?}, partial {partial:?}, manual {manual}, workers {ws:?}\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        holds(parent.is_some() && ws.is_empty(), || {
+            let log = agent.log();
+            format!(
+                "parent {parent:?}, partial {partial:?}, manual {manual}, workers {ws:?}\n{log}"
+            )
+        })
+    })
+    .await;
     assert_eq!(most, 3, "the fleet grew to its maximum");
     assert!(manual, "the manual scale to 0 came while work ran");
     let (_, lost) = api(&agent, "GET", "/api/v1/tasks?status=lost", None).await;
@@ -451,11 +445,15 @@ async fn autoscale_set_in_the_api_is_checked_kept_and_yields_to_new_flags() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(bounds(&agent).await, set);
     // The new minimum starts a worker.
-    let t = Instant::now();
-    while workers(&agent).await.is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(60), "{}", agent.log());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    eventually(
+        "a worker for the new minimum",
+        Duration::from_secs(60),
+        async || {
+            let some = !workers(&agent).await.is_empty();
+            holds(some, || agent.log())
+        },
+    )
+    .await;
     // A restart with the same flags keeps what the API set.
     agent.interrupt();
     let flags = |max: &str| {

@@ -10,7 +10,7 @@ use fossa_agent::duties::broker::{self, Credentials};
 use fossa_agent::host::amqp;
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::RABBITMQ;
-use fossa_tests::{venv_bin, Run};
+use fossa_tests::{eventually_blocking, venv_bin, Run};
 
 /// Tries an AMQP login with pika from the test venv; `Ok` or pika's error.
 fn amqp_login(url: &str) -> Result<(), String> {
@@ -51,22 +51,16 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
 
     // The worker user logs in once the broker is up.
     let t = Instant::now();
-    loop {
-        match amqp_login(&url) {
-            Ok(()) => break,
-            Err(e) => assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "the worker user never logged in: {e}\n{}",
-                Run::of(
-                    dockerd
-                        .cli()
-                        .args(["logs", fossa_contract::names::BROKER_CONTAINER])
-                )
-                .stdout
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    eventually_blocking(
+        "the worker user logging in",
+        Duration::from_secs(90),
+        || {
+            amqp_login(&url).map_err(|e| {
+                let logs = ["logs", fossa_contract::names::BROKER_CONTAINER];
+                format!("{e}\n{}", Run::of(dockerd.cli().args(logs)).stdout)
+            })
+        },
+    );
     eprintln!(
         "figures: broker container answering AMQP {:?} after create",
         t.elapsed()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use fossa_contract::config::StackConfig;
 use fossa_tests::stack::Stack;
-use fossa_tests::{agent_client, bin, Run};
+use fossa_tests::{agent_client, bin, eventually, holds, Run};
 
 const STACK: &str = "daytwo";
 
@@ -131,14 +131,15 @@ async fn passwords_scale_and_settings_apply_while_the_agent_runs() {
     let new = rotated.stdout.trim().to_owned();
     assert!(new.len() >= 12 && new != old, "{rotated:?}");
     let t = Instant::now();
-    while status_with_cookie(&base, &session).await == 200 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the old session still works:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        "the old session refused",
+        Duration::from_secs(60),
+        async || {
+            let still_works = status_with_cookie(&base, &session).await == 200;
+            holds(!still_works, || format!("it still works:\n{}", agent.log()))
+        },
+    )
+    .await;
     let rotate_took = t.elapsed();
     assert_eq!(status_with_password(&base, &new).await, 200);
     assert_eq!(status_with_password(&base, &old).await, 401);

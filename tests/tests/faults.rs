@@ -4,10 +4,10 @@
 //! with one clear line naming the call, and never panic.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fossa_tests::moto::Moto;
-use fossa_tests::{bin, free_port, repo_root, venv_bin, Run};
+use fossa_tests::{bin, eventually_blocking, free_port, repo_root, venv_bin, Run};
 
 struct FaultProxy {
     child: Child,
@@ -34,11 +34,9 @@ impl FaultProxy {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "fault proxy did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually_blocking("the fault proxy answering", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+        });
         FaultProxy {
             child,
             url: format!("http://127.0.0.1:{port}"),

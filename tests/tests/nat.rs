@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::{NatLab, Netns, Which, GATEWAY_OUTER, PRIVATE_CIDR};
-use fossa_tests::{bin, Run, TempDir};
+use fossa_tests::{bin, eventually_blocking, exited_within, holds, Run, TempDir};
 
 fn nat(gw: &Netns, action: &str) -> Run {
     Run::of(
@@ -151,18 +151,10 @@ impl Service {
     }
 
     fn wait_log(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually_blocking(&format!("{needle:?} in the agent log"), within, || {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.contains(needle) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent log never said {needle:?}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            holds(log.contains(needle), || log)
+        });
     }
 
     /// SIGTERM; returns how long the agent took to exit.
@@ -173,18 +165,10 @@ impl Service {
             .status()
             .unwrap();
         // `ip netns exec` execs the agent, so the pid is the agent's.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "agent exited with {status}");
-                return t.elapsed();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not stop within 10 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = exited_within(&mut self.child, Duration::from_secs(10))
+            .expect("agent stops within 10 s of SIGTERM");
+        assert!(status.success(), "agent exited with {status}");
+        t.elapsed()
     }
 }
 
@@ -243,8 +227,7 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
                     .envs(moto.env()),
             )
             .ok();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
+            let detail = eventually_blocking("NAT reported ok", Duration::from_secs(20), || {
                 let r = Run::of(lab.gw.cmd("curl").args([
                     "-sk",
                     "-u",
@@ -252,21 +235,15 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
                     "https://127.0.0.1/api/v1/overview",
                 ]));
                 let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
-                if v["nat"]["ok"] == true {
-                    let detail = v["nat"]["detail"].as_str().unwrap();
-                    assert!(
-                        detail.contains("egress self-test: 203.0.113.2:8080 reached"),
-                        "{detail}"
-                    );
-                    break;
+                match v["nat"]["detail"].as_str() {
+                    Some(detail) if v["nat"]["ok"] == true => Ok(detail.to_owned()),
+                    _ => Err(r.stdout),
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "NAT never reported ok: {}",
-                    r.stdout
-                );
-                std::thread::sleep(Duration::from_millis(300));
-            }
+            });
+            assert!(
+                detail.contains("egress self-test: 203.0.113.2:8080 reached"),
+                "{detail}"
+            );
         }
         stops.push(svc.stop());
     }
@@ -343,19 +320,15 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
     };
     let nat_bytes = |lab: &NatLab| overview(lab)["cost"]["nat_bytes"].as_u64().unwrap_or(0);
     let wait_bytes = |lab: &NatLab, at_least: u64| {
-        let deadline = Instant::now() + Duration::from_secs(45);
-        loop {
+        let what = format!("the overview counting {at_least} NAT bytes");
+        eventually_blocking(&what, Duration::from_secs(45), || {
             let n = nat_bytes(lab);
             if n >= at_least {
-                return n;
+                Ok(n)
+            } else {
+                Err(format!("has {n}: {}", overview(lab)))
             }
-            assert!(
-                Instant::now() < deadline,
-                "the overview never counted {at_least} NAT bytes (has {n}): {}",
-                overview(lab)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        })
     };
     const MB: u64 = 1_000_000;
     let base = nat_bytes(&lab);

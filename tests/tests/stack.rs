@@ -12,11 +12,11 @@
 //! user-data holds a secret; destroy leaves nothing.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fossa_tests::secrets::{assert_absent, crawl, every_command_line, url_password, Place};
 use fossa_tests::stack::Stack;
-use fossa_tests::{bin, Run};
+use fossa_tests::{bin, eventually, Run};
 
 /// The gateway instance's user-data, as EC2 holds it.
 async fn user_data(sdk: &aws_config::SdkConfig, stack: &str) -> String {
@@ -211,8 +211,8 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
         401
     );
     // The snapshot is refreshed every 2 s; wait for the one that follows the build.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let overview = loop {
+    let what = "the overview showing the image and the broker ok";
+    let overview = eventually(what, Duration::from_secs(15), async || {
         let o: serde_json::Value = http
             .get(format!("{ui}/api/v1/overview"))
             .basic_auth("fossa", Some(&pw))
@@ -222,11 +222,13 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
             .json()
             .await
             .unwrap();
-        if o["image"]["ok"] == true && o["broker"]["ok"] == true || Instant::now() > deadline {
-            break o;
+        if o["image"]["ok"] == true && o["broker"]["ok"] == true {
+            Ok(o)
+        } else {
+            Err(o)
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(overview["mode"], "fargate");
     assert_eq!(overview["models"], serde_json::json!(["SmallEtl"]));
     assert_eq!(overview["image"]["ok"], true, "{overview}");

@@ -23,6 +23,7 @@ use fossa_tests::machine::Machine;
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::Netns;
 use fossa_tests::{bin, venv_bin, Run, TempDir};
+use fossa_tests::{eventually_blocking, holds};
 
 /// Where the machine sees the socket directory of its own dockerd.
 const INNER_DOCKER: &str = "/run/fossa-test-docker";
@@ -181,22 +182,23 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     // The watchdog restarts a hung agent.
     let t = Instant::now();
     machine.exec(&["kill", "-STOP", &pid_before]);
-    loop {
-        let (pid, restarts) = (machine.show("MainPID"), machine.show("NRestarts"));
-        if restarts == "1"
-            && pid != pid_before
-            && pid != "0"
-            && machine.show("ActiveState") == "active"
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the watchdog did not restart the hung agent (NRestarts {restarts}, MainPID {pid}):\n{}",
-            machine.journal()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually_blocking(
+        "the watchdog restarting the hung agent",
+        Duration::from_secs(60),
+        || {
+            let (pid, restarts) = (machine.show("MainPID"), machine.show("NRestarts"));
+            let restarted = restarts == "1"
+                && pid != pid_before
+                && pid != "0"
+                && machine.show("ActiveState") == "active";
+            holds(restarted, || {
+                format!(
+                    "NRestarts {restarts}, MainPID {pid}:\n{}",
+                    machine.journal()
+                )
+            })
+        },
+    );
     eprintln!(
         "figures: a SIGSTOPped agent was restarted by the watchdog (WatchdogSec=6s) after {:?}",
         t.elapsed()

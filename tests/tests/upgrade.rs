@@ -16,6 +16,7 @@ use fossa_tests::machine::Machine;
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::Netns;
 use fossa_tests::{bin, Run, TempDir};
+use fossa_tests::{eventually_blocking, holds};
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
@@ -78,18 +79,12 @@ fn running_exe(machine: &Machine) -> String {
 /// Waits until the journal past byte `since` holds `needle`.
 fn wait_after(machine: &Machine, since: usize, needle: &str, within: Duration) -> Duration {
     let t = Instant::now();
-    loop {
+    eventually_blocking(&format!("{needle:?} in the journal"), within, || {
         let j = machine.journal();
-        if j.get(since..).unwrap_or_default().contains(needle) {
-            return t.elapsed();
-        }
-        assert!(
-            t.elapsed() < within,
-            "the journal never said {needle:?}:\n{}",
-            j.get(since..).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let new = j.get(since..).unwrap_or_default();
+        holds(new.contains(needle), || new.to_owned())
+    });
+    t.elapsed()
 }
 
 fn set_fault(machine: &Machine, files: &Path, fault: Option<&str>) {
@@ -238,18 +233,16 @@ fn the_agent_upgrades_itself_in_place_refuses_bad_binaries_and_rolls_back() {
             Duration::from_secs(60),
         );
         // Restarted by systemd within RestartSec and ready again.
-        let t = Instant::now();
-        let after = loop {
+        let what = format!("an agent running after the crash at {point}");
+        let after = eventually_blocking(&what, Duration::from_secs(30), || {
             let exe = running_exe(machine);
-            if machine.show("SubState") == "running" && !exe.is_empty() {
-                break exe;
+            let running = machine.show("SubState") == "running" && !exe.is_empty();
+            if running {
+                Ok(exe)
+            } else {
+                Err("none")
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no agent runs after the crash at {point}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        });
         let new = format!("/var/lib/fossa/bin/fossa-agent-{sha_next}");
         match point {
             "upgrade-staged" => {

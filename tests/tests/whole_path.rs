@@ -11,7 +11,7 @@ use fossa_tests::browser::Browser;
 use fossa_tests::fargate::{Gateway, INTERNET_PORT};
 use fossa_tests::netns::{GATEWAY_OUTER, INTERNET};
 use fossa_tests::stack::Stack;
-use fossa_tests::Run;
+use fossa_tests::{eventually, holds, Run};
 
 /// A partitioned model whose subtasks say which code and which container ran them.
 fn model(version: &str) -> String {
@@ -115,21 +115,21 @@ async fn wait_answering(
     accept: impl Fn(&serde_json::Value) -> bool,
 ) -> (serde_json::Value, Duration) {
     let t = Instant::now();
-    loop {
+    let what = format!("{what}: {n} workers answering");
+    let o = eventually(&what, within, async || {
         let o = overview(stack, pw).await;
-        if answering(&o).len() == n
-            && o["workers"].as_array().map_or(0, Vec::len) == n
-            && accept(&o)
-        {
-            return (o, t.elapsed());
+        let all = answering(&o).len() == n && o["workers"].as_array().map_or(0, Vec::len) == n;
+        if all && accept(&o) {
+            Ok(o)
+        } else {
+            Err(format!(
+                "{o:#}\nemulator:\n{}",
+                stack.emulator.as_ref().unwrap().log()
+            ))
         }
-        assert!(
-            t.elapsed() < within,
-            "{what}: never {n} workers answering within {within:?}:\n{o:#}\nemulator:\n{}",
-            stack.emulator.as_ref().unwrap().log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
+    (o, t.elapsed())
 }
 
 /// Waits until `accept` holds for the overview; returns it and the time taken.
@@ -141,18 +141,19 @@ async fn wait_overview(
     accept: impl Fn(&serde_json::Value) -> bool,
 ) -> (serde_json::Value, Duration) {
     let t = Instant::now();
-    loop {
+    let o = eventually(what, within, async || {
         let o = overview(stack, pw).await;
         if accept(&o) {
-            return (o, t.elapsed());
+            Ok(o)
+        } else {
+            Err(format!(
+                "{o:#}\nemulator:\n{}",
+                stack.emulator.as_ref().unwrap().log()
+            ))
         }
-        assert!(
-            t.elapsed() < within,
-            "{what}: not within {within:?}:\n{o:#}\nemulator:\n{}",
-            stack.emulator.as_ref().unwrap().log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
+    (o, t.elapsed())
 }
 
 /// The worker containers the emulator runs now (`docker ps` names).
@@ -317,29 +318,20 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     // The workers' output reached CloudWatch Logs (the emulator ships it as
     // the awslogs driver does), and the agent reads it back with its role.
     assert!(page.contains("Worker output during this task"), "{page}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = get_api(
-            &stack,
-            &pw,
-            &format!("/api/v1/workers/{}/logs?limit=100", ids[0]),
-        )
-        .await;
-        let n = v["lines"].as_array().map_or(0, Vec::len);
-        if n > 0 {
-            eprintln!(
-                "FIGURE worker {} log: {n} lines from CloudWatch Logs",
-                ids[0]
-            );
-            break;
+    let what = format!("log lines for {}", ids[0]);
+    let n = eventually(&what, Duration::from_secs(30), async || {
+        let path = format!("/api/v1/workers/{}/logs?limit=100", ids[0]);
+        let v = get_api(&stack, &pw, &path).await;
+        match v["lines"].as_array().map_or(0, Vec::len) {
+            0 => Err(v),
+            n => Ok(n),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no log lines for {}: {v}",
-            ids[0]
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
+    eprintln!(
+        "FIGURE worker {} log: {n} lines from CloudWatch Logs",
+        ids[0]
+    );
 
     // 4. Remove the NAT rules: the task's connection fails, and the NAT duty
     //    puts them back within its period.
@@ -367,14 +359,14 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         );
     }
     assert!(refused, "no NAT, no way out");
-    while task_probe(&stack, &containers[0]) != Ok(GATEWAY_OUTER.to_owned()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(45),
-            "NAT was not repaired:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let within = Duration::from_secs(45).saturating_sub(t.elapsed());
+    eventually("NAT repaired", within, async || {
+        let probe = task_probe(&stack, &containers[0]);
+        holds(probe == Ok(GATEWAY_OUTER.to_owned()), || {
+            format!("{probe:?}\n{}", agent.log())
+        })
+    })
+    .await;
     eprintln!(
         "FIGURE NAT rules removed -> tasks out again: {:?}",
         t.elapsed()
@@ -435,7 +427,8 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let rerun = stack.rerun(&[]);
     assert!(!rerun.stderr.contains("--workers"), "{rerun:?}");
     let ecs = aws_sdk_ecs::Client::new(&emulated_sdk(&stack).await);
-    loop {
+    let what = "the tasks rolled onto the new revision";
+    eventually(what, Duration::from_secs(240), async || {
         let listed = ecs
             .list_tasks()
             .cluster("fossa-wp")
@@ -464,16 +457,15 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
                 ids.iter()
                     .any(|i| t.task_arn().unwrap().ends_with(i.as_str()))
             }) {
-                break;
+                return Ok(());
             }
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(240),
-            "the tasks did not roll onto the new revision: {tasks:?}\n{}",
+        Err(format!(
+            "{tasks:?}\n{}",
             stack.emulator.as_ref().unwrap().log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        ))
+    })
+    .await;
     eprintln!(
         "FIGURE model change (re-run of launch) -> every task on the new code: {:?}",
         t.elapsed()
@@ -686,27 +678,28 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let api = format!("https://127.0.0.1:{}/api/v1", stack.ui_port);
     let t0 = Instant::now();
     let queue_id = submit_at_zero(&stack, &pw, "SpreadEtl").await;
-    let (mut first_running, mut done) = (None, None);
-    while done.is_none() {
-        let q = get_api(&stack, &pw, &format!("/api/v1/queue/{queue_id}")).await;
-        if q["state"] == "left" {
-            first_running.get_or_insert(t0.elapsed());
-            let id = q["detail"]["task_id"].as_str().unwrap_or_default();
-            let d = get_api(&stack, &pw, &format!("/api/v1/tasks/{id}")).await;
-            if d["task"]["status"] == "complete"
-                && d["groups"][0]["subtasks"]
-                    .as_array()
-                    .is_some_and(|s| s.len() == 8)
-            {
-                done = Some(t0.elapsed());
+    let mut first_running = None;
+    let done = eventually(
+        "the task at zero complete",
+        Duration::from_secs(240),
+        async || {
+            let q = get_api(&stack, &pw, &format!("/api/v1/queue/{queue_id}")).await;
+            if q["state"] == "left" {
+                first_running.get_or_insert(t0.elapsed());
+                let id = q["detail"]["task_id"].as_str().unwrap_or_default();
+                let d = get_api(&stack, &pw, &format!("/api/v1/tasks/{id}")).await;
+                if d["task"]["status"] == "complete"
+                    && d["groups"][0]["subtasks"]
+                        .as_array()
+                        .is_some_and(|s| s.len() == 8)
+                {
+                    return Ok(t0.elapsed());
+                }
             }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(240),
-            "the task at zero did not run: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            Err(q)
+        },
+    )
+    .await;
     let (_, back) = wait_overview(&stack, &pw, Duration::from_secs(120), "back to zero", |o| {
         o["desired_workers"] == 0 && o["workers"].as_array().is_some_and(Vec::is_empty)
     })
@@ -714,7 +707,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     eprintln!(
         "FIGURE emulator autoscale 0..2: idle fleet at zero after {to_zero:?}; submission -> sent to a worker {:?}, complete {:?}; back to zero {back:?} after (window 20 s)",
         first_running.unwrap_or_default(),
-        done.unwrap_or_default()
+        done
     );
 
     // A burst on Spot: 40 subtasks with 0..4 workers, the first on Fargate
@@ -732,34 +725,34 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     ]);
     // The cluster duty moves the service to the Spot strategy (a new
     // deployment, at zero tasks) within its period; the burst comes after.
-    let t = Instant::now();
-    loop {
-        let d = ecs
-            .describe_services()
-            .cluster("fossa-wp")
-            .services("fossa-wp-workers")
-            .send()
-            .await
-            .unwrap();
-        let strategy: Vec<(String, i32, i32)> = d.services()[0]
-            .capacity_provider_strategy()
-            .iter()
-            .map(|s| (s.capacity_provider().to_owned(), s.base(), s.weight()))
-            .collect();
-        if strategy
-            == [
-                ("FARGATE".to_owned(), 1, 1),
-                ("FARGATE_SPOT".to_owned(), 0, 3),
-            ]
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "the service's strategy after --spot: {strategy:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        "the service's strategy after --spot",
+        Duration::from_secs(90),
+        async || {
+            let d = ecs
+                .describe_services()
+                .cluster("fossa-wp")
+                .services("fossa-wp-workers")
+                .send()
+                .await
+                .unwrap();
+            let strategy: Vec<(String, i32, i32)> = d.services()[0]
+                .capacity_provider_strategy()
+                .iter()
+                .map(|s| (s.capacity_provider().to_owned(), s.base(), s.weight()))
+                .collect();
+            if strategy
+                == [
+                    ("FARGATE".to_owned(), 1, 1),
+                    ("FARGATE_SPOT".to_owned(), 0, 3),
+                ]
+            {
+                return Ok(());
+            }
+            Err(format!("{strategy:?}"))
+        },
+    )
+    .await;
     let t0 = Instant::now();
     let queue_id = submit_at_zero(&stack, &pw, "BurstEtl").await;
     let (mut task_id, mut first_subtask, mut worker_secs, mut peak) =
@@ -767,7 +760,8 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let mut providers = std::collections::BTreeMap::<String, String>::new();
     let mut last = Instant::now();
     // Until 39 subtasks are complete and the 40th runs.
-    let long_on = loop {
+    let what = "the burst at its last subtask";
+    let long_on = eventually(what, Duration::from_secs(300), async || {
         let o = overview(&stack, &pw).await;
         let running: Vec<&serde_json::Value> = o["workers"]
             .as_array()
@@ -800,16 +794,15 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
             let done = subs.iter().filter(|s| s["status"] == "complete").count();
             let long = subs.iter().find(|s| s["status"] == "running" && done == 39);
             if let Some(l) = long {
-                break l["worker_id"].as_str().unwrap_or_default().to_owned();
+                return Ok(l["worker_id"].as_str().unwrap_or_default().to_owned());
             }
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "the burst did not get to its last subtask: {o:#}\nemulator:\n{}",
+        Err(format!(
+            "{o:#}\nemulator:\n{}",
             stack.emulator.as_ref().unwrap().log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+        ))
+    })
+    .await;
     assert_eq!(peak, 4, "the fleet grew to its maximum: {providers:?}");
     let on = |p: &str| providers.values().filter(|v| *v == p).count();
     assert_eq!(
@@ -879,7 +872,8 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     // Scaled to 0 while the last subtask runs: the idle workers go, the
     // busy ones stay (desired 0), and the task completes.
     let (mut kept_seen, mut interrupted_row, mut complete) = (false, false, None);
-    while complete.is_none() || !interrupted_row {
+    let what = "after the scale to 0: the task complete and the interrupted row";
+    eventually(what, Duration::from_secs(420).saturating_sub(t0.elapsed()), async || {
         let o = overview(&stack, &pw).await;
         let rows = o["workers"].as_array().cloned().unwrap_or_default();
         let running: Vec<&serde_json::Value> =
@@ -915,13 +909,12 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         {
             complete = Some(t0.elapsed());
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(420),
-            "after the scale to 0: kept {kept_seen}, interrupted row {interrupted_row}, complete {complete:?}:\n{o:#}\n{d:#}\nemulator:\n{}",
-            stack.emulator.as_ref().unwrap().log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        holds(complete.is_some() && interrupted_row, || {
+            let emulator = stack.emulator.as_ref().unwrap().log();
+            format!("kept {kept_seen}, interrupted row {interrupted_row}, complete {complete:?}:\n{o:#}\n{d:#}\nemulator:\n{emulator}")
+        })
+    })
+    .await;
     assert!(kept_seen, "only the busy workers ran on at desired 0");
     let log = stack.emulator.as_ref().unwrap().log();
     assert!(
@@ -1068,28 +1061,26 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     )
     .ok();
     assert!(destroyed.stdout.contains("nothing left"), "{destroyed:?}");
-    let t = Instant::now();
-    while !task_containers(&stack).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "task containers outlived destroy: {:?}",
-            task_containers(&stack)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    loop {
-        let links = Run::of(gateway.gw.cmd("ip").args(["-o", "link"]))
-            .ok()
-            .stdout;
-        if !links.lines().any(|l| l.contains(": fe")) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "a task's veth (its namespace) outlived destroy:\n{links}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        "no task containers after destroy",
+        Duration::from_secs(30),
+        async || {
+            let left = task_containers(&stack);
+            holds(left.is_empty(), || format!("{left:?}"))
+        },
+    )
+    .await;
+    eventually(
+        "no task veth after destroy",
+        Duration::from_secs(30),
+        async || {
+            let links = Run::of(gateway.gw.cmd("ip").args(["-o", "link"]))
+                .ok()
+                .stdout;
+            holds(!links.lines().any(|l| l.contains(": fe")), || links)
+        },
+    )
+    .await;
     agent.stop();
 }
 

@@ -342,8 +342,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_keeps_order_refuses_when_full_and_survives_a_reopen() {
-        let dir = tempdir();
-        let h = History::open(&dir, HistoryLimits::default()).unwrap();
+        let scratch = tempdir();
+        let dir = &scratch.0;
+        let h = History::open(dir, HistoryLimits::default()).unwrap();
         for n in 0..3 {
             let q = h.enqueue(&request(&format!("M{n}")), 3).await.unwrap();
             assert_eq!(q.position, n + 1);
@@ -360,7 +361,7 @@ mod tests {
         drop(h);
 
         // A crash while sending: after a reopen it is not sent again.
-        let h = History::open(&dir, HistoryLimits::default()).unwrap();
+        let h = History::open(dir, HistoryLimits::default()).unwrap();
         let recovered = h.recover().await.unwrap();
         assert_eq!(recovered, vec![(head.id, "w1".to_owned())]);
         let left: Vec<_> = h
@@ -406,16 +407,9 @@ mod tests {
         let last = h.queued().await.unwrap()[0].id;
         assert!(h.cancel(last).await.unwrap());
         assert!(!h.cancel(last).await.unwrap());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn tempdir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "fossa-history-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir() -> crate::testkit::ScratchDir {
+        crate::testkit::ScratchDir::new("history")
     }
 }

@@ -249,8 +249,9 @@ mod tests {
 
     #[test]
     fn a_new_binary_is_execd_until_it_fails_to_become_ready_twice() {
-        let tmp = tempdir();
-        let launcher = exe(&tmp, "launcher");
+        let scratch = tempdir();
+        let tmp = &scratch.0;
+        let launcher = exe(tmp, "launcher");
         let l = Layout::new(&tmp.join("state"));
         assert_eq!(l.on_start(&launcher).unwrap(), Start::Run, "no upgrade yet");
         let new = l.stage("bbbb", b"new agent").unwrap();
@@ -273,8 +274,9 @@ mod tests {
 
     #[test]
     fn a_ready_binary_commits_and_the_next_upgrade_keeps_it_as_previous() {
-        let tmp = tempdir();
-        let launcher = exe(&tmp, "launcher");
+        let scratch = tempdir();
+        let tmp = &scratch.0;
+        let launcher = exe(tmp, "launcher");
         let l = Layout::new(&tmp.join("state"));
         let b = l.stage("bbbb", b"b").unwrap();
         l.swap("bbbb", &b, &launcher).unwrap();
@@ -321,15 +323,7 @@ mod tests {
         );
     }
 
-    fn tempdir() -> PathBuf {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "fossa-upgrade-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir() -> crate::testkit::ScratchDir {
+        crate::testkit::ScratchDir::new("upgrade-test")
     }
 }

@@ -4,15 +4,44 @@
 
 pub mod simnode;
 
-/// A task history in a fresh directory under the system's temp dir.
-pub fn scratch_history() -> std::sync::Arc<crate::history::History> {
-    let dir = std::env::temp_dir().join(format!(
-        "fossa-history-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    crate::history::History::open(&dir, fossa_contract::config::HistoryLimits::default())
-        .expect("a history in the temp dir")
+/// A fresh directory under the system's temp dir, removed with everything
+/// in it when dropped: a test run leaves nothing behind for the next one.
+#[derive(Debug)]
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    /// `<temp>/fossa-<what>-<pid>-<random>`, made empty.
+    pub fn new(what: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!(
+            "fossa-{what}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory in the temp dir");
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A task history in a scratch directory; the directory goes with it.
+pub struct ScratchHistory {
+    /// The history, to hand to a fleet.
+    pub history: std::sync::Arc<crate::history::History>,
+    _dir: ScratchDir,
+}
+
+/// A task history in a fresh scratch directory.
+pub fn scratch_history() -> ScratchHistory {
+    let dir = ScratchDir::new("history");
+    let history =
+        crate::history::History::open(&dir.0, fossa_contract::config::HistoryLimits::default())
+            .expect("a history in the temp dir");
+    ScratchHistory { history, _dir: dir }
 }
 
 /// The web UI's configuration as the agent makes it (its own certificate
