@@ -20,7 +20,7 @@ if [ "$free_gb" -lt 14 ]; then
 fi
 fossa_apt_install python3 python3-venv curl iproute2 iptables systemd procps \
   docker.io docker-registry busybox-static apache2-utils rabbitmq-server chromium chromium-driver \
-  mmdebstrap socat util-linux musl-tools qemu-user-static
+  mmdebstrap socat util-linux musl-tools qemu-user-static prometheus
 export FOSSA_TEST_VENV="$PWD/.venv"
 fossa_venv "$FOSSA_TEST_VENV" tests/requirements.txt
 # cargo-zigbuild, for the first-day test's arm64 agent (zig comes from the venv).

@@ -24,11 +24,12 @@ impl Place {
 }
 
 /// The API documents the pages do not link to.
-const API: [&str; 4] = [
+const API: [&str; 5] = [
     "/api/v1/overview",
     "/api/v1/workers",
     "/api/v1/tasks",
     "/api/v1/events",
+    "/metrics",
 ];
 
 fn links(html: &str) -> Vec<String> {

@@ -15,7 +15,7 @@ use fossa_tests::local::{api, kill_group_of, listening_pid, page, LocalAgent};
 use fossa_tests::secrets::{
     assert_absent, crawl, environ_of, every_command_line, url_password, Place,
 };
-use fossa_tests::{bin, eventually, venv_bin, Run, TempDir};
+use fossa_tests::{bin, eventually, holds, prometheus, venv_bin, Run, TempDir};
 use serde_json::{json, Value};
 
 async fn wait_complete(agent: &LocalAgent, id: &str, within: Duration) -> Value {
@@ -105,6 +105,27 @@ async fn pool_scenario(agent: &LocalAgent, kill: impl Fn(u16)) {
         "figures: local-1 killed, answering again with new log lines after {:?}",
         killed.elapsed()
     );
+    // What a scraper gets: text promtool accepts, counting the workers the
+    // API lists as answering (looked at again if a refresh came between).
+    let answering = r#"fossa_workers{state="answering",capacity_provider="local"}"#;
+    eventually(
+        "/metrics agreeing with the API",
+        Duration::from_secs(10),
+        async || {
+            let (status, text) = page(agent, "/metrics").await;
+            assert_eq!(status, 200, "{text}");
+            prometheus::check_metrics(&text)
+                .unwrap_or_else(|said| panic!("promtool: {said}\n{text}"));
+            let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
+            let ok = ws["workers"].as_array().unwrap().iter();
+            let ok = ok.filter(|w| w["health"]["state"] == "ok").count() as f64;
+            let said = prometheus::sample(&text, answering);
+            holds(said == Some(ok), || {
+                format!("API {ok}, metrics {said:?}:\n{text}")
+            })
+        },
+    )
+    .await;
 }
 
 fn processes_mentioning(needle: &str) -> Vec<String> {

@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod charts;
+pub mod counts;
 pub mod fmt;
 pub mod headers;
+pub mod metrics;
 pub mod model;
 pub mod pages;
 pub mod task;
@@ -146,6 +148,7 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
                 pages::fleet::api_rebuild,
                 pages::events::events,
                 pages::events::api_events,
+                pages::metrics::metrics,
                 pages::assets::css,
                 pages::assets::js,
             ],

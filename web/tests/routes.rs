@@ -60,6 +60,7 @@ async fn pages_need_a_login_and_the_api_says_401() {
         "/api/v1/tasks",
         "/api/v1/overview",
         "/api/v1/events",
+        "/metrics",
     ] {
         let r = c.get(api).dispatch().await;
         assert_eq!(r.status(), Status::Unauthorized, "{api}");

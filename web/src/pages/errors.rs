@@ -12,7 +12,8 @@ use crate::auth::{self};
 use crate::model::FleetSnapshot;
 
 fn is_api(req: &Request<'_>) -> bool {
-    req.uri().path().starts_with("/api/")
+    let path = req.uri().path();
+    path.starts_with("/api/") || path == "/metrics"
 }
 
 /// 401: pages go to the login form, the API answers JSON.

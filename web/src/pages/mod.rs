@@ -10,6 +10,7 @@ pub mod export;
 pub mod fleet;
 mod lines;
 pub mod login;
+pub mod metrics;
 pub mod overview;
 pub mod queue;
 pub mod task;

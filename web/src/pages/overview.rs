@@ -131,24 +131,14 @@ impl SummaryCache {
 
 fn summarize(snap: Arc<FleetSnapshot>) -> Summary {
     let rows: Vec<WorkerRow> = snap.workers.iter().map(worker_row).collect();
-    let nodes = || snap.workers.iter().filter_map(|w| w.node.as_ref());
-    // u64: a thousand nodes each claiming u32::MAX slots must not overflow.
-    let slots: u64 = nodes().map(|n| u64::from(n.max_concurrent_tasks)).sum();
-    let free: u64 = nodes()
-        .map(|n| u64::from(n.available_processing_capacity))
-        .sum();
-    let running = snap
-        .workers
-        .iter()
-        .filter(|w| w.status == "RUNNING")
-        .count();
-    let healthy = snap
-        .workers
-        .iter()
-        .filter(|w| w.health == crate::model::Health::Ok)
-        .count();
-    let running_tasks = nodes().map(|n| n.running_tasks.len()).sum();
-    let used = slots.saturating_sub(free);
+    let crate::counts::Counts {
+        running,
+        healthy,
+        slots,
+        used,
+        running_tasks,
+        ..
+    } = crate::counts::Counts::of(&snap);
     let total = rows.len();
     let count = total.div_ceil(WORKERS_PER_PAGE).max(1);
     let pages = (0..count)

@@ -1,0 +1,374 @@
+//! `/metrics` in the Prometheus text format (version 0.0.4): the families
+//! and how they are written. Every figure comes from the same snapshot the
+//! pages show, through [`crate::counts`], so a scrape costs a pass over the
+//! workers and never reads the history or calls AWS.
+//!
+//! Names follow Prometheus's rules (<https://prometheus.io/docs/practices/naming/>):
+//! the `fossa_` prefix, base units (seconds, bytes), `_total` on counters and
+//! only there, a HELP and a TYPE line on every family. A unit test holds them.
+
+use std::fmt::Write as _;
+
+use crate::counts::{Counts, WorkerState};
+use crate::model::{FleetSnapshot, Mode};
+
+/// The `Content-Type` of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (it restarts from 0 with the agent, or where its help says).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One family: its name, help, type and samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// `fossa_…`.
+    pub name: &'static str,
+    /// One line on what it measures.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its samples: label pairs and a value.
+    pub samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    /// A gauge with no samples yet.
+    pub fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Gauge,
+            samples: Vec::new(),
+        }
+    }
+
+    /// A counter with no samples yet.
+    pub fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Counter,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Adds a sample with these labels.
+    pub fn with(mut self, labels: &[(&'static str, &str)], value: f64) -> Family {
+        let labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        self.samples.push((labels, value));
+        self
+    }
+
+    /// Adds a sample without labels.
+    pub fn value(self, value: f64) -> Family {
+        self.with(&[], value)
+    }
+}
+
+/// Every family of `snap`, as seen at `now` (seconds since the epoch).
+pub fn families(snap: &FleetSnapshot, now: i64) -> Vec<Family> {
+    let counts = Counts::of(snap);
+    let mut out = Vec::new();
+    let agent = snap.agent.clone().unwrap_or_default();
+    out.push(
+        Family::gauge(
+            "fossa_agent_info",
+            "The agent serving these figures: 1, with its version and mode.",
+        )
+        .with(
+            &[
+                ("version", &agent.version),
+                ("mode", snap.mode.as_str()),
+                ("stack", &snap.stack),
+            ],
+            1.0,
+        ),
+    );
+    out.push(workers(snap, &counts));
+    out.push(
+        Family::gauge("fossa_workers_desired", "Workers wanted.")
+            .value(f64::from(snap.desired_workers)),
+    );
+    out.push(
+        Family::gauge(
+            "fossa_workers_protected",
+            "Workers kept from scale-in while they run work (ECS task scale-in protection).",
+        )
+        .value(counts.protected as f64),
+    );
+    out.push(
+        Family::gauge(
+            "fossa_task_slots",
+            "Task slots of the workers' Fossa nodes.",
+        )
+        .value(counts.slots as f64),
+    );
+    out.push(
+        Family::gauge("fossa_task_slots_busy", "Of the task slots, those in use.")
+            .value(counts.used as f64),
+    );
+    out.push(
+        Family::gauge("fossa_tasks_running", "Tasks the workers' nodes run now.")
+            .value(counts.running_tasks as f64),
+    );
+    out.push(
+        Family::gauge(
+            "fossa_gateway_queue_depth",
+            "Submissions waiting in the gateway for a free slot.",
+        )
+        .value(snap.queue.len() as f64),
+    );
+    let oldest = snap
+        .queue
+        .iter()
+        .map(|q| q.enqueued_at)
+        .min()
+        .map_or(0, |t| (now - t).max(0));
+    out.push(
+        Family::gauge(
+            "fossa_gateway_queue_oldest_age_seconds",
+            "How long the oldest submission in the gateway's queue has waited (0 when it is empty).",
+        )
+        .value(oldest as f64),
+    );
+    let mut up = Family::gauge(
+        "fossa_duty_up",
+        "Whether each of the agent's duties is well (1) or failing (0).",
+    );
+    for c in &snap.components {
+        up = up.with(&[("duty", &c.name)], if c.ok { 1.0 } else { 0.0 });
+    }
+    out.push(up);
+    if let Some(cost) = &snap.cost {
+        out.push(
+            Family::gauge(
+                "fossa_cost_dollars_per_hour",
+                "This stack's cost per hour at list prices, in US dollars.",
+            )
+            .value(cost.stack_hourly),
+        );
+        out.push(
+            Family::gauge(
+                "fossa_cost_month_to_date_dollars",
+                "This stack's cost this month so far, in US dollars.",
+            )
+            .value(cost.month_to_date),
+        );
+        out.push(
+            Family::counter(
+                "fossa_nat_forwarded_bytes_total",
+                "Bytes the gateway forwarded through NAT; restarts from 0 each month.",
+            )
+            .value(cost.nat_bytes as f64),
+        );
+    }
+    out.push(
+        Family::gauge(
+            "fossa_snapshot_timestamp_seconds",
+            "When the figures were taken, seconds since the epoch.",
+        )
+        .value(snap.taken_at as f64),
+    );
+    out.push(
+        Family::gauge(
+            "fossa_fleet_refresh_duration_seconds",
+            "How long the last poll of every worker took.",
+        )
+        .value(snap.refresh_ms as f64 / 1000.0),
+    );
+    out
+}
+
+/// Workers by state and capacity provider: every state for every provider
+/// seen (and the mode's own), so a series is 0 rather than absent.
+fn workers(snap: &FleetSnapshot, counts: &Counts) -> Family {
+    let mut providers: std::collections::BTreeSet<&str> = snap
+        .workers
+        .iter()
+        .map(|w| w.capacity_provider.as_str())
+        .collect();
+    providers.insert(match snap.mode {
+        Mode::Fargate => "FARGATE",
+        Mode::Local => "local",
+    });
+    let mut f = Family::gauge("fossa_workers", "Workers by state and capacity provider.");
+    for p in providers {
+        for s in WorkerState::ALL {
+            let n = counts
+                .by_state
+                .get(&(s, p.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            f = f.with(&[("state", s.as_str()), ("capacity_provider", p)], n as f64);
+        }
+    }
+    f
+}
+
+/// The text format of `families`.
+pub fn render(families: &[Family]) -> String {
+    let mut out = String::new();
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, escape(f.help, false));
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
+        for (labels, value) in &f.samples {
+            out.push_str(f.name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    let _ = write!(
+                        out,
+                        "{}{k}=\"{}\"",
+                        if i > 0 { "," } else { "" },
+                        escape(v, true)
+                    );
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", number(*value));
+        }
+    }
+    out
+}
+
+/// Backslash and newline escaped (and `"` in a label value).
+fn escape(s: &str, quote: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Component, Cost, Queued, Worker};
+
+    fn snapshot() -> FleetSnapshot {
+        FleetSnapshot {
+            stack: "demo".into(),
+            taken_at: 1_000,
+            workers: vec![Worker {
+                id: "a".into(),
+                status: "RUNNING".into(),
+                capacity_provider: "FARGATE_SPOT".into(),
+                ..Default::default()
+            }],
+            components: vec![
+                Component {
+                    name: "nat".into(),
+                    ok: true,
+                    ..Default::default()
+                },
+                Component {
+                    name: "image".into(),
+                    ok: false,
+                    ..Default::default()
+                },
+            ],
+            queue: vec![Queued {
+                id: 1,
+                position: 1,
+                model_class: "M".into(),
+                method: None,
+                enqueued_at: 940,
+                sending_to: None,
+            }],
+            cost: Some(Cost {
+                stack_hourly: 0.5,
+                nat_bytes: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_family_follows_the_naming_rules() {
+        let fams = families(&snapshot(), 1_000);
+        let mut seen = std::collections::HashSet::new();
+        for f in &fams {
+            assert!(seen.insert(f.name), "{} twice", f.name);
+            assert!(f.name.starts_with("fossa_"), "{}", f.name);
+            assert!(
+                f.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{}",
+                f.name
+            );
+            assert_eq!(
+                f.kind == Kind::Counter,
+                f.name.ends_with("_total"),
+                "_total on counters only: {}",
+                f.name
+            );
+            assert!(!f.help.is_empty(), "{}", f.name);
+            for unit in ["_ms", "_milliseconds", "_minutes", "_hours", "_kib", "_mib"] {
+                assert!(!f.name.contains(unit), "base units: {}", f.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_text_has_help_type_and_escaped_labels() {
+        let text = render(&families(&snapshot(), 1_000));
+        assert!(text.contains("# TYPE fossa_workers gauge\n"), "{text}");
+        assert!(
+            text.contains(
+                "fossa_workers{state=\"starting\",capacity_provider=\"FARGATE_SPOT\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_workers{state=\"answering\",capacity_provider=\"FARGATE\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("fossa_duty_up{duty=\"image\"} 0\n"), "{text}");
+        assert!(
+            text.contains("fossa_gateway_queue_oldest_age_seconds 60\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_nat_forwarded_bytes_total 7\n"),
+            "{text}"
+        );
+        let odd =
+            render(&[Family::gauge("fossa_x", "a \\ b\nc").with(&[("l", "q\"\\\n")], f64::NAN)]);
+        assert_eq!(
+            odd,
+            "# HELP fossa_x a \\\\ b\\nc\n# TYPE fossa_x gauge\nfossa_x{l=\"q\\\"\\\\\\n\"} NaN\n"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! `/metrics`: the fleet's figures for Prometheus (`crate::metrics`), behind
+//! the same authentication as the API.
+
+use rocket::http::ContentType;
+use rocket::{get, State};
+
+use super::FleetState;
+use crate::auth::User;
+
+/// The Prometheus text format of the current snapshot.
+#[get("/metrics")]
+pub fn metrics(_user: User, fleet: &State<FleetState>) -> (ContentType, String) {
+    let snap = fleet.0.snapshot();
+    let text = crate::metrics::render(&crate::metrics::families(&snap, fossa_contract::unix_now()));
+    let ct =
+        ContentType::parse_flexible(crate::metrics::CONTENT_TYPE).unwrap_or(ContentType::Plain);
+    (ct, text)
+}
