@@ -44,9 +44,59 @@ pub enum Error {
     /// The settings could not be loaded.
     #[error(transparent)]
     Load(#[from] settings::LoadError),
-    /// Something else, with its explanation.
+    /// A file, socket, signal or process step failed: what was being done,
+    /// and the I/O error under it.
+    #[error("{what}")]
+    Io {
+        /// What was being done (`cannot write /x`).
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The UI's certificate or cookie key could not be made or read.
+    #[error(transparent)]
+    Tls(#[from] crate::host::tls::TlsError),
+    /// A chosen UI password is too weak.
+    #[error(transparent)]
+    WeakPassword(#[from] fossa_contract::limits::WeakPassword),
+    /// Autoscaling bounds that cannot hold.
+    #[error(transparent)]
+    Autoscale(#[from] fossa_contract::config::AutoscaleError),
+    /// The worker image could not be built.
+    #[error(transparent)]
+    Image(#[from] crate::duties::image::ImageError),
+    /// Docker could not be used (local mode's containers).
+    #[error("{hint}")]
+    Docker {
+        /// What to check.
+        hint: &'static str,
+        /// The engine's error.
+        #[source]
+        source: crate::host::docker::DockerError,
+    },
+    /// The web UI could not start (`fossa_web::explain` says why).
+    #[error("cannot start the web UI on {listen}: {why}")]
+    Web {
+        /// Where it was to listen.
+        listen: std::net::SocketAddr,
+        /// Why it could not.
+        why: String,
+    },
+    /// This machine lacks something, or a part stopped: what is wrong and
+    /// what to do, with no error under it.
     #[error("{0}")]
-    Other(String),
+    Setup(String),
+}
+
+impl Error {
+    /// An I/O error under `what` was being done.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
 }
 
 /// Runs one command and returns the process exit code.

@@ -27,9 +27,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(fossa_agent::run(cli)) {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
-            let e = anyhow::Error::from(e);
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            // Once, the whole chain (stderr is the journal under systemd).
+            eprintln!("error: {:#}", anyhow::Error::from(e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -124,12 +124,11 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tasks = driver.start(settings_rx, shutdown_rx);
 
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Error::Other(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| Error::Other(format!("cannot handle SIGINT: {e}")))?;
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| Error::Other(format!("cannot handle SIGHUP: {e}")))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("cannot handle SIGTERM", e))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot handle SIGINT", e))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot handle SIGHUP", e))?;
     let mut usec = 0u64;
     let watchdog =
         sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 3));
@@ -248,9 +247,8 @@ async fn start_web(
     let cert = match (&settings.toml.tls_cert, &settings.toml.tls_key) {
         (Some(cert), Some(key)) => tls::load_configured(cert, key),
         _ => tls::load_or_create(&tls_dir, &names),
-    }
-    .map_err(|e| Error::Other(chain(&e)))?;
-    let cookie_key = tls::cookie_key(&tls_dir).map_err(|e| Error::Other(chain(&e)))?;
+    }?;
+    let cookie_key = tls::cookie_key(&tls_dir)?;
     let fp_name = stack.ssm_parameter(ssm::TLS_FINGERPRINT);
     let current = ssm::get(&clients.ssm, &fp_name, false)
         .await
@@ -271,7 +269,7 @@ async fn start_web(
     let pw_name = stack.ssm_parameter(ssm::UI_PASSWORD);
     let password = ssm::get(&clients.ssm, &pw_name, true).await?.value;
     if password.is_empty() {
-        return Err(Error::Other(format!(
+        return Err(Error::Setup(format!(
             "{pw_name} is empty: re-run fossa-bootstrap launch"
         )));
     }
@@ -287,12 +285,9 @@ async fn start_web(
     let rocket = fossa_web::build(config, fleet)
         .ignite()
         .await
-        .map_err(|e| {
-            Error::Other(format!(
-                "cannot start the web UI on {}: {}",
-                settings.toml.listen,
-                fossa_web::explain(&e)
-            ))
+        .map_err(|e| Error::Web {
+            listen: settings.toml.listen,
+            why: fossa_web::explain(&e),
         })?;
     let shutdown = rocket.shutdown();
     let web_events = events.clone();
@@ -321,9 +316,7 @@ async fn start_web(
 pub async fn build_once(config: &Path) -> Result<String, Error> {
     let s = load(config).await?;
     let mut cache = duties::image::ModelsCache::default();
-    let built = duties::image::build(&s, &mut cache, &Events::default())
-        .await
-        .map_err(|e| Error::Other(chain(&e)))?;
+    let built = duties::image::build(&s, &mut cache, &Events::default()).await?;
     Ok(built.reference)
 }
 

@@ -14,7 +14,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use super::other;
+use super::setup;
 use crate::duties::{Duty, DutyError, Next, Outcome};
 use crate::host::amqp;
 use crate::host::procs::{free_port, spawn_group, stop_group, Group};
@@ -50,7 +50,7 @@ impl LocalBroker {
     /// (created from a definitions file: no password on any command line), which
     /// may use the default vhost and nothing more: it is not an administrator.
     pub async fn start(dir: &Path) -> Result<Self, Error> {
-        let io = |e: std::io::Error| other(format!("cannot prepare {}: {e}", dir.display()));
+        let io = |e| Error::io(format!("cannot prepare {}", dir.display()), e);
         let _ = std::fs::remove_dir_all(dir);
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
@@ -76,7 +76,7 @@ impl LocalBroker {
             for parent in abs.ancestors().skip(1) {
                 let mode = std::fs::metadata(parent).map_err(io)?.permissions().mode();
                 if mode & 0o001 == 0 {
-                    return Err(other(format!(
+                    return Err(setup(format!(
                         "the rabbitmq user cannot enter {} (mode {:o}): run `chmod o+x {}` or choose another --state-dir",
                         parent.display(),
                         mode & 0o777,
@@ -91,7 +91,7 @@ impl LocalBroker {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                return Err(other("cannot chown the broker's directory to the rabbitmq user: is rabbitmq-server installed?"));
+                return Err(setup("cannot chown the broker's directory to the rabbitmq user: is rabbitmq-server installed?"));
             }
             let _ = std::fs::set_permissions(&defs_path, std::fs::Permissions::from_mode(0o600));
         }
@@ -125,14 +125,14 @@ impl LocalBroker {
                 let out = std::fs::read_to_string(self.dir.join("server.out")).unwrap_or_default();
                 let tail: Vec<&str> = out.lines().rev().take(5).collect();
                 self.stop().await;
-                return Err(other(format!(
+                return Err(setup(format!(
                     "rabbitmq-server exited ({status}): {}",
                     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                 )));
             }
             if Instant::now() > deadline {
                 self.stop().await;
-                return Err(other(format!(
+                return Err(setup(format!(
                     "rabbitmq-server did not listen on {} within 90 s; see {}",
                     self.address,
                     self.dir.join("log").display()
@@ -186,7 +186,7 @@ fn spawn_server(
     epmd_port: u16,
     node: &str,
 ) -> Result<Group, Error> {
-    let io = |e: std::io::Error| other(format!("cannot prepare {}: {e}", dir.display()));
+    let io = |e| Error::io(format!("cannot prepare {}", dir.display()), e);
     let port = address.rsplit(':').next().unwrap_or_default();
     let conf = dir.join("rabbitmq.conf");
     let log = std::fs::File::create(dir.join("server.out")).map_err(io)?;
@@ -202,7 +202,7 @@ fn spawn_server(
         let user = nix::unistd::User::from_name("rabbitmq")
                 .ok()
                 .flatten()
-                .ok_or_else(|| other("there is no rabbitmq user: install the Debian package rabbitmq-server, or pass --broker-url"))?;
+                .ok_or_else(|| setup("there is no rabbitmq user: install the Debian package rabbitmq-server, or pass --broker-url"))?;
         cmd.uid(user.uid.as_raw())
             .gid(user.gid.as_raw())
             .env("HOME", &user.dir)
@@ -226,7 +226,7 @@ fn spawn_server(
                 .stdout(log.try_clone().map_err(io)?)
                 .stderr(log),
         )
-        .map_err(|e| other(format!("cannot start rabbitmq-server ({e}): install the Debian package rabbitmq-server, or pass --broker-url")))
+        .map_err(|e| Error::io("cannot start rabbitmq-server: install the Debian package rabbitmq-server, or pass --broker-url", e))
 }
 
 /// The local broker's duty: checks it with a real AMQP login, shows it down

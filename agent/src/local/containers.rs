@@ -47,19 +47,15 @@ pub struct Containers {
     prefix: String,
 }
 
-fn image_error(e: image::ImageError) -> Error {
-    Error::Other(fossa_contract::aws::chain(&e))
-}
-
 impl Containers {
     /// Builds the image (or finds it): the launcher and the model classes in it.
     pub async fn new(spec: ContainerSpec, events: Events) -> Result<(Self, Vec<String>), Error> {
-        let docker = crate::host::docker::connect().await.map_err(|e| {
-            Error::Other(format!(
-                "{}: is Docker running, and may this user use it? (or set DOCKER_HOST)",
-                fossa_contract::aws::chain(&e)
-            ))
-        })?;
+        let docker = crate::host::docker::connect()
+            .await
+            .map_err(|source| Error::Docker {
+                hint: "cannot use Docker: is it running, and may this user use it? (or set DOCKER_HOST)",
+                source,
+            })?;
         let built = build(&docker, &spec, &events).await?;
         let c = Containers {
             docker,
@@ -145,7 +141,10 @@ impl Launcher for Containers {
             }),
             ..Default::default()
         };
-        let docker_err = |e| Error::Other(fossa_contract::aws::chain(&e));
+        let docker_err = |source| Error::Docker {
+            hint: "cannot run a worker container",
+            source,
+        };
         self.docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
@@ -211,13 +210,11 @@ async fn build(
     spec: &ContainerSpec,
     events: &Events,
 ) -> Result<image::Built, Error> {
-    let models = image::read_models_dir(&spec.models_dir).map_err(image_error)?;
+    let models = image::read_models_dir(&spec.models_dir)?;
     eprintln!(
         "building the worker image from {} on {} (the first build installs Fossa with pip)…",
         spec.models_dir.display(),
         spec.base
     );
-    image::build_local(docker, &spec.base, &models, events)
-        .await
-        .map_err(image_error)
+    Ok(image::build_local(docker, &spec.base, &models, events).await?)
 }

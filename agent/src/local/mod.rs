@@ -40,8 +40,8 @@ use crate::Error;
 /// How often the local workers are looked at.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 
-pub(crate) fn other(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
+pub(crate) fn setup(msg: impl Into<String>) -> Error {
+    Error::Setup(msg.into())
 }
 
 /// The supervisor of local workers, as a duty: a worker that exits is
@@ -74,8 +74,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     // A weak chosen password fails before anything starts.
     if let Ok(p) = std::env::var(PASSWORD_ENV) {
         if !p.is_empty() {
-            fossa_contract::limits::check_password(PASSWORD_ENV, &p)
-                .map_err(|e| other(e.to_string()))?;
+            fossa_contract::limits::check_password(PASSWORD_ENV, &p)?;
         }
     }
     let autoscale = args
@@ -86,8 +85,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
             idle_window_secs: args.idle_window,
         });
     if let Some(a) = &autoscale {
-        a.check(fossa_contract::limits::LOCAL_MAX_WORKERS)
-            .map_err(|e| other(e.to_string()))?;
+        a.check(fossa_contract::limits::LOCAL_MAX_WORKERS)?;
     }
     let n_workers = match (args.workers, &autoscale) {
         (Some(n), Some(a)) => n.clamp(a.min_workers, a.max_workers),
@@ -276,10 +274,8 @@ async fn serve_ui(
     if !args.listen.ip().is_unspecified() {
         names.push(args.listen.ip().to_string());
     }
-    let cert = tls::load_or_create(&state.join("tls"), &names)
-        .map_err(|e| other(format!("{:#}", anyhow::Error::from(e))))?;
-    let cookie_key = tls::cookie_key(&state.join("tls"))
-        .map_err(|e| other(format!("{:#}", anyhow::Error::from(e))))?;
+    let cert = tls::load_or_create(&state.join("tls"), &names)?;
+    let cookie_key = tls::cookie_key(&state.join("tls"))?;
     let (password, generated) = match std::env::var(PASSWORD_ENV) {
         Ok(p) if !p.is_empty() => (p, false),
         _ => (Alphanumeric.sample_string(&mut rand::rng(), 20), true),
@@ -297,7 +293,7 @@ async fn serve_ui(
         .ignite()
         .await
         .map_err(|e| {
-            other(format!(
+            setup(format!(
                 "cannot start the web UI on {}: {}",
                 args.listen,
                 fossa_web::explain(&e)
@@ -309,7 +305,7 @@ async fn serve_ui(
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(args.listen).await.is_err() {
         if server.is_finished() || Instant::now() > deadline {
-            return Err(other(format!(
+            return Err(setup(format!(
                 "the web UI did not start on {}: is the address in use?",
                 args.listen
             )));
@@ -346,9 +342,9 @@ async fn serve_ui(
     );
 
     let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| other(format!("cannot handle SIGINT: {e}")))?;
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| other(format!("cannot handle SIGTERM: {e}")))?;
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot handle SIGINT", e))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("cannot handle SIGTERM", e))?;
     let mut announced = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -367,7 +363,7 @@ async fn serve_ui(
                     }
                 }
                 if server.is_finished() {
-                    return Err(other("the web UI stopped unexpectedly"));
+                    return Err(setup("the web UI stopped unexpectedly"));
                 }
             }
         }

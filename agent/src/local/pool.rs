@@ -79,7 +79,7 @@ impl Pool {
         broker_url: String,
     ) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&logs_dir)
-            .map_err(|e| super::other(format!("cannot create {}: {e}", logs_dir.display())))?;
+            .map_err(|e| Error::io(format!("cannot create {}", logs_dir.display()), e))?;
         let mut secrets = vec![broker_url.clone()];
         secrets.extend(crate::duties::broker::parse_url(&broker_url).map(|(c, _)| c.password));
         let pool = Arc::new(Pool {

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use super::other;
 use super::pool::{Launcher, Rebuilt};
 use super::python::list_models;
 use crate::fleet::logs::LocalLogs;
@@ -95,10 +94,8 @@ impl Launcher for Processes {
                 .stderr(Stdio::piped()),
         )
         .map_err(|e| {
-            other(format!(
-                "cannot start a Fossa worker with {}: {e}",
-                self.spec.python.display()
-            ))
+            let python = self.spec.python.display();
+            Error::io(format!("cannot start a Fossa worker with {python}"), e)
         })?;
         // Its output goes to the ring the UI reads and the rotated file,
         // line by line, until the process closes it.

@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use super::other;
+use super::setup;
 use crate::fossa::{self, EXAMPLE_MODELS, FOSSA_REQUIREMENT, NODE_MODULE};
 use crate::Error;
 
@@ -42,7 +42,7 @@ pub async fn ensure_python(python: &Path, state: &Path) -> Result<PathBuf, Error
         .await
         .is_ok_and(|s| s.success());
     if !ok {
-        return Err(other(format!(
+        return Err(setup(format!(
             "cannot create a venv with {}: install python3-venv (Debian) or pass --python PATH to a Python 3.9+",
             python.display()
         )));
@@ -58,7 +58,7 @@ pub async fn ensure_python(python: &Path, state: &Path) -> Result<PathBuf, Error
         .await
         .is_ok_and(|s| s.success());
     if !pip || !python_has_fossa(&vpy).await {
-        return Err(other(format!(
+        return Err(setup(format!(
             "cannot install {FOSSA_REQUIREMENT} into {}: check the network to PyPI",
             venv.display()
         )));
@@ -86,9 +86,9 @@ pub async fn install_requirements(python: &Path, models: &Path) -> Result<(), Er
         .arg(&file)
         .output()
         .await
-        .map_err(|e| other(format!("cannot run {}: {e}", python.display())))?;
+        .map_err(|e| Error::io(format!("cannot run {}", python.display()), e))?;
     if !out.status.success() {
-        return Err(other(format!(
+        return Err(setup(format!(
             "cannot install {}: {}",
             file.display(),
             fossa::python_error_summary(&String::from_utf8_lossy(&out.stderr))
@@ -99,14 +99,14 @@ pub async fn install_requirements(python: &Path, models: &Path) -> Result<(), Er
 
 /// Writes the node module and, unless the user gave models, the built-in ones.
 pub fn prepare_files(state: &Path, models: Option<&Path>) -> Result<(PathBuf, PathBuf), Error> {
-    let io = |p: &Path, e: std::io::Error| other(format!("cannot write {}: {e}", p.display()));
+    let io = |p: &Path, e| Error::io(format!("cannot write {}", p.display()), e);
     std::fs::create_dir_all(state).map_err(|e| io(state, e))?;
     let module = state.join(NODE_MODULE);
     std::fs::write(&module, fossa::node_module()).map_err(|e| io(&module, e))?;
     let models_dir = match models {
         Some(dir) => {
             if !dir.is_dir() {
-                return Err(other(format!(
+                return Err(setup(format!(
                     "--models {}: not a directory of Python model files",
                     dir.display()
                 )));
@@ -137,19 +137,19 @@ pub async fn list_models(
         .env("FOSSA_MODELS_DIR", models)
         .output()
         .await
-        .map_err(|e| other(format!("cannot run {}: {e}", python.display())))?;
+        .map_err(|e| Error::io(format!("cannot run {}", python.display()), e))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(other(format!(
+        return Err(setup(format!(
             "the models in {} do not import: {}",
             models.display(),
             fossa::python_error_summary(&err)
         )));
     }
     let names: Vec<String> = serde_json::from_slice(&out.stdout)
-        .map_err(|e| other(format!("--list-models printed no JSON list: {e}")))?;
+        .map_err(|e| setup(format!("--list-models printed no JSON list: {e}")))?;
     if names.is_empty() {
-        return Err(other(format!(
+        return Err(setup(format!(
             "no Aye-Aye model classes found in {}: define a subclass of ayeaye.Model there",
             models.display()
         )));

@@ -71,12 +71,12 @@ fn fresh_port<'a>(
     taken: impl Iterator<Item = &'a Slot> + Clone,
 ) -> Result<u16, Error> {
     for _ in 0..64 {
-        let port = free_port().map_err(|e| Error::Other(format!("no free port: {e}")))?;
+        let port = free_port().map_err(|e| Error::io("no free port", e))?;
         if !reserved.contains(&port) && taken.clone().all(|s| s.port != port) {
             return Ok(port);
         }
     }
-    Err(Error::Other(
+    Err(Error::Setup(
         "no free loopback port outside the reserved ones".into(),
     ))
 }
