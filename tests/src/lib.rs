@@ -17,6 +17,7 @@ pub mod machine;
 pub mod moto;
 pub mod netns;
 pub mod poll;
+pub mod process;
 pub mod prometheus;
 pub mod secrets;
 pub mod stack;

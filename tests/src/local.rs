@@ -1,17 +1,18 @@
 //! `fossa-agent local` as a child process, and an HTTPS client for its API.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::process::Process;
 use crate::{bin, free_port, venv_bin, TempDir};
 
-/// A running `fossa-agent local`; stopped with SIGINT on drop.
+/// A running `fossa-agent local`; stopped with SIGINT on drop. Its
+/// [`Process`] (stdout, stderr, signals, exit) is the last one started.
 #[derive(Debug)]
 pub struct LocalAgent {
-    child: Option<Child>,
+    process: Option<Process>,
     /// Its state directory (venv is the test venv; broker data, logs, TLS here).
     pub state: TempDir,
     /// `https://127.0.0.1:PORT`.
@@ -20,8 +21,19 @@ pub struct LocalAgent {
     pub password: String,
     /// The UI port.
     pub port: u16,
-    stdout: PathBuf,
-    stderr: PathBuf,
+}
+
+impl std::ops::Deref for LocalAgent {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        self.process.as_ref().expect("started")
+    }
+}
+
+impl std::ops::DerefMut for LocalAgent {
+    fn deref_mut(&mut self) -> &mut Process {
+        self.process.as_mut().expect("started")
+    }
 }
 
 impl LocalAgent {
@@ -35,16 +47,12 @@ impl LocalAgent {
         let state = TempDir::new("local");
         let port = free_port();
         let password = format!("local-test-pw-{}-{}", std::process::id(), port);
-        let stdout = state.0.join("agent.out");
-        let stderr = state.0.join("agent.err");
         let mut agent = LocalAgent {
-            child: None,
+            process: None,
             state,
             url: format!("https://127.0.0.1:{port}"),
             password,
             port,
-            stdout,
-            stderr,
         };
         agent.spawn(workers, extra, env);
         agent.wait_output(
@@ -58,15 +66,18 @@ impl LocalAgent {
     /// (its output replaces the last run's); does not wait. `workers` 0
     /// leaves `--workers` out (an autoscaled start at its minimum).
     pub fn spawn(&mut self, workers: u32, extra: &[&str], env: &[(&str, &str)]) {
-        assert!(self.child.is_none(), "the agent still runs");
+        assert!(
+            !self.process.as_ref().is_some_and(Process::started),
+            "the agent still runs"
+        );
         let count = workers.to_string();
         let workers_args: &[&str] = if workers == 0 {
             &[]
         } else {
             &["--workers", &count]
         };
-        let child = Command::new(bin("fossa-agent"))
-            .arg("local")
+        let mut cmd = Command::new(bin("fossa-agent"));
+        cmd.arg("local")
             .args(workers_args)
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--python"])
             .arg(venv_bin("python"))
@@ -75,77 +86,21 @@ impl LocalAgent {
             .args(extra)
             .env("GATEWAY_HTTP_PASSWORD", &self.password)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&self.stdout).unwrap())
-            .stderr(std::fs::File::create(&self.stderr).unwrap())
-            .spawn()
-            .expect("start fossa-agent local");
-        self.child = Some(child);
+            .envs(env.iter().copied());
+        let out = self.state.0.join("agent.out");
+        let err = self.state.0.join("agent.err");
+        self.process = Some(Process::spawn(&mut cmd, out, err));
     }
 
-    /// Kills the agent with SIGKILL (its workers and broker are left running,
-    /// as after a crash) and returns once it is gone.
-    pub fn kill9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// Waits for the agent process to exit by itself (a fault point) and
-    /// returns its exit code.
-    pub fn wait_exit(&mut self, within: Duration) -> i32 {
-        let mut child = self.child.take().expect("running");
-        match crate::exited_within(&mut child, within) {
-            Some(status) => status.code().unwrap_or(-1),
-            None => {
-                let _ = child.kill();
-                panic!("the agent did not exit within {within:?}\n{}", self.log());
-            }
-        }
-    }
-
-    /// What it printed on stdout.
-    pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// What it logged on stderr.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits for `needle` on stdout; panics with both streams on time-out or exit.
-    pub fn wait_output(&self, needle: &str, within: Duration) {
-        crate::eventually_blocking(&format!("{needle:?} on stdout"), within, || {
-            crate::holds(self.output().contains(needle), || {
-                format!("stdout:\n{}\nstderr:\n{}", self.output(), self.log())
-            })
-        });
-    }
-
-    /// Sends SIGINT (Ctrl-C) and waits for the exit code.
+    /// Sends SIGINT (Ctrl-C) and waits up to 60 s for the exit code.
     pub fn interrupt(&mut self) -> i32 {
-        let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-        match crate::exited_within(&mut child, Duration::from_secs(60)) {
-            Some(status) => status.code().unwrap_or(-1),
-            None => {
-                let _ = child.kill();
-                panic!(
-                    "fossa-agent local did not stop within 60 s of SIGINT:\n{}",
-                    self.log()
-                );
-            }
-        }
+        self.stop("INT", Duration::from_secs(60))
     }
 }
 
 impl Drop for LocalAgent {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if self.process.as_ref().is_some_and(Process::started) {
             self.interrupt();
         }
     }

@@ -7,11 +7,12 @@
 //! `fossa-agent run` processes pointed at all of them.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::docker::{Dockerd, Registry};
 use crate::moto::{Moto, ACCOUNT, REGION};
+use crate::process::Process;
 use crate::{bin, free_port, Run, TempDir};
 
 /// The parts of a launched stack.
@@ -200,19 +201,15 @@ impl Stack {
             }
             None => Command::new(bin("fossa-agent")),
         };
-        let child = cmd
-            .args(["run", "--config"])
+        cmd.args(["run", "--config"])
             .arg(config)
             .envs(self.moto.env())
             .env("DOCKER_HOST", &self.docker.host)
             .env("RUST_LOG", "info")
             .env(fossa_contract::aws::ACTIONS_LOG_ENV, self.actions_log())
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
+            .envs(env.iter().copied());
+        let stdout = log.with_extension("out");
+        Agent(Process::spawn(&mut cmd, stdout, log))
     }
 
     /// Where every agent of this stack records the AWS operations it calls.
@@ -394,70 +391,32 @@ fn models_files<'a>(given: Option<&'a [(&'a str, &'a str)]>) -> Vec<(&'a str, &'
     )
 }
 
-/// A running `fossa-agent run`.
-pub struct Agent {
-    /// The process.
-    pub child: Child,
-    log: PathBuf,
+/// A running `fossa-agent run`: a [`Process`] (its log is stderr), killed
+/// on drop if it still runs.
+pub struct Agent(pub Process);
+
+impl std::ops::Deref for Agent {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
+    }
 }
 
 impl Agent {
-    /// What it has logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// Waits until the log holds every needle; returns how long that took.
     pub fn wait_log(&self, needles: &[&str], within: Duration) -> Duration {
-        self.wait_log_since(0, needles, within)
-    }
-
-    /// How long the log is now, to wait for what comes after it.
-    pub fn log_len(&self) -> usize {
-        self.log().len()
-    }
-
-    /// Waits until the log past byte `since` holds every needle; returns how long that took.
-    pub fn wait_log_since(&self, since: usize, needles: &[&str], within: Duration) -> Duration {
-        let t = Instant::now();
-        let what = format!("agent log saying {needles:?} after byte {since}");
-        crate::eventually_blocking(&what, within, || {
-            let log = self.log();
-            let new = log.get(since..).unwrap_or_default();
-            crate::holds(needles.iter().all(|n| new.contains(n)), || new.to_owned())
-        });
-        t.elapsed()
-    }
-
-    /// Sends a signal (`TERM`, `HUP`, …).
-    pub fn signal(&self, name: &str) {
-        Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    /// Waits for the process to exit on its own and returns its exit code.
-    pub fn wait_exit(&mut self, within: Duration) -> i32 {
-        match crate::exited_within(&mut self.child, within) {
-            Some(status) => status.code().unwrap_or(-1),
-            None => panic!("agent did not exit within {within:?}:\n{}", self.log()),
-        }
+        self.0.wait_log_since(0, needles, within)
     }
 
     /// SIGTERM, waits for a clean exit and returns the whole log.
     pub fn stop(mut self) -> String {
-        self.signal("TERM");
-        self.wait_exit(Duration::from_secs(15));
-        self.log()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.0.stop("TERM", Duration::from_secs(15));
+        self.0.log()
     }
 }

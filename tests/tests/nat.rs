@@ -2,12 +2,12 @@
 //! a private task host reaches an "internet" host through the gateway, with
 //! its source rewritten to the gateway's outer address.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fossa_tests::moto::{Moto, REGION};
 use fossa_tests::netns::{NatLab, Netns, Which, GATEWAY_OUTER, PRIVATE_CIDR};
-use fossa_tests::{bin, eventually_blocking, exited_within, holds, Run, TempDir};
+use fossa_tests::process::Process;
+use fossa_tests::{bin, eventually_blocking, Run, TempDir};
 
 fn nat(gw: &Netns, action: &str) -> Run {
     Run::of(
@@ -125,10 +125,7 @@ fn nat_works_behind_dockers_forward_drop() {
 }
 
 /// The service in the gateway namespace, reading its config from SSM on a moto_server there.
-struct Service {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
+struct Service(Process);
 
 impl Service {
     fn start(
@@ -137,37 +134,29 @@ impl Service {
         config: &std::path::Path,
         log: std::path::PathBuf,
     ) -> Service {
-        let child = gw
-            .cmd(bin("fossa-agent"))
-            .args(["run", "--config"])
+        let mut cmd = gw.cmd(bin("fossa-agent"));
+        cmd.args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
-            .envs(env.iter().cloned())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Service { child, log }
+            .envs(env.iter().cloned());
+        Service(Process::spawn(&mut cmd, log.with_extension("out"), log))
     }
 
     fn wait_log(&self, needle: &str, within: Duration) {
-        eventually_blocking(&format!("{needle:?} in the agent log"), within, || {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            holds(log.contains(needle), || log)
-        });
+        self.0.wait_log_since(0, &[needle], within);
     }
 
     /// SIGTERM; returns how long the agent took to exit.
     fn stop(mut self) -> Duration {
         let t = Instant::now();
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
         // `ip netns exec` execs the agent, so the pid is the agent's.
-        let status = exited_within(&mut self.child, Duration::from_secs(10))
-            .expect("agent stops within 10 s of SIGTERM");
-        assert!(status.success(), "agent exited with {status}");
+        let code = self.0.stop("TERM", Duration::from_secs(10));
+        assert_eq!(
+            code,
+            0,
+            "the agent exits cleanly on SIGTERM:\n{}",
+            self.0.log()
+        );
         t.elapsed()
     }
 }
