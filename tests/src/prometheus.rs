@@ -68,14 +68,6 @@ mod tests {
                 ok: true,
                 ..Default::default()
             }],
-            queue: vec![Queued {
-                id: 1,
-                position: 1,
-                model_class: "M".into(),
-                method: None,
-                enqueued_at: 1,
-                sending_to: None,
-            }],
             cost: Some(Cost::default()),
             agent: Some(AgentInfo {
                 version: "0.1.0\nx".into(),

@@ -114,22 +114,11 @@ async fn wait_answering(
     what: &str,
     accept: impl Fn(&serde_json::Value) -> bool,
 ) -> (serde_json::Value, Duration) {
-    let t = Instant::now();
     let what = format!("{what}: {n} workers answering");
-    let o = eventually(&what, within, async || {
-        let o = overview(stack, pw).await;
-        let all = answering(&o).len() == n && o["workers"].as_array().map_or(0, Vec::len) == n;
-        if all && accept(&o) {
-            Ok(o)
-        } else {
-            Err(format!(
-                "{o:#}\nemulator:\n{}",
-                stack.emulator.as_ref().unwrap().log()
-            ))
-        }
+    wait_overview(stack, pw, within, &what, |o| {
+        answering(o).len() == n && o["workers"].as_array().map_or(0, Vec::len) == n && accept(o)
     })
-    .await;
-    (o, t.elapsed())
+    .await
 }
 
 /// Waits until `accept` holds for the overview; returns it and the time taken.
