@@ -57,7 +57,8 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let shared = Shared::new(Arc::new(Host), events.clone());
     let listed = settings.toml.duties();
     let nat_listed = listed.contains(&DutyKind::Nat);
-    let mut driver = Driver::new(events.clone(), Backoff::default());
+    let mut driver = Driver::new(events.clone(), Backoff::default())
+        .count_recoveries_in(shared.recoveries.clone());
     for kind in DutyKind::ALL {
         if listed.contains(&kind) {
             let (reg, duty) = duties::gateway(kind, &shared);

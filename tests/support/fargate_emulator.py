@@ -44,6 +44,9 @@ Where moto falls short of ECS, the emulator keeps the state itself:
   Reason: You've reached the limit on the number of vCPUs you can run
   concurrently. …", and "(service …) has reached a steady state." once it
   runs what it wants; DescribeServices reports the events, newest first;
+* deployments: each new task definition or forced deployment is a new
+  PRIMARY deployment, IN_PROGRESS until the service runs its count of it,
+  then COMPLETED; DescribeServices reports it with its rolloutState;
 * Spot interruptions: `POST /_emulator/interrupt` with `{"task": id}` stops a
   FARGATE_SPOT task with stopCode SpotInterruption, as Fargate does when it
   takes the capacity back.
@@ -51,7 +54,10 @@ Where moto falls short of ECS, the emulator keeps the state itself:
 AWS's rules it enforces where moto accepts what AWS refuses are in RULES,
 each citing the AWS page it comes from: the Fargate CPU and memory pairs,
 ECS's service-linked role, without which CreateCluster and CreateService
-fail, and DeleteCluster refused while tasks stop (a stopped task holds the
+fail, the deployment circuit breaker (a deployment whose tasks keep failing
+to start is FAILED at ECS's threshold and launches no more; with rollback
+the service returns to the last completed deployment), and DeleteCluster
+refused while tasks stop (a stopped task holds the
 cluster for STOP_LINGER_SECS more); in EC2_RULES, IAM's propagation delay
 (RunInstances refusing an instance profile made a moment ago); and EC2's
 eventual consistency (the calls that follow a create get Invalid*.NotFound
@@ -101,6 +107,8 @@ strategies = {}  # service ARN -> capacityProviderStrategy as last set
 generations = {}  # service ARN -> deployment number (forceNewDeployment bumps it)
 protection = {}  # task ARN -> protection expiry (epoch seconds)
 events = {}  # service ARN -> [service event], newest first
+deployments = {}  # service ARN -> its PRIMARY deployment (rolloutState, failedTasks)
+breakers = {}  # service ARN -> deploymentCircuitBreaker as CreateService/UpdateService set it
 quota = {"vcpu": args.fargate_vcpu_quota}  # each provider's vCPU quota, as now set
 
 UNPLACED_VCPU = (
@@ -210,6 +218,92 @@ def failed_start(task, reason):
         n, _ = failures.get(task["service"], (0, 0))
         failures[task["service"]] = (n + 1, time.time() + min(2 ** n, 30))
     stop(task, "TaskFailedToStart", reason)
+    circuit_breaker(task)
+
+
+# ---- deployments and the circuit breaker ----------------------------------
+#
+# moto keeps one deployment a service and never changes its rolloutState.
+# ECS's rules, from the Developer Guide's "How the Amazon ECS deployment
+# circuit breaker detects failures"
+# (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-circuit-breaker.html)
+# and the API reference's DeploymentCircuitBreaker and Deployment
+# (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DeploymentCircuitBreaker.html,
+# https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Deployment.html):
+# * a new deployment (a new task definition, or forceNewDeployment) starts
+#   IN_PROGRESS and is COMPLETED once the service runs its desired count of
+#   its tasks;
+# * with the breaker on, tasks of an IN_PROGRESS deployment that fail to
+#   start are counted (stage 1: tasks that never reach RUNNING); at the
+#   threshold, 0.5 x the desired count, at least 3 and at most 200
+#   (API_ServiceDeploymentCircuitBreaker.html), the deployment is FAILED with
+#   "ECS deployment circuit breaker: tasks failed to start." and launches no
+#   more tasks;
+# * with rollback on, the service goes back to the last COMPLETED
+#   deployment's task definition; a first deployment has none, so it stays
+#   FAILED with what it runs;
+# * a task that fails after the deployment COMPLETED (a scale-out) is not
+#   counted: the breaker watches deployments, not scaling.
+
+
+def breaker_threshold(desired):
+    return min(200, max(3, -(-desired // 2)))
+
+
+def deployment_of(svc, td_arn, gen):
+    """The service's PRIMARY deployment, a new one when its task definition
+    or forced generation changed."""
+    with lock:
+        d = deployments.get(svc["serviceArn"])
+        if d is None or (d["taskDefinition"], d["_gen"]) != (td_arn, gen):
+            completed = d if d and d["rolloutState"] == "COMPLETED" else (d or {}).get("_completed")
+            did = "ecs-svc/" + str(uuid.uuid4().int)[:19]
+            d = {
+                "id": did,
+                "status": "PRIMARY",
+                "taskDefinition": td_arn,
+                "rolloutState": "IN_PROGRESS",
+                "rolloutStateReason": f"ECS deployment {did} in progress.",
+                "failedTasks": 0,
+                "createdAt": epoch(),
+                "updatedAt": epoch(),
+                "_gen": gen,
+                "_completed": completed,
+                "_svc": {k: svc[k] for k in ("serviceArn", "serviceName", "clusterArn")},
+            }
+            deployments[svc["serviceArn"]] = d
+            log(f"deployment {did} of {svc['serviceName']} IN_PROGRESS ({td_arn.rsplit('/', 1)[-1]})")
+        d["desiredCount"] = svc["desiredCount"]
+        return d
+
+
+def circuit_breaker(task):
+    """Counts a failed start against its deployment, and fails (and rolls
+    back) the deployment at the threshold."""
+    with lock:
+        d = deployments.get(task["service"])
+        breaker = breakers.get(task["service"]) or {}
+        if not d or d["rolloutState"] != "IN_PROGRESS" or not breaker.get("enable"):
+            return
+        if (task["taskDefinitionArn"], task["generation"]) != (d["taskDefinition"], d["_gen"]):
+            return
+        d["failedTasks"] += 1
+        d["updatedAt"] = epoch()
+        if d["failedTasks"] < breaker_threshold(d["desiredCount"]):
+            return
+        d["rolloutState"] = "FAILED"
+        d["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start."
+        back = d["_completed"] if breaker.get("rollback") else None
+    svc = d["_svc"]
+    log(f"deployment {d['id']} of {svc['serviceName']} FAILED after {d['failedTasks']} failed starts")
+    service_event(svc, f"(deployment {d['id']}) deployment failed: tasks failed to start.")
+    if back:
+        service_event(svc, f"rolling back to deployment {back['id']}.")
+        ecs.update_service(cluster=svc["clusterArn"], service=svc["serviceArn"], taskDefinition=back["taskDefinition"])
+
+
+def deployment_json(d):
+    return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
 def ssm_values(names):
@@ -480,6 +574,7 @@ def reconcile_service(cluster_arn, svc):
     with lock:
         mine = [t for t in tasks.values() if t["service"] == svc["serviceArn"] and t["desiredStatus"] == "RUNNING"]
     gen = generations.get(svc["serviceArn"], 0)
+    deployment = deployment_of(svc, td_arn, gen)
     new = [t for t in mine if t["taskDefinitionArn"] == td_arn and t["generation"] == gen]
     old = [t for t in mine if t not in new]
     scaling = f"Scaling activity initiated by (deployment {svc.get('deployments', [{}])[0].get('id', 'ecs-svc')})"
@@ -492,7 +587,7 @@ def reconcile_service(cluster_arn, svc):
     # Start what is missing, within maximumPercent, unless recent starts failed.
     _, not_before = failures.get(svc["serviceArn"], (0, 0))
     room = max(0, max_total - len(new) - len(old))
-    if time.time() >= not_before and subnets:
+    if time.time() >= not_before and subnets and deployment["rolloutState"] != "FAILED":
         for _ in range(min(want - len(new), room)):
             if not new_task(cluster_arn, svc, td_arn, subnets):
                 break
@@ -512,6 +607,12 @@ def reconcile_service(cluster_arn, svc):
         mine = [t for t in tasks.values() if t["service"] == svc["serviceArn"] and t["desiredStatus"] == "RUNNING"]
         said = events.get(svc["serviceArn"], [])
     whole = len(mine) == want and all(t["lastStatus"] == "RUNNING" and t["taskDefinitionArn"] == td_arn for t in mine)
+    with lock:
+        if whole and deployment["rolloutState"] == "IN_PROGRESS":
+            deployment["rolloutState"] = "COMPLETED"
+            deployment["rolloutStateReason"] = f"ECS deployment {deployment['id']} completed."
+            deployment["updatedAt"] = epoch()
+            log(f"deployment {deployment['id']} of {svc['serviceName']} COMPLETED")
     if whole and said and "steady state" not in said[0]["message"]:
         service_event(svc, "has reached a steady state.")
 
@@ -649,6 +750,10 @@ def patch_services(body):
             s["runningCount"] = sum(t["lastStatus"] == "RUNNING" for t in mine)
             s["pendingCount"] = sum(t["lastStatus"] != "RUNNING" for t in mine)
             s["events"] = list(events.get(s.get("serviceArn"), []))
+            d = deployments.get(s.get("serviceArn"))
+            if d and d["taskDefinition"] == s.get("taskDefinition"):
+                primary = dict(deployment_json(d), runningCount=s["runningCount"], pendingCount=s["pendingCount"])
+                s["deployments"] = [primary]
     return json.dumps(out).encode()
 
 
@@ -702,6 +807,9 @@ def record_strategy(op, req, data):
     with lock:
         if req.get("capacityProviderStrategy"):
             strategies[arn] = req["capacityProviderStrategy"]
+        breaker = (req.get("deploymentConfiguration") or {}).get("deploymentCircuitBreaker")
+        if breaker is not None:
+            breakers[arn] = breaker
         if op == "UpdateService" and req.get("forceNewDeployment"):
             generations[arn] = generations.get(arn, 0) + 1
             log(f"new deployment {generations[arn]} of {svc.get('serviceName')} (strategy {strategies.get(arn)})")

@@ -527,17 +527,113 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         "{}",
         gave_up.stderr
     );
+
+    // A new deployment whose tasks cannot start (a new task size, the
+    // registry still down): ECS's circuit breaker fails it at its threshold
+    // (3 failed starts for 4 workers) and rolls the service back to the last
+    // completed deployment. The agent says so on the Cluster line and does
+    // not fight the rollback: no UpdateService in the rounds that follow.
+    let resized = Run::of(stack.launch_command(&["--memory", "1024", "--no-wait"]));
+    assert_eq!(resized.code, 0, "{resized:?}");
+    let t = Instant::now();
+    let (o, _) = wait_overview(
+        &stack,
+        &pw,
+        Duration::from_secs(180),
+        "the rollback on the Cluster line",
+        |o| {
+            o["cluster"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ECS rolled the service back to fossa-wp-worker:2 from fossa-wp-worker:3")
+        },
+    )
+    .await;
+    let line = o["cluster"]["detail"].as_str().unwrap().to_owned();
+    assert!(
+        line.contains("deployment failed: tasks failed to start"),
+        "{line}"
+    );
+    assert_eq!(o["cluster"]["ok"], false, "{o:#}");
+    let emulator = stack.emulator.as_ref().unwrap().log();
+    assert!(
+        emulator.contains("FAILED after 3 failed starts"),
+        "the breaker's threshold:\n{emulator}"
+    );
+    eprintln!(
+        "FIGURE a deployment that cannot start -> failed, rolled back and shown: {:?}",
+        t.elapsed()
+    );
+    let actions_log = stack.actions_log();
+    let updates = || {
+        let log = std::fs::read_to_string(&actions_log).unwrap_or_default();
+        log.lines().filter(|l| l.contains("UpdateService")).count()
+    };
+    let before = updates();
+    // (While tasks fail it looks every 15 s: two rounds and more.)
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(updates(), before, "the agent does not fight ECS's rollback");
+
+    // The registry back and a part recovering (the broker, killed and
+    // started again): the cause may be gone, so the agent deploys the new
+    // size once more, and it runs.
     stack.registry.restart();
+    Run::of(stack.docker.cli().args(["kill", "fossa-broker"])).ok();
+    let t = Instant::now();
+    let ecs = aws_sdk_ecs::Client::new(&emulated_sdk(&stack).await);
+    eventually(
+        "4 tasks of the new size running",
+        Duration::from_secs(240),
+        async || {
+            let arns = ecs
+                .list_tasks()
+                .cluster("fossa-wp")
+                .send()
+                .await
+                .unwrap()
+                .task_arns()
+                .to_vec();
+            let d = ecs
+                .describe_tasks()
+                .cluster("fossa-wp")
+                .set_tasks(Some(arns))
+                .send()
+                .await
+                .unwrap();
+            let on3 = d
+                .tasks()
+                .iter()
+                .filter(|t| {
+                    t.task_definition_arn().unwrap_or_default().ends_with(":3")
+                        && t.last_status() == Some("RUNNING")
+                })
+                .count();
+            holds(on3 == 4, || format!("{on3} running on :3"))
+        },
+    )
+    .await;
     let (_, back) = wait_answering(
         &stack,
         &pw,
         4,
         Duration::from_secs(120),
         "registry back",
-        |_| true,
+        |o| {
+            !o["cluster"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("rolled the service back")
+        },
     )
     .await;
-    eprintln!("FIGURE registry back -> 4 answering: {back:?}");
+    assert!(
+        updates() > before,
+        "a new deployment once the broker recovered"
+    );
+    eprintln!(
+        "FIGURE registry back and the broker recovered -> the new size deployed, 4 answering: {:?}",
+        t.elapsed() + back
+    );
 
     // Beyond the account's Fargate vCPU quota ECS places no task and says
     // why only in the service's events; the Cluster line gives that reason

@@ -69,12 +69,38 @@ impl Backoff {
     }
 }
 
+/// How many times each duty became well (its first good result, and each
+/// after a failure or an unwell one): what the cluster duty compares to
+/// know whether the cause of a failed deployment may have gone.
+#[derive(Debug, Default)]
+pub struct Recoveries(std::sync::Mutex<std::collections::HashMap<&'static str, u64>>);
+
+impl Recoveries {
+    fn bump(&self, duty: &'static str) {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *m.entry(duty).or_default() += 1;
+    }
+
+    /// The recoveries of these duties, added up.
+    pub fn of(&self, duties: &[&str]) -> u64 {
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        duties.iter().filter_map(|d| m.get(d)).sum()
+    }
+}
+
 /// Runs registered duties; see the module docs.
 pub struct Driver<C: Send + Sync + 'static> {
     duties: Vec<(usize, Registration, Box<dyn Duty<C>>)>,
     board: watch::Sender<Vec<DutyStatus>>,
     events: Events,
     backoff: Backoff,
+    recoveries: Arc<Recoveries>,
 }
 
 impl<C: Send + Sync + 'static> Driver<C> {
@@ -85,7 +111,14 @@ impl<C: Send + Sync + 'static> Driver<C> {
             board: watch::Sender::new(Vec::new()),
             events,
             backoff,
+            recoveries: Arc::default(),
         }
+    }
+
+    /// Counts each duty's recoveries in `r` (shared with the duties that read it).
+    pub fn count_recoveries_in(mut self, r: Arc<Recoveries>) -> Self {
+        self.recoveries = r;
+        self
     }
 
     fn slot(&mut self, component: Component) -> usize {
@@ -145,6 +178,7 @@ impl<C: Send + Sync + 'static> Driver<C> {
                     board: board.clone(),
                     events: self.events.clone(),
                     backoff: self.backoff,
+                    recoveries: self.recoveries.clone(),
                 };
                 tokio::spawn(run.run(ctx.clone(), shutdown.clone()))
             })
@@ -160,6 +194,7 @@ struct Loop<C: Send + Sync + 'static> {
     board: Arc<watch::Sender<Vec<DutyStatus>>>,
     events: Events,
     backoff: Backoff,
+    recoveries: Arc<Recoveries>,
 }
 
 pub use fossa_contract::aws::chain;
@@ -254,6 +289,9 @@ impl<C: Send + Sync + 'static> Loop<C> {
                     // One event per change of the line or of health, with the detail it had then.
                     if failures > 0 || last.as_ref() != Some(&seen) {
                         self.events.push(name, !healthy, &shown);
+                    }
+                    if healthy && !matches!(last, Some((_, true))) {
+                        self.recoveries.bump(name);
                     }
                     failures = 0;
                     self.publish(healthy, shown, true);
@@ -353,13 +391,15 @@ mod tests {
         board: Board,
         events: Events,
         tasks: Vec<JoinHandle<()>>,
+        recoveries: Arc<Recoveries>,
     }
 
     fn world(fail_first: u32, next: Next) -> World {
         let runs = Arc::new(AtomicU32::new(0));
         let (poke, poke_rx) = watch::channel(0);
         let events = Events::default();
-        let mut driver = fast_driver(&events);
+        let recoveries = Arc::new(Recoveries::default());
+        let mut driver = fast_driver(&events).count_recoveries_in(recoveries.clone());
         driver.note("nat", "NAT", true, "not needed here");
         driver.register(
             Registration::new("fake", "Fake", Duration::from_secs(3600)),
@@ -382,6 +422,7 @@ mod tests {
             board,
             events,
             tasks,
+            recoveries,
         }
     }
 
@@ -420,6 +461,18 @@ mod tests {
             errors[0].message
         );
         assert_eq!(events.last().unwrap().message, "run 3 with settings 7");
+        assert_eq!(
+            w.recoveries.of(&["fake"]),
+            1,
+            "well after two failures: one recovery"
+        );
+        w.poke.send_replace(1);
+        until(&mut w.board, |b| b[1].successes == 2).await;
+        assert_eq!(
+            w.recoveries.of(&["fake", "nat"]),
+            1,
+            "well again is no recovery; a note never recovers"
+        );
         w.shutdown.send_replace(true);
         for t in w.tasks {
             t.await.unwrap();

@@ -216,6 +216,9 @@ pub struct Shared {
     /// Worker tasks Fargate Spot took back lately; the cluster duty fills
     /// it and the workers list shows them.
     pub interrupted: Arc<watch::Sender<Vec<cluster::stopped_tasks::StoppedTask>>>,
+    /// Each duty's recoveries, as the driver counts them; the cluster duty
+    /// reads them to know when a failed deployment is worth another.
+    pub recoveries: Arc<driver::Recoveries>,
 }
 
 impl Shared {
@@ -230,6 +233,7 @@ impl Shared {
             nat_traffic: Arc::new(watch::Sender::new(Default::default())),
             secrets: Arc::new(watch::Sender::new(Vec::new())),
             interrupted: Arc::new(watch::Sender::new(Vec::new())),
+            recoveries: Arc::default(),
         }
     }
 }

@@ -171,6 +171,11 @@ pub fn resources(d: &Desired<'_>) -> Vec<Resource> {
         s.task_security_group(),
         format!("ingress: {}", rules_text(&task_ingress(&gw_sg)).join("; ")),
     ));
+    out.push(res(
+        "iam-service-linked-role",
+        fossa_contract::names::ECS_SERVICE_LINKED_ROLE,
+        "ECS's, once per account: made if missing (CreateCluster and CreateService need it); destroy leaves it",
+    ));
     for role in d.scope.roles() {
         out.push(Resource {
             policy: Some(role.trust.clone()),
@@ -386,6 +391,7 @@ mod tests {
         let list = resources(&d);
         let kinds = |k: &str| list.iter().filter(|r| r.kind == k).count();
         assert_eq!(kinds("iam-role"), 3);
+        assert_eq!(kinds("iam-service-linked-role"), 1);
         assert_eq!(kinds("iam-role-policy"), 2);
         assert_eq!(kinds("s3-bucket-policy"), 1);
         assert_eq!(kinds("subnet"), 3);

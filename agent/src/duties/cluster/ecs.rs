@@ -16,7 +16,7 @@ use fossa_contract::names::{FOSSA_PORT, WORKER_CONTAINER};
 use fossa_contract::{ssm, tags, StackName};
 use sha2::{Digest, Sha256};
 
-use super::service_events;
+use super::{rollout, service_events};
 
 /// Log retention of the workers' log group.
 pub const LOG_RETENTION_DAYS: i32 = 7;
@@ -325,6 +325,9 @@ pub enum ServiceChange {
         /// The task definition changed as well.
         revision: bool,
     },
+    /// A new deployment of the same task definition, after one failed and
+    /// something changed since.
+    Redeployed,
 }
 
 /// What [`ensure_service`] found and did.
@@ -338,14 +341,24 @@ pub struct ServiceSeen {
     pub running: i32,
     /// Its events, as ECS reports them (newest first; none for a new service).
     pub events: Vec<service_events::ServiceEvent>,
+    /// Why its deployment failed (or was rolled back), while nothing changed
+    /// to start another.
+    pub failed: Option<String>,
 }
 
-/// Creates the service, or points it at `task_definition`; never touches desiredCount of an existing service.
+/// Creates the service, or points it at `task_definition`; never touches
+/// desiredCount of an existing service. A deployment that failed is started
+/// again only when its cause may have changed (`rollout::decide`).
 pub async fn ensure_service(
     ecs: &aws_sdk_ecs::Client,
     cfg: &StackConfig,
     task_definition: &str,
+    tracker: &mut rollout::Tracker,
 ) -> Result<ServiceSeen, ClusterError> {
+    let wanted = rollout::Cause {
+        task_definition: task_definition.to_owned(),
+        recoveries: tracker.recoveries,
+    };
     let (cluster, name) = (cfg.stack.cluster(), cfg.stack.service());
     let found = ecs
         .describe_services()
@@ -365,18 +378,32 @@ pub async fn ensure_service(
         // none), which is taken as unknown rather than as a change.
         let reported = s.capacity_provider_strategy();
         let same_strategy = reported.is_empty() || same_shares(reported, &cfg.capacity_strategy());
-        let seen = |change| ServiceSeen {
-            change,
+        let events: Vec<_> = s
+            .events()
+            .iter()
+            .map(service_events::ServiceEvent::of)
+            .collect();
+        let step = rollout::decide(
+            &wanted,
+            s.task_definition().unwrap_or_default(),
+            rollout::Rollout::of(s).as_ref(),
+            tracker.started.as_ref(),
+            rollout::failed_event(&events),
+        );
+        let mut seen = ServiceSeen {
+            change: ServiceChange::None,
             desired: s.desired_count(),
             running: s.running_count(),
-            events: s
-                .events()
-                .iter()
-                .map(service_events::ServiceEvent::of)
-                .collect(),
+            events,
+            failed: None,
         };
-        if same_td && same_strategy {
-            return Ok(seen(ServiceChange::None));
+        match (&step, same_strategy) {
+            (rollout::Step::Fine, true) => return Ok(seen),
+            (rollout::Step::Failed { reason }, true) => {
+                seen.failed = Some(reason.clone());
+                return Ok(seen);
+            }
+            _ => {}
         }
         let mut update = ecs
             .update_service()
@@ -385,17 +412,22 @@ pub async fn ensure_service(
             .task_definition(task_definition);
         if !same_strategy {
             // A new strategy takes effect through a new deployment.
-            update = update
-                .set_capacity_provider_strategy(Some(strategy))
-                .force_new_deployment(true);
+            update = update.set_capacity_provider_strategy(Some(strategy));
+        }
+        let redeploy = step == rollout::Step::Redeploy;
+        if !same_strategy || redeploy {
+            update = update.force_new_deployment(true);
         }
         update.send().await.aws("ecs:UpdateService", &name)?;
-        let change = if same_strategy {
-            ServiceChange::Updated
-        } else {
+        tracker.started = Some(wanted);
+        seen.change = if !same_strategy {
             ServiceChange::Providers { revision: !same_td }
+        } else if redeploy {
+            ServiceChange::Redeployed
+        } else {
+            ServiceChange::Updated
         };
-        return Ok(seen(change));
+        return Ok(seen);
     }
     let network = AwsVpcConfiguration::builder()
         .set_subnets(Some(
@@ -431,11 +463,13 @@ pub async fn ensure_service(
         .send()
         .await
         .aws("ecs:CreateService", &name)?;
+    tracker.started = Some(wanted);
     Ok(ServiceSeen {
         change: ServiceChange::Created,
         desired: cfg.workers as i32,
         running: 0,
         events: Vec::new(),
+        failed: None,
     })
 }
 

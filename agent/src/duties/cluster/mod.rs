@@ -6,6 +6,7 @@
 //! Scaling changes desiredCount and nothing else.
 
 pub mod ecs;
+pub mod rollout;
 pub mod service_events;
 pub mod stopped_tasks;
 
@@ -37,14 +38,28 @@ pub struct Reconciled {
     pub running: i32,
     /// See `running`.
     pub events: Vec<service_events::ServiceEvent>,
+    /// Why the service's deployment failed, while nothing changed to start another.
+    pub failed: Option<String>,
 }
 
-/// Converges cluster, log group, task definition and service.
+/// Converges cluster, log group, task definition and service, knowing
+/// nothing of deployments started before.
 pub async fn reconcile(
     ecs: &aws_sdk_ecs::Client,
     logs: &aws_sdk_cloudwatchlogs::Client,
     cfg: &StackConfig,
     image: &str,
+) -> Result<Reconciled, ClusterError> {
+    reconcile_tracked(ecs, logs, cfg, image, &mut rollout::Tracker::default()).await
+}
+
+/// [`reconcile`] with what the duty remembers of the deployments it started.
+pub async fn reconcile_tracked(
+    ecs: &aws_sdk_ecs::Client,
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    cfg: &StackConfig,
+    image: &str,
+    tracker: &mut rollout::Tracker,
 ) -> Result<Reconciled, ClusterError> {
     let mut changes = Vec::new();
     if ensure_log_group(logs, &cfg.stack).await? {
@@ -61,7 +76,7 @@ pub async fn reconcile(
             arn.rsplit('/').next().unwrap_or(&arn)
         ));
     }
-    let seen = ensure_service(ecs, cfg, &arn).await?;
+    let seen = ensure_service(ecs, cfg, &arn, tracker).await?;
     let desired = seen.desired;
     match seen.change {
         ServiceChange::Created => {
@@ -81,6 +96,9 @@ pub async fn reconcile(
                 ""
             }
         )),
+        ServiceChange::Redeployed => changes.push(
+            "started a new deployment: the last one failed, and NAT, the broker or the image recovered since".into(),
+        ),
         ServiceChange::None => {}
     }
     let summary = if changes.is_empty() {
@@ -96,6 +114,7 @@ pub async fn reconcile(
         desired,
         running: seen.running,
         events: seen.events,
+        failed: seen.failed,
     })
 }
 
@@ -112,6 +131,9 @@ pub struct ClusterDuty {
     interrupted: Arc<watch::Sender<Vec<stopped_tasks::StoppedTask>>>,
     /// The interruptions already told as events.
     told: std::collections::HashSet<String>,
+    /// What it started the last deployment with.
+    tracker: rollout::Tracker,
+    recoveries: Arc<super::driver::Recoveries>,
 }
 
 impl ClusterDuty {
@@ -124,6 +146,8 @@ impl ClusterDuty {
             events: shared.events.clone(),
             interrupted: shared.interrupted.clone(),
             told: std::collections::HashSet::new(),
+            tracker: rollout::Tracker::default(),
+            recoveries: shared.recoveries.clone(),
         }
     }
 
@@ -161,12 +185,21 @@ impl Duty<Settings> for ClusterDuty {
             return Ok(Outcome::waiting("waiting for the worker image"));
         };
         let c = &s.clients;
+        self.tracker.recoveries = self.recoveries.of(&rollout::CAUSES);
         let Reconciled {
             mut summary,
             desired,
             running,
             events,
-        } = reconcile(&c.ecs, &c.logs, &s.stack, &image.reference).await?;
+            failed,
+        } = reconcile_tracked(
+            &c.ecs,
+            &c.logs,
+            &s.stack,
+            &image.reference,
+            &mut self.tracker,
+        )
+        .await?;
         let mut desired = desired.max(0) as u32;
         let wanted = s.stack.workers;
         if self.configured_workers.is_some_and(|seen| seen != wanted) && desired != wanted {
@@ -187,8 +220,9 @@ impl Duty<Settings> for ClusterDuty {
         let unplaced = service_events::unplaced(&events, running, desired as i32, now);
         self.interruptions(&stopped, now);
         let failures: Vec<_> = stopped.iter().filter_map(stopped_tasks::failed).collect();
-        let trouble: Vec<String> = stopped_tasks::summary(&failures, now)
+        let trouble: Vec<String> = failed
             .into_iter()
+            .chain(stopped_tasks::summary(&failures, now))
             .chain(unplaced)
             .collect();
         if !trouble.is_empty() {
