@@ -9,8 +9,18 @@ fossa_apt_install() {
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
+    # The tests start their own dockerd, RabbitMQ and Prometheus: with
+    # FOSSA_APT_NO_DAEMONS=1 the packages' services are not started on this
+    # machine as they install (Debian's policy-rc.d, for this install only).
+    local policy=/usr/sbin/policy-rc.d made_policy=""
+    if [ "${FOSSA_APT_NO_DAEMONS:-}" = 1 ] && [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
+    fi
     # `env` inside sudo: sudo would drop DEBIAN_FRONTEND from the environment.
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    local rc=0
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+    if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; fi
+    return "$rc"
   fi
 }
 

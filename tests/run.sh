@@ -18,7 +18,7 @@ if [ "$free_gb" -lt 14 ]; then
   echo "warning: ${free_gb} GB free here; a clean run writes about 13 GB (target/, /var/cache/fossa-tests, /tmp)." \
     "If it stops with 'No space left on device', free space or point CARGO_TARGET_DIR at a larger disk." >&2
 fi
-fossa_apt_install python3 python3-venv curl iproute2 iptables systemd procps \
+FOSSA_APT_NO_DAEMONS=1 fossa_apt_install python3 python3-venv curl iproute2 iptables systemd procps \
   docker.io docker-registry busybox-static apache2-utils rabbitmq-server chromium chromium-driver \
   mmdebstrap socat util-linux musl-tools qemu-user-static prometheus
 export FOSSA_TEST_VENV="$PWD/.venv"
