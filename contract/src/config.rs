@@ -467,7 +467,7 @@ pub fn spot_share(spot: bool, workers: u32) -> u32 {
 /// The Fargate vCPU a stack's most workers need against the account's quota.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "{workers} workers of {cpu} CPU units need {need} vCPU of {what}, and this account's quota in {region} is {quota} vCPU (Service Quotas, code {code}): ask AWS for an increase in the Service Quotas console, or give a lower --max-workers, --workers or --cpu"
+    "{workers} workers of {cpu} CPU units need {need} vCPU of {what} while a deployment replaces them (ECS runs up to {} % of the tasks then), and this account's quota in {region} is {quota} vCPU (Service Quotas, code {code}): ask AWS for an increase in the Service Quotas console, or give a lower --max-workers, --workers or --cpu", crate::addresses::DEPLOYMENT_MAX_PERCENT
 )]
 pub struct QuotaError {
     /// The most workers the stack may run.
@@ -487,7 +487,10 @@ pub struct QuotaError {
 }
 
 /// Checks that `workers` tasks of `cpu` units, placed as `spot` places them,
-/// fit the account's Fargate On-Demand and Spot vCPU quotas where known.
+/// fit the account's Fargate On-Demand and Spot vCPU quotas where known,
+/// with a deployment's surge: while one replaces the tasks, old and new run
+/// together (`addresses::with_surge`), and a surge beyond the quota leaves
+/// the deployment waiting for room that never comes.
 pub fn check_fargate_quota(
     workers: u32,
     cpu: u32,
@@ -496,12 +499,13 @@ pub fn check_fargate_quota(
     spot_quota: Option<f64>,
     region: &str,
 ) -> Result<(), QuotaError> {
-    let on_spot = spot_share(spot, workers);
+    let tasks = crate::addresses::with_surge(workers);
+    let on_spot = spot_share(spot, tasks);
     let vcpu = |n: u32| f64::from(n) * f64::from(cpu) / 1024.0;
     let checks = [
         (
             "Fargate On-Demand",
-            vcpu(workers - on_spot),
+            vcpu(tasks - on_spot),
             on_demand_quota,
             crate::limits::FARGATE_ON_DEMAND_VCPU_QUOTA,
         ),
@@ -751,22 +755,24 @@ mod tests {
     }
 
     #[test]
-    fn the_most_workers_must_fit_the_fargate_vcpu_quotas() {
-        // 8 workers of 1 vCPU on-demand against a new account's 6.
-        let e = check_fargate_quota(8, 1024, false, Some(6.0), Some(6.0), "eu-west-2").unwrap_err();
+    fn the_most_workers_must_fit_the_fargate_vcpu_quotas_with_a_deployments_surge() {
+        // 4 workers of 1 vCPU on-demand, 8 tasks while a deployment replaces
+        // them, against a new account's 6.
+        let e = check_fargate_quota(4, 1024, false, Some(6.0), Some(6.0), "eu-west-2").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "8 workers of 1024 CPU units need 8 vCPU of Fargate On-Demand, and this account's quota in eu-west-2 is 6 vCPU (Service Quotas, code L-3032A538): ask AWS for an increase in the Service Quotas console, or give a lower --max-workers, --workers or --cpu"
+            "4 workers of 1024 CPU units need 8 vCPU of Fargate On-Demand while a deployment replaces them (ECS runs up to 200 % of the tasks then), and this account's quota in eu-west-2 is 6 vCPU (Service Quotas, code L-3032A538): ask AWS for an increase in the Service Quotas console, or give a lower --max-workers, --workers or --cpu"
         );
-        // With Spot, 2 on-demand and 6 on Spot: both fit.
-        assert!(check_fargate_quota(8, 1024, true, Some(6.0), Some(6.0), "r").is_ok());
-        // 10 with Spot: 3 on-demand, 7 on Spot, over its quota.
-        let e = check_fargate_quota(10, 1024, true, Some(6.0), Some(6.0), "r").unwrap_err();
+        assert!(check_fargate_quota(3, 1024, false, Some(6.0), Some(6.0), "r").is_ok());
+        // With Spot, 8 tasks: 2 on-demand and 6 on Spot: both fit.
+        assert!(check_fargate_quota(4, 1024, true, Some(6.0), Some(6.0), "r").is_ok());
+        // 5 with Spot, 10 tasks: 3 on-demand, 7 on Spot, over its quota.
+        let e = check_fargate_quota(5, 1024, true, Some(6.0), Some(6.0), "r").unwrap_err();
         assert_eq!((e.what, e.need), ("Fargate Spot", 7.0));
         // Unknown quotas are not checked; quarter-vCPU tasks count as such.
         assert!(check_fargate_quota(1000, 4096, false, None, None, "r").is_ok());
-        assert!(check_fargate_quota(24, 256, false, Some(6.0), None, "r").is_ok());
-        assert!(check_fargate_quota(25, 256, false, Some(6.0), None, "r").is_err());
+        assert!(check_fargate_quota(12, 256, false, Some(6.0), None, "r").is_ok());
+        assert!(check_fargate_quota(13, 256, false, Some(6.0), None, "r").is_err());
     }
 }
 

@@ -7,6 +7,7 @@
 //! client is built ([`aws`]), plus the fault-injection points the
 //! reliability suite uses on both ([`fault`]).
 
+pub mod addresses;
 pub mod aws;
 pub mod config;
 pub mod elf;

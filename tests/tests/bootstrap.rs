@@ -98,7 +98,8 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
     cidrs.sort();
     assert_eq!(
         cidrs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
-        ["192.168.1.0/24", "192.168.2.0/24", "192.168.3.0/24"]
+        ["192.168.1.0/24", "192.168.4.0/22", "192.168.8.0/22"],
+        "private /22s: room for 1,000 workers with a deployment's surge"
     );
     assert_ne!(cidrs[1].1, cidrs[2].1, "private subnets are in two AZs");
     assert_eq!(cidrs[0].2, Some(true), "public subnet maps public IPs");

@@ -44,6 +44,21 @@ fn bad_input_gets_one_clear_line() {
         ),
         (&["launch", "--max-workers", "-1"], "--max-workers"),
         (
+            // A /22 VPC has /24 private subnets: 502 addresses, 251 workers
+            // with a deployment's surge.
+            &[
+                "launch",
+                "--vpc-cidr",
+                "10.20.0.0/22",
+                "--max-workers",
+                "300",
+                "--allow-cidr",
+                ALLOW,
+                "--no-wait",
+            ],
+            "300 workers need up to 600 addresses while a deployment replaces them",
+        ),
+        (
             &[
                 "launch",
                 "--max-workers",

@@ -178,6 +178,9 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
                 "--allow-cidr",
                 "198.51.100.1/32",
                 "--no-wait",
+                // A /22 VPC: its private subnets are /24s, the lab's 192.168.2.0/24 first.
+                "--vpc-cidr",
+                "192.168.0.0/22",
                 "--endpoint-url",
                 &moto.url,
             ])

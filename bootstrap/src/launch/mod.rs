@@ -330,6 +330,17 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     // Fargate vCPU quotas before anything is made or changed.
     let most = autoscale.as_ref().map_or(workers, |a| a.max_workers);
     quota::check(&l, most, cpu, spot).await?;
+    // ... and the private subnets' addresses: those a re-run keeps (an older
+    // stack's /24s), or those it will make.
+    let private: Vec<ipnet::Ipv4Net> = match &previous {
+        Some(p) => p
+            .private_subnets
+            .iter()
+            .filter_map(|s| s.cidr.parse().ok())
+            .collect(),
+        None => inputs.layout.private.to_vec(),
+    };
+    fossa_contract::addresses::check(most, &private).map_err(|e| Error::Usage(e.to_string()))?;
     if previous.is_some() {
         l.p.note(&format!(
             "settings: {workers} workers of {cpu} CPU units / {memory} MiB, {} models{}",

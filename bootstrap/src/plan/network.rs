@@ -11,7 +11,10 @@ use ipnet::Ipv4Net;
 pub struct SubnetLayout {
     /// The gateway's public subnet (the VPC's 2nd /24).
     pub public: Ipv4Net,
-    /// The workers' private subnets (3rd and 4th /24), one per AZ.
+    /// The workers' private subnets, one per AZ: the VPC's 2nd and 3rd /22
+    /// (1,019 addresses each, room for the most workers a stack runs with a
+    /// deployment's surge: `fossa_contract::addresses`), or in a /21 or /22
+    /// VPC its 3rd and 4th /24.
     pub private: [Ipv4Net; 2],
 }
 
@@ -21,8 +24,9 @@ pub struct SubnetLayout {
 pub struct BadVpcCidr(pub Ipv4Net);
 
 impl SubnetLayout {
-    /// Public = the 2nd /24 of the VPC, private = the 3rd and 4th
-    /// (192.168.1.0/24, 192.168.2.0/24, 192.168.3.0/24 for the default).
+    /// Public = the 2nd /24 of the VPC; private = the 2nd and 3rd /22
+    /// (192.168.1.0/24, 192.168.4.0/22, 192.168.8.0/22 for the default), or
+    /// the 3rd and 4th /24 in a VPC too small for /22s.
     pub fn for_vpc(vpc: Ipv4Net) -> Result<Self, BadVpcCidr> {
         let private_range = [
             Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8).expect("constant"),
@@ -37,10 +41,15 @@ impl SubnetLayout {
         }
         let mut s = vpc.subnets(24).map_err(|_| BadVpcCidr(vpc))?.skip(1);
         let mut next = || s.next().ok_or(BadVpcCidr(vpc));
-        Ok(Self {
-            public: next()?,
-            private: [next()?, next()?],
-        })
+        let public = next()?;
+        let private = if vpc.prefix_len() <= 20 {
+            let mut s = vpc.subnets(22).map_err(|_| BadVpcCidr(vpc))?.skip(1);
+            let mut next = || s.next().ok_or(BadVpcCidr(vpc));
+            [next()?, next()?]
+        } else {
+            [next()?, next()?]
+        };
+        Ok(Self { public, private })
     }
 }
 
@@ -194,13 +203,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_layout_matches_the_recipe() {
+    fn the_private_subnets_hold_the_most_workers_where_the_vpc_allows() {
         let l = SubnetLayout::for_vpc("192.168.0.0/16".parse().unwrap()).unwrap();
         assert_eq!(l.public.to_string(), "192.168.1.0/24");
-        assert_eq!(l.private[0].to_string(), "192.168.2.0/24");
-        assert_eq!(l.private[1].to_string(), "192.168.3.0/24");
+        assert_eq!(l.private[0].to_string(), "192.168.4.0/22");
+        assert_eq!(l.private[1].to_string(), "192.168.8.0/22");
+        let most = |l: &SubnetLayout| fossa_contract::addresses::most_workers(&l.private);
+        assert!(most(&l) >= fossa_contract::limits::MAX_WORKERS);
+        let l = SubnetLayout::for_vpc("10.20.0.0/20".parse().unwrap()).unwrap();
+        assert_eq!(l.private[1].to_string(), "10.20.8.0/22");
+        assert!(!l.private[0].contains(&l.public.network()));
+        // Too small for /22s: /24s, and the most workers bounded by them.
         let l = SubnetLayout::for_vpc("10.20.0.0/22".parse().unwrap()).unwrap();
         assert_eq!(l.private[1].to_string(), "10.20.3.0/24");
+        assert_eq!(most(&l), 251);
     }
 
     #[test]
