@@ -554,6 +554,21 @@ impl StackConfig {
         })
     }
 
+    /// The most workers this stack runs: the Fargate limit, or fewer where
+    /// its private subnets hold fewer with a deployment's surge (an older
+    /// stack's /24s hold 251).
+    pub fn most_workers(&self) -> u32 {
+        let subnets: Vec<ipnet::Ipv4Net> = self
+            .private_subnets
+            .iter()
+            .filter_map(|s| s.cidr.parse().ok())
+            .collect();
+        if subnets.is_empty() {
+            return crate::limits::MAX_WORKERS;
+        }
+        crate::addresses::most_workers(&subnets).min(crate::limits::MAX_WORKERS)
+    }
+
     /// Workers of a new stack unless `launch --workers` says otherwise.
     pub const DEFAULT_WORKERS: u32 = 4;
     /// CPU units of a worker task unless `launch --cpu` says otherwise.
@@ -752,6 +767,20 @@ mod tests {
         );
         let spot: Vec<u32> = (0..=9).map(|n| c.spot_share(n)).collect();
         assert_eq!(spot, [0, 0, 1, 2, 3, 3, 4, 5, 6, 6]);
+    }
+
+    #[test]
+    fn an_older_stacks_slash_24s_bound_its_most_workers() {
+        let subnet = |cidr: &str| Subnet {
+            id: "s".into(),
+            cidr: cidr.into(),
+            az: "a".into(),
+        };
+        let mut c = sample_stack_config();
+        c.private_subnets = vec![subnet("192.168.2.0/24"), subnet("192.168.3.0/24")];
+        assert_eq!(c.most_workers(), 251);
+        c.private_subnets = vec![subnet("192.168.4.0/22"), subnet("192.168.8.0/22")];
+        assert_eq!(c.most_workers(), crate::limits::MAX_WORKERS);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use fossa_contract::aws::AwsResultExt;
 use fossa_contract::config::StackConfig;
 use fossa_contract::limits::{
-    MAX_WORKERS, TASK_PROTECTION_BATCH, TASK_PROTECTION_MINUTES, TASK_PROTECTION_RENEW_MINUTES,
+    TASK_PROTECTION_BATCH, TASK_PROTECTION_MINUTES, TASK_PROTECTION_RENEW_MINUTES,
 };
 use fossa_contract::names::{worker_log_stream, DEFAULT_INSTANCE_TYPE, FOSSA_PORT};
 use fossa_contract::prices;
@@ -249,10 +249,13 @@ impl WorkerBackend for FargateBackend {
     }
 
     async fn scale(&self, workers: u32) -> Result<String, BackendError> {
-        if workers > MAX_WORKERS {
+        // The Fargate limit, or what the private subnets hold with a
+        // deployment's surge, if fewer.
+        let most = self.config.most_workers();
+        if workers > most {
             return Err(BackendError::TooMany {
                 mode: self.mode(),
-                max: MAX_WORKERS,
+                max: most,
             });
         }
         cluster::scale(&self.ecs, &self.config.stack, workers).await?;
