@@ -29,8 +29,14 @@ impl Browser {
             assert!(std::path::Path::new(p).exists(), "{p} is missing: install the Debian packages chromium and chromium-driver (tests/run.sh does)");
         }
         let port = free_port();
+        // Chromium's own temporary folders go in the profile's, which is
+        // removed on drop: a killed browser leaves nothing in /tmp.
+        let profile = TempDir::new("chromium");
+        let tmp = profile.0.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("chromium's temp dir");
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &tmp)
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -47,7 +53,6 @@ impl Browser {
             async || http.get(format!("{base}/status")).send().await,
         )
         .await;
-        let profile = TempDir::new("chromium");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": true,

@@ -137,6 +137,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 models_dir: models_dir.clone(),
                 broker_url: broker_url.clone(),
                 state_marker: leftovers::marker(&state),
+                scratch: state.join("tmp"),
             };
             Ok((Box::new(Processes::new(spec)), models))
         }

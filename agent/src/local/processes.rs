@@ -30,6 +30,10 @@ pub struct WorkerSpec {
     pub broker_url: String,
     /// The state directory's marker (`leftovers`), so a later start finds these workers if this run is killed.
     pub state_marker: String,
+    /// Where each worker's temporary files go (`TMPDIR`, a folder per
+    /// worker, emptied at each start): Fossa's multiprocessing leaves its
+    /// `pymp-*` folders behind when a worker is killed, here and not in /tmp.
+    pub scratch: PathBuf,
 }
 
 impl std::fmt::Debug for WorkerSpec {
@@ -80,9 +84,14 @@ impl Launcher for Processes {
     }
 
     async fn launch(&self, index: u32, port: u16, logs: &LocalLogs) -> Result<(), Error> {
+        let tmp = self.spec.scratch.join(format!("local-{index}"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
         let mut group = spawn_group(
             Command::new(&self.spec.python)
                 .arg(&self.spec.module)
+                .env("TMPDIR", &tmp)
                 .env("RABBITMQ_URL", &self.spec.broker_url)
                 .env("FOSSA_HTTP_PORT", port.to_string())
                 .env("FOSSA_BIND_ADDRESS", "127.0.0.1")
