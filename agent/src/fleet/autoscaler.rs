@@ -30,6 +30,8 @@ struct AutoscaleOverride {
 /// Autoscaling, on or off, and what it remembers.
 pub struct Autoscaler {
     mode: Mode,
+    /// The most workers the backend runs: the bound on what the UI sets.
+    most: u32,
     history: Arc<History>,
     events: Events,
     /// When on: its policy and what it remembers.
@@ -42,9 +44,10 @@ pub struct Autoscaler {
 
 impl Autoscaler {
     /// Off, for a fleet in `mode`, keeping what the UI sets in `history`.
-    pub fn new(mode: Mode, history: Arc<History>, events: Events) -> Self {
+    pub fn new(mode: Mode, most: u32, history: Arc<History>, events: Events) -> Self {
         Autoscaler {
             mode,
+            most,
             history,
             events,
             on: Mutex::new(None),
@@ -105,7 +108,7 @@ impl Autoscaler {
     /// applied, and kept over the configured bounds until those change.
     pub fn set(&self, wanted: Option<Autoscale>, desired: u32) -> Result<String, ControlError> {
         if let Some(a) = &wanted {
-            a.check(self.mode.max_workers())
+            a.check(self.most)
                 .map_err(|e| ControlError::Invalid(e.to_string()))?;
         }
         let configured = *self.configured.lock().expect("lock");

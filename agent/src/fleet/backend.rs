@@ -45,6 +45,10 @@ impl From<&fossa_web::model::Worker> for WorkerRef {
 pub trait WorkerBackend: Send + Sync + 'static {
     /// Where its workers run.
     fn mode(&self) -> Mode;
+    /// The most workers it runs: its mode's limit unless it knows fewer.
+    fn most_workers(&self) -> u32 {
+        self.mode().max_workers()
+    }
     /// Every current worker.
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError>;
     /// Workers wanted.

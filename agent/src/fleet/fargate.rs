@@ -202,6 +202,12 @@ impl WorkerBackend for FargateBackend {
         Mode::Fargate
     }
 
+    fn most_workers(&self) -> u32 {
+        // The Fargate limit, or what the private subnets hold with a
+        // deployment's surge, if fewer.
+        self.config.most_workers()
+    }
+
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
         let tasks = cluster::service_tasks(
             &self.ecs,
@@ -249,9 +255,7 @@ impl WorkerBackend for FargateBackend {
     }
 
     async fn scale(&self, workers: u32) -> Result<String, BackendError> {
-        // The Fargate limit, or what the private subnets hold with a
-        // deployment's surge, if fewer.
-        let most = self.config.most_workers();
+        let most = self.most_workers();
         if workers > most {
             return Err(BackendError::TooMany {
                 mode: self.mode(),

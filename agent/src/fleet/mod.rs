@@ -103,7 +103,12 @@ impl FleetModel {
         let dispatcher = Dispatcher::new(poller.client().clone(), history.clone(), events.clone());
         Arc::new(FleetModel {
             snapshot: ArcSwap::from_pointee(initial),
-            autoscaler: Autoscaler::new(backend.mode(), history.clone(), events.clone()),
+            autoscaler: Autoscaler::new(
+                backend.mode(),
+                backend.most_workers(),
+                history.clone(),
+                events.clone(),
+            ),
             observer: Observer::new(history.clone()),
             cost: CostMeter::new(history.clone()),
             slots: SlotSamples::default(),
