@@ -145,6 +145,25 @@ async fn wait_overview(
     (o, t.elapsed())
 }
 
+/// The workers service's tasks, as the emulator describes them.
+async fn service_tasks(ecs: &aws_sdk_ecs::Client) -> Vec<aws_sdk_ecs::types::Task> {
+    let listed = ecs
+        .list_tasks()
+        .cluster("fossa-wp")
+        .service_name("fossa-wp-workers")
+        .send()
+        .await
+        .unwrap();
+    let described = ecs
+        .describe_tasks()
+        .cluster("fossa-wp")
+        .set_tasks(Some(listed.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    described.tasks().to_vec()
+}
+
 /// The worker containers the emulator runs now (`docker ps` names).
 fn task_containers(stack: &Stack) -> Vec<String> {
     let out = Run::of(stack.docker.cli().args([
@@ -422,22 +441,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let ecs = aws_sdk_ecs::Client::new(&emulated_sdk(&stack).await);
     let what = "the tasks rolled onto the new revision";
     eventually(what, Duration::from_secs(240), async || {
-        let listed = ecs
-            .list_tasks()
-            .cluster("fossa-wp")
-            .service_name("fossa-wp-workers")
-            .send()
-            .await
-            .unwrap();
-        let arns = listed.task_arns().to_vec();
-        let described = ecs
-            .describe_tasks()
-            .cluster("fossa-wp")
-            .set_tasks(Some(arns))
-            .send()
-            .await
-            .unwrap();
-        let tasks = described.tasks();
+        let tasks = &service_tasks(&ecs).await;
         let rolled = tasks.len() == 3
             && tasks.iter().all(|t| {
                 t.task_definition_arn().unwrap_or_default().ends_with(":2")
@@ -589,23 +593,8 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         "4 tasks of the new size running",
         Duration::from_secs(240),
         async || {
-            let arns = ecs
-                .list_tasks()
-                .cluster("fossa-wp")
-                .send()
+            let on3 = service_tasks(&ecs)
                 .await
-                .unwrap()
-                .task_arns()
-                .to_vec();
-            let d = ecs
-                .describe_tasks()
-                .cluster("fossa-wp")
-                .set_tasks(Some(arns))
-                .send()
-                .await
-                .unwrap();
-            let on3 = d
-                .tasks()
                 .iter()
                 .filter(|t| {
                     t.task_definition_arn().unwrap_or_default().ends_with(":3")
