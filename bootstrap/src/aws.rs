@@ -83,6 +83,45 @@ pub(crate) fn off() -> AttributeBooleanValue {
     AttributeBooleanValue::builder().value(false).build()
 }
 
+/// How long, and how often, to call again what AWS refused for a reason
+/// that passes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    /// For at most this long.
+    pub within: std::time::Duration,
+    /// The first wait ...
+    pub first: std::time::Duration,
+    /// ... doubling up to this.
+    pub max: std::time::Duration,
+}
+
+/// The one retry loop of `launch` and `destroy`: runs `call` until it
+/// succeeds, fails for a reason `passing` does not accept, or `retry.within`
+/// is over; `waiting` hears each refusal it waits out (to say so).
+pub(crate) async fn retry_while<T, F, Fut>(
+    retry: Retry,
+    passing: impl Fn(&AwsError) -> bool,
+    mut waiting: impl FnMut(&AwsError),
+    mut call: F,
+) -> std::result::Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, AwsError>>,
+{
+    let deadline = std::time::Instant::now() + retry.within;
+    let mut wait = retry.first;
+    loop {
+        match call().await {
+            Err(e) if passing(&e) && std::time::Instant::now() < deadline => {
+                waiting(&e);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(retry.max);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `call` again while EC2 says what was made a moment ago does not
 /// exist: EC2's API is eventually consistent, and a call right after a
 /// create can get `Invalid….NotFound` for seconds (EC2 developer guide,
@@ -91,23 +130,17 @@ pub(crate) fn off() -> AttributeBooleanValue {
 /// Waits 0.5 s doubling to 8 s, for at most [`EC2_CONSISTENCY_SECS`].
 ///
 /// [`EC2_CONSISTENCY_SECS`]: fossa_contract::limits::EC2_CONSISTENCY_SECS
-pub(crate) async fn after_create<T, F, Fut>(mut call: F) -> std::result::Result<T, AwsError>
+pub(crate) async fn after_create<T, F, Fut>(call: F) -> std::result::Result<T, AwsError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, AwsError>>,
 {
-    let deadline = std::time::Instant::now()
-        + std::time::Duration::from_secs(fossa_contract::limits::EC2_CONSISTENCY_SECS);
-    let mut wait = std::time::Duration::from_millis(500);
-    loop {
-        match call().await {
-            Err(e) if not_yet(&e) && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(8));
-            }
-            other => return other,
-        }
-    }
+    let retry = Retry {
+        within: std::time::Duration::from_secs(fossa_contract::limits::EC2_CONSISTENCY_SECS),
+        first: std::time::Duration::from_millis(500),
+        max: std::time::Duration::from_secs(8),
+    };
+    retry_while(retry, not_yet, |_| {}, call).await
 }
 
 /// Whether EC2 said a resource does not exist (yet).

@@ -129,34 +129,31 @@ impl Destroyer<'_> {
     /// while a deleted service drains: DeleteCluster API reference,
     /// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DeleteCluster.html>).
     async fn delete_cluster(&mut self, cluster: &str) -> Result<()> {
-        let deadline = std::time::Instant::now()
-            + std::time::Duration::from_secs(fossa_contract::limits::DESTROY_TASKS_STOP_SECS);
-        let mut wait = std::time::Duration::from_secs(2);
-        loop {
-            let r = self
-                .c
-                .ecs
-                .delete_cluster()
+        let retry = crate::aws::Retry {
+            within: std::time::Duration::from_secs(fossa_contract::limits::DESTROY_TASKS_STOP_SECS),
+            first: std::time::Duration::from_secs(2),
+            max: std::time::Duration::from_secs(15),
+        };
+        let holding = |e: &fossa_contract::aws::AwsError| {
+            e.is_code("ClusterContainsTasksException")
+                || e.is_code("ClusterContainsServicesException")
+        };
+        let (ecs, p) = (&self.c.ecs, &mut self.p);
+        let waiting = |e: &fossa_contract::aws::AwsError| {
+            p.working(&format!(
+                "waiting for the cluster's tasks to stop ({})",
+                e.detail
+            ));
+        };
+        crate::aws::retry_while(retry, holding, waiting, || async {
+            ecs.delete_cluster()
                 .cluster(cluster)
                 .send()
                 .await
-                .aws("ecs:DeleteCluster", cluster);
-            match r {
-                Err(e)
-                    if (e.is_code("ClusterContainsTasksException")
-                        || e.is_code("ClusterContainsServicesException"))
-                        && std::time::Instant::now() < deadline =>
-                {
-                    self.p.working(&format!(
-                        "waiting for the cluster's tasks to stop ({})",
-                        e.detail
-                    ));
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(15));
-                }
-                other => return other.map(|_| ()).map_err(Into::into),
-            }
-        }
+                .aws("ecs:DeleteCluster", cluster)
+        })
+        .await?;
+        Ok(())
     }
 
     pub(super) async fn ecr_and_logs(&mut self) -> Result<()> {

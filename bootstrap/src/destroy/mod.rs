@@ -32,24 +32,20 @@ fn absent_ok<T>(r: std::result::Result<T, AwsError>, codes: &[&str]) -> Result<O
 }
 
 /// Retries `f` while AWS reports a dependency that is still being released.
-async fn retry_dependency<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+async fn retry_dependency<T, F, Fut>(what: &str, f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, AwsError>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match f().await {
-            Err(e)
-                if (e.is_code("DependencyViolation") || e.is_code("InvalidParameterValue"))
-                    && Instant::now() < deadline =>
-            {
-                tracing::info!("{what}: waiting for dependencies: {e}");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-            other => return other.map_err(Into::into),
-        }
-    }
+    let retry = crate::aws::Retry {
+        within: Duration::from_secs(600),
+        first: Duration::from_secs(5),
+        max: Duration::from_secs(5),
+    };
+    let dependency =
+        |e: &AwsError| e.is_code("DependencyViolation") || e.is_code("InvalidParameterValue");
+    let waiting = |e: &AwsError| tracing::info!("{what}: waiting for dependencies: {e}");
+    Ok(crate::aws::retry_while(retry, dependency, waiting, f).await?)
 }
 
 struct Destroyer<'a> {
