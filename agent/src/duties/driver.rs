@@ -76,7 +76,9 @@ impl Backoff {
 pub struct Recoveries(std::sync::Mutex<std::collections::HashMap<&'static str, u64>>);
 
 impl Recoveries {
-    fn bump(&self, duty: &'static str) {
+    /// Counts a recovery of `duty`: the driver does when it becomes well,
+    /// and a duty may when it repaired something while staying well.
+    pub fn bump(&self, duty: &'static str) {
         let mut m = self
             .0
             .lock()

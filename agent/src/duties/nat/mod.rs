@@ -39,6 +39,9 @@ pub struct NatDuty {
     exec: Arc<dyn Executor>,
     traffic: Arc<watch::Sender<NatTraffic>>,
     counter: Option<Arc<std::sync::Mutex<Counter>>>,
+    /// A repair (rules put back) counts as NAT recovering, for the cluster
+    /// duty's failed deployments.
+    recoveries: Arc<super::driver::Recoveries>,
 }
 
 impl NatDuty {
@@ -48,6 +51,7 @@ impl NatDuty {
             exec: shared.exec.clone(),
             traffic: shared.nat_traffic.clone(),
             counter: None,
+            recoveries: shared.recoveries.clone(),
         }
     }
 }
@@ -88,12 +92,15 @@ impl Duty<Settings> for NatDuty {
             drop(c);
             let applied = apply(exec.as_ref(), &plan)?;
             Ok::<_, NatError>(if applied.added.is_empty() {
-                format!("NAT verified via {} for {}", plan.egress, cidrs.len())
+                (
+                    false,
+                    format!("NAT verified via {} for {}", plan.egress, cidrs.len()),
+                )
             } else {
-                format!(
-                    "NAT applied via {}: added {}",
-                    plan.egress,
-                    applied.added.join(", ")
+                let added = applied.added.join(", ");
+                (
+                    true,
+                    format!("NAT applied via {}: added {added}", plan.egress),
                 )
             })
         })
@@ -102,6 +109,10 @@ impl Duty<Settings> for NatDuty {
             what: "NAT",
             source,
         })??;
+        let (repaired, summary) = summary;
+        if repaired {
+            self.recoveries.bump("nat");
+        }
         let (ok, test) = egress_self_test(&egress_target(&s.toml)).await;
         Ok(Outcome::done(summary).with_detail(ok, format!("egress self-test: {test}")))
     }
