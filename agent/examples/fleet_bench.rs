@@ -80,7 +80,11 @@ async fn main() {
             "fleet_overview_first_after_refresh_n{n}: {:.2} ms",
             t.elapsed().as_secs_f64() * 1000.0
         );
-        for (name, path) in [("overview_page", "/"), ("api_workers", "/api/v1/workers")] {
+        for (name, path) in [
+            ("overview_page", "/"),
+            ("api_workers", "/api/v1/workers"),
+            ("metrics_scrape", "/metrics"),
+        ] {
             let mut lat = Vec::new();
             for _ in 0..2000 {
                 let t = Instant::now();
