@@ -150,10 +150,22 @@ pub fn families(snap: &FleetSnapshot, now: i64) -> Vec<Family> {
         "fossa_duty_up",
         "Whether each of the agent's duties is well (1) or failing (0).",
     );
+    let mut last_ok = Family::gauge(
+        "fossa_duty_last_success_timestamp_seconds",
+        "When each duty's last round succeeded, seconds since the epoch.",
+    );
+    let mut failing = Family::gauge(
+        "fossa_duty_consecutive_failures",
+        "Rounds of each duty that failed since its last success.",
+    );
     for c in &snap.components {
         up = up.with(&[("duty", &c.name)], if c.ok { 1.0 } else { 0.0 });
+        failing = failing.with(&[("duty", &c.name)], f64::from(c.failures));
+        if let Some(at) = c.last_ok_at {
+            last_ok = last_ok.with(&[("duty", &c.name)], at as f64);
+        }
     }
-    out.push(up);
+    out.extend([up, last_ok, failing]);
     if let Some(cost) = &snap.cost {
         out.push(
             Family::gauge(
@@ -289,11 +301,13 @@ mod tests {
                 Component {
                     name: "nat".into(),
                     ok: true,
+                    last_ok_at: Some(990),
                     ..Default::default()
                 },
                 Component {
                     name: "image".into(),
                     ok: false,
+                    failures: 2,
                     ..Default::default()
                 },
             ],
@@ -356,6 +370,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fossa_duty_up{duty=\"image\"} 0\n"), "{text}");
+        assert!(
+            text.contains("fossa_duty_consecutive_failures{duty=\"image\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_duty_last_success_timestamp_seconds{duty=\"nat\"} 990\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("fossa_duty_last_success_timestamp_seconds{duty=\"image\"}"),
+            "{text}"
+        );
         assert!(
             text.contains("fossa_gateway_queue_oldest_age_seconds 60\n"),
             "{text}"

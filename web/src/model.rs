@@ -147,6 +147,13 @@ pub struct Component {
     pub ok: bool,
     /// One line about it.
     pub detail: String,
+    /// When its last round succeeded, seconds since the epoch (none yet, or
+    /// a line no duty here runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok_at: Option<i64>,
+    /// Rounds that failed since the last that succeeded.
+    #[serde(default)]
+    pub failures: u32,
 }
 
 /// Cost figures, in US dollars, from the list prices in

@@ -26,6 +26,8 @@ pub struct DutyStatus {
     pub successes: u64,
     /// Failures since the last success.
     pub failures: u32,
+    /// When its last reconcile succeeded, seconds since the epoch.
+    pub last_success_at: Option<i64>,
 }
 
 /// Every duty's status, in registration order.
@@ -143,6 +145,7 @@ impl<C: Send + Sync + 'static> Driver<C> {
             title: reg.title.into(),
             ok: false,
             detail: "starting".into(),
+            ..Default::default()
         });
         self.duties.push((slot, reg, duty));
     }
@@ -155,6 +158,7 @@ impl<C: Send + Sync + 'static> Driver<C> {
             title: title.into(),
             ok,
             detail: detail.into(),
+            ..Default::default()
         });
     }
 
@@ -220,6 +224,7 @@ fn publish(
             Some(true) => {
                 s.successes += 1;
                 s.failures = 0;
+                s.last_success_at = Some(fossa_contract::unix_now());
             }
             Some(false) => s.failures += 1,
             None => {}
@@ -452,6 +457,8 @@ mod tests {
         assert_eq!(b[1].component.title, "Fake");
         assert!(b[1].component.ok);
         assert_eq!(b[1].component.detail, "run 3 with settings 7");
+        assert!(b[1].last_success_at.is_some_and(|t| t > 0));
+        assert_eq!(b[0].last_success_at, None, "a note never ran");
         let events = w.events.list();
         let errors: Vec<_> = events.iter().filter(|e| e.error).collect();
         assert_eq!(errors.len(), 2, "{events:?}");

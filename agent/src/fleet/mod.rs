@@ -262,7 +262,11 @@ impl FleetModel {
                 .board
                 .borrow()
                 .iter()
-                .map(|s| s.component.clone())
+                .map(|s| fossa_web::model::Component {
+                    last_ok_at: s.last_success_at,
+                    failures: s.failures,
+                    ..s.component.clone()
+                })
                 .collect(),
             cost: self.backend.cost().map(|c| self.cost.tick(c)),
             agent: self.agent.get().cloned(),

@@ -163,6 +163,8 @@ pub fn snapshot() -> FleetSnapshot {
             title: title.into(),
             ok,
             detail: detail.into(),
+            last_ok_at: ok.then_some(1_700_000_090),
+            failures: u32::from(!ok),
         })
         .collect(),
         cost: Some(Cost {
