@@ -79,7 +79,17 @@ mod tests {
 
     #[test]
     fn promtool_accepts_every_family() {
-        let text = fossa_web::metrics::render(&fossa_web::metrics::families(&everything(), 100));
+        let mut families = fossa_web::metrics::families(&everything(), 100);
+        families.extend(fossa_web::metrics::auth_families(
+            &fossa_web::auth::AuthStats {
+                wrong: 3,
+                blocked: 1,
+                busy: 0,
+                checks_running: 2,
+                checks_waiting: 1,
+            },
+        ));
+        let text = fossa_web::metrics::render(&families);
         super::check_metrics(&text).unwrap_or_else(|said| panic!("promtool: {said}\n{text}"));
     }
 

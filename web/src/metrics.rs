@@ -206,6 +206,25 @@ pub fn families(snap: &FleetSnapshot, now: i64) -> Vec<Family> {
     out
 }
 
+/// The web UI's own figures: logins refused and password checks.
+pub fn auth_families(a: &crate::auth::AuthStats) -> Vec<Family> {
+    vec![
+        Family::counter(
+            "fossa_logins_refused_total",
+            "Logins refused since the agent started (form and basic auth), by reason.",
+        )
+        .with(&[("reason", "wrong")], a.wrong as f64)
+        .with(&[("reason", "blocked")], a.blocked as f64)
+        .with(&[("reason", "busy")], a.busy as f64),
+        Family::gauge(
+            "fossa_password_checks",
+            "Password checks (argon2) running now, and waiting for a turn.",
+        )
+        .with(&[("state", "running")], a.checks_running as f64)
+        .with(&[("state", "waiting")], a.checks_waiting as f64),
+    ]
+}
+
 /// Workers by state and capacity provider: every state for every provider
 /// seen (and the mode's own), so a series is 0 rather than absent.
 fn workers(snap: &FleetSnapshot, counts: &Counts) -> Family {
@@ -330,7 +349,15 @@ mod tests {
 
     #[test]
     fn every_family_follows_the_naming_rules() {
-        let fams = families(&snapshot(), 1_000);
+        let stats = crate::auth::AuthStats {
+            wrong: 1,
+            blocked: 0,
+            busy: 0,
+            checks_running: 0,
+            checks_waiting: 0,
+        };
+        let mut fams = families(&snapshot(), 1_000);
+        fams.extend(auth_families(&stats));
         let mut seen = std::collections::HashSet::new();
         for f in &fams {
             assert!(seen.insert(f.name), "{} twice", f.name);

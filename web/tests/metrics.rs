@@ -67,6 +67,13 @@ async fn metrics_are_text_promtool_accepts_and_need_the_api_login() {
     let protected = o["workers"].as_array().unwrap().iter();
     let protected = protected.filter(|w| w["protected"] == true).count() as f64;
     assert_eq!((sample("fossa_workers_protected"), protected), (1.0, 1.0));
+    // The wrong password above, as the refused logins' counter says.
+    assert_eq!(
+        sample("fossa_logins_refused_total{reason=\"wrong\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(sample("fossa_password_checks{state=\"waiting\"}"), 0.0);
     let answering: f64 = text
         .lines()
         .filter(|l| l.starts_with("fossa_workers{state=\"answering\""))

@@ -64,6 +64,23 @@ pub struct Auth {
     session_file: Option<PathBuf>,
     /// New passwords from the agent (a rotation in SSM), taken at the next request.
     updates: std::sync::Mutex<Option<tokio::sync::watch::Receiver<String>>>,
+    /// Logins refused since start: wrong, blocked, busy.
+    refused: [AtomicU64; 3],
+}
+
+/// What `/metrics` says about logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthStats {
+    /// Logins refused since start, for a wrong password or user.
+    pub wrong: u64,
+    /// ... from an address that failed too often.
+    pub blocked: u64,
+    /// ... because too many password checks were running or waiting.
+    pub busy: u64,
+    /// Password checks (argon2) running now.
+    pub checks_running: usize,
+    /// Password checks waiting for a turn.
+    pub checks_waiting: usize,
 }
 
 /// What is kept on disk about sessions.
@@ -113,6 +130,7 @@ impl Auth {
             generation: AtomicU64::new(state.generation),
             session_file,
             updates: std::sync::Mutex::new(None),
+            refused: Default::default(),
         };
         if changed {
             auth.end_all_sessions();
@@ -148,6 +166,34 @@ impl Auth {
     /// attempt is counted as a failure before it is, and a success forgets
     /// the address.
     pub async fn attempt(&self, ip: Option<IpAddr>, user: &str, password: &str) -> Attempt {
+        let a = self.check_attempt(ip, user, password).await;
+        let refused = match a {
+            Attempt::Right => None,
+            Attempt::Wrong => Some(0),
+            Attempt::Blocked => Some(1),
+            Attempt::Busy => Some(2),
+        };
+        if let Some(i) = refused {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+        a
+    }
+
+    /// Logins refused since start, and the password checks now.
+    pub fn stats(&self) -> AuthStats {
+        let n = |i: usize| self.refused[i].load(Ordering::Relaxed);
+        let (checks_running, checks_waiting) = self.password.checks();
+        AuthStats {
+            wrong: n(0),
+            blocked: n(1),
+            busy: n(2),
+            checks_running,
+            checks_waiting,
+        }
+    }
+
+    /// [`Auth::attempt`] before it is counted.
+    async fn check_attempt(&self, ip: Option<IpAddr>, user: &str, password: &str) -> Attempt {
         self.take_update();
         if self.limiter.blocked(ip) {
             return Attempt::Blocked;

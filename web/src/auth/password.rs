@@ -116,6 +116,15 @@ impl Password {
         v.push((k, Instant::now()));
     }
 
+    /// The checks running now and those waiting for a turn.
+    pub fn checks(&self) -> (usize, usize) {
+        let in_flight = self.waiting.load(Ordering::SeqCst);
+        (
+            in_flight.min(MAX_HASHING),
+            in_flight.saturating_sub(MAX_HASHING),
+        )
+    }
+
     /// Runs argon2 for `password`, at most [`MAX_HASHING`] at once.
     pub async fn check(
         self: &Arc<Self>,

@@ -9,9 +9,15 @@ use crate::auth::User;
 
 /// The Prometheus text format of the current snapshot.
 #[get("/metrics")]
-pub fn metrics(_user: User, fleet: &State<FleetState>) -> (ContentType, String) {
+pub fn metrics(
+    _user: User,
+    fleet: &State<FleetState>,
+    auth: &State<crate::auth::Auth>,
+) -> (ContentType, String) {
     let snap = fleet.0.snapshot();
-    let text = crate::metrics::render(&crate::metrics::families(&snap, fossa_contract::unix_now()));
+    let mut families = crate::metrics::families(&snap, fossa_contract::unix_now());
+    families.extend(crate::metrics::auth_families(&auth.stats()));
+    let text = crate::metrics::render(&families);
     let ct =
         ContentType::parse_flexible(crate::metrics::CONTENT_TYPE).unwrap_or(ContentType::Plain);
     (ct, text)
