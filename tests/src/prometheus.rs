@@ -89,6 +89,17 @@ mod tests {
                 checks_waiting: 1,
             },
         ));
+        let mut h = fossa_web::metrics::Histogram::default();
+        for secs in [0.0004, 0.02, 3.0, 12.0] {
+            h.observe(secs);
+        }
+        families.push(
+            fossa_web::metrics::Family::histogram(
+                "fossa_http_request_duration_seconds",
+                "How long the UI and API took to answer, by method and route.",
+            )
+            .observed(&[("method", "GET"), ("route", "/tasks/<id>")], &h),
+        );
         let text = fossa_web::metrics::render(&families);
         super::check_metrics(&text).unwrap_or_else(|said| panic!("promtool: {said}\n{text}"));
     }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod pages;
 pub mod task;
+pub mod timing;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -107,8 +108,11 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
     if let Some(updates) = config.password_updates.clone() {
         auth.follow(updates);
     }
+    let times = Arc::new(timing::RequestTimes::default());
     rocket::custom(figment)
         .attach(headers::SecurityHeaders)
+        .attach(timing::RequestTimer(times.clone()))
+        .manage(times)
         .manage(auth)
         .manage(pages::FleetState(fleet))
         .manage(pages::overview::SummaryCache::default())

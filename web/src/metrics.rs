@@ -22,6 +22,8 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Observations counted in buckets (`_bucket`, `_sum`, `_count`).
+    Histogram,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -40,10 +43,40 @@ pub struct Family {
     pub name: &'static str,
     /// One line on what it measures.
     pub help: &'static str,
-    /// Counter or gauge.
+    /// Counter, gauge or histogram.
     pub kind: Kind,
-    /// Its samples: label pairs and a value.
-    pub samples: Vec<(Vec<(&'static str, String)>, f64)>,
+    /// Its samples.
+    pub samples: Vec<Sample>,
+}
+
+/// Label names and values.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// One sample: a suffix to the family's name (a histogram's `_bucket`,
+/// `_sum`, `_count`; empty otherwise), its labels and its value.
+pub type Sample = (&'static str, Labels, f64);
+
+/// The buckets of request durations, in seconds.
+pub const DURATION_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// Durations counted in [`DURATION_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations at most each bucket's bound, and not the one before.
+    in_bucket: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    /// Counts one observation of `secs`.
+    pub fn observe(&mut self, secs: f64) {
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
+            self.in_bucket[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
 }
 
 impl Family {
@@ -55,6 +88,35 @@ impl Family {
             kind: Kind::Gauge,
             samples: Vec::new(),
         }
+    }
+
+    /// A histogram with no samples yet.
+    pub fn histogram(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Histogram,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Adds a histogram's samples with these labels: each bucket (counted
+    /// up to its bound, as Prometheus wants), `+Inf`, the sum and the count.
+    pub fn observed(mut self, labels: &[(&'static str, &str)], h: &Histogram) -> Family {
+        let base: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut upto = 0;
+        for (bound, n) in DURATION_BUCKETS.iter().zip(h.in_bucket) {
+            upto += n;
+            let mut l = base.clone();
+            l.push(("le", bound.to_string()));
+            self.samples.push(("_bucket", l, upto as f64));
+        }
+        let mut l = base.clone();
+        l.push(("le", "+Inf".into()));
+        self.samples.push(("_bucket", l, h.count as f64));
+        self.samples.push(("_sum", base.clone(), h.sum));
+        self.samples.push(("_count", base, h.count as f64));
+        self
     }
 
     /// A counter with no samples yet.
@@ -70,7 +132,7 @@ impl Family {
     /// Adds a sample with these labels.
     pub fn with(mut self, labels: &[(&'static str, &str)], value: f64) -> Family {
         let labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        self.samples.push((labels, value));
+        self.samples.push(("", labels, value));
         self
     }
 
@@ -257,8 +319,9 @@ pub fn render(families: &[Family]) -> String {
     for f in families {
         let _ = writeln!(out, "# HELP {} {}", f.name, escape(f.help, false));
         let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
-        for (labels, value) in &f.samples {
+        for (suffix, labels, value) in &f.samples {
             out.push_str(f.name);
+            out.push_str(suffix);
             if !labels.is_empty() {
                 out.push('{');
                 for (i, (k, v)) in labels.iter().enumerate() {
@@ -345,6 +408,44 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_histogram_counts_up_to_each_bound() {
+        let mut h = Histogram::default();
+        for secs in [0.0005, 0.00325, 0.00325, 2.0, 9.0] {
+            h.observe(secs);
+        }
+        let text =
+            render(&[Family::histogram("fossa_x_seconds", "x").observed(&[("route", "/")], &h)]);
+        assert!(
+            text.contains("# TYPE fossa_x_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_x_seconds_bucket{route=\"/\",le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_x_seconds_bucket{route=\"/\",le=\"0.005\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_x_seconds_bucket{route=\"/\",le=\"5\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_x_seconds_bucket{route=\"/\",le=\"+Inf\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_x_seconds_count{route=\"/\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fossa_x_seconds_sum{route=\"/\"} 11.007\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -74,6 +74,28 @@ async fn metrics_are_text_promtool_accepts_and_need_the_api_login() {
         "{text}"
     );
     assert_eq!(sample("fossa_password_checks{state=\"waiting\"}"), 0.0);
+    // Each request counted under its route's template, in a histogram.
+    let again = c
+        .get("/metrics")
+        .header(basic(PASSWORD))
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    let overview = again
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "fossa_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/overview?<page>\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no overview requests counted:\n{again}"));
+    assert_eq!(overview, "1");
+    assert!(
+        again.contains("fossa_http_request_duration_seconds_bucket{method=\"GET\",route=\"/metrics\",le=\"+Inf\"} 3"),
+        "three scrapes before this one: 401, 401, 200\n{again}"
+    );
     let answering: f64 = text
         .lines()
         .filter(|l| l.starts_with("fossa_workers{state=\"answering\""))

@@ -13,10 +13,12 @@ pub fn metrics(
     _user: User,
     fleet: &State<FleetState>,
     auth: &State<crate::auth::Auth>,
+    times: &State<std::sync::Arc<crate::timing::RequestTimes>>,
 ) -> (ContentType, String) {
     let snap = fleet.0.snapshot();
     let mut families = crate::metrics::families(&snap, fossa_contract::unix_now());
     families.extend(crate::metrics::auth_families(&auth.stats()));
+    families.push(times.family());
     let text = crate::metrics::render(&families);
     let ct =
         ContentType::parse_flexible(crate::metrics::CONTENT_TYPE).unwrap_or(ContentType::Plain);
