@@ -108,6 +108,8 @@ impl Emulator {
             .args(["--gateway-netns", &gateway.gw.name])
             .args(["--bridge", BRIDGE, "--gateway-ip", GATEWAY_PRIVATE])
             .args(["--region", crate::moto::REGION])
+            .args(moto.enforces().then_some("--enforce-iam"))
+            .envs(moto.env())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new().append(true).open(&log).unwrap(),

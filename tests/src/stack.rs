@@ -47,6 +47,10 @@ pub struct Stack {
     pub launched: Run,
     /// The broker duty's image: RabbitMQ from Debian's package.
     pub broker_image: String,
+    /// With a gateway namespace, moto enforces IAM, and the agent signs with
+    /// these: a user holding exactly the gateway role's documents, as
+    /// `launch` made them (see `Moto::user_like_role`).
+    pub agent_keys: Option<crate::moto::Keys>,
     /// The worker image's base: Python from Debian's packages.
     pub base_image: String,
 }
@@ -68,7 +72,12 @@ impl Stack {
         gateway: Option<&crate::fargate::Gateway>,
         model_files: Option<&[(&str, &str)]>,
     ) -> Stack {
-        let moto = Moto::start();
+        // The whole path runs with IAM enforced: bootstrap and the harness as
+        // an administrator, the agent as its role.
+        let moto = match gateway {
+            Some(_) => Moto::start_enforcing().await,
+            None => Moto::start(),
+        };
         let sdk = moto.sdk().await;
         let ecr = aws_sdk_ecr::Client::new(&sdk);
         let token = ecr.get_authorization_token().send().await.unwrap();
@@ -122,8 +131,14 @@ impl Stack {
             },
             broker_image,
             base_image,
+            agent_keys: None,
         };
         stack.launched = stack.relaunch();
+        if gateway.is_some() {
+            let role = fossa_contract::StackName::new(name).unwrap().gateway_role();
+            let keys = stack.moto.user_like_role(&role, &format!("{role}-as-user")).await;
+            stack.agent_keys = Some(keys);
+        }
         stack
     }
 
@@ -201,9 +216,10 @@ impl Stack {
             }
             None => Command::new(bin("fossa-agent")),
         };
+        let keys = self.agent_keys.as_ref().unwrap_or(&self.moto.keys);
         cmd.args(["run", "--config"])
             .arg(config)
-            .envs(self.moto.env())
+            .envs(keys.env())
             .env("DOCKER_HOST", &self.docker.host)
             .env("RUST_LOG", "info")
             .env(fossa_contract::aws::ACTIONS_LOG_ENV, self.actions_log())

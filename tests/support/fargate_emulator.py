@@ -61,7 +61,14 @@ refused while tasks stop (a stopped task holds the
 cluster for STOP_LINGER_SECS more); in EC2_RULES, IAM's propagation delay
 (RunInstances refusing an instance profile made a moment ago); and EC2's
 eventual consistency (the calls that follow a create get Invalid*.NotFound
-about what it made for CONSISTENCY_SECS).
+about what it made for CONSISTENCY_SECS). Where tasks start: the image's
+architecture against the task definition's runtimePlatform (X86_64 when it
+has none: another one exits at once), no ARM64 task on FARGATE_SPOT, and
+each subnet's addresses (5 reserved; a task without one stops with EC2's
+InsufficientFreeAddressesInSubnet). ECS's request throttling, each
+category's token bucket as AWS sizes it. With --enforce-iam, the calls it
+answers itself are checked against the signer's IAM policies, as moto
+checks the rest. Each is a default: no test has to switch it on.
 
 The emulator logs each transition to stdout. Loopback and namespaces the test
 made only.
@@ -94,10 +101,16 @@ parser.add_argument("--gateway-ip", required=True, help="the gateway's private a
 parser.add_argument("--prefix-len", type=int, default=16, help="prefix length of the tasks' on-link network (the VPC's)")
 parser.add_argument("--region", required=True, help="the region whose services it runs")
 parser.add_argument("--tick", type=float, default=0.5)
+parser.add_argument(
+    "--enforce-iam",
+    action="store_true",
+    help="check the caller's IAM policies on the calls it answers itself, as moto (started enforcing) does on the rest",
+)
 parser.add_argument("--fargate-vcpu-quota", type=float, default=64.0, help="the account's Fargate On-Demand and Spot vCPU quotas it reports")
 args = parser.parse_args()
 
 REGION = args.region
+ACCOUNT = "123456789012"  # moto's account
 UPSTREAM = f"http://127.0.0.1:{args.upstream}"
 lock = threading.RLock()
 tasks = {}  # task ARN -> dict
@@ -115,6 +128,9 @@ UNPLACED_VCPU = (
     "was unable to place a task. Reason: You've reached the limit on the number of vCPUs you can run "
     "concurrently. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
 )
+
+
+UNPLACED_ARM64_SPOT = "was unable to place a task. Reason: FARGATE_SPOT does not run tasks with the ARM64 CPU architecture."
 
 
 def service_event(svc, what):
@@ -137,13 +153,9 @@ def log(msg):
 
 
 def client(service):
-    return boto3.client(
-        service,
-        region_name=REGION,
-        endpoint_url=UPSTREAM,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    # Its own calls sign with the keys in its environment: an administrator's
+    # when moto enforces IAM.
+    return boto3.client(service, region_name=REGION, endpoint_url=UPSTREAM)
 
 
 ecs = client("ecs")
@@ -353,6 +365,8 @@ def start(task, td):
     """Runs a task: secrets, image, network namespace, container."""
     c = td["containerDefinitions"][0]
     pause, worker = container_names(task)
+    if not task["ip"]:
+        return failed_start(task, NO_FREE_ADDRESS.format(task["subnet"]))
     try:
         env = {e["name"]: e["value"] for e in c.get("environment", [])}
         secrets = c.get("secrets", [])
@@ -367,6 +381,8 @@ def start(task, td):
     except Exception as e:  # noqa: BLE001
         return failed_start(task, f"CannotPullContainerError: pull image manifest has been retried 1 time(s): {e}")
     if task["desiredStatus"] == "STOPPED":
+        return
+    if wrong_architecture(task, td, c["image"]):
         return
     set_state(task, "PENDING")
     try:
@@ -401,6 +417,37 @@ def start(task, td):
     lc = c.get("logConfiguration") or {}
     if lc.get("logDriver") == "awslogs":
         threading.Thread(target=ship_logs, args=(c, lc, task), daemon=True).start()
+
+
+# Fargate runs a task on its task definition's CPU architecture: runtimePlatform's
+# cpuArchitecture, X86_64 when there is none (RuntimePlatform, API reference:
+# https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RuntimePlatform.html;
+# "Amazon ECS task definitions for 64-bit ARM workloads":
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-arm64.html).
+# An image for another architecture is pulled, but its entrypoint cannot run:
+# the container exits at once ("exec format error") and the task stops as
+# any task whose essential container exited. This host runs foreign images
+# through qemu-user-static, so the emulator must refuse them itself.
+ARCHITECTURES = {"amd64": "X86_64", "arm64": "ARM64"}
+
+
+def task_architecture(td):
+    return (td.get("runtimePlatform") or {}).get("cpuArchitecture") or "X86_64"
+
+
+def wrong_architecture(task, td, image):
+    have = docker("image", "inspect", "-f", "{{.Architecture}}", image, check=False).stdout.strip()
+    want = task_architecture(td)
+    if ARCHITECTURES.get(have, have) == want:
+        return False
+    log(f"task {task['id']}: image {image} is {have}, the task runs on {want}: exec format error")
+    with lock:
+        n, _ = failures.get(task["service"], (0, 0))
+        failures[task["service"]] = (n + 1, time.time() + min(2 ** n, 30))
+    task["containers"][0]["reason"] = f"exec format error: the image is {have}, the task runs on {want}"
+    stop(task, "EssentialContainerExited", "Essential container in task exited", exit_code=255)
+    circuit_breaker(task)
+    return True
 
 
 def ship_logs(container, log_config, task):
@@ -495,6 +542,42 @@ def provider_for(svc):
     return best["capacityProvider"]
 
 
+# A subnet keeps its first four addresses and its last for AWS ("Subnet CIDR
+# blocks": https://docs.aws.amazon.com/vpc/latest/userguide/subnet-sizing.html);
+# each task's ENI takes one of the rest, until the ENI is deleted a while
+# after the task stopped (STOP_LINGER_SECS). With none free, Fargate cannot
+# make the ENI and the task stops at once; the reason carries EC2's error
+# code (InsufficientFreeAddressesInSubnet: "The specified subnet does not
+# contain enough free private IP addresses to fulfill your request", EC2
+# API error codes: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html;
+# stopped task errors: https://docs.aws.amazon.com/AmazonECS/latest/developerguide/stopped-task-error-codes.html).
+# Only the tasks' ENIs are counted: our stacks' private subnets hold nothing else.
+FIRST_HOST = 4
+NO_FREE_ADDRESS = (
+    "ResourceInitializationError: Unexpected EC2 error while attempting to Create Network Interface "
+    "in subnet '{}': InsufficientFreeAddressesInSubnet"
+)
+
+
+def free_address(subnet, net):
+    """A free address of `subnet` (`net`), or None; the caller holds the lock."""
+    now = epoch()
+    held = {
+        t["ip"]
+        for t in tasks.values()
+        if t["subnet"] == subnet and t["ip"] and (t["lastStatus"] != "STOPPED" or now - t.get("stoppedAt", now) < STOP_LINGER_SECS)
+    }
+    hosts = net.num_addresses - 1 - FIRST_HOST
+    start = next_host.get(subnet, FIRST_HOST)
+    for i in range(hosts):
+        h = FIRST_HOST + (start - FIRST_HOST + i) % hosts
+        ip = str(net.network_address + h)
+        if ip not in held:
+            next_host[subnet] = h + 1
+            return ip
+    return None
+
+
 def protected(task):
     return protection.get(task["arn"], 0) > epoch()
 
@@ -509,15 +592,20 @@ def new_task(cluster_arn, svc, td_arn, subnets):
         subnet = min(sorted(use), key=lambda s: use[s])
         cidr, az = subnets[subnet]
         net = ipaddress.ip_network(cidr)
-        n = next_host.get(subnet, 10)
-        next_host[subnet] = n + 1 if n + 1 < net.num_addresses - 1 else 10
-        ip = str(net.network_address + n)
+        ip = free_address(subnet, net)
         tid = uuid.uuid4().hex
         cluster_name = cluster_arn.rsplit("/", 1)[-1]
         arn = f"arn:aws:ecs:{REGION}:{cluster_arn.split(':')[4]}:task/{cluster_name}/{tid}"
         deployment = svc.get("deployments", [{}])[0].get("id", "ecs-svc/0000000000000000000")
         td = svc["_td"]
         provider = provider_for(svc)
+        # "Linux tasks with the ARM64 architecture don't support the Fargate
+        # Spot capacity provider" (AWS Fargate capacity providers:
+        # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html).
+        # The page gives the rule, not ECS's words: the event says it plainly.
+        if provider == "FARGATE_SPOT" and task_architecture(td) == "ARM64":
+            service_event(svc, UNPLACED_ARM64_SPOT)
+            return False
         in_use = sum(
             int(t["cpu"]) / 1024
             for t in tasks.values()
@@ -557,7 +645,7 @@ def new_task(cluster_arn, svc, td_arn, subnets):
             ],
         }
         tasks[arn] = task
-    log(f"task {tid} PROVISIONING {ip} on {provider} for {svc['serviceName']} ({td_arn.rsplit('/', 1)[-1]})")
+    log(f"task {tid} PROVISIONING {ip or 'no address'} on {provider} for {svc['serviceName']} ({td_arn.rsplit('/', 1)[-1]})")
     threading.Thread(target=start, args=(task, td), daemon=True).start()
     return True
 
@@ -1014,6 +1102,114 @@ RULES = {
 }
 
 
+# ---- IAM on the calls it answers itself -----------------------------------
+#
+# moto, started with INITIAL_NO_AUTH_ACTION_COUNT, evaluates the signer's
+# policies on every call it gets; the calls the emulator answers (HANDLERS,
+# GetServiceQuota, and those RULES refuse) never reach it, so with
+# --enforce-iam the emulator evaluates them the same way: the identity-based
+# policies of the user whose access key signed the call; allowed only if a
+# statement allows the action and none denies it ("Policy evaluation logic":
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html).
+# Like moto's, its evaluation sees actions, not resources or conditions.
+identity_cache = {}  # access key id -> (checked at, user ARN, [statement])
+
+
+def signer_statements(headers):
+    m = re.search(r"Credential=([A-Z0-9]+)/", headers.get("Authorization", ""))
+    if not m:
+        return None, []
+    akid = m.group(1)
+    now = time.time()
+    cached = identity_cache.get(akid)
+    if cached and now - cached[0] < 5:
+        return cached[1], cached[2]
+    try:
+        user = iam.get_access_key_last_used(AccessKeyId=akid)["UserName"]
+    except Exception:  # noqa: BLE001 - an unknown key is refused below
+        return None, []
+    docs = [iam.get_user_policy(UserName=user, PolicyName=n)["PolicyDocument"] for n in iam.list_user_policies(UserName=user)["PolicyNames"]]
+    for a in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]:
+        version = iam.get_policy(PolicyArn=a["PolicyArn"])["Policy"]["DefaultVersionId"]
+        docs.append(iam.get_policy_version(PolicyArn=a["PolicyArn"], VersionId=version)["PolicyVersion"]["Document"])
+    statements = []
+    for d in docs:
+        d = json.loads(urllib.parse.unquote(d)) if isinstance(d, str) else d
+        st = d["Statement"]
+        statements.extend(st if isinstance(st, list) else [st])
+    arn = f"arn:aws:iam::{ACCOUNT}:user/{user}"
+    identity_cache[akid] = (now, arn, statements)
+    return arn, statements
+
+
+def action_matches(patterns, action):
+    patterns = patterns if isinstance(patterns, list) else [patterns]
+    return any(re.fullmatch(re.escape(p).replace(r"\*", ".*").replace(r"\?", "."), action, re.I) for p in patterns)
+
+
+def iam_refusal(headers, action):
+    """None if the signer may call `action`, else AWS's AccessDeniedException."""
+    if not args.enforce_iam:
+        return None
+    arn, statements = signer_statements(headers)
+    if arn is None:
+        return 400, {"__type": "UnrecognizedClientException", "message": "The security token included in the request is invalid."}
+    allowed = False
+    for st in statements:
+        if "Action" in st and action_matches(st["Action"], action):
+            if st.get("Effect") == "Deny":
+                allowed = False
+                break
+            allowed = True
+    if allowed:
+        return None
+    return 400, {
+        "__type": "AccessDeniedException",
+        "message": f"User: {arn} is not authorized to perform: {action} because no identity-based policy allows the {action} action",
+    }
+
+
+# ECS throttles each account's calls per Region with a token bucket per
+# category of actions: (maximum capacity, refill per second), from "Request
+# throttling for the Amazon ECS API", its "Request Token Bucket Sizes and
+# Refill Rates" table
+# (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/request-throttling.html).
+# Beyond them: ThrottlingException, "Rate exceeded". ECS's own scheduler
+# (the reconciler here) is not the account's caller and is not counted.
+THROTTLE_BUCKETS = {
+    ("CreateCluster", "DeleteCluster", "PutClusterCapacityProviders", "UpdateCluster", "UpdateClusterSettings"): (20, 1),
+    ("DescribeClusters", "ListClusters"): (50, 20),
+    ("DeregisterTaskDefinition", "RegisterTaskDefinition"): (20, 1),
+    ("DescribeTaskDefinition", "ListTaskDefinitions", "ListTaskDefinitionFamilies"): (50, 20),
+    ("DeleteTaskDefinitions",): (5, 1),
+    ("TagResource", "UntagResource"): (20, 10),
+    ("ListTagsForResource",): (50, 20),
+    ("RunTask", "StartTask", "StopTask"): (100, 40),
+    ("DescribeTasks", "ListTasks"): (100, 20),
+    ("CreateService", "DeleteService", "UpdateService"): (50, 5),
+    ("DescribeServices", "ListServices"): (100, 20),
+    ("UpdateTaskProtection", "GetTaskProtection"): (200, 80),
+}
+buckets = {}  # the category's actions -> [tokens, last refill]
+
+
+def throttled(op):
+    """AWS's ThrottlingException once `op`'s bucket is empty, else None (one token taken)."""
+    category = next((c for c in THROTTLE_BUCKETS if op in c), None)
+    if category is None:
+        return None
+    capacity, refill = THROTTLE_BUCKETS[category]
+    now = time.monotonic()
+    with lock:
+        tokens, last = buckets.get(category, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * refill)
+        if tokens < 1:
+            buckets[category] = (tokens, now)
+            return 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
+        buckets[category] = (tokens - 1, now)
+    return None
+
+
 HANDLERS = {
     "UpdateTaskProtection": update_task_protection,
     "GetTaskProtection": get_task_protection,
@@ -1060,11 +1256,17 @@ class Proxy(http.server.BaseHTTPRequestHandler):
                 log(f"{action} refused: {xml}")
                 return self.reply(status, xml.encode(), ctype="text/xml")
         if target == "ServiceQuotasV20190624.GetServiceQuota":
+            refused = iam_refusal(self.headers, "servicequotas:GetServiceQuota")
+            if refused:
+                status, out = refused
+                return self.reply(status, json.dumps(out).encode(), headers=[("x-amzn-ErrorType", out["__type"])])
             status, out = service_quota(json.loads(body or b"{}"))
             extra = [("x-amzn-ErrorType", out["__type"])] if status != 200 else []
             return self.reply(status, json.dumps(out).encode(), headers=extra)
         op = target.rsplit(".", 1)[-1] if target.startswith("AmazonEC2ContainerService") else ""
-        refused = RULES[op](json.loads(body or b"{}")) if op in RULES else None
+        refused = throttled(op) if op else None
+        refused = refused or (iam_refusal(self.headers, f"ecs:{op}") if op in RULES or op in HANDLERS else None)
+        refused = refused or (RULES[op](json.loads(body or b"{}")) if op in RULES else None)
         if refused:
             status, out = refused
             log(f"{op} refused: {out['message']}")

@@ -1124,6 +1124,15 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         "nothing changed"
     );
 
+    // IAM was enforced all along (the agent signs as a user holding the
+    // gateway role's documents): nothing it called was refused.
+    let log = agent.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("AccessDenied") || l.contains("is not authorized to perform"))
+        .collect();
+    assert!(refused.is_empty(), "the gateway role lacks: {refused:#?}");
+
     // 7. destroy with the agent running leaves nothing in moto, and no task
     //    container or namespace.
     let destroyed = Run::of(

@@ -1,0 +1,61 @@
+"""moto_server, checking signatures over the bytes the client signed.
+
+moto 5 (server mode) evaluates IAM on signed requests once
+INITIAL_NO_AUTH_ACTION_COUNT calls have passed, and checks each signature
+first. For a form-encoded body (the Query protocol: EC2, IAM, STS) werkzeug
+has parsed the form before moto sees the request, so moto re-encodes the
+parsed fields with Python's urlencode and signs that: spaces become `+`
+where the Rust SDK sent `%20`, and every call with a space in a field (a
+security group's description, a policy document) fails with AuthFailure
+although AWS would take it. This wrapper keeps each request's raw body and
+hands it to moto's signature check; nothing else changes.
+
+Usage: python moto_server.py [moto_server's arguments]
+"""
+
+import io
+import threading
+
+import werkzeug.serving
+from moto import server
+from moto.iam import access_control
+
+raw = threading.local()
+
+
+class KeepBody:
+    """WSGI middleware: reads the body once, keeps it for this thread, and
+    hands moto a fresh stream of the same bytes."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(n) if n else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        raw.body = body
+        return self.app(environ, start_response)
+
+
+original_init = access_control.IAMRequest.__init__
+
+
+def init_with_raw_body(self, *a, **kw):
+    if not kw.get("body") and getattr(raw, "body", b""):
+        kw["body"] = raw.body
+    original_init(self, *a, **kw)
+
+
+access_control.IAMRequest.__init__ = init_with_raw_body
+original_run_simple = werkzeug.serving.run_simple
+
+
+def run_simple(host, port, app, **kw):
+    original_run_simple(host, port, KeepBody(app), **kw)
+
+
+server.run_simple = run_simple
+
+if __name__ == "__main__":
+    server.main()
