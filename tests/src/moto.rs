@@ -88,7 +88,12 @@ impl Moto {
     pub async fn user_like_role(&self, role: &str, user: &str) -> Keys {
         let iam = aws_sdk_iam::Client::new(&self.sdk().await);
         let mut documents = Vec::new();
-        let inline = iam.list_role_policies().role_name(role).send().await.unwrap();
+        let inline = iam
+            .list_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap();
         for name in inline.policy_names() {
             let p = iam
                 .get_role_policy()
@@ -248,7 +253,12 @@ async fn create_user(iam: &aws_sdk_iam::Client, user: &str, policies: &[(&str, S
             .await
             .unwrap_or_else(|e| panic!("policy {name} for {user}: {e:?}\n{document}"));
     }
-    let key = iam.create_access_key().user_name(user).send().await.unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name(user)
+        .send()
+        .await
+        .unwrap();
     let key = key.access_key().unwrap();
     Keys {
         id: key.access_key_id().to_owned(),

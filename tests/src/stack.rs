@@ -136,7 +136,10 @@ impl Stack {
         stack.launched = stack.relaunch();
         if gateway.is_some() {
             let role = fossa_contract::StackName::new(name).unwrap().gateway_role();
-            let keys = stack.moto.user_like_role(&role, &format!("{role}-as-user")).await;
+            let keys = stack
+                .moto
+                .user_like_role(&role, &format!("{role}-as-user"))
+                .await;
             stack.agent_keys = Some(keys);
         }
         stack

@@ -43,7 +43,15 @@ async fn push_images(docker: &Dockerd, registry: &Registry, password: &str) -> (
         std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
     }
     let tar = dir.0.join("root.tar");
-    Run::of(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".")).ok();
+    Run::of(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    )
+    .ok();
     let amd = format!("{}/rules/worker:amd64", registry.address);
     let config = dir.0.join("docker-config");
     std::fs::create_dir_all(&config).unwrap();
@@ -56,11 +64,22 @@ async fn push_images(docker: &Dockerd, registry: &Registry, password: &str) -> (
     )
     .ok();
     let mut login = docker.cli();
-    login
-        .env("DOCKER_CONFIG", &config)
-        .args(["login", "-u", "AWS", "-p", password, &registry.address]);
+    login.env("DOCKER_CONFIG", &config).args([
+        "login",
+        "-u",
+        "AWS",
+        "-p",
+        password,
+        &registry.address,
+    ]);
     Run::of(&mut login).ok();
-    Run::of(docker.cli().env("DOCKER_CONFIG", &config).args(["push", &amd])).ok();
+    Run::of(
+        docker
+            .cli()
+            .env("DOCKER_CONFIG", &config)
+            .args(["push", &amd]),
+    )
+    .ok();
 
     let http = reqwest::Client::new();
     let base = format!("http://{}/v2/rules/worker", registry.address);
@@ -154,7 +173,11 @@ async fn register(
         r = r.runtime_platform(RuntimePlatform::builder().cpu_architecture(arch).build());
     }
     let out = r.send().await.unwrap();
-    out.task_definition().unwrap().task_definition_arn().unwrap().to_owned()
+    out.task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned()
 }
 
 struct Net {
@@ -180,7 +203,10 @@ impl Net {
 
 async fn service_tasks(ecs: &aws_sdk_ecs::Client, service: &str) -> Vec<Task> {
     let mut arns = Vec::new();
-    for status in [aws_sdk_ecs::types::DesiredStatus::Running, aws_sdk_ecs::types::DesiredStatus::Stopped] {
+    for status in [
+        aws_sdk_ecs::types::DesiredStatus::Running,
+        aws_sdk_ecs::types::DesiredStatus::Stopped,
+    ] {
         let out = ecs
             .list_tasks()
             .cluster(CLUSTER)
@@ -218,7 +244,12 @@ async fn the_emulator_refuses_what_aws_refuses() {
         token.authorization_data()[0].authorization_token().unwrap(),
     )
     .unwrap();
-    let password = String::from_utf8(token).unwrap().split_once(':').unwrap().1.to_owned();
+    let password = String::from_utf8(token)
+        .unwrap()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_owned();
     let registry = Registry::start_in(&password, Some(&gateway.gw));
     let docker = Dockerd::start_in(Some(&gateway.gw));
     let dir = TempDir::new("rules");
@@ -227,10 +258,21 @@ async fn the_emulator_refuses_what_aws_refuses() {
 
     // The network: the tasks' addresses are on the gateway's bridge (a /16).
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let vpc = ec2.create_vpc().cidr_block("192.168.0.0/16").send().await.unwrap();
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("192.168.0.0/16")
+        .send()
+        .await
+        .unwrap();
     let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
     let subnet = async |cidr: &str| {
-        let s = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).send().await.unwrap();
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .unwrap();
         s.subnet().unwrap().subnet_id().unwrap().to_owned()
     };
     let tiny = subnet("192.168.20.0/28").await;
@@ -249,7 +291,11 @@ async fn the_emulator_refuses_what_aws_refuses() {
         sg: sg.group_id().unwrap().to_owned(),
     };
 
-    let emulated = sdk.clone().into_builder().endpoint_url(&emulator.url).build();
+    let emulated = sdk
+        .clone()
+        .into_builder()
+        .endpoint_url(&emulator.url)
+        .build();
     let ecs = aws_sdk_ecs::Client::new(&emulated);
     // ECS's service-linked role, which launch makes (its rule is the
     // whole path's).
@@ -297,7 +343,9 @@ async fn the_emulator_refuses_what_aws_refuses() {
     //    as X86_64: every task exits at once, and the circuit breaker fails
     //    the deployment (a first one: nothing to roll back to).
     let no_platform = register(&ecs, "no-platform", &arm, None).await;
-    create("arm-as-x86", &no_platform, &net.wide, 2, "FARGATE").await.unwrap();
+    create("arm-as-x86", &no_platform, &net.wide, 2, "FARGATE")
+        .await
+        .unwrap();
     let what = "the arm64 image refused on X86_64, the deployment FAILED";
     eventually(what, Duration::from_secs(60), async || {
         let tasks = service_tasks(&ecs, "arm-as-x86").await;
@@ -330,60 +378,82 @@ async fn the_emulator_refuses_what_aws_refuses() {
     .await;
     // The same image with runtimePlatform ARM64 runs.
     let with_platform = register(&ecs, "arm", &arm, Some(CpuArchitecture::Arm64)).await;
-    create("arm", &with_platform, &net.wide, 1, "FARGATE").await.unwrap();
-    eventually("the arm64 task running on ARM64", Duration::from_secs(60), async || {
-        let tasks = service_tasks(&ecs, "arm").await;
-        holds(
-            tasks.iter().any(|t| t.last_status() == Some("RUNNING")),
-            || format!("{tasks:#?}\n{}", emulator.log()),
-        )
-    })
+    create("arm", &with_platform, &net.wide, 1, "FARGATE")
+        .await
+        .unwrap();
+    eventually(
+        "the arm64 task running on ARM64",
+        Duration::from_secs(60),
+        async || {
+            let tasks = service_tasks(&ecs, "arm").await;
+            holds(
+                tasks.iter().any(|t| t.last_status() == Some("RUNNING")),
+                || format!("{tasks:#?}\n{}", emulator.log()),
+            )
+        },
+    )
     .await;
 
     // 2. ARM64 tasks are not placed on Fargate Spot.
-    create("arm-spot", &with_platform, &net.wide, 1, "FARGATE_SPOT").await.unwrap();
-    eventually("ARM64 on Spot not placed", Duration::from_secs(30), async || {
-        let svc = ecs
-            .describe_services()
-            .cluster(CLUSTER)
-            .services("arm-spot")
-            .send()
-            .await
-            .unwrap();
-        let events: Vec<String> = svc.services()[0]
-            .events()
-            .iter()
-            .filter_map(|e| e.message().map(str::to_owned))
-            .collect();
-        let tasks = service_tasks(&ecs, "arm-spot").await;
-        holds(
-            tasks.is_empty()
-                && events
-                    .iter()
-                    .any(|e| e.contains("unable to place a task") && e.contains("ARM64")),
-            || format!("{events:?} {tasks:?}"),
-        )
-    })
+    create("arm-spot", &with_platform, &net.wide, 1, "FARGATE_SPOT")
+        .await
+        .unwrap();
+    eventually(
+        "ARM64 on Spot not placed",
+        Duration::from_secs(30),
+        async || {
+            let svc = ecs
+                .describe_services()
+                .cluster(CLUSTER)
+                .services("arm-spot")
+                .send()
+                .await
+                .unwrap();
+            let events: Vec<String> = svc.services()[0]
+                .events()
+                .iter()
+                .filter_map(|e| e.message().map(str::to_owned))
+                .collect();
+            let tasks = service_tasks(&ecs, "arm-spot").await;
+            holds(
+                tasks.is_empty()
+                    && events
+                        .iter()
+                        .any(|e| e.contains("unable to place a task") && e.contains("ARM64")),
+                || format!("{events:?} {tasks:?}"),
+            )
+        },
+    )
     .await;
 
     // 3. A /28 holds 11 tasks (16 less AWS's 5): the 12th gets no address.
     let x86 = register(&ecs, "x86", &amd, Some(CpuArchitecture::X8664)).await;
-    create("many", &x86, &net.tiny, 12, "FARGATE").await.unwrap();
-    eventually("11 running and the 12th without an address", Duration::from_secs(120), async || {
-        let tasks = service_tasks(&ecs, "many").await;
-        let running: Vec<&Task> = tasks.iter().filter(|t| t.last_status() == Some("RUNNING")).collect();
-        let no_address = tasks.iter().any(|t| {
-            t.stop_code().map(|c| c.as_str()) == Some("TaskFailedToStart")
-                && t.stopped_reason().is_some_and(|r| r.contains("InsufficientFreeAddressesInSubnet"))
-        });
-        holds(running.len() == 11 && no_address, || {
-            format!(
-                "{} running, no address: {no_address}\n{}",
-                running.len(),
-                emulator.log()
-            )
-        })
-    })
+    create("many", &x86, &net.tiny, 12, "FARGATE")
+        .await
+        .unwrap();
+    eventually(
+        "11 running and the 12th without an address",
+        Duration::from_secs(120),
+        async || {
+            let tasks = service_tasks(&ecs, "many").await;
+            let running: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| t.last_status() == Some("RUNNING"))
+                .collect();
+            let no_address = tasks.iter().any(|t| {
+                t.stop_code().map(|c| c.as_str()) == Some("TaskFailedToStart")
+                    && t.stopped_reason()
+                        .is_some_and(|r| r.contains("InsufficientFreeAddressesInSubnet"))
+            });
+            holds(running.len() == 11 && no_address, || {
+                format!(
+                    "{} running, no address: {no_address}\n{}",
+                    running.len(),
+                    emulator.log()
+                )
+            })
+        },
+    )
     .await;
     let tasks = service_tasks(&ecs, "many").await;
     let mut addresses: Vec<String> = tasks
@@ -398,7 +468,10 @@ async fn the_emulator_refuses_what_aws_refuses() {
     assert_eq!(addresses.len(), 11, "one address each: {addresses:?}");
     for a in &addresses {
         let host: u8 = a.rsplit('.').next().unwrap().parse().unwrap();
-        assert!((4..=14).contains(&host), "{a}: AWS keeps .0-.3 and .15 of a /28");
+        assert!(
+            (4..=14).contains(&host),
+            "{a}: AWS keeps .0-.3 and .15 of a /28"
+        );
     }
 
     // 4. IAM on every call: a user allowed only DescribeServices is refused
@@ -415,7 +488,12 @@ async fn the_emulator_refuses_what_aws_refuses() {
         .send()
         .await
         .unwrap();
-    let key = iam.create_access_key().user_name("reader").send().await.unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name("reader")
+        .send()
+        .await
+        .unwrap();
     let key = key.access_key().unwrap();
     let reader = aws_sdk_ecs::Client::from_conf(
         aws_sdk_ecs::config::Builder::from(&emulated)
@@ -435,13 +513,23 @@ async fn the_emulator_refuses_what_aws_refuses() {
         .send()
         .await
         .expect("DescribeServices is allowed");
-    let refused = reader.list_tasks().cluster(CLUSTER).send().await.unwrap_err();
+    let refused = reader
+        .list_tasks()
+        .cluster(CLUSTER)
+        .send()
+        .await
+        .unwrap_err();
     let refused = format!("{:?}", aws_sdk_ecs::error::DisplayErrorContext(refused));
     assert!(
         refused.contains("AccessDenied") && refused.contains("ecs:ListTasks"),
         "{refused}"
     );
-    let refused = reader.list_services().cluster(CLUSTER).send().await.unwrap_err();
+    let refused = reader
+        .list_services()
+        .cluster(CLUSTER)
+        .send()
+        .await
+        .unwrap_err();
     let refused = format!("{:?}", aws_sdk_ecs::error::DisplayErrorContext(refused));
     assert!(refused.contains("ecs:ListServices"), "{refused}");
 
@@ -468,12 +556,25 @@ async fn the_emulator_refuses_what_aws_refuses() {
     let lister = aws_sdk_ecs::Client::from_conf(
         aws_sdk_ecs::config::Builder::from(&emulated)
             .credentials_provider(aws_sdk_ecs::config::Credentials::new(
-                &keys.id, &keys.secret, None, None, "lister",
+                &keys.id,
+                &keys.secret,
+                None,
+                None,
+                "lister",
             ))
             .build(),
     );
-    lister.list_clusters().send().await.expect("the role's one action");
-    let refused = lister.list_services().cluster(CLUSTER).send().await.unwrap_err();
+    lister
+        .list_clusters()
+        .send()
+        .await
+        .expect("the role's one action");
+    let refused = lister
+        .list_services()
+        .cluster(CLUSTER)
+        .send()
+        .await
+        .unwrap_err();
     let refused = format!("{:?}", aws_sdk_ecs::error::DisplayErrorContext(refused));
     assert!(refused.contains("ecs:ListServices"), "{refused}");
 
@@ -505,7 +606,10 @@ async fn the_emulator_refuses_what_aws_refuses() {
             .all(|e| e.contains("ThrottlingException") && e.contains("Rate exceeded")),
         "{throttled:?}"
     );
-    eprintln!("FIGURE a burst of 200 ListTasks: {ok} answered, {} throttled", throttled.len());
+    eprintln!(
+        "FIGURE a burst of 200 ListTasks: {ok} answered, {} throttled",
+        throttled.len()
+    );
     for _ in 0..5 {
         ecs.list_tasks()
             .cluster(CLUSTER)
