@@ -75,6 +75,15 @@ pub const FARGATE_SPOT_VCPU_QUOTA: &str = "L-36FBB829";
 /// History rows a page shows when not asked for a number.
 pub const HISTORY_PAGE_ROWS: u32 = 50;
 
+/// How long the agent waits at start for another process to let go of the
+/// history file's lock before it keeps the history in memory instead
+/// (never setting the file aside for a lock).
+pub const HISTORY_OPEN_WAIT_SECS: u64 = 60;
+
+/// Task observations the history's recorder keeps while its writes fail (a
+/// full disk), to write once they work again; beyond this the oldest go.
+pub const HISTORY_PENDING_MAX: usize = 100_000;
+
 /// The most history rows one page or export returns.
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 

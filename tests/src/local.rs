@@ -44,22 +44,29 @@ impl LocalAgent {
 
     /// [`LocalAgent::start`] with extra environment (say, `DOCKER_HOST`).
     pub fn start_with(workers: u32, extra: &[&str], env: &[(&str, &str)]) -> LocalAgent {
-        let state = TempDir::new("local");
-        let port = free_port();
-        let password = format!("local-test-pw-{}-{}", std::process::id(), port);
-        let mut agent = LocalAgent {
-            process: None,
-            state,
-            url: format!("https://127.0.0.1:{port}"),
-            password,
-            port,
-        };
+        let mut agent = Self::prepared();
         agent.spawn(workers, extra, env);
         agent.wait_output(
             &format!("all {workers} workers ready"),
             Duration::from_secs(180),
         );
         agent
+    }
+
+    /// Its scratch directory, port and password, not started: a test may
+    /// prepare `state/` (mount a small filesystem there), then
+    /// [`LocalAgent::spawn`] it.
+    pub fn prepared() -> LocalAgent {
+        let state = TempDir::new("local");
+        let port = free_port();
+        let password = format!("local-test-pw-{}-{}", std::process::id(), port);
+        LocalAgent {
+            process: None,
+            state,
+            url: format!("https://127.0.0.1:{port}"),
+            password,
+            port,
+        }
     }
 
     /// Starts the agent process on this state directory, port and password

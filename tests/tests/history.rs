@@ -378,3 +378,191 @@ async fn history_and_queue_survive_a_killed_agent_and_nothing_runs_twice() {
     }
     assert_eq!(agent.interrupt(), 0);
 }
+
+/// A small filesystem (tmpfs) on `dir`, lazily unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        fossa_tests::Run::of(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "fossa-test"])
+                .arg(dir),
+        )
+        .ok();
+        SmallDisk(dir.to_owned())
+    }
+
+    /// Fills it with `filler` until no byte is left.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.0.join("filler");
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Files the history set aside (`history.sqlite3.damaged-…`, or the older
+/// agents' `.unreadable-…`).
+fn set_aside(state: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(state)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.starts_with("history.sqlite3.") && !n.ends_with("-wal") && !n.ends_with("-shm")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_history_is_never_set_aside_for_a_lock_or_a_full_disk() {
+    let models = models();
+    let dir = models.0.display().to_string();
+    let args = ["--models", dir.as_str()];
+    let mut agent = LocalAgent::prepared();
+    let state = agent.state.0.join("state");
+    let disk = SmallDisk::mount(&state, "160m");
+    agent.spawn(1, &args, &[]);
+    agent.wait_output("all 1 workers ready", Duration::from_secs(180));
+    let (status, v) = api(&agent, "POST", "/api/v1/tasks", Some(&nap(1, 1))).await;
+    assert_eq!(status, 201, "{v}");
+    wait_for(
+        &agent,
+        "the first nap recorded",
+        Duration::from_secs(60),
+        async || {
+            naps_tagged(&history(&agent, "").await, 1)
+                .first()
+                .is_some_and(|r| r["status"] == "complete")
+        },
+    )
+    .await;
+    assert_eq!(agent.interrupt(), 0);
+
+    // Another process holds the history's lock as the agent starts, longer
+    // than SQLite's busy timeout (5 s) from the moment the agent opens it,
+    // and at least 10 s: the agent waits for it, and keeps the history.
+    let history_file = state.join("history.sqlite3");
+    let mut locker = std::process::Command::new(fossa_tests::venv_bin("python"))
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA locking_mode=EXCLUSIVE')\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             c.execute(\"DELETE FROM settings WHERE key = 'none'\")\n\
+             print('held', flush=True)\n\
+             sys.stdin.read()\n\
+             c.execute('COMMIT')\n",
+        ])
+        .arg(&history_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held.trim(), "held");
+    let t = std::time::Instant::now();
+    agent.spawn(1, &args, &[]);
+    agent.wait_log_since(0, &["locked by another process"], Duration::from_secs(120));
+    let waiting = t.elapsed();
+    std::thread::sleep(
+        Duration::from_secs(10)
+            .saturating_sub(waiting)
+            .max(Duration::from_secs(3)),
+    );
+    drop(locker.stdin.take());
+    assert!(locker.wait().unwrap().success());
+    let released = t.elapsed();
+    agent.wait_output("all 1 workers ready", Duration::from_secs(180));
+    eprintln!(
+        "FIGURE history locked {released:?} from the agent's start (it said it waits after {waiting:?}) -> agent ready after {:?}",
+        t.elapsed()
+    );
+    assert!(set_aside(&state).is_empty(), "{:?}", set_aside(&state));
+    assert_eq!(
+        naps_tagged(&history(&agent, "").await, 1).len(),
+        1,
+        "the history kept"
+    );
+    let (_, o) = api(&agent, "GET", "/api/v1/overview", None).await;
+    assert_eq!(o["history"]["ok"], true, "{o:#}");
+
+    // The disk fills while a task runs: its end is kept, said on the
+    // History line, and written once there is room again.
+    let (status, v) = api(&agent, "POST", "/api/v1/tasks", Some(&nap(6, 2))).await;
+    assert_eq!(status, 201, "{v}");
+    wait_for(
+        &agent,
+        "the second nap running",
+        Duration::from_secs(30),
+        async || {
+            naps_tagged(&history(&agent, "").await, 2)
+                .first()
+                .is_some_and(|r| r["status"] == "running")
+        },
+    )
+    .await;
+    let filler = disk.fill();
+    let mut line = String::new();
+    wait_for(
+        &agent,
+        "the History line red",
+        Duration::from_secs(60),
+        async || {
+            let (_, o) = api(&agent, "GET", "/api/v1/overview", None).await;
+            line = o["history"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            o["history"]["ok"] == false && line.contains("not yet written")
+        },
+    )
+    .await;
+    eprintln!("History line with the disk full: {line}");
+    assert_eq!(
+        naps_tagged(&history(&agent, "").await, 2)[0]["status"],
+        "running",
+        "not counted as recorded"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let t = std::time::Instant::now();
+    wait_for(
+        &agent,
+        "the end written, the line green",
+        Duration::from_secs(60),
+        async || {
+            let (_, o) = api(&agent, "GET", "/api/v1/overview", None).await;
+            o["history"]["ok"] == true
+                && naps_tagged(&history(&agent, "").await, 2)
+                    .first()
+                    .is_some_and(|r| r["status"] == "complete")
+        },
+    )
+    .await;
+    eprintln!(
+        "FIGURE room again -> the kept observations written: {:?}",
+        t.elapsed()
+    );
+    assert!(set_aside(&state).is_empty(), "{:?}", set_aside(&state));
+    assert_eq!(naps_tagged(&history(&agent, "").await, 1).len(), 1);
+    assert_eq!(agent.interrupt(), 0);
+}

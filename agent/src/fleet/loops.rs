@@ -7,6 +7,8 @@
 //! - `queue`: sends queued tasks after each refresh.
 //! - `autoscale`: follows the configured bounds (read from the driver's
 //!   context) and decides after each refresh.
+//! - `history`: says whether the history is recorded (red while its writes
+//!   fail or it is kept in memory), every few seconds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,10 @@ pub fn register<C: Send + Sync + 'static>(
         }),
     );
     driver.register(
+        Registration::new("history", "History", HISTORY_CHECK),
+        Box::new(Recorded(fleet.history().clone())),
+    );
+    driver.register(
         Registration::new("autoscale", "Autoscaling", interval),
         Box::new(Scale {
             fleet: fleet.clone(),
@@ -53,6 +59,22 @@ pub fn register<C: Send + Sync + 'static>(
             followed: None,
         }),
     );
+}
+
+/// How often the History line is brought up to date.
+const HISTORY_CHECK: Duration = Duration::from_secs(5);
+
+/// Says whether the history records what it is given.
+struct Recorded(Arc<crate::history::History>);
+
+#[async_trait]
+impl<C: Send + Sync + 'static> Duty<C> for Recorded {
+    async fn reconcile(&mut self, _: &C) -> Result<Outcome, DutyError> {
+        Ok(match self.0.trouble() {
+            None => Outcome::done(format!("every run recorded in {}", self.0.path().display())),
+            Some(why) => Outcome::done("not recording to its file").with_detail(false, why),
+        })
+    }
 }
 
 /// Polls every worker.

@@ -12,19 +12,23 @@
 //! dispatches are written at once, in a transaction each, on the control
 //! connection ([`queue`]). Pages read on a connection of their own.
 
+mod open;
 pub mod queue;
+mod recorder;
 pub mod store;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fossa_contract::config::HistoryLimits;
 use fossa_web::model::{HistoryPage, HistoryQuery, TaskRow, TaskStatus};
 use rusqlite::{params, Connection};
 
-use store::{around, connect, immediate, row_of, trim, upsert, COLUMNS, SCHEMA};
+use open::Unusable;
+use recorder::{recorder, WriteTrouble};
+use store::{around, connect, row_of, COLUMNS, SCHEMA};
 pub use store::{bounded_results, page, HistoryError, Observed};
 
 /// The history and queue database.
@@ -35,6 +39,10 @@ pub struct History {
     reader: Mutex<Connection>,
     recorder: SyncSender<Vec<Observed>>,
     dropped: std::sync::atomic::AtomicU64,
+    /// Why the history is in memory, when its file could not be used.
+    in_memory: Mutex<Option<String>>,
+    /// The recorder's failing writes, while they fail.
+    writes: Arc<Mutex<Option<WriteTrouble>>>,
 }
 
 impl std::fmt::Debug for History {
@@ -48,7 +56,9 @@ impl std::fmt::Debug for History {
 const RECORDER_BACKLOG: usize = 64;
 
 impl History {
-    /// Opens (creating) `dir/history.sqlite3` and starts its recorder thread.
+    /// Opens (creating) `dir/history.sqlite3` and starts its recorder
+    /// thread, waiting out another process's lock on the file for up to
+    /// [`fossa_contract::limits::HISTORY_OPEN_WAIT_SECS`].
     pub fn open(dir: &Path, limits: HistoryLimits) -> Result<Arc<History>, HistoryError> {
         let path = dir.join(fossa_contract::names::HISTORY_FILE);
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -57,48 +67,61 @@ impl History {
                 source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
             });
         }
-        Self::open_path(path, limits)
+        let wait = Duration::from_secs(fossa_contract::limits::HISTORY_OPEN_WAIT_SECS);
+        open::waiting_out_locks(&path, wait, || Self::open_path(path.clone(), limits))
     }
 
-    /// [`History::open`], or, when the file cannot be used (corrupt, disk
-    /// full, no permission), a history in memory so the agent still serves:
-    /// a corrupt file is first moved aside (kept, never deleted) and a
-    /// fresh one made. The second value says what happened, for an event.
+    /// [`History::open`]; when the file cannot be used, still a history, so
+    /// the agent serves. Only a damaged file (SQLite says so, or its quick
+    /// check does) is set aside (renamed, never deleted) for a new one; a
+    /// lock that outlasts the wait, a full disk or a permission leaves the
+    /// file as it is, and the history is kept in memory until the agent
+    /// restarts, said on the History line ([`History::trouble`]). The second
+    /// value says what happened, for an event.
     pub fn open_or_fallback(dir: &Path, limits: HistoryLimits) -> (Arc<History>, Option<String>) {
         let first = match Self::open(dir, limits) {
             Ok(h) => return (h, None),
             Err(e) => e,
         };
         let path = dir.join(fossa_contract::names::HISTORY_FILE);
-        let aside = dir.join(format!(
-            "{}.unreadable-{}",
-            fossa_contract::names::HISTORY_FILE,
-            fossa_contract::unix_now()
-        ));
-        if std::fs::rename(&path, &aside).is_ok() {
-            if let Ok(h) = Self::open(dir, limits) {
-                return (
-                    h,
-                    Some(format!(
-                        "{}; it was moved to {} and a new history started",
-                        fossa_contract::aws::chain(&first),
-                        aside.display()
-                    )),
-                );
+        if open::classify(&first) == Unusable::Corrupt {
+            let aside = dir.join(format!(
+                "{}.damaged-{}",
+                fossa_contract::names::HISTORY_FILE,
+                fossa_contract::unix_now()
+            ));
+            if std::fs::rename(&path, &aside).is_ok() {
+                for wal in ["-wal", "-shm"] {
+                    let from = PathBuf::from(format!("{}{wal}", path.display()));
+                    let _ = std::fs::rename(&from, format!("{}{wal}", aside.display()));
+                }
+                if let Ok(h) = Self::open(dir, limits) {
+                    return (
+                        h,
+                        Some(format!(
+                            "{}; it was moved to {} and a new history started",
+                            fossa_contract::aws::chain(&first),
+                            aside.display()
+                        )),
+                    );
+                }
             }
         }
         let memory = PathBuf::from(format!(
             "file:fossa-history-{}?mode=memory&cache=shared",
             std::process::id()
         ));
+        let why = format!(
+            "{}; the file is left as it is, and the history and queue are kept in memory until \
+             the agent restarts: free the disk, fix the file's permissions or stop what holds its \
+             lock, then restart the agent",
+            fossa_contract::aws::chain(&first)
+        );
         match Self::open_path(memory, limits) {
-            Ok(h) => (
-                h,
-                Some(format!(
-                    "{}; the history and queue are kept in memory until the agent restarts",
-                    fossa_contract::aws::chain(&first)
-                )),
-            ),
+            Ok(h) => {
+                *h.in_memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                (h, Some(why))
+            }
             Err(e) => panic!("SQLite cannot open a database in memory: {e}"),
         }
     }
@@ -110,12 +133,15 @@ impl History {
         };
         let control = connect(&path).map_err(open_err)?;
         control.execute_batch(SCHEMA).map_err(open_err)?;
+        open::quick_check(&control, &path)?;
         let reader = connect(&path).map_err(open_err)?;
         let writer = connect(&path).map_err(open_err)?;
         let (tx, rx) = sync_channel(RECORDER_BACKLOG);
+        let writes = Arc::new(Mutex::new(None));
+        let trouble = writes.clone();
         std::thread::Builder::new()
             .name("history-recorder".into())
-            .spawn(move || recorder(writer, rx, limits))
+            .spawn(move || recorder(writer, rx, limits, trouble))
             .map_err(|e| open_err(rusqlite::Error::InvalidPath(e.to_string().into())))?;
         Ok(Arc::new(History {
             path,
@@ -124,7 +150,30 @@ impl History {
             reader: Mutex::new(reader),
             recorder: tx,
             dropped: Default::default(),
+            in_memory: Mutex::new(None),
+            writes,
         }))
+    }
+
+    /// What is wrong with the history, for a red History line: kept in
+    /// memory (why), or writes failing (since when, why, how many
+    /// observations wait to be written); `None` when all is recorded.
+    pub fn trouble(&self) -> Option<String> {
+        if let Some(why) = self
+            .in_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(why);
+        }
+        let writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        writes.as_ref().map(WriteTrouble::line)
+    }
+
+    /// The file it keeps (or the in-memory name).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The limits it keeps to.
@@ -297,33 +346,5 @@ impl History {
         }
         .map_err(HistoryError::from)?;
         Ok(())
-    }
-}
-
-/// The columns a [`TaskRow`] is read from, in [`row_of`]'s order.
-fn recorder(mut c: Connection, rx: Receiver<Vec<Observed>>, limits: HistoryLimits) {
-    let mut since_trim = Instant::now();
-    let mut written = 0usize;
-    while let Ok(mut batch) = rx.recv() {
-        // Whatever else is waiting goes into the same transaction.
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
-        }
-        let r = immediate(&mut c).and_then(|tx| {
-            upsert(&tx, &batch, &limits)?;
-            tx.commit()
-        });
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "cannot record {} task observations", batch.len());
-            continue;
-        }
-        written += batch.len();
-        if written >= 1000 || since_trim.elapsed() > Duration::from_secs(60) {
-            if let Err(e) = trim(&c, &limits) {
-                tracing::warn!(error = %e, "cannot trim the task history");
-            }
-            written = 0;
-            since_trim = Instant::now();
-        }
     }
 }

@@ -22,6 +22,14 @@ pub enum HistoryError {
         #[source]
         source: rusqlite::Error,
     },
+    /// SQLite's quick check found the file damaged.
+    #[error("the task history {path} is damaged: {found}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What `PRAGMA quick_check` said.
+        found: String,
+    },
     /// A query failed.
     #[error("task history query failed")]
     Query(#[from] rusqlite::Error),
