@@ -42,6 +42,7 @@ fn rows(from: u64, n: u64, now: i64) -> Vec<Observed> {
                     started: Some(started),
                     finished: Some(started + 2),
                     results: Some(json!({"type": "TaskComplete", "payload": {"n": i, "digest": "5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9", "took": 1.002}})),
+                    spec: Default::default(),
                 },
                 worker_id: format!("sim-{}", i % 3 + 1),
             }

@@ -235,6 +235,7 @@ mod tests {
                 started: Some(started),
                 finished,
                 results: None,
+                spec: Default::default(),
             },
             worker_id: worker.into(),
             worker_address: String::new(),

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::task::{FossaTask, TaskRow, TaskStatus};
+pub use crate::task::{FossaTask, TaskRow, TaskStatus, PUT_BACK};
 
 /// Where the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -551,6 +551,7 @@ mod tests {
             started: None,
             finished: None,
             results: None,
+            spec: Default::default(),
         };
         assert_eq!(t.subtask_parts(), Some(("zsxke", 6, "amq.gen-dBKn")));
         let parent = FossaTask {

@@ -106,6 +106,10 @@ impl<'de> Deserialize<'de> for TaskStatus {
     }
 }
 
+/// What a lost subtask's reason says when the gateway put it back on the
+/// broker's queue: it will run again, so its parent is not stuck for it.
+pub const PUT_BACK: &str = "put back on the queue";
+
 /// One Fossa task as a node reports it (`running_tasks` / `recent_completed_tasks`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FossaTask {
@@ -132,6 +136,13 @@ pub struct FossaTask {
     /// `{"type": "TaskComplete"|"TaskFailed", "payload": …}` once finished.
     #[serde(default)]
     pub results: Option<Value>,
+    /// For a running subtask, what else its node lists of its definition
+    /// (`resolver_context`, `model_construction_kwargs`,
+    /// `partition_initialise_kwargs`): with the fields above, enough to put
+    /// it back on the broker's queue if its worker dies. Null otherwise;
+    /// never stored in the history.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub spec: Value,
 }
 
 impl FossaTask {

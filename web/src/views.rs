@@ -143,7 +143,13 @@ pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
             let replaced = g.subtasks.iter().any(|o| {
                 o.task.subtask_parts().map(|p| p.1) == Some(n) && o.task.status != TaskStatus::Lost
             });
-            if s.task.status == TaskStatus::Lost && !replaced {
+            let put_back = s
+                .task
+                .results
+                .as_ref()
+                .and_then(|r| r["payload"]["reason"].as_str())
+                .is_some_and(|r| r.contains(crate::task::PUT_BACK));
+            if s.task.status == TaskStatus::Lost && !replaced && !put_back {
                 lost.push((n, s));
             }
         }
@@ -159,7 +165,7 @@ pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
         .and_then(|r| r["payload"]["reason"].as_str())
         .unwrap_or("its worker stopped");
     Some(format!(
-        "stuck: subtask{} {} {} lost ({why}); Fossa does not run a lost subtask again, so this task waits for {} forever. Submit it again.",
+        "stuck: subtask{} {} {} lost ({why}) and not put back on the queue (Fossa does not run a lost subtask again), so this task waits for {} forever. Submit it again.",
         if ns.len() == 1 { "" } else { "s" },
         ns.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
         if ns.len() == 1 { "was" } else { "were" },
@@ -180,6 +186,7 @@ fn dispatched_row(snap: &FleetSnapshot, id: &str) -> Option<TaskRow> {
             started: Some(d.at),
             finished: None,
             results: None,
+            spec: Default::default(),
         },
         worker_id: d.worker_id.clone(),
         worker_address: snap
@@ -272,6 +279,7 @@ mod tests {
             started: Some(started),
             finished,
             results: None,
+            spec: Default::default(),
         }
     }
 
@@ -417,6 +425,17 @@ mod tests {
             why.contains("subtask 1 was lost (worker b no longer lists it"),
             "{why}"
         );
+        // Put back on the queue by the gateway, waiting there: not stuck.
+        let mut put_back = snap.clone();
+        put_back.workers[1]
+            .node
+            .as_mut()
+            .unwrap()
+            .recent_completed_tasks[0]
+            .results = Some(
+            serde_json::json!({"type": "Lost", "payload": {"reason": "worker b stopped; put back on the queue (run 2 of 3)"}}),
+        );
+        assert_eq!(task_detail(&put_back, "p1").unwrap().stuck, None);
         // A second run of the lost subtask elsewhere: not stuck.
         snap.workers[0]
             .node

@@ -217,6 +217,7 @@ fn fossa_task() -> impl Strategy<Value = FossaTask> {
                 started,
                 finished,
                 results,
+                spec: Default::default(),
             },
         )
 }

@@ -63,9 +63,13 @@ pub trait WorkerBackend: Send + Sync + 'static {
     fn cost(&self) -> Option<Cost> {
         None
     }
+    /// The broker's URL, with the workers' credentials, once known.
+    fn broker_url(&self) -> Option<String> {
+        None
+    }
     /// Subtasks waiting in the broker's task queue, if the broker answers.
     async fn broker_waiting(&self) -> Option<u32> {
-        None
+        broker_waiting_at(&self.broker_url()?).await
     }
     /// Keeps the `busy` workers from scale-in and lets the `idle` ones go
     /// (workers in neither, those not answering, keep what they had).
@@ -133,4 +137,40 @@ pub async fn broker_waiting_at(url: &str) -> Option<u32> {
     )
     .await
     .ok()
+}
+
+/// Why a lost subtask could not be put back on the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker's URL has no user, password or address.
+    #[error("the broker's URL cannot be read")]
+    Url,
+    /// The broker refused it or did not answer.
+    #[error(transparent)]
+    Amqp(#[from] crate::host::amqp::AmqpError),
+}
+
+/// Puts a subtask on [`fossa_contract::names::FOSSA_TASK_QUEUE`] at the
+/// broker at `url`, as its parent sent it, confirmed by the broker within 5 s.
+pub async fn publish_task(
+    url: &str,
+    body: &[u8],
+    correlation_id: &str,
+    reply_to: &str,
+) -> Result<(), PublishError> {
+    let (c, address) = crate::duties::broker::parse_url(url).ok_or(PublishError::Url)?;
+    let login = crate::host::amqp::Login {
+        address: &address,
+        user: &c.user,
+        password: &c.password,
+        vhost: "/",
+    };
+    let message = crate::host::amqp::Message {
+        queue: fossa_contract::names::FOSSA_TASK_QUEUE,
+        body,
+        correlation_id,
+        reply_to,
+    };
+    crate::host::amqp::publish(&login, &message, std::time::Duration::from_secs(5)).await?;
+    Ok(())
 }

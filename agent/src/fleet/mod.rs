@@ -32,6 +32,7 @@ pub mod meter;
 pub mod node;
 pub mod observe;
 pub mod poll;
+pub mod rescue;
 
 pub use backend::{BackendError, WorkerBackend, WorkerRef};
 pub use poll::PollSettings;
@@ -224,6 +225,9 @@ impl FleetModel {
             .poll_all(self.backend.as_ref(), &previous, &self.events)
             .await;
         self.store(workers, t.elapsed());
+        self.observer
+            .rescue(self.backend.broker_url(), &self.events)
+            .await;
         let snap = self.snapshot.load_full();
         self.poller
             .protect(self.backend.as_ref(), &snap.workers, &self.events)

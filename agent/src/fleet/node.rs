@@ -62,7 +62,30 @@ pub fn parse_task(v: &Value) -> Option<FossaTask> {
         started: o.get("started").and_then(parse_date),
         finished: o.get("finished").and_then(parse_date),
         results: o.get("results").cloned().filter(|r| !r.is_null()),
+        spec: subtask_spec(o),
     })
+}
+
+/// What a running subtask's dict holds beyond [`FossaTask`]'s fields, for
+/// putting it back on the queue (`Null` for anything else).
+fn subtask_spec(o: &serde_json::Map<String, Value>) -> Value {
+    let running = o.get("status").and_then(Value::as_str) == Some("running");
+    let subtask = o
+        .get("task_id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| id.contains("::"));
+    if !(running && subtask) {
+        return Value::Null;
+    }
+    let mut spec = serde_json::Map::new();
+    for k in [
+        "resolver_context",
+        "model_construction_kwargs",
+        "partition_initialise_kwargs",
+    ] {
+        spec.insert(k.to_owned(), o.get(k).cloned().unwrap_or(Value::Null));
+    }
+    Value::Object(spec)
 }
 
 /// Parses `/api/0.01/node_info`.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use fossa_web::model::{FleetSnapshot, FossaTask, Health, TaskStatus};
 use serde_json::json;
 
+use super::rescue::Rescue;
 use crate::events::Events;
 use crate::history::{History, Observed};
 
@@ -22,6 +23,7 @@ type Key = (String, String);
 pub struct Observer {
     history: Arc<History>,
     seen: Mutex<HashMap<Key, (TaskStatus, i64)>>,
+    rescue: Rescue,
 }
 
 impl Observer {
@@ -30,6 +32,7 @@ impl Observer {
         Observer {
             history,
             seen: Mutex::new(HashMap::new()),
+            rescue: Rescue::default(),
         }
     }
 
@@ -59,13 +62,44 @@ impl Observer {
     /// snapshot, and marks lost the running ones whose worker is gone or no
     /// longer lists them. Never waits: if the recorder is behind, the same
     /// changes go again next time.
+    /// A lost subtask's row says what the gateway does about it (put back
+    /// on the queue, or given up), and that is committed only with the row.
     pub fn observe(&self, snap: &FleetSnapshot) {
         let now = fossa_contract::unix_now();
         let mut seen = self.seen.lock().expect("lock");
-        let (batch, next) = changes(&seen, snap, now);
+        self.rescue.note(snap);
+        let (mut batch, next) = changes(&seen, snap, now);
+        let mut plans = Vec::new();
+        for o in batch
+            .iter_mut()
+            .filter(|o| o.task.status == TaskStatus::Lost)
+        {
+            let Some(plan) = self.rescue.decide(&o.task.task_id) else {
+                continue;
+            };
+            if let Some(reason) = o
+                .task
+                .results
+                .as_mut()
+                .and_then(|r| r.pointer_mut("/payload/reason"))
+            {
+                *reason = json!(format!(
+                    "{}; {}",
+                    reason.as_str().unwrap_or_default(),
+                    plan.said()
+                ));
+            }
+            plans.push(plan);
+        }
         if self.history.record(batch) {
             *seen = next;
+            self.rescue.commit(plans);
         }
+    }
+
+    /// Publishes the lost subtasks committed to go back on the queue.
+    pub async fn rescue(&self, broker_url: Option<String>, events: &Events) {
+        self.rescue.apply(broker_url, events).await;
     }
 }
 
@@ -143,6 +177,7 @@ fn lost_task(task_id: &str, reason: &str) -> FossaTask {
         started: None,
         finished: Some(fossa_contract::unix_now()),
         results: Some(json!({"type": "Lost", "payload": {"reason": reason}})),
+        spec: Default::default(),
     }
 }
 
@@ -161,6 +196,7 @@ mod tests {
             started: Some(1),
             finished: None,
             results: None,
+            spec: Default::default(),
         }
     }
 

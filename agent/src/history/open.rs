@@ -169,6 +169,7 @@ mod tests {
                     started: Some(fossa_contract::unix_now()),
                     finished: Some(fossa_contract::unix_now()),
                     results: None,
+                    spec: Default::default(),
                 },
                 worker_id: "w".into(),
             }

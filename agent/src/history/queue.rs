@@ -91,6 +91,7 @@ fn unsent_row(
             started: None,
             finished: Some(fossa_contract::unix_now()),
             results: Some(json!({"type": "NotDispatched", "payload": {"reason": reason}})),
+            spec: Default::default(),
         },
         worker_id: worker.into(),
     }
@@ -202,6 +203,7 @@ impl History {
                 started: Some(d.at),
                 finished: None,
                 results: None,
+                spec: Default::default(),
             },
             worker_id: d.worker_id.clone(),
         };

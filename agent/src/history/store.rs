@@ -138,6 +138,7 @@ pub(crate) fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
             started: r.get(6)?,
             finished: r.get(7)?,
             results: r.get::<_, Option<String>>(8)?.map(|t| json_of(Some(t))),
+            spec: Default::default(),
         },
         worker_id: r.get(1)?,
         worker_address: String::new(),
@@ -396,6 +397,7 @@ mod tests {
             started: Some(started),
             finished: complete.then_some(started + 5),
             results: complete.then(|| json!({"type": "TaskComplete", "payload": {"n": 1}})),
+            spec: Default::default(),
         }
     }
 

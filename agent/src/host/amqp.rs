@@ -1,7 +1,9 @@
 //! A real health check of a RabbitMQ broker: an AMQP 0-9-1 login with the
 //! workers' own credentials, opening their virtual host and closing cleanly
 //! (so the broker logs no error for it). A live process or container proves
-//! nothing; this proves a worker could connect right now.
+//! nothing; this proves a worker could connect right now. The same small
+//! client reads a queue's depth (a passive declare) and puts a lost subtask
+//! back on the task queue ([`publish`], with publisher confirms).
 
 use std::time::Duration;
 
@@ -91,6 +93,19 @@ const CHANNEL_CLOSE_OK: u16 = 41;
 const QUEUE: u16 = 50;
 const QUEUE_DECLARE: u16 = 10;
 const QUEUE_DECLARE_OK: u16 = 11;
+const FRAME_HEADER: u8 = 2;
+const FRAME_BODY: u8 = 3;
+const BASIC: u16 = 60;
+const BASIC_PUBLISH: u16 = 40;
+const BASIC_RETURN: u16 = 50;
+const BASIC_ACK: u16 = 80;
+const BASIC_NACK: u16 = 120;
+const CONFIRM: u16 = 85;
+const CONFIRM_SELECT: u16 = 10;
+const CONFIRM_SELECT_OK: u16 = 11;
+/// Body bytes per body frame: under RabbitMQ's smallest frame-max (4 KiB
+/// is AMQP's floor; RabbitMQ offers 128 KiB) less the frame's own 8 bytes.
+const BODY_CHUNK: usize = 4096 - 8;
 /// The largest frame the probe reads (Connection.Start carries the server's properties).
 const MAX_FRAME: usize = 64 * 1024;
 
@@ -122,6 +137,31 @@ fn frame(channel: u16, class: u16, id: u16, args: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&payload);
     f.push(FRAME_END);
     f
+}
+
+/// A frame of `kind` (content header or body) on `channel`.
+fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(FRAME_END);
+    f
+}
+
+/// A message for a queue, through the default exchange, as Fossa's parent
+/// sends a subtask: JSON, persistent, with its correlation id and the
+/// parent's reply queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The queue (the default exchange's routing key).
+    pub queue: &'a str,
+    /// The JSON body.
+    pub body: &'a [u8],
+    /// `{pool}:{n}`.
+    pub correlation_id: &'a str,
+    /// The parent's reply queue.
+    pub reply_to: &'a str,
 }
 
 /// The payload of a Connection.Close: reply code and text.
@@ -276,13 +316,7 @@ impl Conn<'_> {
     /// Messages ready in `queue` (a passive Queue.Declare on channel 1);
     /// 0 when the queue does not exist yet.
     async fn depth(&mut self, queue: &str) -> Result<u32, AmqpError> {
-        self.send(&frame(1, CHANNEL, CHANNEL_OPEN, &[0])).await?;
-        match self.next_on_channel().await? {
-            (CHANNEL, CHANNEL_OPEN_OK, _) => {}
-            (c, i, _) => {
-                return Err(self.protocol(format!("method {c}.{i} where Channel.OpenOk was due")))
-            }
-        }
+        self.open_channel().await?;
         let mut args = 0u16.to_be_bytes().to_vec();
         shortstr(&mut args, queue);
         args.push(1); // passive: only ask, never create
@@ -310,6 +344,72 @@ impl Conn<'_> {
                 Err(self.protocol(format!("method {c}.{i} where Queue.DeclareOk was due")))
             }
         }
+    }
+
+    /// Opens channel 1.
+    async fn open_channel(&mut self) -> Result<(), AmqpError> {
+        self.send(&frame(1, CHANNEL, CHANNEL_OPEN, &[0])).await?;
+        match self.next_on_channel().await? {
+            (CHANNEL, CHANNEL_OPEN_OK, _) => Ok(()),
+            (c, i, _) => Err(self.protocol(format!("method {c}.{i} where Channel.OpenOk was due"))),
+        }
+    }
+
+    /// Publishes `m` on channel 1 (opened here) with publisher confirms,
+    /// `mandatory`: `Ok` once the broker has taken it into the queue.
+    async fn publish(&mut self, m: &Message<'_>) -> Result<(), AmqpError> {
+        self.open_channel().await?;
+        self.send(&frame(1, CONFIRM, CONFIRM_SELECT, &[0])).await?;
+        match self.next_on_channel().await? {
+            (CONFIRM, CONFIRM_SELECT_OK, _) => {}
+            (CHANNEL, CHANNEL_CLOSE, a) => return Err(self.refused(close_reason(&a))),
+            (c, i, _) => {
+                return Err(self.protocol(format!("method {c}.{i} where Confirm.SelectOk was due")))
+            }
+        }
+        let mut args = 0u16.to_be_bytes().to_vec();
+        shortstr(&mut args, ""); // the default exchange: routed by queue name
+        shortstr(&mut args, m.queue);
+        args.push(1); // mandatory: an unroutable message comes back
+        self.send(&frame(1, BASIC, BASIC_PUBLISH, &args)).await?;
+        // Content header: class, weight, body size, then the properties
+        // Fossa sets (content-type, delivery-mode 2, correlation-id, reply-to).
+        let mut header = BASIC.to_be_bytes().to_vec();
+        header.extend_from_slice(&0u16.to_be_bytes());
+        header.extend_from_slice(&(m.body.len() as u64).to_be_bytes());
+        let flags: u16 = (1 << 15) | (1 << 12) | (1 << 10) | (1 << 9);
+        header.extend_from_slice(&flags.to_be_bytes());
+        shortstr(&mut header, "application/json");
+        header.push(2);
+        shortstr(&mut header, m.correlation_id);
+        shortstr(&mut header, m.reply_to);
+        self.send(&raw_frame(FRAME_HEADER, 1, &header)).await?;
+        for chunk in m.body.chunks(BODY_CHUNK) {
+            self.send(&raw_frame(FRAME_BODY, 1, chunk)).await?;
+        }
+        let mut returned = None;
+        loop {
+            match self.next_on_channel().await? {
+                (BASIC, BASIC_RETURN, a) => returned = Some(close_reason(&a)),
+                (BASIC, BASIC_ACK, _) => break,
+                (BASIC, BASIC_NACK, _) => {
+                    return Err(
+                        self.refused(format!("it would not take the message for {}", m.queue))
+                    )
+                }
+                (CHANNEL, CHANNEL_CLOSE, a) => return Err(self.refused(close_reason(&a))),
+                (c, i, _) => {
+                    return Err(self.protocol(format!("method {c}.{i} where Basic.Ack was due")))
+                }
+            }
+        }
+        if let Some(why) = returned {
+            return Err(self.refused(format!("no queue {} to take it ({why})", m.queue)));
+        }
+        self.send(&frame(1, CHANNEL, CHANNEL_CLOSE, &[0, 200, 0, 0, 0, 0, 0]))
+            .await?;
+        let _ = self.next_on_channel().await;
+        Ok(())
     }
 
     async fn login(&mut self) -> Result<(), AmqpError> {
@@ -405,6 +505,21 @@ pub async fn queue_depth(
         let n = c.depth(queue).await?;
         c.close().await?;
         Ok(n)
+    })
+    .await
+}
+
+/// Publishes `message` as `login`, within `limit`: `Ok` once the broker
+/// confirmed it is in the queue.
+pub async fn publish(
+    login: &Login<'_>,
+    message: &Message<'_>,
+    limit: Duration,
+) -> Result<(), AmqpError> {
+    within(login, limit, async |c| {
+        c.login().await?;
+        c.publish(message).await?;
+        c.close().await
     })
     .await
 }

@@ -252,8 +252,8 @@ impl WorkerBackend for Pool {
         Ok(self.logs.query(id, query))
     }
 
-    async fn broker_waiting(&self) -> Option<u32> {
-        crate::fleet::backend::broker_waiting_at(&self.broker_url).await
+    fn broker_url(&self) -> Option<String> {
+        Some(self.broker_url.clone())
     }
 }
 

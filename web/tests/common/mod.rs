@@ -94,6 +94,7 @@ pub fn task(id: &str, class: &str, status: &str, started: i64, finished: Option<
         started: Some(started),
         finished,
         results: finished.map(|_| json!({"type": "TaskComplete", "payload": {"n": 1}})),
+        spec: Default::default(),
     }
 }
 
