@@ -75,6 +75,12 @@ pub const FARGATE_SPOT_VCPU_QUOTA: &str = "L-36FBB829";
 /// History rows a page shows when not asked for a number.
 pub const HISTORY_PAGE_ROWS: u32 = 50;
 
+/// How full (per cent, as `df` counts) the gateway's Docker disk may be
+/// before the agent says so in an event.
+pub const DISK_WARN_PERCENT: u8 = 85;
+/// How full it may be before the agent refuses to build a worker image.
+pub const DISK_REFUSE_PERCENT: u8 = 95;
+
 /// How long the agent waits at start for another process to let go of the
 /// history file's lock before it keeps the history in memory instead
 /// (never setting the file aside for a lock).

@@ -379,42 +379,6 @@ async fn history_and_queue_survive_a_killed_agent_and_nothing_runs_twice() {
     assert_eq!(agent.interrupt(), 0);
 }
 
-/// A small filesystem (tmpfs) on `dir`, lazily unmounted on drop.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        fossa_tests::Run::of(
-            std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "fossa-test"])
-                .arg(dir),
-        )
-        .ok();
-        SmallDisk(dir.to_owned())
-    }
-
-    /// Fills it with `filler` until no byte is left.
-    fn fill(&self) -> std::path::PathBuf {
-        let filler = self.0.join("filler");
-        let _ = std::process::Command::new("dd")
-            .args(["if=/dev/zero", "bs=1M"])
-            .arg(format!("of={}", filler.display()))
-            .stderr(std::process::Stdio::null())
-            .status();
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// Files the history set aside (`history.sqlite3.damaged-…`, or the older
 /// agents' `.unreadable-…`).
 fn set_aside(state: &std::path::Path) -> Vec<String> {
@@ -434,7 +398,7 @@ async fn the_history_is_never_set_aside_for_a_lock_or_a_full_disk() {
     let args = ["--models", dir.as_str()];
     let mut agent = LocalAgent::prepared();
     let state = agent.state.0.join("state");
-    let disk = SmallDisk::mount(&state, "160m");
+    let disk = fossa_tests::SmallDisk::mount(&state, "160m");
     agent.spawn(1, &args, &[]);
     agent.wait_output("all 1 workers ready", Duration::from_secs(180));
     let (status, v) = api(&agent, "POST", "/api/v1/tasks", Some(&nap(1, 1))).await;

@@ -4,6 +4,7 @@
 //! the host only through these.
 
 pub mod amqp;
+pub mod disk;
 pub mod docker;
 pub mod exec;
 pub mod procs;

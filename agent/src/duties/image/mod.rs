@@ -71,6 +71,16 @@ pub enum ImageError {
         /// What went wrong (file and line of a model that does not import).
         problem: String,
     },
+    /// The disk the image would be built on is nearly full.
+    #[error("the gateway's disk holding {path} is {percent} % full; image builds are refused from {limit} %: free space (docker image prune, old logs) or give the instance a larger root volume")]
+    DiskFull {
+        /// Docker's data directory.
+        path: String,
+        /// How full.
+        percent: u8,
+        /// The refusal threshold.
+        limit: u8,
+    },
     /// The models tarball is unusable.
     #[error("the models tarball in the artifact bucket is unusable: {0}; re-run fossa-bootstrap launch --models DIR")]
     Models(String),
@@ -139,6 +149,38 @@ pub async fn reconcile(
     })
 }
 
+/// Refuses a build on a nearly full disk (Docker's data directory, read
+/// from the daemon), and says when it is getting full. A daemon that does
+/// not say where its data is, or a directory this process cannot see
+/// (another mount namespace), is not checked.
+async fn room_to_build(docker: &Docker, events: &Events) -> Result<(), ImageError> {
+    let Some(root) = docker.info().await.ok().and_then(|i| i.docker_root_dir) else {
+        return Ok(());
+    };
+    let Ok(used) = crate::host::disk::used_percent(std::path::Path::new(&root)) else {
+        return Ok(());
+    };
+    match crate::host::disk::room(used) {
+        crate::host::disk::Room::Fine => Ok(()),
+        crate::host::disk::Room::Low(p) => {
+            events.push(
+                "image",
+                true,
+                format!(
+                    "the gateway's disk holding {root} is {p} % full; builds are refused from {} %",
+                    fossa_contract::limits::DISK_REFUSE_PERCENT
+                ),
+            );
+            Ok(())
+        }
+        crate::host::disk::Room::Full(percent) => Err(ImageError::DiskFull {
+            path: root,
+            percent,
+            limit: fossa_contract::limits::DISK_REFUSE_PERCENT,
+        }),
+    }
+}
+
 /// Builds `ctx` (of `base` and `models`) as `reference` and smoke-tests it
 /// against `classes`; the build is an event.
 async fn build_checked(
@@ -150,6 +192,7 @@ async fn build_checked(
     classes: &[String],
     events: &Events,
 ) -> Result<(), ImageError> {
+    room_to_build(docker, events).await?;
     events.push(
         "image",
         false,
