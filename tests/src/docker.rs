@@ -86,6 +86,19 @@ impl Dockerd {
         d
     }
 
+    /// A bollard client of this engine (API version negotiated).
+    pub async fn client(&self) -> bollard::Docker {
+        bollard::Docker::connect_with_unix(
+            self.host.trim_start_matches("unix://"),
+            60,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+    }
+
     /// A `docker -H <this engine>` command.
     pub fn cli(&self) -> Command {
         let mut c = Command::new("docker");

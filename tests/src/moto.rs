@@ -201,6 +201,22 @@ impl Moto {
             .await
     }
 
+    /// The password of moto's ECR token (a registry standing in for ECR
+    /// takes it).
+    pub async fn ecr_password(&self) -> String {
+        let token = aws_sdk_ecr::Client::new(&self.sdk().await)
+            .get_authorization_token()
+            .send()
+            .await
+            .unwrap();
+        let token = aws_smithy_types::base64::decode(
+            token.authorization_data()[0].authorization_token().unwrap(),
+        )
+        .unwrap();
+        let token = String::from_utf8(token).unwrap();
+        token.split_once(':').unwrap().1.to_owned()
+    }
+
     /// The stack config `fossa-bootstrap launch` wrote to SSM for `stack`.
     pub async fn stack_config(&self, stack: &str) -> fossa_contract::config::StackConfig {
         let name = fossa_contract::StackName::new(stack)

@@ -79,18 +79,7 @@ impl Stack {
             None => Moto::start(),
         };
         let sdk = moto.sdk().await;
-        let ecr = aws_sdk_ecr::Client::new(&sdk);
-        let token = ecr.get_authorization_token().send().await.unwrap();
-        let token = aws_smithy_types::base64::decode(
-            token.authorization_data()[0].authorization_token().unwrap(),
-        )
-        .unwrap();
-        let ecr_password = String::from_utf8(token)
-            .unwrap()
-            .split_once(':')
-            .unwrap()
-            .1
-            .to_owned();
+        let ecr_password = moto.ecr_password().await;
         let ns = gateway.map(|g| &g.gw);
         let registry = Registry::start_in(&ecr_password, ns);
         let docker = Dockerd::start_in(ns);

@@ -29,15 +29,7 @@ fn amqp_login(url: &str) -> Result<(), String> {
 async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
     let dockerd = Dockerd::start();
     let image = RABBITMQ.import(&dockerd);
-    let docker = bollard::Docker::connect_with_unix(
-        dockerd.host.trim_start_matches("unix://"),
-        60,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .unwrap()
-    .negotiate_version()
-    .await
-    .unwrap();
+    let docker = dockerd.client().await;
     let creds = Credentials {
         user: "fossa".into(),
         password: "broker-test-password-1".into(),

@@ -201,6 +201,17 @@ impl Net {
     }
 }
 
+/// An ECS client of `sdk` signing with these keys.
+fn ecs_as(sdk: &aws_config::SdkConfig, id: &str, secret: &str) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::config::Builder::from(sdk)
+            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+                id, secret, None, None, "test",
+            ))
+            .build(),
+    )
+}
+
 async fn service_tasks(ecs: &aws_sdk_ecs::Client, service: &str) -> Vec<Task> {
     let mut arns = Vec::new();
     for status in [
@@ -235,21 +246,7 @@ async fn the_emulator_refuses_what_aws_refuses() {
     let gateway = Gateway::new("er");
     let moto = Moto::start_enforcing().await;
     let sdk = moto.sdk().await;
-    let token = aws_sdk_ecr::Client::new(&sdk)
-        .get_authorization_token()
-        .send()
-        .await
-        .unwrap();
-    let token = aws_smithy_types::base64::decode(
-        token.authorization_data()[0].authorization_token().unwrap(),
-    )
-    .unwrap();
-    let password = String::from_utf8(token)
-        .unwrap()
-        .split_once(':')
-        .unwrap()
-        .1
-        .to_owned();
+    let password = moto.ecr_password().await;
     let registry = Registry::start_in(&password, Some(&gateway.gw));
     let docker = Dockerd::start_in(Some(&gateway.gw));
     let dir = TempDir::new("rules");
@@ -495,17 +492,7 @@ async fn the_emulator_refuses_what_aws_refuses() {
         .await
         .unwrap();
     let key = key.access_key().unwrap();
-    let reader = aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::config::Builder::from(&emulated)
-            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
-                key.access_key_id(),
-                key.secret_access_key(),
-                None,
-                None,
-                "reader",
-            ))
-            .build(),
-    );
+    let reader = ecs_as(&emulated, key.access_key_id(), key.secret_access_key());
     reader
         .describe_services()
         .cluster(CLUSTER)
@@ -553,17 +540,7 @@ async fn the_emulator_refuses_what_aws_refuses() {
         .await
         .unwrap();
     let keys = moto.user_like_role("lister", "lister-as-user").await;
-    let lister = aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::config::Builder::from(&emulated)
-            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
-                &keys.id,
-                &keys.secret,
-                None,
-                None,
-                "lister",
-            ))
-            .build(),
-    );
+    let lister = ecs_as(&emulated, &keys.id, &keys.secret);
     lister
         .list_clusters()
         .send()

@@ -13,15 +13,7 @@ async fn a_build_on_a_nearly_full_disk_is_refused_with_the_reason() {
     let dir = TempDir::new("full-disk-dockerd");
     let disk = SmallDisk::mount(&dir.0.join("data"), "64m");
     let dockerd = Dockerd::start_with(None, dir);
-    let docker = bollard::Docker::connect_with_unix(
-        dockerd.host.trim_start_matches("unix://"),
-        60,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .unwrap()
-    .negotiate_version()
-    .await
-    .unwrap();
+    let docker = dockerd.client().await;
     let filler = disk.fill();
     let events = Events::default();
     let refused = build_local(&docker, "fossa-test/no-such-base:1", &[], &events)
