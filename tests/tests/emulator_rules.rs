@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
-    ContainerDefinition, CpuArchitecture, DeploymentCircuitBreaker, DeploymentConfiguration,
-    NetworkConfiguration, RuntimePlatform, Task,
+    ContainerDefinition, CpuArchitecture, NetworkConfiguration, RuntimePlatform, Task,
 };
 use fossa_tests::docker::{Dockerd, Registry};
 use fossa_tests::fargate::{Emulator, Gateway};
@@ -323,16 +322,8 @@ async fn the_emulator_refuses_what_aws_refuses() {
                     .build()
                     .unwrap(),
             )
-            .deployment_configuration(
-                DeploymentConfiguration::builder()
-                    .deployment_circuit_breaker(
-                        DeploymentCircuitBreaker::builder()
-                            .enable(true)
-                            .rollback(true)
-                            .build(),
-                    )
-                    .build(),
-            )
+            // As the agent makes its service: the breaker on, with rollback.
+            .deployment_configuration(fossa_agent::duties::cluster::ecs::deployment_configuration())
             .send()
     };
 

@@ -448,16 +448,7 @@ pub async fn ensure_service(
                 .awsvpc_configuration(network)
                 .build(),
         )
-        .deployment_configuration(
-            DeploymentConfiguration::builder()
-                .deployment_circuit_breaker(
-                    DeploymentCircuitBreaker::builder()
-                        .enable(true)
-                        .rollback(true)
-                        .build(),
-                )
-                .build(),
-        )
+        .deployment_configuration(deployment_configuration())
         .propagate_tags(PropagateTags::Service)
         .set_tags(Some(ecs_tags(&cfg.stack)))
         .send()
@@ -567,6 +558,19 @@ pub async fn scale(
         .await
         .aws("ecs:UpdateService", stack.service())?;
     Ok(())
+}
+
+/// How the service deploys: ECS's deployment circuit breaker on, with
+/// rollback (see `rollout.rs` for what the agent does with its state).
+pub fn deployment_configuration() -> DeploymentConfiguration {
+    DeploymentConfiguration::builder()
+        .deployment_circuit_breaker(
+            DeploymentCircuitBreaker::builder()
+                .enable(true)
+                .rollback(true)
+                .build(),
+        )
+        .build()
 }
 
 #[cfg(test)]
