@@ -11,6 +11,9 @@ use fossa_agent::fleet::{FleetModel, PollSettings};
 use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
 use rocket::local::asynchronous::Client;
 
+/// The scraper's token of the bench's UI.
+const SCRAPE_TOKEN: &str = "bench-scraper-token-0123456789";
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -61,6 +64,8 @@ async fn main() {
             session_state_file: None,
             after_hashing: None,
             password_updates: None,
+            scrape_token: Some(SCRAPE_TOKEN.into()),
+            scrape_token_updates: None,
         };
         let client = Client::untracked(fossa_web::build(config, fleet.clone()))
             .await
@@ -88,11 +93,17 @@ async fn main() {
             let mut lat = Vec::new();
             for _ in 0..2000 {
                 let t = Instant::now();
-                let r = client
-                    .get(path)
-                    .private_cookie(session.clone())
-                    .dispatch()
-                    .await;
+                // A scraper signs with its token, a browser with its session.
+                let req = if path == "/metrics" {
+                    client.get(path).header(rocket::http::Header::new(
+                        "Authorization",
+                        format!("Bearer {SCRAPE_TOKEN}"),
+                    ))
+                } else {
+                    client.get(path).private_cookie(session.clone())
+                };
+                let r = req.dispatch().await;
+                assert_eq!(r.status(), rocket::http::Status::Ok, "{path}");
                 let _ = r.into_bytes().await;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }

@@ -12,7 +12,7 @@ use fossa_contract::aws::AwsResultExt;
 use fossa_contract::ssm;
 use tokio::sync::watch;
 
-use crate::duties::config::ConfigDuty;
+use crate::duties::config::{ConfigDuty, Followed};
 use crate::duties::driver::{chain, Backoff, Board, Driver};
 use crate::duties::{self, DutyKind, Registration, Shared};
 use crate::events::Events;
@@ -73,6 +73,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         }
     }
     let (password_tx, password_rx) = watch::channel(String::new());
+    let (token_tx, token_rx) = watch::channel(String::new());
     let board = driver.board();
     let backend = Arc::new(FargateBackend::new(
         settings.clients.ecs.clone(),
@@ -95,15 +96,16 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     );
     fleet.set_agent(crate::fleet::this_agent());
     // The UI failing to start (port taken, no password yet) must not take NAT down with it.
-    let web = match start_web(&settings, fleet.clone(), &events, password_rx).await {
-        Ok(shutdown) => Some(shutdown),
+    let secrets = (password_rx, token_rx);
+    let (web, versions) = match start_web(&settings, fleet.clone(), &events, secrets).await {
+        Ok((shutdown, versions)) => (Some(shutdown), versions),
         Err(e) => {
             events.push(
                 "web",
                 true,
                 format!("the web UI is not running: {}", chain(&e)),
             );
-            None
+            (None, (None, None))
         }
     };
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
@@ -113,7 +115,18 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         Box::new(ConfigDuty::new(
             config.to_owned(),
             settings_tx.clone(),
-            password_tx,
+            vec![
+                Followed {
+                    key: ssm::UI_PASSWORD,
+                    tx: password_tx,
+                    version: versions.0,
+                },
+                Followed {
+                    key: ssm::METRICS_TOKEN,
+                    tx: token_tx,
+                    version: versions.1,
+                },
+            ],
         )),
     );
     // The stack config's autoscaling, now and after every change.
@@ -231,13 +244,15 @@ fn launch_current(config: &Path, events: &Events) {
 }
 
 /// Starts the web UI: TLS certificate (made once, its fingerprint published
-/// to SSM), the password from SSM, the cookie key from the state directory.
+/// to SSM), the password and the scraper's token from SSM, the cookie key
+/// from the state directory. Returns the versions of the password and the
+/// token it started with, which the configuration duty follows from.
 async fn start_web(
     settings: &Settings,
     fleet: Arc<FleetModel>,
     events: &Events,
-    password_updates: watch::Receiver<String>,
-) -> Result<fossa_web::Shutdown, Error> {
+    (password_updates, token_updates): (watch::Receiver<String>, watch::Receiver<String>),
+) -> Result<(fossa_web::Shutdown, (Option<i64>, Option<i64>)), Error> {
     let stack = &settings.toml.stack;
     let clients = &settings.clients;
     let tls_dir = settings.toml.state_dir.join("tls");
@@ -268,7 +283,13 @@ async fn start_web(
             .aws("ssm:PutParameter", &fp_name)?;
     }
     let pw_name = stack.ssm_parameter(ssm::UI_PASSWORD);
-    let password = ssm::get(&clients.ssm, &pw_name, true).await?.value;
+    let ssm::Parameter {
+        value: password,
+        version: pw_version,
+    } = ssm::get(&clients.ssm, &pw_name, true).await?;
+    // A stack launched before the scraper's token has none: /metrics then
+    // takes the UI's login only, until a re-run of launch makes one.
+    let token = ssm::read(&clients.ssm, &stack.ssm_parameter(ssm::METRICS_TOKEN), true).await?;
     if password.is_empty() {
         return Err(Error::Setup(format!(
             "{pw_name} is empty: re-run fossa-bootstrap launch"
@@ -282,6 +303,8 @@ async fn start_web(
         session_state_file: Some(tls_dir.join("session-state")),
         after_hashing: Some(crate::memory::release),
         password_updates: Some(password_updates),
+        scrape_token: token.as_ref().map(|t| t.value.clone()),
+        scrape_token_updates: Some(token_updates),
     };
     let rocket = fossa_web::build(config, fleet)
         .ignite()
@@ -310,7 +333,7 @@ async fn start_web(
             cert.fingerprint
         ),
     );
-    Ok(shutdown)
+    Ok((shutdown, (Some(pw_version), token.map(|t| t.version))))
 }
 
 /// `fossa-agent build`: runs the image duty once and returns the image reference.

@@ -27,7 +27,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete everything tagged with the stack, in dependency order.
     Destroy(DestroyArgs),
-    /// Print the web UI password from SSM, or rotate it (`--rotate`).
+    /// Print the web UI password from SSM, or rotate it (`--rotate`); with
+    /// `--metrics-token`, the scraper's token instead.
     Password(PasswordArgs),
     /// Set the number of workers; the agent applies it to the service.
     Scale(ScaleArgs),
@@ -43,6 +44,10 @@ pub struct PasswordArgs {
     /// switches to it within 15 s and every open session ends.
     #[arg(long)]
     pub rotate: bool,
+    /// The scraper's token (it opens /metrics and nothing else) instead of
+    /// the UI password: printed, or with --rotate replaced by a new one.
+    #[arg(long)]
+    pub metrics_token: bool,
 }
 
 /// `scale` arguments.

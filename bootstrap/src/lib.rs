@@ -81,8 +81,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => plan::run(&args).await,
         Command::Status(args) => inventory::status(&args).await,
         Command::Destroy(args) => destroy::run(&args).await,
+        Command::Password(args) if args.metrics_token && args.rotate => {
+            launch::rotate_metrics_token(&args.stack).await
+        }
         Command::Password(args) if args.rotate => launch::rotate_password(&args.stack).await,
-        Command::Password(args) => launch::print_password(&args.stack).await,
+        Command::Password(args) => launch::print_secret(&args.stack, args.metrics_token).await,
         Command::Scale(args) => launch::scale(&args).await,
     }
 }

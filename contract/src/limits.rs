@@ -144,6 +144,11 @@ pub fn check_password(source_name: &'static str, password: &str) -> Result<(), W
     Ok(())
 }
 
+/// The most models `/metrics` names in its task-duration series; tasks of
+/// any further model are counted under `model="other"`, so a worker that
+/// reports made-up class names cannot grow the series without bound.
+pub const METRICS_MODELS_MAX: usize = 50;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,14 +12,18 @@ pub const BROKER_URL: &str = "broker-url";
 pub const TLS_FINGERPRINT: &str = "tls-fingerprint";
 /// SHA-256 of the uploaded agent binary, written by `fossa-bootstrap`.
 pub const AGENT_SHA256: &str = "agent-sha256";
+/// The scraper's token (SecureString), which opens `/metrics` and nothing
+/// else, written by `fossa-bootstrap`.
+pub const METRICS_TOKEN: &str = "metrics-token";
 
 /// Every key above, for listing and tests.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     CONFIG,
     UI_PASSWORD,
     BROKER_URL,
     TLS_FINGERPRINT,
     AGENT_SHA256,
+    METRICS_TOKEN,
 ];
 
 /// The keys the agent writes; its role may put no other parameter.

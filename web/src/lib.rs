@@ -11,7 +11,9 @@ pub mod fmt;
 pub mod headers;
 pub mod metrics;
 pub mod model;
+pub mod nat;
 pub mod pages;
+pub mod tally;
 pub mod task;
 pub mod timing;
 pub mod views;
@@ -43,6 +45,11 @@ pub struct WebConfig {
     /// New passwords (the agent sends one when the SSM parameter is rotated):
     /// the next request switches to it and every session ends.
     pub password_updates: Option<tokio::sync::watch::Receiver<String>>,
+    /// The scraper's token, which opens `/metrics` and nothing else
+    /// (`None`: only the UI's login does).
+    pub scrape_token: Option<String>,
+    /// New scraper tokens (a rotation in SSM).
+    pub scrape_token_updates: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -114,6 +121,10 @@ pub fn build(config: WebConfig, fleet: Arc<dyn model::Fleet>) -> Rocket<Build> {
         .attach(timing::RequestTimer(times.clone()))
         .manage(times)
         .manage(auth)
+        .manage(auth::scraper::ScrapeToken::new(
+            config.scrape_token.as_deref(),
+            config.scrape_token_updates.clone(),
+        ))
         .manage(pages::FleetState(fleet))
         .manage(pages::overview::SummaryCache::default())
         .mount(

@@ -59,23 +59,47 @@ pub type Sample = (&'static str, Labels, f64);
 /// The buckets of request durations, in seconds.
 pub const DURATION_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
-/// Durations counted in [`DURATION_BUCKETS`].
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Observations counted in buckets: [`DURATION_BUCKETS`] unless made
+/// [`Histogram::with_bounds`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
+    /// Each bucket's upper bound, rising.
+    bounds: &'static [f64],
     /// Observations at most each bucket's bound, and not the one before.
-    in_bucket: [u64; DURATION_BUCKETS.len()],
+    in_bucket: Vec<u64>,
     count: u64,
     sum: f64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::with_bounds(&DURATION_BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// An empty histogram over `bounds` (rising).
+    pub fn with_bounds(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            in_bucket: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
     /// Counts one observation of `secs`.
     pub fn observe(&mut self, secs: f64) {
-        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
             self.in_bucket[i] += 1;
         }
         self.count += 1;
         self.sum += secs;
+    }
+
+    /// Observations counted.
+    pub fn count(&self) -> u64 {
+        self.count
     }
 }
 
@@ -105,8 +129,8 @@ impl Family {
     pub fn observed(mut self, labels: &[(&'static str, &str)], h: &Histogram) -> Family {
         let base: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         let mut upto = 0;
-        for (bound, n) in DURATION_BUCKETS.iter().zip(h.in_bucket) {
-            upto += n;
+        for (bound, n) in h.bounds.iter().zip(&h.in_bucket) {
+            upto += *n;
             let mut l = base.clone();
             l.push(("le", bound.to_string()));
             self.samples.push(("_bucket", l, upto as f64));
@@ -243,14 +267,20 @@ pub fn families(snap: &FleetSnapshot, now: i64) -> Vec<Family> {
             )
             .value(cost.month_to_date),
         );
+    }
+    if let Some(n) = snap.broker_waiting {
         out.push(
-            Family::counter(
-                "fossa_nat_forwarded_bytes_total",
-                "Bytes the gateway forwarded through NAT; restarts from 0 each month.",
+            Family::gauge(
+                "fossa_broker_queue_depth",
+                "Subtasks waiting in the broker's fossa_task_queue (absent while the broker does not answer).",
             )
-            .value(cost.nat_bytes as f64),
+            .value(f64::from(n)),
         );
     }
+    if let Some(nat) = &snap.nat {
+        out.extend(nat.families());
+    }
+    out.extend(snap.tally.families());
     out.push(
         Family::gauge(
             "fossa_snapshot_timestamp_seconds",
@@ -403,9 +433,14 @@ mod tests {
             }],
             cost: Some(Cost {
                 stack_hourly: 0.5,
-                nat_bytes: 7,
                 ..Default::default()
             }),
+            nat: Some(crate::nat::NatFigures {
+                bytes: 7,
+                conntrack: Some(3),
+                ..Default::default()
+            }),
+            broker_waiting: Some(4),
             ..Default::default()
         }
     }
@@ -516,6 +551,12 @@ mod tests {
         );
         assert!(
             text.contains("fossa_nat_forwarded_bytes_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("fossa_nat_conntrack_entries 3\n"), "{text}");
+        assert!(text.contains("fossa_broker_queue_depth 4\n"), "{text}");
+        assert!(
+            text.contains("fossa_tasks_lost_total{kind=\"subtask\"} 0\n"),
             "{text}"
         );
         let odd =

@@ -274,6 +274,15 @@ pub struct FleetSnapshot {
     /// Autoscaling's bounds, when on.
     #[serde(default)]
     pub autoscale: Option<fossa_contract::config::Autoscale>,
+    /// Subtasks waiting in the broker's task queue, when it answered.
+    #[serde(default)]
+    pub broker_waiting: Option<u32>,
+    /// The NAT's figures, where the gateway is the NAT.
+    #[serde(default)]
+    pub nat: Option<crate::nat::NatFigures>,
+    /// What the history recorded, counted (for `/metrics`).
+    #[serde(skip)]
+    pub tally: crate::tally::Tally,
 }
 
 impl FleetSnapshot {

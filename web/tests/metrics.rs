@@ -103,3 +103,78 @@ async fn metrics_are_text_promtool_accepts_and_need_the_api_login() {
         .sum();
     assert_eq!(answering, o["healthy_workers"].as_f64().unwrap());
 }
+
+fn bearer(token: &str) -> rocket::http::Header<'static> {
+    rocket::http::Header::new("Authorization", format!("Bearer {token}"))
+}
+
+#[rocket::async_test]
+async fn the_scrapers_token_opens_metrics_and_nothing_else() {
+    let c = Client::tracked(fossa_web::build(web_config(), fake_fleet()))
+        .await
+        .unwrap();
+    let r = c
+        .get("/metrics")
+        .header(bearer(SCRAPE_TOKEN))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    assert!(r.into_string().await.unwrap().contains("fossa_workers{"));
+    // The password opens it too; nothing opens it without either.
+    let r = c.get("/metrics").header(basic(PASSWORD)).dispatch().await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(
+        c.get("/metrics").dispatch().await.status(),
+        Status::Unauthorized
+    );
+    // Nothing else: the pages, the API and the actions all refuse the token.
+    for path in [
+        "/",
+        "/api/v1/overview",
+        "/api/v1/workers",
+        "/tasks",
+        "/events",
+    ] {
+        let r = c.get(path).header(bearer(SCRAPE_TOKEN)).dispatch().await;
+        // The API answers 401; a page sends the browser to the login form.
+        assert!(
+            [Status::Unauthorized, Status::SeeOther].contains(&r.status()),
+            "{path}: {}",
+            r.status()
+        );
+    }
+    let r = c
+        .post("/api/v1/scale")
+        .header(bearer(SCRAPE_TOKEN))
+        .header(rocket::http::ContentType::JSON)
+        .body(r#"{"workers": 0}"#)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Unauthorized, "a scale with the token");
+    // The token is not a password either.
+    let r = c
+        .get("/metrics")
+        .header(basic(SCRAPE_TOKEN))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Unauthorized);
+    // Wrong tokens count against the address like wrong passwords: once
+    // blocked, even the right token gets 429.
+    let peer: std::net::SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    for _ in 0..fossa_web::auth::MAX_FAILURES {
+        let r = c
+            .get("/metrics")
+            .remote(peer)
+            .header(bearer("guess"))
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), Status::Unauthorized);
+    }
+    let r = c
+        .get("/metrics")
+        .remote(peer)
+        .header(bearer(SCRAPE_TOKEN))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::TooManyRequests);
+}

@@ -2,7 +2,8 @@
 //! UI password in SSM (a re-run of `launch`, `fossa-bootstrap scale`,
 //! `fossa-bootstrap password --rotate`) and applies it without a signal. New
 //! settings reach every duty at once over the settings channel (each applies
-//! what concerns it); a new password reaches the UI, which ends every session.
+//! what concerns it); a new password reaches the UI, which ends every
+//! session, and so does a new scraper's token.
 //! It compares parameter versions, so a check is two small reads.
 
 use std::path::PathBuf;
@@ -19,27 +20,36 @@ use crate::settings::{load, Settings};
 /// How often SSM is asked for new versions.
 pub const PERIOD: Duration = Duration::from_secs(fossa_contract::limits::CONFIG_CHECK_SECS);
 
+/// A secret the UI holds, followed in SSM: a new version is sent to it.
+pub struct Followed {
+    /// The parameter's key ([`ssm::UI_PASSWORD`], [`ssm::METRICS_TOKEN`]).
+    pub key: &'static str,
+    /// Where a new value goes.
+    pub tx: watch::Sender<String>,
+    /// The version the UI started with (`None`: not read; a missing
+    /// parameter is followed once it appears).
+    pub version: Option<i64>,
+}
+
 /// See the module docs.
 pub struct ConfigDuty {
     path: PathBuf,
     settings: Arc<watch::Sender<Arc<Settings>>>,
-    password: watch::Sender<String>,
-    password_version: Option<i64>,
+    secrets: Vec<Followed>,
 }
 
 impl ConfigDuty {
     /// Reloads `path` into `settings` when the stack config changes, and
-    /// sends a rotated UI password on `password`.
+    /// sends each rotated secret of `secrets` to the UI.
     pub fn new(
         path: PathBuf,
         settings: Arc<watch::Sender<Arc<Settings>>>,
-        password: watch::Sender<String>,
+        secrets: Vec<Followed>,
     ) -> Self {
         ConfigDuty {
             path,
             settings,
-            password,
-            password_version: None,
+            secrets,
         }
     }
 }
@@ -59,24 +69,32 @@ impl Duty<Settings> for ConfigDuty {
             ));
             self.settings.send_replace(Arc::new(new));
         }
-        let name = s.toml.stack.ssm_parameter(ssm::UI_PASSWORD);
-        let ssm::Parameter {
-            value,
-            version: pw_version,
-        } = ssm::get(ssm_c, &name, true).await?;
-        match self.password_version {
-            Some(seen) if seen != pw_version && !value.is_empty() => {
-                self.password.send_replace(value);
-                said.push(format!(
-                    "the UI password was rotated (version {pw_version}): every session ends"
-                ));
+        let mut versions = Vec::new();
+        for f in &mut self.secrets {
+            let name = s.toml.stack.ssm_parameter(f.key);
+            // A stack launched before the key existed has no such parameter.
+            let Some(ssm::Parameter { value, version }) = ssm::read(ssm_c, &name, true).await?
+            else {
+                continue;
+            };
+            // A version the UI did not start with, even the first one seen:
+            // a rotation between the UI's start and this check is not lost.
+            if f.version != Some(version) && !value.is_empty() {
+                f.tx.send_replace(value);
+                said.push(match f.key {
+                    ssm::UI_PASSWORD => format!(
+                        "the UI password was rotated (version {version}): every session ends"
+                    ),
+                    key => format!("{key} was rotated (version {version})"),
+                });
             }
-            _ => {}
+            f.version = Some(version);
+            versions.push(format!("{} version {version}", f.key));
         }
-        self.password_version = Some(pw_version);
         if said.is_empty() {
             said.push(format!(
-                "configuration version {version} and UI password version {pw_version} are current"
+                "configuration version {version}, {} are current",
+                versions.join(", ")
             ));
         }
         Ok(Outcome::done(said.join("; "))

@@ -63,6 +63,10 @@ pub trait WorkerBackend: Send + Sync + 'static {
     fn cost(&self) -> Option<Cost> {
         None
     }
+    /// The NAT's figures, where the gateway is the NAT.
+    fn nat(&self) -> Option<fossa_web::nat::NatFigures> {
+        None
+    }
     /// The broker's URL, with the workers' credentials, once known.
     fn broker_url(&self) -> Option<String> {
         None

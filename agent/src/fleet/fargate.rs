@@ -305,6 +305,10 @@ impl WorkerBackend for FargateBackend {
         Ok(())
     }
 
+    fn nat(&self) -> Option<fossa_web::nat::NatFigures> {
+        Some(self.nat_traffic.borrow().figures())
+    }
+
     fn broker_url(&self) -> Option<String> {
         // The broker duty's first secret is the broker's URL.
         self.secrets.borrow().first().cloned()

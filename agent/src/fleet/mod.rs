@@ -82,7 +82,13 @@ pub struct FleetModel {
     cost: CostMeter,
     /// Bumped after each refresh; the queue and autoscale duties wait on it.
     refreshed: watch::Sender<u64>,
+    /// The broker's task queue as last read, and when.
+    broker: std::sync::Mutex<(Option<u32>, Option<Instant>)>,
 }
+
+/// How often the broker's queue is read while autoscaling is off (for
+/// `/metrics`); with it on, the autoscaler reads it after every refresh.
+const BROKER_READ_EVERY: Duration = Duration::from_secs(15);
 
 impl FleetModel {
     /// A model over `backend`, showing the duties on `board`; register its
@@ -122,6 +128,7 @@ impl FleetModel {
             poller,
             dispatcher,
             refreshed: watch::Sender::new(0),
+            broker: std::sync::Mutex::new((None, None)),
         })
     }
 
@@ -174,11 +181,22 @@ impl FleetModel {
     /// One look of the autoscaler: the signals now, a decision, and the
     /// scale it asks for, as an event with its reason.
     pub async fn autoscale(&self) {
-        if !self.autoscaler.is_on() {
+        let on = self.autoscaler.is_on();
+        let last = self.broker.lock().expect("lock").1;
+        if !on && last.is_some_and(|t| t.elapsed() < BROKER_READ_EVERY) {
+            return;
+        }
+        let broker_waiting = self.backend.broker_waiting().await;
+        *self.broker.lock().expect("lock") = (broker_waiting, Some(Instant::now()));
+        self.snapshot.rcu(|snap| {
+            let mut next = (**snap).clone();
+            next.broker_waiting = broker_waiting;
+            next
+        });
+        if !on {
             return;
         }
         let snap = self.snapshot.load_full();
-        let broker_waiting = self.backend.broker_waiting().await;
         let s = self.autoscaler.signals(&snap, broker_waiting);
         let Some(d) = self.autoscaler.decide(&s) else {
             return;
@@ -253,7 +271,7 @@ impl FleetModel {
     /// and swaps it in.
     fn store(&self, workers: Vec<Worker>, took: Duration) {
         let now = fossa_contract::unix_now();
-        let snap = FleetSnapshot {
+        let mut snap = FleetSnapshot {
             slots: self.slots.sample(&workers, now),
             mode: self.backend.mode(),
             stack: self.stack.clone(),
@@ -277,8 +295,12 @@ impl FleetModel {
             dispatched: self.dispatcher.recent(),
             queue: self.dispatcher.queue(),
             autoscale: self.autoscaler.bounds(),
+            broker_waiting: self.broker.lock().expect("lock").0,
+            nat: self.backend.nat(),
+            tally: Default::default(),
         };
         self.observer.observe(&snap);
+        snap.tally = self.observer.tally();
         self.snapshot.store(Arc::new(snap));
     }
 

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use fossa_web::model::{FleetSnapshot, FossaTask, Health, TaskStatus};
+use fossa_web::tally::{Kind, Outcome, Tally};
 use serde_json::json;
 
-use super::rescue::Rescue;
+use super::rescue::{Plan, Rescue};
 use crate::events::Events;
 use crate::history::{History, Observed};
 
@@ -24,6 +25,8 @@ pub struct Observer {
     history: Arc<History>,
     seen: Mutex<HashMap<Key, (TaskStatus, i64)>>,
     rescue: Rescue,
+    /// What the history recorded, counted (seeded from it at start).
+    tally: Mutex<Tally>,
 }
 
 impl Observer {
@@ -33,11 +36,16 @@ impl Observer {
             history,
             seen: Mutex::new(HashMap::new()),
             rescue: Rescue::default(),
+            tally: Mutex::new(Tally::default()),
         }
     }
 
     /// After a start: what the history says ran when the agent stopped.
     pub fn resume(&self, events: &Events) {
+        match self.history.tally() {
+            Ok(t) => *self.tally.lock().expect("lock") = t,
+            Err(e) => events.failed("history", "cannot count the history", &e),
+        }
         match self.history.unfinished() {
             Ok(rows) => {
                 let now = fossa_contract::unix_now();
@@ -91,16 +99,64 @@ impl Observer {
             }
             plans.push(plan);
         }
+        let counted = count(&seen, &batch, &plans);
         if self.history.record(batch) {
             *seen = next;
             self.rescue.commit(plans);
+            let mut tally = self.tally.lock().expect("lock");
+            for c in counted {
+                match c {
+                    Count::Add(kind, outcome) => tally.add(kind, outcome, 1),
+                    Count::Finished(t) => tally.finished(&t),
+                }
+            }
         }
+    }
+
+    /// What the history has recorded, counted.
+    pub fn tally(&self) -> Tally {
+        self.tally.lock().expect("lock").clone()
     }
 
     /// Publishes the lost subtasks committed to go back on the queue.
     pub async fn rescue(&self, broker_url: Option<String>, events: &Events) {
         self.rescue.apply(broker_url, events).await;
     }
+}
+
+/// One addition to the tally.
+enum Count {
+    /// One more of this kind and outcome.
+    Add(Kind, Outcome),
+    /// A run that reached a final status: its outcome and duration.
+    Finished(Box<FossaTask>),
+}
+
+/// What a batch adds to the tally once the history takes it: a run first
+/// seen started (as the history fills its `started`), a run that reached a
+/// final status (with the task, for its duration), and each subtask put
+/// back on the queue.
+fn count(seen: &HashMap<Key, (TaskStatus, i64)>, batch: &[Observed], plans: &[Plan]) -> Vec<Count> {
+    let mut out = Vec::new();
+    for o in batch {
+        let kind = Kind::of(&o.task.task_id);
+        let before = seen
+            .get(&(o.worker_id.clone(), o.task.task_id.clone()))
+            .map(|(st, _)| st);
+        let was_started = matches!(before, Some(st) if *st != TaskStatus::Dispatched);
+        if o.task.started.is_some() && !was_started {
+            out.push(Count::Add(kind, Outcome::Started));
+        }
+        if o.task.status.is_final() && before.is_none_or(|st| !st.is_final()) {
+            out.push(Count::Finished(Box::new(o.task.clone())));
+        }
+    }
+    for p in plans {
+        if let Plan::Requeue { task_id, .. } = p {
+            out.push(Count::Add(Kind::of(task_id), Outcome::Redelivered));
+        }
+    }
+    out
 }
 
 /// What changed between `seen` and `snap` (the recorder's batch), and what
@@ -217,6 +273,31 @@ mod tests {
             workers,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_run_counts_once_started_and_once_finished() {
+        let s = snap(vec![answering(
+            "w1",
+            vec![task("p:0::q", TaskStatus::Running)],
+        )]);
+        let (batch, seen) = changes(&HashMap::new(), &s, 100);
+        let c = count(&HashMap::new(), &batch, &[]);
+        assert!(matches!(
+            c[..],
+            [Count::Add(Kind::Subtask, Outcome::Started)]
+        ));
+        let mut done = task("p:0::q", TaskStatus::Complete);
+        done.finished = Some(5);
+        let s = snap(vec![answering("w1", vec![done])]);
+        let (batch, next) = changes(&seen, &s, 101);
+        let c = count(&seen, &batch, &[]);
+        assert!(matches!(c[..], [Count::Finished(_)]), "started once only");
+        let (batch, _) = changes(&next, &s, 102);
+        assert!(count(&next, &batch, &[]).is_empty(), "finished once only");
+        // Seen complete at once (it ran between two polls): started and finished.
+        let (batch, _) = changes(&HashMap::new(), &s, 103);
+        assert_eq!(count(&HashMap::new(), &batch, &[]).len(), 2);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use fossa_contract::config::HistoryLimits;
 use fossa_web::model::{HistoryPage, HistoryQuery, TaskRow, TaskStatus};
+use fossa_web::tally::{Kind, Outcome, Tally};
 use rusqlite::{params, Connection};
 
 use open::Unusable;
@@ -251,6 +252,40 @@ impl History {
                 worker_id: r.worker_id,
             })
             .collect())
+    }
+
+    /// What the history holds, counted as [`Tally`] counts it (one pass at
+    /// start; the observer adds each batch after). Durations are not read
+    /// back: those series start empty with the agent.
+    pub fn tally(&self) -> Result<Tally, HistoryError> {
+        let c = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = c.prepare(
+            "SELECT instr(task_id, '::') > 0, count(started),
+                    sum(status = 'complete'), sum(status = 'failed'), sum(status = 'lost'),
+                    sum(status = 'lost' AND instr(results, ?1) > 0)
+             FROM tasks GROUP BY 1",
+        )?;
+        let mut tally = Tally::default();
+        let rows = st.query_map([fossa_web::model::PUT_BACK], |r| {
+            Ok((
+                r.get::<_, bool>(0)?,
+                [
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ],
+            ))
+        })?;
+        for row in rows {
+            let (subtask, counts) = row?;
+            let kind = if subtask { Kind::Subtask } else { Kind::Task };
+            for (outcome, n) in Outcome::ALL.into_iter().zip(counts) {
+                tally.add(kind, outcome, n.unwrap_or(0).max(0) as u64);
+            }
+        }
+        Ok(tally)
     }
 
     /// Observation batches not recorded because the recorder was behind.

@@ -161,6 +161,25 @@ pub fn cookie_key(dir: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(key)
 }
 
+/// Local mode's scraper's token, made once (40 letters and digits) and
+/// kept in `dir/metrics-token`, readable by its owner only.
+pub fn metrics_token(dir: &Path) -> Result<(String, std::path::PathBuf), TlsError> {
+    let path = dir.join("metrics-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if t.trim().len() >= 32 {
+            return Ok((t.trim().to_owned(), path));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    use rand::distr::{Alphanumeric, SampleString};
+    let token = Alphanumeric.sample_string(&mut rand::rng(), 40);
+    write_private(&path, token.as_bytes())?;
+    Ok((token, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -277,6 +277,7 @@ async fn serve_ui(
     }
     let cert = tls::load_or_create(&state.join("tls"), &names)?;
     let cookie_key = tls::cookie_key(&state.join("tls"))?;
+    let (scrape_token, token_file) = tls::metrics_token(&state.join("tls"))?;
     let (password, generated) = match std::env::var(PASSWORD_ENV) {
         Ok(p) if !p.is_empty() => (p, false),
         _ => (Alphanumeric.sample_string(&mut rand::rng(), 20), true),
@@ -289,6 +290,8 @@ async fn serve_ui(
         session_state_file: Some(state.join("tls/session-state")),
         after_hashing: Some(crate::memory::release),
         password_updates: None,
+        scrape_token: Some(scrape_token),
+        scrape_token_updates: None,
     };
     let rocket = fossa_web::build(config, fleet.clone())
         .ignite()
@@ -334,6 +337,10 @@ async fn serve_ui(
         println!("  password: from {PASSWORD_ENV}");
     }
     println!("  TLS certificate SHA-256: {}", cert.fingerprint);
+    println!(
+        "  /metrics: the scraper's token is in {} (Authorization: Bearer)",
+        token_file.display()
+    );
     println!("  models:   {}", fleet.snapshot().models.join(", "));
     println!("Press Ctrl-C to stop everything.");
     events.push(

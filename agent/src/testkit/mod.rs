@@ -63,6 +63,8 @@ pub fn bench_web_config(state: &std::path::Path, password: String) -> (fossa_web
         session_state_file: Some(tls.join("session-state")),
         after_hashing: Some(crate::memory::release),
         password_updates: None,
+        scrape_token: None,
+        scrape_token_updates: None,
     };
     (config, port)
 }

@@ -30,7 +30,7 @@ use rand::distr::{Alphanumeric, SampleString};
 
 pub use storage::models_tarball;
 
-use crate::cli::{LaunchArgs, StackArgs};
+use crate::cli::LaunchArgs;
 use crate::clients::{Clients, Identity};
 use crate::plan::{self, Arch, Scope, SubnetLayout};
 use crate::progress::{Outcome, Progress};
@@ -441,6 +441,10 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         "SSM SecureString",
         &stack.ssm_parameter(ssm::UI_PASSWORD),
     );
+    let token = parameters::new_metrics_token();
+    let o = l.parameter(ssm::METRICS_TOKEN, &token, true, false).await?;
+    let name = stack.ssm_parameter(ssm::METRICS_TOKEN);
+    l.p.done(o, "SSM SecureString", &name);
 
     let (instance_id, eni, mut public_ip) = l
         .instance(args, &inputs, &public.id, &gw_sg, &agent_sha, &bucket)
@@ -573,20 +577,4 @@ async fn follow(
     }
 }
 
-pub use parameters::{rotate_password, scale};
-
-/// `fossa-bootstrap password`: prints the UI password.
-pub async fn print_password(args: &StackArgs) -> Result<()> {
-    let c = Clients::new(&args.aws()).await?;
-    let name = args.stack.ssm_parameter(ssm::UI_PASSWORD);
-    match ssm::read(&c.ssm, &name, true).await? {
-        Some(p) => {
-            println!("{}", p.value);
-            Ok(())
-        }
-        None => Err(Error::Usage(format!(
-            "stack {} has no password in region {}: check --stack and --region, or run `fossa-bootstrap launch --stack {}`",
-            args.stack, c.region, args.stack
-        ))),
-    }
-}
+pub use parameters::{print_secret, rotate_metrics_token, rotate_password, scale};

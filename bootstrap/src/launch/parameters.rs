@@ -1,6 +1,7 @@
-//! `launch`'s SSM parameters: the stack config, the agent's hash and the UI
-//! password (SecureString); and the day-two commands that change them,
-//! `password --rotate` and `scale`, which the agent applies on its own.
+//! `launch`'s SSM parameters: the stack config, the agent's hash, the UI
+//! password and the scraper's token (SecureStrings); and the day-two
+//! commands that read or change them, `password [--metrics-token]
+//! [--rotate]` and `scale`, which the agent applies on its own.
 
 use aws_sdk_ssm::types::ParameterType;
 use fossa_contract::aws::AwsResultExt;
@@ -126,6 +127,61 @@ pub async fn rotate_password(args: &StackArgs) -> Result<()> {
     eprintln!(
         "the agent switches to it within {} s; every open session then ends",
         CONFIG_CHECK_SECS
+    );
+    Ok(())
+}
+
+/// A new scraper's token: 40 letters and digits (238 bits).
+pub(super) fn new_metrics_token() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 40)
+}
+
+/// `fossa-bootstrap password [--metrics-token]`: prints the UI password,
+/// or the scraper's token.
+pub async fn print_secret(args: &StackArgs, metrics_token: bool) -> Result<()> {
+    let c = Clients::new(&args.aws()).await?;
+    let (key, what) = if metrics_token {
+        (ssm::METRICS_TOKEN, "scraper's token")
+    } else {
+        (ssm::UI_PASSWORD, "password")
+    };
+    let name = args.stack.ssm_parameter(key);
+    match ssm::read(&c.ssm, &name, true).await? {
+        Some(p) => {
+            println!("{}", p.value);
+            Ok(())
+        }
+        None => Err(Error::Usage(format!(
+            "stack {} has no {what} in region {}: check --stack and --region, or run `fossa-bootstrap launch --stack {}`",
+            args.stack, c.region, args.stack
+        ))),
+    }
+}
+
+/// `fossa-bootstrap password --metrics-token --rotate`: stores a new
+/// scraper's token and prints it; the agent takes it within its check.
+pub async fn rotate_metrics_token(args: &StackArgs) -> Result<()> {
+    let c = Clients::new(&args.aws()).await?;
+    if crate::aws::read_stack_config(&c.ssm, &args.stack)
+        .await?
+        .is_none()
+    {
+        return Err(no_stack(&args.stack, &c.region));
+    }
+    let name = args.stack.ssm_parameter(ssm::METRICS_TOKEN);
+    let token = new_metrics_token();
+    c.ssm
+        .put_parameter()
+        .name(&name)
+        .value(&token)
+        .r#type(ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .aws("ssm:PutParameter", &name)?;
+    println!("{token}");
+    eprintln!(
+        "the agent switches to it within {CONFIG_CHECK_SECS} s; the old token then opens nothing"
     );
     Ok(())
 }

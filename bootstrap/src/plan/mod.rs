@@ -236,6 +236,10 @@ pub fn resources(d: &Desired<'_>) -> Vec<Resource> {
             ssm::UI_PASSWORD,
             "SecureString: the UI password (kept on a re-run)",
         ),
+        (
+            ssm::METRICS_TOKEN,
+            "SecureString: the scraper's token, for /metrics only (kept on a re-run)",
+        ),
     ] {
         out.push(res("ssm-parameter", s.ssm_parameter(key), what));
     }

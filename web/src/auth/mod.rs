@@ -15,6 +15,7 @@
 
 pub mod limiter;
 pub mod password;
+pub mod scraper;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -213,6 +214,26 @@ impl Auth {
             Checked::Wrong => Attempt::Wrong,
             Checked::Busy => Attempt::Busy,
         }
+    }
+
+    /// A scraper's token from `ip`, checked by the caller (`right`): counted
+    /// as a login is, so a wrong token blocks its address like a wrong
+    /// password, and a blocked address is not told whether it was right.
+    pub fn token_attempt(&self, ip: Option<IpAddr>, right: bool) -> Attempt {
+        let a = if self.limiter.blocked(ip) || !self.limiter.begin(ip) {
+            Attempt::Blocked
+        } else if right {
+            self.limiter.succeeded(ip);
+            Attempt::Right
+        } else {
+            Attempt::Wrong
+        };
+        match a {
+            Attempt::Wrong => self.refused[0].fetch_add(1, Ordering::Relaxed),
+            Attempt::Blocked => self.refused[1].fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        a
     }
 
     /// Whether `ip` has failed too often recently.

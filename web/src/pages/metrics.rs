@@ -1,16 +1,16 @@
 //! `/metrics`: the fleet's figures for Prometheus (`crate::metrics`), behind
-//! the same authentication as the API.
+//! the same authentication as the API, or the scraper's token.
 
 use rocket::http::ContentType;
 use rocket::{get, State};
 
 use super::FleetState;
-use crate::auth::User;
+use crate::auth::scraper::Scraper;
 
 /// The Prometheus text format of the current snapshot.
 #[get("/metrics")]
 pub fn metrics(
-    _user: User,
+    _who: Scraper,
     fleet: &State<FleetState>,
     auth: &State<crate::auth::Auth>,
     times: &State<std::sync::Arc<crate::timing::RequestTimes>>,

@@ -9,6 +9,8 @@ use rocket::http::Header;
 use serde_json::json;
 
 pub const PASSWORD: &str = "correct horse";
+/// The scraper's token of [`web_config`].
+pub const SCRAPE_TOKEN: &str = "scraper-token-0123456789abcdefghij";
 
 pub struct FakeFleet {
     pub snap: Mutex<Arc<FleetSnapshot>>,
@@ -199,6 +201,9 @@ pub fn snapshot() -> FleetSnapshot {
             version: "9.9.9".into(),
             sha256: "ab".repeat(32),
         }),
+        broker_waiting: Some(2),
+        nat: None,
+        tally: Default::default(),
     }
 }
 
@@ -217,6 +222,8 @@ pub fn web_config() -> fossa_web::WebConfig {
         session_state_file: None,
         after_hashing: None,
         password_updates: None,
+        scrape_token: Some(SCRAPE_TOKEN.into()),
+        scrape_token_updates: None,
     }
 }
 

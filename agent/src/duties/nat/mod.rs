@@ -87,8 +87,9 @@ impl Duty<Settings> for NatDuty {
                         fossa_contract::aws::chain(&e)
                     );
                 }
-                traffic.send_replace(c.traffic().clone());
             }
+            c.set_live(traffic::Live::read(exec.as_ref(), &plan.egress));
+            traffic.send_replace(c.traffic().clone());
             drop(c);
             let applied = apply(exec.as_ref(), &plan)?;
             Ok::<_, NatError>(if applied.added.is_empty() {

@@ -26,14 +26,70 @@ pub struct NatTraffic {
     pub month_bytes: u64,
     /// Bytes forwarded since the counting began.
     pub total_bytes: u64,
+    /// Packets forwarded since the counting began.
+    #[serde(default)]
+    pub total_packets: u64,
+    /// What the kernel and the interface said at the last reading (not kept).
+    #[serde(skip)]
+    pub live: Live,
+}
+
+/// The NAT's gauges at one reading: connection tracking and ENA's allowances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Connections tracked now (`nf_conntrack_count`).
+    pub conntrack: Option<u64>,
+    /// The most tracked (`nf_conntrack_max`).
+    pub conntrack_max: Option<u64>,
+    /// ENA's allowance counters of the egress interface (empty off ENA).
+    pub allowances: BTreeMap<String, u64>,
+}
+
+impl Live {
+    /// Reads the kernel's connection tracking, and `ethtool -S` of `egress`
+    /// (nothing when the module or the tool is not there).
+    pub fn read(exec: &dyn Executor, egress: &str) -> Live {
+        let proc_u64 = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        };
+        let allowances = exec
+            .run("ethtool", &["-S", egress])
+            .ok()
+            .filter(|o| o.success())
+            .map(|o| fossa_web::nat::parse_ethtool(&o.stdout))
+            .unwrap_or_default();
+        Live {
+            conntrack: proc_u64("nf_conntrack_count"),
+            conntrack_max: proc_u64("nf_conntrack_max"),
+            allowances,
+        }
+    }
+}
+
+impl NatTraffic {
+    /// What `/metrics` serves of it.
+    pub fn figures(&self) -> fossa_web::nat::NatFigures {
+        fossa_web::nat::NatFigures {
+            bytes: self.total_bytes,
+            packets: self.total_packets,
+            conntrack: self.live.conntrack,
+            conntrack_max: self.live.conntrack_max,
+            allowances: self.live.allowances.clone(),
+        }
+    }
 }
 
 /// The file's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Ledger {
-    /// Each rule's last reading, keyed by its text.
+    /// Each rule's last byte reading, keyed by its text.
     rules: BTreeMap<String, u64>,
+    /// Each rule's last packet reading, keyed by its text.
+    #[serde(default)]
+    packets: BTreeMap<String, u64>,
     /// What was counted.
     traffic: NatTraffic,
 }
@@ -47,23 +103,29 @@ pub fn month_of(epoch: i64) -> String {
 /// Each ACCEPT rule's byte counter in `iptables -L CHAIN -v -x -n` output,
 /// keyed by the rule's text after the counters.
 pub fn parse_counters(listing: &str) -> BTreeMap<String, u64> {
+    parse_column(listing, true)
+}
+
+/// Each ACCEPT rule's packet counter, as [`parse_counters`] reads bytes.
+pub fn parse_packets(listing: &str) -> BTreeMap<String, u64> {
+    parse_column(listing, false)
+}
+
+fn parse_column(listing: &str, bytes_column: bool) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in listing.lines() {
         let mut words = line.split_whitespace();
         let (Some(pkts), Some(bytes)) = (words.next(), words.next()) else {
             continue;
         };
-        if pkts.parse::<u64>().is_err() {
-            continue;
-        }
-        let Ok(bytes) = bytes.parse::<u64>() else {
+        let (Ok(pkts), Ok(bytes)) = (pkts.parse::<u64>(), bytes.parse::<u64>()) else {
             continue;
         };
         let rest: Vec<&str> = words.collect();
         if rest.first() != Some(&"ACCEPT") {
             continue;
         }
-        *out.entry(rest.join(" ")).or_default() += bytes;
+        *out.entry(rest.join(" ")).or_default() += if bytes_column { bytes } else { pkts };
     }
     out
 }
@@ -94,12 +156,7 @@ impl Counter {
     /// Adds what `readings` (each rule's counter now) say was forwarded
     /// since the last reading, in `month`.
     pub fn add(&mut self, readings: &BTreeMap<String, u64>, month: &str) -> u64 {
-        let mut new = 0u64;
-        for (rule, &now) in readings {
-            let before = self.ledger.rules.get(rule).copied().unwrap_or(0);
-            // Lower than before: the rule was re-added and counts from 0 again.
-            new += if now >= before { now - before } else { now };
-        }
+        let new = since(&self.ledger.rules, readings);
         self.ledger.rules = readings.clone();
         let t = &mut self.ledger.traffic;
         if t.month != month {
@@ -109,6 +166,17 @@ impl Counter {
         t.month_bytes += new;
         t.total_bytes += new;
         new
+    }
+
+    /// Adds packets as [`Counter::add`] adds bytes.
+    pub fn add_packets(&mut self, readings: &BTreeMap<String, u64>) {
+        self.ledger.traffic.total_packets += since(&self.ledger.packets, readings);
+        self.ledger.packets = readings.clone();
+    }
+
+    /// Keeps the gauges read now.
+    pub fn set_live(&mut self, live: Live) {
+        self.ledger.traffic.live = live;
     }
 
     /// Reads the counters of `chain` and adds them; then saves the file.
@@ -122,6 +190,7 @@ impl Counter {
             });
         }
         let new = self.add(&parse_counters(&out.stdout), &month_of(now));
+        self.add_packets(&parse_packets(&out.stdout));
         self.save();
         Ok(new)
     }
@@ -133,6 +202,21 @@ impl Counter {
             let _ = std::fs::rename(&tmp, &self.path);
         }
     }
+}
+
+/// What counters read `now` add to those read `before`: the difference,
+/// or all of a counter lower than before (its rule was re-added).
+fn since(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> u64 {
+    now.iter()
+        .map(|(rule, &n)| {
+            let b = before.get(rule).copied().unwrap_or(0);
+            if n >= b {
+                n - b
+            } else {
+                n
+            }
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -152,6 +236,7 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c.values().sum::<u64>(), 2040);
         assert!(c.keys().any(|k| k.contains("RELATED,ESTABLISHED")));
+        assert_eq!(parse_packets(LISTING).values().sum::<u64>(), 18);
     }
 
     #[test]
