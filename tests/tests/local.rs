@@ -216,6 +216,42 @@ async fn a_partitioned_model_runs_across_local_workers() {
     }
     assert!(html.contains("TaskComplete"), "results are shown");
 
+    // A real Prometheus scrapes the gateway with the shipped config and the
+    // scraper's token; its count of subtasks completed is the history's.
+    let tls = agent.state.0.join("state/tls");
+    let prom = fossa_tests::prometheus::Prometheus::start(
+        &format!("127.0.0.1:{}", agent.port),
+        &tls.join("metrics-token"),
+        &tls.join("cert.pem"),
+    );
+    let scraped = "Prometheus's subtasks completed equal to the history's";
+    eventually(scraped, Duration::from_secs(60), async || {
+        let (_, rows) = api(
+            &agent,
+            "GET",
+            "/api/v1/tasks?status=complete&limit=1000",
+            None,
+        )
+        .await;
+        let rows = rows["tasks"].as_array().cloned().unwrap_or_default();
+        let history = rows
+            .iter()
+            .filter(|r| r["task_id"].as_str().unwrap_or_default().contains("::"))
+            .count() as f64;
+        let said = prom
+            .query(r#"sum(fossa_tasks_completed_total{kind="subtask"})"#)
+            .await;
+        if history >= 8.0 && said.as_ref().ok() == Some(&history) {
+            return Ok(());
+        }
+        Err(format!(
+            "history {history}, Prometheus {said:?}; targets {}",
+            prom.target().await
+        ))
+    })
+    .await;
+    eprintln!("figures: Prometheus scraped the subtasks completed with the scraper's token");
+
     // A worker killed mid-run is reported and restarted.
     let (_, sent) = api(
         &agent,

@@ -69,6 +69,43 @@ async fn ui_password(stack: &Stack) -> String {
     p.parameter().unwrap().value().unwrap().to_owned()
 }
 
+/// What a Prometheus scraper gets on the emulator: with the scraper's
+/// token from SSM (made by launch), text promtool accepts, with the NAT's
+/// counters and the tasks run so far; the same token opens nothing else.
+async fn scrape_with_the_token(stack: &Stack, ui: &str) {
+    let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
+    let token = ssm
+        .get_parameter()
+        .name(format!("/fossa/{}/metrics-token", stack.name))
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    let token = token.parameter().unwrap().value().unwrap().to_owned();
+    let http = fossa_tests::agent_client();
+    let get = |path: &str| http.get(format!("{ui}{path}")).bearer_auth(&token).send();
+    let r = get("/metrics").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    fossa_tests::prometheus::check_metrics(&text)
+        .unwrap_or_else(|said| panic!("promtool: {said}\n{text}"));
+    let sample = |series: &str| fossa_tests::prometheus::sample(&text, series);
+    assert!(
+        sample("fossa_nat_forwarded_packets_total").is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample("fossa_nat_conntrack_entries_limit").is_some(),
+        "{text}"
+    );
+    assert!(
+        sample("fossa_tasks_completed_total{kind=\"task\"}").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let r = get("/api/v1/overview").await.unwrap();
+    assert_eq!(r.status(), 401, "the scraper's token opens /metrics only");
+}
+
 /// `GET path` of the agent's API as JSON (`Null` when it does not answer 200).
 async fn get_api(stack: &Stack, pw: &str, path: &str) -> serde_json::Value {
     let http = fossa_tests::agent_client();
@@ -489,6 +526,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         page.contains("v2") && !page.contains("v1"),
         "the new code ran:\n{page}"
     );
+    scrape_with_the_token(&stack, &ui).await;
 
     // The registry down: a new task cannot pull its image. The cluster line
     // says why, with ECS's reason, and the running workers keep serving.
