@@ -112,6 +112,20 @@ async fn main() {
     let history = History::open(&dir, limits).expect("open the history");
     let took = fill(&history, n).await;
     println!("history_fill_{n}_tasks: {:.1} s", took.as_secs_f64());
+    // What a start costs /metrics: one pass to seed the counters.
+    let t = std::time::Instant::now();
+    let tally = history.tally().expect("count the history");
+    println!(
+        "history_tally_at_start_{n}_tasks: {:.0} ms ({} completed)",
+        t.elapsed().as_secs_f64() * 1000.0,
+        tally.get(
+            fossa_web::tally::Kind::Task,
+            fossa_web::tally::Outcome::Completed
+        ) + tally.get(
+            fossa_web::tally::Kind::Subtask,
+            fossa_web::tally::Outcome::Completed
+        )
+    );
     fossa_agent::memory::release();
     println!("rss_after_fill: {}", rss());
     if cmd == "fill" {

@@ -560,3 +560,44 @@ async fn autoscale_set_in_the_api_is_checked_kept_and_yields_to_new_flags() {
         "{v}"
     );
 }
+
+/// What the gateway sends a parent for a subtask lost 3 times is a
+/// `TaskFailed` that Fossa's own code reads as one (ayeaye's
+/// `task_message_factory` in the test venv), naming the lost subtask.
+#[test]
+fn a_subtask_failed_by_the_gateway_is_a_task_failed_to_fossa() {
+    let t = fossa_web::model::FossaTask {
+        task_id: "abcde:3::amq.gen-XYZ".into(),
+        model_class: "SlowEtl".into(),
+        method: Some("work".into()),
+        method_kwargs: json!({"n": 3}),
+        status: fossa_web::model::TaskStatus::Running,
+        started: Some(1),
+        finished: None,
+        results: None,
+        spec: json!({"resolver_context": {}, "model_construction_kwargs": null}),
+    };
+    let body = fossa_agent::fleet::rescue::failed(&t);
+    let script = "import sys\nfrom ayeaye.runtime.task_message import task_message_factory, TaskFailed\nm = task_message_factory(sys.stdin.read())\nassert isinstance(m, TaskFailed), type(m)\nprint(m.exception_class_name, m.task_id, m.method_kwargs['n'], m.traceback[0])\n";
+    let mut child = std::process::Command::new(fossa_tests::venv_bin("python"))
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with("WorkerLost abcde:3::amq.gen-XYZ 3 ")
+            && said.contains("lost with its worker 3 times"),
+        "{said}"
+    );
+}

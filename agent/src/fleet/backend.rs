@@ -162,6 +162,28 @@ pub async fn publish_task(
     correlation_id: &str,
     reply_to: &str,
 ) -> Result<(), PublishError> {
+    let queue = fossa_contract::names::FOSSA_TASK_QUEUE;
+    publish_to(url, queue, body, correlation_id, reply_to).await
+}
+
+/// Sends a subtask's reply (Fossa's `TaskFailed`) to its parent's reply
+/// queue `reply_to`, as a node would; refused when that queue is gone.
+pub async fn publish_reply(
+    url: &str,
+    body: &[u8],
+    correlation_id: &str,
+    reply_to: &str,
+) -> Result<(), PublishError> {
+    publish_to(url, reply_to, body, correlation_id, reply_to).await
+}
+
+async fn publish_to(
+    url: &str,
+    queue: &str,
+    body: &[u8],
+    correlation_id: &str,
+    reply_to: &str,
+) -> Result<(), PublishError> {
     let (c, address) = crate::duties::broker::parse_url(url).ok_or(PublishError::Url)?;
     let login = crate::host::amqp::Login {
         address: &address,
@@ -170,7 +192,7 @@ pub async fn publish_task(
         vhost: "/",
     };
     let message = crate::host::amqp::Message {
-        queue: fossa_contract::names::FOSSA_TASK_QUEUE,
+        queue,
         body,
         correlation_id,
         reply_to,

@@ -10,7 +10,11 @@
 //! again without it, never a timeout alone) the gateway publishes it again
 //! as the parent did: the same body, correlation id and reply queue. The
 //! parent counts every completion, so a subtask is put back once per loss
-//! and only on a loss; after [`MAX_ATTEMPTS`] runs it is given up, said.
+//! and only on a loss. After [`MAX_ATTEMPTS`] runs it is failed: the
+//! gateway sends the parent Fossa's `TaskFailed` reply for it, as a node
+//! whose subtask raised would. Fossa's parent runs a failed subtask once
+//! more itself, and fails at the next failure, so the parent ends instead of
+//! waiting (and keeping its worker) for ever.
 //!
 //! Plan, then apply: [`Rescue::decide`] is plain data over what was seen;
 //! only [`Rescue::apply`] talks to the broker.
@@ -21,7 +25,9 @@ use std::sync::Mutex;
 use fossa_web::model::{FleetSnapshot, FossaTask, TaskStatus};
 use serde_json::{json, Value};
 
+use super::backend;
 use crate::events::Events;
+use crate::host::amqp::AmqpError;
 
 /// Runs of one subtask before the gateway stops putting it back.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -43,10 +49,17 @@ pub enum Plan {
         /// The run this will be.
         attempt: u32,
     },
-    /// Lost [`MAX_ATTEMPTS`] times: not put back.
-    GiveUp {
+    /// Lost [`MAX_ATTEMPTS`] times: not put back, but failed: a
+    /// `TaskFailed` sent to the parent's reply queue.
+    Fail {
         /// The subtask's id.
         task_id: String,
+        /// Fossa's `TaskFailed` message, JSON.
+        body: Vec<u8>,
+        /// `{pool}:{n}`.
+        correlation_id: String,
+        /// The parent's reply queue.
+        reply_to: String,
     },
 }
 
@@ -57,8 +70,8 @@ impl Plan {
             Plan::Requeue { attempt, .. } => {
                 format!("{} (run {attempt} of {MAX_ATTEMPTS})", fossa_web::model::PUT_BACK)
             }
-            Plan::GiveUp { .. } => format!(
-                "not put back: lost {MAX_ATTEMPTS} times; its parent will not finish (submit it again)"
+            Plan::Fail { .. } => format!(
+                "not put back: lost {MAX_ATTEMPTS} times, so failed; its parent is told (Fossa runs a failed subtask once more, then fails the parent)"
             ),
         }
     }
@@ -104,8 +117,11 @@ impl Rescue {
             .copied()
             .unwrap_or(1);
         if run >= MAX_ATTEMPTS {
-            return Some(Plan::GiveUp {
+            return Some(Plan::Fail {
                 task_id: task_id.to_owned(),
+                body: failed(t),
+                correlation_id: correlation_id.to_owned(),
+                reply_to: reply_to.to_owned(),
             });
         }
         Some(Plan::Requeue {
@@ -129,7 +145,7 @@ impl Rescue {
                 } => {
                     runs.insert(task_id.clone(), *attempt);
                 }
-                Plan::GiveUp { task_id } => {
+                Plan::Fail { task_id, .. } => {
                     specs.remove(task_id);
                 }
             }
@@ -146,39 +162,51 @@ impl Rescue {
         }
         let mut retry = Vec::new();
         for p in plans {
-            let Plan::Requeue {
-                task_id,
-                body,
-                correlation_id,
-                reply_to,
-                attempt,
-            } = &p
-            else {
-                events.push(
-                    "rescue",
-                    true,
-                    format!("subtask {} {}", id_of(&p), p.said()),
-                );
-                continue;
-            };
             let Some(url) = broker_url.as_deref() else {
                 retry.push(p);
                 continue;
             };
-            let sent =
-                crate::fleet::backend::publish_task(url, body, correlation_id, reply_to).await;
-            match sent {
-                Ok(()) => events.push(
-                    "rescue",
-                    false,
+            let (sent, done, trouble) = match &p {
+                Plan::Requeue {
+                    task_id,
+                    body,
+                    correlation_id,
+                    reply_to,
+                    attempt,
+                } => (
+                    backend::publish_task(url, body, correlation_id, reply_to).await,
                     format!("subtask {task_id} lost with its worker: put back on the queue (run {attempt} of {MAX_ATTEMPTS})"),
+                    format!("cannot put lost subtask {task_id} back yet"),
                 ),
+                Plan::Fail {
+                    task_id,
+                    body,
+                    correlation_id,
+                    reply_to,
+                } => (
+                    backend::publish_reply(url, body, correlation_id, reply_to).await,
+                    format!("subtask {task_id} lost {MAX_ATTEMPTS} times: failed, and its parent told"),
+                    format!("cannot tell subtask {task_id}'s parent that it failed yet"),
+                ),
+            };
+            match sent {
+                Ok(()) => events.push("rescue", matches!(p, Plan::Fail { .. }), done),
+                // The parent's reply queue is gone with its node: nobody waits.
+                Err(backend::PublishError::Amqp(AmqpError::Refused { reason, .. }))
+                    if matches!(p, Plan::Fail { .. }) =>
+                {
+                    events.push(
+                        "rescue",
+                        true,
+                        format!("subtask {} lost {MAX_ATTEMPTS} times; its parent is gone too ({reason})", id_of(&p)),
+                    );
+                }
                 Err(e) => {
                     events.push(
                         "rescue",
                         true,
                         format!(
-                            "cannot put lost subtask {task_id} back yet: {}; trying again",
+                            "{trouble}: {}; trying again",
                             fossa_contract::aws::chain(&e)
                         ),
                     );
@@ -192,7 +220,7 @@ impl Rescue {
 
 fn id_of(p: &Plan) -> &str {
     match p {
-        Plan::Requeue { task_id, .. } | Plan::GiveUp { task_id } => task_id,
+        Plan::Requeue { task_id, .. } | Plan::Fail { task_id, .. } => task_id,
     }
 }
 
@@ -207,6 +235,34 @@ pub fn body(t: &FossaTask) -> Vec<u8> {
         "resolver_context": or_empty(spec("resolver_context")),
         "model_construction_kwargs": or_empty(spec("model_construction_kwargs")),
         "partition_initialise_kwargs": or_empty(spec("partition_initialise_kwargs")),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Fossa's `TaskFailed` reply for subtask `t`, lost [`MAX_ATTEMPTS`] times
+/// (ayeaye's `task_message.TaskFailed`, as `to_json` writes it).
+pub fn failed(t: &FossaTask) -> Vec<u8> {
+    let spec = |k: &str| t.spec.get(k).cloned().unwrap_or(Value::Null);
+    let or_empty = |v: Value| if v.is_null() { json!({}) } else { v };
+    json!({
+        "type": "TaskFailed",
+        "payload": {
+            "model_class_name": t.model_class,
+            "model_construction_kwargs": or_empty(spec("model_construction_kwargs")),
+            "partition_initialise_kwargs": or_empty(spec("partition_initialise_kwargs")),
+            "method_name": t.method,
+            "method_kwargs": or_empty(t.method_kwargs.clone()),
+            "resolver_context": or_empty(spec("resolver_context")),
+            "exception_class_name": "WorkerLost",
+            "traceback": [format!(
+                "fossa-gateway: subtask {} was lost with its worker {MAX_ATTEMPTS} times (stopped, \
+                 replaced or killed while it ran), so it is failed",
+                t.task_id
+            )],
+            "task_id": t.task_id,
+            "failure_origin_task_id": t.task_id,
+        }
     })
     .to_string()
     .into_bytes()
@@ -282,7 +338,47 @@ mod tests {
             Some(Plan::Requeue { attempt: 3, .. })
         ));
         r.commit(vec![r.decide(id).unwrap()]);
-        assert_eq!(r.decide(id), Some(Plan::GiveUp { task_id: id.into() }));
+        let Some(Plan::Fail {
+            body,
+            correlation_id,
+            reply_to,
+            ..
+        }) = r.decide(id)
+        else {
+            panic!("failed after {MAX_ATTEMPTS} runs")
+        };
+        assert_eq!(
+            (correlation_id.as_str(), reply_to.as_str()),
+            ("abcde:3", "amq.gen-XYZ")
+        );
+        // Exactly the fields of ayeaye's TaskFailed dataclass, so Fossa's
+        // task_message_factory builds it (checked against Fossa itself in
+        // tests/tests/autoscale.rs).
+        let b: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(b["type"], "TaskFailed");
+        let mut keys: Vec<&str> = b["payload"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "exception_class_name",
+                "failure_origin_task_id",
+                "method_kwargs",
+                "method_name",
+                "model_class_name",
+                "model_construction_kwargs",
+                "partition_initialise_kwargs",
+                "resolver_context",
+                "task_id",
+                "traceback"
+            ]
+        );
+        assert_eq!(b["payload"]["method_kwargs"], json!({"n": 3}));
     }
 
     #[test]
