@@ -111,4 +111,8 @@ pub struct LocalArgs {
     /// Submissions that may wait for a free slot; one more gets HTTP 429.
     #[arg(long, allow_negative_numbers = true, default_value_t = fossa_contract::limits::QUEUE_MAX, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub queue_max: u32,
+    /// Times a task sent through the gateway is submitted again when it is
+    /// lost with its worker (its node died, so it can never finish); 0: never.
+    #[arg(long, default_value_t = fossa_contract::limits::PARENT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub parent_retries: u32,
 }

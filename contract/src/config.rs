@@ -153,6 +153,9 @@ pub struct HistoryLimits {
     pub queue_max: u32,
     /// Bytes of a task's result payload kept; the rest is cut, with a note.
     pub result_bytes: usize,
+    /// Times a task the gateway sent is submitted again when it is lost
+    /// with its node (0: off, 1: once).
+    pub parent_retries: u32,
 }
 
 impl Default for HistoryLimits {
@@ -163,6 +166,7 @@ impl Default for HistoryLimits {
             max_age_days: limits::HISTORY_MAX_AGE_DAYS,
             queue_max: limits::QUEUE_MAX,
             result_bytes: limits::RESULT_BYTES,
+            parent_retries: limits::PARENT_RETRIES,
         }
     }
 }

@@ -28,6 +28,10 @@ pub const HISTORY_MAX_AGE_DAYS: u32 = 30;
 
 /// Submissions that may wait for a free slot by default (`[history] queue_max`).
 pub const QUEUE_MAX: u32 = 1000;
+/// Times a task the gateway sent is submitted again when it is lost with
+/// its node (the parent's reply queue goes with the node, so its subtasks'
+/// replies can no longer reach it). 0: never.
+pub const PARENT_RETRIES: u32 = 1;
 
 /// Bytes of a result payload kept in the history by default (`[history] result_bytes`).
 pub const RESULT_BYTES: usize = 4096;

@@ -415,6 +415,18 @@ pub struct HistoryPage {
     pub total: u64,
 }
 
+/// One attempt of a task the gateway submitted again after it was lost
+/// with its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The attempt's task id.
+    pub task_id: String,
+    /// 1 for the first.
+    pub attempt: u32,
+    /// When the gateway sent it, seconds since the epoch.
+    pub sent_at: i64,
+}
+
 /// A task submission (`POST /api/v1/tasks` body, or the form).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

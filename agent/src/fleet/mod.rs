@@ -39,6 +39,7 @@ pub use poll::PollSettings;
 
 use crate::duties::driver::Board;
 use crate::events::Events;
+use crate::history::attempts::Again;
 use crate::history::{History, HistoryError};
 use autoscaler::Autoscaler;
 use dispatch::Dispatcher;
@@ -246,11 +247,48 @@ impl FleetModel {
         self.observer
             .rescue(self.backend.broker_url(), &self.events)
             .await;
+        self.submit_lost_again().await;
         let snap = self.snapshot.load_full();
         self.poller
             .protect(self.backend.as_ref(), &snap.workers, &self.events)
             .await;
         self.refreshed.send_modify(|n| *n += 1);
+    }
+
+    /// Submits again, through the queue, each task this gateway sent that
+    /// was lost with its node (its reply queue went with it, so it can
+    /// never finish), up to `[history] parent_retries` times.
+    async fn submit_lost_again(&self) {
+        let lost = self.observer.lost_tasks();
+        if lost.is_empty() {
+            return;
+        }
+        let retries = self.history.limits().parent_retries;
+        let mut later = Vec::new();
+        for (worker, task) in lost {
+            let r = self
+                .history
+                .submit_again(task.clone(), worker.clone(), retries)
+                .await;
+            match r {
+                Ok(Again::Queued { queue_id, attempt, of }) => self.events.push(
+                    "queue",
+                    false,
+                    format!("task {task} was lost with its worker: submitted again as queued task {queue_id} (attempt {attempt} of {of})"),
+                ),
+                Ok(Again::Exhausted { of }) => self.events.push(
+                    "queue",
+                    true,
+                    format!("task {task} was lost with its worker and is not submitted again ({of} attempt(s) made; [history] parent_retries)"),
+                ),
+                Ok(Again::NotOurs) => {}
+                Ok(Again::NotYet) => later.push((worker, task)),
+                Err(e) => self.events.failed("history", format!("cannot submit lost task {task} again"), &e),
+            }
+        }
+        self.observer.lost_later(later);
+        self.dispatcher.reload_queue().await;
+        self.show_queue();
     }
 
     /// Polls one worker at once (after a dispatch) and updates the snapshot.

@@ -27,6 +27,9 @@ pub struct Observer {
     rescue: Rescue,
     /// What the history recorded, counted (seeded from it at start).
     tally: Mutex<Tally>,
+    /// Tasks (not subtasks) recorded lost, `(worker, task)`, for the
+    /// fleet to submit again ([`Observer::lost_tasks`]).
+    lost_tasks: Mutex<Vec<Key>>,
 }
 
 impl Observer {
@@ -37,6 +40,7 @@ impl Observer {
             seen: Mutex::new(HashMap::new()),
             rescue: Rescue::default(),
             tally: Mutex::new(Tally::default()),
+            lost_tasks: Mutex::new(Vec::new()),
         }
     }
 
@@ -100,7 +104,15 @@ impl Observer {
             plans.push(plan);
         }
         let counted = count(&seen, &batch, &plans);
+        let lost_tasks: Vec<Key> = batch
+            .iter()
+            .filter(|o| {
+                o.task.status == TaskStatus::Lost && Kind::of(&o.task.task_id) == Kind::Task
+            })
+            .map(|o| (o.worker_id.clone(), o.task.task_id.clone()))
+            .collect();
         if self.history.record(batch) {
+            self.lost_tasks.lock().expect("lock").extend(lost_tasks);
             *seen = next;
             self.rescue.commit(plans);
             let mut tally = self.tally.lock().expect("lock");
@@ -111,6 +123,16 @@ impl Observer {
                 }
             }
         }
+    }
+
+    /// The tasks recorded lost since the last call, `(worker, task)`.
+    pub fn lost_tasks(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.lost_tasks.lock().expect("lock"))
+    }
+
+    /// Lost tasks to hand out again at the next [`Observer::lost_tasks`].
+    pub fn lost_later(&self, tasks: Vec<(String, String)>) {
+        self.lost_tasks.lock().expect("lock").extend(tasks);
     }
 
     /// What the history has recorded, counted.

@@ -12,6 +12,7 @@
 //! dispatches are written at once, in a transaction each, on the control
 //! connection ([`queue`]). Pages read on a connection of their own.
 
+pub mod attempts;
 mod open;
 pub mod queue;
 mod recorder;
@@ -134,6 +135,7 @@ impl History {
         };
         let control = connect(&path).map_err(open_err)?;
         control.execute_batch(SCHEMA).map_err(open_err)?;
+        control.execute_batch(attempts::SCHEMA).map_err(open_err)?;
         open::quick_check(&control, &path)?;
         let reader = connect(&path).map_err(open_err)?;
         let writer = connect(&path).map_err(open_err)?;

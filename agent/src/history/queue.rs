@@ -208,9 +208,11 @@ impl History {
             worker_id: d.worker_id.clone(),
         };
         let limits = self.limits;
+        let (d, request) = (d.clone(), request.clone());
         self.control(move |c| {
             let tx = immediate(c)?;
             upsert(&tx, std::slice::from_ref(&row), &limits)?;
+            super::attempts::sent(&tx, id, &d, &request)?;
             if let Some(id) = id {
                 tx.execute("DELETE FROM queue WHERE id = ?1", [id])?;
                 tx.execute(

@@ -238,6 +238,12 @@ pub(crate) fn trim(c: &Connection, limits: &HistoryLimits) -> Result<usize, rusq
         "DELETE FROM tasks WHERE id <= (SELECT id FROM tasks ORDER BY id DESC LIMIT 1 OFFSET ?1)",
         [limits.max_tasks],
     )?;
+    // The requests kept for another attempt go with the same age and count.
+    c.execute("DELETE FROM submissions WHERE sent_at < ?1", [oldest])?;
+    c.execute(
+        "DELETE FROM submissions WHERE rowid <= (SELECT rowid FROM submissions ORDER BY rowid DESC LIMIT 1 OFFSET ?1)",
+        [limits.max_tasks],
+    )?;
     Ok(n)
 }
 
@@ -340,6 +346,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let a = connect(&path).unwrap();
         a.execute_batch(SCHEMA).unwrap();
+        a.execute_batch(crate::history::attempts::SCHEMA).unwrap();
         let b = connect(&path).unwrap();
         (a, b, path)
     }
@@ -411,6 +418,7 @@ mod tests {
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(crate::history::attempts::SCHEMA).unwrap();
         c
     }
 

@@ -213,6 +213,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
         &state,
         fossa_contract::config::HistoryLimits {
             queue_max: args.queue_max,
+            parent_retries: args.parent_retries,
             ..Default::default()
         },
     );
