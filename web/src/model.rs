@@ -527,6 +527,11 @@ pub trait Fleet: Send + Sync + 'static {
     async fn recorded(&self, _id: &str) -> Vec<TaskRow> {
         Vec::new()
     }
+    /// Every attempt of the task `id` belongs to, when the gateway submitted
+    /// it again after it was lost with its node (empty otherwise).
+    async fn attempts(&self, _id: &str) -> Vec<Attempt> {
+        Vec::new()
+    }
     /// Lines worker `worker` wrote (its CloudWatch stream, or a local
     /// worker's output).
     async fn logs(&self, _worker: &str, _query: LogQuery) -> Result<Vec<LogLine>, ControlError> {

@@ -118,6 +118,10 @@ pub struct TaskDetail {
     /// For a running parent that can never finish: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stuck: Option<String>,
+    /// For a task the gateway submitted again after it was lost with its
+    /// node: every attempt, first first (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<crate::model::Attempt>,
 }
 
 /// Why a running parent can never finish, if it cannot: some subtask was
@@ -226,6 +230,7 @@ pub fn task_detail_with(
             groups: Vec::new(),
             group: None,
             stuck: None,
+            attempts: Vec::new(),
         });
     };
     let all = groups(&tasks);
@@ -238,6 +243,7 @@ pub fn task_detail_with(
             groups: Vec::new(),
             group,
             stuck: None,
+            attempts: Vec::new(),
         })
     } else {
         let linked: Vec<Group> = all
@@ -249,6 +255,7 @@ pub fn task_detail_with(
             task,
             groups: linked,
             group: None,
+            attempts: Vec::new(),
         })
     }
 }

@@ -440,6 +440,19 @@ impl Fleet for FleetModel {
         }
     }
 
+    async fn attempts(&self, id: &str) -> Vec<fossa_web::model::Attempt> {
+        match self.history.attempts(id.to_owned()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the attempts of task {id}: {}",
+                    fossa_contract::aws::chain(&e)
+                );
+                Vec::new()
+            }
+        }
+    }
+
     async fn logs(&self, worker: &str, query: LogQuery) -> Result<Vec<LogLine>, ControlError> {
         self.backend
             .logs(worker, &query)

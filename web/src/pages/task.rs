@@ -60,6 +60,8 @@ struct TaskPage {
     logs_more: usize,
     /// Why a running parent can never finish, or empty.
     stuck: String,
+    /// Its attempts, when the gateway submitted it again (empty otherwise).
+    attempts: Vec<crate::model::Attempt>,
 }
 
 /// A worker's lines within a task's time.
@@ -159,7 +161,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         ));
     }
     let recorded = fleet.0.recorded(id).await;
-    let Some(d) = views::task_detail_with(&snap, recorded, id) else {
+    let Some(mut d) = views::task_detail_with(&snap, recorded, id) else {
         return Err(not_found_page(&snap, &user, &format!("No worker reports task {id} and the history has no record of it (yet). Tasks appear within a few seconds of starting.")));
     };
     let (parent, parent_certain, parent_candidates) = match &d.group {
@@ -170,6 +172,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         ),
         None => (None, false, Vec::new()),
     };
+    d.attempts = fleet.0.attempts(id).await;
     let (logs, logs_more) = task_logs(fleet, &d).await;
     let (done, seen) = crate::charts::progress(&d.groups);
     let stream = crate::charts::task_stream(&d.task, &d.groups, fossa_contract::unix_now())
@@ -192,6 +195,7 @@ pub async fn task(user: User, fleet: &State<FleetState>, id: &str) -> Result<Htm
         logs,
         logs_more,
         stuck: d.stuck.clone().unwrap_or_default(),
+        attempts: d.attempts.clone(),
     }))
 }
 
@@ -210,7 +214,8 @@ pub async fn api_task(
     }
     let snap = fleet.0.snapshot();
     let recorded = fleet.0.recorded(id).await;
-    views::task_detail_with(&snap, recorded, id)
-        .map(Json)
-        .ok_or_else(|| api_error(Status::NotFound, format!("no worker reports task {id}")))
+    let mut d = views::task_detail_with(&snap, recorded, id)
+        .ok_or_else(|| api_error(Status::NotFound, format!("no worker reports task {id}")))?;
+    d.attempts = fleet.0.attempts(id).await;
+    Ok(Json(d))
 }
