@@ -13,6 +13,7 @@ pub mod config;
 pub mod elf;
 pub mod fargate;
 pub mod fault;
+pub mod history_limits;
 pub mod limits;
 pub mod names;
 pub mod prices;

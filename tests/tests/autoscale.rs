@@ -348,6 +348,89 @@ class SlowEtl(ayeaye.PartitionedModel):
     );
 }
 
+/// The parent's own node killed mid-run: its reply queue went with it, so
+/// the gateway submits the task again (once by default), as a second
+/// attempt linked to the first, and that attempt completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_lost_with_its_node_is_submitted_again_and_completes() {
+    let models = partitioned(
+        "parent-lost-models",
+        "ParentEtl",
+        "Six subtasks of 2 s each.",
+        6,
+        "2",
+    );
+    let dir = models.0.display().to_string();
+    let agent = LocalAgent::start(2, &["--models", &dir]);
+    let (status, v) = api(
+        &agent,
+        "POST",
+        "/api/v1/tasks",
+        Some(&json!({"model_class": "ParentEtl", "method_kwargs": {}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let first = v["task_id"].as_str().unwrap().to_owned();
+    let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
+    // Mid-run: some subtask runs somewhere.
+    eventually("a subtask running", Duration::from_secs(60), async || {
+        let running = workers(&agent).await.iter().any(|w| {
+            w["node"]["running_tasks"].as_array().is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t["task_id"].as_str().is_some_and(|i| i.contains("::")))
+            })
+        });
+        holds(running, || agent.log())
+    })
+    .await;
+    let ws = workers(&agent).await;
+    let address = ws
+        .iter()
+        .find(|w| w["id"] == parent_worker.as_str())
+        .and_then(|w| w["address"].as_str())
+        .unwrap()
+        .to_owned();
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    kill_group_of(listening_pid(port).expect("the parent's node listens"));
+    let killed = Instant::now();
+    let what = "the parent submitted again and its second attempt complete";
+    let second = eventually(what, Duration::from_secs(120), async || {
+        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
+        let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
+        let Some(second) = attempts.iter().find(|a| a["attempt"] == 2) else {
+            return Err(format!("{d}\n{}", agent.log()));
+        };
+        let id = second["task_id"].as_str().unwrap().to_owned();
+        let (_, d2) = api(&agent, "GET", &format!("/api/v1/tasks/{id}"), None).await;
+        if d2["task"]["status"] == "complete" {
+            return Ok((id, d, d2));
+        }
+        Err(format!("{d2}"))
+    })
+    .await;
+    eprintln!(
+        "FIGURE parent's node killed -> the second attempt complete: {:?}",
+        killed.elapsed()
+    );
+    let (second, d1, d2) = second;
+    assert_eq!(d1["task"]["status"], "lost", "{d1}");
+    let reason = d1["task"]["results"]["payload"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("submitted again as queued task #")
+            && reason.contains("(attempt 2 of 2)")
+            && reason.contains(&format!("it ran again as task {second} (attempt 2)")),
+        "{reason}"
+    );
+    assert_eq!(d1["attempts"], d2["attempts"], "both pages list both");
+    let (_, html) = fossa_tests::local::page(&agent, &format!("/tasks/{second}")).await;
+    assert!(
+        html.contains(&format!("href=\"/tasks/{first}\">attempt 1</a>")),
+        "the second attempt's page links the first"
+    );
+}
+
 /// Scale-in while work runs: after a burst, one subtask runs on for 25 s.
 /// The autoscaler takes away the idle workers after the window (3 → the
 /// busy ones), stopping idle workers first and never a busy one; a manual

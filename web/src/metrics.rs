@@ -97,6 +97,18 @@ impl Histogram {
         self.sum += secs;
     }
 
+    /// Adds `other`'s observations (over the same bounds; others are
+    /// counted only in the total).
+    pub fn merge(&mut self, other: &Histogram) {
+        if self.bounds == other.bounds {
+            for (mine, theirs) in self.in_bucket.iter_mut().zip(&other.in_bucket) {
+                *mine += theirs;
+            }
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
     /// Observations counted.
     pub fn count(&self) -> u64 {
         self.count

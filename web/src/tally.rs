@@ -107,6 +107,21 @@ impl Tally {
         *self.counts.entry((kind, outcome)).or_default() += n;
     }
 
+    /// Adds everything `other` counted (its durations too).
+    pub fn absorb(&mut self, other: Tally) {
+        for (k, n) in other.counts {
+            *self.counts.entry(k).or_default() += n;
+        }
+        for (k, h) in other.durations {
+            match self.durations.get_mut(&k) {
+                Some(mine) => mine.merge(&h),
+                None => {
+                    self.durations.insert(k, h);
+                }
+            }
+        }
+    }
+
     /// `kind`'s `outcome` so far.
     pub fn get(&self, kind: Kind, outcome: Outcome) -> u64 {
         self.counts.get(&(kind, outcome)).copied().unwrap_or(0)
@@ -214,6 +229,18 @@ mod tests {
             text.contains("fossa_task_duration_seconds_count{kind=\"task\",model=\"M\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_seed_from_the_history_keeps_what_was_counted_meanwhile() {
+        let mut meanwhile = Tally::default();
+        meanwhile.finished(&run("a", "M", TaskStatus::Complete, 3));
+        let mut seed = Tally::default();
+        seed.add(Kind::Task, Outcome::Completed, 40);
+        seed.finished(&run("b", "M", TaskStatus::Complete, 9));
+        seed.absorb(meanwhile);
+        assert_eq!(seed.get(Kind::Task, Outcome::Completed), 42);
+        assert_eq!(seed.durations[&(Kind::Task, "M".to_owned())].count(), 2);
     }
 
     #[test]

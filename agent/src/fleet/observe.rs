@@ -46,10 +46,6 @@ impl Observer {
 
     /// After a start: what the history says ran when the agent stopped.
     pub fn resume(&self, events: &Events) {
-        match self.history.tally() {
-            Ok(t) => *self.tally.lock().expect("lock") = t,
-            Err(e) => events.failed("history", "cannot count the history", &e),
-        }
         match self.history.unfinished() {
             Ok(rows) => {
                 let now = fossa_contract::unix_now();
@@ -123,6 +119,14 @@ impl Observer {
                 }
             }
         }
+    }
+
+    /// Counts from what the history holds ([`History::tally`], read at
+    /// start), plus whatever was counted meanwhile.
+    pub fn seed(&self, from_history: Tally) {
+        let mut t = self.tally.lock().expect("lock");
+        let meanwhile = std::mem::replace(&mut *t, from_history);
+        t.absorb(meanwhile);
     }
 
     /// The tasks recorded lost since the last call, `(worker, task)`.
