@@ -135,6 +135,10 @@ impl NodeClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            // A worker's answer never sends the gateway elsewhere: a
+            // redirect would make it fetch (or re-POST a task body to) any
+            // address a worker names, from inside the VPC.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(2)
             .build()
             .expect("reqwest client builds");
@@ -221,6 +225,54 @@ impl NodeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker answering every request with a redirect to `target`, and
+    /// the number of connections `target` then gets.
+    #[tokio::test]
+    async fn a_workers_redirect_is_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_addr = target.local_addr().unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((_s, _)) = target.accept().await {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let worker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let worker_addr = worker.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = worker.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target_addr}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        let c = NodeClient::new(Duration::from_secs(2));
+        let addr = worker_addr.to_string();
+        let submitted = c
+            .submit(&addr, &serde_json::json!({"model_class": "M"}))
+            .await;
+        assert!(
+            matches!(submitted, Err(NodeError::Status { status: 307, .. })),
+            "{submitted:?}"
+        );
+        let info = c.node_info(&addr).await;
+        assert!(
+            matches!(info, Err(NodeError::Status { status: 307, .. })),
+            "{info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing reached the target"
+        );
+    }
 
     #[test]
     fn parses_fossa_node_info() {
