@@ -110,7 +110,7 @@ pub struct LaunchArgs {
     /// Who may reach the web UI on 443 (default: the rule a re-run finds, or your public IP as /32).
     #[arg(long, value_name = "CIDR")]
     pub allow_cidr: Option<Ipv4Net>,
-    /// Allow `--allow-cidr 0.0.0.0/0`: the UI open to the whole internet.
+    /// Allow `--allow-cidr 0.0.0.0/0`, or any range wider than a /8: the UI open to the whole internet or a large share of it.
     #[arg(long)]
     pub allow_anywhere: bool,
     /// The fossa-agent binary to install: a static Linux build for the instance's architecture

@@ -28,6 +28,9 @@ pub const HISTORY_MAX_AGE_DAYS: u32 = 30;
 
 /// Submissions that may wait for a free slot by default (`[history] queue_max`).
 pub const QUEUE_MAX: u32 = 1000;
+/// The widest `--allow-cidr` taken without `--allow-anywhere` (a /8:
+/// 16,777,216 addresses); `0.0.0.0/1` is half the internet.
+pub const ALLOW_CIDR_WIDEST_PREFIX: u8 = 8;
 /// Times a task the gateway sent is submitted again when it is lost with
 /// its node (the parent's reply queue goes with the node, so its subtasks'
 /// replies can no longer reach it). 0: never.

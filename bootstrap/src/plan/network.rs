@@ -171,8 +171,8 @@ pub fn ui_sources(existing: &[IngressRule]) -> Vec<Ipv4Net> {
 /// `--allow-cidr` is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadAllowCidr {
-    /// Everyone, without saying so.
-    #[error("--allow-cidr {0} opens the UI to the whole internet: pass --allow-anywhere as well if that is what you mean, or give your own address as a /32")]
+    /// Everyone, or a large share of the internet, without saying so.
+    #[error("--allow-cidr {0} opens the UI to {addresses} addresses, the whole internet or a large share of it: pass --allow-anywhere as well if that is what you mean, or give your own address as a /32", addresses = 1u64 << (32 - u32::from(.0.prefix_len())))]
     Anywhere(Ipv4Net),
     /// Not a network address.
     #[error("--allow-cidr {given} has host bits set: did you mean {network}?")]
@@ -184,7 +184,8 @@ pub enum BadAllowCidr {
     },
 }
 
-/// Checks `--allow-cidr`: `0.0.0.0/0` needs `--allow-anywhere`.
+/// Checks `--allow-cidr`: `0.0.0.0/0`, and any range wider than a /8
+/// (`0.0.0.0/1` is half the internet), needs `--allow-anywhere`.
 pub fn check_allow_cidr(cidr: Ipv4Net, anywhere: bool) -> Result<(), BadAllowCidr> {
     if cidr.addr() != cidr.network() {
         return Err(BadAllowCidr::HostBits {
@@ -192,7 +193,7 @@ pub fn check_allow_cidr(cidr: Ipv4Net, anywhere: bool) -> Result<(), BadAllowCid
             network: cidr.trunc(),
         });
     }
-    if cidr.prefix_len() == 0 && !anywhere {
+    if cidr.prefix_len() < fossa_contract::limits::ALLOW_CIDR_WIDEST_PREFIX && !anywhere {
         return Err(BadAllowCidr::Anywhere(cidr));
     }
     Ok(())
@@ -274,6 +275,10 @@ mod tests {
         assert!(stale_rules(&old, &old).is_empty());
     }
 
+    fn e_says(r: Result<(), BadAllowCidr>, needle: &str) -> bool {
+        r.is_err_and(|e| e.to_string().contains(needle))
+    }
+
     #[test]
     fn the_whole_internet_needs_allow_anywhere() {
         let any: Ipv4Net = "0.0.0.0/0".parse().unwrap();
@@ -281,6 +286,17 @@ mod tests {
         assert!(e.to_string().contains("--allow-anywhere"), "{e}");
         assert!(check_allow_cidr(any, true).is_ok());
         assert!(check_allow_cidr("203.0.113.7/32".parse().unwrap(), false).is_ok());
+        // Half the internet at a time is the internet too.
+        for half in ["0.0.0.0/1", "128.0.0.0/1", "64.0.0.0/2", "32.0.0.0/7"] {
+            let e = check_allow_cidr(half.parse().unwrap(), false).unwrap_err();
+            assert!(e.to_string().contains("--allow-anywhere"), "{half}: {e}");
+            assert!(check_allow_cidr(half.parse().unwrap(), true).is_ok());
+        }
+        assert!(e_says(
+            check_allow_cidr("0.0.0.0/1".parse().unwrap(), false),
+            "2147483648 addresses"
+        ));
+        assert!(check_allow_cidr("10.0.0.0/8".parse().unwrap(), false).is_ok());
         let e = check_allow_cidr("203.0.113.7/24".parse().unwrap(), false).unwrap_err();
         assert!(e.to_string().contains("203.0.113.0/24"), "{e}");
     }
