@@ -94,14 +94,27 @@ struct SessionState {
 }
 
 impl SessionState {
+    /// The state kept in `path`. A missing, unreadable or damaged file
+    /// starts a generation no earlier session can have (the time now, far
+    /// above any count of logouts), so a lost file never brings back
+    /// sessions that a logout or a new password ended.
     fn load(path: &std::path::Path) -> Self {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return Self::default();
-        };
-        serde_json::from_str(&text).unwrap_or_else(|_| SessionState {
-            // The first format held the generation alone.
-            generation: text.trim().parse().unwrap_or(0),
+        let fresh = || SessionState {
+            generation: fossa_contract::unix_now().max(1) as u64,
             password_hash: None,
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return fresh();
+        };
+        serde_json::from_str(&text).unwrap_or_else(|_| {
+            // The first format held the generation alone.
+            text.trim()
+                .parse()
+                .map(|generation| SessionState {
+                    generation,
+                    password_hash: None,
+                })
+                .unwrap_or_else(|_| fresh())
         })
     }
 }
@@ -260,8 +273,20 @@ impl Auth {
             password_hash: Some(self.password.phc()),
         };
         let tmp = p.with_extension("tmp");
-        let written = std::fs::write(&tmp, serde_json::to_string(&state).expect("json"))
-            .and_then(|()| std::fs::rename(&tmp, p));
+        // Its owner's only: it holds the password's hash.
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(serde_json::to_string(&state).expect("json").as_bytes())?;
+            std::fs::rename(&tmp, p)
+        };
+        let written = write();
         if let Err(e) = written {
             tracing::warn!("cannot keep the session generation in {}: {e}", p.display());
         }
@@ -453,26 +478,44 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("session-state");
         let a = Auth::new("correct horse battery", true, Some(file.clone()), None);
+        let gen = |a: &Auth| a.generation.load(Ordering::SeqCst);
+        let first = gen(&a);
         a.end_all_sessions();
         a.set_password("another long password");
-        let gen = |a: &Auth| a.generation.load(Ordering::SeqCst);
-        assert_eq!(gen(&a), 2);
+        assert_eq!(gen(&a), first + 2);
         let b = Auth::new("another long password", true, Some(file.clone()), None);
         assert_eq!(
             gen(&b),
-            2,
+            first + 2,
             "a restart with the same password keeps sessions"
         );
         let c = Auth::new("a third long password", true, Some(file.clone()), None);
-        assert_eq!(gen(&c), 3, "a restart with a new password ends them");
+        assert_eq!(
+            gen(&c),
+            first + 3,
+            "a restart with a new password ends them"
+        );
         let text = std::fs::read_to_string(&file).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the owner's only: {mode:o}");
         assert!(
             !text.contains("third"),
             "only the argon2 hash is kept: {text}"
         );
         std::fs::write(&file, "7").unwrap();
-        let d = Auth::new("a third long password", true, Some(file), None);
+        let d = Auth::new("a third long password", true, Some(file.clone()), None);
         assert_eq!(gen(&d), 7, "the first format is read");
+        // A damaged or deleted file does not bring back generation 0 (the
+        // sessions before the first logout): it starts past every count.
+        for damage in [Some("{\"generation\": tru"), None] {
+            match damage {
+                Some(text) => std::fs::write(&file, text).unwrap(),
+                None => std::fs::remove_file(&file).unwrap(),
+            }
+            let e = Auth::new("a third long password", true, Some(file.clone()), None);
+            assert!(gen(&e) > 1_000_000_000, "{damage:?}: {}", gen(&e));
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
