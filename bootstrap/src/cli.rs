@@ -110,6 +110,10 @@ pub struct LaunchArgs {
     /// Who may reach the web UI on 443 (default: the rule a re-run finds, or your public IP as /32).
     #[arg(long, value_name = "CIDR")]
     pub allow_cidr: Option<Ipv4Net>,
+    /// Let the running agent take an older `fossa-agent` than its own (this
+    /// launch only): it never downgrades itself otherwise.
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// Allow `--allow-cidr 0.0.0.0/0`, or any range wider than a /8: the UI open to the whole internet or a large share of it.
     #[arg(long)]
     pub allow_anywhere: bool,

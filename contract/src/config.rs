@@ -346,6 +346,11 @@ pub struct StackConfig {
     /// Workers beyond the first on Fargate Spot ([`StackConfig::capacity_strategy`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub spot: bool,
+    /// The uploaded agent may be older than the running one (`launch
+    /// --allow-downgrade`, for this launch only): an agent never downgrades
+    /// itself otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_agent_downgrade: bool,
 }
 
 /// One capacity provider's share of the worker tasks: an item of the
@@ -673,6 +678,7 @@ mod tests {
             destroying: false,
             instance_type: Some("t3.small".into()),
             spot: false,
+            allow_agent_downgrade: false,
             autoscale: Some(Autoscale {
                 min_workers: 0,
                 max_workers: 8,

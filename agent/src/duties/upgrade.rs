@@ -1,7 +1,8 @@
 //! The upgrade duty: the agent runs the binary `launch` uploaded. Every 15 s
 //! it compares SSM `agent-sha256` with its own binary's SHA-256; when they
 //! differ it downloads `s3://<bucket>/agent/fossa-agent` with its role,
-//! checks it (SHA-256, ELF, architecture, `--version`), stages it in the
+//! checks it (SHA-256, ELF, architecture, `--version`, and not older than
+//! itself unless `launch --allow-downgrade`), stages it in the
 //! state directory, makes it `current` (the old one stays as `previous`) and
 //! stops gracefully; systemd starts the launcher again, which execs it
 //! (see [`crate::host::upgrade`]). NAT rules stay in the kernel meanwhile, so
@@ -31,8 +32,9 @@ impl From<UpgradeError> for DutyError {
 pub struct UpgradeDuty {
     /// The SHA-256 of the running binary.
     running: String,
-    /// A binary refused before, and why: not downloaded again.
-    refused: Option<(String, String)>,
+    /// A binary refused before, and why, under which downgrade permission:
+    /// not downloaded again while that permission stays.
+    refused: Option<(String, String, bool)>,
 }
 
 impl UpgradeDuty {
@@ -73,7 +75,9 @@ impl Duty<Settings> for UpgradeDuty {
                 short(&self.running)
             )));
         }
-        if let Some((_, why)) = self.refused.as_ref().filter(|(sha, _)| *sha == wanted) {
+        let allowed = s.stack.allow_agent_downgrade;
+        let refused = self.refused.as_ref();
+        if let Some((_, why, _)) = refused.filter(|(sha, _, a)| *sha == wanted && *a == allowed) {
             return Ok(self.refusal(&wanted, why));
         }
         let bucket = &s.stack.bucket;
@@ -96,7 +100,12 @@ impl Duty<Settings> for UpgradeDuty {
         let checked = match upgrade::verify(&bytes, &wanted) {
             Ok(()) => {
                 let staged = layout.stage(&wanted, &bytes)?;
-                upgrade::runs(&staged).await.map(|said| (staged, said))
+                match upgrade::runs(&staged).await {
+                    Ok(said) => {
+                        upgrade::not_older(version, &said, allowed).map(|()| (staged, said))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -107,7 +116,7 @@ impl Duty<Settings> for UpgradeDuty {
                 let _ = std::fs::remove_file(layout.binary(&wanted));
                 let outcome = self.refusal(&wanted, &why);
                 // Remembered: the next checks say it again without a download.
-                self.refused = Some((wanted, why));
+                self.refused = Some((wanted, why, allowed));
                 return Ok(outcome);
             }
         };

@@ -43,6 +43,14 @@ pub enum UpgradeError {
     /// The architecture of this agent is not one we build.
     #[error("this agent's architecture ({0}) is not x86_64 or aarch64")]
     UnknownArch(&'static str),
+    /// An older agent than the running one, not allowed by the stack config.
+    #[error("it is fossa-agent {offered}, older than the running {running}: an agent never downgrades itself; to go back on purpose, run the older fossa-bootstrap's `launch --allow-downgrade`")]
+    Downgrade {
+        /// The running agent's version.
+        running: String,
+        /// The offered binary's version.
+        offered: String,
+    },
     /// `--version` did not answer as an agent does.
     #[error("it does not run as fossa-agent: `--version` {0}")]
     DoesNotRun(String),
@@ -101,6 +109,39 @@ pub async fn runs(path: &Path) -> Result<String, UpgradeError> {
         )));
     }
     Ok(said)
+}
+
+/// `major.minor.patch` of a version string (`0.1.0`, `0.1.0-dev`).
+fn triple(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.split(['.', '-', '+']);
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+/// Refuses an agent older than `running` (its `--version` said `said`:
+/// `fossa-agent 0.1.0`) unless `allowed`. An unreadable version is refused
+/// as a downgrade would be: nothing says it is not one.
+pub fn not_older(running: &str, said: &str, allowed: bool) -> Result<(), UpgradeError> {
+    let offered = said
+        .strip_prefix("fossa-agent ")
+        .unwrap_or(said)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
+    let older = match (triple(offered), triple(running)) {
+        (Some(o), Some(r)) => o < r,
+        _ => true,
+    };
+    if older && !allowed {
+        return Err(UpgradeError::Downgrade {
+            running: running.to_owned(),
+            offered: offered.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What the launcher does at start.
@@ -240,6 +281,23 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_agent_is_refused_unless_allowed() {
+        assert!(
+            not_older("0.2.0", "fossa-agent 0.2.0", false).is_ok(),
+            "the same version (a rebuild)"
+        );
+        assert!(not_older("0.2.0", "fossa-agent 0.10.1", false).is_ok());
+        let e = not_older("0.2.0", "fossa-agent 0.1.9", false).unwrap_err();
+        assert!(
+            e.to_string().contains("older than the running 0.2.0")
+                && e.to_string().contains("--allow-downgrade"),
+            "{e}"
+        );
+        assert!(not_older("0.2.0", "fossa-agent 0.1.9", true).is_ok());
+        assert!(not_older("0.2.0", "fossa-agent banana", false).is_err());
+    }
 
     fn exe(dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(name);

@@ -421,6 +421,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         instance_type: Some(args.instance_type.clone()),
         autoscale,
         spot,
+        allow_agent_downgrade: args.allow_downgrade,
     };
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
     let o = l.parameter(ssm::CONFIG, &config_json, false, true).await?;

@@ -606,6 +606,7 @@ mod tests {
             instance_type: None,
             autoscale: None,
             spot: false,
+            allow_agent_downgrade: false,
         }
     }
 
