@@ -145,6 +145,22 @@ fn bad_input_gets_one_clear_line() {
         let r = Run::of(&mut bootstrap(&moto, args));
         check(args, needle, &r);
     }
+    // A models directory holding a link (a cloned repo's `config.txt ->
+    // ~/.aws/credentials`): refused by name before anything is read or made.
+    let links = fossa_tests::TempDir::new("models-links");
+    std::fs::write(links.0.join("etl.py"), "x = 1\n").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", links.0.join("config.txt")).unwrap();
+    let dir = links.0.display().to_string();
+    let args = [
+        "launch",
+        "--models",
+        &dir,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ];
+    let r = Run::of(&mut bootstrap(&moto, &args));
+    check(&args, "config.txt is a symbolic link", &r);
     // A chosen password under 12 characters is refused before any AWS call,
     // and never echoed.
     let mut weak = bootstrap(&moto, &["launch", "--allow-cidr", ALLOW, "--no-wait"]);

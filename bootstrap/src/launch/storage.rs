@@ -32,9 +32,24 @@ pub fn models_tarball(dir: &Path) -> Result<Vec<u8>> {
             if name.starts_with('.') || name == "__pycache__" {
                 continue;
             }
-            if path.is_dir() {
+            // The entry itself, not what a link points to: a link could
+            // pack a file from outside the models (credentials) into the
+            // image, or, pointing at a parent, walk for ever.
+            let kind = entry.file_type().map_err(|e| read(&path, e))?;
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Err(Error::Usage(format!(
+                    "--models {}: {} is a symbolic link (to {target}); launch packs the models' own files only: \
+                     copy the file it points to in its place, or remove it",
+                    dir.display(),
+                    path.display()
+                )));
+            }
+            if kind.is_dir() {
                 stack.push(path);
-            } else if path.is_file() {
+            } else if kind.is_file() {
                 files.push(path);
             }
         }
@@ -211,6 +226,42 @@ impl Launcher<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_in_the_models_is_refused_by_name_and_nothing_outside_is_read() {
+        let d = std::env::temp_dir().join(format!("fossa-models-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("models/sub")).unwrap();
+        std::fs::write(d.join("models/a.py"), "x = 1\n").unwrap();
+        std::fs::write(
+            d.join("credentials"),
+            "aws_secret_access_key = SECRET-OUTSIDE\n",
+        )
+        .unwrap();
+        let models = d.join("models");
+        std::os::unix::fs::symlink(d.join("credentials"), models.join("config.txt")).unwrap();
+        let t = std::time::Instant::now();
+        let e = models_tarball(&models).unwrap_err().to_string();
+        assert!(
+            e.contains("config.txt") && e.contains("symbolic link"),
+            "{e}"
+        );
+        std::fs::remove_file(models.join("config.txt")).unwrap();
+        // A link to a parent: refused at once, not walked for ever.
+        std::os::unix::fs::symlink("..", models.join("sub/up")).unwrap();
+        let e = models_tarball(&models).unwrap_err().to_string();
+        assert!(e.contains("up") && e.contains("symbolic link"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        std::fs::remove_file(models.join("sub/up")).unwrap();
+        let tarball = models_tarball(&models).unwrap();
+        let mut text = Vec::new();
+        use std::io::Read;
+        flate2::read::GzDecoder::new(tarball.as_slice())
+            .read_to_end(&mut text)
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&text).contains("SECRET-OUTSIDE"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn models_tarball_is_deterministic() {
