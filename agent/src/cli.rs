@@ -92,8 +92,15 @@ pub struct LocalArgs {
     /// Address of the web UI.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
-    /// Use this RabbitMQ instead of starting one (amqp://user:pass@host:port).
-    #[arg(long, value_name = "URL")]
+    /// Use this RabbitMQ instead of starting one (amqp://user:pass@host:port),
+    /// from the environment: a password on the command line is readable by
+    /// every user of this machine (`ps`), so `--broker-url` takes none.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FOSSA_BROKER_URL",
+        hide_env_values = true
+    )]
     pub broker_url: Option<String>,
     /// Python interpreter to create the Fossa venv with.
     #[arg(long, default_value = "python3", value_name = "PATH")]

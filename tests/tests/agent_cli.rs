@@ -100,6 +100,14 @@ fn bad_config_files_and_flags_are_explained() {
         ),
         (
             vec![
+                "local".into(),
+                "--broker-url".into(),
+                "amqp://fossa:hunter2-broker@127.0.0.1:5672/%2F".into(),
+            ],
+            "set FOSSA_BROKER_URL",
+        ),
+        (
+            vec![
                 "nat".into(),
                 "apply".into(),
                 "--private-cidr".into(),
@@ -130,6 +138,11 @@ fn bad_config_files_and_flags_are_explained() {
             r.stderr
         );
         assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("hunter2-broker"),
+            "never echoed: {}",
+            r.stderr
+        );
         let errors = r.stderr.lines().filter(|l| l.starts_with("error")).count();
         assert!(errors <= 1, "{args:?}: one error line, got:\n{}", r.stderr);
     }

@@ -71,6 +71,19 @@ pub fn default_state_dir() -> PathBuf {
 /// `fossa-agent local`.
 pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     let started = Instant::now();
+    // A broker password on the command line is in `ps` for every user.
+    if let Some(url) = &args.broker_url {
+        let on_command_line = std::env::var("FOSSA_BROKER_URL").ok().as_ref() != Some(url);
+        if on_command_line
+            && crate::duties::broker::parse_url(url).is_some_and(|(c, _)| !c.password.is_empty())
+        {
+            return Err(setup(
+                "--broker-url holds a password, which every user of this machine can read in `ps`: \
+                 set FOSSA_BROKER_URL=amqp://user:pass@host:port in the environment instead"
+                    .to_owned(),
+            ));
+        }
+    }
     // A weak chosen password fails before anything starts.
     if let Ok(p) = std::env::var(PASSWORD_ENV) {
         if !p.is_empty() {
