@@ -278,6 +278,20 @@ impl NatLab {
         }
     }
 
+    /// Gives the internet host one more address (`169.254.169.254`, where
+    /// a stand-in metadata service answers), routed through the gateway.
+    pub fn internet_address(&self, addr: &str) {
+        ip(&[
+            "-n",
+            &self.inet.name,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "inet0",
+        ]);
+    }
+
     fn ns(&self, which: Which) -> &Netns {
         match which {
             Which::Task => &self.task,

@@ -58,6 +58,34 @@ fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
             "a task reached the gateway's port {port}"
         );
     }
+    // Link-local (the instance metadata service) is never forwarded for a
+    // task: a stand-in at 169.254.169.254 beyond the gateway answers the
+    // internet host, not the task, and does once the DROP is taken away.
+    lab.internet_address("169.254.169.254");
+    lab.listen(Which::Internet, "169.254.169.254", 80);
+    assert!(lab.connect(Which::Internet, "169.254.169.254", 80).is_ok());
+    assert!(
+        lab.connect(Which::Task, "169.254.169.254", 80).is_err(),
+        "a task reached the metadata stand-in through the gateway"
+    );
+    let drop = [
+        "-D",
+        "FOSSA-FORWARD",
+        "-s",
+        "192.168.2.0/24",
+        "-d",
+        "169.254.0.0/16",
+        "-j",
+        "DROP",
+    ];
+    lab.gw.iptables(&drop);
+    assert_eq!(
+        lab.connect(Which::Task, "169.254.169.254", 80).as_deref(),
+        Ok(GATEWAY_OUTER),
+        "without the DROP the stand-in is reached (so the check above is real)"
+    );
+    nat(&lab.gw, "apply").ok();
+    assert!(lab.connect(Which::Task, "169.254.169.254", 80).is_err());
     lab.listen(Which::Task, "192.168.2.10", 2345);
     assert_eq!(
         lab.connect(Which::Gateway, "192.168.2.10", 2345).as_deref(),

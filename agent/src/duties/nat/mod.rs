@@ -164,8 +164,8 @@ mod tests {
         let first = apply(&fake, &p).unwrap();
         assert_eq!(
             first.added.iter().filter(|a| a.starts_with("rule")).count(),
-            // 5 rules per private CIDR, 3 jumps (FORWARD, POSTROUTING, INPUT).
-            10 + 3
+            // 6 rules per private CIDR, 3 jumps (FORWARD, POSTROUTING, INPUT).
+            12 + 3
         );
         let snapshot = fake.snapshot();
         for _ in 0..10 {
@@ -188,6 +188,14 @@ mod tests {
                 "-s 192.168.2.0/24 ! -p tcp -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
             ]
         );
+        assert_eq!(
+            fake.rules("filter", FORWARD_CHAIN)[..2],
+            [
+                "-s 192.168.3.0/24 -d 169.254.0.0/16 -j DROP",
+                "-s 192.168.2.0/24 -d 169.254.0.0/16 -j DROP"
+            ],
+            "link-local dropped before any ACCEPT"
+        );
         for c in fake.calls().iter().filter(|c| c.contains(" -A ")) {
             let check = c.replace(" -A ", " -C ");
             assert!(
@@ -200,6 +208,25 @@ mod tests {
                 .iter()
                 .all(|c| !c.contains(" -F ") || c.contains("FOSSA-")),
             "flushes only its own chains"
+        );
+    }
+
+    #[test]
+    fn an_older_chain_gets_the_link_local_drop_before_its_accepts() {
+        let fake = Fake::new();
+        let p = plan_for(&fake);
+        apply(&fake, &p).unwrap();
+        // An agent from before the rule: its chain has no DROP.
+        while fake.rules("filter", FORWARD_CHAIN)[0].contains("169.254") {
+            fake.drop_rule("filter", FORWARD_CHAIN, 0);
+        }
+        assert!(fake.rules("filter", FORWARD_CHAIN)[0].contains("ACCEPT"));
+        apply(&fake, &p).unwrap();
+        let rules = fake.rules("filter", FORWARD_CHAIN);
+        assert!(
+            rules[0].contains("169.254.0.0/16 -j DROP")
+                && rules[1].contains("169.254.0.0/16 -j DROP"),
+            "{rules:?}"
         );
     }
 

@@ -12,6 +12,9 @@ use crate::host::exec::{ExecError, Executor};
 
 /// Our chain in the filter table, jumped to from FORWARD and DOCKER-USER.
 pub const FORWARD_CHAIN: &str = "FOSSA-FORWARD";
+/// IPv4 link-local addresses (RFC 3927), where the instance metadata
+/// service answers.
+pub const LINK_LOCAL: &str = "169.254.0.0/16";
 /// Our chain in the nat table, jumped to from POSTROUTING.
 pub const NAT_CHAIN: &str = "FOSSA-POSTROUTING";
 /// Our chain in the filter table, jumped to from INPUT.
@@ -56,6 +59,9 @@ pub struct Rule {
     pub chain: String,
     /// The rule, as iptables arguments after the chain.
     pub spec: Vec<String>,
+    /// Put first in its chain when missing (a DROP that must come before
+    /// the chain's ACCEPTs), not appended.
+    pub first: bool,
 }
 
 impl Rule {
@@ -64,6 +70,14 @@ impl Rule {
             table,
             chain: chain.to_owned(),
             spec: spec.split_whitespace().map(str::to_owned).collect(),
+            first: false,
+        }
+    }
+
+    fn first(table: &'static str, chain: &str, spec: &str) -> Self {
+        Rule {
+            first: true,
+            ..Rule::new(table, chain, spec)
         }
     }
 
@@ -118,6 +132,16 @@ impl NatPlan {
     pub fn rules(&self) -> Vec<Rule> {
         let mut out = Vec::new();
         for c in &self.cidrs {
+            // Link-local (the instance metadata service, 169.254.169.254,
+            // and the Amazon DNS and time addresses' link-local forms) is
+            // never forwarded for a worker: the IMDS hop limit is not the
+            // only guard. The gateway's own addresses are local, so the
+            // INPUT rules below cover them.
+            out.push(Rule::first(
+                "filter",
+                FORWARD_CHAIN,
+                &format!("-s {c} -d {LINK_LOCAL} -j DROP"),
+            ));
             out.push(Rule::new(
                 "filter",
                 FORWARD_CHAIN,
@@ -281,7 +305,13 @@ pub fn apply(exec: &dyn Executor, plan: &NatPlan) -> Result<Applied, NatError> {
     }
     for r in plan.rules() {
         if !ipt(exec, &r.args("-C"))? {
-            ipt_must(exec, &r.args("-A"))?;
+            if r.first {
+                let mut args = vec!["-w", "-t", r.table, "-I", r.chain.as_str(), "1"];
+                args.extend(r.spec.iter().map(String::as_str));
+                ipt_must(exec, &args)?;
+            } else {
+                ipt_must(exec, &r.args("-A"))?;
+            }
             added.push(format!("rule {}", r.describe()));
         }
     }
