@@ -5,13 +5,15 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = fossa_agent::cli::Cli::parse();
+    // Under systemd each line carries its priority for journald.
+    let journal = fossa_agent::host::journal::stderr_is_journal();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,rocket=warn,rocket_http=error,hyper=warn".into()),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_writer(fossa_agent::host::journal::Stderr { prefixed: journal })
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -28,7 +30,8 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             // Once, the whole chain (stderr is the journal under systemd).
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            let p = if journal { "<3>" } else { "" };
+            eprintln!("{p}error: {:#}", anyhow::Error::from(e));
             std::process::ExitCode::FAILURE
         }
     }

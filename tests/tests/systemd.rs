@@ -178,6 +178,51 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         pid_before,
         "reload restarts nothing"
     );
+    // A broken configuration on reload: kept the old one, and said so as an
+    // error that journald files as one (`journalctl -p err`), while the
+    // agent's ordinary lines are not errors.
+    std::fs::write(&toml, "stack = \"dev\"\nthis is not toml\n").unwrap();
+    machine.copy_in(&toml, "/etc/fossa/agent.toml");
+    machine.exec(&["systemctl", "reload", "fossa-agent"]);
+    machine.wait_journal("reload failed", Duration::from_secs(20));
+    let errors = machine.exec(&[
+        "journalctl",
+        "-u",
+        "fossa-agent",
+        "-p",
+        "err",
+        "--no-pager",
+        "-o",
+        "cat",
+    ]);
+    assert!(errors.stdout.contains("reload failed"), "{}", errors.stdout);
+    assert!(
+        !errors.stdout.contains("configuration reloaded"),
+        "{}",
+        errors.stdout
+    );
+    let info = machine.exec(&[
+        "journalctl",
+        "-u",
+        "fossa-agent",
+        "-p",
+        "info",
+        "--no-pager",
+        "-o",
+        "cat",
+    ]);
+    assert!(
+        info.stdout.contains("configuration reloaded"),
+        "{}",
+        info.stdout
+    );
+    std::fs::write(&toml, config(&format!("192.0.2.1:{moto_port}"))).unwrap();
+    machine.copy_in(&toml, "/etc/fossa/agent.toml");
+    assert_eq!(
+        machine.show("MainPID"),
+        pid_before,
+        "a bad reload stops nothing"
+    );
 
     // The watchdog restarts a hung agent.
     let t = Instant::now();

@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod disk;
 pub mod docker;
 pub mod exec;
+pub mod journal;
 pub mod procs;
 pub mod tls;
 pub mod upgrade;
