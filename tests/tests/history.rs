@@ -118,7 +118,17 @@ async fn events(agent: &LocalAgent) -> String {
 async fn history_and_queue_survive_a_killed_agent_and_nothing_runs_twice() {
     let models = models();
     let dir = models.0.display().to_string();
-    let args = ["--models", dir.as_str(), "--queue-max", "3"];
+    // This test is about the queue's crash safety: a task lost with its
+    // worker stays lost here (--parent-retries 0); autoscale.rs shows the
+    // default, a lost task submitted again once.
+    let args = [
+        "--models",
+        dir.as_str(),
+        "--queue-max",
+        "3",
+        "--parent-retries",
+        "0",
+    ];
     let mut agent = LocalAgent::start(1, &args);
 
     // A partitioned model: its parent and 8 subtasks are recorded.
@@ -266,7 +276,12 @@ async fn history_and_queue_survive_a_killed_agent_and_nothing_runs_twice() {
         Duration::from_secs(30),
         async || {
             let rows = history(&agent, "&status=lost").await;
-            (0..n).all(|t| !naps_tagged(&rows, t).is_empty())
+            let noted = |r: &Value| {
+                r["results"]["payload"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not submitted again"))
+            };
+            (0..n).all(|t| naps_tagged(&rows, t).iter().any(noted))
         },
     )
     .await;
@@ -276,6 +291,14 @@ async fn history_and_queue_survive_a_killed_agent_and_nothing_runs_twice() {
             .as_str()
             .unwrap()
             .contains("restarted"),
+        "{}",
+        lost[0]
+    );
+    assert!(
+        lost[0]["results"]["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not submitted again (parent_retries is 0)"),
         "{}",
         lost[0]
     );
