@@ -57,11 +57,12 @@ class BurstEtl(ayeaye.PartitionedModel):
     )
 }
 
-async fn ui_password(stack: &Stack) -> String {
+/// The stack's SecureString `key` from SSM, as `fossa-bootstrap password` reads it.
+async fn secret(stack: &Stack, key: &str) -> String {
     let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
     let p = ssm
         .get_parameter()
-        .name(format!("/fossa/{}/ui-password", stack.name))
+        .name(format!("/fossa/{}/{key}", stack.name))
         .with_decryption(true)
         .send()
         .await
@@ -69,19 +70,15 @@ async fn ui_password(stack: &Stack) -> String {
     p.parameter().unwrap().value().unwrap().to_owned()
 }
 
+async fn ui_password(stack: &Stack) -> String {
+    secret(stack, fossa_contract::ssm::UI_PASSWORD).await
+}
+
 /// What a Prometheus scraper gets on the emulator: with the scraper's
 /// token from SSM (made by launch), text promtool accepts, with the NAT's
 /// counters and the tasks run so far; the same token opens nothing else.
 async fn scrape_with_the_token(stack: &Stack, ui: &str) {
-    let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
-    let token = ssm
-        .get_parameter()
-        .name(format!("/fossa/{}/metrics-token", stack.name))
-        .with_decryption(true)
-        .send()
-        .await
-        .unwrap();
-    let token = token.parameter().unwrap().value().unwrap().to_owned();
+    let token = secret(stack, fossa_contract::ssm::METRICS_TOKEN).await;
     let http = fossa_tests::agent_client();
     let get = |path: &str| http.get(format!("{ui}{path}")).bearer_auth(&token).send();
     let r = get("/metrics").await.unwrap();

@@ -90,6 +90,29 @@ fn no_stack(stack: &StackName, region: &str) -> Error {
     ))
 }
 
+/// Overwrites the SecureString `key` of an existing stack with `value`;
+/// returns the parameter's name.
+async fn replace_secret(args: &StackArgs, key: &str, value: &str) -> Result<String> {
+    let c = Clients::new(&args.aws()).await?;
+    if crate::aws::read_stack_config(&c.ssm, &args.stack)
+        .await?
+        .is_none()
+    {
+        return Err(no_stack(&args.stack, &c.region));
+    }
+    let name = args.stack.ssm_parameter(key);
+    c.ssm
+        .put_parameter()
+        .name(&name)
+        .value(value)
+        .r#type(ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .aws("ssm:PutParameter", &name)?;
+    Ok(name)
+}
+
 /// `fossa-bootstrap password --rotate`: a new UI password (from
 /// `GATEWAY_HTTP_PASSWORD`, else generated and printed) replaces the old.
 pub async fn rotate_password(args: &StackArgs) -> Result<()> {
@@ -102,23 +125,7 @@ pub async fn rotate_password(args: &StackArgs) -> Result<()> {
         }
         _ => (Alphanumeric.sample_string(&mut rand::rng(), 24), false),
     };
-    let c = Clients::new(&args.aws()).await?;
-    let name = args.stack.ssm_parameter(ssm::UI_PASSWORD);
-    if crate::aws::read_stack_config(&c.ssm, &args.stack)
-        .await?
-        .is_none()
-    {
-        return Err(no_stack(&args.stack, &c.region));
-    }
-    c.ssm
-        .put_parameter()
-        .name(&name)
-        .value(&password)
-        .r#type(ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .aws("ssm:PutParameter", &name)?;
+    let name = replace_secret(args, ssm::UI_PASSWORD, &password).await?;
     if chosen {
         println!("stored the password from {PASSWORD_ENV} in {name}");
     } else {
@@ -161,24 +168,8 @@ pub async fn print_secret(args: &StackArgs, metrics_token: bool) -> Result<()> {
 /// `fossa-bootstrap password --metrics-token --rotate`: stores a new
 /// scraper's token and prints it; the agent takes it within its check.
 pub async fn rotate_metrics_token(args: &StackArgs) -> Result<()> {
-    let c = Clients::new(&args.aws()).await?;
-    if crate::aws::read_stack_config(&c.ssm, &args.stack)
-        .await?
-        .is_none()
-    {
-        return Err(no_stack(&args.stack, &c.region));
-    }
-    let name = args.stack.ssm_parameter(ssm::METRICS_TOKEN);
     let token = new_metrics_token();
-    c.ssm
-        .put_parameter()
-        .name(&name)
-        .value(&token)
-        .r#type(ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .aws("ssm:PutParameter", &name)?;
+    replace_secret(args, ssm::METRICS_TOKEN, &token).await?;
     println!("{token}");
     eprintln!(
         "the agent switches to it within {CONFIG_CHECK_SECS} s; the old token then opens nothing"
