@@ -139,22 +139,33 @@ impl Password {
         let permit = self.slots.acquire().await;
         let this = Arc::clone(self);
         let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
+        let (ok, used) = tokio::task::spawn_blocking(move || {
             let h = this.hash.read().expect("lock").clone();
             let parsed = PasswordHash::new(&h).expect("own hash parses");
-            Argon2::default()
+            let ok = Argon2::default()
                 .verify_password(pw.as_bytes(), &parsed)
-                .is_ok()
+                .is_ok();
+            (ok, h)
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or((false, String::new()));
         drop(permit);
         if self.waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
             if let Some(f) = self.after_hashing {
                 f();
             }
         }
-        if ok && user == expected_user {
+        self.conclude(&used, ok && user == expected_user, user, password)
+    }
+
+    /// A check's answer: right only when it was made against the password
+    /// of now. A check in flight when the password was rotated answers
+    /// wrong and remembers nothing, so the old password never outlives a
+    /// rotation in the cache.
+    fn conclude(&self, used_hash: &str, right: bool, user: &str, password: &str) -> Checked {
+        let hash = self.hash.read().expect("lock");
+        if right && *hash == used_hash {
+            drop(hash);
             self.remember(user, password);
             Checked::Right
         } else {
@@ -202,6 +213,24 @@ mod tests {
         assert_eq!(
             p.check("fossa", "s3cret-password", "fossa").await,
             Checked::Wrong
+        );
+    }
+
+    #[test]
+    fn a_check_made_against_the_old_password_is_not_remembered() {
+        let p = Password::new("s3cret-password", None);
+        let old = p.phc();
+        // The rotation lands while argon2 still runs against the old hash.
+        p.set("another-password");
+        assert_eq!(
+            p.conclude(&old, true, "fossa", "s3cret-password"),
+            Checked::Wrong
+        );
+        assert!(!p.remembered("fossa", "s3cret-password"));
+        let now = p.phc();
+        assert_eq!(
+            p.conclude(&now, true, "fossa", "another-password"),
+            Checked::Right
         );
     }
 
