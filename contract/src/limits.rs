@@ -28,6 +28,15 @@ pub const HISTORY_MAX_AGE_DAYS: u32 = 30;
 
 /// Submissions that may wait for a free slot by default (`[history] queue_max`).
 pub const QUEUE_MAX: u32 = 1000;
+/// The most tasks the gateway reads from one list of a node's `node_info`
+/// (running, recently completed): a node runs a few at a time, so more is a
+/// worker misbehaving, and the views and the history stay bounded.
+pub const NODE_TASKS_MAX: usize = 1000;
+/// The most bytes of one task's `method_kwargs` (and, for a running
+/// subtask, its definition) the gateway keeps; bigger ones are replaced by
+/// a note, and such a subtask cannot be put back on the queue.
+pub const NODE_KWARGS_MAX_BYTES: usize = 64 * 1024;
+
 /// The widest `--allow-cidr` taken without `--allow-anywhere` (a /8:
 /// 16,777,216 addresses); `0.0.0.0/1` is half the internet.
 pub const ALLOW_CIDR_WIDEST_PREFIX: u8 = 8;

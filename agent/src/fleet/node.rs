@@ -47,22 +47,44 @@ fn parse_date(v: &Value) -> Option<i64> {
     (0..=LATEST_DATE).contains(&secs).then_some(secs)
 }
 
-/// Parses one task dict as Fossa writes it.
+/// The JSON size of `v` (its text, as the history would store it).
+fn json_len(v: &Value) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// Parses one task dict as Fossa writes it. `method_kwargs` (and a running
+/// subtask's definition) over [`fossa_contract::limits::NODE_KWARGS_MAX_BYTES`]
+/// is replaced by a note saying so.
 pub fn parse_task(v: &Value) -> Option<FossaTask> {
     let o = v.as_object()?;
     let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
+    let max = fossa_contract::limits::NODE_KWARGS_MAX_BYTES;
+    let kwargs = o.get("method_kwargs").cloned().unwrap_or(Value::Null);
+    let kwargs_len = json_len(&kwargs);
+    let method_kwargs = if kwargs_len > max {
+        serde_json::json!({"_cut": format!("method_kwargs of {kwargs_len} bytes, over the {max} the gateway keeps")})
+    } else {
+        kwargs
+    };
+    let spec = subtask_spec(o);
+    // A definition the gateway cannot keep whole cannot be sent again.
+    let spec = if kwargs_len > max || json_len(&spec) > max {
+        Value::Null
+    } else {
+        spec
+    };
     Some(FossaTask {
         task_id: s("task_id")?,
         model_class: s("model_class").unwrap_or_default(),
         method: s("method"),
-        method_kwargs: o.get("method_kwargs").cloned().unwrap_or(Value::Null),
+        method_kwargs,
         status: s("status")
             .map(|st| TaskStatus::parse(&st))
             .unwrap_or_default(),
         started: o.get("started").and_then(parse_date),
         finished: o.get("finished").and_then(parse_date),
         results: o.get("results").cloned().filter(|r| !r.is_null()),
-        spec: subtask_spec(o),
+        spec,
     })
 }
 
@@ -105,7 +127,13 @@ pub fn parse_node_info(body: &[u8]) -> Result<NodeInfo, NodeError> {
     let tasks = |k: &str| -> Result<Vec<FossaTask>, NodeError> {
         match v.get(k) {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => Ok(a.iter().filter_map(parse_task).collect()),
+            // A node runs a few tasks at once; a list past the bound is a
+            // worker misbehaving, and its tail is not read.
+            Some(Value::Array(a)) => Ok(a
+                .iter()
+                .take(fossa_contract::limits::NODE_TASKS_MAX)
+                .filter_map(parse_task)
+                .collect()),
             Some(_) => Err(NodeError::Garbage(format!("{k} is not a list"))),
         }
     };
@@ -283,6 +311,38 @@ mod tests {
         assert_eq!(n.available_processing_capacity, 3);
         assert_eq!(n.running_tasks[0].task_id, "abc");
         assert_eq!(n.recent_completed_tasks[0].duration(), Some(3));
+    }
+
+    #[test]
+    fn a_node_listing_too_much_is_read_within_bounds() {
+        let many: Vec<Value> = (0..300_000)
+            .map(|i| serde_json::json!({"task_id": format!("t{i}"), "status": "running"}))
+            .collect();
+        let big = serde_json::json!({"blob": "x".repeat(4 * 1024 * 1024)});
+        let body = serde_json::json!({
+            "node_info": {"max_concurrent_tasks": 4, "available_processing_capacity": 0},
+            "running_tasks": many,
+            "recent_completed_tasks": [{"task_id": "p:0::q", "status": "running", "method_kwargs": big,
+                                        "resolver_context": {}}],
+        });
+        let n = parse_node_info(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(
+            n.running_tasks.len(),
+            fossa_contract::limits::NODE_TASKS_MAX
+        );
+        let t = &n.recent_completed_tasks[0];
+        assert!(
+            t.method_kwargs["_cut"]
+                .as_str()
+                .unwrap()
+                .contains("over the"),
+            "{}",
+            t.method_kwargs
+        );
+        assert!(
+            t.spec.is_null(),
+            "a definition not kept whole is not sent again"
+        );
     }
 
     #[test]
