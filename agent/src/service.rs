@@ -44,6 +44,9 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let events = Events::default();
     launch_current(config, &events);
     let settings = load_with_retry(config, &events).await?;
+    if let Some(why) = &settings.config_trouble {
+        events.push("config", true, why.clone());
+    }
     events.push(
         "agent",
         false,

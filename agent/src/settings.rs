@@ -50,6 +50,52 @@ pub struct Settings {
     pub clients: Clients,
     /// The SSM version of the stack config these settings hold.
     pub config_version: i64,
+    /// Why these settings hold the last good stack config kept on disk
+    /// rather than SSM's (SSM did not answer, or its config is malformed);
+    /// `None` when they hold SSM's.
+    pub config_trouble: Option<String>,
+}
+
+/// The last good stack config, kept in the state directory (0600): what the
+/// agent starts NAT from when SSM does not answer at boot, and keeps running
+/// on when SSM's config is malformed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    version: i64,
+    value: String,
+}
+
+fn kept_path(toml: &AgentToml) -> std::path::PathBuf {
+    toml.state_dir.join("stack-config.json")
+}
+
+fn keep(toml: &AgentToml, version: i64, value: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = kept_path(toml);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec(&Kept {
+        version,
+        value: value.to_owned(),
+    })
+    .expect("serialises");
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&text))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!("cannot keep the stack config in {}: {e}", path.display());
+    }
+}
+
+fn kept(toml: &AgentToml, name: &str) -> Option<(i64, StackConfig)> {
+    let text = std::fs::read(kept_path(toml)).ok()?;
+    let k: Kept = serde_json::from_slice(&text).ok()?;
+    Some((k.version, StackConfig::parse(name, &k.value).ok()?))
 }
 
 /// Loads the TOML file, the AWS configuration and the stack config from SSM.
@@ -63,15 +109,47 @@ pub async fn load(config: &Path) -> Result<Settings, LoadError> {
     .await?;
     let clients = Clients::new(&sdk);
     let name = toml.stack.ssm_parameter(ssm::CONFIG);
-    let out = ssm::get(&clients.ssm, &name, false).await?;
-    let config_version = out.version;
-    let stack = StackConfig::parse(&name, &out.value)?;
+    let read = ssm::get(&clients.ssm, &name, false).await;
+    let parsed = match read {
+        Ok(out) => match StackConfig::parse(&name, &out.value) {
+            Ok(stack) => {
+                keep(&toml, out.version, &out.value);
+                Ok((out.version, stack))
+            }
+            Err(e) => Err((
+                format!(
+                    "{name} version {} is malformed ({e}); fix it with fossa-bootstrap launch",
+                    out.version
+                ),
+                LoadError::from(e),
+            )),
+        },
+        Err(e) => Err((
+            format!("SSM did not answer ({})", fossa_contract::aws::chain(&e)),
+            LoadError::from(e),
+        )),
+    };
+    let (config_version, stack, config_trouble) = match parsed {
+        Ok((v, stack)) => (v, stack, None),
+        Err((why, e)) => match kept(&toml, &name) {
+            Some((v, stack)) => {
+                let why = format!(
+                    "{why}: running on the last good stack config (version {v}, kept in {})",
+                    kept_path(&toml).display()
+                );
+                tracing::warn!("{why}");
+                (v, stack, Some(why))
+            }
+            None => return Err(e),
+        },
+    };
     Ok(Settings {
         toml,
         stack,
         sdk,
         clients,
         config_version,
+        config_trouble,
     })
 }
 
@@ -111,5 +189,55 @@ impl Clients {
             ecr: counted_client!(aws_sdk_ecr, sdk, counter),
             logs: counted_client!(aws_sdk_cloudwatchlogs, sdk, counter),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stack config as `launch` writes it (JSON).
+    const STACK: &str = r#"{"version": 1, "stack": "dev", "region": "eu-west-2", "account_id": "123456789012",
+        "vpc_id": "vpc-1", "vpc_cidr": "192.168.0.0/16",
+        "public_subnet": {"id": "subnet-1", "cidr": "192.168.1.0/24", "az": "eu-west-2a"},
+        "private_subnets": [{"id": "subnet-2", "cidr": "192.168.2.0/24", "az": "eu-west-2a"}],
+        "gateway_security_group": "sg-1", "task_security_group": "sg-2",
+        "execution_role_arn": "arn:aws:iam::123456789012:role/x", "task_role_arn": "arn:aws:iam::123456789012:role/y",
+        "bucket": "b", "has_models": false, "workers": 4, "cpu": 256, "memory": 512}"#;
+
+    #[tokio::test]
+    async fn ssm_down_at_start_runs_on_the_last_good_config_kept_0600() {
+        let dir = std::env::temp_dir().join(format!("fossa-settings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("agent.toml");
+        // SSM at a port nothing listens on: every call is refused.
+        std::fs::write(
+            &config,
+            format!(
+                "stack = \"dev\"\nregion = \"eu-west-2\"\nendpoint_url = \"http://127.0.0.1:9\"\nstate_dir = {:?}\n",
+                dir.display().to_string()
+            ),
+        )
+        .unwrap();
+        let e = load(&config).await.expect_err("nothing kept yet");
+        assert!(!e.is_permanent(), "{e}");
+        let toml = AgentToml::load(&config).unwrap();
+        keep(&toml, 7, STACK);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(kept_path(&toml))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        let s = load(&config).await.expect("the kept config");
+        assert_eq!(s.config_version, 7);
+        assert_eq!(s.stack.private_cidrs(), ["192.168.2.0/24"]);
+        let why = s.config_trouble.expect("said");
+        assert!(
+            why.contains("SSM did not answer") && why.contains("version 7"),
+            "{why}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -61,8 +61,18 @@ impl Duty<Settings> for ConfigDuty {
         let mut said = Vec::new();
         let name = s.toml.stack.ssm_parameter(ssm::CONFIG);
         let version = ssm::get(ssm_c, &name, false).await?.version;
-        if version != s.config_version {
+        if version != s.config_version || s.config_trouble.is_some() {
             let new = load(&self.path).await?;
+            if let Some(trouble) = new.config_trouble.clone() {
+                // SSM's config is malformed: the running one stays, said.
+                if new.config_version == s.config_version {
+                    return Ok(Outcome::done(format!(
+                        "running on configuration version {}",
+                        s.config_version
+                    ))
+                    .with_detail(false, trouble));
+                }
+            }
             said.push(format!(
                 "applied configuration version {} (was {})",
                 new.config_version, s.config_version
