@@ -28,6 +28,9 @@ pub const HISTORY_MAX_AGE_DAYS: u32 = 30;
 
 /// Submissions that may wait for a free slot by default (`[history] queue_max`).
 pub const QUEUE_MAX: u32 = 1000;
+/// `/healthz` answers 503 `stale` when the fleet's last poll is older than
+/// this: the poller stopped making progress (it polls every 2 s).
+pub const HEALTHZ_STALE_SECS: i64 = 120;
 /// The most tasks the gateway reads from one list of a node's `node_info`
 /// (running, recently completed): a node runs a few at a time, so more is a
 /// worker misbehaving, and the views and the history stay bounded.

@@ -32,19 +32,37 @@ async fn json_of(r: LocalResponse<'_>) -> Value {
 }
 
 #[rocket::async_test]
-async fn healthz_is_open_and_says_only_which_agent_answers() {
-    let (c, _) = client().await;
+async fn healthz_is_open_and_says_only_which_agent_answers_and_its_liveness() {
+    let fleet = fake_fleet();
+    let set = |f: &dyn Fn(&mut FleetSnapshot)| f(Arc::make_mut(&mut fleet.snap.lock().unwrap()));
+    set(&|s| s.taken_at = fossa_contract::unix_now() - 1);
+    let c = Client::tracked(fossa_web::build(web_config(), fleet.clone()))
+        .await
+        .unwrap();
     let r = c.get("/healthz").dispatch().await;
     assert_eq!(r.status(), Status::Ok);
     let v = json_of(r).await;
-    assert_eq!(v["status"], "ok");
+    assert_eq!(v["status"], "ok", "{v}");
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert!(
-        keys.iter()
-            .all(|k| ["status", "version", "sha256"].contains(&k.as_str())),
+        keys.iter().all(|k| {
+            ["status", "version", "sha256", "hung", "poll_age_secs"].contains(&k.as_str())
+        }),
         "{v}"
     );
     assert!(v["sha256"].is_string() && v["version"].is_string(), "{v}");
+    // A duty stuck on a step: still 200, degraded, naming it.
+    set(&|s| s.components[2].detail = "stuck: no result for 2700 s".into());
+    let v = json_of(c.get("/healthz").dispatch().await).await;
+    assert_eq!(
+        (v["status"].as_str(), &v["hung"]),
+        (Some("degraded"), &serde_json::json!(["image"]))
+    );
+    // The poller frozen: 503.
+    set(&|s| s.taken_at = fossa_contract::unix_now() - 600);
+    let r = c.get("/healthz").dispatch().await;
+    assert_eq!(r.status(), Status::ServiceUnavailable);
+    assert_eq!(json_of(r).await["status"], "stale");
 }
 
 #[rocket::async_test]

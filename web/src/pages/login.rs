@@ -12,15 +12,37 @@ use serde_json::{json, Value};
 use super::{base, render, Base, FleetState, Html, TokenForm};
 use crate::auth::{self, Auth, User};
 
-/// The only unauthenticated route; says nothing secret: that it answers,
-/// and which agent binary answers (its version and SHA-256, which `launch`
-/// itself published in SSM), so an upgrade can be followed without a login.
+/// The only unauthenticated route; says nothing secret: whether the agent
+/// is alive, which agent binary answers (its version and SHA-256, which
+/// `launch` itself published in SSM, so an upgrade can be followed without
+/// a login), and its duties' liveness: the names of those stuck on a step,
+/// and how old the fleet's last poll is. A poll older than
+/// [`fossa_contract::limits::HEALTHZ_STALE_SECS`] (the poller stopped
+/// making progress) answers 503 `stale`; a stuck duty answers 200
+/// `degraded`, naming it.
 #[get("/healthz")]
-pub fn healthz(fleet: &State<FleetState>) -> Json<Value> {
-    match &fleet.0.snapshot().agent {
-        Some(a) => Json(json!({ "status": "ok", "version": a.version, "sha256": a.sha256 })),
-        None => Json(json!({ "status": "ok" })),
+pub fn healthz(fleet: &State<FleetState>) -> Custom<Json<Value>> {
+    let snap = fleet.0.snapshot();
+    let hung: Vec<&str> = snap
+        .components
+        .iter()
+        .filter(|c| c.detail.starts_with("stuck:"))
+        .map(|c| c.name.as_str())
+        .collect();
+    // Before the first poll there is nothing to be late with.
+    let age = (snap.taken_at > 0).then(|| (fossa_contract::unix_now() - snap.taken_at).max(0));
+    let stale = age.is_some_and(|a| a > fossa_contract::limits::HEALTHZ_STALE_SECS);
+    let (code, status) = match (stale, hung.is_empty()) {
+        (true, _) => (Status::ServiceUnavailable, "stale"),
+        (false, false) => (Status::Ok, "degraded"),
+        (false, true) => (Status::Ok, "ok"),
+    };
+    let mut v = json!({ "status": status, "hung": hung, "poll_age_secs": age });
+    if let Some(a) = &snap.agent {
+        v["version"] = json!(a.version);
+        v["sha256"] = json!(a.sha256);
     }
+    Custom(code, Json(v))
 }
 
 #[derive(Template)]
