@@ -209,9 +209,14 @@ def set_state(task, status, **extra):
 
 
 def stop(task, code, reason, exit_code=None):
+    # The first stop wins: a Spot interruption removes the container, and
+    # the watcher, seeing it gone before the task reads STOPPED, must not
+    # stop it again with "Essential container in task exited" (ECS keeps
+    # the first stop code and reason).
     with lock:
-        if task["desiredStatus"] == "STOPPED" and task["lastStatus"] == "STOPPED":
+        if task.get("stopClaimed") or (task["desiredStatus"] == "STOPPED" and task["lastStatus"] == "STOPPED"):
             return
+        task["stopClaimed"] = True
         task["desiredStatus"] = "STOPPED"
         task["stoppingAt"] = epoch()
     pause, worker = container_names(task)
@@ -487,7 +492,7 @@ def ship_logs(container, log_config, task):
 def watch_running():
     """A running task whose container exited is STOPPED, as ECS reports it."""
     with lock:
-        running = [t for t in tasks.values() if t["lastStatus"] == "RUNNING"]
+        running = [t for t in tasks.values() if t["lastStatus"] == "RUNNING" and not t.get("stopClaimed")]
     for t in running:
         _, worker = container_names(t)
         r = docker(
