@@ -61,23 +61,27 @@ impl Duty<Settings> for ConfigDuty {
         let mut said = Vec::new();
         let name = s.toml.stack.ssm_parameter(ssm::CONFIG);
         let version = ssm::get(ssm_c, &name, false).await?.version;
+        let mut trouble = None;
         if version != s.config_version || s.config_trouble.is_some() {
             let new = load(&self.path).await?;
-            if let Some(trouble) = new.config_trouble.clone() {
-                // SSM's config is malformed: the running one stays, said.
-                if new.config_version == s.config_version {
-                    return Ok(Outcome::done(format!(
+            match &new.config_trouble {
+                // SSM's config is malformed: the running one stays, said
+                // (the secrets below are still followed).
+                Some(why) if new.config_version == s.config_version => {
+                    said.push(format!(
                         "running on configuration version {}",
                         s.config_version
-                    ))
-                    .with_detail(false, trouble));
+                    ));
+                    trouble = Some(why.clone());
+                }
+                _ => {
+                    said.push(format!(
+                        "applied configuration version {} (was {})",
+                        new.config_version, s.config_version
+                    ));
+                    self.settings.send_replace(Arc::new(new));
                 }
             }
-            said.push(format!(
-                "applied configuration version {} (was {})",
-                new.config_version, s.config_version
-            ));
-            self.settings.send_replace(Arc::new(new));
         }
         let mut versions = Vec::new();
         for f in &mut self.secrets {
@@ -103,11 +107,15 @@ impl Duty<Settings> for ConfigDuty {
         }
         if said.is_empty() {
             said.push(format!(
-                "configuration version {version}, {} are current",
+                "configuration version {}, {} are current",
+                s.config_version,
                 versions.join(", ")
             ));
         }
-        Ok(Outcome::done(said.join("; "))
-            .with_detail(true, format!("SSM checked every {} s", PERIOD.as_secs())))
+        let done = Outcome::done(said.join("; "));
+        Ok(match trouble {
+            Some(why) => done.with_detail(false, why),
+            None => done.with_detail(true, format!("SSM checked every {} s", PERIOD.as_secs())),
+        })
     }
 }
