@@ -113,6 +113,19 @@ impl Drop for LocalAgent {
     }
 }
 
+/// The workers the agent's API lists.
+pub async fn workers(agent: &LocalAgent) -> Vec<Value> {
+    let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
+    ws["workers"].as_array().cloned().unwrap_or_default()
+}
+
+/// Submits `body` through the API, which must send it at once (201): the answer.
+pub async fn submit(agent: &LocalAgent, body: &Value) -> Value {
+    let (status, v) = api(agent, "POST", "/api/v1/tasks", Some(body)).await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
 /// JSON over HTTPS with basic auth, for the agent's API.
 pub async fn api(
     agent: &LocalAgent,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use fossa_tests::local::{api, kill_group_of, listening_pid, LocalAgent};
+use fossa_tests::local::{api, kill_group_of, listening_pid, submit, workers, LocalAgent};
 use fossa_tests::{eventually, holds, TempDir};
 use serde_json::{json, Value};
 
@@ -73,11 +73,6 @@ fn autoscaled(models: &TempDir, max: u32, idle_window: u32) -> LocalAgent {
             &idle_window.to_string(),
         ],
     )
-}
-
-async fn workers(agent: &LocalAgent) -> Vec<Value> {
-    let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
-    ws["workers"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,14 +235,7 @@ class SlowEtl(ayeaye.PartitionedModel):
     .unwrap();
     let dir = models.0.display().to_string();
     let agent = LocalAgent::start(2, &["--models", &dir]);
-    let (status, v) = api(
-        &agent,
-        "POST",
-        "/api/v1/tasks",
-        Some(&json!({"model_class": "SlowEtl"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
+    let v = submit(&agent, &json!({"model_class": "SlowEtl"})).await;
     let parent = v["task_id"].as_str().unwrap().to_owned();
     // The worker that does not run the parent, once it runs a subtask.
     let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
@@ -362,14 +350,11 @@ async fn a_parent_lost_with_its_node_is_submitted_again_and_completes() {
     );
     let dir = models.0.display().to_string();
     let agent = LocalAgent::start(2, &["--models", &dir]);
-    let (status, v) = api(
+    let v = submit(
         &agent,
-        "POST",
-        "/api/v1/tasks",
-        Some(&json!({"model_class": "ParentEtl", "method_kwargs": {}})),
+        &json!({"model_class": "ParentEtl", "method_kwargs": {}}),
     )
     .await;
-    assert_eq!(status, 201, "{v}");
     let first = v["task_id"].as_str().unwrap().to_owned();
     let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
     // Mid-run: some subtask runs somewhere.

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fossa_tests::local::{api, kill_group_of, listening_pid, LocalAgent};
+use fossa_tests::local::{api, kill_group_of, listening_pid, submit, workers, LocalAgent};
 use fossa_tests::{eventually, TempDir};
 use serde_json::{json, Value};
 
@@ -64,11 +64,6 @@ class SpreadEtl(ayeaye.PartitionedModel):
     dir
 }
 
-async fn workers(agent: &LocalAgent) -> Vec<Value> {
-    let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;
-    ws["workers"].as_array().cloned().unwrap_or_default()
-}
-
 /// What one run came to.
 struct Run {
     makespan: Duration,
@@ -83,14 +78,7 @@ struct Run {
 /// its subtasks is 1 to 2 s into its 4 s of work, spread over the run.
 async fn run(agent: &LocalAgent, out: &TempDir, parts: u32, kills: usize) -> Run {
     let t = Instant::now();
-    let (status, v) = api(
-        agent,
-        "POST",
-        "/api/v1/tasks",
-        Some(&json!({"model_class": "SpreadEtl"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
+    let v = submit(agent, &json!({"model_class": "SpreadEtl"})).await;
     let parent = v["task_id"].as_str().unwrap().to_owned();
     let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
     let mut killed = Vec::new();
