@@ -113,6 +113,12 @@ impl Drop for LocalAgent {
     }
 }
 
+/// The port a worker of the API listens on (its `address`, `ip:port`).
+pub fn port_of(worker: &Value) -> u16 {
+    let address = worker["address"].as_str().expect("the worker's address");
+    address.rsplit(':').next().unwrap().parse().expect("a port")
+}
+
 /// The workers the agent's API lists.
 pub async fn workers(agent: &LocalAgent) -> Vec<Value> {
     let (_, ws) = api(agent, "GET", "/api/v1/workers", None).await;

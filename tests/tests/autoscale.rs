@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use fossa_tests::local::{api, kill_group_of, listening_pid, submit, workers, LocalAgent};
+use fossa_tests::local::{api, kill_group_of, listening_pid, port_of, submit, workers, LocalAgent};
 use fossa_tests::{eventually, holds, TempDir};
 use serde_json::{json, Value};
 
@@ -256,14 +256,7 @@ class SlowEtl(ayeaye.PartitionedModel):
         hit.ok_or_else(|| format!("{ws:?}"))
     })
     .await;
-    let port: u16 = victim["address"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = port_of(&victim);
     let pid = listening_pid(port).expect("the victim listens");
     kill_group_of(pid);
     let killed = Instant::now();

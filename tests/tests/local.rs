@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::PYTHON;
-use fossa_tests::local::{api, kill_group_of, listening_pid, page, LocalAgent};
+use fossa_tests::local::{api, kill_group_of, listening_pid, page, port_of, LocalAgent};
 use fossa_tests::secrets::{
     assert_absent, crawl, environ_of, every_command_line, url_password, Place,
 };
@@ -262,14 +262,7 @@ async fn a_partitioned_model_runs_across_local_workers() {
     .await;
     assert!(sent["task_id"].is_string());
     let victim = &workers[1];
-    let port: u16 = victim["address"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = port_of(victim);
     let listener = listening_pid(port).expect("the worker listens");
     // The node's main process leads its process group; gunicorn's workers share the socket.
     let pgid = Run::of(Command::new("ps").args(["-o", "pgid=", "-p", &listener.to_string()]))
