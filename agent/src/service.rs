@@ -303,7 +303,7 @@ async fn start_web(
         password,
         cookie_key,
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
-        session_state_file: Some(tls_dir.join("session-state")),
+        session_state_file: Some(tls_dir.join("session-state").into()),
         after_hashing: Some(crate::memory::release),
         password_updates: Some(password_updates),
         scrape_token: token.as_ref().map(|t| t.value.clone()),

@@ -155,6 +155,11 @@ pub const AGENT_OBJECT_KEY: &str = "agent/fossa-agent";
 pub const MODELS_OBJECT_KEY: &str = "models/models.tar.gz";
 /// The user name of the web UI.
 pub const UI_USER: &str = "fossa";
+/// The system account the web UI's process runs as on the gateway
+/// (user-data makes it); `nobody` where it does not exist.
+pub const UI_ACCOUNT: &str = "fossa-ui";
+/// The account the web UI's process runs as where [`UI_ACCOUNT`] does not exist.
+pub const UI_ACCOUNT_FALLBACK: &str = "nobody";
 /// ECS's service-linked role, one per account: ECS makes it on first use
 /// only when the caller may create it (CreateCluster API reference), and the
 /// gateway role may not, so `launch` makes it; `destroy` leaves it.

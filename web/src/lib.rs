@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod nat;
 pub mod pages;
+pub mod privsep;
 pub mod tally;
 pub mod task;
 pub mod timing;
@@ -38,7 +39,7 @@ pub struct WebConfig {
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Where the session generation is kept, so sessions ended by a logout
     /// or a new password stay ended across restarts (`None`: in memory).
-    pub session_state_file: Option<std::path::PathBuf>,
+    pub session_state_file: Option<auth::SessionStore>,
     /// Runs when the last password check of a burst ends (the agent returns
     /// argon2's memory to the system there).
     pub after_hashing: Option<fn()>,

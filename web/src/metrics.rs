@@ -113,6 +113,23 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count
     }
+
+    /// Each bucket's own count, the count and the sum.
+    pub fn parts(&self) -> (&[u64], u64, f64) {
+        (&self.in_bucket, self.count, self.sum)
+    }
+
+    /// The histogram over `bounds` that [`Histogram::parts`] gave
+    /// (buckets of another length count only in the total).
+    pub fn from_parts(bounds: &'static [f64], in_bucket: Vec<u64>, count: u64, sum: f64) -> Self {
+        let mut h = Histogram::with_bounds(bounds);
+        if in_bucket.len() == bounds.len() {
+            h.in_bucket = in_bucket;
+        }
+        h.count = count;
+        h.sum = sum;
+        h
+    }
 }
 
 impl Family {

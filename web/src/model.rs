@@ -281,7 +281,7 @@ pub struct FleetSnapshot {
     #[serde(default)]
     pub nat: Option<crate::nat::NatFigures>,
     /// What the history recorded, counted (for `/metrics`).
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "crate::tally::Tally::is_empty")]
     pub tally: crate::tally::Tally,
 }
 
@@ -369,7 +369,7 @@ pub struct LogQuery {
 }
 
 /// Where a queued submission is now (`GET /api/v1/queue/<id>`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "state", content = "detail")]
 pub enum QueueState {
     /// Still waiting.
@@ -405,7 +405,7 @@ pub struct HistoryQuery {
 }
 
 /// One page of task history, newest first.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct HistoryPage {
     /// The rows.
     pub tasks: Vec<TaskRow>,
@@ -452,7 +452,7 @@ fn empty_object() -> Value {
 }
 
 /// Why a submission was not dispatched.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum DispatchError {
     /// The request is wrong; the message says what to change.
     #[error("{0}")]

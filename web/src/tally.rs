@@ -7,11 +7,13 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::metrics::{Family, Histogram};
 use crate::task::{FossaTask, TaskStatus};
 
 /// A task the gateway was sent, or a subtask of one (its id has `::`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
     /// Submitted to the gateway or a node.
     Task,
@@ -39,7 +41,7 @@ impl Kind {
 }
 
 /// What happened to a run, as the history recorded it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Outcome {
     /// Seen running (or finished) on a worker for the first time.
     Started,
@@ -101,7 +103,58 @@ pub struct Tally {
     durations: BTreeMap<(Kind, String), Histogram>,
 }
 
+/// A [`Tally`] as plain lists (its maps have pairs for keys), for the UI
+/// process's copy of the snapshot.
+#[derive(Serialize, Deserialize)]
+struct TallyLists {
+    counts: Vec<(Kind, Outcome, u64)>,
+    durations: Vec<(Kind, String, Vec<u64>, u64, f64)>,
+}
+
+impl Serialize for Tally {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TallyLists {
+            counts: self.counts.iter().map(|(&(k, o), &n)| (k, o, n)).collect(),
+            durations: self
+                .durations
+                .iter()
+                .map(|((k, m), h)| {
+                    let (buckets, count, sum) = h.parts();
+                    (*k, m.clone(), buckets.to_vec(), count, sum)
+                })
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tally {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let lists = TallyLists::deserialize(d)?;
+        Ok(Tally {
+            counts: lists
+                .counts
+                .into_iter()
+                .map(|(k, o, n)| ((k, o), n))
+                .collect(),
+            durations: lists
+                .durations
+                .into_iter()
+                .map(|(k, m, b, count, sum)| {
+                    let h = Histogram::from_parts(&TASK_BUCKETS, b, count, sum);
+                    ((k, m), h)
+                })
+                .collect(),
+        })
+    }
+}
+
 impl Tally {
+    /// Nothing counted yet.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.durations.is_empty()
+    }
+
     /// Adds `n` to `kind`'s `outcome`.
     pub fn add(&mut self, kind: Kind, outcome: Outcome, n: u64) {
         *self.counts.entry((kind, outcome)).or_default() += n;

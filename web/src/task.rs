@@ -160,7 +160,7 @@ impl FossaTask {
 }
 
 /// A task and where it ran.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRow {
     /// The task.
     #[serde(flatten)]

@@ -301,7 +301,7 @@ async fn serve_ui(
         password: password.clone(),
         cookie_key,
         tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
-        session_state_file: Some(state.join("tls/session-state")),
+        session_state_file: Some(state.join("tls/session-state").into()),
         after_hashing: Some(crate::memory::release),
         password_updates: None,
         scrape_token: Some(scrape_token),

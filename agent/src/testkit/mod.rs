@@ -60,7 +60,7 @@ pub fn bench_web_config(state: &std::path::Path, password: String) -> (fossa_web
         password,
         cookie_key,
         tls: Some((cert.cert_pem, cert.key_pem)),
-        session_state_file: Some(tls.join("session-state")),
+        session_state_file: Some(tls.join("session-state").into()),
         after_hashing: Some(crate::memory::release),
         password_updates: None,
         scrape_token: None,

@@ -16,9 +16,9 @@
 pub mod limiter;
 pub mod password;
 pub mod scraper;
+pub mod session_state;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,8 @@ use limiter::Limiter;
 pub use limiter::{MAX_FAILURES, WINDOW};
 use password::Password;
 pub use password::{ct_eq, Checked};
+use session_state::SessionState;
+pub use session_state::SessionStore;
 
 /// The only user.
 pub const USER: &str = fossa_contract::names::UI_USER;
@@ -62,7 +64,7 @@ pub struct Auth {
     limiter: Limiter,
     secure_cookies: bool,
     generation: AtomicU64,
-    session_file: Option<PathBuf>,
+    session_file: Option<SessionStore>,
     /// New passwords from the agent (a rotation in SSM), taken at the next request.
     updates: std::sync::Mutex<Option<tokio::sync::watch::Receiver<String>>>,
     /// Logins refused since start: wrong, blocked, busy.
@@ -84,41 +86,6 @@ pub struct AuthStats {
     pub checks_waiting: usize,
 }
 
-/// What is kept on disk about sessions.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct SessionState {
-    /// Sessions of another generation are refused.
-    generation: u64,
-    /// The password's argon2 hash when the generation was written.
-    password_hash: Option<String>,
-}
-
-impl SessionState {
-    /// The state kept in `path`. A missing, unreadable or damaged file
-    /// starts a generation no earlier session can have (the time now, far
-    /// above any count of logouts), so a lost file never brings back
-    /// sessions that a logout or a new password ended.
-    fn load(path: &std::path::Path) -> Self {
-        let fresh = || SessionState {
-            generation: fossa_contract::unix_now().max(1) as u64,
-            password_hash: None,
-        };
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return fresh();
-        };
-        serde_json::from_str(&text).unwrap_or_else(|_| {
-            // The first format held the generation alone.
-            text.trim()
-                .parse()
-                .map(|generation| SessionState {
-                    generation,
-                    password_hash: None,
-                })
-                .unwrap_or_else(|_| fresh())
-        })
-    }
-}
-
 impl Auth {
     /// Hashes `password` (the plain text is not kept). Sessions of another
     /// generation than the one in `session_file` are refused; if the password
@@ -126,12 +93,12 @@ impl Auth {
     pub fn new(
         password: &str,
         secure_cookies: bool,
-        session_file: Option<PathBuf>,
+        session_file: Option<SessionStore>,
         after_hashing: Option<fn()>,
     ) -> Self {
         let state = session_file
-            .as_deref()
-            .map(SessionState::load)
+            .as_ref()
+            .map(SessionStore::load)
             .unwrap_or_default();
         let changed = state
             .password_hash
@@ -267,29 +234,14 @@ impl Auth {
     }
 
     fn save(&self, generation: u64) {
-        let Some(p) = &self.session_file else { return };
+        let Some(store) = &self.session_file else {
+            return;
+        };
         let state = SessionState {
             generation,
             password_hash: Some(self.password.phc()),
         };
-        let tmp = p.with_extension("tmp");
-        // Its owner's only: it holds the password's hash.
-        let write = || -> std::io::Result<()> {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt;
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(serde_json::to_string(&state).expect("json").as_bytes())?;
-            std::fs::rename(&tmp, p)
-        };
-        let written = write();
-        if let Err(e) = written {
-            tracing::warn!("cannot keep the session generation in {}: {e}", p.display());
-        }
+        store.save(&state);
     }
 
     fn cookie(&self, name: &'static str, value: String) -> Cookie<'static> {
@@ -477,19 +429,34 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fossa-gen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("session-state");
-        let a = Auth::new("correct horse battery", true, Some(file.clone()), None);
+        let a = Auth::new(
+            "correct horse battery",
+            true,
+            Some(file.clone().into()),
+            None,
+        );
         let gen = |a: &Auth| a.generation.load(Ordering::SeqCst);
         let first = gen(&a);
         a.end_all_sessions();
         a.set_password("another long password");
         assert_eq!(gen(&a), first + 2);
-        let b = Auth::new("another long password", true, Some(file.clone()), None);
+        let b = Auth::new(
+            "another long password",
+            true,
+            Some(file.clone().into()),
+            None,
+        );
         assert_eq!(
             gen(&b),
             first + 2,
             "a restart with the same password keeps sessions"
         );
-        let c = Auth::new("a third long password", true, Some(file.clone()), None);
+        let c = Auth::new(
+            "a third long password",
+            true,
+            Some(file.clone().into()),
+            None,
+        );
         assert_eq!(
             gen(&c),
             first + 3,
@@ -504,7 +471,12 @@ mod tests {
             "only the argon2 hash is kept: {text}"
         );
         std::fs::write(&file, "7").unwrap();
-        let d = Auth::new("a third long password", true, Some(file.clone()), None);
+        let d = Auth::new(
+            "a third long password",
+            true,
+            Some(file.clone().into()),
+            None,
+        );
         assert_eq!(gen(&d), 7, "the first format is read");
         // A damaged or deleted file does not bring back generation 0 (the
         // sessions before the first logout): it starts past every count.
@@ -513,7 +485,12 @@ mod tests {
                 Some(text) => std::fs::write(&file, text).unwrap(),
                 None => std::fs::remove_file(&file).unwrap(),
             }
-            let e = Auth::new("a third long password", true, Some(file.clone()), None);
+            let e = Auth::new(
+                "a third long password",
+                true,
+                Some(file.clone().into()),
+                None,
+            );
             assert!(gen(&e) > 1_000_000_000, "{damage:?}: {}", gen(&e));
         }
         std::fs::remove_dir_all(dir).unwrap();
