@@ -27,6 +27,9 @@ pub enum Command {
     Build(RunArgs),
     /// Run the agent, the UI and real Fossa workers on this machine, without AWS.
     Local(LocalArgs),
+    /// The web UI's own unprivileged process, started by `run` and `local`.
+    #[command(hide = true)]
+    UiServe(crate::ui::child::UiServeArgs),
 }
 
 /// `run` and `build` arguments.

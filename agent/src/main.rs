@@ -15,6 +15,10 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(fossa_agent::host::journal::Stderr { prefixed: journal })
         .init();
+    // The UI process confines itself while it has one thread, before any runtime.
+    if let fossa_agent::cli::Command::UiServe(args) = &cli.command {
+        return fossa_agent::ui::child::main(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -101,7 +101,13 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     // The UI failing to start (port taken, no password yet) must not take NAT down with it.
     let secrets = (password_rx, token_rx);
     let (web, versions) = match start_web(&settings, fleet.clone(), &events, secrets).await {
-        Ok((shutdown, versions)) => (Some(shutdown), versions),
+        Ok((ui, versions)) => {
+            driver.register(
+                Registration::new("web", "Web UI", crate::ui::PERIOD),
+                Box::new(crate::ui::UiDuty(ui.clone())),
+            );
+            (Some(ui), versions)
+        }
         Err(e) => {
             events.push(
                 "web",
@@ -199,8 +205,8 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     events.push("agent", false, "stopping");
-    if let Some(web) = web {
-        web.notify();
+    if let Some(ui) = web {
+        ui.stop().await;
     }
     shutdown_tx.send_replace(true);
     let stop = futures::future::join_all(tasks);
@@ -255,7 +261,7 @@ async fn start_web(
     fleet: Arc<FleetModel>,
     events: &Events,
     (password_updates, token_updates): (watch::Receiver<String>, watch::Receiver<String>),
-) -> Result<(fossa_web::Shutdown, (Option<i64>, Option<i64>)), Error> {
+) -> Result<(Arc<crate::ui::UiProcess>, (Option<i64>, Option<i64>)), Error> {
     let stack = &settings.toml.stack;
     let clients = &settings.clients;
     let tls_dir = settings.toml.state_dir.join("tls");
@@ -298,36 +304,22 @@ async fn start_web(
             "{pw_name} is empty: re-run fossa-bootstrap launch"
         )));
     }
-    let config = fossa_web::WebConfig {
+    let spec = crate::ui::UiSpec {
         listen: settings.toml.listen,
         password,
         cookie_key,
-        tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
-        session_state_file: Some(tls_dir.join("session-state").into()),
-        after_hashing: Some(crate::memory::release),
-        password_updates: Some(password_updates),
+        tls: (cert.cert_pem.clone(), cert.key_pem.clone()),
         scrape_token: token.as_ref().map(|t| t.value.clone()),
-        scrape_token_updates: Some(token_updates),
+        session_file: tls_dir.join("session-state"),
     };
-    let rocket = fossa_web::build(config, fleet)
-        .ignite()
+    let secrets_updates = (password_updates, token_updates);
+    let ui = crate::ui::UiProcess::start(spec, fleet, secrets_updates, events.clone())
         .await
         .map_err(|e| Error::Web {
             listen: settings.toml.listen,
-            why: fossa_web::explain(&e),
+            why: chain(&e),
         })?;
-    let shutdown = rocket.shutdown();
-    let web_events = events.clone();
     let listen = settings.toml.listen;
-    tokio::spawn(async move {
-        if let Err(e) = rocket.launch().await {
-            web_events.push(
-                "web",
-                true,
-                format!("the web UI on {listen} stopped: {}", fossa_web::explain(&e)),
-            );
-        }
-    });
     events.push(
         "web",
         false,
@@ -336,7 +328,7 @@ async fn start_web(
             cert.fingerprint
         ),
     );
-    Ok((shutdown, (Some(pw_version), token.map(|t| t.version))))
+    Ok((ui, (Some(pw_version), token.map(|t| t.version))))
 }
 
 /// `fossa-agent build`: runs the image duty once and returns the image reference.

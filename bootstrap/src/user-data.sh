@@ -12,6 +12,9 @@ elif command -v apt-get >/dev/null 2>&1; then
 fi
 systemctl enable --now docker
 
+# The web UI's own process runs as this account, with no Docker socket.
+id fossa-ui >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fossa-ui
+
 install -d -m 0755 /etc/fossa
 install -d -m 0700 /var/lib/fossa
 tmp=$(mktemp)

@@ -168,6 +168,21 @@ pub fn check_password(source_name: &'static str, password: &str) -> Result<(), W
 /// reports made-up class names cannot grow the series without bound.
 pub const METRICS_MODELS_MAX: usize = 50;
 
+/// Largest request the UI process may send the agent's core (its JSON
+/// bodies are at most 64 KiB; a bigger frame ends the connection).
+pub const UI_REQUEST_MAX_BYTES: usize = 1 << 20;
+/// Largest answer the core sends the UI process (a snapshot of the largest
+/// fleet, with every worker's task lists at their caps, fits).
+pub const UI_ANSWER_MAX_BYTES: usize = 256 << 20;
+/// Requests of the UI process the core serves at once; more wait.
+pub const UI_REQUESTS_AT_ONCE: usize = 32;
+/// How often the UI process asks the core for a new snapshot, in ms.
+pub const UI_REFRESH_MS: u64 = 500;
+/// How long the UI process waits for the core's answer to one request.
+pub const UI_ANSWER_WAIT_SECS: u64 = 300;
+/// Restarts of a UI process that keeps failing are spaced up to this.
+pub const UI_RESTART_MAX_SECS: u64 = 30;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,18 +206,3 @@ mod tests {
         );
     }
 }
-
-/// Largest request the UI process may send the agent's core (its JSON
-/// bodies are at most 64 KiB; a bigger frame ends the connection).
-pub const UI_REQUEST_MAX_BYTES: usize = 1 << 20;
-/// Largest answer the core sends the UI process (a snapshot of the largest
-/// fleet, with every worker's task lists at their caps, fits).
-pub const UI_ANSWER_MAX_BYTES: usize = 256 << 20;
-/// Requests of the UI process the core serves at once; more wait.
-pub const UI_REQUESTS_AT_ONCE: usize = 32;
-/// How often the UI process asks the core for a new snapshot, in ms.
-pub const UI_REFRESH_MS: u64 = 500;
-/// How long the UI process waits for the core's answer to one request.
-pub const UI_ANSWER_WAIT_SECS: u64 = 300;
-/// Restarts of a UI process that keeps failing are spaced up to this.
-pub const UI_RESTART_MAX_SECS: u64 = 30;

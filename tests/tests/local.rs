@@ -603,3 +603,89 @@ fn bad_local_arguments_get_one_clear_line() {
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
 }
+
+/// A field of `/proc/PID/status` (its first value).
+fn proc_status(pid: u32, key: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process runs");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_process_serving_the_ui_holds_no_privilege_and_comes_back_when_killed() {
+    let agent = LocalAgent::start(1, &[]);
+    // The process that accepts UI connections is not the agent.
+    let ui = listening_pid(agent.port).expect("the UI listens");
+    assert_ne!(ui, agent.pid(), "the agent itself accepts UI connections");
+    let cmdline = std::fs::read(format!("/proc/{ui}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(
+        args.get(1).map(String::as_str),
+        Some("ui-serve"),
+        "{args:?}"
+    );
+    // As root (as here), it became another user; in any case it holds no
+    // capability, may gain none, and runs under a seccomp filter.
+    if nix::unistd::getuid().is_root() {
+        assert_ne!(proc_status(ui, "Uid"), "0", "the UI process runs as root");
+        assert_ne!(proc_status(ui, "Gid"), "0");
+        assert_eq!(proc_status(ui, "Groups"), "", "supplementary groups kept");
+    }
+    assert_eq!(proc_status(ui, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(ui, "CapPrm"), "0000000000000000");
+    assert_eq!(proc_status(ui, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(ui, "Seccomp"), "2");
+    // The same confinement, with the arguments the agent gave it, tries
+    // what code run through a hole in the UI would try.
+    let probe = Run::of(
+        Command::new(bin("fossa-agent"))
+            .args(&args[1..])
+            .arg("--probe"),
+    );
+    let report = probe.stdout;
+    for what in [
+        "uid 0",
+        "docker socket",
+        "run iptables",
+        "run a shell",
+        "netlink socket",
+        "signal the agent",
+        "raw IP socket",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("{what}:")))
+            .unwrap_or_else(|| panic!("no {what} in {report}"));
+        let expect_refused = what != "uid 0" || nix::unistd::getuid().is_root();
+        assert_eq!(line.contains(": refused"), expect_refused, "{line}");
+        if what != "uid 0" {
+            // Refused by the filter, not for want of a file.
+            assert!(line.contains("os error 1)"), "{line}");
+        }
+    }
+    // Killed, it comes back by itself, and the UI answers again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ui as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let started = Instant::now();
+    eventually("a new UI process", Duration::from_secs(30), async || {
+        let now = listening_pid(agent.port);
+        holds(now.is_some_and(|p| p != ui), || format!("{now:?}"))?;
+        let (status, _) = api(&agent, "GET", "/api/v1/overview", None).await;
+        holds(status == 200, || format!("HTTP {status}"))
+    })
+    .await;
+    println!(
+        "the UI answered again {:.1} s after its process was killed",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(agent.log().contains("the web UI process ended"), "no event");
+}

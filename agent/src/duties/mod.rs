@@ -156,6 +156,9 @@ pub enum DutyError {
     /// An AWS call outside the duties' own modules.
     #[error(transparent)]
     Aws(#[from] AwsError),
+    /// The web UI's process could not be started again.
+    #[error(transparent)]
+    Ui(#[from] crate::ui::UiError),
     /// The upgrade duty could not check or stage a binary.
     #[error("cannot upgrade the agent")]
     Upgrade(#[source] crate::host::upgrade::UpgradeError),

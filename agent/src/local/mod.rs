@@ -258,11 +258,25 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
             p.min_workers, p.max_workers, p.idle_window_secs
         );
     }
+    let ui = start_ui(args, &state, fleet.clone(), &events).await;
+    if let Ok((ui, _)) = &ui {
+        duties.register(
+            Registration::new("web", "Web UI", crate::ui::PERIOD),
+            Box::new(crate::ui::UiDuty(ui.clone())),
+        );
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (_ctx, ctx_rx) = watch::channel(Arc::new(()));
     let loops = duties.start(ctx_rx, shutdown_rx.clone());
 
-    let result = serve_ui(args, n_workers, &state, fleet.clone(), &events, started).await;
+    let result = match ui {
+        Ok((ui, shown)) => {
+            let r = serve_ui(args, n_workers, &shown, fleet.clone(), &events, started).await;
+            ui.stop().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
 
     eprintln!("stopping workers and the broker…");
     shutdown_tx.send_replace(true);
@@ -276,15 +290,22 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     result
 }
 
-async fn serve_ui(
+/// What local mode prints about the UI once it listens.
+struct Shown {
+    password: String,
+    generated: bool,
+    fingerprint: String,
+    token_file: PathBuf,
+}
+
+/// Starts the UI's own process (its certificate, password and the
+/// scraper's token made here) and waits until it listens.
+async fn start_ui(
     args: &LocalArgs,
-    n_workers: u32,
     state: &Path,
     fleet: Arc<FleetModel>,
     events: &Events,
-    started: Instant,
-) -> Result<(), Error> {
-    use tokio::signal::unix::{signal, SignalKind};
+) -> Result<(Arc<crate::ui::UiProcess>, Shown), Error> {
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     if !args.listen.ip().is_unspecified() {
         names.push(args.listen.ip().to_string());
@@ -296,40 +317,43 @@ async fn serve_ui(
         Ok(p) if !p.is_empty() => (p, false),
         _ => (Alphanumeric.sample_string(&mut rand::rng(), 20), true),
     };
-    let config = fossa_web::WebConfig {
+    let spec = crate::ui::UiSpec {
         listen: args.listen,
         password: password.clone(),
         cookie_key,
-        tls: Some((cert.cert_pem.clone(), cert.key_pem.clone())),
-        session_state_file: Some(state.join("tls/session-state").into()),
-        after_hashing: Some(crate::memory::release),
-        password_updates: None,
+        tls: (cert.cert_pem.clone(), cert.key_pem.clone()),
         scrape_token: Some(scrape_token),
-        scrape_token_updates: None,
+        session_file: state.join("tls/session-state"),
     };
-    let rocket = fossa_web::build(config, fleet.clone())
-        .ignite()
+    // Local mode rotates nothing: the secrets never change.
+    let (_pw, pw_rx) = watch::channel(String::new());
+    let (_tok, tok_rx) = watch::channel(String::new());
+    let ui = crate::ui::UiProcess::start(spec, fleet, (pw_rx, tok_rx), events.clone())
         .await
         .map_err(|e| {
             setup(format!(
-                "cannot start the web UI on {}: {}",
-                args.listen,
-                fossa_web::explain(&e)
+                "cannot start the web UI: {}",
+                fossa_contract::aws::chain(&e)
             ))
         })?;
-    let shutdown = rocket.shutdown();
-    let server = tokio::spawn(rocket.launch());
-    // Wait until the UI listens before printing where it is.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(args.listen).await.is_err() {
-        if server.is_finished() || Instant::now() > deadline {
-            return Err(setup(format!(
-                "the web UI did not start on {}: is the address in use?",
-                args.listen
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let shown = Shown {
+        password,
+        generated,
+        fingerprint: cert.fingerprint,
+        token_file,
+    };
+    Ok((ui, shown))
+}
+
+async fn serve_ui(
+    args: &LocalArgs,
+    n_workers: u32,
+    shown: &Shown,
+    fleet: Arc<FleetModel>,
+    events: &Events,
+    started: Instant,
+) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
     let host = if args.listen.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
@@ -345,16 +369,21 @@ async fn serve_ui(
         );
     }
     println!("  user:     fossa");
-    if generated {
-        println!("  password: {password}");
+    if shown.generated {
+        println!("  password: {}", shown.password);
     } else {
         println!("  password: from {PASSWORD_ENV}");
     }
-    println!("  TLS certificate SHA-256: {}", cert.fingerprint);
+    println!("  TLS certificate SHA-256: {}", shown.fingerprint);
     println!(
         "  /metrics: the scraper's token is in {} (Authorization: Bearer)",
-        token_file.display()
+        shown.token_file.display()
     );
+    // The first poll, which lists the models, may still be on its way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet.snapshot().models.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     println!("  models:   {}", fleet.snapshot().models.join(", "));
     println!("Press Ctrl-C to stop everything.");
     events.push(
@@ -384,13 +413,8 @@ async fn serve_ui(
                         events.push("agent", false, msg);
                     }
                 }
-                if server.is_finished() {
-                    return Err(setup("the web UI stopped unexpectedly"));
-                }
             }
         }
     }
-    shutdown.notify();
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }
