@@ -112,7 +112,10 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 args.private_cidrs.clone()
             };
             let host = exec::Host;
-            let plan = nat::plan(&host, &cidrs, args.egress_interface.as_deref())?;
+            let plan = nat::NatPlan {
+                ui_uid: ui::confine::Account::for_ui().map(|a| a.uid),
+                ..nat::plan(&host, &cidrs, args.egress_interface.as_deref())?
+            };
             match args.action {
                 NatAction::Apply => {
                     let applied = nat::apply(&host, &plan)?;

@@ -278,6 +278,32 @@ impl NatLab {
         }
     }
 
+    /// [`NatLab::connect`] as user `uid` (group `uid`, no other group),
+    /// as an unprivileged process on that host would.
+    pub fn connect_as(&self, ns: Which, uid: u32, addr: &str, port: u16) -> Result<String, String> {
+        let probe = PROBE.replace(
+            "(sys.argv[1],8080),timeout=2",
+            &format!("('{addr}',{port}),timeout=1"),
+        );
+        let id = uid.to_string();
+        let r = Run::of(self.ns(ns).cmd("setpriv").args([
+            "--reuid",
+            &id,
+            "--regid",
+            &id,
+            "--clear-groups",
+            // The system's own, not a user's shim the other user cannot read.
+            "/usr/bin/python3",
+            "-c",
+            &probe,
+        ]));
+        if r.code == 0 {
+            Ok(r.stdout.trim().to_owned())
+        } else {
+            Err(r.stderr.lines().last().unwrap_or("").to_owned())
+        }
+    }
+
     /// Gives the internet host one more address (`169.254.169.254`, where
     /// a stand-in metadata service answers), routed through the gateway.
     pub fn internet_address(&self, addr: &str) {

@@ -86,6 +86,23 @@ fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
     );
     nat(&lab.gw, "apply").ok();
     assert!(lab.connect(Which::Task, "169.254.169.254", 80).is_err());
+    // The web UI's process (the agent runs as root here, so it would be
+    // `nobody`) may not ask the metadata stand-in either, while the agent
+    // itself may.
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user")
+        .uid
+        .as_raw();
+    assert!(
+        lab.connect(Which::Gateway, "169.254.169.254", 80).is_ok(),
+        "the agent reaches IMDS"
+    );
+    let refused = lab.connect_as(Which::Gateway, nobody, "169.254.169.254", 80);
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("refused")),
+        "the UI's user reached the metadata stand-in: {refused:?}"
+    );
     lab.listen(Which::Task, "192.168.2.10", 2345);
     assert_eq!(
         lab.connect(Which::Gateway, "192.168.2.10", 2345).as_deref(),

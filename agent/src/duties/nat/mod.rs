@@ -76,7 +76,10 @@ impl Duty<Settings> for NatDuty {
             .clone();
         let traffic = self.traffic.clone();
         let summary = tokio::task::spawn_blocking(move || {
-            let plan = plan(exec.as_ref(), &cidrs, None)?;
+            let plan = NatPlan {
+                ui_uid: crate::ui::confine::Account::for_ui().map(|a| a.uid),
+                ..plan(exec.as_ref(), &cidrs, None)?
+            };
             // Counted before anything is re-added, so a repair loses nothing
             // read so far; a chain that is not there yet has nothing to count.
             let mut c = counter.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,12 +163,25 @@ mod tests {
     #[test]
     fn apply_checks_before_adding_and_is_idempotent() {
         let fake = Fake::new();
-        let p = plan_for(&fake);
+        let p = NatPlan {
+            ui_uid: Some(999),
+            ..plan_for(&fake)
+        };
         let first = apply(&fake, &p).unwrap();
         assert_eq!(
             first.added.iter().filter(|a| a.starts_with("rule")).count(),
-            // 6 rules per private CIDR, 3 jumps (FORWARD, POSTROUTING, INPUT).
-            12 + 3
+            // 6 rules per private CIDR, the UI process kept off IMDS, and 4
+            // jumps (FORWARD, POSTROUTING, INPUT, OUTPUT).
+            12 + 1 + 4
+        );
+        assert!(
+            first
+                .added
+                .iter()
+                .any(|a| a
+                    .contains("FOSSA-OUTPUT -d 169.254.0.0/16 -m owner --uid-owner 999 -j REJECT")),
+            "{:?}",
+            first.added
         );
         let snapshot = fake.snapshot();
         for _ in 0..10 {

@@ -19,6 +19,9 @@ pub const LINK_LOCAL: &str = "169.254.0.0/16";
 pub const NAT_CHAIN: &str = "FOSSA-POSTROUTING";
 /// Our chain in the filter table, jumped to from INPUT.
 pub const INPUT_CHAIN: &str = "FOSSA-INPUT";
+/// Our chain in the filter table, jumped to from OUTPUT: what the gateway's
+/// own unprivileged processes may not reach.
+pub const OUTPUT_CHAIN: &str = "FOSSA-OUTPUT";
 /// Docker's chain for user rules, evaluated before its own FORWARD rules.
 pub const DOCKER_USER: &str = "DOCKER-USER";
 
@@ -100,6 +103,9 @@ pub struct NatPlan {
     pub egress: String,
     /// Private subnets to serve.
     pub cidrs: Vec<Ipv4Net>,
+    /// The user the web UI's process runs as, kept off the instance
+    /// metadata service (and so off the gateway role's credentials).
+    pub ui_uid: Option<u32>,
 }
 
 impl NatPlan {
@@ -120,17 +126,27 @@ impl NatPlan {
     }
 
     /// Our own chains, as `(table, chain)`.
-    pub fn chains(&self) -> [(&'static str, &'static str); 3] {
+    pub fn chains(&self) -> [(&'static str, &'static str); 4] {
         [
             ("filter", FORWARD_CHAIN),
             ("nat", NAT_CHAIN),
             ("filter", INPUT_CHAIN),
+            ("filter", OUTPUT_CHAIN),
         ]
     }
 
     /// The rules inside our own chains.
     pub fn rules(&self) -> Vec<Rule> {
         let mut out = Vec::new();
+        // A hole in the web UI must not reach the role's credentials: its
+        // process runs as its own user, which may not ask IMDS anything.
+        if let Some(uid) = self.ui_uid {
+            out.push(Rule::new(
+                "filter",
+                OUTPUT_CHAIN,
+                &format!("-d {LINK_LOCAL} -m owner --uid-owner {uid} -j REJECT"),
+            ));
+        }
         for c in &self.cidrs {
             // Link-local (the instance metadata service, 169.254.169.254,
             // and the Amazon DNS and time addresses' link-local forms) is
@@ -180,6 +196,7 @@ impl NatPlan {
             Rule::new("filter", "FORWARD", &format!("-j {FORWARD_CHAIN}")),
             Rule::new("nat", "POSTROUTING", &format!("-j {NAT_CHAIN}")),
             Rule::new("filter", "INPUT", &format!("-j {INPUT_CHAIN}")),
+            Rule::new("filter", "OUTPUT", &format!("-j {OUTPUT_CHAIN}")),
         ];
         if docker {
             out.push(Rule::new(
@@ -217,6 +234,7 @@ pub fn plan(
     Ok(NatPlan {
         egress,
         cidrs: cidrs.to_vec(),
+        ui_uid: None,
     })
 }
 
