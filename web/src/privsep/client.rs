@@ -29,6 +29,8 @@ pub struct RemoteFleet {
     writer: Mutex<Box<dyn AsyncWrite + Unpin + Send>>,
     pending: Arc<Pending>,
     next: AtomicU64,
+    password: watch::Sender<String>,
+    scrape_token: watch::Sender<String>,
 }
 
 /// Where the core's updates of the secrets arrive.
@@ -76,10 +78,14 @@ impl RemoteFleet {
             writer: Mutex::new(Box::new(writer)),
             pending,
             next: AtomicU64::new(1),
+            password: watch::Sender::new(String::new()),
+            scrape_token: watch::Sender::new(String::new()),
         });
-        let (pw_tx, pw_rx) = watch::channel(String::new());
-        let (tok_tx, tok_rx) = watch::channel(String::new());
-        fleet.refresh(&pw_tx, &tok_tx).await?;
+        let updates = SecretUpdates {
+            password: fleet.password.subscribe(),
+            scrape_token: fleet.scrape_token.subscribe(),
+        };
+        fleet.refresh().await?;
         let weak = Arc::downgrade(&fleet);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(UI_REFRESH_MS));
@@ -87,23 +93,16 @@ impl RemoteFleet {
             loop {
                 tick.tick().await;
                 let Some(fleet) = weak.upgrade() else { return };
-                if let Err(e) = fleet.refresh(&pw_tx, &tok_tx).await {
+                if let Err(e) = fleet.refresh().await {
                     tracing::warn!("cannot refresh the snapshot: {e}");
                 }
             }
         });
-        let updates = SecretUpdates {
-            password: pw_rx,
-            scrape_token: tok_rx,
-        };
         Ok((fleet, updates, gone_rx))
     }
 
-    async fn refresh(
-        &self,
-        password: &watch::Sender<String>,
-        token: &watch::Sender<String>,
-    ) -> Result<(), Unanswered> {
+    /// Takes what changed in the core: the snapshot, the events, secrets.
+    async fn refresh(&self) -> Result<(), Unanswered> {
         let Answer::Refreshed(r) = self.call(Call::Refresh).await? else {
             return Err(Unanswered::Mismatched);
         };
@@ -114,12 +113,20 @@ impl RemoteFleet {
             self.events.store(Arc::new(e));
         }
         if let Some(p) = r.secrets.password {
-            password.send_replace(p);
+            self.password.send_replace(p);
         }
         if let Some(t) = r.secrets.scrape_token {
-            token.send_replace(t);
+            self.scrape_token.send_replace(t);
         }
         Ok(())
+    }
+
+    /// After an action: the snapshot it changed, before the answer goes
+    /// out, so the page or the API call that follows shows it.
+    async fn catch_up(&self) {
+        if let Err(e) = self.refresh().await {
+            tracing::warn!("cannot refresh the snapshot after an action: {e}");
+        }
     }
 
     /// Sends `call` and waits for its answer.
@@ -156,7 +163,9 @@ impl RemoteFleet {
     }
 
     async fn done(&self, call: Call) -> Result<String, ControlError> {
-        match self.call(call).await {
+        let answer = self.call(call).await;
+        self.catch_up().await;
+        match answer {
             Ok(Answer::Done(r)) => r.map_err(refused),
             Ok(_) => Err(failed(Unanswered::Mismatched)),
             Err(e) => Err(failed(e)),
@@ -214,7 +223,9 @@ impl Fleet for RemoteFleet {
     }
 
     async fn submit(&self, request: TaskRequest) -> Result<Submitted, DispatchError> {
-        match self.call(Call::Submit(request)).await {
+        let answer = self.call(Call::Submit(request)).await;
+        self.catch_up().await;
+        match answer {
             Ok(Answer::Submitted(r)) => r,
             Ok(_) => Err(DispatchError::Worker(Unanswered::Mismatched.to_string())),
             Err(e) => Err(DispatchError::Worker(e.to_string())),
@@ -264,7 +275,9 @@ impl Fleet for RemoteFleet {
     }
 
     async fn cancel(&self, id: i64) -> Result<bool, ControlError> {
-        match self.call(Call::Cancel(id)).await {
+        let answer = self.call(Call::Cancel(id)).await;
+        self.catch_up().await;
+        match answer {
             Ok(Answer::Cancelled(r)) => r.map_err(refused),
             Ok(_) => Err(failed(Unanswered::Mismatched)),
             Err(e) => Err(failed(e)),
