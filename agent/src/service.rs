@@ -60,8 +60,20 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let shared = Shared::new(Arc::new(Host), events.clone());
     let listed = settings.toml.duties();
     let nat_listed = listed.contains(&DutyKind::Nat);
+    // One agent acts for the stack at a time; the lease says which.
+    let lease = Arc::new(watch::Sender::new(duties::lease::Lease::Unknown));
+    let me = duties::lease::holder_name();
     let mut driver = Driver::new(events.clone(), Backoff::default())
-        .count_recoveries_in(shared.recoveries.clone());
+        .count_recoveries_in(shared.recoveries.clone())
+        .gate(lease.subscribe());
+    driver.register(
+        Registration::new(
+            "lease",
+            "Lease",
+            Duration::from_secs(fossa_contract::limits::LEASE_RENEW_SECS),
+        ),
+        Box::new(duties::lease::LeaseDuty::new(me.clone(), lease.clone())),
+    );
     for kind in DutyKind::ALL {
         if listed.contains(&kind) {
             let (reg, duty) = duties::gateway(kind, &shared);
@@ -98,6 +110,7 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         history,
     );
     fleet.set_agent(crate::fleet::this_agent());
+    fleet.follow_lease(lease.subscribe());
     // The UI failing to start (port taken, no password yet) must not take NAT down with it.
     let secrets = (password_rx, token_rx);
     let (web, versions) = match start_web(&settings, fleet.clone(), &events, secrets).await {
@@ -217,6 +230,13 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         tracing::warn!("some duties did not stop within 5 s");
     }
     fleet.save_meter();
+    // A clean stop hands the stack over at once, not after the lease runs out.
+    let last = settings_tx.borrow().clone();
+    match tokio::time::timeout(Duration::from_secs(5), duties::lease::release(&last, &me)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("cannot give the lease up: {}", chain(&e)),
+        Err(_) => tracing::warn!("cannot give the lease up: no answer within 5 s"),
+    }
     Ok(())
 }
 

@@ -183,6 +183,16 @@ pub const UI_ANSWER_WAIT_SECS: u64 = 300;
 /// Restarts of a UI process that keeps failing are spaced up to this.
 pub const UI_RESTART_MAX_SECS: u64 = 30;
 
+/// How long a lease written by an agent lasts, in seconds: another agent
+/// takes over this long after the holder last renewed it (at once when the
+/// holder gave it up on a clean stop).
+pub const LEASE_SECS: i64 = 45;
+/// How often the holder renews its lease, and a waiting agent looks again.
+pub const LEASE_RENEW_SECS: u64 = 10;
+/// The holder stops acting this long before its lease runs out when it
+/// could not renew it, so clocks this far apart never let two agents act.
+pub const LEASE_MARGIN_SECS: i64 = 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;

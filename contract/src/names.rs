@@ -153,6 +153,9 @@ pub const PASSWORD_ENV: &str = "GATEWAY_HTTP_PASSWORD";
 pub const AGENT_OBJECT_KEY: &str = "agent/fossa-agent";
 /// S3 key of the user's model directory, as a gzipped tarball.
 pub const MODELS_OBJECT_KEY: &str = "models/models.tar.gz";
+/// Key in the artifact bucket of the lease that decides which agent acts
+/// (written only with S3's conditional writes).
+pub const LEASE_OBJECT_KEY: &str = "agent/lease.json";
 /// The user name of the web UI.
 pub const UI_USER: &str = "fossa";
 /// The system account the web UI's process runs as on the gateway

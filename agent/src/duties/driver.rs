@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 use futures::FutureExt;
 
-use super::{Duty, DutyError, Next, Outcome, Registration};
+use super::lease::Lease;
+use super::{watched, Duty, DutyError, Next, Outcome, Registration};
 use crate::events::Events;
 
 /// One duty's state, as the overview and the API show it.
@@ -105,6 +106,7 @@ pub struct Driver<C: Send + Sync + 'static> {
     events: Events,
     backoff: Backoff,
     recoveries: Arc<Recoveries>,
+    lease: Option<watch::Receiver<Lease>>,
 }
 
 impl<C: Send + Sync + 'static> Driver<C> {
@@ -116,7 +118,15 @@ impl<C: Send + Sync + 'static> Driver<C> {
             events,
             backoff,
             recoveries: Arc::default(),
+            lease: None,
         }
+    }
+
+    /// Runs the duties registered as acting ([`Registration::acts`]) only
+    /// while `lease` says this agent holds it (without a lease, always).
+    pub fn gate(mut self, lease: watch::Receiver<Lease>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Counts each duty's recoveries in `r` (shared with the duties that read it).
@@ -177,6 +187,7 @@ impl<C: Send + Sync + 'static> Driver<C> {
         self.duties
             .into_iter()
             .map(|(slot, reg, duty)| {
+                let reg_acts = reg.acts;
                 let run = Loop {
                     slot,
                     reg,
@@ -185,6 +196,7 @@ impl<C: Send + Sync + 'static> Driver<C> {
                     events: self.events.clone(),
                     backoff: self.backoff,
                     recoveries: self.recoveries.clone(),
+                    lease: self.lease.clone().filter(|_| reg_acts),
                 };
                 tokio::spawn(run.run(ctx.clone(), shutdown.clone()))
             })
@@ -201,9 +213,14 @@ struct Loop<C: Send + Sync + 'static> {
     events: Events,
     backoff: Backoff,
     recoveries: Arc<Recoveries>,
+    /// For a duty that acts: the lease it waits for.
+    lease: Option<watch::Receiver<Lease>>,
 }
 
 pub use fossa_contract::aws::chain;
+
+/// How often a duty waiting for the lease looks at it again.
+const LEASE_LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// How often a stuck step's line is brought up to date.
 const HUNG_LOOK_EVERY: Duration = Duration::from_secs(5);
@@ -245,11 +262,50 @@ impl<C: Send + Sync + 'static> Loop<C> {
         publish(&self.board, self.slot, ok, detail, Some(outcome_ok));
     }
 
+    /// While another agent holds the lease, shows so and waits (looking
+    /// again when the lease changes, and every few seconds, since a lease
+    /// that could not be renewed runs out by itself). `false` on shutdown.
+    async fn wait_for_lease(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let Some(mut lease) = self.lease.clone() else {
+            return true;
+        };
+        let mut said = None;
+        loop {
+            let now = lease.borrow_and_update().clone();
+            if now.held() {
+                if said.is_some() {
+                    self.events.push(
+                        self.reg.name,
+                        false,
+                        "this agent holds the lease: acting again",
+                    );
+                }
+                return true;
+            }
+            let line = now.waiting_line();
+            if said.as_ref() != Some(&line) {
+                if said.is_none() {
+                    self.events.push(self.reg.name, false, &line);
+                }
+                publish(&self.board, self.slot, true, line.clone(), None);
+                said = Some(line);
+            }
+            tokio::select! {
+                _ = watched(&mut lease) => {}
+                _ = tokio::time::sleep(LEASE_LOOK_EVERY) => {}
+                _ = shutdown.changed() => return false,
+            }
+        }
+    }
+
     async fn run(mut self, mut ctx: watch::Receiver<Arc<C>>, mut shutdown: watch::Receiver<bool>) {
         let name = self.reg.name;
         let mut failures = 0u32;
         let mut last: Option<(String, bool)> = None;
         loop {
+            if !self.wait_for_lease(&mut shutdown).await {
+                return;
+            }
             let current = ctx.borrow_and_update().clone();
             // A bug in one duty shows as its failure; it never ends the loop.
             let run = {

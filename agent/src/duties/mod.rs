@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod image;
+pub mod lease;
 pub mod nat;
 pub mod upgrade;
 
@@ -98,6 +99,9 @@ pub struct Registration {
     /// as stuck: three periods, at least two minutes, unless registered
     /// otherwise ([`Registration::hung_after`]).
     pub hung_after: Duration,
+    /// It changes the stack (AWS resources, the queue, the fleet's size),
+    /// so it runs only while this agent holds the lease ([`lease`]).
+    pub acts: bool,
 }
 
 impl Registration {
@@ -108,7 +112,14 @@ impl Registration {
             title,
             period,
             hung_after: (period * 3).max(Duration::from_secs(120)),
+            acts: false,
         }
+    }
+
+    /// A duty that changes the stack: it waits while another agent holds
+    /// the lease.
+    pub fn acts(self) -> Self {
+        Registration { acts: true, ..self }
     }
 
     /// A duty one of whose runs may rightly take up to `d` (an image build).
@@ -249,10 +260,13 @@ pub fn gateway(kind: DutyKind, shared: &Shared) -> (Registration, Box<dyn Duty<S
         DutyKind::Broker => (every(10), Box::new(broker::BrokerDuty::new(shared))),
         // A first build installs Fossa with pip: many minutes, not stuck.
         DutyKind::Image => (
-            every(60).hung_after(Duration::from_secs(45 * 60)),
+            every(60).hung_after(Duration::from_secs(45 * 60)).acts(),
             Box::new(image::ImageDuty::new(shared)),
         ),
-        DutyKind::Cluster => (every(30), Box::new(cluster::ClusterDuty::new(shared))),
+        DutyKind::Cluster => (
+            every(30).acts(),
+            Box::new(cluster::ClusterDuty::new(shared)),
+        ),
         DutyKind::Upgrade => (
             every(fossa_contract::limits::CONFIG_CHECK_SECS),
             Box::new(upgrade::UpgradeDuty::new(crate::fleet::this_agent().sha256)),

@@ -40,7 +40,7 @@ pub fn register<C: Send + Sync + 'static>(
         }),
     );
     driver.register(
-        Registration::new("queue", "Queue", interval),
+        Registration::new("queue", "Queue", interval).acts(),
         Box::new(Drain {
             fleet: fleet.clone(),
             refreshed: fleet.refreshed(),
@@ -51,7 +51,7 @@ pub fn register<C: Send + Sync + 'static>(
         Box::new(Recorded(fleet.history().clone())),
     );
     driver.register(
-        Registration::new("autoscale", "Autoscaling", interval),
+        Registration::new("autoscale", "Autoscaling", interval).acts(),
         Box::new(Scale {
             fleet: fleet.clone(),
             refreshed: fleet.refreshed(),

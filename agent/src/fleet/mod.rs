@@ -74,6 +74,8 @@ pub struct FleetModel {
     events: Events,
     stack: String,
     agent: std::sync::OnceLock<AgentInfo>,
+    /// Which agent acts for the stack (none in local mode: this one).
+    lease: std::sync::OnceLock<watch::Receiver<crate::duties::lease::Lease>>,
     history: Arc<History>,
     poller: Poller,
     observer: Observer,
@@ -125,6 +127,7 @@ impl FleetModel {
             events,
             stack: stack.into(),
             agent: std::sync::OnceLock::new(),
+            lease: std::sync::OnceLock::new(),
             history,
             poller,
             dispatcher,
@@ -234,8 +237,19 @@ impl FleetModel {
         let _ = self.agent.set(info);
     }
 
-    /// Polls every worker, swaps in a new snapshot, then keeps the busy
-    /// workers from scale-in.
+    /// Acts only while `lease` says this agent holds it: lost work is put
+    /// back and busy workers protected by one agent, never two.
+    pub fn follow_lease(&self, lease: watch::Receiver<crate::duties::lease::Lease>) {
+        let _ = self.lease.set(lease);
+    }
+
+    /// Whether this agent acts for the stack now.
+    fn acting(&self) -> bool {
+        self.lease.get().is_none_or(|l| l.borrow().held())
+    }
+
+    /// Polls every worker, swaps in a new snapshot, then (when this agent
+    /// acts) puts lost work back and keeps the busy workers from scale-in.
     pub async fn refresh(&self) {
         let t = Instant::now();
         let previous = self.snapshot.load_full();
@@ -243,15 +257,19 @@ impl FleetModel {
             .poller
             .poll_all(self.backend.as_ref(), &previous, &self.events)
             .await;
+        let acting = self.acting();
+        self.observer.set_acting(acting);
         self.store(workers, t.elapsed());
-        self.observer
-            .rescue(self.backend.broker_url(), &self.events)
-            .await;
-        self.submit_lost_again().await;
-        let snap = self.snapshot.load_full();
-        self.poller
-            .protect(self.backend.as_ref(), &snap.workers, &self.events)
-            .await;
+        if acting {
+            self.observer
+                .rescue(self.backend.broker_url(), &self.events)
+                .await;
+            self.submit_lost_again().await;
+            let snap = self.snapshot.load_full();
+            self.poller
+                .protect(self.backend.as_ref(), &snap.workers, &self.events)
+                .await;
+        }
         self.refreshed.send_modify(|n| *n += 1);
     }
 

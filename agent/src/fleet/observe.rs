@@ -30,6 +30,9 @@ pub struct Observer {
     /// Tasks (not subtasks) recorded lost, `(worker, task)`, for the
     /// fleet to submit again ([`Observer::lost_tasks`]).
     lost_tasks: Mutex<Vec<Key>>,
+    /// Whether this agent acts for the stack: one that waits records what
+    /// it sees but decides no rescue and submits nothing again.
+    acting: std::sync::atomic::AtomicBool,
 }
 
 impl Observer {
@@ -41,7 +44,14 @@ impl Observer {
             rescue: Rescue::default(),
             tally: Mutex::new(Tally::default()),
             lost_tasks: Mutex::new(Vec::new()),
+            acting: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether this agent acts for the stack (see [`Observer::observe`]).
+    pub fn set_acting(&self, acting: bool) {
+        self.acting
+            .store(acting, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// After a start: what the history says ran when the agent stopped.
@@ -78,9 +88,10 @@ impl Observer {
         self.rescue.note(snap);
         let (mut batch, next) = changes(&seen, snap, now);
         let mut plans = Vec::new();
+        let acting = self.acting.load(std::sync::atomic::Ordering::Relaxed);
         for o in batch
             .iter_mut()
-            .filter(|o| o.task.status == TaskStatus::Lost)
+            .filter(|o| acting && o.task.status == TaskStatus::Lost)
         {
             let Some(plan) = self.rescue.decide(&o.task.task_id) else {
                 continue;
@@ -103,7 +114,9 @@ impl Observer {
         let lost_tasks: Vec<Key> = batch
             .iter()
             .filter(|o| {
-                o.task.status == TaskStatus::Lost && Kind::of(&o.task.task_id) == Kind::Task
+                acting
+                    && o.task.status == TaskStatus::Lost
+                    && Kind::of(&o.task.task_id) == Kind::Task
             })
             .map(|o| (o.worker_id.clone(), o.task.task_id.clone()))
             .collect();

@@ -219,6 +219,8 @@ impl Scope<'_> {
                  "Resource": format!("{}/*", self.bucket_arn())},
                 {"Sid": "ListArtifacts", "Effect": "Allow", "Action": "s3:ListBucket",
                  "Resource": self.bucket_arn()},
+                {"Sid": "AgentLease", "Effect": "Allow", "Action": "s3:PutObject",
+                 "Resource": format!("{}/{}", self.bucket_arn(), fossa_contract::names::LEASE_OBJECT_KEY)},
                 {"Sid": "WorkerLogGroup", "Effect": "Allow", "Action": [
                     "logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:TagResource"
                 ], "Resource": [self.log_group_arn(), format!("{}:*", self.log_group_arn())]},
@@ -340,6 +342,12 @@ impl Scope<'_> {
                 .collect(),
             ),
             (_, "s3:ListBucket") => one(self.bucket_arn()),
+            // The lease, the one object the agent writes.
+            (_, "s3:PutObject") => one(format!(
+                "{}/{}",
+                self.bucket_arn(),
+                fossa_contract::names::LEASE_OBJECT_KEY
+            )),
             (_, "ssm:GetParameter" | "ssm:GetParameters") => {
                 Some(ssm::ALL.iter().map(|k| self.parameter_arn(k)).collect())
             }
