@@ -80,6 +80,9 @@ fn keep(toml: &AgentToml, version: i64, value: &str) {
     })
     .expect("serialises");
     let _ = std::fs::remove_file(&tmp);
+    // The first thing written there, on a first start without systemd's
+    // StateDirectory= to make the directory.
+    let _ = std::fs::create_dir_all(&toml.state_dir);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -284,9 +284,7 @@ impl<C: Send + Sync + 'static> Loop<C> {
             }
             let line = now.waiting_line();
             if said.as_ref() != Some(&line) {
-                if said.is_none() {
-                    self.events.push(self.reg.name, false, &line);
-                }
+                self.events.push(self.reg.name, false, &line);
                 publish(&self.board, self.slot, true, line.clone(), None);
                 said = Some(line);
             }

@@ -38,6 +38,63 @@ pub struct Record {
     pub expires_at: i64,
 }
 
+/// An agent process, as the lease names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its host name.
+    pub host: String,
+    /// Its pid there.
+    pub pid: u32,
+    /// When it started, in clock ticks since boot (`/proc/PID/stat`), so
+    /// a reused pid is another process.
+    pub started: u64,
+}
+
+impl Holder {
+    /// This agent.
+    pub fn me() -> Holder {
+        let pid = std::process::id();
+        Holder {
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "unknown-host".into()),
+            pid,
+            started: start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    /// The name written in the lease.
+    pub fn name(&self) -> String {
+        format!("{} pid {} started {}", self.host, self.pid, self.started)
+    }
+
+    /// The holder a lease names, when it is one of ours.
+    pub fn parse(name: &str) -> Option<Holder> {
+        let (host, rest) = name.split_once(" pid ")?;
+        let (pid, started) = rest.split_once(" started ")?;
+        Some(Holder {
+            host: host.to_owned(),
+            pid: pid.parse().ok()?,
+            started: started.parse().ok()?,
+        })
+    }
+
+    /// Whether this holder is an agent on this host that is gone (killed,
+    /// crashed): its lease need not be waited out. `alive` tells whether a
+    /// pid runs and since when.
+    pub fn gone_from(&self, host: &str, alive: impl Fn(u32) -> Option<u64>) -> bool {
+        self.host == host && alive(self.pid) != Some(self.started)
+    }
+}
+
+/// When process `pid` started, in clock ticks since boot.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: count after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// What this agent knows of the lease.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Lease {
@@ -70,18 +127,30 @@ impl Lease {
         self.held_at(fossa_contract::unix_now())
     }
 
-    /// One line for a duty that waits on it.
+    /// One line for a duty that waits on it (the same while the same
+    /// agent holds it: an event is made only when it changes).
     pub fn waiting_line(&self) -> String {
         match self {
-            Lease::Elsewhere { holder, until } => format!(
-                "standing by: another agent ({holder}) acts for this stack; its lease runs to {} unless renewed",
+            Lease::Elsewhere { holder, .. } => {
+                format!("standing by: another agent ({holder}) acts for this stack")
+            }
+            Lease::Held { .. } => {
+                "standing by: this agent could not renew its lease in time".into()
+            }
+            Lease::Unknown => {
+                "standing by: waiting to learn which agent acts for this stack".into()
+            }
+        }
+    }
+
+    /// Until when the lease runs, unless renewed, for the overview.
+    pub fn until_line(&self) -> Option<String> {
+        match self {
+            Lease::Elsewhere { until, .. } | Lease::Held { until } => Some(format!(
+                "its lease runs to {} unless renewed",
                 fossa_web::fmt::iso_time(*until)
-            ),
-            Lease::Held { until } => format!(
-                "standing by: the lease could not be renewed and runs out at {}",
-                fossa_web::fmt::iso_time(*until)
-            ),
-            Lease::Unknown => "standing by: waiting to learn which agent acts for this stack".into(),
+            )),
+            Lease::Unknown => None,
         }
     }
 }
@@ -105,13 +174,21 @@ pub enum Step {
     },
 }
 
-/// Decides from `current` (the record and its ETag), for agent `me`, at `now`.
-pub fn decide(current: Option<(&Record, &str)>, me: &str, now: i64) -> Step {
+/// Decides from `current` (the record and its ETag), for agent `me`, at
+/// `now`; `gone` says whether a holder is a dead agent of this host.
+pub fn decide(
+    current: Option<(&Record, &str)>,
+    me: &str,
+    now: i64,
+    gone: impl Fn(&str) -> bool,
+) -> Step {
     match current {
         None => Step::Create,
-        Some((r, etag)) if r.holder == me || r.expires_at <= now => Step::Replace {
-            etag: etag.to_owned(),
-        },
+        Some((r, etag)) if r.holder == me || r.expires_at <= now || gone(&r.holder) => {
+            Step::Replace {
+                etag: etag.to_owned(),
+            }
+        }
         Some((r, _)) => Step::Wait {
             holder: r.holder.clone(),
             until: r.expires_at,
@@ -119,14 +196,10 @@ pub fn decide(current: Option<(&Record, &str)>, me: &str, now: i64) -> Step {
     }
 }
 
-/// This agent's name in the lease: host, pid and a random tag, so a
+/// This agent's name in the lease: host, pid and start time, so a
 /// restarted agent on the same host is another holder.
 pub fn holder_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown-host".into());
-    let tag: u32 = rand::random();
-    format!("{host} pid {} #{tag:08x}", std::process::id())
+    Holder::me().name()
 }
 
 /// Keeps the lease (holds it, or waits for it) and publishes what it knows.
@@ -226,10 +299,16 @@ impl Duty<Settings> for LeaseDuty {
                 return Err(e);
             }
         };
+        let host = Holder::me().host;
+        // A holder that was an agent of this host and is gone (killed,
+        // crashed, restarted by systemd) need not be waited out.
+        let gone =
+            |name: &str| Holder::parse(name).is_some_and(|h| h.gone_from(&host, start_ticks));
         let step = decide(
             current.as_ref().map(|(r, e)| (r, e.as_str())),
             &self.me,
             now,
+            gone,
         );
         if let Step::Wait { holder, until } = &step {
             let lease = Lease::Elsewhere {
@@ -237,8 +316,9 @@ impl Duty<Settings> for LeaseDuty {
                 until: *until,
             };
             let line = lease.waiting_line();
+            let until = lease.until_line().unwrap_or_default();
             self.tx.send_replace(lease);
-            return Ok(Outcome::done(line));
+            return Ok(Outcome::done(line).with_detail(true, until));
         }
         let record = Record {
             holder: self.me.clone(),
@@ -290,16 +370,17 @@ mod tests {
     }
 
     #[test]
-    fn only_a_missing_ours_or_run_out_lease_is_written() {
-        assert_eq!(decide(None, "a", 100), Step::Create);
+    fn only_a_missing_ours_run_out_or_dead_holders_lease_is_written() {
+        let alive = |_: &str| false;
+        assert_eq!(decide(None, "a", 100, alive), Step::Create);
         let r = rec("a", 150);
         assert_eq!(
-            decide(Some((&r, "e1")), "a", 100),
+            decide(Some((&r, "e1")), "a", 100, alive),
             Step::Replace { etag: "e1".into() }
         );
         let r = rec("b", 150);
         assert_eq!(
-            decide(Some((&r, "e2")), "a", 100),
+            decide(Some((&r, "e2")), "a", 100, alive),
             Step::Wait {
                 holder: "b".into(),
                 until: 150
@@ -309,10 +390,34 @@ mod tests {
         for until in [100, 0] {
             let r = rec("b", until);
             assert_eq!(
-                decide(Some((&r, "e3")), "a", 100),
+                decide(Some((&r, "e3")), "a", 100, alive),
                 Step::Replace { etag: "e3".into() }
             );
         }
+        // A dead agent of this host: taken at once.
+        let r = rec("b", 150);
+        assert_eq!(
+            decide(Some((&r, "e4")), "a", 100, |h| h == "b"),
+            Step::Replace { etag: "e4".into() }
+        );
+    }
+
+    #[test]
+    fn a_holder_is_gone_only_from_this_host_and_by_its_start_time() {
+        let me = Holder::me();
+        assert_eq!(Holder::parse(&me.name()), Some(me.clone()));
+        assert!(me.started > 0, "{me:?}");
+        // This very process runs: not gone.
+        assert!(!me.gone_from(&me.host, start_ticks));
+        // The same pid started at another time is another process.
+        let reused = Holder {
+            started: me.started + 1,
+            ..me.clone()
+        };
+        assert!(reused.gone_from(&me.host, start_ticks));
+        // Another host's agent is never judged from here.
+        assert!(!reused.gone_from("elsewhere", start_ticks));
+        assert_eq!(Holder::parse("a damaged lease"), None);
     }
 
     #[test]
@@ -331,5 +436,11 @@ mod tests {
             "{}",
             other.waiting_line()
         );
+        // Renewals do not change the line (no event every 10 s).
+        let renewed = Lease::Elsewhere {
+            holder: "b".into(),
+            until: 2010,
+        };
+        assert_eq!(renewed.waiting_line(), other.waiting_line());
     }
 }
