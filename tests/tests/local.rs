@@ -669,6 +669,26 @@ async fn the_process_serving_the_ui_holds_no_privilege_and_comes_back_when_kille
             assert!(line.contains("os error 1)"), "{line}");
         }
     }
+    // A second local agent on the same state directory is refused at once
+    // (it would take this one's workers for leftovers and stop them).
+    let second = Run::of(
+        Command::new(bin("fossa-agent"))
+            .args(["local", "--workers", "1", "--listen"])
+            .arg(format!("127.0.0.1:{}", fossa_tests::free_port()))
+            .arg("--python")
+            .arg(venv_bin("python"))
+            .arg("--state-dir")
+            .arg(agent.state.0.join("state")),
+    );
+    assert_ne!(second.code, 0);
+    assert!(
+        second.stderr.contains("another fossa-agent local runs on"),
+        "{}",
+        second.stderr
+    );
+    let (status, w) = api(&agent, "GET", "/api/v1/workers", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(w["workers"][0]["health"]["state"], "ok", "{w}");
     // Killed, it comes back by itself, and the UI answers again.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(ui as i32),

@@ -77,3 +77,32 @@ pub fn stop(state: &Path) -> usize {
     }
     found.len()
 }
+
+/// Holds `state` for this run: a second `fossa-agent local` on the same
+/// state directory would take the first one's workers for leftovers and
+/// stop them, so it is refused instead. The lock goes with the process
+/// (a kill -9 too), so a later start never finds a stale one.
+pub fn lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, crate::Error> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = state.join("agent.lock");
+    std::fs::create_dir_all(state)
+        .map_err(|e| crate::Error::io(format!("cannot create {}", state.display()), e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| crate::Error::io(format!("cannot open {}", path.display()), e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(held),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(super::setup(format!(
+            "another fossa-agent local runs on {}: stop it first (Ctrl-C), or give this one its own --state-dir",
+            state.display()
+        ))),
+        Err((_, e)) => Err(crate::Error::io(
+            format!("cannot lock {}", path.display()),
+            e.into(),
+        )),
+    }
+}

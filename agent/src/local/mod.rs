@@ -108,6 +108,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     };
     let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let events = Events::default();
+    let _held = leftovers::lock(&state)?;
     let left = leftovers::stop(&state);
     if left > 0 {
         let msg = format!(
