@@ -176,8 +176,9 @@ pub const UI_REQUEST_MAX_BYTES: usize = 1 << 20;
 pub const UI_ANSWER_MAX_BYTES: usize = 256 << 20;
 /// Requests of the UI process the core serves at once; more wait.
 pub const UI_REQUESTS_AT_ONCE: usize = 32;
-/// How often the UI process asks the core for a new snapshot, in ms.
-pub const UI_REFRESH_MS: u64 = 500;
+/// How often the core looks for a new snapshot, events or secrets to push
+/// to the UI process, in ms (a look that finds nothing new sends nothing).
+pub const UI_PUSH_MS: u64 = 25;
 /// How long the UI process waits for the core's answer to one request.
 pub const UI_ANSWER_WAIT_SECS: u64 = 300;
 /// Restarts of a UI process that keeps failing are spaced up to this.

@@ -1,6 +1,7 @@
 //! The UI process's side: a [`Fleet`] whose every call is a request to the
-//! agent's core. The snapshot and the events are copies, refreshed every
-//! [`UI_REFRESH_MS`], so pages never wait on the core for them.
+//! agent's core. The snapshot and the events are copies the core pushes as
+//! they change (and an action's answer waits for the one it made), so
+//! pages never wait on the core for them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,11 +10,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fossa_contract::config::Autoscale;
-use fossa_contract::limits::{UI_ANSWER_WAIT_SECS, UI_REFRESH_MS};
+use fossa_contract::limits::UI_ANSWER_WAIT_SECS;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch, Mutex};
 
-use super::wire::{self, Answer, Call, Frame, Refusal, WireError};
+use super::wire::{self, Answer, Call, Frame, Refreshed, Refusal, WireError};
 use crate::model::{
     Attempt, ControlError, DispatchError, Event, Fleet, FleetSnapshot, HistoryPage, HistoryQuery,
     LogLine, LogQuery, QueueState, Submitted, TaskRequest,
@@ -71,12 +72,11 @@ impl RemoteFleet {
     {
         let pending: Arc<Pending> = Arc::default();
         let (gone_tx, gone_rx) = oneshot::channel();
-        tokio::spawn(read_answers(reader, pending.clone(), gone_tx));
         let fleet = Arc::new(RemoteFleet {
             snapshot: ArcSwap::from_pointee(FleetSnapshot::default()),
             events: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(Box::new(writer)),
-            pending,
+            pending: pending.clone(),
             next: AtomicU64::new(1),
             password: watch::Sender::new(String::new()),
             scrape_token: watch::Sender::new(String::new()),
@@ -85,19 +85,13 @@ impl RemoteFleet {
             password: fleet.password.subscribe(),
             scrape_token: fleet.scrape_token.subscribe(),
         };
+        tokio::spawn(read_answers(
+            reader,
+            pending,
+            Arc::downgrade(&fleet),
+            gone_tx,
+        ));
         fleet.refresh().await?;
-        let weak = Arc::downgrade(&fleet);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(UI_REFRESH_MS));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(fleet) = weak.upgrade() else { return };
-                if let Err(e) = fleet.refresh().await {
-                    tracing::warn!("cannot refresh the snapshot: {e}");
-                }
-            }
-        });
         Ok((fleet, updates, gone_rx))
     }
 
@@ -106,6 +100,12 @@ impl RemoteFleet {
         let Answer::Refreshed(r) = self.call(Call::Refresh).await? else {
             return Err(Unanswered::Mismatched);
         };
+        self.take(*r);
+        Ok(())
+    }
+
+    /// Takes what changed.
+    fn take(&self, r: Refreshed) {
         if let Some(s) = r.snapshot {
             self.snapshot.store(Arc::new(s));
         }
@@ -118,7 +118,6 @@ impl RemoteFleet {
         if let Some(t) = r.secrets.scrape_token {
             self.scrape_token.send_replace(t);
         }
-        Ok(())
     }
 
     /// After an action: the snapshot it changed, before the answer goes
@@ -176,10 +175,18 @@ impl RemoteFleet {
 async fn read_answers<R: AsyncRead + Unpin>(
     mut reader: R,
     pending: Arc<Pending>,
+    fleet: std::sync::Weak<RemoteFleet>,
     gone: oneshot::Sender<()>,
 ) {
     loop {
         match wire::read::<_, Answer>(&mut reader, wire::ANSWER_MAX_BYTES).await {
+            Ok(Some(Frame {
+                id: wire::PUSH_ID,
+                body: Answer::Refreshed(r),
+            })) => match fleet.upgrade() {
+                Some(f) => f.take(*r),
+                None => break,
+            },
             Ok(Some(Frame { id, body })) => {
                 let waiter = pending
                     .lock()

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use fossa_contract::limits::UI_REQUESTS_AT_ONCE;
+use fossa_contract::limits::{UI_PUSH_MS, UI_REQUESTS_AT_ONCE};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 
@@ -52,12 +52,35 @@ where
         scrape_token,
     }));
     let (tx, mut rx) = mpsc::channel::<Frame<Answer>>(UI_REQUESTS_AT_ONCE);
-    let writing = tokio::spawn(async move {
+    let writing = AbortOnDrop(tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
             wire::write(&mut writer, &frame, wire::ANSWER_MAX_BYTES).await?;
         }
         Ok::<(), WireError>(())
-    });
+    }));
+    // What changes is pushed as it changes (frame id 0), so the UI's copy
+    // is never more than a moment behind the core's.
+    let pushing = {
+        let (fleet, sent, tx) = (fleet.clone(), sent.clone(), tx.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(UI_PUSH_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let r = refresh(fleet.as_ref(), &mut *sent.lock().await);
+                if r.is_empty() {
+                    continue;
+                }
+                let push = Frame {
+                    id: wire::PUSH_ID,
+                    body: Answer::Refreshed(Box::new(r)),
+                };
+                if tx.send(push).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    };
     let turns = Arc::new(Semaphore::new(UI_REQUESTS_AT_ONCE));
     let result = loop {
         let frame: Frame<Call> = match wire::read(&mut reader, wire::REQUEST_MAX_BYTES).await {
@@ -75,9 +98,18 @@ where
             drop(turn);
         });
     };
-    drop(tx);
-    writing.abort();
+    drop((tx, pushing, writing));
     result
+}
+
+/// A task that ends with its handle, however `serve` ends (a return, an
+/// abort of its own task, a panic): nothing it spawned outlives it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn answer(call: Call, fleet: &dyn Fleet, sent: &Mutex<Sent>) -> Answer {

@@ -110,6 +110,20 @@ pub struct Refreshed {
     pub secrets: Secrets,
 }
 
+impl Refreshed {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none()
+            && self.events.is_none()
+            && self.secrets.password.is_none()
+            && self.secrets.scrape_token.is_none()
+    }
+}
+
+/// The id of a frame the core sends unasked: what changed ([`Refreshed`]).
+/// Requests are numbered from 1.
+pub const PUSH_ID: u64 = 0;
+
 /// The core's answer to a [`Call`] of the same kind.
 #[derive(Serialize, Deserialize)]
 pub enum Answer {
