@@ -351,6 +351,12 @@ pub struct StackConfig {
     /// itself otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_agent_downgrade: bool,
+    /// The SHA-256 of the models tarball `launch` uploaded: the agent builds
+    /// only from an archive with this hash, so whoever can write the bucket
+    /// but not this parameter cannot put code into the workers. `None` on a
+    /// stack launched before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models_sha256: Option<String>,
 }
 
 /// One capacity provider's share of the worker tasks: an item of the
@@ -679,6 +685,7 @@ mod tests {
             instance_type: Some("t3.small".into()),
             spot: false,
             allow_agent_downgrade: false,
+            models_sha256: None,
             autoscale: Some(Autoscale {
                 min_workers: 0,
                 max_workers: 8,

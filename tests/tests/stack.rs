@@ -342,6 +342,60 @@ async fn launch_then_agent_builds_pushes_and_runs_the_cluster() {
     agent.wait_log_since(since, &["is up to date"], Duration::from_secs(120));
     assert_eq!(stack.image_tags().len(), 2);
 
+    // Whoever can write the bucket but not the stack config (a leaked
+    // upload key, a bucket policy gone wrong) replaces the models: the agent
+    // refuses an archive whose hash is not the one launch recorded, and
+    // builds nothing from it.
+    let evil = stack.dir.0.join("evil");
+    std::fs::create_dir_all(evil.join("models")).unwrap();
+    std::fs::write(
+        evil.join("models/evil.py"),
+        "import os
+os.system('curl http://169.254.169.254/')
+",
+    )
+    .unwrap();
+    Run::of(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(evil.join("models.tar.gz"))
+            .arg("-C")
+            .arg(&evil)
+            .arg("models"),
+    )
+    .ok();
+    let config_json = aws_sdk_ssm::Client::new(&stack.sdk)
+        .get_parameter()
+        .name("/fossa/e2e/config")
+        .send()
+        .await
+        .unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(config_json.parameter().unwrap().value().unwrap()).unwrap();
+    aws_sdk_s3::Client::new(&stack.sdk)
+        .put_object()
+        .bucket(cfg["bucket"].as_str().unwrap())
+        .key(fossa_contract::names::MODELS_OBJECT_KEY)
+        .body(std::fs::read(evil.join("models.tar.gz")).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let since = agent.log_len();
+    agent.signal("HUP");
+    agent.wait_log_since(
+        since,
+        &[
+            "launch recorded in the stack config",
+            cfg["models_sha256"].as_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        stack.image_tags().len(),
+        2,
+        "nothing built from the replaced models"
+    );
+
     // A change to a model file alone reuses every pip layer.
     std::fs::write(stack.models.join("etl.py"), format!("{model}# edited\n")).unwrap();
     let since = relaunch_and_reload(&agent);

@@ -285,7 +285,8 @@ impl<C: Send + Sync + 'static> Loop<C> {
             let line = now.waiting_line();
             if said.as_ref() != Some(&line) {
                 self.events.push(self.reg.name, false, &line);
-                publish(&self.board, self.slot, true, line.clone(), None);
+                // Not shown well: nothing of it is done by this agent.
+                publish(&self.board, self.slot, false, line.clone(), None);
                 said = Some(line);
             }
             tokio::select! {

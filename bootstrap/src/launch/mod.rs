@@ -394,10 +394,15 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     let agent_sha = l
         .artifact(&bucket, AGENT_OBJECT_KEY, &inputs.agent, "agent binary")
         .await?;
-    if let Some(models) = &inputs.models {
-        l.artifact(&bucket, MODELS_OBJECT_KEY, models, "models tarball")
-            .await?;
-    }
+    // The hash goes in the config, which only launch may write: the agent
+    // checks the archive it downloads against it.
+    let models_sha256 = match &inputs.models {
+        Some(models) => Some(
+            l.artifact(&bucket, MODELS_OBJECT_KEY, models, "models tarball")
+                .await?,
+        ),
+        None => previous.as_ref().and_then(|p| p.models_sha256.clone()),
+    };
 
     let config = StackConfig {
         version: STACK_CONFIG_VERSION,
@@ -422,6 +427,7 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
         autoscale,
         spot,
         allow_agent_downgrade: args.allow_downgrade,
+        models_sha256,
     };
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
     let o = l.parameter(ssm::CONFIG, &config_json, false, true).await?;

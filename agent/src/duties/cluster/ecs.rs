@@ -607,6 +607,7 @@ mod tests {
             autoscale: None,
             spot: false,
             allow_agent_downgrade: false,
+            models_sha256: None,
         }
     }
 

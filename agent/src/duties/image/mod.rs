@@ -81,6 +81,14 @@ pub enum ImageError {
         /// The refusal threshold.
         limit: u8,
     },
+    /// The models tarball is not the one launch uploaded.
+    #[error("the models tarball in the artifact bucket has SHA-256 {got}, not the {expected} launch recorded in the stack config: someone else wrote it, so it is not built; re-run fossa-bootstrap launch --models DIR to upload yours again")]
+    ModelsHash {
+        /// The hash in the stack config.
+        expected: String,
+        /// The downloaded archive's.
+        got: String,
+    },
     /// The models tarball is unusable.
     #[error("the models tarball in the artifact bucket is unusable: {0}; re-run fossa-bootstrap launch --models DIR")]
     Models(String),
@@ -287,7 +295,12 @@ pub async fn build(
 ) -> Result<Built, ImageError> {
     let c = &s.clients;
     let models = cache
-        .load(&c.s3, &s.stack.bucket, s.stack.has_models)
+        .load(
+            &c.s3,
+            &s.stack.bucket,
+            s.stack.has_models,
+            s.stack.models_sha256.as_deref(),
+        )
         .await?;
     let docker = crate::host::docker::connect().await?;
     let base = s

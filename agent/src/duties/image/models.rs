@@ -9,16 +9,20 @@ use super::{example_models, unpack_models, ImageError, ModelFile};
 #[derive(Debug, Default)]
 pub struct ModelsCache {
     etag: Option<String>,
+    /// The hash the cached files were checked against.
+    sha256: Option<String>,
     files: Vec<ModelFile>,
 }
 
 impl ModelsCache {
-    /// The user's models from the bucket, or the built-in ones when there are none.
+    /// The user's models from the bucket, or the built-in ones when there
+    /// are none. An archive whose SHA-256 is not `expected` is refused.
     pub async fn load(
         &mut self,
         s3: &aws_sdk_s3::Client,
         bucket: &str,
         has_models: bool,
+        expected: Option<&str>,
     ) -> Result<Vec<ModelFile>, ImageError> {
         if !has_models {
             return Ok(example_models());
@@ -34,7 +38,7 @@ impl ModelsCache {
                 format!("s3://{bucket}/{MODELS_OBJECT_KEY}"),
             )?;
         let etag = head.e_tag().map(str::to_owned);
-        if etag.is_some() && etag == self.etag {
+        if etag.is_some() && etag == self.etag && expected == self.sha256.as_deref() {
             return Ok(self.files.clone());
         }
         let obj = s3
@@ -50,8 +54,19 @@ impl ModelsCache {
             .await
             .map_err(|e| ImageError::Models(e.to_string()))?
             .into_bytes();
+        let got = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        if let Some(expected) = expected.filter(|e| *e != got) {
+            return Err(ImageError::ModelsHash {
+                expected: expected.to_owned(),
+                got,
+            });
+        }
         self.files = unpack_models(&bytes)?;
         self.etag = etag;
+        self.sha256 = Some(got).filter(|_| expected.is_some());
         Ok(self.files.clone())
     }
 }
