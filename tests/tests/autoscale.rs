@@ -242,6 +242,24 @@ class SlowEtl(ayeaye.PartitionedModel):
     let what = "a subtask running on the other worker";
     let (victim, subtask) = eventually(what, Duration::from_secs(60), async || {
         let ws = workers(&agent).await;
+        // Every one of the 6 subtasks seen by the gateway, running or done:
+        // none is left in the broker for the victim to start unseen between
+        // the last poll and the kill (a subtask started and lost between two
+        // polls is the gap the gateway does not cover yet).
+        let seen: std::collections::HashSet<&str> = ws
+            .iter()
+            .flat_map(|w| {
+                ["running_tasks", "recent_completed_tasks"]
+                    .into_iter()
+                    .filter_map(|k| w["node"][k].as_array())
+                    .flatten()
+            })
+            .filter_map(|t| t["task_id"].as_str())
+            .filter(|i| i.contains("::"))
+            .collect();
+        if seen.len() < 6 {
+            return Err(format!("{} subtasks seen: {ws:?}", seen.len()));
+        }
         let hit = ws.iter().find_map(|w| {
             let id = w["id"].as_str()?;
             if id == parent_worker {
