@@ -58,6 +58,17 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         t.elapsed()
     );
 
+    // Erlang distribution listens on the broker's address only, as epmd
+    // does, not on every interface.
+    let dist = Run::of(std::process::Command::new("ss").args(["-ltnH", "sport = :25672"])).stdout;
+    assert!(
+        !dist.trim().is_empty()
+            && dist
+                .lines()
+                .all(|l| l.contains(&format!("{address}:25672"))),
+        "Erlang distribution listens elsewhere: {dist}"
+    );
+
     // Not an administrator; guest, if it exists at all, only from loopback.
     let users = Run::of(dockerd.cli().args([
         "exec",

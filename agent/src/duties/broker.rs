@@ -41,7 +41,7 @@ use crate::settings::Settings;
 
 /// Version of the container's layout, part of the spec hash: a change
 /// recreates containers made by an earlier agent.
-const LAYOUT: &str = "definitions-v1";
+const LAYOUT: &str = "definitions-v1 dist-bound";
 /// The broker's own configuration, read after the image's.
 const CONF_PATH: &str = "etc/rabbitmq/conf.d/90-fossa.conf";
 /// The definitions file the configuration loads at boot.
@@ -239,6 +239,13 @@ pub fn container_spec(
             format!("RABBITMQ_NODE_IP_ADDRESS={address}"),
             format!("RABBITMQ_NODE_PORT={BROKER_PORT}"),
             format!("ERL_EPMD_ADDRESS={address}"),
+            // Erlang distribution (25672) listens where epmd does, not on
+            // every interface (it did, and Docker starts the container at
+            // boot, before the agent's INPUT rules exist).
+            format!(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {{{}}}",
+                address.octets().map(|o| o.to_string()).join(",")
+            ),
         ]),
         labels: Some(HashMap::from([
             (SPEC_LABEL.to_owned(), hash.clone()),
