@@ -8,7 +8,28 @@
 use std::time::{Duration, Instant};
 
 use fossa_tests::stack::Stack;
-use fossa_tests::{free_port, TempDir};
+use fossa_tests::{agent_client, bin, eventually, free_port, holds, Run, TempDir};
+
+/// `fossa-bootstrap ARGS` against this stack.
+fn bootstrap(stack: &Stack, args: &[&str]) -> Run {
+    Run::of(
+        std::process::Command::new(bin("fossa-bootstrap"))
+            .args(args)
+            .args(["--stack", &stack.name, "--endpoint-url", &stack.moto.url])
+            .envs(stack.moto.env()),
+    )
+}
+
+/// The overview's status with basic auth.
+async fn status_with_password(base: &str, password: &str) -> u16 {
+    agent_client()
+        .get(format!("{base}/api/v1/overview"))
+        .basic_auth("fossa", Some(password))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
 
 /// A copy of `config` with its own state directory and UI port, as a
 /// second gateway of the same stack would have.
@@ -78,8 +99,34 @@ async fn one_agent_acts_the_other_stands_by_and_takes_over() {
     );
 
     // The first comes back and waits; the second is killed with -9: the
-    // first takes over without waiting the lease out.
+    // first takes over without waiting the lease out. The password is
+    // rotated in the first seconds of its start (before or after its UI
+    // read it): afterwards only the new one works.
+    let old = bootstrap(&stack, &["password"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
     let again = stack.agent(&first_config, "first-again.log", &[]);
+    let new = bootstrap(&stack, &["password", "--rotate"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert!(new.len() >= 12 && new != old);
+    let base = format!("https://127.0.0.1:{}", stack.ui_port);
+    eventually(
+        "only the new password",
+        Duration::from_secs(60),
+        async || {
+            let (n, o) = (
+                status_with_password(&base, &new).await,
+                status_with_password(&base, &old).await,
+            );
+            holds(n == 200 && o == 401, || format!("new {n}, old {o}"))
+        },
+    )
+    .await;
     again.wait_log(&["standing by: another agent"], Duration::from_secs(60));
     let mut second = second;
     let killed = Instant::now();
