@@ -10,10 +10,19 @@ security group's description, a policy document) fails with AuthFailure
 although AWS would take it. This wrapper keeps each request's raw body and
 hands it to moto's signature check; nothing else changes.
 
+It also refuses what S3 refuses and moto does not: a request whose
+`x-amz-expected-bucket-owner` names another account than the bucket's gets
+403 AccessDenied ("Verifying bucket ownership with bucket owner condition",
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-owner-condition.html:
+"If the bucket owner does not match the account ID that you provide, the
+request fails with an HTTP 403 (Forbidden) error"). Every bucket here is
+the moto account's.
+
 Usage: python moto_server.py [moto_server's arguments]
 """
 
 import io
+import os
 import threading
 
 import werkzeug.serving
@@ -21,6 +30,8 @@ from moto import server
 from moto.iam import access_control
 
 raw = threading.local()
+# The account every bucket here belongs to.
+ACCOUNT = os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
 
 
 class KeepBody:
@@ -31,6 +42,17 @@ class KeepBody:
         self.app = app
 
     def __call__(self, environ, start_response):
+        owner = environ.get("HTTP_X_AMZ_EXPECTED_BUCKET_OWNER")
+        if owner is not None and owner != ACCOUNT:
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                b"<Message>Access Denied</Message></Error>"
+            )
+            start_response(
+                "403 Forbidden",
+                [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         n = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(n) if n else b""
         environ["wsgi.input"] = io.BytesIO(body)

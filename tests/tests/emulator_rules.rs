@@ -586,3 +586,56 @@ async fn the_emulator_refuses_what_aws_refuses() {
             .expect("the SDK's retries wait for the bucket");
     }
 }
+
+/// S3's bucket owner condition, which moto ignores and our moto wrapper
+/// enforces as AWS does: the agent names the stack's account on every read
+/// and write of the bucket (models, its own binary, the lease), so a bucket
+/// of the same name in another account (deleted and taken over) is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_of_another_account_is_refused() {
+    let moto = Moto::start();
+    let sdk = moto.sdk().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = "fossa-owner-test";
+    s3.create_bucket()
+        .bucket(bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(fossa_tests::moto::REGION.into())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key(fossa_contract::names::MODELS_OBJECT_KEY)
+        .body(b"not a tarball".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let account = fossa_tests::moto::ACCOUNT;
+    let ours = s3
+        .head_object()
+        .bucket(bucket)
+        .expected_bucket_owner(account)
+        .key(fossa_contract::names::MODELS_OBJECT_KEY)
+        .send()
+        .await;
+    assert!(ours.is_ok(), "{ours:?}");
+    // The agent's models download, told the stack is another account's.
+    let mut cache = fossa_agent::duties::image::ModelsCache::default();
+    let e = cache
+        .load(&s3, bucket, "999999999999", true, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("403") || e.contains("AccessDenied") || e.contains("Forbidden"),
+        "{e}"
+    );
+}

@@ -223,6 +223,7 @@ async fn read(s: &Settings) -> Result<Option<(Record, String)>, DutyError> {
         .s3
         .get_object()
         .bucket(bucket)
+        .expected_bucket_owner(&s.stack.account_id)
         .key(LEASE_OBJECT_KEY)
         .send()
         .await;
@@ -267,6 +268,7 @@ async fn write(s: &Settings, step: &Step, record: &Record) -> Result<bool, DutyE
         .s3
         .put_object()
         .bucket(bucket)
+        .expected_bucket_owner(&s.stack.account_id)
         .key(LEASE_OBJECT_KEY)
         .content_type("application/json")
         .body(ByteStream::from(body));

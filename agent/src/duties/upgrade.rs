@@ -86,6 +86,7 @@ impl Duty<Settings> for UpgradeDuty {
             .s3
             .get_object()
             .bucket(bucket)
+            .expected_bucket_owner(&s.stack.account_id)
             .key(AGENT_OBJECT_KEY)
             .send()
             .await

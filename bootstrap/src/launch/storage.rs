@@ -83,7 +83,16 @@ impl Launcher<'_> {
     pub(super) async fn bucket(&mut self, bucket: &str, policy: &serde_json::Value) -> Result<()> {
         let s3 = &self.c.s3;
         let mut outcome = Outcome::Found;
-        match s3.head_bucket().bucket(bucket).send().await {
+        // A bucket of this name in another account (deleted and taken over,
+        // with a policy open enough to answer) is refused, never used.
+        let owner = self.id.account.clone();
+        match s3
+            .head_bucket()
+            .bucket(bucket)
+            .expected_bucket_owner(&owner)
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
                 let mut b = s3.create_bucket().bucket(bucket);
@@ -195,7 +204,15 @@ impl Launcher<'_> {
     ) -> Result<String> {
         let sha = sha256_hex(bytes);
         let s3 = &self.c.s3;
-        let same = match s3.head_object().bucket(bucket).key(key).send().await {
+        let owner = self.id.account.clone();
+        let same = match s3
+            .head_object()
+            .bucket(bucket)
+            .expected_bucket_owner(&owner)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(h) => h.metadata().and_then(|m| m.get("sha256")) == Some(&sha),
             Err(_) => false,
         };
@@ -206,6 +223,7 @@ impl Launcher<'_> {
                 .working(&format!("uploading {what} ({} KiB)", bytes.len() / 1024));
             s3.put_object()
                 .bucket(bucket)
+                .expected_bucket_owner(&owner)
                 .key(key)
                 .metadata("sha256", &sha)
                 .body(ByteStream::from(bytes.to_vec()))

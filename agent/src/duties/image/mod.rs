@@ -298,6 +298,7 @@ pub async fn build(
         .load(
             &c.s3,
             &s.stack.bucket,
+            &s.stack.account_id,
             s.stack.has_models,
             s.stack.models_sha256.as_deref(),
         )

@@ -16,11 +16,13 @@ pub struct ModelsCache {
 
 impl ModelsCache {
     /// The user's models from the bucket, or the built-in ones when there
-    /// are none. An archive whose SHA-256 is not `expected` is refused.
+    /// are none. An archive whose SHA-256 is not `expected` is refused, and
+    /// so is a bucket `owner` (the stack's account) does not own.
     pub async fn load(
         &mut self,
         s3: &aws_sdk_s3::Client,
         bucket: &str,
+        owner: &str,
         has_models: bool,
         expected: Option<&str>,
     ) -> Result<Vec<ModelFile>, ImageError> {
@@ -30,6 +32,7 @@ impl ModelsCache {
         let head = s3
             .head_object()
             .bucket(bucket)
+            .expected_bucket_owner(owner)
             .key(MODELS_OBJECT_KEY)
             .send()
             .await
@@ -44,6 +47,7 @@ impl ModelsCache {
         let obj = s3
             .get_object()
             .bucket(bucket)
+            .expected_bucket_owner(owner)
             .key(MODELS_OBJECT_KEY)
             .send()
             .await
