@@ -28,12 +28,46 @@ pub enum LoadError {
     /// The stack config holds a CIDR that does not parse.
     #[error("the stack config holds a bad CIDR {0:?}; re-run fossa-bootstrap launch")]
     BadCidr(String),
+    /// `agent.toml` may be changed by someone other than root.
+    #[error("{path} may be changed by someone other than root (owner uid {uid}, mode {mode:o}); it says where the agent sends its registry token and which endpoint it trusts, so it is not read: chown root {path} && chmod go-w {path}")]
+    Writable {
+        /// The file.
+        path: String,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Refuses an agent.toml that anyone but root (or, for an agent not run as
+/// root, its own user) could have written: its `registry` and
+/// `endpoint_url` decide where credentials go.
+pub fn check_owner(path: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Not there: AgentToml::load says so, by name.
+        return Ok(());
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 || (meta.uid() != 0 && meta.uid() != me) {
+        return Err(LoadError::Writable {
+            path: path.display().to_string(),
+            uid: meta.uid(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 impl LoadError {
     /// Whether retrying cannot help: the file or the settings themselves are wrong.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, LoadError::Config(_) | LoadError::Settings(_))
+        matches!(
+            self,
+            LoadError::Config(_) | LoadError::Settings(_) | LoadError::Writable { .. }
+        )
     }
 }
 
@@ -103,6 +137,7 @@ fn kept(toml: &AgentToml, name: &str) -> Option<(i64, StackConfig)> {
 
 /// Loads the TOML file, the AWS configuration and the stack config from SSM.
 pub async fn load(config: &Path) -> Result<Settings, LoadError> {
+    check_owner(config)?;
     let toml = AgentToml::load(config)?;
     let sdk = sdk_config(&AwsSettings {
         region: Some(toml.region.clone()),
@@ -198,6 +233,28 @@ impl Clients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_toml_others_may_write_is_refused_by_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("fossa-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, "stack = \"a\"\nregion = \"eu-west-2\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        check_owner(&path).unwrap();
+        for mode in [0o664, 0o646] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = check_owner(&path).unwrap_err();
+            assert!(e.is_permanent());
+            let said = e.to_string();
+            assert!(
+                said.contains("chmod go-w") && said.contains(&format!("{mode:o}")),
+                "{said}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A stack config as `launch` writes it (JSON).
     const STACK: &str = r#"{"version": 1, "stack": "dev", "region": "eu-west-2", "account_id": "123456789012",

@@ -26,6 +26,8 @@ rm -f "$tmp"
 cat > /etc/fossa/agent.toml <<'FOSSA_TOML'
 @AGENT_TOML@
 FOSSA_TOML
+# The agent reads it only when no one but root can change it.
+chmod 0644 /etc/fossa/agent.toml
 
 cat > /etc/systemd/system/fossa-agent.service <<'FOSSA_UNIT'
 @UNIT@

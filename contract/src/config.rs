@@ -65,6 +65,9 @@ pub struct AgentToml {
     /// How much task history is kept, and how many submissions may wait.
     #[serde(default, skip_serializing_if = "HistoryLimits::is_default")]
     pub history: HistoryLimits,
+    /// Where builds and the broker are networked (default: their own bridges).
+    #[serde(default, skip_serializing_if = "ContainerNetwork::is_default")]
+    pub container_network: ContainerNetwork,
 }
 
 /// Autoscaling bounds (`launch --min-workers/--max-workers/--idle-window`,
@@ -142,6 +145,7 @@ impl Autoscale {
 }
 
 pub use crate::history_limits::HistoryLimits;
+pub use crate::networks::ContainerNetwork;
 
 /// A duty of the agent's reconcile loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -859,6 +863,7 @@ mod fuzz {
                         tls_cert: None,
                         tls_key: None,
                         history: Default::default(),
+                        container_network: Default::default(),
                     }
                 },
             )

@@ -16,6 +16,7 @@ pub mod fault;
 pub mod history_limits;
 pub mod limits;
 pub mod names;
+pub mod networks;
 pub mod prices;
 pub mod ssm;
 pub mod tags;

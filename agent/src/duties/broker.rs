@@ -1,7 +1,9 @@
 //! The broker duty: RabbitMQ as a container on the gateway host, managed with
-//! bollard (restart policy, data in a volume), on the host's network and
-//! listening only on the instance's private address, so its address never
-//! changes and no Docker port proxy or bridge NAT sits in the way. Its credentials are random,
+//! bollard (restart policy, data in a volume), on its own bridge
+//! (`fossa_contract::networks::BROKER`) with its AMQP port published on the
+//! instance's private address only: the workers' address for it never
+//! changes, and nothing else of it (Erlang distribution, epmd) is on the
+//! host's network. Its credentials are random,
 //! made once and kept in the SSM SecureString `/fossa/<stack>/broker-url`;
 //! workers get that parameter as an ECS secret, never as plain environment.
 //!
@@ -14,7 +16,9 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
@@ -22,6 +26,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::names::{images, BROKER_CONTAINER, BROKER_PORT, BROKER_VOLUME, SPEC_LABEL};
+use fossa_contract::networks::{self, ContainerNetwork};
 use fossa_contract::{ssm, tags, StackName};
 use futures::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
@@ -40,8 +45,13 @@ use crate::host::exec::{ExecError, Executor};
 use crate::settings::Settings;
 
 /// Version of the container's layout, part of the spec hash: a change
-/// recreates containers made by an earlier agent.
-const LAYOUT: &str = "definitions-v1 dist-bound";
+/// recreates containers made by an earlier agent (their data volume kept).
+fn layout(network: ContainerNetwork) -> &'static str {
+    match network {
+        ContainerNetwork::Isolated => "definitions-v1 bridged",
+        ContainerNetwork::Host => "definitions-v1 dist-bound",
+    }
+}
 /// The broker's own configuration, read after the image's.
 const CONF_PATH: &str = "etc/rabbitmq/conf.d/90-fossa.conf";
 /// The definitions file the configuration loads at boot.
@@ -223,36 +233,62 @@ pub fn default_address(route_table: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// The container settings for the broker.
+/// The container settings for the broker: on its bridge with only AMQP
+/// published on `address`, or (local machines, `ContainerNetwork::Host`)
+/// on the host's network listening on `address` alone.
 pub fn container_spec(
     image: &str,
     address: Ipv4Addr,
     creds: &Credentials,
+    network: ContainerNetwork,
 ) -> (ContainerCreateBody, String) {
     let hash = hex::encode(Sha256::digest(format!(
-        "{LAYOUT}|{image}|{address}|{}|{}",
-        creds.user, creds.password
+        "{}|{image}|{address}|{}|{}",
+        layout(network),
+        creds.user,
+        creds.password
     )));
+    let amqp = format!("{BROKER_PORT}/tcp");
+    let (env, ports) = match network {
+        // In its own network namespace it listens on the bridge alone;
+        // Docker publishes AMQP (and only AMQP) on the private address.
+        ContainerNetwork::Isolated => (
+            vec![format!("RABBITMQ_NODE_PORT={BROKER_PORT}")],
+            Some(HashMap::from([(
+                amqp.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(address.to_string()),
+                    host_port: Some(BROKER_PORT.to_string()),
+                }]),
+            )])),
+        ),
+        ContainerNetwork::Host => (
+            vec![
+                format!("RABBITMQ_NODE_IP_ADDRESS={address}"),
+                format!("RABBITMQ_NODE_PORT={BROKER_PORT}"),
+                format!("ERL_EPMD_ADDRESS={address}"),
+                // Erlang distribution (25672) listens where epmd does, not
+                // on every interface (it did, and Docker starts the
+                // container at boot, before the agent's INPUT rules exist).
+                format!(
+                    "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {{{}}}",
+                    address.octets().map(|o| o.to_string()).join(",")
+                ),
+            ],
+            None,
+        ),
+    };
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
-        env: Some(vec![
-            format!("RABBITMQ_NODE_IP_ADDRESS={address}"),
-            format!("RABBITMQ_NODE_PORT={BROKER_PORT}"),
-            format!("ERL_EPMD_ADDRESS={address}"),
-            // Erlang distribution (25672) listens where epmd does, not on
-            // every interface (it did, and Docker starts the container at
-            // boot, before the agent's INPUT rules exist).
-            format!(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {{{}}}",
-                address.octets().map(|o| o.to_string()).join(",")
-            ),
-        ]),
+        env: Some(env),
+        exposed_ports: ports.as_ref().map(|_| vec![amqp]),
         labels: Some(HashMap::from([
             (SPEC_LABEL.to_owned(), hash.clone()),
             ("fossa.role".to_owned(), "broker".to_owned()),
         ])),
         host_config: Some(HostConfig {
-            network_mode: Some("host".to_owned()),
+            network_mode: Some(network.mode(networks::BROKER).to_owned()),
+            port_bindings: ports,
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
@@ -272,8 +308,9 @@ pub async fn reconcile(
     image: &str,
     address: Ipv4Addr,
     creds: &Credentials,
+    network: ContainerNetwork,
 ) -> Result<String, BrokerError> {
-    let (body, hash) = container_spec(image, address, creds);
+    let (body, hash) = container_spec(image, address, creds, network);
     match docker.inspect_container(BROKER_CONTAINER, None).await {
         Ok(c) => {
             let same = c
@@ -305,6 +342,9 @@ pub async fn reconcile(
             status_code: 404, ..
         }) => {}
         Err(e) => return Err(call("inspect")(e).into()),
+    }
+    if network == ContainerNetwork::Isolated {
+        crate::host::docker::ensure_network(docker, &networks::BROKER).await?;
     }
     if docker.inspect_image(image).await.is_err() {
         let mut pull = docker.create_image(
@@ -405,7 +445,8 @@ impl Duty<Settings> for BrokerDuty {
             .broker_image
             .as_deref()
             .unwrap_or(images::DEFAULT_BROKER);
-        let mut summary = reconcile(&docker, image, address, &creds).await?;
+        let mut summary =
+            reconcile(&docker, image, address, &creds, s.toml.container_network).await?;
         let target = format!("{address}:{BROKER_PORT}");
         let login = amqp::Login {
             address: &target,
@@ -465,7 +506,8 @@ mod tests {
             user: "fossa".into(),
             password: "a".into(),
         };
-        let (body, h1) = container_spec("rabbitmq:3", Ipv4Addr::new(10, 0, 1, 5), &c);
+        let host = ContainerNetwork::Host;
+        let (body, h1) = container_spec("rabbitmq:3", Ipv4Addr::new(10, 0, 1, 5), &c, host);
         assert!(body
             .env
             .as_ref()
@@ -480,14 +522,46 @@ mod tests {
             Ipv4Addr::new(10, 0, 1, 5),
             &Credentials {
                 password: "b".into(),
-                ..c
+                ..c.clone()
             },
+            host,
         );
         assert_ne!(h1, h2);
+        let (_, h3) = container_spec(
+            "rabbitmq:3",
+            Ipv4Addr::new(10, 0, 1, 5),
+            &c,
+            Default::default(),
+        );
+        assert_ne!(h1, h3, "a change of network recreates the container");
         let env = body.env.unwrap().join(" ");
         assert!(
             !env.contains("PASS") && !env.contains("DEFAULT_USER"),
             "{env}"
+        );
+    }
+
+    #[test]
+    fn on_the_gateway_only_amqp_is_published_and_only_on_the_private_address() {
+        let c = Credentials {
+            user: "fossa".into(),
+            password: "a".into(),
+        };
+        let address = Ipv4Addr::new(10, 0, 1, 5);
+        let (body, _) = container_spec("rabbitmq:3", address, &c, ContainerNetwork::Isolated);
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("fossa-broker"));
+        let ports = hc.port_bindings.as_ref().unwrap();
+        assert_eq!(ports.len(), 1, "no port but AMQP: {ports:?}");
+        let bound = ports["5672/tcp"].as_ref().unwrap();
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].host_ip.as_deref(), Some("10.0.1.5"));
+        assert_eq!(bound[0].host_port.as_deref(), Some("5672"));
+        assert_eq!(body.exposed_ports, Some(vec!["5672/tcp".to_owned()]));
+        let env = body.env.unwrap().join(" ");
+        assert!(
+            !env.contains("10.0.1.5"),
+            "nothing binds the host's address inside: {env}"
         );
     }
 

@@ -287,6 +287,39 @@ mod tests {
         assert!(done[9] >= Duration::from_millis(1600), "{done:?}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_new_since_on_every_request_misses_the_cache_but_not_the_spacing() {
+        // The security review's case: a client varying `since` so that no
+        // read is ever answered from memory. Every read still waits for a
+        // slot, so CloudWatch sees the same bounded rate, and the cache
+        // stays within its bounds.
+        let cache = Arc::new(LogCache::with(2, Duration::from_millis(400)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let t = Instant::now();
+        let pages: Vec<_> = (0..20)
+            .map(|i| {
+                let (cache, calls) = (Arc::clone(&cache), Arc::clone(&calls));
+                tokio::spawn(async move {
+                    cache
+                        .read("w1", q(Some(1_000 + i), None), || counted(&calls, 1))
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for p in pages {
+            p.await.unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 20, "no two alike");
+        // Two at once, two more every 400 ms: at most 5 a second.
+        assert!(
+            t.elapsed() >= Duration::from_millis(3600),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(cache.kept.lock().unwrap().len() <= LOG_CACHE_READS);
+    }
+
     #[tokio::test]
     async fn the_cache_is_bounded_by_lines_and_reads() {
         let cache = LogCache::with(4, Duration::ZERO);

@@ -37,3 +37,80 @@ pub async fn connect() -> Result<Docker, DockerError> {
         .await
         .map_err(call("version negotiation"))
 }
+
+/// The bridge option naming a network's Linux bridge.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// Whether `found` is `net` as [`ensure_network`] makes it: the bridge name
+/// and the subnet the NAT duty's rules are written for.
+pub fn network_matches(
+    found: &bollard::models::NetworkInspect,
+    net: &fossa_contract::networks::BridgeNetwork,
+) -> bool {
+    let bridge = found
+        .options
+        .as_ref()
+        .and_then(|o| o.get(BRIDGE_NAME_OPTION))
+        .map(String::as_str);
+    let subnet = net.subnet().to_string();
+    let subnets: Vec<&str> = found
+        .ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.subnet.as_deref())
+        .collect();
+    bridge == Some(net.bridge) && subnets == [subnet.as_str()]
+}
+
+/// Makes Docker's network `net` exist as the contract says: a bridge named
+/// `net.bridge` on `net.subnet()`. One made otherwise (by hand, or by an
+/// older agent) is removed and made again; removing it fails while a
+/// container is attached, and the error says so.
+pub async fn ensure_network(
+    docker: &Docker,
+    net: &fossa_contract::networks::BridgeNetwork,
+) -> Result<(), DockerError> {
+    use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+    match docker.inspect_network(net.name, None).await {
+        Ok(found) if network_matches(&found, net) => return Ok(()),
+        Ok(_) => docker
+            .remove_network(net.name)
+            .await
+            .map_err(call("remove a network made otherwise"))?,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => return Err(call("network inspect")(e)),
+    }
+    let request = NetworkCreateRequest {
+        name: net.name.to_owned(),
+        driver: Some("bridge".to_owned()),
+        ipam: Some(Ipam {
+            config: Some(vec![IpamConfig {
+                subnet: Some(net.subnet().to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        options: Some(std::collections::HashMap::from([(
+            BRIDGE_NAME_OPTION.to_owned(),
+            net.bridge.to_owned(),
+        )])),
+        labels: Some(std::collections::HashMap::from([(
+            "fossa.role".to_owned(),
+            net.name.to_owned(),
+        )])),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => Ok(()),
+        // Made meanwhile by a concurrent duty (the broker's and the image's
+        // run side by side): the same network.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
+        Err(e) => Err(call("network create")(e)),
+    }
+}

@@ -92,6 +92,7 @@ impl Launcher<'_> {
                     tls_cert: None,
                     tls_key: None,
                     history: Default::default(),
+                    container_network: Default::default(),
                 };
                 let user_data = UserData {
                     agent: &agent_toml,
@@ -121,8 +122,9 @@ impl Launcher<'_> {
                             InstanceMetadataOptionsRequest::builder()
                                 .http_tokens(HttpTokensState::Required)
                                 .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                                // No container on the gateway uses a bridge network,
-                                // so no extra hop: containers cannot reach IMDS.
+                                // The gateway's containers are on bridges (builds,
+                                // the broker): one hop more than the limit, and the
+                                // NAT duty drops their link-local packets as well.
                                 .http_put_response_hop_limit(1)
                                 .build(),
                         )

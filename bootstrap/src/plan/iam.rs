@@ -200,6 +200,13 @@ impl Scope<'_> {
                 {"Sid": "EcsStackTaskDefinitions", "Effect": "Allow", "Action": [
                     "ecs:RegisterTaskDefinition", "ecs:TagResource"
                 ], "Resource": self.arn("ecs", &format!("task-definition/{}:*", s.task_family()))},
+                // The only grant AWS takes for these two: the Service
+                // Authorization Reference lists no resource type for
+                // DescribeTaskDefinition or ListTaskDefinitions
+                // (docs.aws.amazon.com/service-authorization/latest/reference/
+                // list_amazonelasticcontainerservice.html), so "*" it is.
+                // Definitions hold no secrets here: the broker URL is an
+                // SSM `secrets` reference, never a value.
                 {"Sid": "EcsReadTaskDefinitions", "Effect": "Allow", "Action": [
                     "ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions"
                 ], "Resource": "*"},

@@ -20,8 +20,21 @@ pub struct SubnetLayout {
 
 /// The VPC CIDR cannot hold the layout.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("--vpc-cidr {0} is not usable: give a private /16 to /22 block such as 192.168.0.0/16 or 10.20.0.0/16")]
-pub struct BadVpcCidr(pub Ipv4Net);
+pub enum BadVpcCidr {
+    /// Not a private /16 to /22 block.
+    #[error("--vpc-cidr {0} is not usable: give a private /16 to /22 block such as 192.168.0.0/16 or 10.20.0.0/16")]
+    Shape(Ipv4Net),
+    /// It overlaps a Docker network of the gateway's own.
+    #[error("--vpc-cidr {vpc} overlaps {subnet}, which the gateway keeps for its Docker network {name} (builds and the broker): give a block outside it, such as 192.168.0.0/16 or 10.20.0.0/16")]
+    Overlaps {
+        /// The VPC CIDR asked for.
+        vpc: Ipv4Net,
+        /// The bridge's subnet.
+        subnet: Ipv4Net,
+        /// The Docker network.
+        name: &'static str,
+    },
+}
 
 impl SubnetLayout {
     /// Public = the 2nd /24 of the VPC; private = the 2nd and 3rd /22
@@ -37,14 +50,21 @@ impl SubnetLayout {
             || vpc.network() != vpc.addr()
             || !private_range.iter().any(|r| r.contains(&vpc))
         {
-            return Err(BadVpcCidr(vpc));
+            return Err(BadVpcCidr::Shape(vpc));
         }
-        let mut s = vpc.subnets(24).map_err(|_| BadVpcCidr(vpc))?.skip(1);
-        let mut next = || s.next().ok_or(BadVpcCidr(vpc));
+        if let Some(b) = fossa_contract::networks::overlapping(vpc) {
+            return Err(BadVpcCidr::Overlaps {
+                vpc,
+                subnet: b.subnet(),
+                name: b.name,
+            });
+        }
+        let mut s = vpc.subnets(24).map_err(|_| BadVpcCidr::Shape(vpc))?.skip(1);
+        let mut next = || s.next().ok_or(BadVpcCidr::Shape(vpc));
         let public = next()?;
         let private = if vpc.prefix_len() <= 20 {
-            let mut s = vpc.subnets(22).map_err(|_| BadVpcCidr(vpc))?.skip(1);
-            let mut next = || s.next().ok_or(BadVpcCidr(vpc));
+            let mut s = vpc.subnets(22).map_err(|_| BadVpcCidr::Shape(vpc))?.skip(1);
+            let mut next = || s.next().ok_or(BadVpcCidr::Shape(vpc));
             [next()?, next()?]
         } else {
             [next()?, next()?]
@@ -232,6 +252,14 @@ mod tests {
             let e = SubnetLayout::for_vpc(net).unwrap_err();
             assert!(e.to_string().contains("--vpc-cidr"), "{c}");
         }
+        // The gateway's own bridges (builds, the broker) must not shadow
+        // any address of the VPC.
+        let e = SubnetLayout::for_vpc("172.30.0.0/16".parse().unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("172.30.252.0/24") && e.to_string().contains("fossa-build"),
+            "{e}"
+        );
+        assert!(SubnetLayout::for_vpc("172.31.0.0/16".parse().unwrap()).is_ok());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub use registry::{ensure_repository, registry_auth, RegistryAuth};
 use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
 use bollard::Docker;
 use fossa_contract::aws::AwsError;
+use fossa_contract::networks::{self, ContainerNetwork};
 use fossa_contract::StackName;
 use futures::StreamExt;
 
@@ -105,14 +106,23 @@ pub struct Built {
     pub models: Vec<String>,
 }
 
+/// Where the image goes: the stack's repository, in ECR or in `registry`.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// The stack, whose repository it is.
+    pub stack: &'a StackName,
+    /// `host:port` of a registry instead of ECR's.
+    pub registry: Option<&'a str>,
+}
+
 /// Builds and pushes the image unless the registry already has its tag.
 pub async fn reconcile(
     docker: &Docker,
     ecr: &aws_sdk_ecr::Client,
-    stack: &StackName,
-    registry: Option<&str>,
+    Destination { stack, registry }: Destination<'_>,
     base: &str,
     models: &[ModelFile],
+    network: ContainerNetwork,
     events: &Events,
 ) -> Result<Built, ImageError> {
     ensure_repository(ecr, stack).await?;
@@ -133,7 +143,14 @@ pub async fn reconcile(
             models: classes,
         });
     }
-    build_checked(docker, &reference, ctx, base, models, &classes, events).await?;
+    let build = Build {
+        reference: &reference,
+        base,
+        models,
+        classes: &classes,
+        network,
+    };
+    build_checked(docker, &build, ctx, events).await?;
     let auth = registry_auth(ecr, registry).await?;
     let push = PushImageOptionsBuilder::default().tag(&tag).build();
     let mut stream = docker.push_image(&repo, Some(push), Some(auth.credentials()));
@@ -189,15 +206,22 @@ async fn room_to_build(docker: &Docker, events: &Events) -> Result<(), ImageErro
     }
 }
 
-/// Builds `ctx` (of `base` and `models`) as `reference` and smoke-tests it
-/// against `classes`; the build is an event.
+/// One image to build: its tag, what it is made of, what it must serve and
+/// where its `RUN` steps are networked.
+struct Build<'a> {
+    reference: &'a str,
+    base: &'a str,
+    models: &'a [ModelFile],
+    classes: &'a [String],
+    network: ContainerNetwork,
+}
+
+/// Builds `ctx` as `b.reference` and smoke-tests it against `b.classes`;
+/// the build is an event.
 async fn build_checked(
     docker: &Docker,
-    reference: &str,
+    b: &Build<'_>,
     ctx: Vec<u8>,
-    base: &str,
-    models: &[ModelFile],
-    classes: &[String],
     events: &Events,
 ) -> Result<(), ImageError> {
     room_to_build(docker, events).await?;
@@ -205,25 +229,37 @@ async fn build_checked(
         "image",
         false,
         format!(
-            "building {reference} from {base} with {} model file(s)",
-            models.len()
+            "building {} from {} with {} model file(s)",
+            b.reference,
+            b.base,
+            b.models.len()
         ),
     );
-    build_context(docker, reference, ctx).await?;
-    smoke::check(docker, reference, classes).await
+    build_context(docker, b.reference, ctx, b.network).await?;
+    smoke::check(docker, b.reference, b.classes).await
 }
 
 /// Builds `context` as `reference`, its log streamed to the agent's log;
 /// a failed build says what pip (or the step) printed last.
-async fn build_context(docker: &Docker, reference: &str, ctx: Vec<u8>) -> Result<(), ImageError> {
-    // Host networking: the build's RUN steps reach PyPI through the host's own
-    // route, with no dependence on Docker's bridge and its NAT rules.
+async fn build_context(
+    docker: &Docker,
+    reference: &str,
+    ctx: Vec<u8>,
+    network: ContainerNetwork,
+) -> Result<(), ImageError> {
+    // On the gateway, RUN steps (whatever a models requirements.txt
+    // installs) run on the build bridge: out to PyPI through NAT, never to
+    // the instance metadata service, the gateway or the workers
+    // (`fossa_contract::networks`, the NAT duty's rules).
+    if network == ContainerNetwork::Isolated {
+        crate::host::docker::ensure_network(docker, &networks::BUILD).await?;
+    }
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(reference)
         .rm(true)
         .forcerm(true)
-        .networkmode("host")
+        .networkmode(network.mode(networks::BUILD))
         .build();
     let mut stream = docker.build_image(
         options,
@@ -278,7 +314,17 @@ pub async fn build_local(
             models: classes,
         });
     }
-    build_checked(docker, &reference, ctx, base, models, &classes, events).await?;
+    // Local mode's containers run on this machine's network, and so do
+    // its builds: no gateway role to protect here, no NAT duty to fence a
+    // bridge.
+    let build = Build {
+        reference: &reference,
+        base,
+        models,
+        classes: &classes,
+        network: ContainerNetwork::Host,
+    };
+    build_checked(docker, &build, ctx, events).await?;
     Ok(Built {
         reference,
         built: true,
@@ -312,10 +358,13 @@ pub async fn build(
     reconcile(
         &docker,
         &c.ecr,
-        &s.toml.stack,
-        s.toml.registry.as_deref(),
+        Destination {
+            stack: &s.toml.stack,
+            registry: s.toml.registry.as_deref(),
+        },
         base,
         &models,
+        s.toml.container_network,
         events,
     )
     .await

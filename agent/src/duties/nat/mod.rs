@@ -126,6 +126,7 @@ impl Duty<Settings> for NatDuty {
 mod tests {
     use super::*;
     use crate::host::exec::Fake;
+    use rules::OUTPUT_CHAIN;
 
     fn plan_for(fake: &Fake) -> NatPlan {
         let cidrs = [
@@ -170,9 +171,10 @@ mod tests {
         let first = apply(&fake, &p).unwrap();
         assert_eq!(
             first.added.iter().filter(|a| a.starts_with("rule")).count(),
-            // 6 rules per private CIDR, the UI process kept off IMDS, and 4
-            // jumps (FORWARD, POSTROUTING, INPUT, OUTPUT).
-            12 + 1 + 4
+            // 6 rules per private CIDR, the UI process kept off IMDS, the
+            // containers' 15 (below), and 4 jumps (FORWARD, POSTROUTING,
+            // INPUT, OUTPUT).
+            12 + 1 + 15 + 4
         );
         assert!(
             first
@@ -191,6 +193,7 @@ mod tests {
         assert_eq!(
             fake.rules("nat", NAT_CHAIN),
             [
+                "-s 172.30.252.0/24 -o eth0 -j MASQUERADE",
                 "-s 192.168.2.0/24 -o eth0 -j MASQUERADE",
                 "-s 192.168.3.0/24 -o eth0 -j MASQUERADE"
             ]
@@ -198,7 +201,7 @@ mod tests {
         assert_eq!(fake.rules("filter", "FORWARD"), ["-j FOSSA-FORWARD"]);
         assert_eq!(fake.rules("filter", "INPUT"), ["-j FOSSA-INPUT"]);
         assert_eq!(
-            fake.rules("filter", INPUT_CHAIN)[..2],
+            fake.rules("filter", INPUT_CHAIN)[3..5],
             [
                 "-s 192.168.2.0/24 -p tcp ! --dport 5672 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP",
                 "-s 192.168.2.0/24 ! -p tcp -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
@@ -228,12 +231,52 @@ mod tests {
     }
 
     #[test]
+    fn containers_reach_neither_imds_nor_the_gateway_nor_the_workers() {
+        let fake = Fake::new();
+        let p = NatPlan {
+            ui_uid: Some(999),
+            ..plan_for(&fake)
+        };
+        apply(&fake, &p).unwrap();
+        let forward = fake.rules("filter", FORWARD_CHAIN);
+        let at = |rule: &str| {
+            forward
+                .iter()
+                .position(|r| r == rule)
+                .unwrap_or_else(|| panic!("{rule} in {forward:#?}"))
+        };
+        at("-i fossa-build0 -o eth0 -j ACCEPT");
+        let first_accept = forward.iter().position(|r| r.ends_with("ACCEPT")).unwrap();
+        for drop in [
+            "-i fossa-build0 -d 169.254.0.0/16 -j DROP",
+            "-i fossa-broker0 -d 169.254.0.0/16 -j DROP",
+            "-i docker0 -d 169.254.0.0/16 -j DROP",
+            "-i fossa-build0 ! -o eth0 -j DROP",
+            "-i fossa-build0 -d 192.168.2.0/24 -j DROP",
+            "-i fossa-build0 -d 192.168.3.0/24 -j DROP",
+            "-i fossa-broker0 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP",
+        ] {
+            assert!(at(drop) < first_accept, "{drop} before every ACCEPT");
+        }
+        let input = fake.rules("filter", INPUT_CHAIN);
+        for b in ["fossa-build0", "fossa-broker0", "docker0"] {
+            let rule = format!("-i {b} -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP");
+            assert!(input.contains(&rule), "{rule} in {input:#?}");
+        }
+        let output = fake.rules("filter", OUTPUT_CHAIN);
+        for net in ["172.30.252.0/24", "172.30.253.0/24"] {
+            let rule = format!("-d {net} -m owner --uid-owner 999 -j REJECT");
+            assert!(output.contains(&rule), "{rule} in {output:#?}");
+        }
+    }
+
+    #[test]
     fn an_older_chain_gets_the_link_local_drop_before_its_accepts() {
         let fake = Fake::new();
         let p = plan_for(&fake);
         apply(&fake, &p).unwrap();
         // An agent from before the rule: its chain has no DROP.
-        while fake.rules("filter", FORWARD_CHAIN)[0].contains("169.254") {
+        while fake.rules("filter", FORWARD_CHAIN)[0].contains("DROP") {
             fake.drop_rule("filter", FORWARD_CHAIN, 0);
         }
         assert!(fake.rules("filter", FORWARD_CHAIN)[0].contains("ACCEPT"));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use fossa_contract::config::AgentToml;
 use fossa_contract::names::BROKER_PORT;
+use fossa_contract::networks::{BROKER, BUILD, DOCKER_DEFAULT_BRIDGE};
 use ipnet::Ipv4Net;
 
 use crate::host::exec::{ExecError, Executor};
@@ -147,6 +148,7 @@ impl NatPlan {
                 &format!("-d {LINK_LOCAL} -m owner --uid-owner {uid} -j REJECT"),
             ));
         }
+        out.extend(self.container_rules());
         for c in &self.cidrs {
             // Link-local (the instance metadata service, 169.254.169.254,
             // and the Amazon DNS and time addresses' link-local forms) is
@@ -186,6 +188,70 @@ impl NatPlan {
                 INPUT_CHAIN,
                 &format!("-s {c} ! -p tcp {new}"),
             ));
+        }
+        out
+    }
+
+    /// What fences the gateway's containers (`fossa_contract::networks`):
+    /// none may reach link-local (IMDS) or open a connection to the gateway
+    /// itself; builds go out to the internet only, masqueraded, never to
+    /// the workers or the broker; the broker opens nothing. The rules name
+    /// the bridges, so they hold before the bridges exist and whatever Docker
+    /// adds. The UI's process reaches neither bridge.
+    fn container_rules(&self) -> Vec<Rule> {
+        let new = "-m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP";
+        let mut out = Vec::new();
+        let bridges = [BUILD.bridge, BROKER.bridge, DOCKER_DEFAULT_BRIDGE];
+        for b in bridges {
+            out.push(Rule::first(
+                "filter",
+                FORWARD_CHAIN,
+                &format!("-i {b} -d {LINK_LOCAL} -j DROP"),
+            ));
+            out.push(Rule::new("filter", INPUT_CHAIN, &format!("-i {b} {new}")));
+        }
+        let build = BUILD.bridge;
+        let egress = &self.egress;
+        out.push(Rule::first(
+            "filter",
+            FORWARD_CHAIN,
+            &format!("-i {build} ! -o {egress} -j DROP"),
+        ));
+        for c in &self.cidrs {
+            out.push(Rule::first(
+                "filter",
+                FORWARD_CHAIN,
+                &format!("-i {build} -d {c} -j DROP"),
+            ));
+        }
+        out.push(Rule::first(
+            "filter",
+            FORWARD_CHAIN,
+            &format!("-i {} {new}", BROKER.bridge),
+        ));
+        out.push(Rule::new(
+            "filter",
+            FORWARD_CHAIN,
+            &format!("-i {build} -o {egress} -j ACCEPT"),
+        ));
+        out.push(Rule::new(
+            "filter",
+            FORWARD_CHAIN,
+            &format!("-o {build} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+        ));
+        out.push(Rule::new(
+            "nat",
+            NAT_CHAIN,
+            &format!("-s {} -o {egress} -j MASQUERADE", BUILD.subnet()),
+        ));
+        if let Some(uid) = self.ui_uid {
+            for net in [BUILD, BROKER] {
+                out.push(Rule::new(
+                    "filter",
+                    OUTPUT_CHAIN,
+                    &format!("-d {} -m owner --uid-owner {uid} -j REJECT", net.subnet()),
+                ));
+            }
         }
         out
     }

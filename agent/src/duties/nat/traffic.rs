@@ -9,6 +9,7 @@
 //! it, and a restarted agent goes on from the file instead of counting the
 //! kernel's totals again.
 
+use fossa_contract::networks;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -122,7 +123,9 @@ fn parse_column(listing: &str, bytes_column: bool) -> BTreeMap<String, u64> {
             continue;
         };
         let rest: Vec<&str> = words.collect();
-        if rest.first() != Some(&"ACCEPT") {
+        // The workers' traffic only: builds reaching PyPI are the
+        // gateway's own, not the NAT's.
+        if rest.first() != Some(&"ACCEPT") || rest.contains(&networks::BUILD.bridge) {
             continue;
         }
         *out.entry(rest.join(" ")).or_default() += if bytes_column { bytes } else { pkts };
@@ -227,6 +230,7 @@ mod tests {
     pkts      bytes target     prot opt in     out     source               destination
       10      840 ACCEPT     all  --  *      gwout   192.168.2.0/24       0.0.0.0/0
        8     1200 ACCEPT     all  --  gwout  *       0.0.0.0/0            192.168.2.0/24       ctstate RELATED,ESTABLISHED
+     90   900000 ACCEPT     all  --  fossa-build0 gwout   0.0.0.0/0            0.0.0.0/0
        1       60 DROP       all  --  *      *       0.0.0.0/0            0.0.0.0/0
 ";
 
