@@ -111,6 +111,9 @@ pub const HISTORY_PENDING_MAX: usize = 100_000;
 
 /// The most history rows one page or export returns.
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
+/// The most bytes of stored arguments and results one history page holds
+/// (at least one row); a page cut short carries the cursor to the next.
+pub const HISTORY_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// CloudWatch Logs reads (GetLogEvents) the agent makes at once. The
 /// account's quota for GetLogEvents is 25 calls a second in a region, shared

@@ -253,7 +253,12 @@ pub fn page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, HistoryErro
         0 => fossa_contract::limits::HISTORY_PAGE_ROWS,
         n => n.min(fossa_contract::limits::HISTORY_PAGE_MAX),
     };
-    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE id < ?1");
+    // Each row's stored size comes with it, so a page stops at
+    // HISTORY_PAGE_BYTES before it reads the rows it would not send.
+    let mut sql = format!(
+        "SELECT {COLUMNS}, coalesce(length(method_kwargs), 0) + coalesce(length(results), 0) \
+         FROM tasks WHERE id < ?1"
+    );
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(q.before.unwrap_or(i64::MAX))];
     if let Some(m) = q.model.as_deref().filter(|m| !m.is_empty()) {
         args.push(Box::new(m.to_owned()));
@@ -268,25 +273,26 @@ pub fn page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, HistoryErro
     }
     sql += &format!(" ORDER BY id DESC LIMIT {}", limit + 1);
     let mut st = c.prepare_cached(&sql)?;
-    let mut ids = Vec::new();
-    let mut tasks = st
-        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            let id: i64 = r.get(9)?;
-            Ok((id, row_of(r)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(|(id, row)| {
-            ids.push(id);
-            row
-        })
-        .collect::<Vec<_>>();
-    let next = if tasks.len() > limit as usize {
-        tasks.truncate(limit as usize);
-        ids.get(limit as usize - 1).copied()
-    } else {
-        None
-    };
+    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        let id: i64 = r.get(9)?;
+        let size: i64 = r.get(10)?;
+        Ok((id, usize::try_from(size).unwrap_or(0), row_of(r)?))
+    })?;
+    // Rows up to `limit`, and up to the byte budget (at least one row): a
+    // page of 10,000 rows whose arguments are 64 KiB each would be 640 MB.
+    // A page cut short carries the cursor to the next, as a full one does.
+    let budget = fossa_contract::limits::HISTORY_PAGE_BYTES;
+    let (mut tasks, mut bytes, mut last, mut next) = (Vec::new(), 0usize, None, None);
+    for row in rows {
+        let (id, size, row) = row?;
+        if tasks.len() == limit as usize || (!tasks.is_empty() && bytes + size > budget) {
+            next = last;
+            break;
+        }
+        bytes += size;
+        last = Some(id);
+        tasks.push(row);
+    }
     let total: i64 = c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?;
     Ok(HistoryPage {
         tasks,
@@ -426,6 +432,55 @@ mod tests {
         let tx = c.transaction().unwrap();
         upsert(&tx, batch, limits).unwrap();
         tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_page_stops_at_its_byte_budget_and_says_where_to_go_on() {
+        let mut c = db();
+        let l = HistoryLimits::default();
+        // 20 tasks whose arguments are 1 MB each: 20 MB in all.
+        let big = "x".repeat(1_000_000);
+        let batch: Vec<Observed> = (0..20)
+            .map(|i| {
+                let mut t = task(&format!("t{i}"), "E", "running", i);
+                t.method_kwargs = json!({ "blob": big });
+                obs(t, "w1")
+            })
+            .collect();
+        write(&mut c, &batch, &l);
+        let per_page = fossa_contract::limits::HISTORY_PAGE_BYTES / 1_000_000;
+        let (mut seen, mut pages) = (0, 0);
+        let mut q = HistoryQuery {
+            limit: 10_000,
+            ..Default::default()
+        };
+        loop {
+            let p = page(&c, &q).unwrap();
+            assert!(
+                !p.tasks.is_empty() && p.tasks.len() <= per_page.max(1),
+                "{}",
+                p.tasks.len()
+            );
+            seen += p.tasks.len();
+            pages += 1;
+            match p.next_before {
+                Some(b) => q.before = Some(b),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 20, "every row once");
+        assert!(pages >= 3, "over several pages: {pages}");
+        // The row limit still holds, with its cursor.
+        let p = page(
+            &c,
+            &HistoryQuery {
+                limit: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.tasks.len(), 3);
+        assert!(p.next_before.is_some());
     }
 
     #[test]
