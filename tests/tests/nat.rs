@@ -115,7 +115,9 @@ fn nat_rewrites_the_source_and_remove_restores_the_ruleset() {
         assert!(!again.stdout.contains("added"), "{}", again.stdout);
     }
     let rules = lab.gw.ruleset();
-    assert_eq!(count(&rules, "-j MASQUERADE"), 1, "{rules}");
+    // The private subnet's, and the build bridge's (172.30.252.0/24), once each.
+    assert_eq!(count(&rules, "-j MASQUERADE"), 2, "{rules}");
+    assert_eq!(count(&rules, "-s 172.30.252.0/24"), 1, "{rules}");
     assert_eq!(count(&rules, "-A FORWARD -j FOSSA-FORWARD"), 1, "{rules}");
     assert_eq!(
         count(&rules, "-A POSTROUTING -j FOSSA-POSTROUTING"),
@@ -287,8 +289,8 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
     let rules = lab.gw.ruleset();
     assert_eq!(
         count(&rules, "-j MASQUERADE"),
-        2,
-        "one per private subnet, once: {rules}"
+        3,
+        "one per private subnet and the build bridge's, once: {rules}"
     );
     assert_eq!(count(&rules, "-A FORWARD -j FOSSA-FORWARD"), 1, "{rules}");
     assert_eq!(
