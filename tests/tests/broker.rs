@@ -86,15 +86,18 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
                 .all(|l| l.contains(&format!("{address}:5672"))),
         "AMQP published elsewhere: {amqp_listen}"
     );
-    let network = Run::of(dockerd.cli().args([
-        "inspect",
-        "-f",
-        "{{.HostConfig.NetworkMode}}",
-        fossa_contract::names::BROKER_CONTAINER,
-    ]))
-    .ok()
-    .stdout;
-    assert_eq!(network.trim(), BROKER.name);
+    // One field of the broker container's `docker inspect`.
+    let inspect = |format: &str| {
+        Run::of(dockerd.cli().args([
+            "inspect",
+            "-f",
+            format,
+            fossa_contract::names::BROKER_CONTAINER,
+        ]))
+        .ok()
+        .stdout
+    };
+    assert_eq!(inspect("{{.HostConfig.NetworkMode}}").trim(), BROKER.name);
 
     // Not an administrator; guest, if it exists at all, only from loopback.
     let users = Run::of(dockerd.cli().args([
@@ -153,14 +156,7 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
     }
 
     // No password in the container's environment (docker inspect shows it).
-    let env = Run::of(dockerd.cli().args([
-        "inspect",
-        "-f",
-        "{{json .Config.Env}}",
-        fossa_contract::names::BROKER_CONTAINER,
-    ]))
-    .ok()
-    .stdout;
+    let env = inspect("{{json .Config.Env}}");
     assert!(!env.contains(&creds.password), "{env}");
 
     // A second reconcile leaves the running broker alone.

@@ -43,7 +43,7 @@ const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 /// Whether `found` is `net` as [`ensure_network`] makes it: the bridge name
 /// and the subnet the NAT duty's rules are written for.
-pub fn network_matches(
+fn network_matches(
     found: &bollard::models::NetworkInspect,
     net: &fossa_contract::networks::BridgeNetwork,
 ) -> bool {
