@@ -33,6 +33,8 @@ pub struct Clients {
     pub region: String,
     /// Whether an endpoint URL (emulator) is in use.
     pub emulated: bool,
+    /// The endpoint URL in use, if any (an emulator).
+    pub endpoint: Option<String>,
     /// Whether the endpoint is plain HTTP (an emulator): a TLS-only bucket
     /// policy would refuse every call made through it.
     pub plain_http: bool,
@@ -64,6 +66,7 @@ impl Clients {
             quotas: counted_client!(aws_sdk_servicequotas, &sdk, counter),
             region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             emulated: sdk.endpoint_url().is_some(),
+            endpoint: sdk.endpoint_url().map(str::to_owned),
             plain_http: sdk.endpoint_url().is_some_and(|u| u.starts_with("http://")),
             counter,
         })

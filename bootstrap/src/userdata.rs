@@ -13,8 +13,13 @@ pub const MAX_USER_DATA: usize = 16 * 1024;
 pub struct UserData<'a> {
     /// The agent's TOML file.
     pub agent: &'a AgentToml,
-    /// Presigned GET URL of the agent binary.
+    /// The agent binary's object URL in the stack's bucket (no query: the
+    /// instance signs its GET with its own role; see [`agent_object_url`]).
     pub agent_url: &'a str,
+    /// The instance profile, named when the instance has no credentials.
+    pub profile: &'a str,
+    /// The stack's account: the bucket's expected owner.
+    pub account: &'a str,
     /// SHA-256 of the agent binary, hex.
     pub agent_sha256: &'a str,
 }
@@ -24,12 +29,32 @@ pub struct UserData<'a> {
 #[error("user-data is {0} bytes, over EC2's 16 KiB limit")]
 pub struct TooLarge(pub usize);
 
+/// The URL of `key` in `bucket`: path-style on an emulator's `endpoint`,
+/// else S3's virtual-hosted style for the region's partition
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html>).
+pub fn agent_object_url(bucket: &str, key: &str, region: &str, endpoint: Option<&str>) -> String {
+    match endpoint {
+        Some(e) => format!("{}/{bucket}/{key}", e.trim_end_matches('/')),
+        None => {
+            let suffix = if region.starts_with("cn-") {
+                "amazonaws.com.cn"
+            } else {
+                "amazonaws.com"
+            };
+            format!("https://{bucket}.s3.{region}.{suffix}/{key}")
+        }
+    }
+}
+
 impl UserData<'_> {
     /// The script, checked against the size limit.
     pub fn render(&self) -> Result<String, TooLarge> {
         let out = TEMPLATE
             .replace("@STACK@", self.agent.stack.as_str())
-            .replace("@AGENT_URL@", &self.agent_url.replace('\'', "%27"))
+            .replace("@AGENT_OBJECT_URL@", &self.agent_url.replace('"', "%22"))
+            .replace("@REGION@", &self.agent.region)
+            .replace("@PROFILE@", self.profile)
+            .replace("@ACCOUNT@", self.account)
             .replace("@AGENT_SHA256@", self.agent_sha256)
             .replace("@AGENT_TOML@", self.agent.render().trim_end())
             .replace("@UNIT@", UNIT.trim_end());
@@ -54,7 +79,9 @@ mod tests {
         let a = agent();
         let u = UserData {
             agent: &a,
-            agent_url: "https://b.s3.amazonaws.com/agent?X-Amz-Signature=abc",
+            agent_url: &agent_object_url("b", "agent/fossa-agent", "eu-west-2", None),
+            profile: "fossa-dev-gateway",
+            account: "123456789012",
             agent_sha256: "ff00",
         }
         .render()
@@ -65,7 +92,10 @@ mod tests {
             "ff00  $tmp",
             "stack = \"dev\"",
             "Type=notify",
-            "X-Amz-Signature=abc",
+            "url = \"https://b.s3.eu-west-2.amazonaws.com/agent/fossa-agent\"",
+            "aws-sigv4 = \"aws:amz:eu-west-2:s3\"",
+            "fossa-dev-gateway",
+            "x-amz-expected-bucket-owner: 123456789012",
             "systemctl enable --now fossa-agent",
         ] {
             assert!(u.contains(needle), "missing {needle}");
@@ -82,17 +112,38 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_object_url_follows_the_partition_and_the_endpoint() {
+        assert_eq!(
+            agent_object_url("b", "agent/fossa-agent", "cn-north-1", None),
+            "https://b.s3.cn-north-1.amazonaws.com.cn/agent/fossa-agent"
+        );
+        assert_eq!(
+            agent_object_url("b", "k", "eu-west-2", Some("http://127.0.0.1:5000/")),
+            "http://127.0.0.1:5000/b/k"
+        );
+    }
+
+    #[test]
     fn holds_no_secret() {
         let a = agent();
         let u = UserData {
             agent: &a,
             agent_url: "https://x/y",
+            profile: "p",
+            account: "1",
             agent_sha256: "00",
         }
         .render()
         .unwrap();
         let lower = u.to_lowercase();
-        for word in ["password", "secret_access", "amqp://", "guest:guest"] {
+        for word in [
+            "password",
+            "secret_access",
+            "amqp://",
+            "guest:guest",
+            "x-amz-signature",
+            "x-amz-credential",
+        ] {
             assert!(!lower.contains(word), "user-data mentions {word}");
         }
     }

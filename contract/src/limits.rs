@@ -17,9 +17,6 @@ pub const CONFIG_CHECK_SECS: u64 = 15;
 /// not place a task, to report them.
 pub const TASK_FAILURE_WINDOW_SECS: i64 = 600;
 
-/// How long the presigned URL user-data fetches the agent with stays valid.
-pub const AGENT_URL_TTL_SECS: u64 = 3600;
-
 /// Tasks and subtasks the history keeps by default (`[history] max_tasks`).
 pub const HISTORY_MAX_TASKS: u32 = 100_000;
 

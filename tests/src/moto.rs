@@ -82,10 +82,9 @@ impl Moto {
         moto
     }
 
-    /// A user holding the documents of `role`: its inline policies and the
-    /// managed policies attached to it, as moto can evaluate them (see
-    /// [`for_moto`]). Its keys act as the role would.
-    pub async fn user_like_role(&self, role: &str, user: &str) -> Keys {
+    /// The documents of `role` (its inline policies and the managed
+    /// policies attached to it) as moto can evaluate them (see [`for_moto`]).
+    async fn role_documents(&self, role: &str) -> Vec<(String, String)> {
         let iam = aws_sdk_iam::Client::new(&self.sdk().await);
         let mut documents = Vec::new();
         let inline = iam
@@ -125,11 +124,65 @@ impl Moto {
             documents.push((a.policy_name().unwrap().to_owned(), url_decoded(doc)));
         }
         assert!(!documents.is_empty(), "role {role} has no policy");
+        documents
+            .into_iter()
+            .map(|(n, d)| (n, for_moto(&d)))
+            .collect()
+    }
+
+    /// A user holding the documents of `role` (see [`Moto::role_documents`]).
+    /// Its keys act as the role would.
+    pub async fn user_like_role(&self, role: &str, user: &str) -> Keys {
+        let iam = aws_sdk_iam::Client::new(&self.sdk().await);
+        let documents = self.role_documents(role).await;
         let documents: Vec<(&str, String)> = documents
             .iter()
-            .map(|(n, d)| (n.as_str(), for_moto(d)))
+            .map(|(n, d)| (n.as_str(), d.clone()))
             .collect();
         create_user(&iam, user, &documents).await
+    }
+
+    /// Temporary credentials (keys and session token, as an instance's
+    /// metadata service hands them out) of a session of a role `copy` that
+    /// holds the documents of `role` as moto can evaluate them.
+    pub async fn session_like_role(&self, role: &str, copy: &str) -> (Keys, String) {
+        let sdk = self.sdk().await;
+        let iam = aws_sdk_iam::Client::new(&sdk);
+        let documents = self.role_documents(role).await;
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
+        let made = iam
+            .create_role()
+            .role_name(copy)
+            .assume_role_policy_document(trust)
+            .send()
+            .await
+            .unwrap();
+        for (name, document) in &documents {
+            iam.put_role_policy()
+                .role_name(copy)
+                .policy_name(name)
+                .policy_document(document)
+                .send()
+                .await
+                .unwrap();
+        }
+        let arn = made.role().unwrap().arn().to_owned();
+        let sts = aws_sdk_sts::Client::new(&sdk);
+        let out = sts
+            .assume_role()
+            .role_arn(arn)
+            .role_session_name("i-instance")
+            .send()
+            .await
+            .unwrap();
+        let c = out.credentials().unwrap();
+        (
+            Keys {
+                id: c.access_key_id().to_owned(),
+                secret: c.secret_access_key().to_owned(),
+            },
+            c.session_token().to_owned(),
+        )
     }
 
     fn spawn(netns: Option<&crate::netns::Netns>, enforce: bool) -> Moto {

@@ -588,3 +588,135 @@ async fn launch_killed_after_each_step_is_finished_by_a_rerun() {
         .vpcs()
         .is_empty());
 }
+
+/// User-data's agent fetch, as EC2 holds it, run against a metadata service
+/// stand-in and a moto that enforces IAM: it signs its GET with the
+/// instance role's credentials (the role as `launch` made it), gets exactly
+/// the agent `launch` uploaded, and holds no URL, signature or key of the
+/// launcher's. Another role's credentials are refused, and the keys show in
+/// neither the output nor curl's command line.
+#[tokio::test(flavor = "multi_thread")]
+async fn user_data_fetches_the_agent_with_the_instance_role() {
+    let moto = Moto::start_enforcing().await;
+    Run::of(launch(&moto, "ud", &[])).ok();
+    let sdk = moto.sdk().await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let found = ec2
+        .describe_instances()
+        .filters(tag_filter("ud"))
+        .send()
+        .await
+        .unwrap();
+    let id = found.reservations()[0].instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let ud = ec2
+        .describe_instance_attribute()
+        .instance_id(&id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let ud = aws_smithy_types_decode(ud.user_data().unwrap().value().unwrap());
+    for word in ["X-Amz-Signature", "X-Amz-Credential", &moto.keys.id, "?"] {
+        assert!(!ud.contains(word), "user-data holds {word:?}");
+    }
+    let fetch = ud
+        .split("# fossa:fetch-agent begin\n")
+        .nth(1)
+        .and_then(|s| s.split("# fossa:fetch-agent end").next())
+        .expect("user-data's fetch section");
+    let stack = fossa_contract::StackName::new("ud").unwrap();
+    let role = stack.gateway_role();
+    let profile = stack.instance_profile();
+    assert!(fetch.contains(&profile), "names the profile: {fetch}");
+
+    let run_fetch = |(keys, token): &(fossa_tests::moto::Keys, String), out: &std::path::Path| {
+        let mut imds = std::process::Command::new(fossa_tests::venv_bin("python"))
+            .arg(fossa_tests::repo_root().join("tests/support/imds.py"))
+            .env("FOSSA_IMDS_ROLE", &role)
+            .env("FOSSA_IMDS_KEY_ID", &keys.id)
+            .env("FOSSA_IMDS_SECRET", &keys.secret)
+            .env("FOSSA_IMDS_TOKEN", token)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut port = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(imds.stdout.as_mut().unwrap()),
+            &mut port,
+        )
+        .unwrap();
+        let script = fetch.replace(
+            "http://169.254.169.254",
+            &format!("http://127.0.0.1:{}", port.trim()),
+        );
+        // A curl that records its command line, then runs the real one.
+        let shim = out.with_extension("bin");
+        std::fs::create_dir_all(&shim).unwrap();
+        let argv = out.with_extension("argv");
+        std::fs::write(
+            shim.join("curl"),
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec /usr/bin/curl \"$@\"\n",
+                argv.display()
+            ),
+        )
+        .unwrap();
+        Run::of(
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(shim.join("curl")),
+        )
+        .ok();
+        let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
+        let run = Run::of(
+            std::process::Command::new("bash")
+                .env("PATH", path)
+                .arg("-c")
+                .arg(format!("set -euo pipefail\n{script}\nfetch_agent \"$1\""))
+                .arg("fetch")
+                .arg(out),
+        );
+        let _ = imds.kill();
+        let log = imds.wait_with_output().unwrap();
+        let argv = std::fs::read_to_string(&argv).unwrap_or_default();
+        assert!(argv.contains("-K -"), "curl ran: {argv}");
+        assert!(
+            !argv.contains(&keys.secret) && !argv.contains(&keys.id),
+            "a key is on curl's command line: {argv}"
+        );
+        (run, String::from_utf8_lossy(&log.stderr).into_owned())
+    };
+
+    // The instance's own role.
+    let session = moto.session_like_role(&role, &format!("{role}-copy")).await;
+    let keys = &session.0;
+    let dir = TempDir::new("ud-fetch");
+    let out = dir.0.join("fossa-agent");
+    let (run, imds_log) = run_fetch(&session, &out);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, imds_log);
+    assert!(
+        imds_log.contains("PUT /latest/api/token"),
+        "IMDSv2: {imds_log}"
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(fossa_tests::bin("fossa-agent")).unwrap(),
+        "the agent fetched is the one launch uploaded"
+    );
+    for text in [&run.stdout, &run.stderr] {
+        assert!(!text.contains(&keys.secret), "the secret shows: {text}");
+    }
+
+    // Another role's credentials (the workers' execution role): refused, said.
+    let exec = stack.execution_role();
+    let other = moto.session_like_role(&exec, &format!("{exec}-copy")).await;
+    let denied = dir.0.join("denied");
+    let (run, _) = run_fetch(&other, &denied);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+    assert!(!run.stderr.contains(&other.0.secret), "{}", run.stderr);
+}

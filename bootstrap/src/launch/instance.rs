@@ -1,5 +1,5 @@
 //! `launch`'s gateway instance: AMI from SSM, IMDSv2 with hop limit 1,
-//! user-data with a presigned agent URL, source/dest check off.
+//! user-data that fetches the agent with the instance's own role, source/dest check off.
 
 use std::time::Duration;
 
@@ -61,20 +61,13 @@ impl Launcher<'_> {
                             .ok_or_else(|| missing("AMI id"))?
                     }
                 };
-                let url = self
-                    .c
-                    .s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(AGENT_OBJECT_KEY)
-                    .presigned(
-                        aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(
-                            fossa_contract::limits::AGENT_URL_TTL_SECS,
-                        ))
-                        .map_err(|e| Error::Unexpected(e.to_string()))?,
-                    )
-                    .await
-                    .aws("s3:GetObject (presign)", AGENT_OBJECT_KEY)?;
+                let profile = self.stack.instance_profile();
+                let url = crate::userdata::agent_object_url(
+                    bucket,
+                    AGENT_OBJECT_KEY,
+                    &self.c.region,
+                    self.c.endpoint.as_deref(),
+                );
                 let agent_toml = AgentToml {
                     stack: self.stack.clone(),
                     region: self.c.region.clone(),
@@ -96,7 +89,9 @@ impl Launcher<'_> {
                 };
                 let user_data = UserData {
                     agent: &agent_toml,
-                    agent_url: url.uri(),
+                    agent_url: &url,
+                    profile: &profile,
+                    account: &self.id.account,
                     agent_sha256: agent_sha,
                 }
                 .render()
