@@ -13,6 +13,16 @@ pub const NODE_MODULE: &str = "fossa_node.py";
 pub const FOSSA_REQUIREMENT: &str = "ayeaye-fossa==0.0.37";
 /// Pinned ayeaye version.
 pub const AYEAYE_REQUIREMENT: &str = "ayeaye==0.1.7";
+/// File name of [`REQUIREMENTS_LOCK`] in the worker image and local mode's state.
+pub const REQUIREMENTS_LOCK_FILE: &str = "fossa-requirements.txt";
+/// Fossa, Aye-Aye and their whole closure, each pinned with the SHA-256 of
+/// every file PyPI holds for it (`scripts/lock-fossa.py` writes it from the
+/// two pins above). Installed with [`PIP_LOCKED`], so a dependency's new
+/// release, or a file replaced on PyPI, never reaches a worker unseen.
+pub const REQUIREMENTS_LOCK: &str = include_str!("../fossa-requirements.txt");
+/// pip's options for installing [`REQUIREMENTS_LOCK`]: every file's hash is
+/// checked, and nothing outside the lock is resolved.
+pub const PIP_LOCKED: [&str; 2] = ["--require-hashes", "--no-deps"];
 /// The built-in models, used when the user gives none.
 pub const EXAMPLE_MODELS: &[(&str, &str)] =
     &[("example_etl.py", include_str!("../models/example_etl.py"))];
@@ -144,6 +154,35 @@ mod tests {
         let pip = "Collecting nope==9\nERROR: Could not find a version that satisfies the requirement nope==9\nERROR: No matching distribution found for nope==9\n";
         assert!(python_error_summary(pip).starts_with("ERROR: Could not find"));
         assert_eq!(python_error_summary(""), "no output");
+    }
+
+    #[test]
+    fn the_lock_pins_fossa_and_ayeaye_and_hashes_every_requirement() {
+        let lines: Vec<&str> = REQUIREMENTS_LOCK
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
+        let pins: Vec<&str> = lines
+            .iter()
+            .filter(|l| !l.trim_start().starts_with("--hash"))
+            .map(|l| l.trim_end_matches('\\').trim())
+            .collect();
+        assert!(pins.contains(&FOSSA_REQUIREMENT), "{pins:?}");
+        assert!(pins.contains(&AYEAYE_REQUIREMENT), "{pins:?}");
+        assert!(pins.len() > 10, "the whole closure: {pins:?}");
+        for p in &pins {
+            assert!(p.contains("=="), "{p} is pinned to one version");
+        }
+        // Each requirement is followed by at least one sha256 hash.
+        for (i, l) in lines.iter().enumerate() {
+            if !l.trim_start().starts_with("--hash") {
+                let next = lines.get(i + 1).copied().unwrap_or_default();
+                assert!(
+                    next.trim_start().starts_with("--hash=sha256:"),
+                    "{l} has no hash"
+                );
+            }
+        }
     }
 
     #[test]

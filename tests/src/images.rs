@@ -29,6 +29,9 @@ pub struct DebianImage {
     pub host_cas: bool,
     /// Hooks run after the CA certificates are in (those that reach the network).
     pub late_hooks: &'static [&'static str],
+    /// A pip requirements file (with hashes) installed, after the late
+    /// hooks, with the agent's own locked options.
+    pub pip_lock: Option<&'static str>,
 }
 
 /// Where Debian keeps the certificate authorities a machine adds.
@@ -76,6 +79,7 @@ pub const SYSTEMD: DebianImage = DebianImage {
     changes: &["CMD [\"/sbin/init\"]"],
     host_cas: false,
     late_hooks: &[],
+    pip_lock: None,
 };
 
 /// RabbitMQ from Debian's package, started as the broker duty starts the
@@ -88,6 +92,7 @@ pub const RABBITMQ: DebianImage = DebianImage {
     changes: &["CMD [\"/usr/sbin/rabbitmq-server\"]"],
     host_cas: false,
     late_hooks: &[],
+    pip_lock: None,
 };
 
 /// A Python base for the worker image, as the official `python` image is
@@ -104,16 +109,17 @@ pub const PYTHON: DebianImage = DebianImage {
     changes: &["CMD [\"python\"]"],
     host_cas: true,
     late_hooks: &[],
+    pip_lock: None,
 };
 
-/// [`PYTHON`] with the pinned Fossa and Aye-Aye already installed, for a
-/// gateway namespace whose builds cannot reach PyPI: the image duty's real
-/// `pip install` of the same pins then finds them satisfied. Its pip ran
-/// here, in the chroot, on the host's network. The pins are the agent's
-/// (`fossa_agent::fossa`; a unit test checks they agree).
+/// [`PYTHON`] with the agent's locked Fossa closure already installed, for
+/// a gateway namespace whose builds cannot reach PyPI: the image duty's real
+/// `pip install --require-hashes` of the same lock then finds it satisfied.
+/// Its pip ran here, in the chroot, on the host's network, checking every
+/// hash.
 pub const PYTHON_FOSSA: DebianImage = DebianImage {
     name: "python-fossa",
-    late_hooks: &["chroot \"$1\" pip3 install --no-cache-dir ayeaye-fossa==0.0.37 ayeaye==0.1.7"],
+    pip_lock: Some(fossa_agent::fossa::REQUIREMENTS_LOCK),
     ..PYTHON
 };
 
@@ -134,6 +140,10 @@ impl DebianImage {
         for x in self.hooks.iter().chain(self.changes).chain(self.late_hooks) {
             h.update("|");
             h.update(x);
+        }
+        if let Some(lock) = self.pip_lock {
+            h.update("|pip:");
+            h.update(lock);
         }
         if self.host_cas {
             for (name, pem) in local_cas() {
@@ -178,6 +188,15 @@ impl DebianImage {
         for hook in self.late_hooks {
             cmd.arg(format!("--customize-hook={hook}"));
         }
+        let lock_file = dir.join(format!("{}-{}.pip-lock.txt", self.name, self.key()));
+        if let Some(lock) = self.pip_lock {
+            std::fs::write(&lock_file, lock).unwrap();
+            cmd.arg(format!(
+                "--customize-hook=cp {} \"$1\"/tmp/lock.txt && chroot \"$1\" pip3 install --no-cache-dir {} -r /tmp/lock.txt && rm \"$1\"/tmp/lock.txt",
+                lock_file.display(),
+                fossa_agent::fossa::PIP_LOCKED.join(" ")
+            ));
+        }
         cmd.arg(SUITE).arg(&partial);
         let r = Run::of(&mut cmd);
         assert_eq!(
@@ -185,6 +204,7 @@ impl DebianImage {
             "mmdebstrap for the {} image (Debian package mmdebstrap, and Debian's mirror) failed:\n{}{}",
             self.name, r.stdout, r.stderr
         );
+        let _ = std::fs::remove_file(&lock_file);
         std::fs::rename(&partial, &out).unwrap();
         out
     }
@@ -220,15 +240,10 @@ mod tests {
     }
 
     #[test]
-    fn the_preinstalled_fossa_is_the_agents_pin() {
-        let hook = PYTHON_FOSSA.late_hooks[0];
-        assert!(
-            hook.contains(fossa_agent::fossa::FOSSA_REQUIREMENT),
-            "{hook}"
-        );
-        assert!(
-            hook.contains(fossa_agent::fossa::AYEAYE_REQUIREMENT),
-            "{hook}"
+    fn the_preinstalled_fossa_is_the_agents_lock() {
+        assert_eq!(
+            PYTHON_FOSSA.pip_lock,
+            Some(fossa_agent::fossa::REQUIREMENTS_LOCK)
         );
     }
 }

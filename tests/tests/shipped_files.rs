@@ -239,3 +239,93 @@ fn the_workspace_rust_version_covers_every_locked_dependency() {
         "Cargo.toml says rust-version {ours}, but {who} needs more: raise it (README and scripts/lib.sh read it)"
     );
 }
+
+/// The lines of `lock` for one requirement: its pin and its hashes.
+fn lock_entry(lock: &str, pin: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in lock.lines() {
+        if !line.starts_with(' ') {
+            inside = line.trim_end_matches(['\\', ' ']) == pin;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!out.is_empty(), "{pin} is in the lock");
+    out.trim_end().trim_end_matches('\\').to_owned() + "\n"
+}
+
+/// The worker image's and local mode's Fossa lock, as pip applies it: the
+/// file PyPI serves for `ayeaye-fossa` installs, and a file of the same
+/// name and version with other contents (a package replaced on an index or
+/// a mirror) is refused before anything runs.
+#[test]
+fn the_fossa_lock_refuses_a_package_that_is_not_pypis() {
+    let dir = TempDir::new("lock");
+    let pin = fossa_agent::fossa::FOSSA_REQUIREMENT;
+    let lock = dir.0.join("lock.txt");
+    std::fs::write(
+        &lock,
+        lock_entry(fossa_agent::fossa::REQUIREMENTS_LOCK, pin),
+    )
+    .unwrap();
+    let pip = |args: &[&str]| {
+        let mut c = Command::new(fossa_tests::venv_bin("python"));
+        c.args(["-m", "pip", "--disable-pip-version-check"])
+            .args(args)
+            .env_remove("PIP_FIND_LINKS");
+        Run::of(&mut c)
+    };
+    let locked = fossa_agent::fossa::PIP_LOCKED;
+    let install = |from: &Path, target: &Path| {
+        let mut args = vec!["install", "-q", "--no-index", "--find-links"];
+        args.push(from.to_str().unwrap());
+        args.extend(locked);
+        args.extend(["--target", target.to_str().unwrap(), "-r"]);
+        args.push(lock.to_str().unwrap());
+        pip(&args)
+    };
+
+    // PyPI's own file passes.
+    let genuine = dir.0.join("genuine");
+    let got = pip(&[
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-d",
+        genuine.to_str().unwrap(),
+        pin,
+    ]);
+    assert_eq!(got.code, 0, "pip download {pin} from PyPI: {}", got.stderr);
+    let ok = install(&genuine, &dir.0.join("t1"));
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(dir.0.join("t1/fossa").is_dir());
+
+    // The same name and version, other contents: refused, nothing installed.
+    let wheel = std::fs::read_dir(&genuine)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let evil = dir.0.join("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    let mut bytes = std::fs::read(&wheel).unwrap();
+    // A zip's trailing comment: the wheel still opens, its hash differs.
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&4u16.to_le_bytes());
+    bytes.extend_from_slice(b"evil");
+    std::fs::write(evil.join(wheel.file_name().unwrap()), bytes).unwrap();
+    let refused = install(&evil, &dir.0.join("t2"));
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("DO NOT MATCH THE HASHES"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!dir.0.join("t2/fossa").exists());
+}

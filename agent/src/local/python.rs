@@ -47,13 +47,15 @@ pub async fn ensure_python(python: &Path, state: &Path) -> Result<PathBuf, Error
             python.display()
         )));
     }
+    // The same locked closure as the worker image, every file's hash checked.
+    let lock = state.join(fossa::REQUIREMENTS_LOCK_FILE);
+    std::fs::write(&lock, fossa::REQUIREMENTS_LOCK)
+        .map_err(|e| Error::io(format!("cannot write {}", lock.display()), e))?;
     let pip = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            FOSSA_REQUIREMENT,
-        ])
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .args(fossa::PIP_LOCKED)
+        .arg("-r")
+        .arg(&lock)
         .status()
         .await
         .is_ok_and(|s| s.success());
