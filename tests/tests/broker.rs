@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use fossa_agent::duties::broker::{self, Credentials};
 use fossa_agent::host::amqp;
+use fossa_agent::host::pins;
 use fossa_contract::networks::{ContainerNetwork, BROKER};
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::RABBITMQ;
@@ -42,7 +43,14 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
     // The bridge is made in this namespace: taken away however the test ends.
     let _bridge = RemoveBridge;
     let isolated = ContainerNetwork::Isolated;
-    let said = broker::reconcile(&docker, &image, address, &creds, isolated)
+    // The image as the duty takes it: pinned at its first use.
+    let state = fossa_tests::TempDir::new("broker-pins");
+    let events = fossa_agent::events::Events::default();
+    let pinned = pins::resolve(&docker, &state.0, &image, &events, "broker")
+        .await
+        .unwrap();
+    assert_eq!(pinned, image, "a local image is used by its tag");
+    let said = broker::reconcile(&docker, &pinned, address, &creds, isolated)
         .await
         .unwrap();
     assert!(said.contains("created"), "{said}");
@@ -165,6 +173,42 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         .unwrap();
     assert!(again.contains("running"), "{again}");
     amqp_login(&url).unwrap();
+
+    // Its tag moved to other bytes (here: the running broker committed as
+    // a new image): refused, naming the pin and the way to accept it.
+    let moved = Run::of(
+        dockerd
+            .cli()
+            .args(["commit", fossa_contract::names::BROKER_CONTAINER]),
+    )
+    .ok()
+    .stdout;
+    Run::of(dockerd.cli().args(["tag", moved.trim(), &image])).ok();
+    let refused = pins::resolve(&docker, &state.0, &image, &events, "broker")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("its tag was moved") && refused.contains(pins::PINS_FILE),
+        "{refused}"
+    );
+    let first = events.list();
+    assert!(
+        first
+            .iter()
+            .any(|e| e.message.contains("pinned") && e.message.contains(&image)),
+        "{first:?}"
+    );
+    // Accepted by deleting the pin: pinned again, to the new image.
+    std::fs::remove_file(state.0.join(pins::PINS_FILE)).unwrap();
+    assert_eq!(
+        pins::resolve(&docker, &state.0, &image, &events, "broker")
+            .await
+            .unwrap(),
+        image
+    );
+    let kept = std::fs::read_to_string(state.0.join(pins::PINS_FILE)).unwrap();
+    assert!(kept.contains(moved.trim()), "{kept}");
     Run::of(
         dockerd
             .cli()

@@ -20,15 +20,13 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::names::{images, BROKER_CONTAINER, BROKER_PORT, BROKER_VOLUME, SPEC_LABEL};
 use fossa_contract::networks::{self, ContainerNetwork};
 use fossa_contract::{ssm, tags, StackName};
-use futures::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 
@@ -114,6 +112,9 @@ pub enum BrokerError {
     /// Docker refused or failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
+    /// The broker image is not the one pinned at its first use.
+    #[error(transparent)]
+    Pin(#[from] crate::host::pins::PinError),
     /// A request could not be built.
     #[error("cannot build the {what} request")]
     Request {
@@ -347,18 +348,7 @@ pub async fn reconcile(
         crate::host::docker::ensure_network(docker, &networks::BROKER).await?;
     }
     if docker.inspect_image(image).await.is_err() {
-        let mut pull = docker.create_image(
-            Some(
-                CreateImageOptionsBuilder::default()
-                    .from_image(image)
-                    .build(),
-            ),
-            None,
-            None,
-        );
-        while let Some(item) = pull.next().await {
-            item.map_err(call("pull"))?;
-        }
+        crate::host::pins::pull(docker, image).await?;
     }
     docker
         .create_container(
@@ -396,6 +386,7 @@ pub struct BrokerDuty {
     exec: Arc<dyn Executor>,
     failing_since: Option<Instant>,
     secrets: Arc<tokio::sync::watch::Sender<Vec<String>>>,
+    events: crate::events::Events,
 }
 
 /// How long the container may run without accepting a login before it is restarted.
@@ -408,6 +399,7 @@ impl BrokerDuty {
             exec: shared.exec.clone(),
             failing_since: None,
             secrets: shared.secrets.clone(),
+            events: shared.events.clone(),
         }
     }
 }
@@ -440,13 +432,22 @@ impl Duty<Settings> for BrokerDuty {
         let docker = crate::host::docker::connect()
             .await
             .map_err(BrokerError::from)?;
-        let image = s
+        let configured = s
             .toml
             .broker_image
             .as_deref()
             .unwrap_or(images::DEFAULT_BROKER);
+        let image = crate::host::pins::resolve(
+            &docker,
+            &s.toml.state_dir,
+            configured,
+            &self.events,
+            "broker",
+        )
+        .await
+        .map_err(BrokerError::from)?;
         let mut summary =
-            reconcile(&docker, image, address, &creds, s.toml.container_network).await?;
+            reconcile(&docker, &image, address, &creds, s.toml.container_network).await?;
         let target = format!("{address}:{BROKER_PORT}");
         let login = amqp::Login {
             address: &target,

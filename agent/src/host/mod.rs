@@ -8,6 +8,7 @@ pub mod disk;
 pub mod docker;
 pub mod exec;
 pub mod journal;
+pub mod pins;
 pub mod procs;
 pub mod tls;
 pub mod upgrade;

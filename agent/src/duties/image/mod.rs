@@ -64,6 +64,9 @@ pub enum ImageError {
         #[source]
         source: aws_smithy_types::error::operation::BuildError,
     },
+    /// The base image is not the one pinned at its first use.
+    #[error(transparent)]
+    Pin(#[from] crate::host::pins::PinError),
     /// The built image failed its smoke test; nothing was pushed.
     #[error("the image {reference} was not pushed: its node did not start: {problem}")]
     Smoke {
@@ -350,11 +353,13 @@ pub async fn build(
         )
         .await?;
     let docker = crate::host::docker::connect().await?;
-    let base = s
+    let configured = s
         .toml
         .base_image
         .as_deref()
         .unwrap_or(fossa_contract::names::images::DEFAULT_BASE);
+    let base =
+        crate::host::pins::resolve(&docker, &s.toml.state_dir, configured, events, "image").await?;
     reconcile(
         &docker,
         &c.ecr,
@@ -362,7 +367,7 @@ pub async fn build(
             stack: &s.toml.stack,
             registry: s.toml.registry.as_deref(),
         },
-        base,
+        &base,
         &models,
         s.toml.container_network,
         events,
