@@ -11,12 +11,11 @@ use fossa_agent::fleet::{FleetModel, PollSettings};
 use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
 use rocket::local::asynchronous::Client;
 
+mod common;
+use common::{login, percentile};
+
 /// The scraper's token of the bench's UI.
 const SCRAPE_TOKEN: &str = "bench-scraper-token-0123456789";
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 #[rocket::main]
 async fn main() {
@@ -127,26 +126,4 @@ async fn main() {
         "fleet_overview_p99_ratio_n2000_over_n1: {:.2}",
         p99s[3] / p99s[0]
     );
-}
-
-async fn login(client: &Client) -> rocket::http::Cookie<'static> {
-    let page = client.get("/login").dispatch().await;
-    let csrf_cookie = page.cookies().get_private("fossa_login_csrf");
-    let html = page.into_string().await.unwrap_or_default();
-    let at = html
-        .find("name=\"csrf_token\" value=\"")
-        .expect("login form")
-        + 25;
-    let token = &html[at..at + html[at..].find('"').unwrap()];
-    let mut req = client
-        .post("/login")
-        .header(rocket::http::ContentType::Form)
-        .body(format!(
-            "username=fossa&password=bench-password&csrf_token={token}"
-        ));
-    if let Some(c) = csrf_cookie {
-        req = req.private_cookie(c);
-    }
-    let r = req.dispatch().await;
-    r.cookies().get_private("fossa_session").expect("logged in")
 }

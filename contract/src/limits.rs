@@ -36,6 +36,14 @@ pub const NODE_TASKS_MAX: usize = 1000;
 /// subtask, its definition) the gateway keeps; bigger ones are replaced by
 /// a note, and such a subtask cannot be put back on the queue.
 pub const NODE_KWARGS_MAX_BYTES: usize = 64 * 1024;
+/// A node's answer past this many bytes is large (an ordinary node_info is
+/// a few KiB): it is read and parsed only under one of
+/// [`NODE_LARGE_BODIES_AT_ONCE`] permits, off the runtime's threads, so a
+/// fleet of misbehaving workers costs a bounded amount of memory and never
+/// stalls the agent.
+pub const NODE_LARGE_BODY_BYTES: usize = 256 * 1024;
+/// How many large node answers are read and parsed at once.
+pub const NODE_LARGE_BODIES_AT_ONCE: usize = 4;
 
 /// The widest `--allow-cidr` taken without `--allow-anywhere` (a /8:
 /// 16,777,216 addresses); `0.0.0.0/1` is half the internet.

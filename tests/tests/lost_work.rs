@@ -71,6 +71,8 @@ struct Run {
     outputs: usize,
     duplicated: usize,
     completions: BTreeMap<u32, u32>,
+    /// When an output was written twice: which, the events and the logs.
+    diagnosis: String,
 }
 
 /// Submits `SpreadEtl` and waits for its parent to complete; with `kills`,
@@ -158,7 +160,30 @@ async fn run(agent: &LocalAgent, out: &TempDir, parts: u32, kills: usize) -> Run
         .unwrap_or_default()
         .lines()
         .count();
+    let mut diagnosis = String::new();
+    if duplicated > 0 {
+        let (_, ev) = api(agent, "GET", "/api/v1/events", None).await;
+        diagnosis = format!(
+            "dups: {}\nkilled: {killed:?}\nevents: {ev}\nagent log:\n{}",
+            std::fs::read_to_string(out.0.join("dups")).unwrap_or_default(),
+            agent.log()
+        );
+        for e in std::fs::read_dir(agent.state.0.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains("ubtask")).collect();
+            diagnosis.push_str(&format!(
+                "\n--- {} ---\n{}",
+                e.path().display(),
+                lines.join("\n")
+            ));
+        }
+    }
     Run {
+        diagnosis,
         makespan,
         killed: killed.len(),
         outputs,
@@ -187,7 +212,7 @@ async fn a_quarter_of_the_workers_killed_mid_subtask_loses_nothing() {
         let r = run(&agent, out, parts, kills).await;
         assert_eq!(r.killed, kills);
         assert_eq!(r.outputs, parts as usize, "every output exists");
-        assert_eq!(r.duplicated, 0, "no output written twice");
+        assert_eq!(r.duplicated, 0, "no output written twice\n{}", r.diagnosis);
         assert_eq!(r.completions.len(), parts as usize, "{:?}", r.completions);
         assert!(
             r.completions.values().all(|n| *n == 1),

@@ -110,12 +110,86 @@ fn subtask_spec(o: &serde_json::Map<String, Value>) -> Value {
     Value::Object(spec)
 }
 
+/// A task list of a node's answer, read without keeping more than
+/// [`fossa_contract::limits::NODE_TASKS_MAX`] entries: the tail is skipped
+/// as it is parsed, never built.
+#[derive(Default)]
+enum TaskList {
+    #[default]
+    Absent,
+    Entries(Vec<Value>),
+    NotAList,
+}
+
+impl<'de> serde::Deserialize<'de> for TaskList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TaskList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of tasks")
+            }
+            fn visit_unit<E>(self) -> Result<TaskList, E> {
+                Ok(TaskList::Absent)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TaskList, A::Error> {
+                let max = fossa_contract::limits::NODE_TASKS_MAX;
+                let mut out = Vec::new();
+                while out.len() < max {
+                    match seq.next_element::<Value>()? {
+                        Some(v) => out.push(v),
+                        None => return Ok(TaskList::Entries(out)),
+                    }
+                }
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TaskList::Entries(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TaskList, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TaskList::NotAList)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<TaskList, E> {
+                Ok(TaskList::NotAList)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TaskList, E> {
+                Ok(TaskList::NotAList)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TaskList, E> {
+                Ok(TaskList::NotAList)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TaskList, E> {
+                Ok(TaskList::NotAList)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<TaskList, E> {
+                Ok(TaskList::NotAList)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The parts of a node's answer the gateway reads; anything else is
+/// skipped as it is parsed.
+#[derive(serde::Deserialize)]
+struct RawNodeInfo {
+    #[serde(default)]
+    node_info: Option<Value>,
+    #[serde(default)]
+    running_tasks: TaskList,
+    #[serde(default)]
+    recent_completed_tasks: TaskList,
+}
+
 /// Parses `/api/0.01/node_info`.
 pub fn parse_node_info(body: &[u8]) -> Result<NodeInfo, NodeError> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| NodeError::Garbage(format!("not JSON ({e})")))?;
-    let info = v
-        .get("node_info")
+    let raw: RawNodeInfo = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => NodeError::Garbage("no node_info object".into()),
+        _ => NodeError::Garbage(format!("not JSON ({e})")),
+    })?;
+    let info = raw
+        .node_info
+        .as_ref()
         .and_then(Value::as_object)
         .ok_or_else(|| NodeError::Garbage("no node_info object".into()))?;
     let num = |k: &str| {
@@ -124,17 +198,13 @@ pub fn parse_node_info(body: &[u8]) -> Result<NodeInfo, NodeError> {
             .map(|n| n.min(u64::from(u32::MAX)) as u32)
             .ok_or_else(|| NodeError::Garbage(format!("node_info.{k} is missing or not a number")))
     };
-    let tasks = |k: &str| -> Result<Vec<FossaTask>, NodeError> {
-        match v.get(k) {
-            None | Some(Value::Null) => Ok(Vec::new()),
+    let tasks = |k: &str, list: TaskList| -> Result<Vec<FossaTask>, NodeError> {
+        match list {
+            TaskList::Absent => Ok(Vec::new()),
             // A node runs a few tasks at once; a list past the bound is a
-            // worker misbehaving, and its tail is not read.
-            Some(Value::Array(a)) => Ok(a
-                .iter()
-                .take(fossa_contract::limits::NODE_TASKS_MAX)
-                .filter_map(parse_task)
-                .collect()),
-            Some(_) => Err(NodeError::Garbage(format!("{k} is not a list"))),
+            // worker misbehaving, and its tail was not kept.
+            TaskList::Entries(a) => Ok(a.iter().filter_map(parse_task).collect()),
+            TaskList::NotAList => Err(NodeError::Garbage(format!("{k} is not a list"))),
         }
     };
     Ok(NodeInfo {
@@ -145,8 +215,8 @@ pub fn parse_node_info(body: &[u8]) -> Result<NodeInfo, NodeError> {
             .to_owned(),
         max_concurrent_tasks: num("max_concurrent_tasks")?,
         available_processing_capacity: num("available_processing_capacity")?,
-        running_tasks: tasks("running_tasks")?,
-        recent_completed_tasks: tasks("recent_completed_tasks")?,
+        running_tasks: tasks("running_tasks", raw.running_tasks)?,
+        recent_completed_tasks: tasks("recent_completed_tasks", raw.recent_completed_tasks)?,
     })
 }
 
@@ -155,6 +225,17 @@ pub fn parse_node_info(body: &[u8]) -> Result<NodeInfo, NodeError> {
 pub struct NodeClient {
     http: reqwest::Client,
     timeout: Duration,
+    /// Permits to read and parse a large answer (see
+    /// [`fossa_contract::limits::NODE_LARGE_BODY_BYTES`]).
+    large: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// A node's answer: its status, its bytes, and the permit it holds while
+/// it is large.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    large: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl NodeClient {
@@ -170,7 +251,13 @@ impl NodeClient {
             .pool_max_idle_per_host(2)
             .build()
             .expect("reqwest client builds");
-        NodeClient { http, timeout }
+        NodeClient {
+            http,
+            timeout,
+            large: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                fossa_contract::limits::NODE_LARGE_BODIES_AT_ONCE,
+            )),
+        }
     }
 
     fn map_err(&self, e: reqwest::Error) -> NodeError {
@@ -183,7 +270,7 @@ impl NodeClient {
         }
     }
 
-    async fn body(&self, resp: reqwest::Response) -> Result<(u16, Vec<u8>), NodeError> {
+    async fn body(&self, resp: reqwest::Response) -> Result<Answer, NodeError> {
         let status = resp.status().as_u16();
         if resp
             .content_length()
@@ -196,6 +283,7 @@ impl NodeClient {
         }
         let mut resp = resp;
         let mut body = Vec::new();
+        let mut large = None;
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_err(e))? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_NODE_INFO_BYTES {
@@ -203,8 +291,21 @@ impl NodeClient {
                     "body larger than {MAX_NODE_INFO_BYTES} bytes"
                 )));
             }
+            if large.is_none() && body.len() > fossa_contract::limits::NODE_LARGE_BODY_BYTES {
+                large = Some(
+                    self.large
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed"),
+                );
+            }
         }
-        Ok((status, body))
+        Ok(Answer {
+            status,
+            body,
+            large,
+        })
     }
 
     /// `GET /api/0.01/node_info` of the node at `address` (`ip:port`).
@@ -215,14 +316,29 @@ impl NodeClient {
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
-        let (status, body) = self.body(resp).await?;
+        let Answer {
+            status,
+            body,
+            large,
+        } = self.body(resp).await?;
         if status != 200 {
             return Err(NodeError::Status {
                 status,
                 body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             });
         }
-        parse_node_info(&body)
+        match large {
+            None => parse_node_info(&body),
+            // Parsing megabytes takes a while: not on the runtime's threads,
+            // and still under the permit.
+            Some(permit) => tokio::task::spawn_blocking(move || {
+                let parsed = parse_node_info(&body);
+                drop(permit);
+                parsed
+            })
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Garbage(format!("parsing failed: {e}")))),
+        }
     }
 
     /// `POST /api/0.01/task`; returns the task id, or the status and body of a refusal.
@@ -234,7 +350,11 @@ impl NodeClient {
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
-        let (status, bytes) = self.body(resp).await?;
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self.body(resp).await?;
         if status != 200 {
             return Err(NodeError::Status {
                 status,
@@ -311,6 +431,35 @@ mod tests {
         assert_eq!(n.available_processing_capacity, 3);
         assert_eq!(n.running_tasks[0].task_id, "abc");
         assert_eq!(n.recent_completed_tasks[0].duration(), Some(3));
+    }
+
+    #[test]
+    fn task_lists_that_are_not_lists_are_refused_and_extra_keys_skipped() {
+        let info = r#""node_info":{"max_concurrent_tasks":4,"available_processing_capacity":4}"#;
+        for (list, what) in [
+            (r#"{"a":[1,2]}"#, "running_tasks is not a list"),
+            ("\"x\"", "running_tasks is not a list"),
+            ("7", "running_tasks is not a list"),
+        ] {
+            let body = format!(r#"{{{info},"running_tasks":{list}}}"#);
+            assert_eq!(
+                parse_node_info(body.as_bytes()).unwrap_err(),
+                NodeError::Garbage(what.into())
+            );
+        }
+        let body = format!(r#"{{{info},"running_tasks":null,"other":{{"deep":[1,{{"x":2}}]}}}}"#);
+        assert!(parse_node_info(body.as_bytes())
+            .unwrap()
+            .running_tasks
+            .is_empty());
+        assert_eq!(
+            parse_node_info(b"[1]").unwrap_err(),
+            NodeError::Garbage("no node_info object".into())
+        );
+        assert!(matches!(
+            parse_node_info(b"{\"node_info\":"),
+            Err(NodeError::Garbage(m)) if m.starts_with("not JSON")
+        ));
     }
 
     #[test]

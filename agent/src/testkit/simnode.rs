@@ -28,6 +28,48 @@ pub enum Behaviour {
     Busy,
     /// node_info says 1 free slot; a task submission is accepted as task `accepted-1`.
     Accepting,
+    /// A node_info just under the 4 MiB bound listing as many (short) running
+    /// tasks as fit: about 260,000.
+    Flood,
+    /// A node_info just under the 4 MiB bound whose one running subtask has
+    /// method_kwargs of nearly 4 MiB.
+    HeavyKwargs,
+}
+
+/// The body of [`Behaviour::Flood`], built once, and how many tasks it lists.
+pub fn flood_body() -> &'static (String, usize) {
+    static BODY: std::sync::OnceLock<(String, usize)> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| {
+        let max = crate::fleet::node::MAX_NODE_INFO_BYTES - 1024;
+        let head = r#"{"node_info":{"node_ident":"flood","max_concurrent_tasks":4,"available_processing_capacity":0},"recent_completed_tasks":[],"running_tasks":["#;
+        let mut body = String::with_capacity(max + 64);
+        body.push_str(head);
+        let mut n = 0;
+        loop {
+            let t = format!(r#"{{"task_id":"{n}"}}"#);
+            if body.len() + t.len() + 3 > max {
+                break;
+            }
+            if n > 0 {
+                body.push(',');
+            }
+            body.push_str(&t);
+            n += 1;
+        }
+        body.push_str("]}");
+        (body, n)
+    })
+}
+
+/// The body of [`Behaviour::HeavyKwargs`], built once.
+pub fn heavy_kwargs_body() -> &'static str {
+    static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| {
+        let pad = "k".repeat(crate::fleet::node::MAX_NODE_INFO_BYTES - 2048);
+        format!(
+            r#"{{"node_info":{{"node_ident":"heavy","max_concurrent_tasks":4,"available_processing_capacity":3}},"recent_completed_tasks":[],"running_tasks":[{{"task_id":"p:1::r","status":"running","model_class":"QuickPartitionedEtl","method":"partition_subtask","method_kwargs":{{"pad":"{pad}"}},"resolver_context":{{}},"model_construction_kwargs":{{}},"partition_initialise_kwargs":{{}}}}]}}"#
+        )
+    })
 }
 
 const NODE_INFO: &str = r#"{"node_info":{"node_ident":"sim","max_concurrent_tasks":4,"available_processing_capacity":4},"running_tasks":[],"recent_completed_tasks":[]}"#;
@@ -67,6 +109,14 @@ pub async fn start(ip: &str, behaviour: Behaviour) -> std::io::Result<SocketAddr
                     Behaviour::Error500 => b"HTTP/1.1 500 INTERNAL SERVER ERROR\r\ncontent-length: 5\r\nconnection: close\r\n\r\noops!".to_vec(),
                     Behaviour::Garbage => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\n<html>hi!".to_vec(),
                     Behaviour::Truncated => b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\nconnection: close\r\n\r\n{\"node_in".to_vec(),
+                    Behaviour::Flood => {
+                        let body = &flood_body().0;
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
+                    }
+                    Behaviour::HeavyKwargs => {
+                        let body = heavy_kwargs_body();
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
+                    }
                     Behaviour::Huge => {
                         let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(8 << 20));
                         format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
