@@ -100,6 +100,22 @@ def serve(config):
     from fossa.main import StandaloneApplication
 
     app = single_config_initialise(config)
+    token = os.environ.pop("FOSSA_API_TOKEN", "")
+    if token:
+        # Local workers listen on this machine's loopback, where any local
+        # account could reach them: every request carries the agent's token.
+        import hmac
+        inner = app.wsgi_app
+
+        def guarded(environ, start_response):
+            given = environ.get("HTTP_X_FOSSA_TOKEN", "")
+            if hmac.compare_digest(given.encode(), token.encode()):
+                return inner(environ, start_response)
+            body = b"this worker answers only its agent"
+            start_response("401 UNAUTHORIZED", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+
+        app.wsgi_app = guarded
     signal.signal(signal.SIGABRT, lambda _signum, _frame: app.fossa_governor.shutdown(None))
     options = {
         "bind": f"{bind}:{config.HTTP_PORT}",

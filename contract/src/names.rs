@@ -237,6 +237,12 @@ pub fn worker_log_stream(task_id: &str) -> String {
 pub const BROKER_CONTAINER: &str = "fossa-broker";
 /// The broker's data volume on the gateway.
 pub const BROKER_VOLUME: &str = "fossa-broker-data";
+/// The header a local worker requires on every request to its Fossa API,
+/// holding the token its agent started it with (`FOSSA_API_TOKEN`).
+pub const WORKER_TOKEN_HEADER: &str = "x-fossa-token";
+/// The environment variable a local worker reads its API token from.
+pub const WORKER_TOKEN_ENV: &str = "FOSSA_API_TOKEN";
+
 /// Docker label on the broker container holding the hash of its spec.
 pub const SPEC_LABEL: &str = "fossa.spec-hash";
 

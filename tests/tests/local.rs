@@ -175,11 +175,15 @@ async fn a_partitioned_model_runs_across_local_workers() {
     let http = reqwest::Client::new();
     let mut nodes_with_subtasks = 0;
     for w in &workers {
+        // As the agent asks: with the token the worker was started with.
+        let address = w["address"].as_str().unwrap();
+        let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+        let token = listening_pid(port)
+            .and_then(|pid| environ_of(pid, fossa_contract::names::WORKER_TOKEN_ENV))
+            .expect("the worker's token");
         let info: Value = http
-            .get(format!(
-                "http://{}/api/0.01/node_info",
-                w["address"].as_str().unwrap()
-            ))
+            .get(format!("http://{address}/api/0.01/node_info"))
+            .header(fossa_contract::names::WORKER_TOKEN_HEADER, token)
             .send()
             .await
             .unwrap()
@@ -385,6 +389,8 @@ async fn a_partitioned_model_runs_across_local_workers() {
     let node = listening_pid(first_port.parse().unwrap()).expect("a worker listens");
     let broker_url = environ_of(node, "RABBITMQ_URL").expect("workers get RABBITMQ_URL");
     let broker_password = url_password(&broker_url);
+    let worker_token = environ_of(node, fossa_contract::names::WORKER_TOKEN_ENV)
+        .expect("workers get their API token");
     let mut places = crawl(&agent.url, &agent.password, 400).await;
     // Workers killed or scaled away took their task history with them; the
     // ones left still hold parents and subtasks.
@@ -413,9 +419,26 @@ async fn a_partitioned_model_runs_across_local_workers() {
             ("UI password", agent.password.as_str()),
             ("broker URL", broker_url.as_str()),
             ("broker password", broker_password.as_str()),
+            ("workers' API token", worker_token.as_str()),
         ],
         &places,
     );
+
+    // Another account of this machine reaching a worker's Fossa API on the
+    // loopback (here: curl without the token) is refused; the agent's token
+    // opens it.
+    let node_info = format!("http://127.0.0.1:{first_port}/api/0.01/node_info");
+    let status = |extra: &[&str]| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(extra)
+            .arg(&node_info);
+        fossa_tests::Run::of(&mut c).stdout
+    };
+    assert_eq!(status(&[]), "401", "a worker answered without the token");
+    assert_eq!(status(&["-H", "x-fossa-token: wrong"]), "401");
+    let header = format!("x-fossa-token: {worker_token}");
+    assert_eq!(status(&["-H", &header]), "200");
 
     // A worker whose port was taken while it was down moves to a fresh one.
     let (_, ws) = api(&agent, "GET", "/api/v1/workers", None).await;

@@ -71,6 +71,11 @@ pub trait WorkerBackend: Send + Sync + 'static {
     fn broker_url(&self) -> Option<String> {
         None
     }
+    /// The token its workers require on their Fossa API (local mode's,
+    /// which listen on a loopback any local account reaches).
+    fn worker_token(&self) -> Option<String> {
+        None
+    }
     /// Subtasks waiting in the broker's task queue, if the broker answers.
     async fn broker_waiting(&self) -> Option<u32> {
         broker_waiting_at(&self.broker_url()?).await

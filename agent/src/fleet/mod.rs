@@ -109,7 +109,7 @@ impl FleetModel {
             stack: stack.into(),
             ..Default::default()
         };
-        let poller = Poller::new(settings);
+        let poller = Poller::new(settings, backend.worker_token());
         let dispatcher = Dispatcher::new(poller.client().clone(), history.clone(), events.clone());
         Arc::new(FleetModel {
             snapshot: ArcSwap::from_pointee(initial),

@@ -228,6 +228,8 @@ pub struct NodeClient {
     /// Permits to read and parse a large answer (see
     /// [`fossa_contract::limits::NODE_LARGE_BODY_BYTES`]).
     large: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Sent in [`fossa_contract::names::WORKER_TOKEN_HEADER`] to every worker.
+    token: Option<reqwest::header::HeaderValue>,
 }
 
 /// A node's answer: its status, its bytes, and the permit it holds while
@@ -257,6 +259,33 @@ impl NodeClient {
             large: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 fossa_contract::limits::NODE_LARGE_BODIES_AT_ONCE,
             )),
+            token: None,
+        }
+    }
+
+    /// The same client, sending `token` to every worker (never logged).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token
+            .and_then(|t| reqwest::header::HeaderValue::from_str(&t).ok())
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        self
+    }
+
+    fn get(&self, url: String) -> reqwest::RequestBuilder {
+        self.with_header(self.http.get(url))
+    }
+
+    fn post(&self, url: String) -> reqwest::RequestBuilder {
+        self.with_header(self.http.post(url))
+    }
+
+    fn with_header(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => r.header(fossa_contract::names::WORKER_TOKEN_HEADER, t.clone()),
+            None => r,
         }
     }
 
@@ -311,7 +340,6 @@ impl NodeClient {
     /// `GET /api/0.01/node_info` of the node at `address` (`ip:port`).
     pub async fn node_info(&self, address: &str) -> Result<NodeInfo, NodeError> {
         let resp = self
-            .http
             .get(format!("http://{address}/api/0.01/node_info"))
             .send()
             .await
@@ -344,7 +372,6 @@ impl NodeClient {
     /// `POST /api/0.01/task`; returns the task id, or the status and body of a refusal.
     pub async fn submit(&self, address: &str, body: &Value) -> Result<String, NodeError> {
         let resp = self
-            .http
             .post(format!("http://{address}/api/0.01/task"))
             .json(body)
             .send()

@@ -44,10 +44,10 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// A poller with `settings`.
-    pub fn new(settings: PollSettings) -> Self {
+    /// A poller with `settings`, sending `token` to every worker if given.
+    pub fn new(settings: PollSettings, token: Option<String>) -> Self {
         Poller {
-            client: NodeClient::new(settings.timeout),
+            client: NodeClient::new(settings.timeout).with_token(token),
             settings,
             protect_error: Mutex::new(None),
         }

@@ -36,6 +36,9 @@ pub struct ContainerSpec {
     pub models_dir: PathBuf,
     /// Broker URL (a secret: in the containers' environment only).
     pub broker_url: String,
+    /// The token each worker requires on its Fossa API (a secret: in the
+    /// containers' environment only).
+    pub api_token: String,
 }
 
 /// Starts workers as containers of the worker image.
@@ -129,6 +132,11 @@ impl Launcher for Containers {
                 format!("RABBITMQ_URL={}", self.spec.broker_url),
                 format!("FOSSA_HTTP_PORT={port}"),
                 "FOSSA_BIND_ADDRESS=127.0.0.1".into(),
+                format!(
+                    "{}={}",
+                    fossa_contract::names::WORKER_TOKEN_ENV,
+                    self.spec.api_token
+                ),
                 "PYTHONUNBUFFERED=1".into(),
             ]),
             labels: Some(HashMap::from([(

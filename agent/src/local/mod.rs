@@ -143,6 +143,10 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
     };
     // The UI's port is never a worker's, even if it is free when workers start.
     let reserved_ports = vec![args.listen.port()];
+    // Local workers listen on this machine's loopback, which any local
+    // account reaches: each requires this run's token on its Fossa API.
+    let api_token =
+        rand::distr::SampleString::sample_string(&rand::distr::Alphanumeric, &mut rand::rng(), 32);
     let launched: Result<(Box<dyn Launcher>, Vec<String>), Error> = match python {
         Some(python) => {
             let spec = WorkerSpec {
@@ -150,6 +154,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 module,
                 models_dir: models_dir.clone(),
                 broker_url: broker_url.clone(),
+                api_token: api_token.clone(),
                 state_marker: leftovers::marker(&state),
                 scratch: state.join("tmp"),
             };
@@ -163,6 +168,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                     .unwrap_or_else(|| fossa_contract::names::images::DEFAULT_BASE.to_owned()),
                 models_dir: models_dir.clone(),
                 broker_url: broker_url.clone(),
+                api_token: api_token.clone(),
             };
             Containers::new(spec, events.clone())
                 .await
@@ -179,6 +185,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 state.join("logs"),
                 reserved_ports,
                 broker_url,
+                api_token,
             )
             .await
         }

@@ -57,6 +57,7 @@ pub struct Pool {
     launcher: Box<dyn Launcher>,
     reserved_ports: Vec<u16>,
     broker_url: String,
+    api_token: String,
     workers: Mutex<Vec<Slot>>,
     desired: AtomicU32,
     models: StdMutex<Vec<String>>,
@@ -77,15 +78,17 @@ impl Pool {
         logs_dir: std::path::PathBuf,
         reserved_ports: Vec<u16>,
         broker_url: String,
+        api_token: String,
     ) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&logs_dir)
             .map_err(|e| Error::io(format!("cannot create {}", logs_dir.display()), e))?;
-        let mut secrets = vec![broker_url.clone()];
+        let mut secrets = vec![broker_url.clone(), api_token.clone()];
         secrets.extend(crate::duties::broker::parse_url(&broker_url).map(|(c, _)| c.password));
         let pool = Arc::new(Pool {
             launcher,
             reserved_ports,
             broker_url,
+            api_token,
             workers: Mutex::new(Vec::new()),
             desired: AtomicU32::new(n),
             models: StdMutex::new(models),
@@ -192,6 +195,10 @@ impl Pool {
 impl WorkerBackend for Pool {
     fn mode(&self) -> Mode {
         Mode::Local
+    }
+
+    fn worker_token(&self) -> Option<String> {
+        Some(self.api_token.clone())
     }
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
@@ -332,6 +339,7 @@ mod tests {
             dir.0.clone(),
             vec![],
             "amqp://u:secret@127.0.0.1:1/%2F".into(),
+            "token".into(),
         )
         .await
         .unwrap();

@@ -28,6 +28,9 @@ pub struct WorkerSpec {
     pub models_dir: PathBuf,
     /// Broker URL (secret; passed in the environment only).
     pub broker_url: String,
+    /// The token each worker requires on its Fossa API (secret; in the
+    /// environment only, which the node module clears once read).
+    pub api_token: String,
     /// The state directory's marker (`leftovers`), so a later start finds these workers if this run is killed.
     pub state_marker: String,
     /// Where each worker's temporary files go (`TMPDIR`, a folder per
@@ -95,6 +98,10 @@ impl Launcher for Processes {
                 .env("RABBITMQ_URL", &self.spec.broker_url)
                 .env("FOSSA_HTTP_PORT", port.to_string())
                 .env("FOSSA_BIND_ADDRESS", "127.0.0.1")
+                .env(
+                    fossa_contract::names::WORKER_TOKEN_ENV,
+                    &self.spec.api_token,
+                )
                 .env("FOSSA_MODELS_DIR", &self.spec.models_dir)
                 .env("PYTHONUNBUFFERED", "1")
                 .env(super::leftovers::STATE_ENV, &self.spec.state_marker)
