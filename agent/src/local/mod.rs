@@ -184,8 +184,10 @@ pub async fn run(args: &LocalArgs) -> Result<(), Error> {
                 events.clone(),
                 state.join("logs"),
                 reserved_ports,
-                broker_url,
-                api_token,
+                pool::PoolSecrets {
+                    broker_url,
+                    api_token,
+                },
             )
             .await
         }

@@ -66,6 +66,15 @@ pub struct Pool {
     protection: Protection,
 }
 
+/// What the workers share that is secret: the broker's URL (read for the
+/// autoscaler's signal and replaced in the logs) and their API token.
+pub struct PoolSecrets {
+    /// The broker URL, with the workers' credentials.
+    pub broker_url: String,
+    /// The token the workers require on their Fossa API.
+    pub api_token: String,
+}
+
 impl Pool {
     /// Starts `n` workers with `launcher`. No worker gets a port of
     /// `reserved_ports` (the UI's); `broker_url` is read for the
@@ -77,8 +86,10 @@ impl Pool {
         events: Events,
         logs_dir: std::path::PathBuf,
         reserved_ports: Vec<u16>,
-        broker_url: String,
-        api_token: String,
+        PoolSecrets {
+            broker_url,
+            api_token,
+        }: PoolSecrets,
     ) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&logs_dir)
             .map_err(|e| Error::io(format!("cannot create {}", logs_dir.display()), e))?;
@@ -338,8 +349,10 @@ mod tests {
             events.clone(),
             dir.0.clone(),
             vec![],
-            "amqp://u:secret@127.0.0.1:1/%2F".into(),
-            "token".into(),
+            PoolSecrets {
+                broker_url: "amqp://u:secret@127.0.0.1:1/%2F".into(),
+                api_token: "token".into(),
+            },
         )
         .await
         .unwrap();
