@@ -108,6 +108,8 @@ async fn main() {
         ("heavy_worker_page", "/workers/sim-2"),
         ("tasks_page", "/tasks"),
         ("tasks_api", "/api/v1/tasks"),
+        ("flooded_task_page", "/tasks/5"),
+        ("heavy_subtask_page", "/tasks/p:1::r"),
         ("metrics", "/metrics"),
     ] {
         let mut lat = Vec::new();

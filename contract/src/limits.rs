@@ -42,6 +42,10 @@ pub const NODE_KWARGS_MAX_BYTES: usize = 64 * 1024;
 /// fleet of misbehaving workers costs a bounded amount of memory and never
 /// stalls the agent.
 pub const NODE_LARGE_BODY_BYTES: usize = 256 * 1024;
+/// The most subtask bars a task stream picture draws: the latest started.
+/// A parent of more says how many it shows, so a huge partition (or a
+/// worker reporting one) never makes a page of megabytes.
+pub const TASK_STREAM_MAX_BARS: usize = 2_000;
 /// How many large node answers are read and parsed at once.
 pub const NODE_LARGE_BODIES_AT_ONCE: usize = 4;
 

@@ -49,7 +49,19 @@ pub fn progress(groups: &[Group]) -> (usize, usize) {
 /// bar per subtask from its start to its end (or `now` while it runs), the
 /// parent's own span as a thin band on top. `None` when nothing has a time.
 pub fn task_stream(parent: &TaskRow, groups: &[Group], now: i64) -> Option<String> {
-    let subs: Vec<&TaskRow> = groups.iter().flat_map(|g| &g.subtasks).collect();
+    let mut subs: Vec<&TaskRow> = groups.iter().flat_map(|g| &g.subtasks).collect();
+    let total = subs.len();
+    let max = fossa_contract::limits::TASK_STREAM_MAX_BARS;
+    if total > max {
+        // The latest started: the running ones and what just ended.
+        subs.sort_by_key(|s| std::cmp::Reverse(s.task.started));
+        subs.truncate(max);
+    }
+    let shown = if total > max {
+        format!("the latest {} of {total}", subs.len())
+    } else {
+        total.to_string()
+    };
     let start = subs
         .iter()
         .filter_map(|s| s.task.started)
@@ -107,7 +119,7 @@ pub fn task_stream(parent: &TaskRow, groups: &[Group], now: i64) -> Option<Strin
     let _ = write!(
         svg,
         r#"<svg class="stream" viewBox="0 0 {width} {height:.1}" width="100%" role="img" aria-label="Task stream: {n} subtasks on {w} workers over {span} s">"#,
-        n = subs.len(),
+        n = shown,
         w = workers.len(),
         span = end.saturating_sub(start),
     );
@@ -270,6 +282,44 @@ mod tests {
         assert!(svg.contains("work&lt;&amp;&gt;"));
         assert!(svg.contains("+10 s"), "{svg}");
         assert_eq!(progress(&[g]), (2, 3));
+    }
+
+    #[test]
+    fn a_huge_partition_draws_its_latest_bars_and_says_so() {
+        let max = fossa_contract::limits::TASK_STREAM_MAX_BARS;
+        let n = max * 50;
+        let parent = row("p", "w", "running", 0, None);
+        let subs: Vec<TaskRow> = (0..n)
+            .map(|i| {
+                let t = i as i64;
+                row(
+                    &format!("pl:{i}::q"),
+                    &format!("w{}", i % 300),
+                    "complete",
+                    t,
+                    Some(t + 1),
+                )
+            })
+            .collect();
+        let g = Group {
+            pool_id: "pl".into(),
+            reply_to: "q".into(),
+            model_class: "E".into(),
+            subtasks: subs,
+            workers: Vec::new(),
+            certain: true,
+            candidates: vec!["p".into()],
+        };
+        let svg = task_stream(&parent, std::slice::from_ref(&g), n as i64 + 5).unwrap();
+        assert_eq!(svg.matches(r#"class="bar""#).count(), max);
+        assert!(
+            svg.contains(&format!("the latest {max} of {n} subtasks")),
+            "{}",
+            &svg[..300]
+        );
+        assert!(svg.contains(&format!("#{} ", n - 1)), "the latest is drawn");
+        assert!(!svg.contains("#0 "), "the earliest is not");
+        assert!(svg.len() < 2_000_000, "{} bytes", svg.len());
     }
 
     #[test]

@@ -65,24 +65,27 @@ fn covers(parent: &FossaTask, group: &Group) -> bool {
 /// Groups every subtask and links each group to the parents that fit.
 pub fn groups(tasks: &[TaskRow]) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
+    // Each group's place in `out`, by (pool, reply queue): a worker
+    // reporting thousands of pools costs a lookup each, not a scan.
+    let mut at: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
     for row in tasks {
         let Some((pool, _, reply)) = row.task.subtask_parts() else {
             continue;
         };
-        match out
-            .iter_mut()
-            .find(|g| g.pool_id == pool && g.reply_to == reply)
-        {
-            Some(g) => g.subtasks.push(row.clone()),
-            None => out.push(Group {
-                pool_id: pool.to_owned(),
-                reply_to: reply.to_owned(),
-                model_class: row.task.model_class.clone(),
-                subtasks: vec![row.clone()],
-                workers: Vec::new(),
-                certain: false,
-                candidates: Vec::new(),
-            }),
+        match at.get(&(pool, reply)) {
+            Some(&i) => out[i].subtasks.push(row.clone()),
+            None => {
+                at.insert((pool, reply), out.len());
+                out.push(Group {
+                    pool_id: pool.to_owned(),
+                    reply_to: reply.to_owned(),
+                    model_class: row.task.model_class.clone(),
+                    subtasks: vec![row.clone()],
+                    workers: Vec::new(),
+                    certain: false,
+                    candidates: Vec::new(),
+                });
+            }
         }
     }
     let parents: Vec<&TaskRow> = tasks
@@ -216,11 +219,14 @@ pub fn task_detail_with(
     id: &str,
 ) -> Option<TaskDetail> {
     let mut tasks = snap.tasks();
+    // A parent of many subtasks brings as many recorded rows: looked up,
+    // not compared with every reported task.
+    let reported: std::collections::HashSet<(String, String)> = tasks
+        .iter()
+        .map(|t| (t.worker_id.clone(), t.task.task_id.clone()))
+        .collect();
     for r in recorded {
-        if !tasks
-            .iter()
-            .any(|t| t.worker_id == r.worker_id && t.task.task_id == r.task.task_id)
-        {
+        if !reported.contains(&(r.worker_id.clone(), r.task.task_id.clone())) {
             tasks.push(r);
         }
     }
