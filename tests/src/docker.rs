@@ -129,6 +129,12 @@ impl Drop for Dockerd {
             .arg(self.dir.0.join("data"))
             .stderr(Stdio::null())
             .status();
+        // dockerd bind-mounts its network namespace under its exec root
+        // (`netns/default`) and leaves it mounted when it ends.
+        let _ = Command::new("umount")
+            .arg(format!("{}/netns/default", self.exec_root))
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.exec_root);
     }
 }
