@@ -4,11 +4,7 @@
 //! basic-auth latency against. Prints `listening PORT` and serves until killed.
 //! Usage: auth_serve STATE_DIR PASSWORD
 
-use std::sync::Arc;
-
-use fossa_agent::events::Events;
-use fossa_agent::fleet::{FleetModel, PollSettings};
-use fossa_agent::testkit::simnode::StaticBackend;
+use fossa_agent::fleet::PollSettings;
 
 #[rocket::main]
 async fn main() {
@@ -22,15 +18,7 @@ async fn main() {
         }
     };
     let addrs = fossa_agent::testkit::three_quick_workers().await;
-    let scratch = fossa_agent::testkit::scratch_history();
-    let fleet = FleetModel::new(
-        Arc::new(StaticBackend::new(&addrs)),
-        fossa_agent::duties::driver::fixed_board(Vec::new()),
-        Events::default(),
-        "bench",
-        PollSettings::default(),
-        scratch.history.clone(),
-    );
+    let (fleet, _scratch) = fossa_agent::testkit::static_fleet(&addrs, PollSettings::default());
     fleet.refresh().await;
     let (config, port) = fossa_agent::testkit::bench_web_config(&state, password);
     println!("listening {port}");

@@ -3,12 +3,10 @@
 //! the overview page and API served from the model. Prints `name: value unit`
 //! lines; run through `bench/run.sh`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fossa_agent::events::Events;
-use fossa_agent::fleet::{FleetModel, PollSettings};
-use fossa_agent::testkit::simnode::{start, Behaviour, StaticBackend};
+use fossa_agent::fleet::PollSettings;
+use fossa_agent::testkit::simnode::{start, Behaviour};
 use rocket::local::asynchronous::Client;
 
 mod common;
@@ -37,35 +35,15 @@ async fn main() {
             };
             addrs.push(start(&ip, b).await.expect("bind a loopback address"));
         }
-        let scratch = fossa_agent::testkit::scratch_history();
-        let fleet = FleetModel::new(
-            Arc::new(StaticBackend::new(&addrs)),
-            fossa_agent::duties::driver::fixed_board(Vec::new()),
-            Events::default(),
-            "bench",
+        let (fleet, _scratch) = fossa_agent::testkit::static_fleet(
+            &addrs,
             PollSettings {
                 timeout,
                 ..Default::default()
             },
-            scratch.history.clone(),
         );
-        let mut refresh = Vec::new();
-        for _ in 0..3 {
-            let t = Instant::now();
-            fleet.refresh().await;
-            refresh.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        let config = fossa_web::WebConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            password: "bench-password".into(),
-            cookie_key: vec![1; 64],
-            tls: None,
-            session_state_file: None,
-            after_hashing: None,
-            password_updates: None,
-            scrape_token: Some(SCRAPE_TOKEN.into()),
-            scrape_token_updates: None,
-        };
+        let refresh = common::timed_refreshes(&fleet, 3).await;
+        let config = common::web_config(Some(SCRAPE_TOKEN));
         let client = Client::untracked(fossa_web::build(config, fleet.clone()))
             .await
             .expect("rocket");
@@ -114,7 +92,6 @@ async fn main() {
                 p99s.push(p99);
             }
         }
-        refresh.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(
             "fleet_refresh_n{n}: {:.0} ms (median of 3; node timeout {} ms, {} hanging)",
             refresh[1],

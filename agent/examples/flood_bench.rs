@@ -4,12 +4,10 @@
 //! ones. Prints the fleet refresh time, the latency of the pages that show
 //! tasks, and the process's memory; run through `bench/flood.sh`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fossa_agent::events::Events;
-use fossa_agent::fleet::{FleetModel, PollSettings};
-use fossa_agent::testkit::simnode::{flood_body, start, Behaviour, StaticBackend};
+use fossa_agent::fleet::PollSettings;
+use fossa_agent::testkit::simnode::{flood_body, start, Behaviour};
 use rocket::local::asynchronous::Client;
 
 mod common;
@@ -63,38 +61,17 @@ async fn main() {
         "flood_workers: {flood} listing {} tasks each, {flood} with ~4 MiB kwargs, 8 ordinary",
         flood_body().1
     );
-    let scratch = fossa_agent::testkit::scratch_history();
-    let fleet = FleetModel::new(
-        Arc::new(StaticBackend::new(&addrs)),
-        fossa_agent::duties::driver::fixed_board(Vec::new()),
-        Events::default(),
-        "bench",
+    let (fleet, _scratch) = fossa_agent::testkit::static_fleet(
+        &addrs,
         PollSettings {
             timeout: Duration::from_secs(10),
             ..Default::default()
         },
-        scratch.history.clone(),
     );
-    let mut refresh = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        fleet.refresh().await;
-        refresh.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    refresh.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let refresh = common::timed_refreshes(&fleet, 5).await;
     println!("flood_refresh_median: {:.0} ms (of 5)", refresh[2]);
     println!("flood_refresh_max: {:.0} ms", refresh[4]);
-    let config = fossa_web::WebConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        password: "bench-password".into(),
-        cookie_key: vec![1; 64],
-        tls: None,
-        session_state_file: None,
-        after_hashing: None,
-        password_updates: None,
-        scrape_token: None,
-        scrape_token_updates: None,
-    };
+    let config = common::web_config(None);
     let client = Client::untracked(fossa_web::build(config, fleet.clone()))
         .await
         .expect("rocket");

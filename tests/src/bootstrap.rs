@@ -35,3 +35,34 @@ pub fn launch_allowing(moto: &Moto, stack: &str, allow: Option<&str>, extra: &[&
     c.arg("--agent-binary").arg(bin("fossa-agent")).args(extra);
     c
 }
+
+/// The gateway instance's user-data, as EC2 holds it.
+pub async fn user_data(sdk: &aws_config::SdkConfig, stack: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
+    let found = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:fossa:stack")
+                .values(stack)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = found.reservations()[0].instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let attr = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let b64 = attr.user_data().and_then(|v| v.value()).unwrap_or_default();
+    let text = String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap();
+    assert!(text.contains("fossa-agent"), "user-data: {text}");
+    text
+}

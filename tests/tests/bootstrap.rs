@@ -599,26 +599,7 @@ async fn launch_killed_after_each_step_is_finished_by_a_rerun() {
 async fn user_data_fetches_the_agent_with_the_instance_role() {
     let moto = Moto::start_enforcing().await;
     Run::of(launch(&moto, "ud", &[])).ok();
-    let sdk = moto.sdk().await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let found = ec2
-        .describe_instances()
-        .filters(tag_filter("ud"))
-        .send()
-        .await
-        .unwrap();
-    let id = found.reservations()[0].instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_owned();
-    let ud = ec2
-        .describe_instance_attribute()
-        .instance_id(&id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .unwrap();
-    let ud = aws_smithy_types_decode(ud.user_data().unwrap().value().unwrap());
+    let ud = fossa_tests::bootstrap::user_data(&moto.sdk().await, "ud").await;
     for word in ["X-Amz-Signature", "X-Amz-Credential", &moto.keys.id, "?"] {
         assert!(!ud.contains(word), "user-data holds {word:?}");
     }

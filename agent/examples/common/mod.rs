@@ -2,6 +2,34 @@
 
 use rocket::local::asynchronous::Client;
 
+/// Times `n` refreshes of `fleet`, in milliseconds, sorted.
+pub async fn timed_refreshes(fleet: &fossa_agent::fleet::FleetModel, n: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        fleet.refresh().await;
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+/// The UI's configuration the benches serve with: loopback, no TLS, the
+/// password `bench-password`, and `scrape_token` for `/metrics`.
+pub fn web_config(scrape_token: Option<&str>) -> fossa_web::WebConfig {
+    fossa_web::WebConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        password: "bench-password".into(),
+        cookie_key: vec![1; 64],
+        tls: None,
+        session_state_file: None,
+        after_hashing: None,
+        password_updates: None,
+        scrape_token: scrape_token.map(str::to_owned),
+        scrape_token_updates: None,
+    }
+}
+
 /// The `p` percentile (0..=1) of sorted figures.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

@@ -44,6 +44,25 @@ pub fn scratch_history() -> ScratchHistory {
     ScratchHistory { history, _dir: dir }
 }
 
+/// A fleet model over simulated nodes at `addrs` (a [`simnode::StaticBackend`])
+/// with a scratch history, as the benchmarks poll them; keep the history
+/// while the model is used.
+pub fn static_fleet(
+    addrs: &[std::net::SocketAddr],
+    settings: crate::fleet::PollSettings,
+) -> (std::sync::Arc<crate::fleet::FleetModel>, ScratchHistory) {
+    let scratch = scratch_history();
+    let fleet = crate::fleet::FleetModel::new(
+        std::sync::Arc::new(simnode::StaticBackend::new(addrs)),
+        crate::duties::driver::fixed_board(Vec::new()),
+        crate::events::Events::default(),
+        "bench",
+        settings,
+        scratch.history.clone(),
+    );
+    (fleet, scratch)
+}
+
 /// The web UI's configuration as the agent makes it (its own certificate
 /// and cookie key in `state/tls`, argon2's memory release), on a free
 /// loopback port, for the examples that serve the UI to a bench.
