@@ -17,6 +17,15 @@ use crate::history::{History, Observed};
 /// before the history calls it lost.
 const UNLISTED_GRACE_SECS: i64 = 60;
 
+/// Answers in a row in which an answering worker leaves out a task it
+/// listed as running before the task is called lost. One is not enough:
+/// Fossa's node_info reads the finished tasks before the running ones, and
+/// its governor moves a finishing task from one to the other in between,
+/// so one answer can list a task that just finished in neither (ayeaye-fossa
+/// 0.0.37: `views/controller.py`, `control/governor.py`). Put back on such
+/// an answer, the subtask ran twice.
+const UNLISTED_RUNNING_ANSWERS: u8 = 2;
+
 /// A task on a worker: `(worker id, task id)`.
 type Key = (String, String);
 
@@ -24,6 +33,9 @@ type Key = (String, String);
 pub struct Observer {
     history: Arc<History>,
     seen: Mutex<HashMap<Key, (TaskStatus, i64)>>,
+    /// Running tasks their answering worker left out, and in how many
+    /// answers in a row ([`UNLISTED_RUNNING_ANSWERS`]).
+    unlisted: Mutex<HashMap<Key, u8>>,
     rescue: Rescue,
     /// What the history recorded, counted (seeded from it at start).
     tally: Mutex<Tally>,
@@ -41,6 +53,7 @@ impl Observer {
         Observer {
             history,
             seen: Mutex::new(HashMap::new()),
+            unlisted: Mutex::new(HashMap::new()),
             rescue: Rescue::default(),
             tally: Mutex::new(Tally::default()),
             lost_tasks: Mutex::new(Vec::new()),
@@ -86,7 +99,12 @@ impl Observer {
         let now = fossa_contract::unix_now();
         let mut seen = self.seen.lock().expect("lock");
         self.rescue.note(snap);
-        let (mut batch, next) = changes(&seen, snap, now);
+        let (mut batch, next) = {
+            let mut unlisted = self.unlisted.lock().expect("lock");
+            let (batch, next, still) = changes(&seen, &unlisted, snap, now);
+            *unlisted = still;
+            (batch, next)
+        };
         let mut plans = Vec::new();
         let acting = self.acting.load(std::sync::atomic::Ordering::Relaxed);
         for o in batch
@@ -198,15 +216,23 @@ fn count(seen: &HashMap<Key, (TaskStatus, i64)>, batch: &[Observed], plans: &[Pl
     out
 }
 
-/// What changed between `seen` and `snap` (the recorder's batch), and what
-/// is seen after it.
+/// What changed between `seen` and `snap` (the recorder's batch), what is
+/// seen after it, and the running tasks left out by answering workers, with
+/// the answers in a row so far (`unlisted` before this snapshot).
+#[allow(clippy::type_complexity)]
 fn changes(
     seen: &HashMap<Key, (TaskStatus, i64)>,
+    unlisted: &HashMap<Key, u8>,
     snap: &FleetSnapshot,
     now: i64,
-) -> (Vec<Observed>, HashMap<Key, (TaskStatus, i64)>) {
+) -> (
+    Vec<Observed>,
+    HashMap<Key, (TaskStatus, i64)>,
+    HashMap<Key, u8>,
+) {
     let mut batch = Vec::new();
     let mut next: HashMap<Key, (TaskStatus, i64)> = HashMap::new();
+    let mut still: HashMap<Key, u8> = HashMap::new();
     for w in &snap.workers {
         let Some(node) = &w.node else { continue };
         for t in node
@@ -240,10 +266,18 @@ fn changes(
                 key.0,
                 w.stopped_reason.as_deref().unwrap_or_default()
             ),
-            Some(w) if w.health == Health::Ok && *st == TaskStatus::Running => format!(
-                "worker {} no longer lists it: the worker restarted while it ran",
-                key.0
-            ),
+            Some(w) if w.health == Health::Ok && *st == TaskStatus::Running => {
+                let answers = unlisted.get(key).copied().unwrap_or(0) + 1;
+                if answers < UNLISTED_RUNNING_ANSWERS {
+                    still.insert(key.clone(), answers);
+                    next.insert(key.clone(), (st.clone(), *since));
+                    continue;
+                }
+                format!(
+                    "worker {} no longer lists it: the worker restarted while it ran",
+                    key.0
+                )
+            }
             Some(w) if w.health == Health::Ok && now - since > UNLISTED_GRACE_SECS => {
                 format!("worker {} accepted it but never listed it", key.0)
             }
@@ -258,7 +292,7 @@ fn changes(
             worker_id: key.0.clone(),
         });
     }
-    (batch, next)
+    (batch, next, still)
 }
 
 /// The history row of a task that stopped being reported before it finished.
@@ -320,7 +354,7 @@ mod tests {
             "w1",
             vec![task("p:0::q", TaskStatus::Running)],
         )]);
-        let (batch, seen) = changes(&HashMap::new(), &s, 100);
+        let (batch, seen, _) = changes(&HashMap::new(), &HashMap::new(), &s, 100);
         let c = count(&HashMap::new(), &batch, &[]);
         assert!(matches!(
             c[..],
@@ -329,37 +363,43 @@ mod tests {
         let mut done = task("p:0::q", TaskStatus::Complete);
         done.finished = Some(5);
         let s = snap(vec![answering("w1", vec![done])]);
-        let (batch, next) = changes(&seen, &s, 101);
+        let (batch, next, _) = changes(&seen, &HashMap::new(), &s, 101);
         let c = count(&seen, &batch, &[]);
         assert!(matches!(c[..], [Count::Finished(_)]), "started once only");
-        let (batch, _) = changes(&next, &s, 102);
+        let (batch, _, _) = changes(&next, &HashMap::new(), &s, 102);
         assert!(count(&next, &batch, &[]).is_empty(), "finished once only");
         // Seen complete at once (it ran between two polls): started and finished.
-        let (batch, _) = changes(&HashMap::new(), &s, 103);
+        let (batch, _, _) = changes(&HashMap::new(), &HashMap::new(), &s, 103);
         assert_eq!(count(&HashMap::new(), &batch, &[]).len(), 2);
     }
 
     #[test]
     fn only_changes_go_to_the_recorder() {
         let s = snap(vec![answering("w1", vec![task("a", TaskStatus::Running)])]);
-        let (batch, seen) = changes(&HashMap::new(), &s, 100);
+        let (batch, seen, _) = changes(&HashMap::new(), &HashMap::new(), &s, 100);
         assert_eq!(batch.len(), 1);
-        let (batch, _) = changes(&seen, &s, 101);
+        let (batch, _, _) = changes(&seen, &HashMap::new(), &s, 101);
         assert!(batch.is_empty(), "the same status again is not recorded");
     }
 
     #[test]
     fn a_running_task_is_lost_with_its_worker_or_its_restart() {
         let s = snap(vec![answering("w1", vec![task("a", TaskStatus::Running)])]);
-        let (_, seen) = changes(&HashMap::new(), &s, 100);
-        let (batch, next) = changes(&seen, &snap(vec![]), 101);
+        let (_, seen, _) = changes(&HashMap::new(), &HashMap::new(), &s, 100);
+        let (batch, next, _) = changes(&seen, &HashMap::new(), &snap(vec![]), 101);
         assert_eq!(batch[0].task.status, TaskStatus::Lost);
         assert!(batch[0].task.results.as_ref().unwrap()["payload"]["reason"]
             .as_str()
             .unwrap()
             .contains("is gone"));
         assert!(next.is_empty());
-        let (batch, _) = changes(&seen, &snap(vec![answering("w1", vec![])]), 101);
+        // Answering without it: once may be Fossa between its two lists (a
+        // task that just finished in neither); twice in a row, it is lost.
+        let restarted = snap(vec![answering("w1", vec![])]);
+        let (batch, next, still) = changes(&seen, &HashMap::new(), &restarted, 101);
+        assert!(batch.is_empty(), "one answer without it: wait");
+        assert_eq!(next.len(), 1);
+        let (batch, _, _) = changes(&next, &still, &restarted, 103);
         assert!(batch[0].task.results.as_ref().unwrap()["payload"]["reason"]
             .as_str()
             .unwrap()
@@ -367,10 +407,37 @@ mod tests {
     }
 
     #[test]
+    fn a_task_missing_from_one_answer_then_listed_finished_is_not_lost() {
+        let s = snap(vec![answering(
+            "w1",
+            vec![task("p:0::q", TaskStatus::Running)],
+        )]);
+        let (_, seen, _) = changes(&HashMap::new(), &HashMap::new(), &s, 100);
+        // Fossa read its finished list before the task moved, its running
+        // list after: the task is in neither.
+        let between = snap(vec![answering("w1", vec![])]);
+        let (batch, next, still) = changes(&seen, &HashMap::new(), &between, 102);
+        assert!(batch.is_empty());
+        let mut done = task("p:0::q", TaskStatus::Complete);
+        done.finished = Some(101);
+        let mut w = answering("w1", vec![]);
+        w.node.as_mut().unwrap().recent_completed_tasks = vec![done];
+        let (batch, next, still) = changes(&next, &still, &snap(vec![w]), 104);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].task.status, TaskStatus::Complete, "never lost");
+        assert!(still.is_empty() && next.len() == 1);
+    }
+
+    #[test]
     fn a_dispatched_task_has_a_grace_and_a_silent_worker_is_waited_for() {
         let mut seen = HashMap::new();
         seen.insert(("w1".into(), "d".into()), (TaskStatus::Dispatched, 100));
-        let (batch, next) = changes(&seen, &snap(vec![answering("w1", vec![])]), 130);
+        let (batch, next, _) = changes(
+            &seen,
+            &HashMap::new(),
+            &snap(vec![answering("w1", vec![])]),
+            130,
+        );
         assert!(batch.is_empty(), "within the grace");
         assert_eq!(next.len(), 1);
         let silent = Worker {
@@ -378,9 +445,14 @@ mod tests {
             health: Health::Timeout("slow".into()),
             ..Default::default()
         };
-        let (batch, _) = changes(&seen, &snap(vec![silent]), 1000);
+        let (batch, _, _) = changes(&seen, &HashMap::new(), &snap(vec![silent]), 1000);
         assert!(batch.is_empty(), "not answering: wait");
-        let (batch, _) = changes(&seen, &snap(vec![answering("w1", vec![])]), 100 + 61);
+        let (batch, _, _) = changes(
+            &seen,
+            &HashMap::new(),
+            &snap(vec![answering("w1", vec![])]),
+            100 + 61,
+        );
         assert_eq!(batch[0].task.status, TaskStatus::Lost);
     }
 }
