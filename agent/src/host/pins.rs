@@ -173,13 +173,16 @@ fn write(path: &Path, pins: &BTreeMap<String, String>) -> Result<(), PinError> {
 
 /// What the engine holds under `reference`, pulled first if it holds nothing.
 async fn look(docker: &Docker, reference: &str) -> Result<Seen, DockerError> {
-    if docker.inspect_image(reference).await.is_err() {
-        pull(docker, reference).await?;
-    }
-    let i = docker
-        .inspect_image(reference)
-        .await
-        .map_err(call("inspect image"))?;
+    let i = match docker.inspect_image(reference).await {
+        Ok(i) => i,
+        Err(_) => {
+            pull(docker, reference).await?;
+            docker
+                .inspect_image(reference)
+                .await
+                .map_err(call("inspect image"))?
+        }
+    };
     Ok(Seen {
         id: i.id.unwrap_or_default(),
         repo_digests: i.repo_digests.unwrap_or_default(),
