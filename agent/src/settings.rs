@@ -143,6 +143,7 @@ pub async fn load(config: &Path) -> Result<Settings, LoadError> {
         region: Some(toml.region.clone()),
         profile: None,
         endpoint_url: toml.endpoint_url.clone(),
+        call_timeout: Some(toml.timeouts.aws_call()),
     })
     .await?;
     let clients = Clients::new(&sdk);

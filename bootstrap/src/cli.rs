@@ -88,6 +88,7 @@ impl StackArgs {
             region: self.region.clone(),
             profile: self.profile.clone(),
             endpoint_url: self.endpoint_url.clone(),
+            call_timeout: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -31,6 +32,62 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     /// Endpoint of an AWS API emulator; falls back to `AWS_ENDPOINT_URL`.
     pub endpoint_url: Option<String>,
+    /// How long one call may take with its retries; by default
+    /// [`AWS_CALL_SECS`](crate::limits::AWS_CALL_SECS) (each attempt at
+    /// most half of it, or [`AWS_CALL_ATTEMPT_SECS`](crate::limits::AWS_CALL_ATTEMPT_SECS)).
+    pub call_timeout: Option<Duration>,
+}
+
+impl AwsSettings {
+    /// The timeouts every call gets: an attempt that does not answer is
+    /// abandoned and retried, and the whole call ends at its limit.
+    pub fn timeouts(&self) -> TimeoutConfig {
+        let call = self
+            .call_timeout
+            .unwrap_or(Duration::from_secs(crate::limits::AWS_CALL_SECS));
+        let attempt = Duration::from_secs(crate::limits::AWS_CALL_ATTEMPT_SECS).min(call / 2);
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5).min(attempt))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(call)
+            .build()
+    }
+}
+
+/// The timeouts of one S3 transfer of a large body (`.customize()
+/// .config_override(transfer_timeouts())` on a `PutObject` or `GetObject`):
+/// [`AWS_TRANSFER_SECS`](crate::limits::AWS_TRANSFER_SECS) for the whole
+/// body. Reading a `GetObject` body is bounded apart ([`read_body`]).
+pub fn transfer_timeouts() -> aws_sdk_s3::config::Builder {
+    let t = Duration::from_secs(crate::limits::AWS_TRANSFER_SECS);
+    aws_sdk_s3::config::Builder::default().timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(t)
+            .operation_timeout(t)
+            .build(),
+    )
+}
+
+/// A body read that did not end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The stream failed.
+    #[error("reading the body failed")]
+    Read(#[source] aws_sdk_s3::primitives::ByteStreamError),
+    /// No end within the transfer limit.
+    #[error("the body did not arrive within {0} s (the transfer limit): S3 or the network stalled; it is tried again")]
+    Stalled(u64),
+}
+
+/// Reads a whole `GetObject` body within the transfer limit.
+pub async fn read_body(body: aws_sdk_s3::primitives::ByteStream) -> Result<Vec<u8>, BodyError> {
+    let limit = crate::limits::AWS_TRANSFER_SECS;
+    match tokio::time::timeout(Duration::from_secs(limit), body.collect()).await {
+        Ok(Ok(b)) => Ok(b.into_bytes().to_vec()),
+        Ok(Err(e)) => Err(BodyError::Read(e)),
+        Err(_) => Err(BodyError::Stalled(limit)),
+    }
 }
 
 /// The settings could not produce a usable configuration.
@@ -92,15 +149,18 @@ pub fn is_region_code(region: &str) -> bool {
 }
 
 /// Loads the SDK configuration every client is built from, with retries for
-/// throttling and 5xx (exponential backoff with jitter, 6 attempts).
+/// throttling and 5xx (exponential backoff with jitter, 6 attempts) and the
+/// timeouts of [`AwsSettings::timeouts`].
 pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig, SettingsError> {
     check_trust_store()?;
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
-        RetryConfig::standard()
-            .with_max_attempts(6)
-            .with_initial_backoff(Duration::from_millis(200))
-            .with_max_backoff(Duration::from_secs(10)),
-    );
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(6)
+                .with_initial_backoff(Duration::from_millis(200))
+                .with_max_backoff(Duration::from_secs(10)),
+        )
+        .timeout_config(settings.timeouts());
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
@@ -290,6 +350,13 @@ where
                 ),
             }
         }
+        SdkError::TimeoutError(_) => (
+            None,
+            format!(
+                "{} (AWS or the network did not answer within the call's time limit)",
+                chain(&err)
+            ),
+        ),
         other => (None, chain(other)),
     };
     let h = hint(code.as_deref().unwrap_or(""), &text);

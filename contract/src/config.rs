@@ -68,6 +68,9 @@ pub struct AgentToml {
     /// Where builds and the broker are networked (default: their own bridges).
     #[serde(default, skip_serializing_if = "ContainerNetwork::is_default")]
     pub container_network: ContainerNetwork,
+    /// How long AWS calls, builds and pushes may take before they end.
+    #[serde(default, skip_serializing_if = "Timeouts::is_default")]
+    pub timeouts: Timeouts,
 }
 
 /// Autoscaling bounds (`launch --min-workers/--max-workers/--idle-window`,
@@ -146,6 +149,7 @@ impl Autoscale {
 
 pub use crate::history_limits::HistoryLimits;
 pub use crate::networks::ContainerNetwork;
+pub use crate::timeouts::Timeouts;
 
 /// A duty of the agent's reconcile loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -864,6 +868,7 @@ mod fuzz {
                         tls_key: None,
                         history: Default::default(),
                         container_network: Default::default(),
+                        timeouts: Default::default(),
                     }
                 },
             )

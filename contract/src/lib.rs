@@ -20,6 +20,7 @@ pub mod networks;
 pub mod prices;
 pub mod ssm;
 pub mod tags;
+pub mod timeouts;
 
 pub use names::StackName;
 

@@ -25,9 +25,6 @@ pub const HISTORY_MAX_AGE_DAYS: u32 = 30;
 
 /// Submissions that may wait for a free slot by default (`[history] queue_max`).
 pub const QUEUE_MAX: u32 = 1000;
-/// `/healthz` answers 503 `stale` when the fleet's last poll is older than
-/// this: the poller stopped making progress (it polls every 2 s).
-pub const HEALTHZ_STALE_SECS: i64 = 120;
 /// The most tasks the gateway reads from one list of a node's `node_info`
 /// (running, recently completed): a node runs a few at a time, so more is a
 /// worker misbehaving, and the views and the history stay bounded.
@@ -205,6 +202,39 @@ pub const LEASE_RENEW_SECS: u64 = 10;
 /// The holder stops acting this long before its lease runs out when it
 /// could not renew it, so clocks this far apart never let two agents act.
 pub const LEASE_MARGIN_SECS: i64 = 10;
+
+/// Seconds one attempt of an AWS call may take before it is abandoned and
+/// retried (the SDK's operation attempt timeout). An API call answers in
+/// well under a second; this is a call that will never answer.
+pub const AWS_CALL_ATTEMPT_SECS: u64 = 30;
+/// Seconds an AWS call may take with all its retries (the SDK's operation
+/// timeout): after it, the call fails with a line naming it, so no duty,
+/// poll or command waits for ever on AWS.
+pub const AWS_CALL_SECS: u64 = 60;
+/// Seconds an S3 transfer of a large body (the agent binary, the models
+/// archive) may take, sending or reading the whole body.
+pub const AWS_TRANSFER_SECS: u64 = 20 * 60;
+/// Seconds a host command the agent runs (iptables, ethtool) may take
+/// before it is killed and its duty's run fails naming it.
+pub const HOST_COMMAND_SECS: u64 = 30;
+/// Seconds `iptables -w` waits for the xtables lock another program holds
+/// (iptables-legacy; the nf_tables backend takes no lock) before it gives
+/// up with exit status 4.
+pub const IPTABLES_WAIT_SECS: u64 = 10;
+/// Seconds an image build may go without printing a line before it is
+/// abandoned (pip resolving or downloading a large wheel prints at least
+/// every few minutes).
+pub const IMAGE_BUILD_QUIET_SECS: u64 = 10 * 60;
+/// Seconds an image push may go without a progress message before it is
+/// abandoned (the registry took the connection and stopped answering).
+pub const IMAGE_PUSH_QUIET_SECS: u64 = 5 * 60;
+/// Seconds a whole image build and push may take.
+pub const IMAGE_BUILD_SECS: u64 = 40 * 60;
+/// Seconds the fleet's poller may go without finishing a round before the
+/// agent counts it as frozen: `/healthz` says `stale` and the systemd
+/// watchdog is no longer fed, so systemd restarts the agent. A round takes
+/// at most a node timeout plus one AWS listing call.
+pub const POLLER_STALE_SECS: i64 = 120;
 
 #[cfg(test)]
 mod tests {

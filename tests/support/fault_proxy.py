@@ -3,7 +3,9 @@
 Every Nth request (--every N; 1 = all of them) is answered with a fault in the
 protocol of the service it was for: a ThrottlingException (JSON services), a
 RequestLimitExceeded (EC2), Throttling (IAM/STS), SlowDown (S3), a bare 500,
-or a slow (but then forwarded) reply; the kinds (--kinds) take turns. Other requests are forwarded.
+a slow (but then forwarded) reply, or no reply at all (hang: the request is
+read and the connection held open, as a call that never answers); the kinds
+(--kinds) take turns. Other requests are forwarded.
 Counts are printed to stdout on exit. Loopback only.
 """
 
@@ -57,6 +59,9 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         with lock:
             n = next(counter)
             kind = next(kinds) if n % args.every == 0 else None
+        if kind == "hang":
+            time.sleep(3600)
+            return
         if kind == "slow":
             time.sleep(args.slow)
         elif kind is not None:

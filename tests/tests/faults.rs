@@ -174,11 +174,15 @@ fn a_fault_that_never_stops_ends_in_one_clear_line() {
 
 /// The agent builds its clients with the same `sdk_config` it uses on the
 /// instance; here they point at the proxy.
-async fn agent_clients(endpoint: &str) -> (aws_sdk_ecs::Client, aws_sdk_cloudwatchlogs::Client) {
+async fn agent_clients(
+    endpoint: &str,
+    call_timeout: Option<Duration>,
+) -> (aws_sdk_ecs::Client, aws_sdk_cloudwatchlogs::Client) {
     let sdk = fossa_contract::aws::sdk_config(&fossa_contract::aws::AwsSettings {
         region: Some(fossa_tests::moto::REGION.into()),
         profile: None,
         endpoint_url: Some(endpoint.into()),
+        call_timeout,
     })
     .await
     .unwrap();
@@ -213,7 +217,7 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
     let cfg = moto.stack_config("agentf").await;
 
     let flaky = FaultProxy::start(&moto, 3, "throttle,500,slow");
-    let (ecs, logs) = agent_clients(&flaky.url).await;
+    let (ecs, logs) = agent_clients(&flaky.url, None).await;
     let done =
         fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-1")
             .await
@@ -222,7 +226,7 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
     assert_eq!(done.desired, cfg.workers as i32);
 
     let down = FaultProxy::start(&moto, 1, "throttle,500");
-    let (ecs, logs) = agent_clients(&down.url).await;
+    let (ecs, logs) = agent_clients(&down.url, None).await;
     let err =
         fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-2")
             .await
@@ -230,4 +234,52 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
     let line = err.to_string();
     assert!(!line.contains('\n'), "one line: {line}");
     assert_names_call_and_fault(&line, "AWS logs:DescribeLogGroups");
+}
+
+/// A call that never answers (the proxy reads it and holds the connection)
+/// ends at the call's time limit, retries included, with the line naming
+/// the call: no duty waits for ever on AWS.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aws_call_that_never_answers_ends_at_its_limit_naming_the_call() {
+    let moto = Moto::start();
+    for (k, v) in moto.env() {
+        std::env::set_var(k, v);
+    }
+    let cfg = {
+        bootstrap(
+            &moto,
+            &moto.url,
+            &[
+                "launch",
+                "--stack",
+                "agenth",
+                "--allow-cidr",
+                "198.51.100.1/32",
+                "--no-wait",
+                "--agent-binary",
+                "/bin/busybox",
+            ],
+        )
+        .ok();
+        moto.stack_config("agenth").await
+    };
+    let hung = FaultProxy::start(&moto, 1, "hang");
+    let limit = Duration::from_secs(4);
+    let (ecs, logs) = agent_clients(&hung.url, Some(limit)).await;
+    let started = std::time::Instant::now();
+    let err =
+        fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-h")
+            .await
+            .expect_err("no call answers");
+    let took = started.elapsed();
+    eprintln!("a call that never answers ended after {took:?} (limit {limit:?})");
+    assert!(took >= limit && took < limit * 3, "{took:?}");
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    assert!(line.contains("AWS logs:DescribeLogGroups"), "{line}");
+    assert!(
+        line.contains("did not answer within the call's time limit"),
+        "{line}"
+    );
+    assert!(line.contains("timeout"), "{line}");
 }

@@ -88,16 +88,19 @@ impl Duty<Settings> for UpgradeDuty {
             .bucket(bucket)
             .expected_bucket_owner(&s.stack.account_id)
             .key(AGENT_OBJECT_KEY)
+            .customize()
+            .config_override(fossa_contract::aws::transfer_timeouts())
             .send()
             .await
             .aws("s3:GetObject", format!("s3://{bucket}/{AGENT_OBJECT_KEY}"))?;
-        let bytes = object.body.collect().await.map_err(|e| {
-            DutyError::Upgrade(UpgradeError::Io {
-                path: PathBuf::from(format!("s3://{bucket}/{AGENT_OBJECT_KEY}")),
-                source: std::io::Error::other(e),
-            })
-        })?;
-        let bytes = bytes.into_bytes();
+        let bytes = fossa_contract::aws::read_body(object.body)
+            .await
+            .map_err(|e| {
+                DutyError::Upgrade(UpgradeError::Io {
+                    path: PathBuf::from(format!("s3://{bucket}/{AGENT_OBJECT_KEY}")),
+                    source: std::io::Error::other(e),
+                })
+            })?;
         let checked = match upgrade::verify(&bytes, &wanted) {
             Ok(()) => {
                 let staged = layout.stage(&wanted, &bytes)?;

@@ -3,9 +3,11 @@
 //! model of iptables and sysctls, so duties can be unit-tested without root.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// What a program printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,6 +39,16 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// The program did not end within its time; it was killed.
+    #[error("{program} {args} did not end within {limit:?} and was killed (the host is stuck on it; it is tried again)")]
+    TimedOut {
+        /// The program.
+        program: String,
+        /// Its arguments.
+        args: String,
+        /// Its time limit.
+        limit: Duration,
+    },
     /// A file could not be read or written.
     #[error("cannot access {path}")]
     File {
@@ -64,19 +76,11 @@ pub struct Host;
 
 impl Executor for Host {
     fn run(&self, program: &str, args: &[&str]) -> Result<CmdOutput, ExecError> {
-        tracing::debug!(program, ?args, "exec");
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .map_err(|source| ExecError::Spawn {
-                program: program.to_owned(),
-                source,
-            })?;
-        Ok(CmdOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        run_within(
+            program,
+            args,
+            Duration::from_secs(fossa_contract::limits::HOST_COMMAND_SECS),
+        )
     }
 
     fn read(&self, path: &Path) -> Result<String, ExecError> {
@@ -92,6 +96,59 @@ impl Executor for Host {
             source,
         })
     }
+}
+
+/// Runs `program` and waits at most `limit` for it to end; past it, kills
+/// it and says so. Its output is read on two threads, so a program that
+/// writes much never blocks on a full pipe.
+pub fn run_within(program: &str, args: &[&str], limit: Duration) -> Result<CmdOutput, ExecError> {
+    tracing::debug!(program, ?args, "exec");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ExecError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
+    fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(2);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ExecError::TimedOut {
+                    program: program.to_owned(),
+                    args: args.join(" "),
+                    limit,
+                });
+            }
+        }
+    };
+    Ok(CmdOutput {
+        status: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// A fake host: records calls, models `iptables` rule lists per table and
@@ -197,7 +254,10 @@ impl Fake {
     }
 
     fn iptables(s: &mut FakeState, args: &[&str]) -> CmdOutput {
-        let mut args: Vec<&str> = args.iter().copied().filter(|a| *a != "-w").collect();
+        let mut args: Vec<&str> = args.to_vec();
+        if args.first() == Some(&"-w") {
+            args.drain(..2);
+        }
         let mut table = "filter".to_owned();
         if let Some(i) = args.iter().position(|a| *a == "-t") {
             table = args.get(i + 1).copied().unwrap_or("filter").to_owned();
@@ -311,5 +371,43 @@ impl Executor for Fake {
             .push(format!("write {}={}", path.display(), contents.trim()));
         s.files.insert(path.to_owned(), contents.to_owned());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_limit_is_killed_and_named() {
+        let started = Instant::now();
+        let e = run_within("sleep", &["30"], Duration::from_millis(300)).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let line = e.to_string();
+        assert!(
+            line.contains("sleep 30 did not end within 300ms and was killed"),
+            "{line}"
+        );
+        assert!(matches!(e, ExecError::TimedOut { .. }));
+    }
+
+    #[test]
+    fn a_command_within_its_limit_gives_its_output_and_status() {
+        let out = run_within(
+            "sh",
+            &[
+                "-c",
+                "head -c 200000 /dev/zero | tr '\\0' x; echo no >&2; exit 3",
+            ],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(out.status, 3);
+        assert_eq!(out.stdout.len(), 200_000, "a full pipe never blocks it");
+        assert_eq!(out.stderr, "no\n");
     }
 }

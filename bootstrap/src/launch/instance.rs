@@ -86,6 +86,7 @@ impl Launcher<'_> {
                     tls_key: None,
                     history: Default::default(),
                     container_network: Default::default(),
+                    timeouts: Default::default(),
                 };
                 let user_data = UserData {
                     agent: &agent_toml,

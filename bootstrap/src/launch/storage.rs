@@ -227,6 +227,8 @@ impl Launcher<'_> {
                 .key(key)
                 .metadata("sha256", &sha)
                 .body(ByteStream::from(bytes.to_vec()))
+                .customize()
+                .config_override(fossa_contract::aws::transfer_timeouts())
                 .send()
                 .await
                 .aws("s3:PutObject", format!("s3://{bucket}/{key}"))?;

@@ -17,7 +17,7 @@ use crate::auth::{self, Auth, User};
 /// `launch` itself published in SSM, so an upgrade can be followed without
 /// a login), and its duties' liveness: the names of those stuck on a step,
 /// and how old the fleet's last poll is. A poll older than
-/// [`fossa_contract::limits::HEALTHZ_STALE_SECS`] (the poller stopped
+/// [`fossa_contract::limits::POLLER_STALE_SECS`] (the poller stopped
 /// making progress) answers 503 `stale`; a stuck duty answers 200
 /// `degraded`, naming it.
 #[get("/healthz")]
@@ -31,7 +31,7 @@ pub fn healthz(fleet: &State<FleetState>) -> Custom<Json<Value>> {
         .collect();
     // Before the first poll there is nothing to be late with.
     let age = (snap.taken_at > 0).then(|| (fossa_contract::unix_now() - snap.taken_at).max(0));
-    let stale = age.is_some_and(|a| a > fossa_contract::limits::HEALTHZ_STALE_SECS);
+    let stale = age.is_some_and(|a| a > fossa_contract::limits::POLLER_STALE_SECS);
     let (code, status) = match (stale, hung.is_empty()) {
         (true, _) => (Status::ServiceUnavailable, "stale"),
         (false, false) => (Status::Ok, "degraded"),

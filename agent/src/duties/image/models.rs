@@ -49,15 +49,14 @@ impl ModelsCache {
             .bucket(bucket)
             .expected_bucket_owner(owner)
             .key(MODELS_OBJECT_KEY)
+            .customize()
+            .config_override(fossa_contract::aws::transfer_timeouts())
             .send()
             .await
             .aws("s3:GetObject", format!("s3://{bucket}/{MODELS_OBJECT_KEY}"))?;
-        let bytes = obj
-            .body
-            .collect()
+        let bytes = fossa_contract::aws::read_body(obj.body)
             .await
-            .map_err(|e| ImageError::Models(e.to_string()))?
-            .into_bytes();
+            .map_err(|e| ImageError::Models(fossa_contract::aws::chain(&e)))?;
         let got = {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(&bytes))

@@ -9,7 +9,7 @@ use fossa_contract::names::BROKER_PORT;
 use fossa_contract::networks::{BROKER, BUILD, DOCKER_DEFAULT_BRIDGE};
 use ipnet::Ipv4Net;
 
-use crate::host::exec::{ExecError, Executor};
+use crate::host::exec::{CmdOutput, ExecError, Executor};
 
 /// Our chain in the filter table, jumped to from FORWARD and DOCKER-USER.
 pub const FORWARD_CHAIN: &str = "FOSSA-FORWARD";
@@ -86,7 +86,7 @@ impl Rule {
     }
 
     fn args<'a>(&'a self, op: &'a str) -> Vec<&'a str> {
-        let mut a = vec!["-w", "-t", self.table, op, self.chain.as_str()];
+        let mut a = vec!["-t", self.table, op, self.chain.as_str()];
         a.extend(self.spec.iter().map(String::as_str));
         a
     }
@@ -304,12 +304,31 @@ pub fn plan(
     })
 }
 
+/// `iptables -w N args`: another program holding the xtables lock
+/// (iptables-legacy) is waited for at most
+/// [`IPTABLES_WAIT_SECS`](fossa_contract::limits::IPTABLES_WAIT_SECS), and
+/// exit status 4 (that lock, or a resource problem) is an error naming the
+/// call, never a rule that is not there.
+pub(crate) fn iptables(exec: &dyn Executor, args: &[&str]) -> Result<CmdOutput, NatError> {
+    let wait = fossa_contract::limits::IPTABLES_WAIT_SECS.to_string();
+    let mut all = vec!["-w", wait.as_str()];
+    all.extend_from_slice(args);
+    let out = exec.run("iptables", &all)?;
+    if out.status == 4 {
+        return Err(NatError::Iptables {
+            args: args.join(" "),
+            stderr: out.stderr.trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
 fn ipt(exec: &dyn Executor, args: &[&str]) -> Result<bool, NatError> {
-    Ok(exec.run("iptables", args)?.success())
+    Ok(iptables(exec, args)?.success())
 }
 
 fn ipt_must(exec: &dyn Executor, args: &[&str]) -> Result<(), NatError> {
-    let out = exec.run("iptables", args)?;
+    let out = iptables(exec, args)?;
     if out.success() {
         Ok(())
     } else {
@@ -322,7 +341,7 @@ fn ipt_must(exec: &dyn Executor, args: &[&str]) -> Result<(), NatError> {
 
 /// Whether `chain` exists in `table`.
 pub fn chain_exists(exec: &dyn Executor, table: &str, chain: &str) -> Result<bool, NatError> {
-    ipt(exec, &["-w", "-t", table, "-S", chain])
+    ipt(exec, &["-t", table, "-S", chain])
 }
 
 /// One piece of the NAT state and whether it is there.
@@ -383,14 +402,14 @@ pub fn apply(exec: &dyn Executor, plan: &NatPlan) -> Result<Applied, NatError> {
     }
     for (table, chain) in plan.chains() {
         if !chain_exists(exec, table, chain)? {
-            ipt_must(exec, &["-w", "-t", table, "-N", chain])?;
+            ipt_must(exec, &["-t", table, "-N", chain])?;
             added.push(format!("chain -t {table} {chain}"));
         }
     }
     for r in plan.rules() {
         if !ipt(exec, &r.args("-C"))? {
             if r.first {
-                let mut args = vec!["-w", "-t", r.table, "-I", r.chain.as_str(), "1"];
+                let mut args = vec!["-t", r.table, "-I", r.chain.as_str(), "1"];
                 args.extend(r.spec.iter().map(String::as_str));
                 ipt_must(exec, &args)?;
             } else {
@@ -402,7 +421,7 @@ pub fn apply(exec: &dyn Executor, plan: &NatPlan) -> Result<Applied, NatError> {
     let docker = chain_exists(exec, "filter", DOCKER_USER)?;
     for j in plan.jumps(docker) {
         if !ipt(exec, &j.args("-C"))? {
-            let mut args = vec!["-w", "-t", j.table, "-I", j.chain.as_str(), "1"];
+            let mut args = vec!["-t", j.table, "-I", j.chain.as_str(), "1"];
             args.extend(j.spec.iter().map(String::as_str));
             ipt_must(exec, &args)?;
             added.push(format!("rule {}", j.describe()));
@@ -432,8 +451,8 @@ pub fn remove(exec: &dyn Executor, plan: &NatPlan) -> Result<Vec<String>, NatErr
     }
     for (table, chain) in plan.chains() {
         if chain_exists(exec, table, chain)? {
-            ipt_must(exec, &["-w", "-t", table, "-F", chain])?;
-            ipt_must(exec, &["-w", "-t", table, "-X", chain])?;
+            ipt_must(exec, &["-t", table, "-F", chain])?;
+            ipt_must(exec, &["-t", table, "-X", chain])?;
             removed.push(format!("chain -t {table} {chain}"));
         }
     }

@@ -184,8 +184,8 @@ impl Counter {
 
     /// Reads the counters of `chain` and adds them; then saves the file.
     pub fn read(&mut self, exec: &dyn Executor, chain: &str, now: i64) -> Result<u64, NatError> {
-        let args = ["-w", "-t", "filter", "-L", chain, "-v", "-x", "-n"];
-        let out = exec.run("iptables", &args)?;
+        let args = ["-t", "filter", "-L", chain, "-v", "-x", "-n"];
+        let out = super::rules::iptables(exec, &args)?;
         if !out.success() {
             return Err(NatError::Iptables {
                 args: args.join(" "),
