@@ -228,7 +228,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML did not parse or did not match the schema.
-    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, egress_check, duties, tls_cert, tls_key, history (max_tasks, max_age_days, queue_max, result_bytes)")]
+    #[error("config file {path} is invalid: {message}. Valid keys: stack, region, endpoint_url, state_dir, listen, registry, base_image, broker_image, broker_address, egress_check, duties, tls_cert, tls_key, container_network, history (max_tasks, max_age_days, queue_max, result_bytes, parent_retries), timeouts (aws_call_secs, image_build_quiet_secs, image_push_quiet_secs)")]
     Toml {
         /// The file.
         path: PathBuf,

@@ -228,8 +228,6 @@ pub const IMAGE_BUILD_QUIET_SECS: u64 = 10 * 60;
 /// Seconds an image push may go without a progress message before it is
 /// abandoned (the registry took the connection and stopped answering).
 pub const IMAGE_PUSH_QUIET_SECS: u64 = 5 * 60;
-/// Seconds a whole image build and push may take.
-pub const IMAGE_BUILD_SECS: u64 = 40 * 60;
 /// Seconds the fleet's poller may go without finishing a round before the
 /// agent counts it as frozen: `/healthz` says `stale` and the systemd
 /// watchdog is no longer fed, so systemd restarts the agent. A round takes

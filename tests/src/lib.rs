@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod browser;
 pub mod docker;
 pub mod fargate;
+pub mod fault_proxy;
 pub mod images;
 pub mod local;
 pub mod machine;

@@ -23,6 +23,7 @@ parser.add_argument("--upstream", type=int, required=True)
 parser.add_argument("--every", type=int, required=True)
 parser.add_argument("--slow", type=float, default=1.5)
 parser.add_argument("--kinds", default="throttle,500,slow")
+parser.add_argument("--only-path", default=None, help="a regular expression: only requests whose path matches get faults")
 args = parser.parse_args()
 
 counter = itertools.count(1)
@@ -57,8 +58,11 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         with lock:
-            n = next(counter)
-            kind = next(kinds) if n % args.every == 0 else None
+            if args.only_path and not re.search(args.only_path, self.path):
+                kind = None
+            else:
+                n = next(counter)
+                kind = next(kinds) if n % args.every == 0 else None
         if kind == "hang":
             time.sleep(3600)
             return

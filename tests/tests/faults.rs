@@ -3,53 +3,12 @@
 //! agent's cluster duty retry and finish; when every call fails they stop
 //! with one clear line naming the call, and never panic.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use fossa_tests::fault_proxy::FaultProxy;
 use fossa_tests::moto::Moto;
-use fossa_tests::{bin, eventually_blocking, free_port, repo_root, venv_bin, Run};
-
-struct FaultProxy {
-    child: Child,
-    url: String,
-}
-
-impl FaultProxy {
-    fn start(moto: &Moto, every: u32, kinds: &str) -> FaultProxy {
-        let port = free_port();
-        let upstream = moto.url.rsplit(':').next().unwrap().to_owned();
-        let child = Command::new(venv_bin("python"))
-            .arg(repo_root().join("tests/support/fault_proxy.py"))
-            .args([
-                "--listen",
-                &port.to_string(),
-                "--upstream",
-                &upstream,
-                "--every",
-                &every.to_string(),
-                "--kinds",
-                kinds,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        eventually_blocking("the fault proxy answering", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-        });
-        FaultProxy {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use fossa_tests::{bin, Run};
 
 fn bootstrap(moto: &Moto, endpoint: &str, args: &[&str]) -> Run {
     Run::of(
@@ -84,7 +43,7 @@ fn calls(stderr: &str) -> u32 {
 #[test]
 fn launch_and_destroy_ride_out_throttling_500s_and_slow_replies() {
     let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto, 3, "throttle,500,slow");
+    let proxy = FaultProxy::start(&moto.url, 3, "throttle,500,slow");
     let agent = "/bin/busybox";
     let launch = bootstrap(
         &moto,
@@ -139,7 +98,7 @@ fn launch_and_destroy_ride_out_throttling_500s_and_slow_replies() {
 #[test]
 fn a_fault_that_never_stops_ends_in_one_clear_line() {
     let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto, 1, "throttle,500");
+    let proxy = FaultProxy::start(&moto.url, 1, "throttle,500");
     let r = bootstrap(
         &moto,
         &proxy.url,
@@ -216,7 +175,7 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
     .ok();
     let cfg = moto.stack_config("agentf").await;
 
-    let flaky = FaultProxy::start(&moto, 3, "throttle,500,slow");
+    let flaky = FaultProxy::start(&moto.url, 3, "throttle,500,slow");
     let (ecs, logs) = agent_clients(&flaky.url, None).await;
     let done =
         fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-1")
@@ -225,7 +184,7 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
     assert!(done.summary.contains("created the service"), "{done:?}");
     assert_eq!(done.desired, cfg.workers as i32);
 
-    let down = FaultProxy::start(&moto, 1, "throttle,500");
+    let down = FaultProxy::start(&moto.url, 1, "throttle,500");
     let (ecs, logs) = agent_clients(&down.url, None).await;
     let err =
         fossa_agent::duties::cluster::reconcile(&ecs, &logs, &cfg, "registry.example/w:ctx-2")
@@ -263,7 +222,7 @@ async fn an_aws_call_that_never_answers_ends_at_its_limit_naming_the_call() {
         .ok();
         moto.stack_config("agenth").await
     };
-    let hung = FaultProxy::start(&moto, 1, "hang");
+    let hung = FaultProxy::start(&moto.url, 1, "hang");
     let limit = Duration::from_secs(4);
     let (ecs, logs) = agent_clients(&hung.url, Some(limit)).await;
     let started = std::time::Instant::now();

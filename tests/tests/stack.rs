@@ -506,3 +506,44 @@ os.system('curl http://169.254.169.254/')
                 .is_empty()
     );
 }
+
+/// A registry that takes the push's connection and never answers (the
+/// proxy holds every upload): the image duty's push ends after
+/// `[timeouts] image_push_quiet_secs` with a red line naming it, the agent
+/// answers all the while, and nothing is pushed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_the_registry_never_answers_ends_at_its_quiet_limit() {
+    let stack = Stack::launch("hangpush").await;
+    let hung =
+        fossa_tests::fault_proxy::FaultProxy::hanging(&stack.registry.address, "/blobs/uploads/");
+    let config = stack.config(&["image"]);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("registry = \"{}\"", stack.registry.address),
+        &format!("registry = \"{}\"", hung.address),
+    );
+    std::fs::write(
+        &config,
+        format!("{text}[timeouts]\nimage_push_quiet_secs = 5\n"),
+    )
+    .unwrap();
+    let agent = stack.agent(&config, "agent-hang.log", &[]);
+    let took = agent.wait_log(
+        &["docker push made no progress for 5s and was abandoned"],
+        Duration::from_secs(300),
+    );
+    eprintln!("the hung push was abandoned {took:?} after the agent started");
+    let http = fossa_tests::agent_client();
+    let ui = format!("https://127.0.0.1:{}", stack.ui_port);
+    let health = http.get(format!("{ui}/healthz")).send().await.unwrap();
+    assert_eq!(
+        health.status(),
+        200,
+        "the agent answers after the hung push"
+    );
+    let log = agent.stop();
+    assert!(!log.contains("pushed 127.0.0.1:"), "{log}");
+    assert!(
+        stack.image_tags().is_empty(),
+        "nothing reached the registry"
+    );
+}

@@ -1,6 +1,8 @@
 //! The Docker engine on this host: one client constructor and one error type
 //! for the duties that drive it (the broker container, the worker image).
 
+use std::time::Duration;
+
 use bollard::Docker;
 
 /// A Docker call that failed.
@@ -15,6 +17,14 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A streamed operation made no progress for too long; it was abandoned.
+    #[error("docker {what} made no progress for {quiet:?} and was abandoned (the registry, the network or the engine stopped answering; it is tried again; agent.toml [timeouts] sets the limit)")]
+    Quiet {
+        /// Which operation.
+        what: &'static str,
+        /// How long it was quiet.
+        quiet: Duration,
+    },
     /// The engine ran the call and reported an error in its stream (a build step, a push).
     #[error("docker {what} failed: {message}")]
     Reported {
@@ -23,6 +33,26 @@ pub enum DockerError {
         /// The engine's message.
         message: String,
     },
+}
+
+/// The next message of the streamed operation `what` (a build, a push),
+/// or an error when the engine says nothing for `quiet`: a registry that
+/// took the connection and stopped answering never holds a duty for ever.
+/// Dropping the stream closes the request, and the engine cancels the work.
+pub async fn next_within<S, T>(
+    stream: &mut S,
+    what: &'static str,
+    quiet: Duration,
+) -> Result<Option<T>, DockerError>
+where
+    S: futures::Stream<Item = Result<T, bollard::errors::Error>> + Unpin,
+{
+    use futures::StreamExt;
+    match tokio::time::timeout(quiet, stream.next()).await {
+        Err(_) => Err(DockerError::Quiet { what, quiet }),
+        Ok(None) => Ok(None),
+        Ok(Some(r)) => r.map(Some).map_err(call(what)),
+    }
 }
 
 /// Maps a bollard error of the operation `what`.
@@ -112,5 +142,27 @@ pub async fn ensure_network(
             status_code: 409, ..
         }) => Ok(()),
         Err(e) => Err(call("network create")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_quiet_past_its_limit_ends_naming_the_operation() {
+        let mut quiet = futures::stream::pending::<Result<u8, bollard::errors::Error>>();
+        let e = next_within(&mut quiet, "push", Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("docker push made no progress for 50ms and was abandoned"),
+            "{e}"
+        );
+        let mut talking = futures::stream::iter([Ok::<u8, bollard::errors::Error>(1)]);
+        let d = Duration::from_millis(50);
+        assert_eq!(next_within(&mut talking, "push", d).await.unwrap(), Some(1));
+        assert_eq!(next_within(&mut talking, "push", d).await.unwrap(), None);
     }
 }

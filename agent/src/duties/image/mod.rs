@@ -22,9 +22,9 @@ pub use registry::{ensure_repository, registry_auth, RegistryAuth};
 use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
 use bollard::Docker;
 use fossa_contract::aws::AwsError;
+use fossa_contract::config::Timeouts;
 use fossa_contract::networks::{self, ContainerNetwork};
 use fossa_contract::StackName;
-use futures::StreamExt;
 
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use super::{watched, Duty, DutyError, Outcome, Shared, WorkerImage};
 use crate::events::Events;
-use crate::host::docker::{call, DockerError};
+use crate::host::docker::{next_within, DockerError};
 use crate::settings::Settings;
 
 /// Repository of local mode's worker images (`fossa-agent local --containers`).
@@ -125,7 +125,7 @@ pub async fn reconcile(
     Destination { stack, registry }: Destination<'_>,
     base: &str,
     models: &[ModelFile],
-    network: ContainerNetwork,
+    env: BuildEnv,
     events: &Events,
 ) -> Result<Built, ImageError> {
     ensure_repository(ecr, stack).await?;
@@ -151,14 +151,14 @@ pub async fn reconcile(
         base,
         models,
         classes: &classes,
-        network,
+        env,
     };
     build_checked(docker, &build, ctx, events).await?;
     let auth = registry_auth(ecr, registry).await?;
     let push = PushImageOptionsBuilder::default().tag(&tag).build();
     let mut stream = docker.push_image(&repo, Some(push), Some(auth.credentials()));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(call("push"))?;
+    let quiet = env.timeouts.push_quiet();
+    while let Some(info) = next_within(&mut stream, "push", quiet).await? {
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
             return Err(DockerError::Reported {
                 what: "push",
@@ -209,14 +209,24 @@ async fn room_to_build(docker: &Docker, events: &Events) -> Result<(), ImageErro
     }
 }
 
+/// Where a build's `RUN` steps are networked, and how long it and its push
+/// may go without a word.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildEnv {
+    /// The build's network.
+    pub network: ContainerNetwork,
+    /// `agent.toml`'s `[timeouts]`.
+    pub timeouts: Timeouts,
+}
+
 /// One image to build: its tag, what it is made of, what it must serve and
-/// where its `RUN` steps are networked.
+/// where and how it is built.
 struct Build<'a> {
     reference: &'a str,
     base: &'a str,
     models: &'a [ModelFile],
     classes: &'a [String],
-    network: ContainerNetwork,
+    env: BuildEnv,
 }
 
 /// Builds `ctx` as `b.reference` and smoke-tests it against `b.classes`;
@@ -238,7 +248,7 @@ async fn build_checked(
             b.models.len()
         ),
     );
-    build_context(docker, b.reference, ctx, b.network).await?;
+    build_context(docker, b.reference, ctx, b.env).await?;
     smoke::check(docker, b.reference, b.classes).await
 }
 
@@ -248,8 +258,9 @@ async fn build_context(
     docker: &Docker,
     reference: &str,
     ctx: Vec<u8>,
-    network: ContainerNetwork,
+    env: BuildEnv,
 ) -> Result<(), ImageError> {
+    let network = env.network;
     // On the gateway, RUN steps (whatever a models requirements.txt
     // installs) run on the build bridge: out to PyPI through NAT, never to
     // the instance metadata service, the gateway or the workers
@@ -272,8 +283,8 @@ async fn build_context(
     // The last lines of the build's output: pip says why it failed there,
     // while the engine's own error only gives the exit code.
     let mut tail = std::collections::VecDeque::with_capacity(BUILD_TAIL);
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(call("build"))?;
+    let quiet = env.timeouts.build_quiet();
+    while let Some(info) = next_within(&mut stream, "build", quiet).await? {
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
             let said = crate::fossa::python_error_summary(&Vec::from(tail).join("\n"));
             return Err(DockerError::Reported {
@@ -325,7 +336,10 @@ pub async fn build_local(
         base,
         models,
         classes: &classes,
-        network: ContainerNetwork::Host,
+        env: BuildEnv {
+            network: ContainerNetwork::Host,
+            timeouts: Timeouts::default(),
+        },
     };
     build_checked(docker, &build, ctx, events).await?;
     Ok(Built {
@@ -369,7 +383,10 @@ pub async fn build(
         },
         &base,
         &models,
-        s.toml.container_network,
+        BuildEnv {
+            network: s.toml.container_network,
+            timeouts: s.toml.timeouts,
+        },
         events,
     )
     .await
