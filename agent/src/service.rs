@@ -171,6 +171,8 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(10)));
     let mut ready = board.clone();
     let mut announced = false;
+    let started_at = fossa_contract::unix_now();
+    let mut said_frozen = false;
     loop {
         if !announced && (!nat_listed || nat_verified(&ready)) {
             announced = true;
@@ -196,8 +198,19 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         }
         tokio::select! {
             _ = tick.tick() => {
-                if tasks.iter().all(|t| !t.is_finished()) && watchdog.is_some() {
-                    notify(&[sd_notify::NotifyState::Watchdog]);
+                let frozen = crate::duties::liveness::frozen(&board.borrow(), started_at, fossa_contract::unix_now());
+                match frozen {
+                    None if tasks.iter().all(|t| !t.is_finished()) => {
+                        if watchdog.is_some() {
+                            notify(&[sd_notify::NotifyState::Watchdog]);
+                        }
+                        said_frozen = false;
+                    }
+                    Some(f) if !said_frozen => {
+                        events.push("agent", true, format!("{f}: the watchdog is no longer fed, so systemd restarts the agent"));
+                        said_frozen = true;
+                    }
+                    _ => {}
                 }
             }
             _ = ready.changed(), if !announced => {}

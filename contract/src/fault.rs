@@ -102,3 +102,18 @@ pub fn exit_at(point: Point) {
         }
     }
 }
+
+/// The environment variable naming a loop to wedge: `fleet` blocks the
+/// fleet poller's thread for ever at its round (a deadlock, as a bug would),
+/// so the watchdog's restart can be shown.
+pub const FREEZE: &str = "FOSSA_FAULT_FREEZE";
+
+/// Blocks this thread for ever when `FOSSA_FAULT_FREEZE` names `what`.
+pub fn freeze_at(what: &str) {
+    if std::env::var(FREEZE).is_ok_and(|v| v == what) {
+        eprintln!("fault injection: the {what} loop freezes");
+        loop {
+            std::thread::park();
+        }
+    }
+}

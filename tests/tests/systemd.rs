@@ -8,7 +8,8 @@
 //! - the broker and image duties work (docker socket, SSM, S3, the registry):
 //!   the real RabbitMQ accepts the agent's AMQP login on 192.0.2.2;
 //! - `systemctl reload` re-reads the configuration;
-//! - the watchdog restarts a hung (SIGSTOPped) agent;
+//! - the watchdog restarts a hung (SIGSTOPped) agent, and one whose fleet
+//!   poller froze;
 //! - `systemctl stop` finishes within 5 s.
 //!
 //! systemd-in-docker works here with `--cap-add SYS_ADMIN --cap-add NET_ADMIN
@@ -272,6 +273,51 @@ fn the_hardened_unit_runs_the_agent_under_systemd() {
         journal.contains("atchdog"),
         "the journal names the watchdog:\n{journal}"
     );
+
+    // A poller that freezes (its thread wedged, the process otherwise
+    // well): the watchdog is no longer fed and systemd restarts the agent.
+    let freeze = files.0.join("freeze.conf");
+    std::fs::write(&freeze, "[Service]\nEnvironment=FOSSA_FAULT_FREEZE=fleet\n").unwrap();
+    machine.copy_in(
+        &freeze,
+        "/etc/systemd/system/fossa-agent.service.d/freeze.conf",
+    );
+    machine.exec(&["systemctl", "daemon-reload"]);
+    machine.exec(&["systemctl", "restart", "fossa-agent"]);
+    let frozen_pid = machine.show("MainPID");
+    let t = Instant::now();
+    eventually_blocking(
+        "the watchdog restarting the agent whose poller froze",
+        Duration::from_secs(240),
+        || {
+            let (pid, restarts) = (machine.show("MainPID"), machine.show("NRestarts"));
+            let restarted = restarts == "2" && pid != frozen_pid && pid != "0";
+            holds(restarted, || {
+                format!(
+                    "NRestarts {restarts}, MainPID {pid}:\n{}",
+                    machine.journal()
+                )
+            })
+        },
+    );
+    eprintln!(
+        "figures: an agent whose poller froze was restarted by the watchdog after {:?} (poller limit {} s, WatchdogSec=6s)",
+        t.elapsed(),
+        fossa_contract::limits::POLLER_STALE_SECS
+    );
+    let journal = machine.journal();
+    assert!(
+        journal.contains("the fleet's poller has finished no round for")
+            && journal.contains("the watchdog is no longer fed"),
+        "the agent said why before the restart:\n{journal}"
+    );
+    machine.exec(&[
+        "rm",
+        "/etc/systemd/system/fossa-agent.service.d/freeze.conf",
+    ]);
+    machine.exec(&["systemctl", "daemon-reload"]);
+    // The restarted agent froze again; one without the fault replaces it.
+    machine.exec(&["systemctl", "restart", "fossa-agent"]);
 
     // stop finishes within 5 s.
     let t = Instant::now();

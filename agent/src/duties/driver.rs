@@ -29,6 +29,13 @@ pub struct DutyStatus {
     pub failures: u32,
     /// When its last reconcile succeeded, seconds since the epoch.
     pub last_success_at: Option<i64>,
+    /// When the run going on started (seconds since the epoch); `None`
+    /// between runs.
+    pub running_since: Option<i64>,
+    /// When a run last ended, with a result or an error.
+    pub last_result_at: Option<i64>,
+    /// Its registration's [`Registration::give_up_after`], in seconds.
+    pub give_up_secs: u64,
 }
 
 /// Every duty's status, in registration order.
@@ -157,6 +164,8 @@ impl<C: Send + Sync + 'static> Driver<C> {
             detail: "starting".into(),
             ..Default::default()
         });
+        self.board
+            .send_modify(|b| b[slot].give_up_secs = reg.give_up_after.as_secs());
         self.duties.push((slot, reg, duty));
     }
 
@@ -237,6 +246,10 @@ fn publish(
         let s = &mut b[slot];
         s.component.ok = ok;
         s.component.detail = detail;
+        if outcome.is_some() {
+            s.running_since = None;
+            s.last_result_at = Some(fossa_contract::unix_now());
+        }
         match outcome {
             Some(true) => {
                 s.successes += 1;
@@ -306,6 +319,9 @@ impl<C: Send + Sync + 'static> Loop<C> {
                 return;
             }
             let current = ctx.borrow_and_update().clone();
+            self.board.send_modify(|b| {
+                b[self.slot].running_since = Some(fossa_contract::unix_now());
+            });
             // A bug in one duty shows as its failure; it never ends the loop.
             let run = {
                 let reconcile = std::panic::AssertUnwindSafe(self.duty.reconcile(&current))
@@ -315,10 +331,15 @@ impl<C: Send + Sync + 'static> Loop<C> {
                 // (and once in the events), with how long, while it goes on.
                 let started = tokio::time::Instant::now();
                 let mut look = started + self.reg.hung_after;
+                let give_up = started + self.reg.give_up_after;
                 let mut said = false;
                 loop {
                     tokio::select! {
                         r = &mut reconcile => break r,
+                        _ = tokio::time::sleep_until(give_up) => {
+                            // Dropping the step cancels what it awaits.
+                            break Ok(Err(DutyError::Abandoned(self.reg.give_up_after)));
+                        }
                         _ = tokio::time::sleep_until(look) => {
                             let line = format!(
                                 "stuck: no result for {} s (the step goes on; an AWS call, a build or a host command that does not answer)",
@@ -635,8 +656,11 @@ mod tests {
         let events = Events::default();
         let mut driver = fast_driver(&events);
         driver.register(
-            Registration::new("slow", "Slow", Duration::from_secs(3600))
-                .hung_after(Duration::from_millis(100)),
+            Registration {
+                give_up_after: Duration::from_secs(60),
+                ..Registration::new("slow", "Slow", Duration::from_secs(3600))
+                    .hung_after(Duration::from_millis(100))
+            },
             Box::new(Slow(0)),
         );
         let mut board = driver.board();
@@ -654,6 +678,55 @@ mod tests {
             .filter(|e| e.message.starts_with("stuck:"))
             .collect();
         assert_eq!(stuck.len(), 1, "said once: {stuck:?}");
+        shutdown.send_replace(true);
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    /// Its first run never ends.
+    struct Hung(u32);
+
+    #[async_trait::async_trait]
+    impl Duty<u32> for Hung {
+        async fn reconcile(&mut self, _: &u32) -> Result<Outcome, DutyError> {
+            self.0 += 1;
+            if self.0 == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(Outcome::done(format!("run {}", self.0)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_that_never_ends_is_abandoned_as_a_failure_and_run_again() {
+        let events = Events::default();
+        let mut driver = fast_driver(&events);
+        driver.register(
+            Registration::new("hung", "Hung", Duration::from_secs(3600))
+                .hung_after(Duration::from_millis(100)),
+            Box::new(Hung(0)),
+        );
+        let mut board = driver.board();
+        let (_ctx, ctx_rx) = watch::channel(Arc::new(0));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = driver.start(ctx_rx, shutdown_rx);
+        let b = until(&mut board, |b| b[0].component.detail.contains("abandoned")).await;
+        assert!(!b[0].component.ok);
+        let b = until(&mut board, |b| b[0].successes == 1).await;
+        assert_eq!(b[0].component.detail, "run 2");
+        let said: Vec<_> = events
+            .list()
+            .into_iter()
+            .filter(|e| e.message.contains("abandoned"))
+            .collect();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0]
+                .message
+                .starts_with("the step gave no result within 200ms and was abandoned"),
+            "{said:?}"
+        );
         shutdown.send_replace(true);
         for t in tasks {
             t.await.unwrap();

@@ -15,6 +15,7 @@ pub mod config;
 pub mod driver;
 pub mod image;
 pub mod lease;
+pub mod liveness;
 pub mod nat;
 pub mod upgrade;
 
@@ -99,6 +100,10 @@ pub struct Registration {
     /// as stuck: three periods, at least two minutes, unless registered
     /// otherwise ([`Registration::hung_after`]).
     pub hung_after: Duration,
+    /// How long one run may go without a result before the driver drops it
+    /// and counts a failure, so no duty waits for ever on a call that has
+    /// no limit of its own: twice [`Registration::hung_after`].
+    pub give_up_after: Duration,
     /// It changes the stack (AWS resources, the queue, the fleet's size),
     /// so it runs only while this agent holds the lease ([`lease`]).
     pub acts: bool,
@@ -107,11 +112,13 @@ pub struct Registration {
 impl Registration {
     /// A duty named `name`, shown as `title`, run every `period`.
     pub fn new(name: &'static str, title: &'static str, period: Duration) -> Self {
+        let hung_after = (period * 3).max(Duration::from_secs(120));
         Registration {
             name,
             title,
             period,
-            hung_after: (period * 3).max(Duration::from_secs(120)),
+            hung_after,
+            give_up_after: hung_after * 2,
             acts: false,
         }
     }
@@ -126,6 +133,7 @@ impl Registration {
     pub fn hung_after(self, d: Duration) -> Self {
         Registration {
             hung_after: d,
+            give_up_after: d * 2,
             ..self
         }
     }
@@ -185,6 +193,9 @@ pub enum DutyError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The run gave no result within its registration's limit and was dropped.
+    #[error("the step gave no result within {0:?} and was abandoned (an AWS call, a build or a host command that does not answer); it is tried again")]
+    Abandoned(Duration),
     /// The reconcile panicked (a bug); the driver tries again after its backoff.
     #[error("the step panicked: {0}")]
     Panicked(String),

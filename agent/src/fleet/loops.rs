@@ -33,7 +33,7 @@ pub fn register<C: Send + Sync + 'static>(
 ) {
     let interval = fleet.poll_interval();
     driver.register(
-        Registration::new("fleet", "Workers", interval),
+        Registration::new(crate::duties::liveness::POLLER, "Workers", interval),
         Box::new(Refresh {
             fleet: fleet.clone(),
             resumed: false,
@@ -91,6 +91,7 @@ impl<C: Send + Sync + 'static> Duty<C> for Refresh {
             self.resumed = true;
         }
         self.fleet.refresh().await;
+        fossa_contract::fault::freeze_at(crate::duties::liveness::POLLER);
         let every = self.fleet.poll_interval();
         Ok(Outcome {
             next: Next::After(every),
