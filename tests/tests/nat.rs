@@ -413,3 +413,72 @@ fn the_service_applies_nat_on_every_start_and_its_loop_repairs_it() {
     eprintln!("FIGURE NAT bytes counted: {first} after 3 MB, {second} after a flush and 2 MB more, {after} after a restart");
     svc.stop();
 }
+
+/// iptables-legacy takes the xtables lock, and another program (a firewall
+/// script, a stuck `iptables -L`) may hold it: the agent waits 10 s for it
+/// (`-w 10`), then fails naming the call and the lock, instead of waiting
+/// for ever or taking a rule for missing. The lock is this test's own file,
+/// bound over /run/xtables.lock in a private mount namespace.
+#[test]
+fn an_xtables_lock_held_elsewhere_ends_the_apply_at_its_wait_naming_it() {
+    let gw = Netns::new("lock");
+    let dir = TempDir::new("xtables");
+    let lock = dir.0.join("xtables.lock");
+    let bin_dir = dir.0.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    std::os::unix::fs::symlink("/usr/sbin/iptables-legacy", bin_dir.join("iptables")).unwrap();
+    // The bind needs a file to cover; iptables and the unit make it anyway.
+    if !std::path::Path::new("/run/xtables.lock").exists() {
+        std::fs::write("/run/xtables.lock", "").unwrap();
+    }
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock is installed (util-linux)");
+    eventually_blocking("the lock held", Duration::from_secs(10), || {
+        let free = std::process::Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success();
+        if free {
+            Err("not yet")
+        } else {
+            Ok(())
+        }
+    });
+    let script = format!(
+        "mount --bind {lock} /run/xtables.lock && exec nsenter --net=/run/netns/{ns} env PATH={bin}:/usr/sbin:/usr/bin:/sbin:/bin {agent} nat apply --private-cidr {PRIVATE_CIDR} --egress-interface lo",
+        lock = lock.display(),
+        ns = gw.name,
+        bin = bin_dir.display(),
+        agent = bin("fossa-agent").display(),
+    );
+    let started = Instant::now();
+    let r = Run::of(
+        std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(&script),
+    );
+    let took = started.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    eprintln!("figures: NAT apply with the xtables lock held ended after {took:?}");
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    let line = r.stderr.trim();
+    assert!(
+        line.contains("iptables -t filter -S FOSSA-FORWARD failed")
+            && line.contains("Another app is currently holding the xtables lock"),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1, "one line: {line}");
+}

@@ -317,10 +317,20 @@ pub(crate) fn iptables(exec: &dyn Executor, args: &[&str]) -> Result<CmdOutput, 
     if out.status == 4 {
         return Err(NatError::Iptables {
             args: args.join(" "),
-            stderr: out.stderr.trim().to_owned(),
+            stderr: one_line(&out.stderr),
         });
     }
     Ok(out)
+}
+
+/// What iptables printed, on one line.
+pub(crate) fn one_line(stderr: &str) -> String {
+    stderr
+        .trim()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn ipt(exec: &dyn Executor, args: &[&str]) -> Result<bool, NatError> {
@@ -334,7 +344,7 @@ fn ipt_must(exec: &dyn Executor, args: &[&str]) -> Result<(), NatError> {
     } else {
         Err(NatError::Iptables {
             args: args.join(" "),
-            stderr: out.stderr.trim().to_owned(),
+            stderr: one_line(&out.stderr),
         })
     }
 }

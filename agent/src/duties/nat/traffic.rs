@@ -189,7 +189,7 @@ impl Counter {
         if !out.success() {
             return Err(NatError::Iptables {
                 args: args.join(" "),
-                stderr: out.stderr.trim().to_owned(),
+                stderr: super::rules::one_line(&out.stderr),
             });
         }
         let new = self.add(&parse_counters(&out.stdout), &month_of(now));
