@@ -234,6 +234,16 @@ pub const IMAGE_PUSH_QUIET_SECS: u64 = 5 * 60;
 /// at most a node timeout plus one AWS listing call.
 pub const POLLER_STALE_SECS: i64 = 120;
 
+/// Seconds after the broker container starts during which it is not
+/// restarted for refusing logins: RabbitMQ reads a large backlog of durable
+/// messages from disk before it accepts one, and a restart would only start
+/// that again.
+pub const BROKER_START_GRACE_SECS: i64 = 300;
+/// Seconds between two readings of the broker's own status (its memory and
+/// disk alarms, with figures); each starts an Erlang VM in the container
+/// for about half a second of CPU.
+pub const BROKER_STATUS_EVERY_SECS: u64 = 30;
+
 #[cfg(test)]
 mod tests {
     use super::*;

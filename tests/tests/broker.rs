@@ -174,6 +174,57 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
     assert!(again.contains("running"), "{again}");
     amqp_login(&url).unwrap();
 
+    // The broker's own status: figures, no alarm; then a memory high
+    // watermark below what it uses: the alarm, with its figures, on the
+    // line the broker duty shows.
+    let status = broker::status::read(&docker, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(status.well(), "{status:?}");
+    assert!(
+        status.memory_used > 0 && status.memory_limit > status.memory_used,
+        "{status:?}"
+    );
+    let t = Instant::now();
+    Run::of(dockerd.cli().args([
+        "exec",
+        fossa_contract::names::BROKER_CONTAINER,
+        "rabbitmqctl",
+        "-q",
+        "set_vm_memory_high_watermark",
+        "absolute",
+        "10MB",
+    ]))
+    .ok();
+    let mut line = String::new();
+    for _ in 0..20 {
+        let s = broker::status::read(&docker, Duration::from_secs(20))
+            .await
+            .unwrap();
+        line = s.line();
+        if !s.well() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "figures: a memory alarm read {:?} after the watermark was lowered: {line}",
+        t.elapsed()
+    );
+    assert!(
+        line.starts_with("memory alarm: ") && line.contains("above its 9.5 MiB high watermark"),
+        "{line}"
+    );
+    Run::of(dockerd.cli().args([
+        "exec",
+        fossa_contract::names::BROKER_CONTAINER,
+        "rabbitmqctl",
+        "-q",
+        "set_vm_memory_high_watermark",
+        "0.4",
+    ]))
+    .ok();
+
     // Its tag moved to other bytes (here: the running broker committed as
     // a new image): refused, naming the pin and the way to accept it.
     let moved = Run::of(

@@ -55,6 +55,72 @@ where
     }
 }
 
+/// Runs `cmd` in `container` and returns what it printed on standard
+/// output, within `limit` (a command that does not end is `Quiet`). A
+/// non-zero exit is [`DockerError::Reported`] with what it printed.
+pub async fn exec_output(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    limit: Duration,
+) -> Result<String, DockerError> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures::StreamExt;
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(cmd.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(call("exec"))?;
+    let run = async {
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let StartExecResults::Attached { mut output, .. } = docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(call("exec"))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(call("exec"))? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        stdout.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    other => stderr.push_str(&other.to_string()),
+                }
+            }
+        }
+        let code = docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(call("exec"))?
+            .exit_code;
+        match code {
+            Some(0) => Ok(stdout),
+            _ => Err(DockerError::Reported {
+                what: "exec",
+                message: format!(
+                    "{} exited {}: {}",
+                    cmd.join(" "),
+                    code.map_or("without a code".to_owned(), |c| c.to_string()),
+                    stderr.trim()
+                ),
+            }),
+        }
+    };
+    tokio::time::timeout(limit, run)
+        .await
+        .unwrap_or(Err(DockerError::Quiet {
+            what: "exec",
+            quiet: limit,
+        }))
+}
+
 /// Maps a bollard error of the operation `what`.
 pub fn call(what: &'static str) -> impl Fn(bollard::errors::Error) -> DockerError {
     move |source| DockerError::Call { what, source }

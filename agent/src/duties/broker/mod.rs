@@ -42,6 +42,8 @@ use crate::host::docker::{call, DockerError};
 use crate::host::exec::{ExecError, Executor};
 use crate::settings::Settings;
 
+pub mod status;
+
 /// Version of the container's layout, part of the spec hash: a change
 /// recreates containers made by an earlier agent (their data volume kept).
 fn layout(network: ContainerNetwork) -> &'static str {
@@ -385,8 +387,50 @@ pub async fn reconcile(
 pub struct BrokerDuty {
     exec: Arc<dyn Executor>,
     failing_since: Option<Instant>,
+    /// The broker's status as last read, and when.
+    status: Option<(Instant, status::BrokerStatus)>,
     secrets: Arc<tokio::sync::watch::Sender<Vec<String>>>,
     events: crate::events::Events,
+}
+
+impl BrokerDuty {
+    /// The broker's alarms and figures: read again every
+    /// [`BROKER_STATUS_EVERY_SECS`](fossa_contract::limits::BROKER_STATUS_EVERY_SECS),
+    /// and at every run while an alarm is on. `false` while an alarm is on;
+    /// a status that cannot be read is said, not counted against it.
+    async fn status(&mut self, docker: &Docker) -> (bool, String) {
+        let every = Duration::from_secs(fossa_contract::limits::BROKER_STATUS_EVERY_SECS);
+        let fresh = self
+            .status
+            .as_ref()
+            .filter(|(at, s)| s.well() && at.elapsed() < every);
+        if let Some((_, s)) = fresh {
+            return (true, s.line());
+        }
+        match status::read(docker, Duration::from_secs(10)).await {
+            Ok(s) => {
+                let said = (s.well(), s.line());
+                self.status = Some((Instant::now(), s));
+                said
+            }
+            Err(e) => {
+                self.status = None;
+                (true, format!("its status is unknown: {}", chain(&e)))
+            }
+        }
+    }
+}
+
+/// Seconds the broker container has been running, as Docker says.
+async fn running_for(docker: &Docker) -> Option<i64> {
+    let c = docker
+        .inspect_container(BROKER_CONTAINER, None)
+        .await
+        .ok()?;
+    let started = c.state?.started_at?;
+    let at = time::OffsetDateTime::parse(&started, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some(fossa_contract::unix_now() - at.unix_timestamp())
 }
 
 /// How long the container may run without accepting a login before it is restarted.
@@ -398,6 +442,7 @@ impl BrokerDuty {
         BrokerDuty {
             exec: shared.exec.clone(),
             failing_since: None,
+            status: None,
             secrets: shared.secrets.clone(),
             events: shared.events.clone(),
         }
@@ -455,15 +500,25 @@ impl Duty<Settings> for BrokerDuty {
             password: &creds.password,
             vhost: "/",
         };
-        let why = match amqp::check(&login, Duration::from_secs(3)).await {
+        let mut why = match amqp::check(&login, Duration::from_secs(3)).await {
             Ok(()) => {
                 self.failing_since = None;
-                return Ok(Outcome::done(summary).with_detail(true, "accepts an AMQP login"));
+                let (well, said) = self.status(&docker).await;
+                return Ok(Outcome::done(summary)
+                    .with_detail(well, format!("accepts an AMQP login; {said}")));
             }
             Err(e) => chain(&e),
         };
         let since = *self.failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > HANG_LIMIT {
+        let grace = fossa_contract::limits::BROKER_START_GRACE_SECS;
+        let up = running_for(&docker).await;
+        if let Some(up) = up.filter(|up| *up < grace) {
+            // A big backlog is read back before the first login: a restart
+            // would only begin that again.
+            why = format!(
+                "{why} (started {up} s ago: a broker refusing logins is restarted only from {grace} s after its start)"
+            );
+        } else if since.elapsed() > HANG_LIMIT {
             docker
                 .restart_container(BROKER_CONTAINER, None)
                 .await
