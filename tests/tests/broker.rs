@@ -186,16 +186,19 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         "{status:?}"
     );
     let t = Instant::now();
-    Run::of(dockerd.cli().args([
-        "exec",
-        fossa_contract::names::BROKER_CONTAINER,
-        "rabbitmqctl",
-        "-q",
-        "set_vm_memory_high_watermark",
-        "absolute",
-        "10MB",
-    ]))
-    .ok();
+    let watermark = |to: &[&str]| {
+        let mut c = dockerd.cli();
+        c.args([
+            "exec",
+            fossa_contract::names::BROKER_CONTAINER,
+            "rabbitmqctl",
+            "-q",
+        ])
+        .arg("set_vm_memory_high_watermark")
+        .args(to);
+        Run::of(c).ok();
+    };
+    watermark(&["absolute", "10MB"]);
     let mut line = String::new();
     for _ in 0..20 {
         let s = broker::status::read(&docker, Duration::from_secs(20))
@@ -215,15 +218,7 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         line.starts_with("memory alarm: ") && line.contains("above its 9.5 MiB high watermark"),
         "{line}"
     );
-    Run::of(dockerd.cli().args([
-        "exec",
-        fossa_contract::names::BROKER_CONTAINER,
-        "rabbitmqctl",
-        "-q",
-        "set_vm_memory_high_watermark",
-        "0.4",
-    ]))
-    .ok();
+    watermark(&["0.4"]);
 
     // Its tag moved to other bytes (here: the running broker committed as
     // a new image): refused, naming the pin and the way to accept it.

@@ -131,6 +131,26 @@ fn a_fault_that_never_stops_ends_in_one_clear_line() {
     );
 }
 
+/// A stack launched on `moto` (its instance never boots), and its config.
+async fn launched(moto: &Moto, stack: &str) -> fossa_contract::config::StackConfig {
+    bootstrap(
+        moto,
+        &moto.url,
+        &[
+            "launch",
+            "--stack",
+            stack,
+            "--allow-cidr",
+            "198.51.100.1/32",
+            "--no-wait",
+            "--agent-binary",
+            "/bin/busybox",
+        ],
+    )
+    .ok();
+    moto.stack_config(stack).await
+}
+
 /// The agent builds its clients with the same `sdk_config` it uses on the
 /// instance; here they point at the proxy.
 async fn agent_clients(
@@ -158,22 +178,7 @@ async fn the_agents_cluster_duty_rides_out_faults_and_names_the_call_when_they_n
     for (k, v) in moto.env() {
         std::env::set_var(k, v);
     }
-    bootstrap(
-        &moto,
-        &moto.url,
-        &[
-            "launch",
-            "--stack",
-            "agentf",
-            "--allow-cidr",
-            "198.51.100.1/32",
-            "--no-wait",
-            "--agent-binary",
-            "/bin/busybox",
-        ],
-    )
-    .ok();
-    let cfg = moto.stack_config("agentf").await;
+    let cfg = launched(&moto, "agentf").await;
 
     let flaky = FaultProxy::start(&moto.url, 3, "throttle,500,slow");
     let (ecs, logs) = agent_clients(&flaky.url, None).await;
@@ -204,24 +209,7 @@ async fn an_aws_call_that_never_answers_ends_at_its_limit_naming_the_call() {
     for (k, v) in moto.env() {
         std::env::set_var(k, v);
     }
-    let cfg = {
-        bootstrap(
-            &moto,
-            &moto.url,
-            &[
-                "launch",
-                "--stack",
-                "agenth",
-                "--allow-cidr",
-                "198.51.100.1/32",
-                "--no-wait",
-                "--agent-binary",
-                "/bin/busybox",
-            ],
-        )
-        .ok();
-        moto.stack_config("agenth").await
-    };
+    let cfg = launched(&moto, "agenth").await;
     let hung = FaultProxy::start(&moto.url, 1, "hang");
     let limit = Duration::from_secs(4);
     let (ecs, logs) = agent_clients(&hung.url, Some(limit)).await;
