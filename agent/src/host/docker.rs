@@ -18,7 +18,7 @@ pub enum DockerError {
         source: bollard::errors::Error,
     },
     /// A streamed operation made no progress for too long; it was abandoned.
-    #[error("docker {what} made no progress for {quiet:?} and was abandoned (the registry, the network or the engine stopped answering; it is tried again; agent.toml [timeouts] sets the limit)")]
+    #[error("docker {what} made no progress for {quiet:?} and was abandoned (the registry, the network or the engine stopped answering; it is tried again)")]
     Quiet {
         /// Which operation.
         what: &'static str,
