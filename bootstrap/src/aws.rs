@@ -13,6 +13,14 @@ use fossa_contract::{ssm, tags, StackName};
 use crate::plan::{IngressRule, Source};
 use crate::{Error, Result};
 
+/// Filter on the `fossa:role` tag of one lasting part of the gateway.
+pub(crate) fn role_filter(what: fossa_contract::names::Lasting) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{}", tags::ROLE))
+        .values(what.role())
+        .build()
+}
+
 /// Filter on the stack tag.
 pub fn stack_filter(stack: &StackName) -> Filter {
     Filter::builder()
@@ -146,6 +154,60 @@ where
 /// Whether EC2 said a resource does not exist (yet).
 fn not_yet(e: &AwsError) -> bool {
     e.code.as_deref().is_some_and(|c| c.ends_with(".NotFound"))
+}
+
+/// The instance the gateway's Auto Scaling group runs now (pending or in
+/// service), if any.
+pub(crate) async fn group_instance(
+    asg: &aws_sdk_autoscaling::Client,
+    group: &str,
+) -> Result<Option<String>> {
+    use aws_sdk_autoscaling::types::LifecycleState as L;
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .aws("autoscaling:DescribeAutoScalingGroups", group)?;
+    Ok(out
+        .auto_scaling_groups()
+        .iter()
+        .flat_map(|g| g.instances())
+        .filter(|i| {
+            matches!(
+                i.lifecycle_state(),
+                Some(L::InService | L::Pending | L::PendingWait | L::PendingProceed)
+            )
+        })
+        .find_map(|i| i.instance_id().map(str::to_owned)))
+}
+
+/// When the gateway's group last replaced its instance, from its scaling
+/// activities (newest first, as EC2 Auto Scaling lists them): a launch after
+/// the first is a replacement, and its cause says why.
+pub(crate) fn last_replacement(activities: &[aws_sdk_autoscaling::types::Activity]) -> String {
+    let launches: Vec<_> = activities
+        .iter()
+        .filter(|a| a.description().is_some_and(|d| d.starts_with("Launching")))
+        .collect();
+    match launches.as_slice() {
+        [] => "no scaling activity listed".into(),
+        [_] => "never replaced".into(),
+        [last, ..] => {
+            let at = last
+                .start_time()
+                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
+                .unwrap_or_default();
+            let status = last
+                .status_code()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            format!(
+                "last replaced {at} ({status}): {}",
+                last.description().unwrap_or_default()
+            )
+        }
+    }
 }
 
 pub(crate) fn missing(what: &str) -> Error {

@@ -11,6 +11,8 @@ use crate::Result;
 pub struct Clients {
     /// EC2.
     pub ec2: aws_sdk_ec2::Client,
+    /// EC2 Auto Scaling: the gateway's group of one.
+    pub autoscaling: aws_sdk_autoscaling::Client,
     /// IAM.
     pub iam: aws_sdk_iam::Client,
     /// S3 (path-style against an emulator).
@@ -56,6 +58,7 @@ impl Clients {
         let counter = CallCounter::default();
         Ok(Self {
             ec2: counted_client!(aws_sdk_ec2, &sdk, counter),
+            autoscaling: counted_client!(aws_sdk_autoscaling, &sdk, counter),
             iam: counted_client!(aws_sdk_iam, &sdk, counter),
             s3: s3_client(&sdk, &counter),
             ssm: counted_client!(aws_sdk_ssm, &sdk, counter),

@@ -30,6 +30,114 @@ fn r(kind: &'static str, id: impl Into<String>, detail: impl Into<String>) -> Re
     }
 }
 
+/// The gateway's Auto Scaling group (with its last replacement), launch
+/// template and lasting parts.
+async fn gateway_parts(c: &Clients, stack: &StackName) -> Result<Vec<Resource>> {
+    use fossa_contract::names::Lasting;
+    let mut out = Vec::new();
+    let group = stack.gateway_group();
+    let groups = c
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&group)
+        .send()
+        .await
+        .aws("autoscaling:DescribeAutoScalingGroups", &group)?;
+    if let Some(g) = groups.auto_scaling_groups().first() {
+        let activities = c
+            .autoscaling
+            .describe_scaling_activities()
+            .auto_scaling_group_name(&group)
+            .send()
+            .await
+            .aws("autoscaling:DescribeScalingActivities", &group)?;
+        let detail = format!(
+            "{} of {} instances; {}",
+            g.instances().len(),
+            g.desired_capacity().unwrap_or(0),
+            crate::aws::last_replacement(activities.activities())
+        );
+        out.push(r("autoscaling:group", group.clone(), detail));
+    }
+    let templates = c
+        .ec2
+        .describe_launch_templates()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .aws("ec2:DescribeLaunchTemplates", &group)?;
+    for t in templates.launch_templates() {
+        out.push(r(
+            "ec2:launch-template",
+            t.launch_template_name().unwrap_or_default(),
+            format!(
+                "default version {}",
+                t.default_version_number().unwrap_or(0)
+            ),
+        ));
+    }
+    let role = |w: Lasting| crate::aws::role_filter(w);
+    let enis = c
+        .ec2
+        .describe_network_interfaces()
+        .filters(stack_filter(stack))
+        .filters(role(Lasting::Interface))
+        .send()
+        .await
+        .aws("ec2:DescribeNetworkInterfaces", stack.prefix())?;
+    for e in enis.network_interfaces() {
+        let on = e
+            .attachment()
+            .and_then(|a| a.instance_id())
+            .unwrap_or("detached");
+        out.push(r(
+            "ec2:network-interface",
+            e.network_interface_id().unwrap_or_default(),
+            format!("{} on {on}", e.private_ip_address().unwrap_or_default()),
+        ));
+    }
+    let eips = c
+        .ec2
+        .describe_addresses()
+        .filters(stack_filter(stack))
+        .filters(role(Lasting::Address))
+        .send()
+        .await
+        .aws("ec2:DescribeAddresses", stack.prefix())?;
+    for a in eips.addresses() {
+        out.push(r(
+            "ec2:elastic-ip",
+            a.allocation_id().unwrap_or_default(),
+            format!(
+                "{} on {}",
+                a.public_ip().unwrap_or_default(),
+                a.instance_id().unwrap_or("nothing")
+            ),
+        ));
+    }
+    let vols = c
+        .ec2
+        .describe_volumes()
+        .filters(stack_filter(stack))
+        .filters(role(Lasting::Volume))
+        .send()
+        .await
+        .aws("ec2:DescribeVolumes", stack.prefix())?;
+    for v in vols.volumes() {
+        let on = v
+            .attachments()
+            .first()
+            .and_then(|a| a.instance_id())
+            .unwrap_or("detached");
+        out.push(r(
+            "ec2:volume",
+            v.volume_id().unwrap_or_default(),
+            format!("data {} GiB on {on}", v.size().unwrap_or(0)),
+        ));
+    }
+    Ok(out)
+}
+
 /// Every resource of `stack` that still exists.
 pub async fn inventory(c: &Clients, stack: &StackName, account: &str) -> Result<Vec<Resource>> {
     let mut out = Vec::new();
@@ -56,6 +164,7 @@ pub async fn inventory(c: &Clients, stack: &StackName, account: &str) -> Result<
             format!("{state} public {ip}"),
         ));
     }
+    out.extend(gateway_parts(c, stack).await?);
     let vpcs = ec2
         .describe_vpcs()
         .filters(f())
@@ -356,6 +465,14 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
                     a["version"].as_str().unwrap_or("?"),
                     a["sha256"].as_str().unwrap_or("?")
                 );
+                if let Some(r) = a["replaced"].as_object() {
+                    println!(
+                        "  replaced: {} took over from {} at {} (history, queue, keys and broker data came back on the data volume)",
+                        r["current"].as_str().unwrap_or("?"),
+                        r["previous"].as_str().unwrap_or("?"),
+                        r["at"].as_str().unwrap_or("?")
+                    );
+                }
             }
             for d in &duties {
                 println!(

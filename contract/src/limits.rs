@@ -77,12 +77,27 @@ pub const TASK_PROTECTION_RENEW_MINUTES: u32 = 15;
 
 /// Tasks one `UpdateTaskProtection` call takes.
 pub const TASK_PROTECTION_BATCH: usize = 10;
-/// The gateway's root volume (gp3, encrypted): the AMI's 8 GiB does not
-/// hold the worker images (the current and previous, about 1 GiB each), the
-/// build cache, the broker's image and data, and two agent binaries.
-pub const ROOT_VOLUME_GIB: i32 = 20;
+/// The gateway's root volume (gp3, encrypted): the system, its packages and
+/// two agent binaries, with room over the AMI's 8 GiB. Docker's data and the
+/// state are on the data volume ([`DATA_VOLUME_GIB`]).
+pub const ROOT_VOLUME_GIB: i32 = 12;
 /// Amazon Linux 2023's root device.
 pub const ROOT_DEVICE: &str = "/dev/xvda";
+/// The gateway's data volume, GiB: the state directory (the history,
+/// 100,000 tasks at most, and the queue) and Docker's data (the broker's
+/// messages, the worker image's layers and build cache).
+pub const DATA_VOLUME_GIB: i32 = 30;
+/// The device name the data volume is attached as (on Nitro instances the
+/// AMI's udev rules link it to the NVMe device).
+pub const DATA_DEVICE: &str = "/dev/xvdf";
+/// The device index of the lasting network interface.
+pub const LASTING_INTERFACE_INDEX: i32 = 1;
+/// How long a new gateway keeps trying to attach what the old one held
+/// (EC2 frees it as the old instance finishes terminating).
+pub const ATTACH_WAIT_SECS: u64 = 300;
+/// The Auto Scaling group's health check grace: seconds after a launch
+/// before EC2's status checks count against the new gateway.
+pub const GATEWAY_GRACE_SECS: i32 = 300;
 /// How long a call right after an EC2 create is retried while EC2 says what
 /// was made does not exist yet (its API is eventually consistent).
 pub const EC2_CONSISTENCY_SECS: u64 = 60;

@@ -70,6 +70,17 @@ impl StackName {
     pub fn gateway_instance(&self) -> String {
         format!("{}-gateway", self.prefix())
     }
+    /// The gateway's launch template and its Auto Scaling group of one
+    /// (which replaces a terminated or failed instance).
+    pub fn gateway_group(&self) -> String {
+        format!("{}-gateway", self.prefix())
+    }
+    /// `Name` tag of what outlives the gateway instance: its network
+    /// interface (the private routes' target and the broker's address), its
+    /// Elastic IP (the UI's address) and its data volume (the state directory).
+    pub fn gateway_lasting(&self, what: Lasting) -> String {
+        format!("{}-gateway-{}", self.prefix(), what.as_str())
+    }
     /// IAM role of the gateway instance.
     pub fn gateway_role(&self) -> String {
         format!("{}-gateway", self.prefix())
@@ -264,4 +275,40 @@ pub fn tls_fingerprint(der: &[u8]) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// What outlives the gateway instance, each attached by its replacement at
+/// boot (user-data), found by the tag `fossa:role` = [`Lasting::role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasting {
+    /// The network interface: the private routes' target, the broker's address.
+    Interface,
+    /// The Elastic IP: the UI's address and the workers' egress.
+    Address,
+    /// The data volume: the state directory (history, queue, broker data,
+    /// TLS key, session key).
+    Volume,
+}
+
+impl Lasting {
+    /// Every kind, in the order `launch` makes them.
+    pub const ALL: [Lasting; 3] = [Lasting::Interface, Lasting::Address, Lasting::Volume];
+
+    /// Short name, in `Name` tags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lasting::Interface => "eni",
+            Lasting::Address => "eip",
+            Lasting::Volume => "data",
+        }
+    }
+
+    /// The `fossa:role` tag's value.
+    pub fn role(self) -> &'static str {
+        match self {
+            Lasting::Interface => "gateway-interface",
+            Lasting::Address => "gateway-address",
+            Lasting::Volume => "gateway-data",
+        }
+    }
 }

@@ -6,8 +6,9 @@ a session token from `PUT /latest/api/token` (which must carry
 `X-aws-ec2-metadata-token-ttl-seconds`), required on every `GET`
 (401 without it); the role's name under
 `/latest/meta-data/iam/security-credentials/`, and its credentials as JSON
-below that. The keys come from the environment (FOSSA_IMDS_ROLE,
-FOSSA_IMDS_KEY_ID, FOSSA_IMDS_SECRET, FOSSA_IMDS_TOKEN), never argv.
+below that, and the instance's id at `/latest/meta-data/instance-id`. The
+keys come from the environment (FOSSA_IMDS_ROLE, FOSSA_IMDS_KEY_ID,
+FOSSA_IMDS_SECRET, FOSSA_IMDS_TOKEN, and FOSSA_IMDS_INSTANCE_ID), never argv.
 
 It prints its port once it listens, and logs each request's method and path
 to stderr.
@@ -31,6 +32,8 @@ CREDS = {
     "Token": os.environ["FOSSA_IMDS_TOKEN"],
     "Expiration": "2099-01-01T00:00:00Z",
 }
+# The instance's id, when the test names one (user-data's take-over asks).
+INSTANCE_ID = os.environ.get("FOSSA_IMDS_INSTANCE_ID")
 TOKENS = set()
 PREFIX = "/latest/meta-data/iam/security-credentials/"
 
@@ -60,6 +63,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(401)
         if self.path == PREFIX:
             return self.answer(200, ROLE.encode())
+        if self.path == "/latest/meta-data/instance-id" and INSTANCE_ID:
+            return self.answer(200, INSTANCE_ID.encode())
         if self.path == PREFIX + ROLE:
             return self.answer(200, json.dumps(CREDS, indent=2).encode(), "application/json")
         self.answer(404)

@@ -104,66 +104,131 @@ async fn launch_creates_the_stack_and_rerun_creates_nothing() {
     assert_ne!(cidrs[1].1, cidrs[2].1, "private subnets are in two AZs");
     assert_eq!(cidrs[0].2, Some(true), "public subnet maps public IPs");
 
-    let inst = ec2
-        .describe_instances()
-        .filters(tag_filter("t1"))
+    // The gateway: an Auto Scaling group of one running the launch
+    // template, which holds what every replacement boots with.
+    let asg = aws_sdk_autoscaling::Client::new(&sdk);
+    let groups = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("fossa-t1-gateway")
         .send()
         .await
         .unwrap();
-    let instances: Vec<_> = inst
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .collect();
-    assert_eq!(instances.len(), 1);
-    let i = instances[0];
+    let group = &groups.auto_scaling_groups()[0];
     assert_eq!(
-        i.metadata_options()
+        (group.min_size(), group.max_size(), group.desired_capacity()),
+        (Some(1), Some(1), Some(1)),
+        "a group of one"
+    );
+    assert_eq!(group.instances().len(), 1);
+    assert_eq!(group.health_check_type(), Some("EC2"));
+    let public_subnet = subnets
+        .subnets()
+        .iter()
+        .find(|s| s.cidr_block() == Some("192.168.1.0/24"))
+        .unwrap();
+    assert_eq!(
+        group.vpc_zone_identifier(),
+        public_subnet.subnet_id(),
+        "in the public subnet: the lasting parts' zone"
+    );
+    let versions = ec2
+        .describe_launch_template_versions()
+        .launch_template_name("fossa-t1-gateway")
+        .versions("$Default")
+        .send()
+        .await
+        .unwrap();
+    let t = versions.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap();
+    assert_eq!(
+        t.metadata_options()
             .and_then(|m| m.http_tokens())
             .map(|t| t.as_str()),
         Some("required")
     );
-    assert!(i.key_name().is_none(), "no key pair");
+    assert_eq!(
+        t.metadata_options()
+            .and_then(|m| m.http_put_response_hop_limit()),
+        Some(1)
+    );
+    assert!(t.key_name().is_none(), "no key pair");
     // The root volume holds the images: sized and encrypted, not the AMI's 8 GiB.
-    let root = i
+    let root = t
         .block_device_mappings()
         .iter()
         .find(|m| m.device_name() == Some(fossa_contract::limits::ROOT_DEVICE))
-        .and_then(|m| m.ebs()?.volume_id())
+        .and_then(|m| m.ebs())
         .expect("a root volume");
-    let vols = ec2
-        .describe_volumes()
-        .volume_ids(root)
-        .send()
-        .await
-        .unwrap();
-    let v = &vols.volumes()[0];
-    assert_eq!(v.size(), Some(fossa_contract::limits::ROOT_VOLUME_GIB));
-    assert_eq!(v.encrypted(), Some(true));
-    assert!(i
-        .iam_instance_profile()
-        .and_then(|p| p.arn())
-        .unwrap()
-        .ends_with("fossa-t1-gateway"));
-    let sdc = ec2
-        .describe_instance_attribute()
-        .instance_id(i.instance_id().unwrap())
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::SourceDestCheck)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sdc.source_dest_check().unwrap().value(), Some(false));
-    let ud = ec2
-        .describe_instance_attribute()
-        .instance_id(i.instance_id().unwrap())
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .unwrap();
-    let ud = aws_smithy_types_decode(ud.user_data().unwrap().value().unwrap());
+    assert_eq!(
+        root.volume_size(),
+        Some(fossa_contract::limits::ROOT_VOLUME_GIB)
+    );
+    assert_eq!(root.encrypted(), Some(true));
+    assert_eq!(
+        t.iam_instance_profile().and_then(|p| p.name()),
+        Some("fossa-t1-gateway")
+    );
+    let ud = aws_smithy_types_decode(t.user_data().unwrap());
     assert!(ud.len() < 16 * 1024);
     assert!(ud.contains("systemctl enable --now fossa-agent") && ud.contains("Type=notify"));
-    let eni = i.network_interfaces()[0].network_interface_id().unwrap();
+    // What outlives the instance: the interface (forwarding, so no
+    // source/dest check), the Elastic IP and the encrypted data volume in
+    // the public subnet's zone, each named in user-data's take-over.
+    let enis = ec2
+        .describe_network_interfaces()
+        .filters(tag_filter("t1"))
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:fossa:role")
+                .values("gateway-interface")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enis.network_interfaces().len(), 1);
+    let lasting = &enis.network_interfaces()[0];
+    assert_eq!(lasting.source_dest_check(), Some(false));
+    assert_eq!(lasting.subnet_id(), public_subnet.subnet_id());
+    let eni = lasting.network_interface_id().unwrap();
+    assert!(ud.contains(&format!("NetworkInterfaceId={eni}")));
+    assert!(
+        ud.contains(&format!(
+            "broker_address = \"{}\"",
+            lasting.private_ip_address().unwrap()
+        )),
+        "the broker is on the lasting interface's address"
+    );
+    let vols = ec2
+        .describe_volumes()
+        .filters(tag_filter("t1"))
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:fossa:role")
+                .values("gateway-data")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vols.volumes().len(), 1);
+    let data = &vols.volumes()[0];
+    assert_eq!(data.encrypted(), Some(true));
+    assert_eq!(data.size(), Some(fossa_contract::limits::DATA_VOLUME_GIB));
+    assert_eq!(data.availability_zone(), public_subnet.availability_zone());
+    assert!(ud.contains(&format!("VolumeId={}", data.volume_id().unwrap())));
+    let eips = ec2
+        .describe_addresses()
+        .filters(tag_filter("t1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(eips.addresses().len(), 1);
+    assert!(ud.contains(&format!(
+        "AllocationId={}",
+        eips.addresses()[0].allocation_id().unwrap()
+    )));
 
     // Private route table sends the default route to the gateway's ENI; public to the IGW.
     let rts = ec2

@@ -1,16 +1,18 @@
-//! `destroy`'s gateway instance, terminated and waited for.
+//! `destroy`'s gateway: its Auto Scaling group (so nothing starts another),
+//! its launch template, and the instance, terminated and waited for.
 
 use std::time::{Duration, Instant};
 
 use fossa_contract::aws::AwsResultExt;
 
-use super::Destroyer;
+use super::{absent_ok, Destroyer};
 use crate::aws::{live_instance_filter, stack_filter};
 use crate::progress::Outcome;
 use crate::{Error, Result};
 
 impl Destroyer<'_> {
     pub(super) async fn instances(&mut self) -> Result<()> {
+        self.group().await?;
         let ec2 = &self.c.ec2;
         let live = live_instance_filter;
         let found = ec2
@@ -58,6 +60,48 @@ impl Destroyer<'_> {
         }
         self.p
             .done(Outcome::Deleted, "gateway instance", &ids.join(","));
+        Ok(())
+    }
+
+    /// The group goes first, with its instance (ForceDelete): otherwise it
+    /// would replace the instance terminated below.
+    async fn group(&mut self) -> Result<()> {
+        let name = self.stack.gateway_group();
+        let found = self
+            .c
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&name)
+            .send()
+            .await
+            .aws("autoscaling:DescribeAutoScalingGroups", &name)?;
+        if !found.auto_scaling_groups().is_empty() {
+            self.c
+                .autoscaling
+                .delete_auto_scaling_group()
+                .auto_scaling_group_name(&name)
+                .force_delete(true)
+                .send()
+                .await
+                .aws("autoscaling:DeleteAutoScalingGroup", &name)?;
+            self.p.done(Outcome::Deleted, "Auto Scaling group", &name);
+        }
+        let gone = absent_ok(
+            self.c
+                .ec2
+                .delete_launch_template()
+                .launch_template_name(&name)
+                .send()
+                .await
+                .aws("ec2:DeleteLaunchTemplate", &name),
+            &[
+                "InvalidLaunchTemplateName.NotFoundException",
+                "InvalidLaunchTemplateId.NotFound",
+            ],
+        )?;
+        if gone.is_some() {
+            self.p.done(Outcome::Deleted, "launch template", &name);
+        }
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 mod agent_made;
 mod iam;
 mod instance;
+mod lasting;
 mod network;
 mod parameters;
 mod storage;
@@ -97,6 +98,7 @@ pub async fn run(args: &DestroyArgs) -> Result<()> {
         d.p.working("giving a running agent time to stand down");
         tokio::time::sleep(grace - marked.elapsed()).await;
     }
+    d.lasting().await?;
     d.ecs().await?;
     d.ecr_and_logs().await?;
     d.network().await?;

@@ -13,6 +13,7 @@
 mod first_boot;
 mod iam;
 mod instance;
+mod lasting;
 mod network;
 mod parameters;
 mod quota;
@@ -453,19 +454,35 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
     let name = stack.ssm_parameter(ssm::METRICS_TOKEN);
     l.p.done(o, "SSM SecureString", &name);
 
-    let (instance_id, eni, mut public_ip) = l
-        .instance(args, &inputs, &public.id, &gw_sg, &agent_sha, &bucket)
-        .await?;
+    let lasting = l.lasting(&public, &gw_sg).await?;
     let private_ids: Vec<&str> = private.iter().map(|s| s.id.as_str()).collect();
-    l.route_table(&vpc, "private", Target::Eni(&eni), &private_ids)
+    l.route_table(
+        &vpc,
+        "private",
+        Target::Eni(&lasting.interface),
+        &private_ids,
+    )
+    .await?;
+    let instance_id = l
+        .instance(
+            args,
+            &inputs,
+            &public.id,
+            &gw_sg,
+            instance::Boot {
+                agent_sha: &agent_sha,
+                bucket: &bucket,
+                lasting: &lasting,
+            },
+        )
         .await?;
+    let public_ip = Some(lasting.public_ip.clone());
 
     if !args.no_wait {
-        public_ip = wait_for_agent(
+        wait_for_agent(
             &mut l,
             &instance_id,
-            public_ip,
-            args.ui_address.as_deref(),
+            args.ui_address.as_deref().unwrap_or(&lasting.public_ip),
             &agent_sha,
             Duration::from_secs(args.wait_timeout),
         )
@@ -487,11 +504,10 @@ pub async fn launch(args: &LaunchArgs) -> Result<Launched> {
 async fn wait_for_agent(
     l: &mut Launcher<'_>,
     instance: &str,
-    mut ip: Option<String>,
-    ui_address: Option<&str>,
+    addr: &str,
     agent_sha: &str,
     follow_for: Duration,
-) -> Result<Option<String>> {
+) -> Result<()> {
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(5))
@@ -499,21 +515,14 @@ async fn wait_for_agent(
         .map_err(|e| Error::Unexpected(e.to_string()))?;
     let deadline = std::time::Instant::now() + follow_for;
     let took = || format!("{} s", follow_for.as_secs());
-    let addr = loop {
-        if ip.is_none() {
-            ip = l.public_ip(instance).await?;
-        }
-        if let Some(addr) = ui_address.map(str::to_owned).or_else(|| ip.clone()) {
-            l.p.working(&format!(
-                "waiting for the agent at https://{addr}/healthz (first boot takes a few minutes)"
-            ));
-            if let Ok(r) = http.get(format!("https://{addr}/healthz")).send().await {
-                if r.status().is_success() {
-                    break addr;
-                }
+    loop {
+        l.p.working(&format!(
+            "waiting for the agent at https://{addr}/healthz (first boot takes a few minutes)"
+        ));
+        if let Ok(r) = http.get(format!("https://{addr}/healthz")).send().await {
+            if r.status().is_success() {
+                break;
             }
-        } else {
-            l.p.working("waiting for the instance's public IP");
         }
         if std::time::Instant::now() > deadline {
             return Err(Error::Unexpected(format!(
@@ -522,11 +531,11 @@ async fn wait_for_agent(
             )));
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-    };
+    }
     l.p.done(Outcome::Ready, "agent", &format!("https://{addr}/healthz"));
-    let fingerprint = follow(l, &addr, deadline, agent_sha, &took()).await?;
+    let fingerprint = follow(l, addr, deadline, agent_sha, &took()).await?;
     l.p.note(&format!("TLS certificate SHA-256 fingerprint: {fingerprint} (your browser will show this self-signed certificate)"));
-    Ok(ip)
+    Ok(())
 }
 
 /// Follows the agent's duties and workers until all are done, printing each

@@ -236,6 +236,19 @@ impl Scope<'_> {
                 {"Sid": "ReadWorkerLogs", "Effect": "Allow", "Action": [
                     "logs:GetLogEvents", "logs:FilterLogEvents"
                 ], "Resource": [self.log_group_arn(), format!("{}:log-stream:*", self.log_group_arn())]},
+                // User-data's take-over at boot (`fossa:attach`): a
+                // replacement instance attaches what its predecessor held.
+                // Only the stack's tagged instance, interface, volume and
+                // address.
+                {"Sid": "TakeOverLastingParts", "Effect": "Allow", "Action": [
+                    "ec2:AttachNetworkInterface", "ec2:AttachVolume", "ec2:AssociateAddress",
+                    "ec2:ModifyInstanceAttribute"
+                ], "Resource": [
+                    self.arn("ec2", "instance/*"), self.arn("ec2", "network-interface/*"),
+                    self.arn("ec2", "volume/*"), self.arn("ec2", "elastic-ip/*")
+                ], "Condition": {"StringEquals": {
+                    format!("aws:ResourceTag/{}", fossa_contract::tags::STACK): s.as_str()
+                }}},
                 {"Sid": "SessionManager", "Effect": "Allow", "Action": [
                     "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
                     "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
