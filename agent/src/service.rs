@@ -109,7 +109,19 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         PollSettings::default(),
         history,
     );
-    fleet.set_agent(crate::fleet::this_agent());
+    let mut this = crate::fleet::this_agent();
+    this.replaced = crate::host::boots::read(&state_dir);
+    if let Some(r) = &this.replaced {
+        events.push(
+            "gateway",
+            false,
+            format!(
+                "this gateway ({}) replaced {} at {}: it came back with the data volume's history, queue, keys and broker data",
+                r.current, r.previous, r.at
+            ),
+        );
+    }
+    fleet.set_agent(this);
     fleet.follow_lease(lease.subscribe());
     // The UI failing to start (port taken, no password yet) must not take NAT down with it.
     let secrets = (password_rx, token_rx);

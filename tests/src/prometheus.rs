@@ -197,6 +197,7 @@ mod tests {
             agent: Some(AgentInfo {
                 version: "0.1.0\nx".into(),
                 sha256: "ab".into(),
+                replaced: None,
             }),
             ..Default::default()
         }

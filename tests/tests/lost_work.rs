@@ -248,3 +248,95 @@ async fn a_quarter_of_the_workers_killed_mid_subtask_loses_nothing() {
     }
     eprintln!("FIGURE subtasks lost 0, duplicated 0, parents complete 2 of 2");
 }
+
+/// The broker killed with -9 mid-run (#25): the parent's reply queue goes
+/// with it (exclusive), so its run can never finish; the agent restarts the
+/// broker, and the parent, cut off, is submitted again and completes, every
+/// output written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_killed_mid_run_loses_no_task() {
+    let parts = 12;
+    let out = TempDir::new("broker-loss");
+    let m = models(&out, parts);
+    let dir = m.0.display().to_string();
+    let agent = LocalAgent::start(3, &["--models", &dir]);
+    let v = submit(&agent, &json!({"model_class": "SpreadEtl"})).await;
+    let parent = v["task_id"].as_str().unwrap().to_owned();
+    eventually("subtasks running", Duration::from_secs(60), async || {
+        let ws = workers(&agent).await;
+        let running = ws
+            .iter()
+            .flat_map(|w| {
+                w["node"]["running_tasks"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|t| t["task_id"].as_str().is_some_and(|i| i.contains("::")))
+            .count();
+        if running >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{running} subtasks running"))
+        }
+    })
+    .await;
+    let (_, o) = api(&agent, "GET", "/api/v1/overview", None).await;
+    let detail = o["broker"]["detail"].as_str().unwrap().to_owned();
+    let port: u16 = detail
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the broker line names its address: {detail}"));
+    let beam = listening_pid(port).expect("RabbitMQ listens");
+    let killed = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-9", &beam.to_string()])
+        .status()
+        .unwrap();
+    // The parent ends: cut off, then its next attempt completes.
+    let done = eventually(
+        "the parent's last attempt complete",
+        Duration::from_secs(240),
+        async || {
+            let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{parent}"), None).await;
+            let last = d["attempts"]
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(|a| a["task_id"].as_str())
+                .unwrap_or(&parent)
+                .to_owned();
+            let (_, l) = api(&agent, "GET", &format!("/api/v1/tasks/{last}"), None).await;
+            match l["task"]["status"].as_str() {
+                Some("complete") if last != parent => Ok(l["task"].clone()),
+                _ => Err(format!(
+                    "parent: {}\nattempts: {}\nlast: {}\n{}",
+                    d["task"],
+                    d["attempts"],
+                    l["task"],
+                    agent.log()
+                )),
+            }
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    let outputs = std::fs::read_dir(&out.0)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("out-"))
+        })
+        .count();
+    assert_eq!(outputs, parts as usize, "every output exists: {done}");
+    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+    assert!(
+        ev.to_string().contains("cut off from the broker"),
+        "the event says why: {ev}"
+    );
+    eprintln!(
+        "FIGURE broker killed mid-run: the parent's next attempt complete {:.1} s later",
+        took.as_secs_f64()
+    );
+}

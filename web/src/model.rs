@@ -237,6 +237,21 @@ pub struct AgentInfo {
     pub version: String,
     /// SHA-256 of the running binary (hex), as `launch` records it in SSM.
     pub sha256: String,
+    /// When this gateway replaced another on the same data volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Replacement>,
+}
+
+/// The gateway's instance was replaced: a new instance mounted the data
+/// volume the previous one used (its history, queue and keys came back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// The instance before.
+    pub previous: String,
+    /// This instance.
+    pub current: String,
+    /// When this one mounted the volume (UTC, RFC 3339).
+    pub at: String,
 }
 
 /// Everything the UI shows, replaced atomically by the poller.

@@ -62,6 +62,7 @@ pub fn this_agent() -> AgentInfo {
     AgentInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         sha256: sha256.clone(),
+        replaced: None,
     }
 }
 
@@ -283,24 +284,30 @@ impl FleetModel {
         }
         let retries = self.history.limits().parent_retries;
         let mut later = Vec::new();
-        for (worker, task) in lost {
+        for lost in lost {
+            let task = lost.task.clone();
+            let how = if lost.cut_off {
+                "was cut off from the broker (restarted, or the gateway replaced)"
+            } else {
+                "was lost with its worker"
+            };
             let r = self
                 .history
-                .submit_again(task.clone(), worker.clone(), retries)
+                .submit_again(task.clone(), lost.worker.clone(), retries)
                 .await;
             match r {
                 Ok(Again::Queued { queue_id, attempt, of }) => self.events.push(
                     "queue",
                     false,
-                    format!("task {task} was lost with its worker: submitted again as queued task {queue_id} (attempt {attempt} of {of})"),
+                    format!("task {task} {how}: submitted again as queued task {queue_id} (attempt {attempt} of {of})"),
                 ),
                 Ok(Again::Exhausted { of }) => self.events.push(
                     "queue",
                     true,
-                    format!("task {task} was lost with its worker and is not submitted again ({of} attempt(s) made; [history] parent_retries)"),
+                    format!("task {task} {how} and is not submitted again ({of} attempt(s) made; [history] parent_retries)"),
                 ),
                 Ok(Again::NotOurs) => {}
-                Ok(Again::NotYet) => later.push((worker, task)),
+                Ok(Again::NotYet) => later.push(lost),
                 Err(e) => self.events.failed("history", format!("cannot submit lost task {task} again"), &e),
             }
         }

@@ -41,7 +41,7 @@ pub struct Observer {
     tally: Mutex<Tally>,
     /// Tasks (not subtasks) recorded lost, `(worker, task)`, for the
     /// fleet to submit again ([`Observer::lost_tasks`]).
-    lost_tasks: Mutex<Vec<Key>>,
+    lost_tasks: Mutex<Vec<LostTask>>,
     /// Whether this agent acts for the stack: one that waits records what
     /// it sees but decides no rescue and submits nothing again.
     acting: std::sync::atomic::AtomicBool,
@@ -129,14 +129,18 @@ impl Observer {
             plans.push(plan);
         }
         let counted = count(&seen, &batch, &plans);
-        let lost_tasks: Vec<Key> = batch
+        let lost_tasks: Vec<LostTask> = batch
             .iter()
             .filter(|o| {
                 acting
                     && o.task.status == TaskStatus::Lost
                     && Kind::of(&o.task.task_id) == Kind::Task
             })
-            .map(|o| (o.worker_id.clone(), o.task.task_id.clone()))
+            .map(|o| LostTask {
+                worker: o.worker_id.clone(),
+                task: o.task.task_id.clone(),
+                cut_off: cut_off_reason(&o.task),
+            })
             .collect();
         if self.history.record(batch) {
             self.lost_tasks.lock().expect("lock").extend(lost_tasks);
@@ -161,12 +165,12 @@ impl Observer {
     }
 
     /// The tasks recorded lost since the last call, `(worker, task)`.
-    pub fn lost_tasks(&self) -> Vec<(String, String)> {
+    pub fn lost_tasks(&self) -> Vec<LostTask> {
         std::mem::take(&mut *self.lost_tasks.lock().expect("lock"))
     }
 
     /// Lost tasks to hand out again at the next [`Observer::lost_tasks`].
-    pub fn lost_later(&self, tasks: Vec<(String, String)>) {
+    pub fn lost_later(&self, tasks: Vec<LostTask>) {
         self.lost_tasks.lock().expect("lock").extend(tasks);
     }
 
@@ -244,8 +248,16 @@ fn changes(
             let since = match seen.get(&key) {
                 Some((st, since)) if *st == t.status => *since,
                 _ => {
+                    // A task cut off from the broker can never have
+                    // finished its work: lost, so it is submitted again.
+                    let task = match cut_off_from_broker(t) {
+                        Some(why) => {
+                            lost_task(&t.task_id, &format!("{CUT_OFF} while it ran ({why})"))
+                        }
+                        None => t.clone(),
+                    };
                     batch.push(Observed {
-                        task: t.clone(),
+                        task,
                         worker_id: w.id.clone(),
                     });
                     now
@@ -293,6 +305,48 @@ fn changes(
         });
     }
     (batch, next, still)
+}
+
+/// A task this gateway may submit again: lost with its worker, or cut off
+/// from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostTask {
+    /// The worker it ran on.
+    pub worker: String,
+    /// Its task id.
+    pub task: String,
+    /// True when its node lost the broker (it was not lost with the node).
+    pub cut_off: bool,
+}
+
+/// Whether a lost row says the broker cut its task off.
+fn cut_off_reason(t: &FossaTask) -> bool {
+    t.results
+        .as_ref()
+        .and_then(|r| r.pointer("/payload/reason"))
+        .and_then(|r| r.as_str())
+        .is_some_and(|r| r.starts_with(CUT_OFF))
+}
+
+/// How a cut-off task's lost row begins.
+const CUT_OFF: &str = "cut off from the broker";
+
+/// Why a task failed because its node lost the broker, if it did: a
+/// partitioned parent's reply queue is exclusive and goes with the
+/// connection (the broker restarted, or the gateway was replaced), so
+/// Fossa ends the run with pika's error. Only tasks, not subtasks: a
+/// subtask's parent is cut off too, and runs it again.
+fn cut_off_from_broker(t: &FossaTask) -> Option<String> {
+    if t.status != TaskStatus::Failed || Kind::of(&t.task_id) != Kind::Task {
+        return None;
+    }
+    let payload = t.results.as_ref()?.get("payload")?;
+    let class = payload.get("exception_class_name")?.as_str()?;
+    let pika = class
+        .trim_start_matches("<class '")
+        .trim_end_matches("'>")
+        .strip_prefix("pika.exceptions.")?;
+    Some(pika.to_owned())
 }
 
 /// The history row of a task that stopped being reported before it finished.
@@ -371,6 +425,35 @@ mod tests {
         // Seen complete at once (it ran between two polls): started and finished.
         let (batch, _, _) = changes(&HashMap::new(), &HashMap::new(), &s, 103);
         assert_eq!(count(&HashMap::new(), &batch, &[]).len(), 2);
+    }
+
+    #[test]
+    fn a_task_cut_off_from_the_broker_is_lost_and_other_failures_are_not() {
+        let failed = |id: &str, class: &str| FossaTask {
+            results: Some(json!({"type": "TaskFailed", "payload": {
+                "exception_class_name": class, "traceback": ["x"]}})),
+            ..task(id, TaskStatus::Failed)
+        };
+        let cut = failed("abc", "<class 'pika.exceptions.StreamLostError'>");
+        assert_eq!(
+            cut_off_from_broker(&cut).as_deref(),
+            Some("StreamLostError")
+        );
+        let mut w = answering("w1", vec![]);
+        if let Some(n) = w.node.as_mut() {
+            n.recent_completed_tasks = vec![cut.clone()];
+        }
+        let (batch, _, _) = changes(&HashMap::new(), &HashMap::new(), &snap(vec![w]), 10);
+        assert_eq!(batch[0].task.status, TaskStatus::Lost);
+        assert!(format!("{:?}", batch[0].task.results).contains("cut off from the broker"));
+        // A model's own error, and a subtask cut off, stay as they are.
+        assert!(cut_off_from_broker(&failed("abc", "<class 'ValueError'>")).is_none());
+        assert!(cut_off_from_broker(&failed(
+            "p:1::amq.gen-x",
+            "<class 'pika.exceptions.StreamLostError'>"
+        ))
+        .is_none());
+        assert!(cut_off_from_broker(&task("abc", TaskStatus::Complete)).is_none());
     }
 
     #[test]

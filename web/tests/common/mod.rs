@@ -200,6 +200,7 @@ pub fn snapshot() -> FleetSnapshot {
         agent: Some(AgentInfo {
             version: "9.9.9".into(),
             sha256: "ab".repeat(32),
+            replaced: None,
         }),
         broker_waiting: Some(2),
         nat: None,
