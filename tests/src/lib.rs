@@ -192,3 +192,14 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// The task id of the last attempt a task's JSON (`GET /api/v1/tasks/<id>`)
+/// lists, or `first` when the gateway never sent it again.
+pub fn last_attempt(detail: &serde_json::Value, first: &str) -> String {
+    detail["attempts"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|a| a["task_id"].as_str())
+        .unwrap_or(first)
+        .to_owned()
+}

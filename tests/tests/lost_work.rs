@@ -64,6 +64,17 @@ class SpreadEtl(ayeaye.PartitionedModel):
     dir
 }
 
+/// How many subtask outputs `out` holds.
+fn outputs(out: &TempDir) -> usize {
+    std::fs::read_dir(&out.0)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("out-"))
+        })
+        .count()
+}
+
 /// What one run came to.
 struct Run {
     makespan: Duration,
@@ -151,13 +162,7 @@ async fn run(agent: &LocalAgent, out: &TempDir, parts: u32, kills: usize) -> Run
     {
         *completions.entry(l.trim().parse().unwrap()).or_insert(0) += 1;
     }
-    let outputs = std::fs::read_dir(&out.0)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("out-"))
-        })
-        .count();
+    let outputs = outputs(out);
     let duplicated = std::fs::read_to_string(out.0.join("dups"))
         .unwrap_or_default()
         .lines()
@@ -301,12 +306,7 @@ async fn the_broker_killed_mid_run_loses_no_task() {
         Duration::from_secs(240),
         async || {
             let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{parent}"), None).await;
-            let last = d["attempts"]
-                .as_array()
-                .and_then(|a| a.last())
-                .and_then(|a| a["task_id"].as_str())
-                .unwrap_or(&parent)
-                .to_owned();
+            let last = fossa_tests::last_attempt(&d, &parent);
             let (_, l) = api(&agent, "GET", &format!("/api/v1/tasks/{last}"), None).await;
             match l["task"]["status"].as_str() {
                 Some("complete") if last != parent => Ok(l["task"].clone()),
@@ -322,13 +322,7 @@ async fn the_broker_killed_mid_run_loses_no_task() {
     )
     .await;
     let took = killed.elapsed();
-    let outputs = std::fs::read_dir(&out.0)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("out-"))
-        })
-        .count();
+    let outputs = outputs(&out);
     assert_eq!(outputs, parts as usize, "every output exists: {done}");
     let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
     assert!(

@@ -298,7 +298,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    let agent = stack.agent(&config, "agent.log", &[]);
+    let mut agent = stack.agent(&config, "agent.log", &[]);
     let pw = ui_password(&stack).await;
 
     // 2. Image, then service, then 2 emulated tasks that the UI lists as answering.
@@ -531,6 +531,8 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     );
     let page = submit_spread(&b, &ui).await;
     assert!(page.contains("v1"), "{page}");
+
+    agent = gateway_lost_mid_run(&stack, &gateway, &pw, &config, agent).await;
 
     // 6. A model change and a re-run of launch: one new image, one new
     //    revision, the tasks roll, and the new code is what runs.
@@ -1277,7 +1279,15 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
 /// Submits `model` through the API to a fleet at zero: it is queued in the
 /// gateway; returns its queue id.
 async fn submit_at_zero(stack: &Stack, pw: &str, model: &str) -> i64 {
-    let sent: serde_json::Value = fossa_tests::agent_client()
+    let sent = post_task(stack, pw, model).await;
+    sent["queued"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{model} queued at zero: {sent}"))
+}
+
+/// `POST /api/v1/tasks` of `model`; what the agent answered.
+async fn post_task(stack: &Stack, pw: &str, model: &str) -> serde_json::Value {
+    fossa_tests::agent_client()
         .post(format!("https://127.0.0.1:{}/api/v1/tasks", stack.ui_port))
         .basic_auth("fossa", Some(pw))
         .json(&serde_json::json!({ "model_class": model }))
@@ -1286,10 +1296,7 @@ async fn submit_at_zero(stack: &Stack, pw: &str, model: &str) -> i64 {
         .unwrap()
         .json()
         .await
-        .unwrap();
-    sent["queued"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{model} queued at zero: {sent}"))
+        .unwrap()
 }
 
 /// SDK settings for the emulator's endpoint (tasks are answered there, not by moto).
@@ -1300,4 +1307,138 @@ async fn emulated_sdk(stack: &Stack) -> aws_config::SdkConfig {
         .into_builder()
         .endpoint_url(&stack.endpoint)
         .build()
+}
+
+/// The gateway lost mid-run (#26): its instance goes with the agent (and
+/// the UI's process), the broker and the NAT rules, while a partitioned
+/// task runs; the workers, Fargate tasks, run on. A new gateway from the
+/// same launch configuration starts on the same data volume (the state
+/// directory, and Docker's data with the broker's) and the same lasting
+/// address: NAT, the UI and the workers come back, the history is there,
+/// and the task cut off from the broker is submitted again and completes.
+async fn gateway_lost_mid_run(
+    stack: &Stack,
+    gateway: &fossa_tests::fargate::Gateway,
+    pw: &str,
+    config: &std::path::Path,
+    mut agent: fossa_tests::stack::Agent,
+) -> fossa_tests::stack::Agent {
+    let rows = |h: &serde_json::Value| {
+        h["tasks"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|r| r["task_id"].as_str().map(str::to_owned))
+                    .collect::<std::collections::BTreeSet<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let before = rows(&get_api(stack, pw, "/api/v1/tasks?limit=1000").await);
+    assert!(!before.is_empty(), "the history has the runs so far");
+    let sent = post_task(stack, pw, "SpreadEtl").await;
+    let parent = sent["task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("SpreadEtl sent: {sent}"))
+        .to_owned();
+    eventually(
+        "its subtasks running",
+        Duration::from_secs(60),
+        async || {
+            let d = get_api(stack, pw, &format!("/api/v1/tasks/{parent}")).await;
+            let subtasks = d["groups"].as_array().is_some_and(|g| !g.is_empty());
+            holds(subtasks && d["task"]["status"] == "running", || {
+                format!("{d}")
+            })
+        },
+    )
+    .await;
+
+    // The instance goes: every process of the agent, the broker, the rules.
+    Run::of(std::process::Command::new("pkill").args(["-9", "-P", &agent.pid().to_string()]));
+    agent.kill9();
+    Run::of(
+        stack
+            .docker
+            .cli()
+            .args(["kill", "-s", "KILL", "fossa-broker"]),
+    )
+    .ok();
+    for (table, chain) in [("nat", "FOSSA-POSTROUTING"), ("filter", "FOSSA-FORWARD")] {
+        gateway.gw.iptables(&["-t", table, "-F", chain]);
+    }
+    let lost = Instant::now();
+    let probe = task_probe(stack, &task_containers(stack)[0]);
+    assert!(probe.is_err(), "no gateway, no way out: {probe:?}");
+
+    // user-data on the new instance: it took the data volume over.
+    let state = stack.dir.0.join("state");
+    std::fs::write(
+        state.join("instances"),
+        "i-0aaaaaaaaaaaaaaa1 2026-12-06T01:00:00Z\ni-0bbbbbbbbbbbbbbb2 2026-12-06T02:00:00Z\n",
+    )
+    .unwrap();
+    let agent = stack.agent(config, "agent-replaced.log", &[]);
+    let container = task_containers(stack)[0].clone();
+    eventually("NAT back", Duration::from_secs(120), async || {
+        let probe = task_probe(stack, &container);
+        holds(probe == Ok(GATEWAY_OUTER.to_owned()), || {
+            format!("{probe:?}\n{}", agent.log())
+        })
+    })
+    .await;
+    let nat_back = lost.elapsed();
+    let (_, _) = wait_overview(stack, pw, Duration::from_secs(120), "the UI back", |o| {
+        !o.is_null()
+    })
+    .await;
+    let ui_back = lost.elapsed();
+    let (o, _) = wait_answering(
+        stack,
+        pw,
+        3,
+        Duration::from_secs(180),
+        "the workers back",
+        |o| o["broker"]["ok"] == true,
+    )
+    .await;
+    let workers_back = lost.elapsed();
+    assert_eq!(
+        o["agent"]["replaced"]["previous"], "i-0aaaaaaaaaaaaaaa1",
+        "the overview says the gateway was replaced: {}",
+        o["agent"]
+    );
+    // The task cut off from the broker: submitted again, and that completes.
+    eventually(
+        "the cut-off task's next attempt complete",
+        Duration::from_secs(240),
+        async || {
+            let d = get_api(stack, pw, &format!("/api/v1/tasks/{parent}")).await;
+            let last = fossa_tests::last_attempt(&d, &parent);
+            let l = get_api(stack, pw, &format!("/api/v1/tasks/{last}")).await;
+            holds(last != parent && l["task"]["status"] == "complete", || {
+                format!(
+                    "first: {}\nattempts: {}\nlast: {}\n{}",
+                    d["task"],
+                    d["attempts"],
+                    l["task"],
+                    agent.log()
+                )
+            })
+        },
+    )
+    .await;
+    let all_done = lost.elapsed();
+    let after = rows(&get_api(stack, pw, "/api/v1/tasks?limit=1000").await);
+    let missing: Vec<_> = before.difference(&after).collect();
+    assert!(
+        missing.is_empty(),
+        "the history came back whole: missing {missing:?}"
+    );
+    let ev = get_api(stack, pw, "/api/v1/events").await.to_string();
+    assert!(ev.contains("replaced i-0aaaaaaaaaaaaaaa1"), "{ev}");
+    assert!(ev.contains("cut off from the broker"), "{ev}");
+    eprintln!(
+        "FIGURE gateway lost mid-run -> NAT back {nat_back:?}, UI back {ui_back:?}, 3 workers answering {workers_back:?}, the cut-off task complete {all_done:?}, tasks lost 0"
+    );
+    agent
 }

@@ -76,7 +76,7 @@ pub enum ImageError {
         problem: String,
     },
     /// The disk the image would be built on is nearly full.
-    #[error("the gateway's disk holding {path} is {percent} % full; image builds are refused from {limit} %: free space (docker image prune, old logs) or give the instance a larger root volume")]
+    #[error("the gateway's disk holding {path} is {percent} % full; image builds are refused from {limit} %: free space (docker image prune, old logs) or give the gateway a larger data volume")]
     DiskFull {
         /// Docker's data directory.
         path: String,

@@ -142,6 +142,14 @@ mod tests {
         assert_eq!(plan_for(&fake).egress, "eth0");
         assert_eq!(default_interface("Iface\tDestination\n"), None);
         assert!(matches!(plan(&fake, &[], None), Err(NatError::NoCidrs)));
+        // With the lasting interface attached (AL2023 gives it a default
+        // route too, of a higher metric), the egress stays the primary,
+        // which holds the Elastic IP, whichever the kernel lists first.
+        let two = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                   ens6\t00000000\t0101A8C0\t0003\t0\t0\t513\t00000000\n\
+                   ens5\t00000000\t0101A8C0\t0003\t0\t0\t512\t00000000\n\
+                   ens5\t0001A8C0\t00000000\t0001\t0\t0\t512\t00FFFFFF\n";
+        assert_eq!(default_interface(two).as_deref(), Some("ens5"));
     }
 
     #[test]

@@ -275,12 +275,22 @@ impl NatPlan {
     }
 }
 
-/// The interface of the default route, from `/proc/net/route`.
+/// The interface of the default route the kernel uses, from
+/// `/proc/net/route`: the one with the lowest metric. A gateway with its
+/// lasting interface attached has two (AL2023 gives the second interface a
+/// default route of a higher metric); the egress must be the primary one,
+/// which holds the Elastic IP.
 pub fn default_interface(route_table: &str) -> Option<String> {
-    route_table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_owned())
-    })
+    route_table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000")
+                .then(|| (f[6].parse::<u32>().unwrap_or(u32::MAX), f[0].to_owned()))
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, name)| name)
 }
 
 /// Builds the plan, finding the egress interface unless given.
