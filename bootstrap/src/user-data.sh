@@ -97,8 +97,9 @@ attach_lasting() {
   instance_id=$me
 }
 # The volume appears as @DATA_DEVICE@, or on Nitro as its NVMe id. It gets a
-# file system (XFS, as the AMI's root) only when it has none (blkid -p says
+# file system (XFS, as the AMI's root; ext4 where there is no mkfs.xfs) only when it has none (blkid -p says
 # 2: nothing there).
+fstab=/etc/fstab
 mount_data() {
   local dev="" i d rc
   for i in $(seq 120); do
@@ -111,23 +112,23 @@ mount_data() {
     echo "fossa: the data volume @VOLUME_ID@ is attached but no device appeared" >&2
     return 1
   fi
-  blkid -p "$dev" >/dev/null 2>&1 | true
-  rc=${PIPESTATUS[0]}
+  rc=0
+  blkid -p "$dev" >/dev/null 2>&1 || rc=$?
   if [ "$rc" -eq 2 ]; then
     echo "fossa: a new data volume: making its file system"
-    mkfs.xfs -q -L fossa-data "$dev"
+    if command -v mkfs.xfs >/dev/null 2>&1; then mkfs.xfs -q -L fossa-data "$dev"; else mkfs.ext4 -q -L fossa-data "$dev"; fi
   elif [ "$rc" -ne 0 ]; then
     echo "fossa: cannot read the data volume $dev (blkid $rc); not formatting it" >&2
     return 1
   fi
   install -d -m 0700 @STATE_DIR@
-  grep -q ' @STATE_DIR@ ' /etc/fstab || echo "LABEL=fossa-data @STATE_DIR@ xfs defaults,nofail 0 2" >> /etc/fstab
-  mountpoint -q @STATE_DIR@ || mount @STATE_DIR@
+  grep -q ' @STATE_DIR@ ' "$fstab" || echo "LABEL=fossa-data @STATE_DIR@ auto defaults,nofail 0 2" >> "$fstab"
+  mountpoint -q @STATE_DIR@ || mount -T "$fstab" @STATE_DIR@
   chmod 0700 @STATE_DIR@
   # Docker's data too: the broker's volume and the image layers come back.
   install -d -m 0710 @STATE_DIR@/docker /var/lib/docker
-  grep -q ' /var/lib/docker ' /etc/fstab || echo "@STATE_DIR@/docker /var/lib/docker none bind,nofail,x-systemd.requires-mounts-for=@STATE_DIR@ 0 0" >> /etc/fstab
-  mountpoint -q /var/lib/docker || mount /var/lib/docker
+  grep -q ' /var/lib/docker ' "$fstab" || echo "@STATE_DIR@/docker /var/lib/docker none bind,nofail,x-systemd.requires-mounts-for=@STATE_DIR@ 0 0" >> "$fstab"
+  mountpoint -q /var/lib/docker || mount -T "$fstab" /var/lib/docker
   # The agent says when the gateway was replaced, and what came back.
   echo "$instance_id $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> @STATE_DIR@/instances
 }

@@ -212,7 +212,10 @@ async fn a_replaced_gateway_takes_over_the_interface_address_and_data_volume() {
     let status = Run::of(bootstrap(&moto, &["status", "--stack", STACK])).ok();
     for needle in [
         "autoscaling:group      fossa-rp-gateway".to_owned(),
-        format!("data 10 GiB on {second}"),
+        format!(
+            "data {} GiB on {second}",
+            fossa_contract::limits::DATA_VOLUME_GIB
+        ),
         format!("on {second}"),
     ] {
         assert!(
@@ -246,4 +249,108 @@ async fn a_replaced_gateway_takes_over_the_interface_address_and_data_volume() {
 
     // destroy removes them all.
     Run::of(bootstrap(&moto, &["destroy", "--stack", STACK, "--yes"])).ok();
+}
+
+/// A loop device, detached on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// user-data's mount of the data volume, run on a loop device in a mount
+/// namespace of the test's own: a blank volume gets a file system and is
+/// mounted at the state directory, with Docker's data bound onto it; booted
+/// again (the replacement), it is not formatted again, what the first
+/// instance wrote is there, and the instances file names both, as the
+/// agent reads it.
+#[test]
+fn the_data_volume_is_formatted_once_and_comes_back_whole() {
+    let dir = fossa_tests::TempDir::new("data-volume");
+    let image = dir.0.join("volume.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let dev = Loop(
+        Run::of(Command::new("losetup").args(["-f", "--show"]).arg(&image))
+            .ok()
+            .stdout
+            .trim()
+            .to_owned(),
+    );
+    let state = dir.0.join("state");
+    let docker = dir.0.join("docker");
+    let fstab = dir.0.join("fstab");
+    std::fs::write(&fstab, "").unwrap();
+    let template = include_str!("../../bootstrap/src/user-data.sh");
+    let section = template
+        .split("# fossa:attach begin\n")
+        .nth(1)
+        .and_then(|s| s.split("# fossa:attach end").next())
+        .unwrap()
+        .replace("fstab=/etc/fstab", &format!("fstab={}", fstab.display()))
+        .replace("@STATE_DIR@", &state.display().to_string())
+        .replace("/var/lib/docker", &docker.display().to_string())
+        .replace("@DATA_DEVICE@", &dev.0)
+        .replace("@VOLUME_ID@", "vol-0test")
+        .replace("@ATTACH_WAIT_SECS@", "5");
+    let boot = |instance: &str, then: &str| {
+        Run::of(
+            Command::new("unshare")
+                .args(["-m", "--propagation", "private", "bash", "-c"])
+                .arg(format!(
+                    "set -euo pipefail\n{section}\ninstance_id={instance}\nmount_data\n{then}"
+                )),
+        )
+    };
+    let first = boot(
+        "i-0first",
+        &format!(
+            "mountpoint {s}\nmountpoint {d}\necho kept > {s}/history\necho layer > {d}/layer",
+            s = state.display(),
+            d = docker.display()
+        ),
+    );
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains("a new data volume: making its file system"),
+        "{}",
+        first.stdout
+    );
+    // Outside the namespace nothing is mounted: what was written is on the volume.
+    assert!(!state.join("history").exists());
+    let second = boot(
+        "i-0second",
+        &format!(
+            "cat {s}/history {d}/layer {s}/instances",
+            s = state.display(),
+            d = docker.display()
+        ),
+    );
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert!(
+        !second.stdout.contains("making its file system"),
+        "formatted again: {}",
+        second.stdout
+    );
+    assert!(second.stdout.contains("kept\nlayer\n"), "{}", second.stdout);
+    let instances = second
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("i-0"))
+        .collect::<Vec<_>>();
+    assert_eq!(instances.len(), 2, "{}", second.stdout);
+    assert!(instances[0].starts_with("i-0first") && instances[1].starts_with("i-0second"));
+    // Each mount is in fstab once, for the instance's own reboots.
+    let fstab_lines = std::fs::read_to_string(&fstab).unwrap();
+    assert_eq!(
+        fstab_lines.lines().count(),
+        2,
+        "one line each: {fstab_lines}"
+    );
 }

@@ -2,7 +2,7 @@
 //! changes): what `/api/v1/overview` says of each duty and of the workers,
 //! one line per change, until every duty is well and every wanted worker
 //! answers. The reading of overviews is plain data, unit-tested here; the
-//! loop that fetches them is in `launch/mod.rs`.
+//! loop that fetches them is in `launch/wait.rs`.
 
 use std::collections::BTreeMap;
 
