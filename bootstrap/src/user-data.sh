@@ -85,15 +85,20 @@ until_done() {
     sleep 3
   done
 }
+meta() { curl -fsS --max-time 5 -H "X-aws-ec2-metadata-token: $imds_token" "$imds/latest/meta-data/$1"; }
 attach_lasting() {
   role_credentials || return 1
-  local me
-  me=$(curl -fsS --max-time 5 -H "X-aws-ec2-metadata-token: $imds_token" "$imds/latest/meta-data/instance-id")
+  local me mac primary
+  me=$(meta instance-id)
+  mac=$(meta mac)
+  primary=$(meta "network/interfaces/macs/$mac/interface-id")
+  # The instance's own interface by its id: once the lasting one is attached
+  # EC2 takes no InstanceId for an address (it needs exactly one interface).
+  until_done "the Elastic IP" AssociateAddress AllocationId=@ALLOCATION_ID@ "NetworkInterfaceId=$primary" AllowReassociation=true
+  # It forwards the workers' replies, which are not its own.
+  until_done "forwarding" ModifyNetworkInterfaceAttribute "NetworkInterfaceId=$primary" SourceDestCheck.Value=false
   until_done "the lasting interface" AttachNetworkInterface NetworkInterfaceId=@INTERFACE_ID@ "InstanceId=$me" DeviceIndex=@INTERFACE_INDEX@
   until_done "the data volume" AttachVolume VolumeId=@VOLUME_ID@ "InstanceId=$me" Device=@DATA_DEVICE@
-  until_done "the Elastic IP" AssociateAddress AllocationId=@ALLOCATION_ID@ "InstanceId=$me" AllowReassociation=true
-  # The instance forwards the workers' replies, which are not its own.
-  until_done "forwarding" ModifyInstanceAttribute "InstanceId=$me" SourceDestCheck.Value=false
   instance_id=$me
 }
 # The volume appears as @DATA_DEVICE@, or on Nitro as its NVMe id. It gets a

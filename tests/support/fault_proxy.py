@@ -2,7 +2,7 @@
 
 Every Nth request (--every N; 1 = all of them) is answered with a fault in the
 protocol of the service it was for: a ThrottlingException (JSON services), a
-RequestLimitExceeded (EC2), Throttling (IAM/STS), SlowDown (S3), a bare 500,
+RequestLimitExceeded (EC2), Throttling (IAM, STS and EC2 Auto Scaling: the Query protocol), SlowDown (S3), a bare 500,
 a slow (but then forwarded) reply, or no reply at all (hang: the request is
 read and the connection held open, as a call that never answers); the kinds
 (--kinds) take turns. Other requests are forwarded.
@@ -40,7 +40,7 @@ def throttle(service):
     if service == "ec2":
         body = "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>fault</RequestID></Response>"
         return 503, "text/xml", body, {}
-    if service in ("iam", "sts"):
+    if service in ("iam", "sts", "autoscaling"):
         body = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
         return 400, "text/xml", body, {}
     if service == "s3":

@@ -6,9 +6,11 @@ a session token from `PUT /latest/api/token` (which must carry
 `X-aws-ec2-metadata-token-ttl-seconds`), required on every `GET`
 (401 without it); the role's name under
 `/latest/meta-data/iam/security-credentials/`, and its credentials as JSON
-below that, and the instance's id at `/latest/meta-data/instance-id`. The
-keys come from the environment (FOSSA_IMDS_ROLE, FOSSA_IMDS_KEY_ID,
-FOSSA_IMDS_SECRET, FOSSA_IMDS_TOKEN, and FOSSA_IMDS_INSTANCE_ID), never argv.
+below that, the instance's id at `/latest/meta-data/instance-id`, and its
+primary interface (`mac`, then `network/interfaces/macs/<mac>/interface-id`).
+The keys come from the environment (FOSSA_IMDS_ROLE, FOSSA_IMDS_KEY_ID,
+FOSSA_IMDS_SECRET, FOSSA_IMDS_TOKEN, FOSSA_IMDS_INSTANCE_ID and
+FOSSA_IMDS_INTERFACE_ID), never argv.
 
 It prints its port once it listens, and logs each request's method and path
 to stderr.
@@ -34,6 +36,9 @@ CREDS = {
 }
 # The instance's id, when the test names one (user-data's take-over asks).
 INSTANCE_ID = os.environ.get("FOSSA_IMDS_INSTANCE_ID")
+# Its primary network interface, under a made-up MAC.
+INTERFACE_ID = os.environ.get("FOSSA_IMDS_INTERFACE_ID")
+MAC = "0a:00:00:00:00:01"
 TOKENS = set()
 PREFIX = "/latest/meta-data/iam/security-credentials/"
 
@@ -65,6 +70,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(200, ROLE.encode())
         if self.path == "/latest/meta-data/instance-id" and INSTANCE_ID:
             return self.answer(200, INSTANCE_ID.encode())
+        if self.path == "/latest/meta-data/mac" and INTERFACE_ID:
+            return self.answer(200, MAC.encode())
+        if self.path == f"/latest/meta-data/network/interfaces/macs/{MAC}/interface-id" and INTERFACE_ID:
+            return self.answer(200, INTERFACE_ID.encode())
         if self.path == PREFIX + ROLE:
             return self.answer(200, json.dumps(CREDS, indent=2).encode(), "application/json")
         self.answer(404)

@@ -18,12 +18,20 @@ https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-owner-condition.htm
 request fails with an HTTP 403 (Forbidden) error"). Every bucket here is
 the moto account's.
 
+And what EC2 refuses and moto does not: AssociateAddress naming an
+instance that has more than one network interface gets 400
+InvalidInstanceID ("The instance must have exactly one attached network
+interface. ... If the instance has more than one network interface, you
+must specify a network interface ID",
+https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AssociateAddress.html).
+
 Usage: python moto_server.py [moto_server's arguments]
 """
 
 import io
 import os
 import threading
+import urllib.parse
 
 import werkzeug.serving
 from moto import server
@@ -57,7 +65,43 @@ class KeepBody:
         body = environ["wsgi.input"].read(n) if n else b""
         environ["wsgi.input"] = io.BytesIO(body)
         raw.body = body
+        refused = ec2_refuses(environ, body)
+        if refused is not None:
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "text/xml"), ("Content-Length", str(len(refused)))],
+            )
+            return [refused]
         return self.app(environ, start_response)
+
+
+def ec2_refuses(environ, body):
+    """EC2's answer to a Query call moto would take and EC2 refuses, or None."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "/ec2/aws4_request" not in auth or not body:
+        return None
+    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+    if form.get("Action") != ["AssociateAddress"] or "NetworkInterfaceId" in form:
+        return None
+    instance_id = (form.get("InstanceId") or [""])[0]
+    region = auth.split("Credential=", 1)[-1].split("/")[2]
+    from moto.ec2.models import ec2_backends
+
+    try:
+        instance = ec2_backends[ACCOUNT][region].get_instance(instance_id)
+    except Exception:
+        return None
+    if len(instance.nics) <= 1:
+        return None
+    message = (
+        f"There are multiple interfaces attached to instance '{instance_id}'. "
+        "Please specify an interface ID for the operation instead."
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+        f"<Code>InvalidInstanceID</Code><Message>{message}</Message></Error></Errors>"
+        "<RequestID>fossa-moto-rule</RequestID></Response>"
+    ).encode()
 
 
 original_init = access_control.IAMRequest.__init__

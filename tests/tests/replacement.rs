@@ -34,7 +34,12 @@ fn stack_filter() -> aws_sdk_ec2::types::Filter {
 
 /// Runs user-data's take-over as instance `instance` would: an IMDSv2
 /// stand-in serving the role's session and the instance's id.
-fn take_over(ud: &str, (keys, token): &(Keys, String), role: &str, instance: &str) -> Run {
+fn take_over(
+    ud: &str,
+    (keys, token): &(Keys, String),
+    role: &str,
+    (instance, primary): &(String, String),
+) -> Run {
     let section = |name: &str| {
         ud.split(&format!("# fossa:{name} begin\n"))
             .nth(1)
@@ -49,6 +54,7 @@ fn take_over(ud: &str, (keys, token): &(Keys, String), role: &str, instance: &st
         .env("FOSSA_IMDS_SECRET", &keys.secret)
         .env("FOSSA_IMDS_TOKEN", token)
         .env("FOSSA_IMDS_INSTANCE_ID", instance)
+        .env("FOSSA_IMDS_INTERFACE_ID", primary)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -75,6 +81,7 @@ struct Held {
     interface: Option<String>,
     interface_index: Option<i32>,
     volume: Option<String>,
+    /// The interface the Elastic IP is on.
     address: Option<String>,
 }
 
@@ -115,7 +122,7 @@ async fn held(ec2: &aws_sdk_ec2::Client) -> (Held, [String; 3]) {
                 .find(|a| a.state() == Some(&aws_sdk_ec2::types::VolumeAttachmentState::Attached))
                 .and_then(|a| a.instance_id())
                 .map(str::to_owned),
-            address: eip.instance_id().map(str::to_owned),
+            address: eip.network_interface_id().map(str::to_owned),
         },
         [
             eni.network_interface_id().unwrap().to_owned(),
@@ -123,6 +130,29 @@ async fn held(ec2: &aws_sdk_ec2::Client) -> (Held, [String; 3]) {
             eip.allocation_id().unwrap().to_owned(),
         ],
     )
+}
+
+/// The group's instance now, with its primary network interface.
+async fn gateway(
+    asg: &aws_sdk_autoscaling::Client,
+    ec2: &aws_sdk_ec2::Client,
+) -> Option<(String, String)> {
+    let id = group_instance(asg).await?;
+    let found = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .ok()?;
+    let primary = found
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .flat_map(|i| i.network_interfaces())
+        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))?
+        .network_interface_id()?
+        .to_owned();
+    Some((id, primary))
 }
 
 async fn group_instance(asg: &aws_sdk_autoscaling::Client) -> Option<String> {
@@ -139,14 +169,41 @@ async fn group_instance(asg: &aws_sdk_autoscaling::Client) -> Option<String> {
         .find_map(|i| i.instance_id().map(str::to_owned))
 }
 
-fn assert_held_by(h: &Held, instance: &str) {
-    assert_eq!(h.interface.as_deref(), Some(instance), "the interface");
+async fn assert_held_by(
+    ec2: &aws_sdk_ec2::Client,
+    h: &Held,
+    (instance, primary): &(String, String),
+) {
+    assert_eq!(
+        h.interface.as_deref(),
+        Some(instance.as_str()),
+        "the interface"
+    );
     assert_eq!(
         h.interface_index,
         Some(fossa_contract::limits::LASTING_INTERFACE_INDEX)
     );
-    assert_eq!(h.volume.as_deref(), Some(instance), "the data volume");
-    assert_eq!(h.address.as_deref(), Some(instance), "the Elastic IP");
+    assert_eq!(
+        h.volume.as_deref(),
+        Some(instance.as_str()),
+        "the data volume"
+    );
+    assert_eq!(
+        h.address.as_deref(),
+        Some(primary.as_str()),
+        "the Elastic IP"
+    );
+    let own = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(primary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        own.network_interfaces()[0].source_dest_check(),
+        Some(false),
+        "it forwards"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,11 +219,28 @@ async fn a_replaced_gateway_takes_over_the_interface_address_and_data_volume() {
     let session = moto.session_like_role(&role, &format!("{role}-copy")).await;
 
     // The first instance takes the parts, as launch made them.
-    let first = group_instance(&asg).await.expect("the group's instance");
+    let first = gateway(&asg, &ec2).await.expect("the group's instance");
     let run = take_over(&ud, &session, &role, &first);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let (h, ids) = held(&ec2).await;
-    assert_held_by(&h, &first);
+    assert_held_by(&ec2, &h, &first).await;
+    // What EC2 refuses (and moto_server.py now too): an address by
+    // instance id once the instance has two interfaces.
+    let by_instance = ec2
+        .associate_address()
+        .allocation_id(&ids[2])
+        .instance_id(&first.0)
+        .send()
+        .await;
+    let code = by_instance
+        .as_ref()
+        .err()
+        .and_then(|e| aws_sdk_ec2::error::ProvideErrorMetadata::code(e).map(str::to_owned));
+    assert_eq!(
+        code.as_deref(),
+        Some("InvalidInstanceID"),
+        "{by_instance:?}"
+    );
     for text in [&run.stdout, &run.stderr] {
         assert!(!text.contains(&session.0.secret), "a key shows: {text}");
     }
@@ -174,15 +248,15 @@ async fn a_replaced_gateway_takes_over_the_interface_address_and_data_volume() {
     // Terminated: the group starts another, which takes over the same parts.
     let lost = Instant::now();
     ec2.terminate_instances()
-        .instance_ids(&first)
+        .instance_ids(&first.0)
         .send()
         .await
         .unwrap();
     let second = fossa_tests::eventually(
         "the group replaces the gateway",
         std::time::Duration::from_secs(60),
-        async || match group_instance(&asg).await {
-            Some(i) if i != first => Ok(i),
+        async || match gateway(&asg, &ec2).await {
+            Some(g) if g.0 != first.0 => Ok(g),
             other => Err(format!("{other:?}")),
         },
     )
@@ -191,7 +265,7 @@ async fn a_replaced_gateway_takes_over_the_interface_address_and_data_volume() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let took = lost.elapsed();
     let (h, again) = held(&ec2).await;
-    assert_held_by(&h, &second);
+    assert_held_by(&ec2, &h, &second).await;
     assert_eq!(again, ids, "the same interface, volume and address");
     println!(
         "replacement: terminated → parts attached to the new instance in {:.1} s (emulator)",
@@ -213,10 +287,11 @@ async fn a_replaced_gateway_takes_over_the_interface_address_and_data_volume() {
     for needle in [
         "autoscaling:group      fossa-rp-gateway".to_owned(),
         format!(
-            "data {} GiB on {second}",
-            fossa_contract::limits::DATA_VOLUME_GIB
+            "data {} GiB on {}",
+            fossa_contract::limits::DATA_VOLUME_GIB,
+            second.0
         ),
-        format!("on {second}"),
+        format!("on {}", second.0),
     ] {
         assert!(
             status.stdout.contains(&needle),
@@ -239,12 +314,12 @@ async fn a_replaced_gateway_takes_over_the_interface_address_and_data_volume() {
         "{}",
         rerun.stderr
     );
-    let third = group_instance(&asg).await.expect("a new group's instance");
+    let third = gateway(&asg, &ec2).await.expect("a new group's instance");
     let ud = fossa_tests::bootstrap::user_data(&sdk, STACK).await;
     let run = take_over(&ud, &session, &role, &third);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let (h, last) = held(&ec2).await;
-    assert_held_by(&h, &third);
+    assert_held_by(&ec2, &h, &third).await;
     assert_eq!(last, ids);
 
     // destroy removes them all.

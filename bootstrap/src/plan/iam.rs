@@ -242,7 +242,7 @@ impl Scope<'_> {
                 // address.
                 {"Sid": "TakeOverLastingParts", "Effect": "Allow", "Action": [
                     "ec2:AttachNetworkInterface", "ec2:AttachVolume", "ec2:AssociateAddress",
-                    "ec2:ModifyInstanceAttribute"
+                    "ec2:ModifyNetworkInterfaceAttribute"
                 ], "Resource": [
                     self.arn("ec2", "instance/*"), self.arn("ec2", "network-interface/*"),
                     self.arn("ec2", "volume/*"), self.arn("ec2", "elastic-ip/*")
