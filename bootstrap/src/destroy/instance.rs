@@ -29,7 +29,7 @@ impl Destroyer<'_> {
             .filter_map(|i| i.instance_id().map(str::to_owned))
             .collect();
         if ids.is_empty() {
-            return Ok(());
+            return self.group_gone().await;
         }
         ec2.terminate_instances()
             .set_instance_ids(Some(ids.clone()))
@@ -60,7 +60,34 @@ impl Destroyer<'_> {
         }
         self.p
             .done(Outcome::Deleted, "gateway instance", &ids.join(","));
-        Ok(())
+        self.group_gone().await
+    }
+
+    /// A force-deleted group stays listed ("Delete in progress") until its
+    /// instance has terminated; destroy's last inventory must not find it.
+    async fn group_gone(&mut self) -> Result<()> {
+        let name = self.stack.gateway_group();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let found = self
+                .c
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(&name)
+                .send()
+                .await
+                .aws("autoscaling:DescribeAutoScalingGroups", &name)?;
+            if found.auto_scaling_groups().is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unexpected(format!(
+                    "the Auto Scaling group {name} was still being deleted after 5 minutes; run destroy again"
+                )));
+            }
+            self.p.working("waiting for the Auto Scaling group to go");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
     }
 
     /// The group goes first, with its instance (ForceDelete): otherwise it

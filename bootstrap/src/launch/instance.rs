@@ -268,7 +268,9 @@ impl Launcher<'_> {
                     .aws("ec2:ModifyLaunchTemplate", &name)?;
                 self.p.note(
                     "the gateway's launch template changed: a replacement instance boots the new \
-                     version; the running one keeps going (it upgrades its agent itself)",
+                     version; the running one keeps going (it upgrades its agent itself). To \
+                     move to a new instance type or AMI now, terminate the gateway instance: \
+                     the group starts one from the new version, with the same state",
                 );
                 Outcome::Updated
             }
