@@ -156,6 +156,21 @@ fn not_yet(e: &AwsError) -> bool {
     e.code.as_deref().is_some_and(|c| c.ends_with(".NotFound"))
 }
 
+/// The gateway's Auto Scaling group `group`, if it exists (or is being
+/// deleted).
+pub(crate) async fn find_group(
+    asg: &aws_sdk_autoscaling::Client,
+    group: &str,
+) -> Result<Option<aws_sdk_autoscaling::types::AutoScalingGroup>> {
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .aws("autoscaling:DescribeAutoScalingGroups", group)?;
+    Ok(out.auto_scaling_groups().first().cloned())
+}
+
 /// The instance the gateway's Auto Scaling group runs now (pending or in
 /// service), if any.
 pub(crate) async fn group_instance(
@@ -163,14 +178,8 @@ pub(crate) async fn group_instance(
     group: &str,
 ) -> Result<Option<String>> {
     use aws_sdk_autoscaling::types::LifecycleState as L;
-    let out = asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(group)
-        .send()
-        .await
-        .aws("autoscaling:DescribeAutoScalingGroups", group)?;
-    Ok(out
-        .auto_scaling_groups()
+    Ok(find_group(asg, group)
+        .await?
         .iter()
         .flat_map(|g| g.instances())
         .filter(|i| {

@@ -36,14 +36,7 @@ async fn gateway_parts(c: &Clients, stack: &StackName) -> Result<Vec<Resource>> 
     use fossa_contract::names::Lasting;
     let mut out = Vec::new();
     let group = stack.gateway_group();
-    let groups = c
-        .autoscaling
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&group)
-        .send()
-        .await
-        .aws("autoscaling:DescribeAutoScalingGroups", &group)?;
-    if let Some(g) = groups.auto_scaling_groups().first() {
+    if let Some(g) = crate::aws::find_group(&c.autoscaling, &group).await? {
         let activities = c
             .autoscaling
             .describe_scaling_activities()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use fossa_contract::aws::AwsResultExt;
 
 use super::{absent_ok, Destroyer};
-use crate::aws::{live_instance_filter, stack_filter};
+use crate::aws::{find_group, live_instance_filter, stack_filter};
 use crate::progress::Outcome;
 use crate::{Error, Result};
 
@@ -69,15 +69,7 @@ impl Destroyer<'_> {
         let name = self.stack.gateway_group();
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let found = self
-                .c
-                .autoscaling
-                .describe_auto_scaling_groups()
-                .auto_scaling_group_names(&name)
-                .send()
-                .await
-                .aws("autoscaling:DescribeAutoScalingGroups", &name)?;
-            if found.auto_scaling_groups().is_empty() {
+            if find_group(&self.c.autoscaling, &name).await?.is_none() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -94,15 +86,7 @@ impl Destroyer<'_> {
     /// would replace the instance terminated below.
     async fn group(&mut self) -> Result<()> {
         let name = self.stack.gateway_group();
-        let found = self
-            .c
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&name)
-            .send()
-            .await
-            .aws("autoscaling:DescribeAutoScalingGroups", &name)?;
-        if !found.auto_scaling_groups().is_empty() {
+        if find_group(&self.c.autoscaling, &name).await?.is_some() {
             self.c
                 .autoscaling
                 .delete_auto_scaling_group()

@@ -284,17 +284,12 @@ impl Launcher<'_> {
     async fn group(&mut self, subnet: &str) -> Result<()> {
         let asg = &self.c.autoscaling;
         let name = self.stack.gateway_group();
-        let found = asg
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&name)
-            .send()
-            .await
-            .aws("autoscaling:DescribeAutoScalingGroups", &name)?;
+        let found = crate::aws::find_group(asg, &name).await?;
         let spec = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
             .launch_template_name(&name)
             .version("$Default")
             .build();
-        let outcome = match found.auto_scaling_groups().first() {
+        let outcome = match found {
             Some(g) if g.min_size() == Some(1) && g.max_size() == Some(1) => Outcome::Found,
             Some(_) => {
                 asg.update_auto_scaling_group()
