@@ -38,6 +38,7 @@ publishes subtasks through RabbitMQ at $RABBITMQ_URL, and serves Fossa's API
 on $FOSSA_HTTP_PORT (default 2345).
 """
 
+import hmac
 import importlib
 import inspect
 import json
@@ -73,11 +74,82 @@ if __name__ == "__main__" and sys.argv[1:] == ["--list-models"]:
     print(json.dumps([cls.__name__ for cls in MODELS]))
     sys.exit(0)
 
-from fossa import BaseConfig, run_fossa  # noqa: E402
+import multiprocessing  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from fossa import BaseConfig  # noqa: E402
 from fossa.control.rabbit_mq.message_exchange import RabbitMx  # noqa: E402
 from fossa.control.rabbit_mq.process import RabbitMqProcessor  # noqa: E402
 
 BROKER_URL = os.environ["RABBITMQ_URL"]
+
+# The stop window (#25). Fargate stops a task (a Spot interruption, scale-in,
+# a deployment) with SIGTERM, then SIGKILL after the task definition's
+# stopTimeout; gunicorn's own SIGTERM kills the running ETL processes at once.
+# With $FOSSA_DRAIN_SECS set, the node drains first: its broker sidecar takes
+# no new subtask, and it waits up to that long for what it runs to finish
+# (each reply is published by the governor's process, which still runs).
+# Only what is still running at the deadline is killed; the gateway puts it
+# back once ECS says the task is STOPPED.
+DRAIN_SECS = float(os.environ.get("FOSSA_DRAIN_SECS") or 0)
+DRAINING = multiprocessing.Event()  # shared with the sidecar and web processes forked later
+# The gateway learns of a completion from node_info; a node gone before it
+# asked again would have its last subtasks taken for lost and run twice. So
+# a drained node stays until node_info was asked once after its last
+# completion (the gateway polls every 2 s), at most this long.
+SEEN_WAIT_SECS = 10.0
+INFO_ASKED = multiprocessing.Value("d", 0.0)  # time.time() of the latest node_info request
+
+# Fossa's RabbitMx sidecar takes each subtask with the channel's basic_get
+# (and acks it before it runs). In the sidecar's own process, basic_get finds
+# nothing once the node drains, so no subtask is taken after SIGTERM; one
+# taken just before is handed on and run as usual. The parent side of a
+# partitioned task reads its replies with consume, and is left alone.
+_sidecar_run_forever = RabbitMx.run_forever
+
+
+def _sidecar(self, work_queue_submit, available_processing_capacity):
+    from pika.adapters.blocking_connection import BlockingChannel
+
+    take = BlockingChannel.basic_get
+
+    def basic_get(channel, *args, **kwargs):
+        if DRAINING.is_set():
+            return None, None, None
+        return take(channel, *args, **kwargs)
+
+    BlockingChannel.basic_get = basic_get
+    return _sidecar_run_forever(self, work_queue_submit, available_processing_capacity)
+
+
+RabbitMx.run_forever = _sidecar
+
+
+def drain(governor):
+    """Takes no new subtask, then waits up to DRAIN_SECS for the running
+    tasks (and any subtask the sidecar is handing on) to finish."""
+    DRAINING.set()
+    running = len(governor.process_table)
+    print(f"fossa node: stopping; no new subtask is taken; waiting up to {DRAIN_SECS:.0f} s for {running} running task(s)", flush=True)
+    started = time.monotonic()
+    quiet = 0
+    while quiet < 4 and time.monotonic() - started < DRAIN_SECS:
+        busy = len(governor.process_table) > 0 or not governor._task_queue_submit.empty()
+        quiet = 0 if busy else quiet + 1
+        time.sleep(0.25)
+    left = len(governor.process_table)
+    done = time.time()
+    seen_by = time.monotonic() + min(SEEN_WAIT_SECS, max(0.0, DRAIN_SECS - (time.monotonic() - started)))
+    while not left and INFO_ASKED.value <= done and time.monotonic() < seen_by:
+        time.sleep(0.25)
+    took = time.monotonic() - started
+    if left:
+        print(f"fossa node: {left} task(s) still running after {took:.1f} s: stopped now; the gateway sends their subtasks again", flush=True)
+    elif running:
+        print(f"fossa node: drained in {took:.1f} s: every task it ran finished", flush=True)
+    else:
+        print(f"fossa node: drained in {took:.1f} s: nothing was running", flush=True)
 
 
 class Config(BaseConfig):
@@ -89,39 +161,58 @@ class Config(BaseConfig):
 
 
 def serve(config):
-    """Runs Fossa; binds $FOSSA_BIND_ADDRESS instead of 0.0.0.0 when it is set."""
-    bind = os.environ.get("FOSSA_BIND_ADDRESS")
-    if not bind:
-        run_fossa(config)
-        return
-    import signal
-
+    """Runs Fossa through gunicorn as fossa.main.run_fossa does, on
+    $FOSSA_BIND_ADDRESS (default 0.0.0.0), draining first on SIGTERM when
+    $FOSSA_DRAIN_SECS is set."""
     from fossa.app import single_config_initialise
     from fossa.main import StandaloneApplication
 
     app = single_config_initialise(config)
+    inner = app.wsgi_app
+    # Local workers listen on this machine's loopback, where any local
+    # account could reach them: every request carries the agent's token.
     token = os.environ.pop("FOSSA_API_TOKEN", "")
-    if token:
-        # Local workers listen on this machine's loopback, where any local
-        # account could reach them: every request carries the agent's token.
-        import hmac
-        inner = app.wsgi_app
 
-        def guarded(environ, start_response):
+    def guarded(environ, start_response):
+        if environ.get("PATH_INFO", "").endswith("/node_info"):
+            INFO_ASKED.value = time.time()
+        if token:
             given = environ.get("HTTP_X_FOSSA_TOKEN", "")
-            if hmac.compare_digest(given.encode(), token.encode()):
-                return inner(environ, start_response)
-            body = b"this worker answers only its agent"
-            start_response("401 UNAUTHORIZED", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-            return [body]
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return refuse(start_response, "401 UNAUTHORIZED", b"this worker answers only its agent")
+        if DRAINING.is_set() and environ.get("REQUEST_METHOD") == "POST":
+            # Busy, as Fossa says when it has no free slot: send it elsewhere.
+            return refuse(start_response, "503 SERVICE UNAVAILABLE", b"this worker is stopping")
+        return inner(environ, start_response)
 
-        app.wsgi_app = guarded
+    def refuse(start_response, status, body):
+        start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    app.wsgi_app = guarded
+    # As run_fossa: SIGABRT stops the governor before gunicorn's shutdown.
     signal.signal(signal.SIGABRT, lambda _signum, _frame: app.fossa_governor.shutdown(None))
+
+    def when_ready(server):
+        if DRAIN_SECS <= 0:
+            return
+        # gunicorn's master looks its handlers up on the arbiter at each
+        # signal: SIGTERM drains, then stops as gunicorn does.
+        stop = server.handle_term
+
+        def handle_term():
+            drain(app.fossa_governor)
+            stop()
+
+        server.handle_term = handle_term
+
+    bind = os.environ.get("FOSSA_BIND_ADDRESS") or "0.0.0.0"
     options = {
         "bind": f"{bind}:{config.HTTP_PORT}",
         "workers": 4,
         "timeout": 80,
         "on_exit": app.fossa_governor.shutdown,
+        "when_ready": when_ready,
     }
     StandaloneApplication(app, options).run()
 

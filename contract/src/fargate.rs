@@ -2,6 +2,25 @@
 //! the task sizes (CPU units with their memories). Each rule names the AWS
 //! page it comes from; the Fargate emulator enforces the same table.
 
+/// Seconds Fargate waits after a task's SIGTERM before its SIGKILL: the
+/// container definition's `stopTimeout`, at most 120 on Fargate (30 when
+/// unset). A Spot interruption's two-minute warning is this SIGTERM. From
+/// the ContainerDefinition API reference (`stopTimeout`:
+/// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ContainerDefinition.html>)
+/// and "AWS Fargate capacity providers"
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html>).
+/// The worker takes all of it.
+pub const STOP_TIMEOUT_SECS: u32 = 120;
+
+/// Fargate's `stopTimeout` when a container definition has none.
+pub const DEFAULT_STOP_TIMEOUT_SECS: u32 = 30;
+
+/// Seconds a worker told to stop waits for its running tasks
+/// (`FOSSA_DRAIN_SECS`): [`STOP_TIMEOUT_SECS`] less the time gunicorn and
+/// Fossa take to stop what is still running at the deadline, so that what
+/// is left ends on its own terms rather than by SIGKILL.
+pub const DRAIN_SECS: u32 = STOP_TIMEOUT_SECS - 15;
+
 /// The task sizes Fargate runs (Linux): each CPU value with its smallest
 /// memory, its largest and the step between them, in MiB (but 256 units,
 /// which take 512, 1024 or 2048 only: [`SMALLEST_TASK_MEMORIES`]). From the

@@ -186,6 +186,18 @@ pub fn listening_pid(port: u16) -> Option<u32> {
         .ok()
 }
 
+/// The leader of the process group `pid` is in: a local worker's node (the
+/// gunicorn master) for any of its processes, which all listen on its port.
+pub fn group_leader_of(pid: u32) -> u32 {
+    let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+        .expect("the process has a group");
+    assert!(
+        pgid.as_raw() > 1 && pgid != nix::unistd::getpgrp(),
+        "pid {pid} is in the test's own group"
+    );
+    pgid.as_raw() as u32
+}
+
 /// SIGKILL to every process of the group `pid` is in: a worker's node and
 /// its gunicorn processes at once, as the OOM killer or a crash would.
 pub fn kill_group_of(pid: u32) {

@@ -19,7 +19,9 @@ real containers:
 * the image is pulled from the registry with the ECR token (the emulator's
   GetAuthorizationToken), so a registry that is down stops the task with
   CannotPullContainerError;
-* tasks move PROVISIONING -> PENDING -> RUNNING -> STOPPED, with stopCode and
+* tasks move PROVISIONING -> PENDING -> RUNNING -> STOPPED (a running task
+  stopped is DEACTIVATING, then STOPPING while its container has SIGTERM and
+  the task definition's stopTimeout to exit, as `docker stop`), with stopCode and
   stoppedReason as ECS reports them: EssentialContainerExited ("Essential
   container in task exited"), ServiceSchedulerInitiated ("Scaling activity
   initiated by (deployment ecs-svc/…)"), UserInitiated (StopTask's reason),
@@ -205,25 +207,65 @@ def set_state(task, status, **extra):
         task["lastStatus"] = status
         task.update(extra)
         task["version"] += 1
-    log(f"task {task['id']} {status} {extra.get('stoppedReason', '')}".rstrip())
+    reason = task.get("stoppedReason", "") if status in ("DEACTIVATING", "STOPPED") else ""
+    log(f"task {task['id']} {status} {reason}".rstrip())
+
+
+# Stopping a running task (StopTask, scale-in, a deployment, a Spot
+# interruption) is "the equivalent of docker stop": SIGTERM, then SIGKILL
+# after the container's stopTimeout, 30 s on Fargate when unset and at most
+# 120 (StopTask and ContainerDefinition's stopTimeout, API reference:
+# https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopTask.html,
+# https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ContainerDefinition.html;
+# a Spot interruption's two-minute warning is that SIGTERM: "AWS Fargate
+# capacity providers",
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html).
+# Meanwhile the task is desiredStatus STOPPED, with its stopCode and
+# stoppedReason, lastStatus DEACTIVATING then STOPPING, and out of
+# ListTasks' RUNNING listing; it is STOPPED once its container exited
+# (task lifecycle:
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-lifecycle-explanation.html).
+DEFAULT_STOP_TIMEOUT = 30
+MAX_STOP_TIMEOUT = 120
 
 
 def stop(task, code, reason, exit_code=None):
-    # The first stop wins: a Spot interruption removes the container, and
-    # the watcher, seeing it gone before the task reads STOPPED, must not
-    # stop it again with "Essential container in task exited" (ECS keeps
-    # the first stop code and reason).
+    # The first stop wins: the watcher, seeing a stopping task's container
+    # gone before the task reads STOPPED, must not stop it again with
+    # "Essential container in task exited" (ECS keeps the first stop code
+    # and reason).
     with lock:
         if task.get("stopClaimed") or (task["desiredStatus"] == "STOPPED" and task["lastStatus"] == "STOPPED"):
             return
         task["stopClaimed"] = True
         task["desiredStatus"] = "STOPPED"
         task["stoppingAt"] = epoch()
+        task["stopCode"] = code
+        task["stoppedReason"] = reason
+        graceful = task["lastStatus"] == "RUNNING" and exit_code is None
+    if graceful:
+        set_state(task, "DEACTIVATING")
+        threading.Thread(target=stop_running, args=(task,), daemon=True).start()
+    else:
+        finish_stop(task, exit_code)
+
+
+def stop_running(task):
+    """SIGTERM, the stop window, SIGKILL: docker stop."""
+    _, worker = container_names(task)
+    set_state(task, "STOPPING")
+    window = min(int(task.get("stopTimeout") or DEFAULT_STOP_TIMEOUT), MAX_STOP_TIMEOUT)
+    docker("stop", "-t", str(window), worker, check=False)
+    r = docker("inspect", "-f", "{{.State.ExitCode}}", worker, check=False)
+    finish_stop(task, int(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip().lstrip("-").isdigit() else None)
+
+
+def finish_stop(task, exit_code):
     pause, worker = container_names(task)
     docker("rm", "-f", worker, pause, check=False)
     # The ENI goes with the task.
     subprocess.run(["ip", "-n", args.gateway_netns, "link", "del", veth_name(task)], capture_output=True)
-    extra = {"stopCode": code, "stoppedReason": reason, "stoppedAt": epoch(), "executionStoppedAt": epoch()}
+    extra = {"stoppedAt": epoch(), "executionStoppedAt": epoch()}
     if exit_code is not None:
         task["containers"][0]["exitCode"] = exit_code
     task["containers"][0]["lastStatus"] = "STOPPED"
@@ -418,6 +460,7 @@ def start(task, td):
     if task["desiredStatus"] == "STOPPED":
         return stop(task, "ServiceSchedulerInitiated", "Task stopped while starting")
     task["containers"][0]["lastStatus"] = "RUNNING"
+    task["stopTimeout"] = c.get("stopTimeout") or DEFAULT_STOP_TIMEOUT
     set_state(task, "RUNNING", startedAt=epoch(), pullStoppedAt=epoch())
     lc = c.get("logConfiguration") or {}
     if lc.get("logDriver") == "awslogs":

@@ -57,7 +57,12 @@ async fn push_images(docker: &Dockerd, registry: &Registry, password: &str) -> (
     Run::of(
         docker
             .cli()
-            .args(["import", "--change", r#"CMD ["sleep", "infinity"]"#])
+            // Exits on SIGTERM, as a task stopped within its stop window.
+            .args([
+                "import",
+                "--change",
+                r#"CMD ["sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]"#,
+            ])
             .arg(&tar)
             .arg(&amd),
     )

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fossa_tests::local::{api, kill_group_of, listening_pid, port_of, submit, workers, LocalAgent};
+use fossa_tests::local::{
+    api, group_leader_of, kill_group_of, listening_pid, port_of, submit, workers, LocalAgent,
+};
 use fossa_tests::{eventually, TempDir};
 use serde_json::{json, Value};
 
@@ -332,5 +334,130 @@ async fn the_broker_killed_mid_run_loses_no_task() {
     eprintln!(
         "FIGURE broker killed mid-run: the parent's next attempt complete {:.1} s later",
         took.as_secs_f64()
+    );
+}
+
+/// A worker told to stop mid-subtask drains (#25): SIGTERM to its node, as
+/// Fargate's stop window starts (a Spot interruption's two minutes,
+/// scale-in, a deployment; the task definition sets `FOSSA_DRAIN_SECS`,
+/// here given to the local workers). It takes no new subtask, finishes
+/// those it runs, and exits: nothing is put back, nothing runs twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_told_to_stop_finishes_its_subtasks_and_takes_no_more() {
+    let parts = 16;
+    let out = TempDir::new("drain");
+    let m = models(&out, parts);
+    let dir = m.0.display().to_string();
+    let agent = LocalAgent::start_with(3, &["--models", &dir], &[("FOSSA_DRAIN_SECS", "60")]);
+    let v = submit(&agent, &json!({"model_class": "SpreadEtl"})).await;
+    let parent = v["task_id"].as_str().unwrap().to_owned();
+    let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
+    // A worker other than the parent's, each of its subtasks at most 2 s
+    // into its 4 s: they finish within the window, after the SIGTERM.
+    let (victim, port, ran) = eventually("a busy worker", Duration::from_secs(60), async || {
+        let now = fossa_contract::unix_now();
+        for w in workers(&agent).await {
+            let id = w["id"].as_str().unwrap_or_default().to_owned();
+            let subtasks: Vec<String> = w["node"]["running_tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| (now - t["started"].as_i64().unwrap_or(0)) <= 2)
+                .filter_map(|t| t["task_id"].as_str().filter(|i| i.contains("::")))
+                .map(str::to_owned)
+                .collect();
+            if id != parent_worker && !subtasks.is_empty() {
+                return Ok((id, port_of(&w), subtasks));
+            }
+        }
+        Err("no busy worker yet".to_owned())
+    })
+    .await;
+    // The node: gunicorn's master (its web workers listen on the port too).
+    let pid = group_leader_of(listening_pid(port).expect("the node listens"));
+    let told = fossa_contract::unix_now();
+    let t = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    eventually("the node gone", Duration::from_secs(60), async || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie until the agent reaps it.
+        match stat.rsplit(')').next().map(str::trim_start) {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('Z') => {
+                Err(format!("{pid} still runs"))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let drained = t.elapsed();
+    let gone = fossa_contract::unix_now();
+    eventually(
+        "the parent complete",
+        Duration::from_secs(120),
+        async || {
+            let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{parent}"), None).await;
+            match d["task"]["status"].as_str() {
+                Some("complete") => Ok(()),
+                _ => Err(format!("{}\n{}", d["task"], agent.log())),
+            }
+        },
+    )
+    .await;
+    assert_eq!(outputs(&out), parts as usize, "every output exists");
+    let dups = std::fs::read_to_string(out.0.join("dups")).unwrap_or_default();
+    assert!(dups.is_empty(), "no subtask ran twice: {dups}");
+    let completions = std::fs::read_to_string(out.0.join("completions")).unwrap_or_default();
+    assert_eq!(completions.lines().count(), parts as usize, "{completions}");
+    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+    assert!(
+        !ev.to_string().contains("put back on the queue"),
+        "nothing was lost: {ev}"
+    );
+    // The subtasks it ran when told to stop completed there, and it took
+    // none after (one taken in the second of the signal may start there;
+    // the pool's restart of the slot, under the same id, takes new ones).
+    let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{parent}"), None).await;
+    let subs = d["groups"][0]["subtasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for id in &ran {
+        let row = subs.iter().find(|s| s["task_id"] == id.as_str());
+        let row = row.unwrap_or_else(|| panic!("{id} in {d:#}"));
+        assert_eq!(row["worker_id"], victim.as_str(), "{row:#}");
+        assert_eq!(row["status"], "complete", "{row:#}");
+    }
+    let later: Vec<&Value> = subs
+        .iter()
+        .filter(|s| {
+            let started = s["started"].as_i64().unwrap_or(0);
+            s["worker_id"] == victim.as_str() && told + 1 < started && started < gone
+        })
+        .collect();
+
+    let path = format!("/api/v1/workers/{victim}/logs?limit=10000");
+    let (_, l) = api(&agent, "GET", &path, None).await;
+    let logs: String = l["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        later.is_empty(),
+        "no subtask taken after the SIGTERM at {told} (gone at {gone}): {later:#?}\n{logs}"
+    );
+    assert!(
+        logs.contains("every task it ran finished"),
+        "the node says it drained:\n{logs}"
+    );
+    eprintln!(
+        "FIGURE a worker told to stop with {} subtask(s) running: drained and gone {:.1} s later, 0 put back, 0 run twice",
+        ran.len(),
+        drained.as_secs_f64()
     );
 }

@@ -1033,16 +1033,24 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         .and_then(|w| w["id"].as_str())
         .unwrap()
         .to_owned();
-    let r = http
-        .post(format!(
-            "{}/_emulator/interrupt",
-            stack.emulator.as_ref().unwrap().url
-        ))
-        .json(&serde_json::json!({"task": victim}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    spot_interruption(&stack, &victim).await;
+    // The worker running the last subtask is stopped mid-subtask: Spot takes
+    // it back (or, on Fargate, ECS stops it). It drains (#25): SIGTERM, and
+    // its subtask finishes within the stop window, is counted once, and is
+    // not put back; the task stops once it is done.
+    let long_spot = providers.get(&long_on).map(String::as_str) == Some("FARGATE_SPOT");
+    let told = Instant::now();
+    if long_spot {
+        spot_interruption(&stack, &long_on).await;
+    } else {
+        ecs.stop_task()
+            .cluster("fossa-wp")
+            .task(&long_on)
+            .reason("stopped mid-subtask by the test")
+            .send()
+            .await
+            .unwrap();
+    }
     let scaled = http
         .post(format!("{api}/scale"))
         .basic_auth("fossa", Some(&pw))
@@ -1054,6 +1062,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     // Scaled to 0 while the last subtask runs: the idle workers go, the
     // busy ones stay (desired 0), and the task completes.
     let (mut kept_seen, mut interrupted_row, mut complete) = (false, false, None);
+    let mut drained: Option<Duration> = None;
     let what = "after the scale to 0: the task complete and the interrupted row";
     eventually(what, Duration::from_secs(420).saturating_sub(t0.elapsed()), async || {
         let o = overview(&stack, &pw).await;
@@ -1062,15 +1071,27 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
             rows.iter().filter(|w| w["status"] == "RUNNING").collect();
         worker_secs += running.len() as f64 * last.elapsed().as_secs_f64();
         last = Instant::now();
-        // Only busy, protected workers run on (the last subtask's, and the
-        // parent's if it is elsewhere).
+        // Only busy, protected workers run on (the parent's, if it is not
+        // on the stopped one), and the stopped one drains its subtask: on
+        // its way out, still answering, given no new work.
+        let draining = rows.iter().any(|w| {
+            w["id"] == long_on.as_str()
+                && matches!(w["status"].as_str(), Some("DEACTIVATING" | "STOPPING"))
+                && w["running"].as_array().is_some_and(|r| !r.is_empty())
+        });
         if o["desired_workers"] == 0
-            && (1..=2).contains(&running.len())
-            && running.iter().any(|w| w["id"] == long_on.as_str())
+            && running.len() <= 1
             && running.iter().all(|w| w["protected"] == true)
+            && draining
             && complete.is_none()
         {
             kept_seen = true;
+        }
+        if drained.is_none()
+            && complete.is_some()
+            && rows.iter().all(|w| w["id"] != long_on.as_str() || w["status"] == "STOPPED")
+        {
+            drained = Some(told.elapsed());
         }
         interrupted_row |= rows.iter().any(|w| {
             w["id"] == victim.as_str()
@@ -1091,13 +1112,30 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         {
             complete = Some(t0.elapsed());
         }
-        holds(complete.is_some() && interrupted_row, || {
+        holds(complete.is_some() && interrupted_row && drained.is_some(), || {
             let emulator = stack.emulator.as_ref().unwrap().log();
             format!("kept {kept_seen}, interrupted row {interrupted_row}, complete {complete:?}:\n{o:#}\n{d:#}\nemulator:\n{emulator}")
         })
     })
     .await;
-    assert!(kept_seen, "only the busy workers ran on at desired 0");
+    assert!(
+        kept_seen,
+        "only the busy workers ran on at desired 0, the stopped one draining"
+    );
+    // The stopped worker exited on its own (exit code 0, not SIGKILL's 137),
+    // and nothing was put back.
+    let stopped = ecs
+        .describe_tasks()
+        .cluster("fossa-wp")
+        .tasks(&long_on)
+        .send()
+        .await
+        .unwrap();
+    let t = &stopped.tasks()[0];
+    assert_eq!(t.last_status(), Some("STOPPED"));
+    assert_eq!(t.containers()[0].exit_code(), Some(0), "{t:?}");
+    let events = get_api(&stack, &pw, "/api/v1/events").await.to_string();
+    assert!(!events.contains("put back on the queue"), "{events}");
     let log = stack.emulator.as_ref().unwrap().log();
     assert!(
         log.contains(&format!(
@@ -1123,6 +1161,11 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     )
     .await;
     worker_secs += last.elapsed().as_secs_f64();
+    eprintln!(
+        "FIGURE emulator: the worker running the 75 s subtask stopped mid-run ({}): drained, the subtask counted once, 0 put back; STOPPED {:.1} s after the stop",
+        if long_spot { "Spot interruption" } else { "StopTask" },
+        drained.unwrap_or_default().as_secs_f64()
+    );
     eprintln!(
         "FIGURE emulator burst 0..4 on Spot: 40 subtasks; submission -> first subtask {:?}, complete {:?}; peak {peak} workers; {:.4} worker-hours (a fixed 4 over the same {:?}: {:.4}); last worker gone {emptied:?} after completion",
         first_subtask.unwrap_or_default(),
@@ -1297,6 +1340,21 @@ async fn post_task(stack: &Stack, pw: &str, model: &str) -> serde_json::Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Fargate Spot takes task `id` back (the emulator's interruption: SIGTERM,
+/// the stop window, then STOPPED with the stop code `SpotInterruption`).
+async fn spot_interruption(stack: &Stack, id: &str) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/_emulator/interrupt",
+            stack.emulator.as_ref().unwrap().url
+        ))
+        .json(&serde_json::json!({"task": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
 }
 
 /// SDK settings for the emulator's endpoint (tasks are answered there, not by moto).

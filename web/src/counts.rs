@@ -33,12 +33,8 @@ impl WorkerState {
 
     /// The state of `w`.
     pub fn of(w: &Worker) -> WorkerState {
-        let stopping = matches!(
-            w.status.as_str(),
-            "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" | "STOPPED" | "DELETED"
-        );
         match (&w.health, w.status.as_str()) {
-            _ if stopping => WorkerState::Stopped,
+            _ if w.stopping() => WorkerState::Stopped,
             (Health::Ok, _) => WorkerState::Answering,
             (Health::Garbage(_), _) => WorkerState::Garbage,
             (Health::Unknown, _) => WorkerState::Starting,
@@ -156,5 +152,16 @@ mod tests {
         assert_eq!(n(WorkerState::Garbage, "FARGATE"), 1);
         assert_eq!(n(WorkerState::Stopped, "FARGATE_SPOT"), 1);
         assert_eq!(c.by_state.values().sum::<usize>(), snap.workers.len());
+    }
+
+    #[test]
+    fn a_worker_on_its_way_out_answers_but_takes_no_work() {
+        let running = worker("RUNNING", Health::Ok, "FARGATE_SPOT", Some((2, 1)));
+        let draining = worker("STOPPING", Health::Ok, "FARGATE_SPOT", Some((2, 1)));
+        assert!(running.takes_work() && !running.stopping());
+        assert!(draining.stopping() && !draining.takes_work());
+        assert_eq!(WorkerState::of(&draining), WorkerState::Stopped);
+        let silent = worker("RUNNING", Health::Timeout("5 s".into()), "FARGATE", None);
+        assert!(!silent.takes_work());
     }
 }

@@ -129,7 +129,33 @@ pub struct Worker {
     pub stopped_reason: Option<String>,
 }
 
+/// ECS's statuses of a task on its way out (the task lifecycle:
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-lifecycle-explanation.html>).
+/// Such a worker may still run tasks, draining them in its stop window, but
+/// it takes no new work.
+pub const STOPPING_STATUSES: [&str; 5] = [
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    STOPPED,
+    "DELETED",
+];
+
+/// The status of a worker that has stopped: nothing answers there.
+pub const STOPPED: &str = "STOPPED";
+
 impl Worker {
+    /// On its way out (see [`STOPPING_STATUSES`]).
+    pub fn stopping(&self) -> bool {
+        STOPPING_STATUSES.contains(&self.status.as_str())
+    }
+
+    /// Answering, and not on its way out: it may be given work, and counts
+    /// as the fleet's capacity.
+    pub fn takes_work(&self) -> bool {
+        self.health == Health::Ok && !self.stopping()
+    }
+
     /// Free task slots, when known.
     pub fn free(&self) -> Option<u32> {
         self.node.as_ref().map(|n| n.available_processing_capacity)

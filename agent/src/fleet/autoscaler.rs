@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fossa_contract::config::Autoscale;
-use fossa_web::model::{ControlError, FleetSnapshot, Health, Mode};
+use fossa_web::model::{ControlError, FleetSnapshot, Mode};
 
 use super::autoscale::{self, Decision, Policy, Signals, State};
 use super::poll::busy_and_idle;
@@ -156,7 +156,7 @@ impl Autoscaler {
             broker_waiting,
             ..Default::default()
         };
-        for w in snap.workers.iter().filter(|w| w.health == Health::Ok) {
+        for w in snap.workers.iter().filter(|w| w.takes_work()) {
             if let Some(n) = &w.node {
                 s.answering += 1;
                 s.free_slots += n.available_processing_capacity;

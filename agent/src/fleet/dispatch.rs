@@ -7,9 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use fossa_web::model::{
-    DispatchError, Dispatched, FleetSnapshot, Health, Queued, TaskRequest, Worker,
-};
+use fossa_web::model::{DispatchError, Dispatched, FleetSnapshot, Queued, TaskRequest, Worker};
 use serde_json::json;
 
 use super::node::{NodeClient, NodeError};
@@ -109,11 +107,7 @@ impl Dispatcher {
         request: &TaskRequest,
         observer: &Observer,
     ) -> Result<Dispatched, DispatchError> {
-        let mut candidates: Vec<&Worker> = snap
-            .workers
-            .iter()
-            .filter(|w| w.health == Health::Ok)
-            .collect();
+        let mut candidates: Vec<&Worker> = snap.workers.iter().filter(|w| w.takes_work()).collect();
         // Busy but answering workers are tried last: their capacity may have freed up.
         candidates.sort_by_key(|w| std::cmp::Reverse(w.free().unwrap_or(0)));
         if candidates.is_empty() {
@@ -232,7 +226,7 @@ impl Dispatcher {
         let mut free: Vec<(String, String, u32)> = snap
             .workers
             .iter()
-            .filter(|w| w.health == Health::Ok && w.free().unwrap_or(0) > 0)
+            .filter(|w| w.takes_work() && w.free().unwrap_or(0) > 0)
             .map(|w| (w.id.clone(), w.address.clone(), w.free().unwrap_or(0)))
             .collect();
         free.sort_by_key(|f| std::cmp::Reverse(f.2));

@@ -42,6 +42,12 @@ pub struct FargateBackend {
     interrupted: watch::Receiver<Vec<crate::duties::cluster::stopped_tasks::StoppedTask>>,
     /// Scale-in protection as last set, by task id: on until the instant, or off.
     protection: Mutex<HashMap<String, Option<Instant>>>,
+    /// The ARNs of the tasks last listed, by id. A task ECS is stopping
+    /// leaves the RUNNING listing at once but may run its tasks for its whole
+    /// stop window (a worker drains): it is described by ARN, and listed as
+    /// stopping, until ECS says it is STOPPED. Only then are the subtasks it
+    /// ran lost, so none is put back while it still runs.
+    listed: Mutex<HashMap<String, String>>,
 }
 
 impl FargateBackend {
@@ -65,6 +71,7 @@ impl FargateBackend {
             rebuild: shared.rebuild.clone(),
             nat_traffic: shared.nat_traffic.subscribe(),
             protection: Mutex::new(HashMap::new()),
+            listed: Mutex::new(HashMap::new()),
             interrupted: shared.interrupted.subscribe(),
         }
     }
@@ -176,9 +183,35 @@ fn protection_changes(
     (protect, release)
 }
 
+/// A task ECS is stopping but that has not stopped, as a worker on its way
+/// out: still polled, given no work, with ECS's reason. `None` once STOPPED.
+pub fn stopping_ref(t: &aws_sdk_ecs::types::Task) -> Option<WorkerRef> {
+    let status = t.last_status().unwrap_or("STOPPING");
+    if status == fossa_web::model::STOPPED {
+        return None;
+    }
+    let mut w = worker_ref(t)?;
+    // ECS may still say RUNNING a moment after the stop was asked for.
+    if !fossa_web::model::STOPPING_STATUSES.contains(&status) {
+        w.status = "STOPPING".into();
+    }
+    w.stopped_reason = Some(format!(
+        "stopping ({}): finishing its running tasks within its stop window",
+        t.stopped_reason()
+            .or(t.stop_code().map(|c| c.as_str()))
+            .unwrap_or("stop requested")
+    ));
+    Some(w)
+}
+
+/// A task's id: the last part of its ARN.
+fn task_id(t: &aws_sdk_ecs::types::Task) -> Option<&str> {
+    let arn = t.task_arn()?;
+    Some(arn.rsplit('/').next().unwrap_or(arn))
+}
+
 /// A task's worker view: id, address from its ENI attachment, status, start, capacity provider.
 pub fn worker_ref(t: &aws_sdk_ecs::types::Task) -> Option<WorkerRef> {
-    let arn = t.task_arn()?;
     let ip = t
         .attachments()
         .iter()
@@ -186,7 +219,7 @@ pub fn worker_ref(t: &aws_sdk_ecs::types::Task) -> Option<WorkerRef> {
         .find(|d| d.name() == Some("privateIPv4Address"))
         .and_then(|d| d.value())?;
     Some(WorkerRef {
-        id: arn.rsplit('/').next().unwrap_or(arn).to_owned(),
+        id: task_id(t)?.to_owned(),
         address: format!("{ip}:{FOSSA_PORT}"),
         status: t.last_status().unwrap_or("UNKNOWN").to_owned(),
         started_at: t.started_at().map(|d| d.secs()),
@@ -209,7 +242,7 @@ impl WorkerBackend for FargateBackend {
     }
 
     async fn list(&self) -> Result<Vec<WorkerRef>, BackendError> {
-        let tasks = cluster::service_tasks(
+        let tasks = cluster::tasks::service_tasks(
             &self.ecs,
             &self.config.stack,
             aws_sdk_ecs::types::DesiredStatus::Running,
@@ -217,6 +250,30 @@ impl WorkerBackend for FargateBackend {
         )
         .await?;
         let mut out: Vec<WorkerRef> = tasks.iter().filter_map(worker_ref).collect();
+        let left: Vec<String> = {
+            let listed = self.listed.lock().expect("lock");
+            listed
+                .iter()
+                .filter(|(id, _)| out.iter().all(|w| w.id != **id))
+                .map(|(_, arn)| arn.clone())
+                .collect()
+        };
+        let leaving = if left.is_empty() {
+            Vec::new()
+        } else {
+            cluster::tasks::describe(&self.ecs, &self.config.stack, &left).await?
+        };
+        let stopping: Vec<WorkerRef> = leaving.iter().filter_map(stopping_ref).collect();
+        *self.listed.lock().expect("lock") = tasks
+            .iter()
+            .chain(
+                leaving
+                    .iter()
+                    .filter(|t| stopping.iter().any(|w| Some(w.id.as_str()) == task_id(t))),
+            )
+            .filter_map(|t| Some((task_id(t)?.to_owned(), t.task_arn()?.to_owned())))
+            .collect();
+        out.extend(stopping);
         let running = out.iter().filter(|w| w.status == "RUNNING");
         self.running
             .store(running.clone().count() as u32, Ordering::Relaxed);
@@ -232,7 +289,7 @@ impl WorkerBackend for FargateBackend {
                 out.push(WorkerRef {
                     id: t.id.clone(),
                     address: "-".into(),
-                    status: "STOPPED".into(),
+                    status: fossa_web::model::STOPPED.into(),
                     started_at: None,
                     capacity_provider: fossa_contract::config::FARGATE_SPOT.into(),
                     protected: false,
@@ -381,6 +438,45 @@ impl WorkerBackend for FargateBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(last: &str) -> aws_sdk_ecs::types::Task {
+        use aws_sdk_ecs::types::{Attachment, KeyValuePair, Task, TaskStopCode};
+        Task::builder()
+            .task_arn("arn:aws:ecs:eu-west-2:1:task/fossa-s/abc123")
+            .last_status(last)
+            .desired_status("STOPPED")
+            .stop_code(TaskStopCode::SpotInterruption)
+            .stopped_reason("Your Spot Task was interrupted.")
+            .capacity_provider_name("FARGATE_SPOT")
+            .attachments(
+                Attachment::builder()
+                    .details(
+                        KeyValuePair::builder()
+                            .name("privateIPv4Address")
+                            .value("10.0.1.9")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn a_task_on_its_way_out_is_polled_but_takes_no_work_until_it_stopped() {
+        // ECS still says RUNNING a moment after the stop was asked for.
+        let w = stopping_ref(&task("RUNNING")).unwrap();
+        assert_eq!((w.id.as_str(), w.status.as_str()), ("abc123", "STOPPING"));
+        assert_eq!(w.address, format!("10.0.1.9:{FOSSA_PORT}"));
+        assert!(w
+            .stopped_reason
+            .unwrap()
+            .contains("Your Spot Task was interrupted."));
+        assert_eq!(
+            stopping_ref(&task("DEACTIVATING")).unwrap().status,
+            "DEACTIVATING"
+        );
+        assert!(stopping_ref(&task("STOPPED")).is_none(), "stopped: lost");
+    }
 
     #[test]
     fn protection_calls_only_what_changed_and_renews_before_it_runs_out() {

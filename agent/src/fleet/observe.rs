@@ -273,7 +273,7 @@ fn changes(
         let worker = snap.workers.iter().find(|w| w.id == key.0);
         let reason = match worker {
             None => format!("worker {} is gone (stopped, replaced or scaled in)", key.0),
-            Some(w) if w.stopped_reason.is_some() => format!(
+            Some(w) if w.status == fossa_web::model::STOPPED => format!(
                 "worker {} stopped while it ran: {}",
                 key.0,
                 w.stopped_reason.as_deref().unwrap_or_default()

@@ -119,7 +119,7 @@ impl Poller {
             protected: false,
             stopped_reason: w.stopped_reason,
         };
-        if worker.stopped_reason.is_some() {
+        if worker.status == fossa_web::model::STOPPED {
             // Shown for a while after it stopped; nothing answers there.
             return worker;
         }
@@ -172,11 +172,12 @@ fn health_of(e: &NodeError) -> Health {
 }
 
 /// The answering workers running work, and those running none. A worker
-/// that does not answer is in neither: its protection stays as it was.
+/// that does not answer is in neither: its protection stays as it was; nor
+/// is one on its way out, which ECS no longer protects.
 pub fn busy_and_idle(workers: &[Worker]) -> (Vec<String>, Vec<String>) {
     let mut busy = Vec::new();
     let mut idle = Vec::new();
-    for w in workers.iter().filter(|w| w.health == Health::Ok) {
+    for w in workers.iter().filter(|w| w.takes_work()) {
         let Some(n) = &w.node else { continue };
         if n.available_processing_capacity < n.max_concurrent_tasks || !n.running_tasks.is_empty() {
             busy.push(w.id.clone());

@@ -71,6 +71,11 @@ pub struct TaskSpec {
     /// made before it was recorded rolls no new revision for it.
     #[serde(skip_serializing_if = "is_x86_64")]
     pub arch: Arch,
+    /// Seconds between the worker's SIGTERM and its SIGKILL (`stopTimeout`),
+    /// and the part of them it waits for its running tasks (`FOSSA_DRAIN_SECS`).
+    pub stop_timeout: u32,
+    /// See [`TaskSpec::stop_timeout`].
+    pub drain: u32,
 }
 
 fn is_x86_64(a: &Arch) -> bool {
@@ -91,6 +96,8 @@ impl TaskSpec {
             log_group: cfg.stack.log_group(),
             region: cfg.region.clone(),
             arch: Arch::this().unwrap_or(Arch::X86_64),
+            stop_timeout: fossa_contract::fargate::STOP_TIMEOUT_SECS,
+            drain: fossa_contract::fargate::DRAIN_SECS,
         }
     }
 
@@ -245,6 +252,13 @@ pub async fn ensure_task_definition(
                 .value(FOSSA_PORT.to_string())
                 .build(),
         )
+        .environment(
+            KeyValuePair::builder()
+                .name("FOSSA_DRAIN_SECS")
+                .value(spec.drain.to_string())
+                .build(),
+        )
+        .stop_timeout(spec.stop_timeout as i32)
         .secrets(
             Secret::builder()
                 .name("RABBITMQ_URL")
@@ -462,59 +476,6 @@ pub async fn ensure_service(
         events: Vec::new(),
         failed: None,
     })
-}
-
-/// The service's tasks of `status`, at most `most` of them: ListTasks page
-/// by page (100 a page), then DescribeTasks in batches of 100, four at once.
-pub async fn service_tasks(
-    ecs: &aws_sdk_ecs::Client,
-    stack: &StackName,
-    status: aws_sdk_ecs::types::DesiredStatus,
-    most: usize,
-) -> Result<Vec<aws_sdk_ecs::types::Task>, AwsError> {
-    use futures::StreamExt;
-    let cluster = stack.cluster();
-    let mut arns = Vec::new();
-    let mut token = None;
-    loop {
-        let page = ecs
-            .list_tasks()
-            .cluster(&cluster)
-            .service_name(stack.service())
-            .desired_status(status.clone())
-            .max_results(100)
-            .set_next_token(token)
-            .send()
-            .await
-            .aws("ecs:ListTasks", &cluster)?;
-        arns.extend(page.task_arns().iter().cloned());
-        token = page.next_token().map(str::to_owned);
-        if token.is_none() || arns.len() >= most {
-            break;
-        }
-    }
-    arns.truncate(most);
-    let batches: Vec<Vec<String>> = arns.chunks(100).map(<[String]>::to_vec).collect();
-    let described: Vec<_> = futures::stream::iter(batches)
-        .map(|batch| {
-            ecs.describe_tasks()
-                .cluster(&cluster)
-                .set_tasks(Some(batch))
-                .send()
-        })
-        .buffered(4)
-        .collect()
-        .await;
-    let mut out = Vec::new();
-    for d in described {
-        out.extend(
-            d.aws("ecs:DescribeTasks", &cluster)?
-                .tasks()
-                .iter()
-                .cloned(),
-        );
-    }
-    Ok(out)
 }
 
 /// The config's capacity provider strategy, as ECS takes it.

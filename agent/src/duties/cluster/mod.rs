@@ -9,6 +9,7 @@ pub mod ecs;
 pub mod rollout;
 pub mod service_events;
 pub mod stopped_tasks;
+pub mod tasks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,8 @@ use tokio::sync::watch;
 use super::{watched, Duty, DutyError, Next, Outcome, Shared, WorkerImage};
 use crate::settings::Settings;
 pub use ecs::{
-    ensure_cluster, ensure_log_group, ensure_service, ensure_task_definition, scale, service_tasks,
-    ClusterError, ServiceChange, ServiceSeen, TaskSpec, LOG_RETENTION_DAYS,
+    ensure_cluster, ensure_log_group, ensure_service, ensure_task_definition, scale, ClusterError,
+    ServiceChange, ServiceSeen, TaskSpec, LOG_RETENTION_DAYS,
 };
 
 /// How soon the cluster duty looks again while worker tasks keep failing.

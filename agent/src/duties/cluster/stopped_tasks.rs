@@ -87,7 +87,7 @@ pub fn summary(failures: &[StoppedTask], now: i64) -> Option<String> {
 /// [`STOPPED_TASKS_READ`]: every page, so the newest are not missed behind
 /// a crash loop's hundred.
 pub async fn list(ecs: &aws_sdk_ecs::Client, stack: &StackName) -> Result<Vec<Task>, AwsError> {
-    super::ecs::service_tasks(
+    super::tasks::service_tasks(
         ecs,
         stack,
         aws_sdk_ecs::types::DesiredStatus::Stopped,
