@@ -90,18 +90,26 @@ struct Run {
 
 /// Submits `SpreadEtl` and waits for its parent to complete; with `kills`,
 /// kills that many workers with -9 (never the parent's), each while one of
-/// its subtasks is 1 to 3 s into its 4 s of work, spread over the run.
+/// its subtasks is 1 to 3 s into its 4 s of work, spread over the first
+/// half of the run.
 async fn run(agent: &LocalAgent, out: &TempDir, parts: u32, kills: usize) -> Run {
     let t = Instant::now();
     let v = submit(agent, &json!({"model_class": "SpreadEtl"})).await;
     let parent = v["task_id"].as_str().unwrap().to_owned();
     let parent_worker = v["worker_id"].as_str().unwrap().to_owned();
+    // The run's length undisturbed, from the fleet's slots (each worker's
+    // depends on this machine's CPUs).
+    let slots: u64 = workers(agent)
+        .await
+        .iter()
+        .filter_map(|w| w["node"]["max_concurrent_tasks"].as_u64())
+        .sum();
+    let expected = f64::from(parts) * WORK_SECS / slots.max(1) as f64;
     let mut killed = Vec::new();
     while killed.len() < kills {
-        // Spread the kills: the next after its share of the run.
-        let due = Duration::from_secs_f64(
-            f64::from(parts) * WORK_SECS / 8.0 * killed.len() as f64 / kills as f64,
-        );
+        // Spread the kills over the first half of the run: the next after
+        // its share.
+        let due = Duration::from_secs_f64(expected * 0.5 * killed.len() as f64 / kills as f64);
         if t.elapsed() < due {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;

@@ -742,3 +742,33 @@ async fn autoscaling_is_set_from_the_form_and_the_api_and_checked() {
     assert_eq!(r.status(), Status::Ok);
     assert_eq!(fleet.snapshot().autoscale, None);
 }
+
+#[rocket::async_test]
+async fn the_overview_says_when_the_gateway_was_replaced() {
+    let fleet = fake_fleet();
+    let c = Client::tracked(fossa_web::build(web_config(), fleet.clone()))
+        .await
+        .unwrap();
+    login(&c).await;
+    let page = c.get("/").dispatch().await.into_string().await.unwrap();
+    assert!(
+        !page.contains("took over from"),
+        "no line before a replacement"
+    );
+    {
+        let mut snap = fleet.snap.lock().unwrap();
+        let s = Arc::make_mut(&mut snap);
+        s.agent.as_mut().unwrap().replaced = Some(fossa_web::model::Replacement {
+            previous: "i-0old<script>".into(),
+            current: "i-0new".into(),
+            at: "2026-12-06T05:00:00Z".into(),
+        });
+    }
+    let page = c.get("/").dispatch().await.into_string().await.unwrap();
+    assert!(
+        page.contains(
+            "this instance (i-0new) took over from i-0old&#60;script&#62; at 2026-12-06T05:00:00Z"
+        ),
+        "{page}"
+    );
+}
