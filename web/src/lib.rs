@@ -18,6 +18,7 @@ pub mod tally;
 pub mod task;
 pub mod timing;
 pub mod views;
+pub mod worker_status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

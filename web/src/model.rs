@@ -3,6 +3,7 @@
 //! agent through the [`Fleet`] trait. The same structs serialise to JSON for
 //! `/api/v1`.
 
+pub use crate::worker_status::{STOPPED, STOPPING_STATUSES};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -128,21 +129,6 @@ pub struct Worker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
 }
-
-/// ECS's statuses of a task on its way out (the task lifecycle:
-/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-lifecycle-explanation.html>).
-/// Such a worker may still run tasks, draining them in its stop window, but
-/// it takes no new work.
-pub const STOPPING_STATUSES: [&str; 5] = [
-    "DEACTIVATING",
-    "STOPPING",
-    "DEPROVISIONING",
-    STOPPED,
-    "DELETED",
-];
-
-/// The status of a worker that has stopped: nothing answers there.
-pub const STOPPED: &str = "STOPPED";
 
 impl Worker {
     /// On its way out (see [`STOPPING_STATUSES`]).
