@@ -383,9 +383,26 @@ where
     }
 }
 
+/// The resource id at the end of an ECS ARN: a task's id, a task
+/// definition's `family:revision`, a service's name
+/// (`arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID` → `ID`). Anything without
+/// a `/` is returned as it is (an id already).
+pub fn arn_resource_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arn_resource_ids() {
+        let task = "arn:aws:ecs:eu-west-2:123456789012:task/fossa-x/0a1b2c";
+        assert_eq!(arn_resource_id(task), "0a1b2c");
+        let td = "arn:aws:ecs:eu-west-2:123456789012:task-definition/fossa-x:7";
+        assert_eq!(arn_resource_id(td), "fossa-x:7");
+        assert_eq!(arn_resource_id("0a1b2c"), "0a1b2c");
+    }
 
     #[test]
     fn region_codes() {

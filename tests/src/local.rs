@@ -125,6 +125,18 @@ pub async fn workers(agent: &LocalAgent) -> Vec<Value> {
     ws["workers"].as_array().cloned().unwrap_or_default()
 }
 
+/// The local broker's AMQP port, from the overview's Broker line
+/// (`… at 127.0.0.1:PORT …`).
+pub fn broker_port(overview: &Value) -> u16 {
+    let detail = overview["broker"]["detail"].as_str().unwrap_or_default();
+    detail
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the broker line names its address: {detail}"))
+}
+
 /// Submits `body` through the API, which must send it at once (201): the answer.
 pub async fn submit(agent: &LocalAgent, body: &Value) -> Value {
     let (status, v) = api(agent, "POST", "/api/v1/tasks", Some(body)).await;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use fossa_tests::docker::Dockerd;
 use fossa_tests::images::PYTHON;
-use fossa_tests::local::{api, kill_group_of, listening_pid, page, port_of, LocalAgent};
+use fossa_tests::local::{
+    api, broker_port, kill_group_of, listening_pid, page, port_of, LocalAgent,
+};
 use fossa_tests::secrets::{
     assert_absent, crawl, environ_of, every_command_line, url_password, Place,
 };
@@ -347,13 +349,7 @@ async fn a_partitioned_model_runs_across_local_workers() {
     let overview = |v: &Value| (v["broker"]["ok"].as_bool(), v["broker"]["detail"].clone());
     let (_, v) = api(&agent, "GET", "/api/v1/overview", None).await;
     assert_eq!(overview(&v).0, Some(true), "{v}");
-    let detail = v["broker"]["detail"].as_str().unwrap().to_owned();
-    let broker_port: u16 = detail
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("the broker line names its address: {detail}"));
+    let broker_port = broker_port(&v);
     let beam = listening_pid(broker_port).expect("RabbitMQ listens");
     let killed = Instant::now();
     Run::of(Command::new("kill").args(["-9", &beam.to_string()])).ok();

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fossa_tests::local::{
-    api, group_leader_of, kill_group_of, listening_pid, port_of, submit, workers, LocalAgent,
+    api, broker_port, group_leader_of, kill_group_of, listening_pid, port_of, submit, workers,
+    LocalAgent,
 };
 use fossa_tests::{eventually, TempDir};
 use serde_json::{json, Value};
@@ -40,6 +41,10 @@ OUT = {out:?}
 class SpreadEtl(ayeaye.PartitionedModel):
     def build(self):
         self.log("SpreadEtl finished")
+
+    def partition_plea(self):
+        # Up to every slot of the fleet at once (ayeaye's default is 16).
+        return ayeaye.PartitionedModel.PartitionOption(minimum=1, maximum=128, optimal=128)
 
     def partition_slice(self, workers_count):
         return [("work", {{"n": n}}) for n in range({parts})]
@@ -297,13 +302,7 @@ async fn the_broker_killed_mid_run_loses_no_task() {
     })
     .await;
     let (_, o) = api(&agent, "GET", "/api/v1/overview", None).await;
-    let detail = o["broker"]["detail"].as_str().unwrap().to_owned();
-    let port: u16 = detail
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("the broker line names its address: {detail}"));
+    let port = broker_port(&o);
     let beam = listening_pid(port).expect("RabbitMQ listens");
     let killed = Instant::now();
     std::process::Command::new("kill")

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use fossa_tests::browser::Browser;
-use fossa_tests::fargate::{Attacker, Gateway, INTERNET_PORT};
+use fossa_tests::fargate::{Attacker, Gateway, ATTACKER_PORT, INTERNET_PORT};
 use fossa_tests::netns::{GATEWAY_OUTER, INTERNET};
 use fossa_tests::stack::Stack;
 use fossa_tests::{eventually, holds, Run};
@@ -18,6 +18,7 @@ fn model(version: &str) -> String {
     format!(
         r#"import socket
 import time
+import urllib.request
 
 import ayeaye
 
@@ -53,7 +54,32 @@ class BurstEtl(ayeaye.PartitionedModel):
     def work(self, n):
         time.sleep(75 if n == 39 else 1)
         return {{"n": n, "host": socket.gethostname()}}
-"#
+
+
+class ScaleEtl(ayeaye.PartitionedModel):
+    """{SCALE_SUBTASKS} subtasks of {SCALE_WORK_SECS} s, each writing its own output (a request to the
+    internet host's server, as an ETL writes to a bucket); the parent reports each completion it counts."""
+
+    def build(self):
+        self.log("scale finished")
+
+    def partition_plea(self):
+        # Up to every slot of the fleet at once (ayeaye's default is 16).
+        return ayeaye.PartitionedModel.PartitionOption(minimum=1, maximum=128, optimal=128)
+
+    def partition_slice(self, workers_count):
+        return [("work", {{"n": n}}) for n in range({SCALE_SUBTASKS})]
+
+    def work(self, n):
+        time.sleep({SCALE_WORK_SECS})
+        urllib.request.urlopen(f"{sink}/output/{{n}}?host={{socket.gethostname()}}", timeout=30).read()
+        return {{"n": n}}
+
+    def partition_subtask_complete(self, task_message):
+        value = getattr(task_message, "return_value", None) or {{}}
+        urllib.request.urlopen(f"{sink}/completion/{{value.get('n')}}", timeout=30).read()
+"#,
+        sink = format!("http://{INTERNET}:{ATTACKER_PORT}")
     )
 }
 
@@ -308,7 +334,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         2,
         Duration::from_secs(300),
         "first start",
-        |o| o["models"] == serde_json::json!(["BurstEtl", "SpreadEtl"]),
+        |o| o["models"] == serde_json::json!(["BurstEtl", "ScaleEtl", "SpreadEtl"]),
     )
     .await;
     let to_answering = started.elapsed();
@@ -1175,6 +1201,8 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
         4.0 * t0.elapsed().as_secs_f64() / 3600.0
     );
 
+    spot_fleet_at_the_issues_size(&stack, &pw, &ecs, &attacker).await;
+
     // The history outlives its workers. Every task that ran on them is still
     // listed, complete and with its worker, though no task that ran them is
     // left: the SpreadEtl runs from before the roll onto v2, after it, and
@@ -1499,4 +1527,367 @@ async fn gateway_lost_mid_run(
         "FIGURE gateway lost mid-run -> NAT back {nat_back:?}, UI back {ui_back:?}, 3 workers answering {workers_back:?}, the cut-off task complete {all_done:?}, tasks lost 0"
     );
     agent
+}
+
+/// The issue's run (#25): subtasks, and the seconds each works.
+const SCALE_SUBTASKS: usize = 200;
+const SCALE_WORK_SECS: u64 = 4;
+
+/// How often each `ScaleEtl` subtask's output, and its completion, reached
+/// the internet host's server in `requests` (the attacker's stand-in logs
+/// every request): `n` → count.
+fn scale_counts(requests: &[String], what: &str) -> std::collections::BTreeMap<u64, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in requests {
+        let Some(rest) = r
+            .split_once(&format!(" GET /{what}/"))
+            .map(|(_, rest)| rest)
+        else {
+            continue;
+        };
+        let n = rest.split(['?', ' ']).next().unwrap_or_default();
+        if let Ok(n) = n.parse() {
+            *counts.entry(n).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// `GET /api/v1/workers`: every worker row with its last node_info.
+async fn worker_rows(stack: &Stack, pw: &str) -> Vec<serde_json::Value> {
+    get_api(stack, pw, "/api/v1/workers").await["workers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `n` of each `ScaleEtl` subtask a worker row shows running, with
+/// how many seconds in it is.
+fn scale_running(w: &serde_json::Value, now: i64) -> Vec<(u64, i64)> {
+    w["node"]["running_tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["task_id"].as_str().is_some_and(|i| i.contains("::")))
+        .filter_map(|t| {
+            let n = t["method_kwargs"]["n"].as_u64()?;
+            Some((n, now - t["started"].as_i64().unwrap_or(now)))
+        })
+        .collect()
+}
+
+/// What went wrong on purpose during a run of `ScaleEtl`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Disturbance {
+    /// Fargate Spot takes a busy Spot worker back (SIGTERM, the window).
+    Spot,
+    /// A busy worker's container killed with -9 (out of memory: no window).
+    Kill,
+}
+
+/// One run of `ScaleEtl` on the fleet: what it came to.
+struct ScaleRun {
+    makespan: Duration,
+    outputs: std::collections::BTreeMap<u64, u32>,
+    completions: std::collections::BTreeMap<u64, u32>,
+    /// (what, worker, seconds into the run).
+    done: Vec<(Disturbance, String, f64)>,
+    /// The killed worker's subtasks (their `n`), seconds from its STOPPED
+    /// to all of them running again (or done), and from the kill to STOPPED.
+    killed_subtasks: Vec<u64>,
+    stopped_to_again: Option<f64>,
+    kill_to_stopped: Option<f64>,
+    /// When the killed worker's task read STOPPED, seconds since the epoch.
+    stopped_at: Option<f64>,
+}
+
+/// Submits `ScaleEtl` and waits for its parent to complete, doing each of
+/// `plan` to a busy worker (never the parent's) at a random moment in its
+/// share of the first half of the run.
+async fn scale_run(
+    stack: &Stack,
+    pw: &str,
+    ecs: &aws_sdk_ecs::Client,
+    attacker: &Attacker,
+    plan: &[Disturbance],
+) -> ScaleRun {
+    let before = attacker.requests().len();
+    let rows = worker_rows(stack, pw).await;
+    let slots: u64 = rows
+        .iter()
+        .filter_map(|w| w["node"]["max_concurrent_tasks"].as_u64())
+        .sum();
+    // Undisturbed, about every slot but the parent's busy all along.
+    let expected = (SCALE_SUBTASKS as u64 * SCALE_WORK_SECS) as f64 / (slots.max(2) - 1) as f64;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut random = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let due: Vec<f64> = (0..plan.len())
+        .map(|i| expected * 0.5 * (i as f64 + random()) / plan.len() as f64)
+        .collect();
+    let t0 = Instant::now();
+    let sent = post_task(stack, pw, "ScaleEtl").await;
+    let parent = sent["task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("ScaleEtl sent at once: {sent}"))
+        .to_owned();
+    let parent_worker = sent["worker_id"].as_str().unwrap_or_default().to_owned();
+    let mut run = ScaleRun {
+        makespan: Duration::ZERO,
+        outputs: Default::default(),
+        completions: Default::default(),
+        done: Vec::new(),
+        killed_subtasks: Vec::new(),
+        stopped_to_again: None,
+        kill_to_stopped: None,
+        stopped_at: None,
+    };
+    let (mut killed, mut killed_at, mut stopped_at) = (None::<String>, 0.0f64, None::<f64>);
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let what = "the ScaleEtl parent complete, every disturbance done";
+    eventually(what, Duration::from_secs(600), async || {
+        let rows = worker_rows(stack, pw).await;
+        let now = fossa_contract::unix_now();
+        let at = t0.elapsed().as_secs_f64();
+        if let Some(&d) = plan
+            .get(run.done.len())
+            .filter(|_| at >= due[run.done.len()])
+        {
+            let victim = rows.iter().find(|w| {
+                let id = w["id"].as_str().unwrap_or_default();
+                let running = scale_running(w, now);
+                w["status"] == "RUNNING"
+                    && id != parent_worker
+                    && run.done.iter().all(|(_, v, _)| v != id)
+                    && !running.is_empty()
+                    && match d {
+                        Disturbance::Spot => w["capacity_provider"] == "FARGATE_SPOT",
+                        // Every slot busy, each subtask 1 to 2 s into its
+                        // 4 s: none can finish, and none start, unseen
+                        // before the kill (as lost_work.rs).
+                        Disturbance::Kill => {
+                            w["node"]["available_processing_capacity"] == 0
+                                && w["node"]["running_tasks"].as_array().map(Vec::len)
+                                    == Some(running.len())
+                                && running.iter().all(|(_, s)| (1..=2).contains(s))
+                        }
+                    }
+            });
+            if let Some(w) = victim {
+                let id = w["id"].as_str().unwrap().to_owned();
+                match d {
+                    Disturbance::Spot => spot_interruption(stack, &id).await,
+                    Disturbance::Kill => {
+                        Run::of(stack.docker.cli().args([
+                            "kill",
+                            "-s",
+                            "KILL",
+                            &format!("fossa-emu-{id}"),
+                        ]))
+                        .ok();
+                        killed_at = unix();
+                        run.killed_subtasks =
+                            scale_running(w, now).iter().map(|(n, _)| *n).collect();
+                        killed = Some(id.clone());
+                    }
+                }
+                run.done.push((d, id, at));
+            }
+        }
+        if let (Some(id), None) = (&killed, stopped_at) {
+            let t = ecs
+                .describe_tasks()
+                .cluster("fossa-wp")
+                .tasks(id)
+                .send()
+                .await;
+            if let Some(s) = t
+                .ok()
+                .and_then(|t| t.tasks().first().and_then(|t| t.stopped_at().cloned()))
+            {
+                let s = s.as_secs_f64();
+                stopped_at = Some(s);
+                run.kill_to_stopped = Some(s - killed_at);
+            }
+        }
+        if let (Some(id), Some(stopped), None) = (&killed, stopped_at, run.stopped_to_again) {
+            let outputs = scale_counts(&attacker.requests()[before..], "output");
+            let again = run.killed_subtasks.iter().all(|n| {
+                outputs.contains_key(n)
+                    || rows.iter().any(|w| {
+                        w["id"] != id.as_str() && scale_running(w, now).iter().any(|(m, _)| m == n)
+                    })
+            });
+            if again {
+                run.stopped_to_again = Some(unix() - stopped);
+            }
+        }
+        let d = get_api(stack, pw, &format!("/api/v1/tasks/{parent}")).await;
+        if run.makespan.is_zero() && d["task"]["status"] == "complete" {
+            run.makespan = t0.elapsed();
+        }
+        let waiting_on_kill = killed.is_some() && run.stopped_to_again.is_none();
+        holds(
+            !run.makespan.is_zero() && run.done.len() == plan.len() && !waiting_on_kill,
+            || format!("done {:?} of {plan:?}; task {}", run.done, d["task"]),
+        )
+    })
+    .await;
+    let requests = attacker.requests()[before..].to_vec();
+    run.outputs = scale_counts(&requests, "output");
+    run.completions = scale_counts(&requests, "completion");
+    run.stopped_at = stopped_at;
+    run
+}
+
+/// No lost work at the issue's size, on the emulator (#25): `ScaleEtl`'s
+/// 200 subtasks of 4 s, each writing its own output, on a fixed fleet of 8
+/// workers that the Spot strategy places 2 on Fargate and 6 on Fargate
+/// Spot; run once undisturbed, then with Spot taking back a quarter of the
+/// fleet (2 busy Spot workers, which drain) and one more busy worker's
+/// container killed with -9 (out of memory: no stop window; its subtasks
+/// are put back once ECS says STOPPED). Every output is written once, the
+/// parent counts each subtask once and completes with nobody acting.
+async fn spot_fleet_at_the_issues_size(
+    stack: &Stack,
+    pw: &str,
+    ecs: &aws_sdk_ecs::Client,
+    attacker: &Attacker,
+) {
+    stack.rerun(&[
+        "--min-workers",
+        "8",
+        "--max-workers",
+        "8",
+        "--idle-window",
+        "20",
+        "--spot",
+    ]);
+    let (o, up) = wait_overview(
+        stack,
+        pw,
+        Duration::from_secs(300),
+        "a fixed fleet of 8",
+        |o| o["desired_workers"] == 8 && answering(o).len() == 8,
+    )
+    .await;
+    let on = |p: &str| {
+        o["workers"].as_array().map_or(0, |ws| {
+            ws.iter()
+                .filter(|w| w["status"] == "RUNNING" && w["provider"] == p)
+                .count()
+        })
+    };
+    assert_eq!((on("FARGATE"), on("FARGATE_SPOT")), (2, 6), "{o:#}");
+    let calm = scale_run(stack, pw, ecs, attacker, &[]).await;
+    let plan = [Disturbance::Spot, Disturbance::Spot, Disturbance::Kill];
+    let rough = scale_run(stack, pw, ecs, attacker, &plan).await;
+    let events = get_api(stack, pw, "/api/v1/events").await;
+    let put_back_events: Vec<&serde_json::Value> = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("put back on the queue"))
+        })
+        .collect();
+    let put_back: Vec<String> = put_back_events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // Events are stamped in whole seconds.
+    let last_put_back = put_back_events
+        .iter()
+        .filter_map(|e| e["at"].as_i64())
+        .max()
+        .unwrap_or_default();
+    for (name, r) in [("undisturbed", &calm), ("disturbed", &rough)] {
+        for (what, counts) in [("output", &r.outputs), ("completion", &r.completions)] {
+            assert_eq!(
+                counts.len(),
+                SCALE_SUBTASKS,
+                "{name}: every {what}: {counts:?}"
+            );
+            assert!(
+                counts.values().all(|c| *c == 1),
+                "{name}: each {what} once: {counts:?}\nput back: {put_back:#?}"
+            );
+        }
+    }
+    // The interrupted drained (exit 0, SpotInterruption); the killed one's
+    // subtasks, and only they, were put back.
+    for (d, id, _) in &rough.done {
+        let t = ecs
+            .describe_tasks()
+            .cluster("fossa-wp")
+            .tasks(id)
+            .send()
+            .await
+            .unwrap();
+        let t = &t.tasks()[0];
+        let (code, exit) = (
+            t.stop_code().map(|c| c.as_str().to_owned()),
+            t.containers()[0].exit_code(),
+        );
+        match d {
+            Disturbance::Spot => {
+                assert_eq!(
+                    (code.as_deref(), exit),
+                    (Some("SpotInterruption"), Some(0)),
+                    "{t:?}"
+                )
+            }
+            Disturbance::Kill => assert_eq!(exit, Some(137), "{t:?}"),
+        }
+    }
+    assert_eq!(
+        put_back.len(),
+        rough.killed_subtasks.len(),
+        "{put_back:#?}\nkilled: {:?}",
+        rough.killed_subtasks
+    );
+    let done: Vec<String> = rough
+        .done
+        .iter()
+        .map(|(d, id, at)| format!("{d:?} {id} at {at:.1} s"))
+        .collect();
+    eprintln!(
+        "FIGURE emulator, {SCALE_SUBTASKS} subtasks of {SCALE_WORK_SECS} s on 8 workers (2 Fargate, 6 Spot; fleet up in {up:?}): makespan {:.1} s undisturbed, {:.1} s with {} (ratio {:.2}); {} subtasks put back; outputs {SCALE_SUBTASKS} once each, completions {SCALE_SUBTASKS} once each, parents complete 2 of 2",
+        calm.makespan.as_secs_f64(),
+        rough.makespan.as_secs_f64(),
+        done.join(", "),
+        rough.makespan.as_secs_f64() / calm.makespan.as_secs_f64(),
+        put_back.len()
+    );
+    eprintln!(
+        "FIGURE emulator: a busy worker killed with -9 -> STOPPED {:.1} s later (the emulator's watch); STOPPED -> its {} subtasks put back on the queue {:.0} s (events in whole seconds), running again {:.1} s (at the queue's end, behind the run's waiting subtasks; goal <= 15 s)",
+        rough.kill_to_stopped.unwrap_or_default(),
+        rough.killed_subtasks.len(),
+        last_put_back as f64 - rough.stopped_at.unwrap_or_default(),
+        rough.stopped_to_again.unwrap_or_default()
+    );
+    // Back to the burst's settings for what follows.
+    stack.rerun(&[
+        "--min-workers",
+        "0",
+        "--max-workers",
+        "4",
+        "--idle-window",
+        "20",
+        "--spot",
+    ]);
 }

@@ -154,7 +154,7 @@ impl FargateBackend {
                 out.protected_tasks()
                     .iter()
                     .filter_map(|t| t.task_arn())
-                    .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned()),
+                    .map(|a| fossa_contract::aws::arn_resource_id(a).to_owned()),
             );
         }
         Ok(done)
@@ -206,8 +206,7 @@ pub fn stopping_ref(t: &aws_sdk_ecs::types::Task) -> Option<WorkerRef> {
 
 /// A task's id: the last part of its ARN.
 fn task_id(t: &aws_sdk_ecs::types::Task) -> Option<&str> {
-    let arn = t.task_arn()?;
-    Some(arn.rsplit('/').next().unwrap_or(arn))
+    t.task_arn().map(fossa_contract::aws::arn_resource_id)
 }
 
 /// A task's worker view: id, address from its ENI attachment, status, start, capacity provider.

@@ -74,7 +74,7 @@ pub async fn reconcile_tracked(
     if registered {
         changes.push(format!(
             "registered {}",
-            arn.rsplit('/').next().unwrap_or(&arn)
+            fossa_contract::aws::arn_resource_id(&arn)
         ));
     }
     let seen = ensure_service(ecs, cfg, &arn, tracker).await?;
@@ -105,7 +105,7 @@ pub async fn reconcile_tracked(
     let summary = if changes.is_empty() {
         format!(
             "cluster up to date ({})",
-            arn.rsplit('/').next().unwrap_or(&arn)
+            fossa_contract::aws::arn_resource_id(&arn)
         )
     } else {
         changes.join(", ")

@@ -93,7 +93,7 @@ pub fn decide(
     failed_event: Option<&str>,
 ) -> Step {
     let tried = started == Some(wanted);
-    let short = |arn: &str| arn.rsplit('/').next().unwrap_or(arn).to_owned();
+    let short = |arn: &str| fossa_contract::aws::arn_resource_id(arn).to_owned();
     if service_td != wanted.task_definition {
         if !tried {
             return Step::Update;

@@ -50,7 +50,7 @@ pub fn interrupted(t: &Task) -> Option<StoppedTask> {
 fn stopped(t: &Task) -> Option<StoppedTask> {
     let arn = t.task_arn()?;
     Some(StoppedTask {
-        id: arn.rsplit('/').next().unwrap_or(arn).to_owned(),
+        id: fossa_contract::aws::arn_resource_id(arn).to_owned(),
         reason: t
             .stopped_reason()
             .unwrap_or_else(|| t.stop_code().map_or("stopped", |c| c.as_str()))
