@@ -922,15 +922,7 @@ async fn launch_build_run_on_emulated_fargate_scale_roll_and_destroy() {
     // and the rest on Fargate Spot. One idle Spot worker is interrupted, and
     // the fleet is scaled to 0 while the last subtask runs: the busy
     // worker, protected from scale-in, finishes it, and only then stops.
-    stack.rerun(&[
-        "--min-workers",
-        "0",
-        "--max-workers",
-        "4",
-        "--idle-window",
-        "20",
-        "--spot",
-    ]);
+    stack.rerun(BURST_SETTINGS);
     // The cluster duty moves the service to the Spot strategy (a new
     // deployment, at zero tasks) within its period; the burst comes after.
     eventually(
@@ -1529,6 +1521,18 @@ async fn gateway_lost_mid_run(
     agent
 }
 
+/// The burst's fleet settings: 0 to 4 workers on the Spot strategy, idle
+/// after 20 s (the issue's-size step goes back to them).
+const BURST_SETTINGS: &[&str] = &[
+    "--min-workers",
+    "0",
+    "--max-workers",
+    "4",
+    "--idle-window",
+    "20",
+    "--spot",
+];
+
 /// The issue's run (#25): subtasks, and the seconds each works.
 const SCALE_SUBTASKS: usize = 200;
 const SCALE_WORK_SECS: u64 = 4;
@@ -1881,13 +1885,5 @@ async fn spot_fleet_at_the_issues_size(
         rough.stopped_to_again.unwrap_or_default()
     );
     // Back to the burst's settings for what follows.
-    stack.rerun(&[
-        "--min-workers",
-        "0",
-        "--max-workers",
-        "4",
-        "--idle-window",
-        "20",
-        "--spot",
-    ]);
+    stack.rerun(BURST_SETTINGS);
 }
