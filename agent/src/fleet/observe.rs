@@ -2,7 +2,7 @@
 //! that each snapshot hands the recorder only what changed, and marks lost
 //! the running tasks whose worker is gone or no longer lists them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use fossa_web::model::{FleetSnapshot, FossaTask, Health, TaskStatus};
@@ -99,11 +99,15 @@ impl Observer {
         let now = fossa_contract::unix_now();
         let mut seen = self.seen.lock().expect("lock");
         self.rescue.note(snap);
-        let (mut batch, next) = {
+        let Changes {
+            mut batch,
+            next,
+            cut_off,
+        } = {
             let mut unlisted = self.unlisted.lock().expect("lock");
-            let (batch, next, still) = changes(&seen, &unlisted, snap, now);
+            let (changes, still) = changes(&seen, &unlisted, snap, now);
             *unlisted = still;
-            (batch, next)
+            changes
         };
         let mut plans = Vec::new();
         let acting = self.acting.load(std::sync::atomic::Ordering::Relaxed);
@@ -139,7 +143,7 @@ impl Observer {
             .map(|o| LostTask {
                 worker: o.worker_id.clone(),
                 task: o.task.task_id.clone(),
-                cut_off: cut_off_reason(&o.task),
+                cut_off: cut_off.contains(&(o.worker_id.clone(), o.task.task_id.clone())),
             })
             .collect();
         if self.history.record(batch) {
@@ -220,21 +224,27 @@ fn count(seen: &HashMap<Key, (TaskStatus, i64)>, batch: &[Observed], plans: &[Pl
     out
 }
 
-/// What changed between `seen` and `snap` (the recorder's batch), what is
-/// seen after it, and the running tasks left out by answering workers, with
-/// the answers in a row so far (`unlisted` before this snapshot).
-#[allow(clippy::type_complexity)]
+/// What one snapshot changed.
+struct Changes {
+    /// The recorder's batch.
+    batch: Vec<Observed>,
+    /// What is seen after it.
+    next: HashMap<Key, (TaskStatus, i64)>,
+    /// The tasks in `batch` marked lost because the broker cut them off.
+    cut_off: HashSet<Key>,
+}
+
+/// What changed between `seen` and `snap`, and the running tasks left out
+/// by answering workers, with the answers in a row so far (`unlisted`
+/// before this snapshot).
 fn changes(
     seen: &HashMap<Key, (TaskStatus, i64)>,
     unlisted: &HashMap<Key, u8>,
     snap: &FleetSnapshot,
     now: i64,
-) -> (
-    Vec<Observed>,
-    HashMap<Key, (TaskStatus, i64)>,
-    HashMap<Key, u8>,
-) {
+) -> (Changes, HashMap<Key, u8>) {
     let mut batch = Vec::new();
+    let mut cut_off = HashSet::new();
     let mut next: HashMap<Key, (TaskStatus, i64)> = HashMap::new();
     let mut still: HashMap<Key, u8> = HashMap::new();
     for w in &snap.workers {
@@ -252,7 +262,11 @@ fn changes(
                     // finished its work: lost, so it is submitted again.
                     let task = match cut_off_from_broker(t) {
                         Some(why) => {
-                            lost_task(&t.task_id, &format!("{CUT_OFF} while it ran ({why})"))
+                            cut_off.insert(key.clone());
+                            lost_task(
+                                &t.task_id,
+                                &format!("cut off from the broker while it ran ({why})"),
+                            )
                         }
                         None => t.clone(),
                     };
@@ -304,7 +318,14 @@ fn changes(
             worker_id: key.0.clone(),
         });
     }
-    (batch, next, still)
+    (
+        Changes {
+            batch,
+            next,
+            cut_off,
+        },
+        still,
+    )
 }
 
 /// A task this gateway may submit again: lost with its worker, or cut off
@@ -318,18 +339,6 @@ pub struct LostTask {
     /// True when its node lost the broker (it was not lost with the node).
     pub cut_off: bool,
 }
-
-/// Whether a lost row says the broker cut its task off.
-fn cut_off_reason(t: &FossaTask) -> bool {
-    t.results
-        .as_ref()
-        .and_then(|r| r.pointer("/payload/reason"))
-        .and_then(|r| r.as_str())
-        .is_some_and(|r| r.starts_with(CUT_OFF))
-}
-
-/// How a cut-off task's lost row begins.
-const CUT_OFF: &str = "cut off from the broker";
 
 /// Why a task failed because its node lost the broker, if it did: a
 /// partitioned parent's reply queue is exclusive and goes with the
@@ -395,6 +404,23 @@ mod tests {
         }
     }
 
+    /// [`super::changes`] as a tuple: the batch, what is seen after it,
+    /// and the unlisted answers.
+    #[allow(clippy::type_complexity)]
+    fn changes(
+        seen: &HashMap<Key, (TaskStatus, i64)>,
+        unlisted: &HashMap<Key, u8>,
+        snap: &FleetSnapshot,
+        now: i64,
+    ) -> (
+        Vec<Observed>,
+        HashMap<Key, (TaskStatus, i64)>,
+        HashMap<Key, u8>,
+    ) {
+        let (c, still) = super::changes(seen, unlisted, snap, now);
+        (c.batch, c.next, still)
+    }
+
     fn snap(workers: Vec<Worker>) -> FleetSnapshot {
         FleetSnapshot {
             workers,
@@ -443,9 +469,16 @@ mod tests {
         if let Some(n) = w.node.as_mut() {
             n.recent_completed_tasks = vec![cut.clone()];
         }
-        let (batch, _, _) = changes(&HashMap::new(), &HashMap::new(), &snap(vec![w]), 10);
-        assert_eq!(batch[0].task.status, TaskStatus::Lost);
-        assert!(format!("{:?}", batch[0].task.results).contains("cut off from the broker"));
+        let (c, _) = super::changes(&HashMap::new(), &HashMap::new(), &snap(vec![w]), 10);
+        assert_eq!(c.batch[0].task.status, TaskStatus::Lost);
+        assert!(format!("{:?}", c.batch[0].task.results).contains("cut off from the broker"));
+        assert!(c.cut_off.contains(&("w1".to_owned(), "abc".to_owned())));
+        // A task lost with its worker is not cut off.
+        let s = snap(vec![answering("w1", vec![task("a", TaskStatus::Running)])]);
+        let (_, seen, _) = changes(&HashMap::new(), &HashMap::new(), &s, 100);
+        let (c, _) = super::changes(&seen, &HashMap::new(), &snap(vec![]), 101);
+        assert_eq!(c.batch[0].task.status, TaskStatus::Lost);
+        assert!(c.cut_off.is_empty());
         // A model's own error, and a subtask cut off, stay as they are.
         assert!(cut_off_from_broker(&failed("abc", "<class 'ValueError'>")).is_none());
         assert!(cut_off_from_broker(&failed(
