@@ -115,6 +115,13 @@ pub const FARGATE_SPOT_VCPU_QUOTA: &str = "L-36FBB829";
 /// History rows a page shows when not asked for a number.
 pub const HISTORY_PAGE_ROWS: u32 = 50;
 
+/// The broker container's log (RabbitMQ logs to its console, which
+/// Docker's `json-file` driver keeps on the gateway's disk): each file's
+/// largest size, as Docker's `max-size` option reads it…
+pub const BROKER_LOG_MAX_SIZE: &str = "20m";
+/// …and the files kept, the current one included (Docker's `max-file`).
+pub const BROKER_LOG_FILES: u32 = 3;
+
 /// How full (per cent, as `df` counts) the gateway's Docker disk may be
 /// before the agent says so in an event.
 pub const DISK_WARN_PERCENT: u8 = 85;

@@ -680,3 +680,174 @@ fn a_subtask_failed_by_the_gateway_is_a_task_failed_to_fossa() {
         "{said}"
     );
 }
+
+/// A parent that can never finish pins no worker (#25): a worker takes one
+/// of its subtasks from the queue and is killed with -9 before the gateway
+/// ever sees that subtask (the agent is stopped meanwhile), so nothing can
+/// put it back and the parent waits for its reply forever. The gateway
+/// finds it stuck (a later subtask of its group was seen, that one never),
+/// releases its worker from scale-in protection, and the autoscaler takes
+/// the idle fleet to zero. The parent is lost with its worker, submitted
+/// again by the gateway, and the second attempt completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_parent_pins_no_worker_and_the_fleet_still_goes_to_zero() {
+    let models = TempDir::new("stuck-models");
+    let out = TempDir::new("stuck-out");
+    std::fs::write(
+        models.0.join("stucketl.py"),
+        r#""""Three subtasks, two in flight; the first run of subtask 1 hangs."""
+import os
+import pathlib
+import time
+
+import ayeaye
+
+OUT = pathlib.Path(os.environ["STUCK_OUT"])
+
+
+class StuckEtl(ayeaye.PartitionedModel):
+    def build(self):
+        pass
+
+    def partition_plea(self):
+        return ayeaye.PartitionedModel.PartitionOption(minimum=1, maximum=2, optimal=2)
+
+    def partition_slice(self, workers_count):
+        return [("work", {"n": n}) for n in range(3)]
+
+    def work(self, n):
+        first = OUT / "hung-1"
+        if n == 1 and not first.exists():
+            first.write_text(str(os.getpgid(0)))
+            time.sleep(3600)
+        time.sleep(1)
+        (OUT / f"done-{n}").write_text("")
+        return {"n": n}
+
+    def partition_subtask_complete(self, task_message):
+        pass
+"#,
+    )
+    .unwrap();
+    let mut agent = LocalAgent::prepared();
+    let dir = models.0.display().to_string();
+    let out_dir = out.0.display().to_string();
+    // One task slot a worker (ceil(CPUs × 0.01)): the parent fills its own
+    // worker, so its subtasks run on the other two.
+    agent.spawn(
+        0,
+        &[
+            "--models",
+            &dir,
+            "--min-workers",
+            "3",
+            "--max-workers",
+            "3",
+            "--idle-window",
+            "5",
+        ],
+        &[("FOSSA_CPU_TASK_RATIO", "0.01"), ("STUCK_OUT", &out_dir)],
+    );
+    agent.wait_output("all 3 workers ready", Duration::from_secs(180));
+    let v = submit(&agent, &json!({"model_class": "StuckEtl"})).await;
+    let first = v["task_id"].as_str().unwrap().to_owned();
+    // The gateway looks away from now until the hung subtask's worker is
+    // gone: SIGSTOP freezes the agent (its workers and broker run on).
+    agent.signal("STOP");
+    let hung = out.0.join("hung-1");
+    let t = Instant::now();
+    while !(hung.exists() && out.0.join("done-2").exists()) {
+        if t.elapsed() > Duration::from_secs(60) {
+            agent.signal("CONT");
+            panic!(
+                "subtask 1 never hung or subtask 2 never ran: {:?}\n{}",
+                std::fs::read_dir(&out.0).unwrap().collect::<Vec<_>>(),
+                agent.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pgid: i32 = std::fs::read_to_string(&hung)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the hung subtask's worker");
+    agent.signal("CONT");
+    let released = Instant::now();
+
+    // Found stuck, said on its page and as an event, and its worker let go.
+    let what = "the parent found stuck and its worker released";
+    let said = eventually(what, Duration::from_secs(90), async || {
+        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
+        let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+        let event = ev["events"].as_array().unwrap().iter().find_map(|e| {
+            let m = e["message"].as_str()?;
+            (m.contains(&first) && m.contains("can never finish")).then(|| m.to_owned())
+        });
+        match (d["stuck"].as_str(), event) {
+            (Some(stuck), Some(event)) => Ok((stuck.to_owned(), event)),
+            _ => Err(format!("{d}\n{}", agent.log())),
+        }
+    })
+    .await;
+    eprintln!(
+        "FIGURE a stuck parent's worker released {:?} after the gateway looked again",
+        released.elapsed()
+    );
+    assert!(
+        said.0.contains("subtask 1 was never seen running"),
+        "{}",
+        said.0
+    );
+    assert!(
+        said.1.contains("no longer kept from scale-in"),
+        "{}",
+        said.1
+    );
+
+    // The autoscaler may now take the idle fleet to zero: the stuck parent
+    // goes with its worker and is submitted again; that attempt completes.
+    let set = json!({"min_workers": 0, "max_workers": 3, "idle_window_secs": 5});
+    let (status, v) = api(&agent, "POST", "/api/v1/autoscale", Some(&set)).await;
+    assert_eq!(status, 200, "{v}");
+    let (mut zero, mut second) = (None, None);
+    let what = "the fleet at zero, then the second attempt complete";
+    eventually(what, Duration::from_secs(180), async || {
+        let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+        zero = zero.take().or_else(|| {
+            ev["events"].as_array().unwrap().iter().find_map(|e| {
+                let m = e["message"].as_str()?;
+                (e["source"] == "autoscale" && m.contains("→ 0")).then(|| m.to_owned())
+            })
+        });
+        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
+        let attempt = d["attempts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["attempt"] == 2))
+            .and_then(|a| a["task_id"].as_str())
+            .map(str::to_owned);
+        if let Some(id) = attempt {
+            let (_, d2) = api(&agent, "GET", &format!("/api/v1/tasks/{id}"), None).await;
+            if d2["task"]["status"] == "complete" {
+                second = Some((d, d2));
+            }
+        }
+        holds(zero.is_some() && second.is_some(), || {
+            format!("zero {zero:?}\n{ev}\n{}", agent.log())
+        })
+    })
+    .await;
+    let (d1, d2) = second.unwrap();
+    assert_eq!(d1["task"]["status"], "lost", "{d1}");
+    assert_eq!(
+        d2["groups"][0]["subtasks"].as_array().map(Vec::len),
+        Some(3),
+        "{d2}"
+    );
+    eprintln!("the fleet went to zero: {}", zero.unwrap());
+}

@@ -106,6 +106,11 @@ async fn the_broker_duty_makes_a_worker_user_that_is_not_an_administrator() {
         .stdout
     };
     assert_eq!(inspect("{{.HostConfig.NetworkMode}}").trim(), BROKER.name);
+    // Its log is rotated by the engine, not kept for ever on the disk.
+    assert_eq!(
+        inspect("{{json .HostConfig.LogConfig}}").trim(),
+        r#"{"Type":"json-file","Config":{"max-file":"3","max-size":"20m"}}"#
+    );
 
     // Not an administrator; guest, if it exists at all, only from loopback.
     let users = Run::of(dockerd.cli().args([

@@ -127,21 +127,33 @@ pub struct TaskDetail {
     pub attempts: Vec<crate::model::Attempt>,
 }
 
-/// Why a running parent can never finish, if it cannot: some subtask was
-/// lost with its worker (Fossa takes a subtask off the queue when it starts
-/// it, so nobody runs it again), no other run of it exists, and nothing of
-/// its groups runs any more. The parent then waits for a reply forever.
+/// Why a running parent can never finish, if it cannot, once nothing of its
+/// groups runs any more: some subtask was lost with its worker (Fossa takes
+/// a subtask off the queue when it starts it, so nobody runs it again) and
+/// no other run of it exists; or a subtask was never seen at all while a
+/// later one of its group was. The queue is first in, first out, so a
+/// worker took that one first and was lost before the gateway's next look.
+/// The parent then waits for a reply forever.
 pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
     if parent.task.status != TaskStatus::Running {
         return None;
     }
     let mut lost: Vec<(u32, &TaskRow)> = Vec::new();
+    let mut unseen: Vec<u32> = Vec::new();
     for g in groups {
         if g.subtasks
             .iter()
             .any(|s| s.task.status == TaskStatus::Running)
         {
             return None;
+        }
+        let ns: std::collections::BTreeSet<u32> = g
+            .subtasks
+            .iter()
+            .filter_map(|s| s.task.subtask_parts().map(|p| p.1))
+            .collect();
+        if let (Some(&low), Some(&high)) = (ns.first(), ns.last()) {
+            unseen.extend((low..high).filter(|n| !ns.contains(n)));
         }
         for s in &g.subtasks {
             let Some((_, n, _)) = s.task.subtask_parts() else {
@@ -161,7 +173,14 @@ pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
             }
         }
     }
-    let (_, first) = lost.first()?;
+    let Some((_, first)) = lost.first() else {
+        let (s, list) = plural(&unseen)?;
+        return Some(format!(
+            "stuck: subtask{s} {list} never seen running, though later ones of {} were: a worker took it from the queue (first in, first out) and was lost before the gateway's next look, so nothing can put it back, and this task waits for {} forever. Submit it again.",
+            if unseen.len() == 1 { "its group" } else { "their group" },
+            if unseen.len() == 1 { "its reply" } else { "their replies" },
+        ));
+    };
     let mut ns: Vec<u32> = lost.iter().map(|(n, _)| *n).collect();
     ns.sort_unstable();
     ns.dedup();
@@ -171,13 +190,21 @@ pub fn stuck(parent: &TaskRow, groups: &[Group]) -> Option<String> {
         .as_ref()
         .and_then(|r| r["payload"]["reason"].as_str())
         .unwrap_or("its worker stopped");
+    let (s, list) = plural(&ns)?;
     Some(format!(
-        "stuck: subtask{} {} {} lost ({why}) and not put back on the queue (Fossa does not run a lost subtask again), so this task waits for {} forever. Submit it again.",
-        if ns.len() == 1 { "" } else { "s" },
-        ns.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
-        if ns.len() == 1 { "was" } else { "were" },
+        "stuck: subtask{s} {list} lost ({why}) and not put back on the queue (Fossa does not run a lost subtask again), so this task waits for {} forever. Submit it again.",
         if ns.len() == 1 { "its reply" } else { "their replies" },
     ))
+}
+
+/// `"s"` or `""` for the numbers `ns`, and them listed, `None` when empty.
+fn plural(ns: &[u32]) -> Option<(&'static str, String)> {
+    let list: Vec<String> = ns.iter().map(u32::to_string).collect();
+    match ns.len() {
+        0 => None,
+        1 => Some(("", format!("{} was", list[0]))),
+        _ => Some(("s", format!("{} were", list.join(", ")))),
+    }
 }
 
 /// A task this gateway dispatched, as a row, for the moment before its node reports it.
@@ -456,6 +483,34 @@ mod tests {
             .unwrap()
             .running_tasks
             .push(task("zz:1::amq.q", "Etl", "running", 105, None));
+        assert_eq!(task_detail(&snap, "p1").unwrap().stuck, None);
+    }
+
+    #[test]
+    fn a_parent_missing_a_subtask_before_a_later_one_is_stuck() {
+        let done = |n: u32| task(&format!("zz:{n}::amq.q"), "Etl", "complete", 101, Some(103));
+        let mut snap = FleetSnapshot {
+            workers: vec![worker(
+                "a",
+                vec![task("p1", "Etl", "running", 100, None)],
+                vec![done(0), done(2), done(4)],
+            )],
+            ..Default::default()
+        };
+        let why = task_detail(&snap, "p1").unwrap().stuck.expect("stuck");
+        assert!(
+            why.contains("subtasks 1, 3 were never seen running"),
+            "{why}"
+        );
+        // While one of its group runs, it may still take the rest: not yet.
+        let node = snap.workers[0].node.as_mut().unwrap();
+        node.running_tasks
+            .push(task("zz:5::amq.q", "Etl", "running", 105, None));
+        assert_eq!(task_detail(&snap, "p1").unwrap().stuck, None);
+        // Nothing missing below the last seen (the rest may be unsent): not stuck.
+        let node = snap.workers[0].node.as_mut().unwrap();
+        node.running_tasks.truncate(1);
+        node.recent_completed_tasks = vec![done(0), done(1), done(2)];
         assert_eq!(task_detail(&snap, "p1").unwrap().stuck, None);
     }
 

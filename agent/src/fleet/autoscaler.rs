@@ -3,6 +3,7 @@
 //! what [`autoscale::decide`] remembers between looks. The fleet model
 //! gathers the signals and applies the decisions.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use fossa_contract::config::Autoscale;
 use fossa_web::model::{ControlError, FleetSnapshot, Mode};
 
 use super::autoscale::{self, Decision, Policy, Signals, State};
-use super::poll::busy_and_idle;
+use super::poll::{busy_and_idle, working_slots};
 use crate::events::Events;
 use crate::history::History;
 
@@ -148,8 +149,14 @@ impl Autoscaler {
         Some(msg)
     }
 
-    /// The signals in `snap` (and the broker's waiting subtasks).
-    pub fn signals(&self, snap: &FleetSnapshot, broker_waiting: Option<u32>) -> Signals {
+    /// The signals in `snap` (and the broker's waiting subtasks); the slots
+    /// of `stuck` parents are not busy.
+    pub fn signals(
+        &self,
+        snap: &FleetSnapshot,
+        broker_waiting: Option<u32>,
+        stuck: &HashSet<String>,
+    ) -> Signals {
         let mut s = Signals {
             gateway_queued: snap.queue.len() as u32,
             desired: snap.desired_workers,
@@ -160,15 +167,13 @@ impl Autoscaler {
             if let Some(n) = &w.node {
                 s.answering += 1;
                 s.free_slots += n.available_processing_capacity;
-                s.busy_slots += n
-                    .max_concurrent_tasks
-                    .saturating_sub(n.available_processing_capacity);
+                s.busy_slots += working_slots(n, stuck);
                 self.slots_per_worker
                     .store(n.max_concurrent_tasks, Ordering::Relaxed);
             }
         }
         s.slots_per_worker = self.slots_per_worker.load(Ordering::Relaxed);
-        s.busy_workers = busy_and_idle(&snap.workers).0.len() as u32;
+        s.busy_workers = busy_and_idle(&snap.workers, stuck).0.len() as u32;
         s
     }
 

@@ -33,6 +33,7 @@ pub mod node;
 pub mod observe;
 pub mod poll;
 pub mod rescue;
+pub mod stuck;
 
 pub use backend::{BackendError, WorkerBackend, WorkerRef};
 pub use poll::PollSettings;
@@ -88,6 +89,9 @@ pub struct FleetModel {
     refreshed: watch::Sender<u64>,
     /// The broker's task queue as last read, and when.
     broker: std::sync::Mutex<(Option<u32>, Option<Instant>)>,
+    /// The running parents that can never finish, as last looked at.
+    stuck: stuck::Stuck,
+    stuck_now: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How often the broker's queue is read while autoscaling is off (for
@@ -134,6 +138,8 @@ impl FleetModel {
             dispatcher,
             refreshed: watch::Sender::new(0),
             broker: std::sync::Mutex::new((None, None)),
+            stuck: stuck::Stuck::default(),
+            stuck_now: Default::default(),
         })
     }
 
@@ -202,7 +208,8 @@ impl FleetModel {
             return;
         }
         let snap = self.snapshot.load_full();
-        let s = self.autoscaler.signals(&snap, broker_waiting);
+        let stuck = self.stuck_now.lock().expect("lock").clone();
+        let s = self.autoscaler.signals(&snap, broker_waiting, &stuck);
         let Some(d) = self.autoscaler.decide(&s) else {
             return;
         };
@@ -216,7 +223,8 @@ impl FleetModel {
             if !snap.queue.is_empty() {
                 return;
             }
-            let (busy, _) = busy_and_idle(&snap.workers);
+            let stuck = self.stuck_now.lock().expect("lock").clone();
+            let (busy, _) = busy_and_idle(&snap.workers, &stuck);
             target = target.max(busy.len() as u32);
             if target >= s.desired {
                 return;
@@ -267,9 +275,11 @@ impl FleetModel {
                 .await;
             self.submit_lost_again().await;
             let snap = self.snapshot.load_full();
+            let stuck = self.stuck.look(&snap, &self.history, &self.events).await;
             self.poller
-                .protect(self.backend.as_ref(), &snap.workers, &self.events)
+                .protect(self.backend.as_ref(), &snap.workers, &stuck, &self.events)
                 .await;
+            *self.stuck_now.lock().expect("lock") = stuck;
         }
         self.refreshed.send_modify(|n| *n += 1);
     }

@@ -3,11 +3,11 @@
 //! broken worker is marked with its reason and never delays the others.
 //! Busy workers are then kept from scale-in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fossa_web::model::{FleetSnapshot, Health, Worker};
+use fossa_web::model::{FleetSnapshot, Health, NodeInfo, Worker};
 use futures::StreamExt;
 
 use super::backend::{BackendError, WorkerBackend, WorkerRef};
@@ -140,9 +140,16 @@ impl Poller {
     }
 
     /// Keeps the busy workers among `workers` from scale-in and lets the
-    /// idle ones go; says once (until it works again) when that fails.
-    pub async fn protect(&self, backend: &dyn WorkerBackend, workers: &[Worker], events: &Events) {
-        let (busy, idle) = busy_and_idle(workers);
+    /// idle ones go (a worker running only `stuck` parents is idle); says
+    /// once (until it works again) when that fails.
+    pub async fn protect(
+        &self,
+        backend: &dyn WorkerBackend,
+        workers: &[Worker],
+        stuck: &HashSet<String>,
+        events: &Events,
+    ) {
+        let (busy, idle) = busy_and_idle(workers, stuck);
         match backend.protect(&busy, &idle).await {
             Ok(()) => *self.protect_error.lock().expect("lock") = None,
             Err(e) => self.protect_failed(&e, events),
@@ -171,21 +178,36 @@ fn health_of(e: &NodeError) -> Health {
     }
 }
 
-/// The answering workers running work, and those running none. A worker
-/// that does not answer is in neither: its protection stays as it was; nor
-/// is one on its way out, which ECS no longer protects.
-pub fn busy_and_idle(workers: &[Worker]) -> (Vec<String>, Vec<String>) {
+/// The answering workers running work, and those running none but `stuck`
+/// parents (which can never finish: [`super::stuck`]). A worker that does
+/// not answer is in neither: its protection stays as it was; nor is one on
+/// its way out, which ECS no longer protects.
+pub fn busy_and_idle(workers: &[Worker], stuck: &HashSet<String>) -> (Vec<String>, Vec<String>) {
     let mut busy = Vec::new();
     let mut idle = Vec::new();
     for w in workers.iter().filter(|w| w.takes_work()) {
         let Some(n) = &w.node else { continue };
-        if n.available_processing_capacity < n.max_concurrent_tasks || !n.running_tasks.is_empty() {
+        if working_slots(n, stuck) > 0
+            || n.running_tasks.iter().any(|t| !stuck.contains(&t.task_id))
+        {
             busy.push(w.id.clone());
         } else {
             idle.push(w.id.clone());
         }
     }
     (busy, idle)
+}
+
+/// The task slots of node `n` in use by anything but `stuck` parents.
+pub fn working_slots(n: &NodeInfo, stuck: &HashSet<String>) -> u32 {
+    let stuck_here = n
+        .running_tasks
+        .iter()
+        .filter(|t| stuck.contains(&t.task_id))
+        .count() as u32;
+    n.max_concurrent_tasks
+        .saturating_sub(n.available_processing_capacity)
+        .saturating_sub(stuck_here)
 }
 
 /// Sorts `local-10` after `local-9`.
@@ -205,7 +227,6 @@ fn natural_key(id: &str) -> (String, u64, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fossa_web::model::NodeInfo;
 
     #[test]
     fn ids_sort_naturally() {
@@ -226,11 +247,53 @@ mod tests {
             }),
             ..Default::default()
         };
-        let (busy, idle) = busy_and_idle(&[
-            w("a", Health::Ok, 1),
-            w("b", Health::Ok, 2),
-            w("c", Health::Timeout("slow".into()), 0),
-        ]);
+        let none = HashSet::new();
+        let (busy, idle) = busy_and_idle(
+            &[
+                w("a", Health::Ok, 1),
+                w("b", Health::Ok, 2),
+                w("c", Health::Timeout("slow".into()), 0),
+            ],
+            &none,
+        );
         assert_eq!((busy, idle), (vec!["a".to_owned()], vec!["b".to_owned()]));
+    }
+
+    #[test]
+    fn a_worker_running_only_stuck_parents_is_idle() {
+        let running = |id: &str| fossa_web::model::FossaTask {
+            task_id: id.into(),
+            model_class: "Etl".into(),
+            method: None,
+            method_kwargs: serde_json::Value::Null,
+            status: fossa_web::model::TaskStatus::Running,
+            started: Some(1),
+            finished: None,
+            results: None,
+            spec: Default::default(),
+        };
+        let w = |id: &str, tasks: &[&str]| Worker {
+            id: id.into(),
+            health: Health::Ok,
+            node: Some(NodeInfo {
+                max_concurrent_tasks: 2,
+                available_processing_capacity: 2 - tasks.len() as u32,
+                running_tasks: tasks.iter().map(|t| running(t)).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let stuck = HashSet::from(["p1".to_owned()]);
+        let workers = [w("a", &["p1"]), w("b", &["p1", "t2"]), w("c", &["p3"])];
+        let (busy, idle) = busy_and_idle(&workers, &stuck);
+        assert_eq!(busy, ["b", "c"]);
+        assert_eq!(idle, ["a"]);
+        let slots: Vec<u32> = workers
+            .iter()
+            .map(|w| working_slots(w.node.as_ref().unwrap(), &stuck))
+            .collect();
+        assert_eq!(slots, [0, 1, 1]);
+        // Nothing stuck: a worker running anything is busy, as before.
+        assert_eq!(busy_and_idle(&workers, &HashSet::new()).0.len(), 3);
     }
 }

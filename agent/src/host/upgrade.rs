@@ -207,13 +207,41 @@ impl Layout {
     }
 
     /// Makes `staged` (the binary for `sha`) current: `previous` names what
-    /// runs now (`running`), `pending` counts its starts from 0.
+    /// runs now (`running`), `pending` counts its starts from 0. Only those
+    /// two binaries stay on the disk ([`Layout::prune`]).
     pub fn swap(&self, sha: &str, staged: &Path, running: &Path) -> Result<(), UpgradeError> {
         let old = self.current().unwrap_or_else(|| running.to_owned());
         self.point("previous", &old)?;
         self.write("pending", &format!("{sha} 0"))?;
         let _ = std::fs::remove_file(self.path("rolled-back"));
-        self.point("current", staged)
+        self.point("current", staged)?;
+        self.prune();
+        Ok(())
+    }
+
+    /// Removes the staged binaries that are neither `current` nor
+    /// `previous`, and what a stage cut short left: the gateway's disk keeps
+    /// two agents, not every one it ever ran. Best effort: a file that
+    /// cannot go stays for the next upgrade.
+    pub fn prune(&self) {
+        let keep: Vec<PathBuf> = ["current", "previous"]
+            .iter()
+            .filter_map(|l| self.path(l).canonicalize().ok())
+            .collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if !name.starts_with("fossa-agent-") || path.is_symlink() {
+                continue;
+            }
+            let kept = path.canonicalize().is_ok_and(|p| keep.contains(&p));
+            if !kept {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     fn write(&self, name: &str, text: &str) -> Result<(), UpgradeError> {
@@ -351,6 +379,35 @@ mod tests {
         // c never becomes ready: back to b, not to the launcher.
         assert_eq!(l.on_start(&launcher).unwrap(), Start::Exec(b.clone()));
         assert_eq!(l.current().unwrap(), b);
+    }
+
+    #[test]
+    fn only_the_current_and_previous_binaries_stay() {
+        let scratch = tempdir();
+        let tmp = &scratch.0;
+        let launcher = exe(tmp, "launcher");
+        let l = Layout::new(&tmp.join("state"));
+        let b = l.stage("bbbb", b"b").unwrap();
+        l.swap("bbbb", &b, &launcher).unwrap();
+        let c = l.stage("cccc", b"c").unwrap();
+        l.swap("cccc", &c, &b).unwrap();
+        // A stage cut short, and an upgrade staged but never swapped in.
+        std::fs::write(l.binary("eeee").with_extension("partial"), b"e").unwrap();
+        let _ = l.stage("ffff", b"f").unwrap();
+        let d = l.stage("dddd", b"d").unwrap();
+        l.swap("dddd", &d, &c).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(tmp.join("state/bin"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("fossa-agent-"))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fossa-agent-cccc", "fossa-agent-dddd"]);
+        assert!(
+            launcher.exists(),
+            "the launcher is not the layout's to remove"
+        );
     }
 
     #[test]

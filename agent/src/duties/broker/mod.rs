@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
@@ -26,7 +27,7 @@ use bollard::Docker;
 use fossa_contract::aws::{AwsError, AwsResultExt};
 use fossa_contract::names::{images, BROKER_CONTAINER, BROKER_PORT, BROKER_VOLUME, SPEC_LABEL};
 use fossa_contract::networks::{self, ContainerNetwork};
-use fossa_contract::{ssm, tags, StackName};
+use fossa_contract::{limits, ssm, tags, StackName};
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 
@@ -297,6 +298,20 @@ pub fn container_spec(
                 maximum_retry_count: None,
             }),
             binds: Some(vec![format!("{BROKER_VOLUME}:/var/lib/rabbitmq")]),
+            // Rotated, not kept for ever on the gateway's disk. Not in the
+            // spec's hash: an upgrade must not recreate a running broker
+            // (every parent's reply queue would go with it) to change its
+            // logging; an older broker takes this when it is next recreated.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(HashMap::from([
+                    (
+                        "max-size".to_owned(),
+                        limits::BROKER_LOG_MAX_SIZE.to_owned(),
+                    ),
+                    ("max-file".to_owned(), limits::BROKER_LOG_FILES.to_string()),
+                ])),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -614,6 +629,13 @@ mod tests {
         assert_eq!(bound[0].host_ip.as_deref(), Some("10.0.1.5"));
         assert_eq!(bound[0].host_port.as_deref(), Some("5672"));
         assert_eq!(body.exposed_ports, Some(vec!["5672/tcp".to_owned()]));
+        let logs = hc.log_config.as_ref().unwrap();
+        assert_eq!(logs.typ.as_deref(), Some("json-file"));
+        let opts = logs.config.as_ref().unwrap();
+        assert_eq!(
+            (opts["max-size"].as_str(), opts["max-file"].as_str()),
+            ("20m", "3")
+        );
         let env = body.env.unwrap().join(" ");
         assert!(
             !env.contains("10.0.1.5"),
