@@ -1743,10 +1743,31 @@ async fn scale_run(
             run.makespan = t0.elapsed();
         }
         let waiting_on_kill = killed.is_some() && run.stopped_to_again.is_none();
-        holds(
-            !run.makespan.is_zero() && run.done.len() == plan.len() && !waiting_on_kill,
-            || format!("done {:?} of {plan:?}; task {}", run.done, d["task"]),
-        )
+        let finished = !run.makespan.is_zero() && run.done.len() == plan.len() && !waiting_on_kill;
+        // On a failure: what never wrote its output, what the gateway did
+        // about lost work, and whether it found the parent stuck.
+        let said = if finished {
+            Vec::new()
+        } else {
+            let ev = get_api(stack, pw, "/api/v1/events").await;
+            ev["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["source"] == "rescue" || e["source"] == "autoscale")
+                .filter_map(|e| e["message"].as_str().map(str::to_owned))
+                .collect()
+        };
+        holds(finished, || {
+            let outputs = scale_counts(&attacker.requests()[before..], "output");
+            let missing: Vec<u64> = (0..SCALE_SUBTASKS as u64)
+                .filter(|n| !outputs.contains_key(n))
+                .collect();
+            format!(
+                "done {:?} of {plan:?}; task {}; stuck {}; outputs missing {missing:?}; killed subtasks {:?}; events {said:#?}",
+                run.done, d["task"], d["stuck"], run.killed_subtasks
+            )
+        })
     })
     .await;
     let requests = attacker.requests()[before..].to_vec();
