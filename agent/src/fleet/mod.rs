@@ -91,7 +91,6 @@ pub struct FleetModel {
     broker: std::sync::Mutex<(Option<u32>, Option<Instant>)>,
     /// The running parents that can never finish, as last looked at.
     stuck: stuck::Stuck,
-    stuck_now: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How often the broker's queue is read while autoscaling is off (for
@@ -139,7 +138,6 @@ impl FleetModel {
             refreshed: watch::Sender::new(0),
             broker: std::sync::Mutex::new((None, None)),
             stuck: stuck::Stuck::default(),
-            stuck_now: Default::default(),
         })
     }
 
@@ -208,7 +206,7 @@ impl FleetModel {
             return;
         }
         let snap = self.snapshot.load_full();
-        let stuck = self.stuck_now.lock().expect("lock").clone();
+        let stuck = self.stuck.last();
         let s = self.autoscaler.signals(&snap, broker_waiting, &stuck);
         let Some(d) = self.autoscaler.decide(&s) else {
             return;
@@ -223,8 +221,7 @@ impl FleetModel {
             if !snap.queue.is_empty() {
                 return;
             }
-            let stuck = self.stuck_now.lock().expect("lock").clone();
-            let (busy, _) = busy_and_idle(&snap.workers, &stuck);
+            let (busy, _) = busy_and_idle(&snap.workers, &self.stuck.last());
             target = target.max(busy.len() as u32);
             if target >= s.desired {
                 return;
@@ -279,7 +276,6 @@ impl FleetModel {
             self.poller
                 .protect(self.backend.as_ref(), &snap.workers, &stuck, &self.events)
                 .await;
-            *self.stuck_now.lock().expect("lock") = stuck;
         }
         self.refreshed.send_modify(|n| *n += 1);
     }

@@ -33,6 +33,8 @@ pub const RUNNING_FOR_SECS: i64 = 30;
 pub struct Stuck {
     /// Each parent looked at: when, and why it is stuck (`None`: it is not).
     looked: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    /// What the last [`Stuck::look`] found.
+    last: Mutex<HashSet<String>>,
 }
 
 /// A running parent worth a look: its id and its worker's.
@@ -114,7 +116,13 @@ impl Stuck {
             .lock()
             .expect("lock")
             .retain(|id, _| found.iter().any(|c| &c.task == id));
+        *self.last.lock().expect("lock") = stuck.clone();
         stuck
+    }
+
+    /// The stuck parents the last [`Stuck::look`] found.
+    pub fn last(&self) -> HashSet<String> {
+        self.last.lock().expect("lock").clone()
     }
 }
 
