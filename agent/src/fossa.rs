@@ -79,6 +79,7 @@ import signal  # noqa: E402
 import time  # noqa: E402
 
 from fossa import BaseConfig  # noqa: E402
+from fossa.control.governor import Governor  # noqa: E402
 from fossa.control.rabbit_mq.message_exchange import RabbitMx  # noqa: E402
 from fossa.control.rabbit_mq.process import RabbitMqProcessor  # noqa: E402
 
@@ -106,24 +107,77 @@ INFO_ASKED = multiprocessing.Value("d", 0.0)  # time.time() of the latest node_i
 # nothing once the node drains, so no subtask is taken after SIGTERM; one
 # taken just before is handed on and run as usual. The parent side of a
 # partitioned task reads its replies with consume, and is left alone.
+#
+# A subtask taken and lost between two of the gateway's looks at the node
+# (or waiting in the sidecar for a free slot, where node_info does not list
+# it) would be lost unseen. So the sidecar notes each subtask it takes on
+# TAKEN_QUEUE, named by this node's node_ident, in one AMQP transaction with
+# its ack: the broker holds both or neither (a node killed before the commit
+# leaves the subtask on the task queue). Fossa's own ack of it is then
+# skipped. The gateway reads the notes, and puts back the subtasks of a
+# worker that is gone.
+TAKEN_QUEUE = "@TAKEN_QUEUE@"
+TAKEN_MAX = @TAKEN_MAX@
 _sidecar_run_forever = RabbitMx.run_forever
 
 
 def _sidecar(self, work_queue_submit, available_processing_capacity):
+    import pika
     from pika.adapters.blocking_connection import BlockingChannel
 
     take = BlockingChannel.basic_get
+    ack = BlockingChannel.basic_ack
 
     def basic_get(channel, *args, **kwargs):
         if DRAINING.is_set():
             return None, None, None
-        return take(channel, *args, **kwargs)
+        if not getattr(channel, "_fossa_noting", False):
+            channel.queue_declare(queue=TAKEN_QUEUE, durable=True, arguments={"x-max-length": TAKEN_MAX})
+            channel.tx_select()
+            channel._fossa_noting = True
+            channel._fossa_acked = set()
+        method, properties, body = take(channel, *args, **kwargs)
+        if method is None:
+            return method, properties, body
+        note = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=2,
+            correlation_id=properties.correlation_id,
+            reply_to=properties.reply_to,
+            app_id=os.environ.get("FOSSA_NODE_IDENT", ""),
+            timestamp=int(time.time()),
+        )
+        channel.basic_publish(exchange="", routing_key=TAKEN_QUEUE, body=body, properties=note)
+        ack(channel, delivery_tag=method.delivery_tag)
+        channel.tx_commit()
+        channel._fossa_acked.add(method.delivery_tag)
+        return method, properties, body
+
+    def basic_ack(channel, delivery_tag=0, multiple=False):
+        acked = getattr(channel, "_fossa_acked", set())
+        if delivery_tag in acked:
+            acked.discard(delivery_tag)
+            return None
+        return ack(channel, delivery_tag=delivery_tag, multiple=multiple)
 
     BlockingChannel.basic_get = basic_get
+    BlockingChannel.basic_ack = basic_ack
     return _sidecar_run_forever(self, work_queue_submit, available_processing_capacity)
 
 
 RabbitMx.run_forever = _sidecar
+
+# The notes name the node by its governor's id, which node_info reports as
+# node_ident; the sidecar is forked after the governor is made.
+_start_internal_processes = Governor.start_internal_processes
+
+
+def _start_with_ident(self):
+    os.environ["FOSSA_NODE_IDENT"] = self.governor_id
+    return _start_internal_processes(self)
+
+
+Governor.start_internal_processes = _start_with_ident
 
 
 def drain(governor):
@@ -220,7 +274,11 @@ def serve(config):
 if __name__ == "__main__":
     serve(Config)
 "#
-    .to_owned()
+    .replace("@TAKEN_QUEUE@", fossa_contract::names::TAKEN_QUEUE)
+    .replace(
+        "@TAKEN_MAX@",
+        &fossa_contract::limits::TAKEN_QUEUE_MAX.to_string(),
+    )
 }
 
 /// The gist of a Python failure, for one event line: the innermost

@@ -122,6 +122,15 @@ pub const BROKER_LOG_MAX_SIZE: &str = "20m";
 /// …and the files kept, the current one included (Docker's `max-file`).
 pub const BROKER_LOG_FILES: u32 = 3;
 
+/// The most notes [`crate::names::TAKEN_QUEUE`] keeps (RabbitMQ's
+/// `x-max-length`, dropping the oldest) while no gateway reads it. Every
+/// node declares the queue with it, and RabbitMQ refuses a declaration whose
+/// arguments differ: never change it.
+pub const TAKEN_QUEUE_MAX: u32 = 10_000;
+/// How long the gateway keeps a note of a subtask taken by a node it has
+/// not reached yet (it learns which worker a node is from its `node_info`).
+pub const TAKEN_UNKNOWN_NODE_SECS: i64 = 600;
+
 /// How full (per cent, as `df` counts) the gateway's Docker disk may be
 /// before the agent says so in an event.
 pub const DISK_WARN_PERCENT: u8 = 85;

@@ -187,6 +187,11 @@ pub const HISTORY_FILE: &str = "history.sqlite3";
 /// The durable RabbitMQ queue Fossa publishes subtasks to (its depth is
 /// the autoscaler's first signal).
 pub const FOSSA_TASK_QUEUE: &str = "fossa_task_queue";
+/// The durable RabbitMQ queue where each worker's node notes every subtask
+/// it takes from [`FOSSA_TASK_QUEUE`], in the same transaction as its ack
+/// (the generated node module): the gateway reads it, so a subtask taken
+/// and lost between two looks at the node is still found and put back.
+pub const TAKEN_QUEUE: &str = "fossa_gateway_taken";
 /// Port the Fossa workers listen on.
 pub const FOSSA_PORT: u16 = 2345;
 /// Port of the RabbitMQ broker.

@@ -681,20 +681,17 @@ fn a_subtask_failed_by_the_gateway_is_a_task_failed_to_fossa() {
     );
 }
 
-/// A parent that can never finish pins no worker (#25): a worker takes one
-/// of its subtasks from the queue and is killed with -9 before the gateway
-/// ever sees that subtask (the agent is stopped meanwhile), so nothing can
-/// put it back and the parent waits for its reply forever. The gateway
-/// finds it stuck (a later subtask of its group was seen, that one never),
-/// releases its worker from scale-in protection, and the autoscaler takes
-/// the idle fleet to zero. The parent is lost with its worker, submitted
-/// again by the gateway, and the second attempt completes.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stuck_parent_pins_no_worker_and_the_fleet_still_goes_to_zero() {
-    let models = TempDir::new("stuck-models");
-    let out = TempDir::new("stuck-out");
+/// Three workers of one slot; a partitioned parent of three subtasks, two
+/// in flight. The gateway looks away (the agent is stopped) while a worker
+/// takes subtask 1 from the queue and is killed with -9 mid-run, after
+/// subtask 2 ran: no look ever saw subtask 1. With `lose_notes`, subtask 1
+/// also empties the nodes' notes queue (as if its note were lost too).
+/// The agent, running again, the parent's id and when it went on.
+async fn subtask_lost_unseen(lose_notes: bool) -> (LocalAgent, String, Instant, [TempDir; 2]) {
+    let models = TempDir::new("unseen-models");
+    let out = TempDir::new("unseen-out");
     std::fs::write(
-        models.0.join("stucketl.py"),
+        models.0.join("unseenetl.py"),
         r#""""Three subtasks, two in flight; the first run of subtask 1 hangs."""
 import os
 import pathlib
@@ -702,10 +699,10 @@ import time
 
 import ayeaye
 
-OUT = pathlib.Path(os.environ["STUCK_OUT"])
+OUT = pathlib.Path(os.environ["UNSEEN_OUT"])
 
 
-class StuckEtl(ayeaye.PartitionedModel):
+class UnseenEtl(ayeaye.PartitionedModel):
     def build(self):
         pass
 
@@ -718,6 +715,12 @@ class StuckEtl(ayeaye.PartitionedModel):
     def work(self, n):
         first = OUT / "hung-1"
         if n == 1 and not first.exists():
+            if os.environ.get("UNSEEN_LOSE_NOTES"):
+                import pika
+
+                c = pika.BlockingConnection(pika.URLParameters(os.environ["RABBITMQ_URL"]))
+                c.channel().queue_purge("fossa_gateway_taken")
+                c.close()
             first.write_text(str(os.getpgid(0)))
             time.sleep(3600)
         time.sleep(1)
@@ -732,6 +735,13 @@ class StuckEtl(ayeaye.PartitionedModel):
     let mut agent = LocalAgent::prepared();
     let dir = models.0.display().to_string();
     let out_dir = out.0.display().to_string();
+    let mut env = vec![
+        ("FOSSA_CPU_TASK_RATIO", "0.01"),
+        ("UNSEEN_OUT", out_dir.as_str()),
+    ];
+    if lose_notes {
+        env.push(("UNSEEN_LOSE_NOTES", "1"));
+    }
     // One task slot a worker (ceil(CPUs × 0.01)): the parent fills its own
     // worker, so its subtasks run on the other two.
     agent.spawn(
@@ -746,10 +756,10 @@ class StuckEtl(ayeaye.PartitionedModel):
             "--idle-window",
             "5",
         ],
-        &[("FOSSA_CPU_TASK_RATIO", "0.01"), ("STUCK_OUT", &out_dir)],
+        &env,
     );
     agent.wait_output("all 3 workers ready", Duration::from_secs(180));
-    let v = submit(&agent, &json!({"model_class": "StuckEtl"})).await;
+    let v = submit(&agent, &json!({"model_class": "UnseenEtl"})).await;
     let first = v["task_id"].as_str().unwrap().to_owned();
     // The gateway looks away from now until the hung subtask's worker is
     // gone: SIGSTOP freezes the agent (its workers and broker run on).
@@ -778,7 +788,61 @@ class StuckEtl(ayeaye.PartitionedModel):
     )
     .expect("kill the hung subtask's worker");
     agent.signal("CONT");
-    let released = Instant::now();
+    (agent, first, Instant::now(), [models, out])
+}
+
+/// A subtask taken and lost before any look saw it is found by its node's
+/// note, and put back (#25 item 1): the parent completes on its first
+/// attempt, each subtask once, subtask 1 on its second run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subtask_lost_before_any_look_is_found_by_its_note_and_put_back() {
+    let (agent, first, released, [_models, out]) = subtask_lost_unseen(false).await;
+    let what = "the parent complete on its first attempt";
+    let d = eventually(what, Duration::from_secs(90), async || {
+        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
+        holds(d["task"]["status"] == "complete", || {
+            format!("{d}\n{}", agent.log())
+        })?;
+        Ok::<_, String>(d)
+    })
+    .await;
+    eprintln!(
+        "FIGURE a subtask lost unseen, found by its note: parent complete {:?} after the gateway looked again",
+        released.elapsed()
+    );
+    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+    let put_back: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("put back on the queue"))
+        .collect();
+    assert_eq!(put_back.len(), 1, "{put_back:?}");
+    assert!(
+        put_back[0].contains(":1::") && put_back[0].contains("run 2 of 3"),
+        "{put_back:?}"
+    );
+    for n in 0..3 {
+        assert!(out.0.join(format!("done-{n}")).exists(), "subtask {n} done");
+    }
+    assert!(d["stuck"].is_null(), "{d}");
+    let again = d["attempts"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|a| a["attempt"] == 2));
+    assert!(!again, "not submitted again: {d}");
+}
+
+/// A parent that can never finish pins no worker (#25): as above, but the
+/// subtask's note is lost too, so nothing can put it back and the parent
+/// waits for its reply forever. The gateway finds it stuck (a later
+/// subtask of its group was seen, that one never), releases its worker
+/// from scale-in protection, and the autoscaler takes the idle fleet to
+/// zero. The parent is lost with its worker, submitted again by the
+/// gateway, and the second attempt completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_parent_pins_no_worker_and_the_fleet_still_goes_to_zero() {
+    let (agent, first, released, _dirs) = subtask_lost_unseen(true).await;
 
     // Found stuck, said on its page and as an event, and its worker let go.
     let what = "the parent found stuck and its worker released";

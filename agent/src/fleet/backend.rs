@@ -148,7 +148,8 @@ pub async fn broker_waiting_at(url: &str) -> Option<u32> {
     .ok()
 }
 
-/// Why a lost subtask could not be put back on the queue.
+/// Why a lost subtask could not be put back on the queue, or the nodes'
+/// notes could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The broker's URL has no user, password or address.
@@ -204,4 +205,23 @@ async fn publish_to(
     };
     crate::host::amqp::publish(&login, &message, std::time::Duration::from_secs(5)).await?;
     Ok(())
+}
+
+/// The most notes read from the broker in one poll.
+const NOTES_PER_READ: usize = 2_000;
+
+/// Takes the nodes' notes of the subtasks they took
+/// ([`fossa_contract::names::TAKEN_QUEUE`]) from the broker at `url`:
+/// taken is taken, so the caller keeps them.
+pub async fn take_notes(url: &str) -> Result<Vec<crate::host::amqp::get::Got>, PublishError> {
+    let (c, address) = crate::duties::broker::parse_url(url).ok_or(PublishError::Url)?;
+    let login = crate::host::amqp::Login {
+        address: &address,
+        user: &c.user,
+        password: &c.password,
+        vhost: "/",
+    };
+    let queue = fossa_contract::names::TAKEN_QUEUE;
+    let limit = std::time::Duration::from_secs(5);
+    Ok(crate::host::amqp::get::take_all(&login, queue, NOTES_PER_READ, limit).await?)
 }

@@ -34,6 +34,7 @@ pub mod observe;
 pub mod poll;
 pub mod rescue;
 pub mod stuck;
+pub mod taken;
 
 pub use backend::{BackendError, WorkerBackend, WorkerRef};
 pub use poll::PollSettings;
@@ -265,6 +266,9 @@ impl FleetModel {
             .await;
         let acting = self.acting();
         self.observer.set_acting(acting);
+        if acting {
+            self.read_notes().await;
+        }
         self.store(workers, t.elapsed());
         if acting {
             self.observer
@@ -278,6 +282,20 @@ impl FleetModel {
                 .await;
         }
         self.refreshed.send_modify(|n| *n += 1);
+    }
+
+    /// Hands the observer the nodes' notes of the subtasks they took
+    /// ([`taken`]). Only the acting agent reads them: reading takes them.
+    async fn read_notes(&self) {
+        let Some(url) = self.backend.broker_url() else {
+            return;
+        };
+        match backend::take_notes(&url).await {
+            Ok(got) => self.observer.noted(&got),
+            Err(e) => {
+                tracing::warn!(error = %fossa_contract::aws::chain(&e), "cannot read the nodes' notes of the subtasks they took")
+            }
+        }
     }
 
     /// Submits again, through the queue, each task this gateway sent that

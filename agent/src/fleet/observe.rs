@@ -10,8 +10,10 @@ use fossa_web::tally::{Kind, Outcome, Tally};
 use serde_json::json;
 
 use super::rescue::{Plan, Rescue};
+use super::taken::{self, Note};
 use crate::events::Events;
 use crate::history::{History, Observed};
+use crate::host::amqp::get::Got;
 
 /// How long a dispatched task may go unlisted by its (answering) node
 /// before the history calls it lost.
@@ -45,6 +47,9 @@ pub struct Observer {
     /// Whether this agent acts for the stack: one that waits records what
     /// it sees but decides no rescue and submits nothing again.
     acting: std::sync::atomic::AtomicBool,
+    /// The nodes' notes of subtasks taken and not listed yet, by task id,
+    /// and which worker each node is ([`taken`]).
+    notes: Mutex<(HashMap<String, Note>, HashMap<String, String>)>,
 }
 
 impl Observer {
@@ -58,6 +63,16 @@ impl Observer {
             tally: Mutex::new(Tally::default()),
             lost_tasks: Mutex::new(Vec::new()),
             acting: std::sync::atomic::AtomicBool::new(true),
+            notes: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The nodes' notes of the subtasks they took, read from the broker.
+    pub fn noted(&self, got: &[Got]) {
+        let now = fossa_contract::unix_now();
+        let mut notes = self.notes.lock().expect("lock");
+        for n in got.iter().filter_map(|g| Note::read(g, now)) {
+            notes.0.entry(n.task.task_id.clone()).or_insert(n);
         }
     }
 
@@ -109,6 +124,28 @@ impl Observer {
             *unlisted = still;
             changes
         };
+        let mut notes = self.notes.lock().expect("lock");
+        taken::learn(&mut notes.1, snap);
+        let settled = taken::settle(notes.0.clone(), &notes.1, snap, now);
+        for u in settled.lost {
+            let key = (u.worker.clone(), u.task.task_id.clone());
+            if seen.contains_key(&key) || next.contains_key(&key) {
+                continue; // the usual tracking saw it
+            }
+            let mut row = lost_task(&u.task.task_id, &u.reason);
+            row.model_class.clone_from(&u.task.model_class);
+            row.method.clone_from(&u.task.method);
+            row.method_kwargs.clone_from(&u.task.method_kwargs);
+            row.started = u.task.started;
+            self.rescue.keep(u.task);
+            batch.push(Observed {
+                task: row,
+                worker_id: u.worker,
+            });
+        }
+        for n in &settled.unplaced {
+            tracing::warn!(task = %n.task.task_id, node = %n.node, "a node noted a subtask it took, but the gateway never reached that node: not followed");
+        }
         let mut plans = Vec::new();
         let acting = self.acting.load(std::sync::atomic::Ordering::Relaxed);
         for o in batch
@@ -147,6 +184,7 @@ impl Observer {
             })
             .collect();
         if self.history.record(batch) {
+            notes.0 = settled.still;
             self.lost_tasks.lock().expect("lock").extend(lost_tasks);
             *seen = next;
             self.rescue.commit(plans);

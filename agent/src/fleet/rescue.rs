@@ -103,6 +103,15 @@ impl Rescue {
         }
     }
 
+    /// Keeps the definition of a subtask its node noted taking but never
+    /// listed ([`super::taken`]).
+    pub fn keep(&self, t: FossaTask) {
+        self.specs
+            .lock()
+            .expect("lock")
+            .insert(t.task_id.clone(), t);
+    }
+
     /// What to do about subtask `task_id`, lost: `None` when it is not a
     /// subtask or was never seen running with its definition.
     pub fn decide(&self, task_id: &str) -> Option<Plan> {

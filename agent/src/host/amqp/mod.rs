@@ -3,7 +3,10 @@
 //! (so the broker logs no error for it). A live process or container proves
 //! nothing; this proves a worker could connect right now. The same small
 //! client reads a queue's depth (a passive declare) and puts a lost subtask
-//! back on the task queue ([`publish`], with publisher confirms).
+//! back on the task queue ([`publish`], with publisher confirms), and takes
+//! the nodes' notes of the subtasks they took ([`get::take_all`]).
+
+pub mod get;
 
 use std::time::Duration;
 
@@ -435,7 +438,13 @@ impl Conn<'_> {
         }
         let mut ok = Vec::new();
         ok.extend_from_slice(&tune[..2]); // channel-max as offered
-        ok.extend_from_slice(&tune[2..6]); // frame-max as offered
+                                          // frame-max: as offered, but no more than the client reads (0 is "no limit").
+        let offered = u32::from_be_bytes([tune[2], tune[3], tune[4], tune[5]]);
+        let frame_max = match offered {
+            0 => MAX_FRAME as u32,
+            n => n.min(MAX_FRAME as u32),
+        };
+        ok.extend_from_slice(&frame_max.to_be_bytes());
         ok.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
         self.send(&method(TUNE_OK, &ok)).await?;
         let mut open = Vec::new();
