@@ -129,8 +129,12 @@ impl Observer {
         let settled = taken::settle(notes.0.clone(), &notes.1, snap, now);
         for u in settled.lost {
             let key = (u.worker.clone(), u.task.task_id.clone());
-            if seen.contains_key(&key) || next.contains_key(&key) {
-                continue; // the usual tracking saw it
+            // The usual tracking saw it, or the note is of a run already put back.
+            if seen.contains_key(&key)
+                || next.contains_key(&key)
+                || self.rescue.put_back_after(&u.task.task_id, u.at)
+            {
+                continue;
             }
             let mut row = lost_task(&u.task.task_id, &u.reason);
             row.model_class.clone_from(&u.task.model_class);
@@ -608,5 +612,42 @@ mod tests {
             100 + 61,
         );
         assert_eq!(batch[0].task.status, TaskStatus::Lost);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_note_never_listed_is_put_back_once_its_worker_stops_and_only_once() {
+        let dir = crate::testkit::ScratchDir::new("observe-notes");
+        let h = History::open(&dir.0, fossa_contract::config::HistoryLimits::default()).unwrap();
+        let o = Observer::new(h);
+        let got = Got {
+            body: br#"{"model_class":"E","method":"work","method_kwargs":{"n":1}}"#.to_vec(),
+            correlation_id: "p:1".into(),
+            reply_to: "amq.gen-r".into(),
+            app_id: "9:abc".into(),
+            timestamp: Some(fossa_contract::unix_now() - 5),
+        };
+        let mut up = answering("w1", vec![]);
+        up.node.as_mut().unwrap().node_ident = "9:abc".into();
+        o.observe(&snap(vec![up.clone()]));
+        o.noted(std::slice::from_ref(&got));
+        o.observe(&snap(vec![up.clone()]));
+        let planned = || o.rescue.planned();
+        assert!(planned().is_empty(), "its node is up: it runs it, or will");
+        let stopped = Worker {
+            status: fossa_web::model::STOPPED.into(),
+            node: None,
+            ..up
+        };
+        o.observe(&snap(vec![stopped.clone()]));
+        let p = planned();
+        assert!(
+            matches!(&p[..], [Plan::Requeue { task_id, attempt: 2, .. }] if task_id == "p:1::amq.gen-r"),
+            "{p:?}"
+        );
+        // The same note read again late: that run was put back after it
+        // was taken, so it is not put back twice.
+        o.noted(&[got]);
+        o.observe(&snap(vec![stopped]));
+        assert_eq!(planned().len(), 1);
     }
 }

@@ -82,6 +82,8 @@ impl Plan {
 pub struct Rescue {
     specs: Mutex<HashMap<String, FossaTask>>,
     runs: Mutex<HashMap<String, u32>>,
+    /// When each subtask was last committed to go back on the queue.
+    put_back_at: Mutex<HashMap<String, i64>>,
     planned: Mutex<Vec<Plan>>,
 }
 
@@ -110,6 +112,19 @@ impl Rescue {
             .lock()
             .expect("lock")
             .insert(t.task_id.clone(), t);
+    }
+
+    /// The plans committed and not yet applied.
+    #[cfg(test)]
+    pub fn planned(&self) -> Vec<Plan> {
+        self.planned.lock().expect("lock").clone()
+    }
+
+    /// Whether subtask `task_id` was put back after `at` (a note taken at
+    /// `at` is then about an earlier run, already put back).
+    pub fn put_back_after(&self, task_id: &str, at: i64) -> bool {
+        let put_back = self.put_back_at.lock().expect("lock");
+        put_back.get(task_id).is_some_and(|&t| t > at)
     }
 
     /// What to do about subtask `task_id`, lost: `None` when it is not a
@@ -147,12 +162,15 @@ impl Rescue {
     pub fn commit(&self, plans: Vec<Plan>) {
         let mut runs = self.runs.lock().expect("lock");
         let mut specs = self.specs.lock().expect("lock");
+        let mut put_back_at = self.put_back_at.lock().expect("lock");
+        let now = fossa_contract::unix_now();
         for p in &plans {
             match p {
                 Plan::Requeue {
                     task_id, attempt, ..
                 } => {
                     runs.insert(task_id.clone(), *attempt);
+                    put_back_at.insert(task_id.clone(), now);
                 }
                 Plan::Fail { task_id, .. } => {
                     specs.remove(task_id);

@@ -76,6 +76,8 @@ pub struct Unseen {
     pub task: FossaTask,
     /// Why it is lost.
     pub reason: String,
+    /// When it was taken.
+    pub at: i64,
 }
 
 /// What [`settle`] found.
@@ -154,6 +156,7 @@ pub fn settle(
             worker: worker.clone(),
             task: note.task,
             reason,
+            at: note.at,
         });
     }
     out.lost.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
