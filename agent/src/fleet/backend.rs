@@ -133,14 +133,8 @@ impl From<BackendError> for ControlError {
 /// does not answer within 2 s.
 pub async fn broker_waiting_at(url: &str) -> Option<u32> {
     let (c, address) = crate::duties::broker::parse_url(url)?;
-    let login = crate::host::amqp::Login {
-        address: &address,
-        user: &c.user,
-        password: &c.password,
-        vhost: "/",
-    };
     crate::host::amqp::queue_depth(
-        &login,
+        &login(&c, &address),
         fossa_contract::names::FOSSA_TASK_QUEUE,
         std::time::Duration::from_secs(2),
     )
@@ -191,12 +185,7 @@ async fn publish_to(
     reply_to: &str,
 ) -> Result<(), PublishError> {
     let (c, address) = crate::duties::broker::parse_url(url).ok_or(PublishError::Url)?;
-    let login = crate::host::amqp::Login {
-        address: &address,
-        user: &c.user,
-        password: &c.password,
-        vhost: "/",
-    };
+    let login = login(&c, &address);
     let message = crate::host::amqp::Message {
         queue,
         body,
@@ -215,13 +204,21 @@ const NOTES_PER_READ: usize = 2_000;
 /// taken is taken, so the caller keeps them.
 pub async fn take_notes(url: &str) -> Result<Vec<crate::host::amqp::get::Got>, PublishError> {
     let (c, address) = crate::duties::broker::parse_url(url).ok_or(PublishError::Url)?;
-    let login = crate::host::amqp::Login {
-        address: &address,
-        user: &c.user,
-        password: &c.password,
-        vhost: "/",
-    };
+    let login = login(&c, &address);
     let queue = fossa_contract::names::TAKEN_QUEUE;
     let limit = std::time::Duration::from_secs(5);
     Ok(crate::host::amqp::get::take_all(&login, queue, NOTES_PER_READ, limit).await?)
+}
+
+/// The workers' login at the broker: `c` at `address`, on vhost `/`.
+fn login<'a>(
+    c: &'a crate::duties::broker::Credentials,
+    address: &'a str,
+) -> crate::host::amqp::Login<'a> {
+    crate::host::amqp::Login {
+        address,
+        user: &c.user,
+        password: &c.password,
+        vhost: "/",
+    }
 }

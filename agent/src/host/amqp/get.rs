@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use super::{
     close_reason, frame, shortstr, within, AmqpError, Conn, Login, BASIC, CHANNEL, CHANNEL_CLOSE,
-    CHANNEL_CLOSE_OK, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
+    CHANNEL_CLOSE_OK, FRAME_BODY, FRAME_HEADER, FRAME_METHOD,
 };
-use tokio::io::AsyncReadExt;
 
 const BASIC_GET: u16 = 70;
 const BASIC_GET_OK: u16 = 71;
@@ -29,25 +28,7 @@ pub struct Got {
     pub timestamp: Option<i64>,
 }
 
-/// A frame: its type and payload.
-type Frame = (u8, Vec<u8>);
-
 impl Conn<'_> {
-    /// The next frame on any channel, heartbeats skipped.
-    async fn next_frame(&mut self) -> Result<Frame, AmqpError> {
-        loop {
-            let mut head = [0u8; 7];
-            self.stream
-                .read_exact(&mut head)
-                .await
-                .map_err(|e| self.io(e))?;
-            let body = self.body(&head).await?;
-            if head[0] != FRAME_HEARTBEAT {
-                return Ok((head[0], body));
-            }
-        }
-    }
-
     /// Takes up to `most` messages from `queue` on channel 1, acked as they
     /// are delivered; none when the queue does not exist yet.
     async fn get_all(&mut self, queue: &str, most: usize) -> Result<Vec<Got>, AmqpError> {

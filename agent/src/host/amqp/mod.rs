@@ -298,16 +298,26 @@ impl Conn<'_> {
         Ok(body)
     }
 
-    /// The next method on a channel: `(class, id, args)`, heartbeats skipped.
-    async fn next_on_channel(&mut self) -> Result<(u16, u16, Vec<u8>), AmqpError> {
+    /// The next frame on any channel: its type and payload, heartbeats skipped.
+    async fn next_frame(&mut self) -> Result<(u8, Vec<u8>), AmqpError> {
         loop {
             let mut head = [0u8; 7];
             self.stream
                 .read_exact(&mut head)
                 .await
                 .map_err(|e| self.io(e))?;
-            let mut body = self.body(&head).await?;
-            if head[0] != FRAME_METHOD || body.len() < 4 {
+            let body = self.body(&head).await?;
+            if head[0] != FRAME_HEARTBEAT {
+                return Ok((head[0], body));
+            }
+        }
+    }
+
+    /// The next method on a channel: `(class, id, args)`, other frames skipped.
+    async fn next_on_channel(&mut self) -> Result<(u16, u16, Vec<u8>), AmqpError> {
+        loop {
+            let (kind, mut body) = self.next_frame().await?;
+            if kind != FRAME_METHOD || body.len() < 4 {
                 continue;
             }
             let class = u16::from_be_bytes([body[0], body[1]]);
