@@ -116,8 +116,14 @@ INFO_ASKED = multiprocessing.Value("d", 0.0)  # time.time() of the latest node_i
 # leaves the subtask on the task queue). Fossa's own ack of it is then
 # skipped. The gateway reads the notes, and puts back the subtasks of a
 # worker that is gone.
+#
+# The gateway puts a lost subtask back on AGAIN_QUEUE, which the sidecar
+# takes from first: it runs at the next free slot, not behind the task
+# queue's backlog (a queue has no way to put a message at its head, and
+# Fossa declares its own queue without priorities).
 TAKEN_QUEUE = "@TAKEN_QUEUE@"
 TAKEN_MAX = @TAKEN_MAX@
+AGAIN_QUEUE = "@AGAIN_QUEUE@"
 _sidecar_run_forever = RabbitMx.run_forever
 
 
@@ -133,10 +139,13 @@ def _sidecar(self, work_queue_submit, available_processing_capacity):
             return None, None, None
         if not getattr(channel, "_fossa_noting", False):
             channel.queue_declare(queue=TAKEN_QUEUE, durable=True, arguments={"x-max-length": TAKEN_MAX})
+            channel.queue_declare(queue=AGAIN_QUEUE, durable=True)
             channel.tx_select()
             channel._fossa_noting = True
             channel._fossa_acked = set()
-        method, properties, body = take(channel, *args, **kwargs)
+        method, properties, body = take(channel, queue=AGAIN_QUEUE)
+        if method is None:
+            method, properties, body = take(channel, *args, **kwargs)
         if method is None:
             return method, properties, body
         note = pika.BasicProperties(
@@ -275,6 +284,7 @@ if __name__ == "__main__":
     serve(Config)
 "#
     .replace("@TAKEN_QUEUE@", fossa_contract::names::TAKEN_QUEUE)
+    .replace("@AGAIN_QUEUE@", fossa_contract::names::AGAIN_QUEUE)
     .replace(
         "@TAKEN_MAX@",
         &fossa_contract::limits::TAKEN_QUEUE_MAX.to_string(),

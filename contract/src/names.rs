@@ -192,6 +192,12 @@ pub const FOSSA_TASK_QUEUE: &str = "fossa_task_queue";
 /// (the generated node module): the gateway reads it, so a subtask taken
 /// and lost between two looks at the node is still found and put back.
 pub const TAKEN_QUEUE: &str = "fossa_gateway_taken";
+/// The durable RabbitMQ queue the gateway puts lost subtasks back on. Every
+/// node (the generated node module) takes from it before
+/// [`FOSSA_TASK_QUEUE`], so a put-back subtask runs at the next free slot,
+/// not behind the task queue's backlog: RabbitMQ cannot put a message at a
+/// queue's head, and Fossa declares its queue without priorities.
+pub const AGAIN_QUEUE: &str = "fossa_gateway_again";
 /// Port the Fossa workers listen on.
 pub const FOSSA_PORT: u16 = 2345;
 /// Port of the RabbitMQ broker.

@@ -1899,7 +1899,7 @@ async fn spot_fleet_at_the_issues_size(
         put_back.len()
     );
     eprintln!(
-        "FIGURE emulator: a busy worker killed with -9 -> STOPPED {:.1} s later (the emulator's watch); STOPPED -> its {} subtasks put back on the queue {:.0} s (events in whole seconds), running again {:.1} s (at the queue's end, behind the run's waiting subtasks; goal <= 15 s)",
+        "FIGURE emulator: a busy worker killed with -9 -> STOPPED {:.1} s later (the emulator's watch); STOPPED -> its {} subtasks put back on the queue {:.0} s (events in whole seconds), running again {:.1} s (nodes take put-back subtasks before the task queue's backlog; goal <= 15 s)",
         rough.kill_to_stopped.unwrap_or_default(),
         rough.killed_subtasks.len(),
         last_put_back as f64 - rough.stopped_at.unwrap_or_default(),

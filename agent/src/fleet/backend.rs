@@ -135,7 +135,10 @@ pub async fn broker_waiting_at(url: &str) -> Option<u32> {
     let (c, address) = crate::duties::broker::parse_url(url)?;
     crate::host::amqp::queue_depth(
         &login(&c, &address),
-        fossa_contract::names::FOSSA_TASK_QUEUE,
+        &[
+            fossa_contract::names::FOSSA_TASK_QUEUE,
+            fossa_contract::names::AGAIN_QUEUE,
+        ],
         std::time::Duration::from_secs(2),
     )
     .await
@@ -154,16 +157,26 @@ pub enum PublishError {
     Amqp(#[from] crate::host::amqp::AmqpError),
 }
 
-/// Puts a subtask on [`fossa_contract::names::FOSSA_TASK_QUEUE`] at the
-/// broker at `url`, as its parent sent it, confirmed by the broker within 5 s.
+/// Puts a lost subtask back at the broker at `url`, as its parent sent it,
+/// confirmed by the broker within 5 s: on [`fossa_contract::names::AGAIN_QUEUE`],
+/// which the nodes take from first, or on
+/// [`fossa_contract::names::FOSSA_TASK_QUEUE`] while no node has declared that.
 pub async fn publish_task(
     url: &str,
     body: &[u8],
     correlation_id: &str,
     reply_to: &str,
 ) -> Result<(), PublishError> {
-    let queue = fossa_contract::names::FOSSA_TASK_QUEUE;
-    publish_to(url, queue, body, correlation_id, reply_to).await
+    let again = fossa_contract::names::AGAIN_QUEUE;
+    match publish_to(url, again, body, correlation_id, reply_to).await {
+        // No node declared it (none runs this gateway's node module yet):
+        // the task queue, which every node reads.
+        Err(PublishError::Amqp(crate::host::amqp::AmqpError::Refused { .. })) => {
+            let queue = fossa_contract::names::FOSSA_TASK_QUEUE;
+            publish_to(url, queue, body, correlation_id, reply_to).await
+        }
+        r => r,
+    }
 }
 
 /// Sends a subtask's reply (Fossa's `TaskFailed`) to its parent's reply

@@ -512,16 +512,19 @@ async fn within<T>(
         })
 }
 
-/// Messages ready in `queue`, read as `login` (a passive declare: the
-/// queue is never created), within `limit`.
+/// Messages ready in `queues` together, read as `login` (a passive
+/// declare of each: a queue is never created), within `limit`.
 pub async fn queue_depth(
     login: &Login<'_>,
-    queue: &str,
+    queues: &[&str],
     limit: Duration,
 ) -> Result<u32, AmqpError> {
     within(login, limit, async |c| {
         c.login().await?;
-        let n = c.depth(queue).await?;
+        let mut n = 0u32;
+        for q in queues {
+            n = n.saturating_add(c.depth(q).await?);
+        }
         c.close().await?;
         Ok(n)
     })
