@@ -12,4 +12,4 @@ cargo build -q --locked --workspace --bins
 echo "profile: dev"
 FOSSA_LOST_WORK=${FOSSA_LOST_WORK:-"200 8"} \
   cargo test -q --locked -p fossa-tests --test lost_work -- --nocapture 2>&1 |
-  sed -n 's/^FIGURE //p'
+  sed -n 's/^\.*FIGURE //p'
