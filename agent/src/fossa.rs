@@ -188,6 +188,105 @@ def _start_with_ident(self):
 
 Governor.start_internal_processes = _start_with_ident
 
+# Fossa's governor sends each subtask's reply from its own process, with
+# nothing around it ("TODO - external code - wrap in try except"): a broker
+# lost while a reply went out raised out of the governor's loop and ended it.
+# The node then went on answering node_info while it ran nothing, and the
+# subtasks its sidecar took waited there for ever. So a reply goes on its own
+# connection with publisher confirms, and is tried again on a new connection
+# until the broker has it (a reply whose parent was cut off by a broker
+# restart is confirmed and dropped: its queue went with the broker).
+REPLY_RETRY_MAX_SECS = 10.0
+
+
+# Named as Fossa's: a bound method goes to the governor pickled by its name.
+def callback_on_processing_complete(self, final_task_message, task_spec):
+    import pika
+    from fossa.control.rabbit_mq.pika_client import BasicPikaClient
+
+    subtask_id, reply_to = task_spec.task_id.split("::", maxsplit=1)
+    delay = 1.0
+    while True:
+        client = BasicPikaClient(url=self.broker_url)
+        try:
+            for _not_connected in client.connect():
+                self.log("Waiting to connect to RabbitMQ....", "WARNING")
+            client.channel.confirm_delivery()
+            client.channel.basic_publish(
+                exchange="",
+                routing_key=reply_to,
+                properties=pika.BasicProperties(correlation_id=subtask_id),
+                body=final_task_message,
+            )
+            self.log(f"reply complete for {subtask_id}")
+            return
+        except (pika.exceptions.AMQPError, OSError) as e:
+            self.log(f"reply for {subtask_id} not sent ({e!r}); trying again in {delay:.0f} s on a new connection", "WARNING")
+            time.sleep(delay)
+            delay = min(delay * 2, REPLY_RETRY_MAX_SECS)
+        finally:
+            try:
+                client.close_connection()
+            except Exception:
+                pass
+
+
+RabbitMx.callback_on_processing_complete = callback_on_processing_complete
+
+# A node whose governor or broker sidecar has ended still answers node_info
+# from its web workers, but runs nothing: what it took would wait for ever.
+# So the node ends too, at once, and its worker is replaced (Fargate's
+# service, or local mode's restart); the gateway sees it go and puts back
+# what it ran. gunicorn's master reaps every child, so a process is also
+# taken as ended once its pid is gone. A stop of the node itself is not an end.
+STOPPING = multiprocessing.Event()
+_shutdown = Governor.shutdown
+
+
+def _shutdown_on_stop(self, server):
+    # gunicorn takes on_exit only with exactly this one argument.
+    STOPPING.set()
+    return _shutdown(self, server)
+
+
+Governor.shutdown = _shutdown_on_stop
+
+
+def _ended(process):
+    if not process.is_alive():
+        return True
+    try:
+        os.kill(process.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def watch(processes):
+    import threading
+
+    def run():
+        while not STOPPING.is_set():
+            time.sleep(1)
+            gone = [p for p in processes if _ended(p)]
+            if gone:
+                # A stop signalled to the whole group reaches the master's
+                # handler a moment after its parts end.
+                time.sleep(0.5)
+            if gone and not STOPPING.is_set():
+                names = ", ".join(f"{p.name} (pid {p.pid})" for p in gone)
+                print(f"fossa node: its {names} ended; the node stops so that its worker is replaced and its work put back", flush=True)
+                if os.getpgid(0) == os.getpid():
+                    # This node leads its own process group (a local worker, a
+                    # container's first process): its web workers and the task
+                    # processes an ended governor left behind go with it, at
+                    # once, so gunicorn starts none again. A container's first
+                    # process outlives this (it ignores a signal from inside).
+                    os.killpg(0, signal.SIGKILL)
+                os._exit(70)
+
+    threading.Thread(target=run, name="fossa-node-watch", daemon=True).start()
+
 
 def drain(governor):
     """Takes no new subtask, then waits up to DRAIN_SECS for the running
@@ -231,6 +330,7 @@ def serve(config):
     from fossa.main import StandaloneApplication
 
     app = single_config_initialise(config)
+    watch(list(app.fossa_governor._internal_process_table))
     inner = app.wsgi_app
     # Local workers listen on this machine's loopback, where any local
     # account could reach them: every request carries the agent's token.
@@ -257,17 +357,25 @@ def serve(config):
     signal.signal(signal.SIGABRT, lambda _signum, _frame: app.fossa_governor.shutdown(None))
 
     def when_ready(server):
-        if DRAIN_SECS <= 0:
-            return
         # gunicorn's master looks its handlers up on the arbiter at each
         # signal: SIGTERM drains, then stops as gunicorn does.
-        stop = server.handle_term
+        if DRAIN_SECS > 0:
+            stop = server.handle_term
 
-        def handle_term():
-            drain(app.fossa_governor)
-            stop()
+            def handle_term():
+                drain(app.fossa_governor)
+                stop()
 
-        server.handle_term = handle_term
+            server.handle_term = handle_term
+        # A stop of the node is not an end of its parts (see watch): local
+        # mode's stop signals the whole group, governor included.
+        for name in ("handle_term", "handle_int", "handle_quit"):
+
+            def stopping(handler=getattr(server, name)):
+                STOPPING.set()
+                handler()
+
+            setattr(server, name, stopping)
 
     bind = os.environ.get("FOSSA_BIND_ADDRESS") or "0.0.0.0"
     options = {

@@ -681,13 +681,38 @@ fn a_subtask_failed_by_the_gateway_is_a_task_failed_to_fossa() {
     );
 }
 
+/// Every local worker's log, for a failure's message.
+fn worker_logs(agent: &LocalAgent) -> String {
+    let dir = agent.state.0.join("state/logs");
+    let mut all = String::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        all.push_str(&format!("== {}\n{text}\n", e.path().display()));
+    }
+    all
+}
+
+/// How [`subtask_lost_unseen`] loses subtask 1.
+#[derive(Clone, Copy, PartialEq)]
+enum Loss {
+    /// Its worker killed between two looks.
+    Unseen,
+    /// As `Unseen`, and its note lost too.
+    UnseenNoNote,
+    /// Its node's governor killed; the node itself answers on.
+    Governor,
+}
+
 /// Three workers of one slot; a partitioned parent of three subtasks, two
 /// in flight. The gateway looks away (the agent is stopped) while a worker
 /// takes subtask 1 from the queue and is killed with -9 mid-run, after
 /// subtask 2 ran: no look ever saw subtask 1. With `lose_notes`, subtask 1
 /// also empties the nodes' notes queue (as if its note were lost too).
-/// The agent, running again, the parent's id and when it went on.
-async fn subtask_lost_unseen(lose_notes: bool) -> (LocalAgent, String, Instant, [TempDir; 2]) {
+/// With [`Loss::Governor`], subtask 1 instead kills its own node's
+/// governor with -9 (the process that runs tasks and sends their replies)
+/// and the agent keeps looking. The agent, running again, the parent's id
+/// and when it went on.
+async fn subtask_lost_unseen(loss: Loss) -> (LocalAgent, String, Instant, [TempDir; 2]) {
     let models = TempDir::new("unseen-models");
     let out = TempDir::new("unseen-out");
     std::fs::write(
@@ -722,6 +747,11 @@ class UnseenEtl(ayeaye.PartitionedModel):
                 c.channel().queue_purge("fossa_gateway_taken")
                 c.close()
             first.write_text(str(os.getpgid(0)))
+            if os.environ.get("UNSEEN_KILL_GOVERNOR"):
+                import signal
+
+                (OUT / "orphan-1").write_text(str(os.getpid()))
+                os.kill(os.getppid(), signal.SIGKILL)
             time.sleep(3600)
         time.sleep(1)
         (OUT / f"done-{n}").write_text("")
@@ -739,8 +769,10 @@ class UnseenEtl(ayeaye.PartitionedModel):
         ("FOSSA_CPU_TASK_RATIO", "0.01"),
         ("UNSEEN_OUT", out_dir.as_str()),
     ];
-    if lose_notes {
-        env.push(("UNSEEN_LOSE_NOTES", "1"));
+    match loss {
+        Loss::Unseen => {}
+        Loss::UnseenNoNote => env.push(("UNSEEN_LOSE_NOTES", "1")),
+        Loss::Governor => env.push(("UNSEEN_KILL_GOVERNOR", "1")),
     }
     // One task slot a worker (ceil(CPUs × 0.01)): the parent fills its own
     // worker, so its subtasks run on the other two.
@@ -761,6 +793,20 @@ class UnseenEtl(ayeaye.PartitionedModel):
     agent.wait_output("all 3 workers ready", Duration::from_secs(180));
     let v = submit(&agent, &json!({"model_class": "UnseenEtl"})).await;
     let first = v["task_id"].as_str().unwrap().to_owned();
+    if loss == Loss::Governor {
+        let orphan = out.0.join("orphan-1");
+        let t = Instant::now();
+        while !orphan.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "subtask 1 never ran\n{}\n{}",
+                agent.log(),
+                worker_logs(&agent)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return (agent, first, Instant::now(), [models, out]);
+    }
     // The gateway looks away from now until the hung subtask's worker is
     // gone: SIGSTOP freezes the agent (its workers and broker run on).
     agent.signal("STOP");
@@ -796,7 +842,7 @@ class UnseenEtl(ayeaye.PartitionedModel):
 /// attempt, each subtask once, subtask 1 on its second run.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subtask_lost_before_any_look_is_found_by_its_note_and_put_back() {
-    let (agent, first, released, [_models, out]) = subtask_lost_unseen(false).await;
+    let (agent, first, released, [_models, out]) = subtask_lost_unseen(Loss::Unseen).await;
     let what = "the parent complete on its first attempt";
     let d = eventually(what, Duration::from_secs(90), async || {
         let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
@@ -833,6 +879,63 @@ async fn a_subtask_lost_before_any_look_is_found_by_its_note_and_put_back() {
     assert!(!again, "not submitted again: {d}");
 }
 
+/// A node whose governor ended is replaced, and its work put back (#25):
+/// Fossa's governor runs the tasks and sends their replies, and a node
+/// whose governor ended (a reply sent as the broker went, before the node
+/// module guarded it; or an out-of-memory kill) still answered node_info
+/// and took subtasks that then waited there for ever. The node now ends
+/// with its governor, its task processes with it; local mode starts it
+/// again, the gateway puts subtask 1 back, and the parent completes on
+/// its first attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_governor_ended_is_replaced_and_its_subtask_put_back() {
+    let (agent, first, killed, [_models, out]) = subtask_lost_unseen(Loss::Governor).await;
+    let what = "the parent complete on its first attempt";
+    let d = eventually(what, Duration::from_secs(90), async || {
+        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
+        holds(d["task"]["status"] == "complete", || {
+            format!("{d}\n{}", agent.log())
+        })?;
+        Ok::<_, String>(d)
+    })
+    .await;
+    eprintln!(
+        "FIGURE a node's governor killed -9: parent complete {:?} after",
+        killed.elapsed()
+    );
+    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
+    let said: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("put back on the queue") || m.contains("starting it again"))
+        .collect();
+    assert!(
+        said.iter()
+            .any(|m| m.contains(":1::") && m.contains("run 2 of 3")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().any(|m| m.contains("starting it again")),
+        "{said:?}"
+    );
+    for n in 0..3 {
+        assert!(out.0.join(format!("done-{n}")).exists(), "subtask {n} done");
+    }
+    // The hung task process went with its node.
+    let orphan: i32 = std::fs::read_to_string(out.0.join("orphan-1"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(orphan), None).is_err(),
+        "the ended governor's task process {orphan} still runs"
+    );
+    assert!(d["stuck"].is_null(), "{d}");
+}
+
 /// A parent that can never finish pins no worker (#25): as above, but the
 /// subtask's note is lost too, so nothing can put it back and the parent
 /// waits for its reply forever. The gateway finds it stuck (a later
@@ -842,7 +945,7 @@ async fn a_subtask_lost_before_any_look_is_found_by_its_note_and_put_back() {
 /// gateway, and the second attempt completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stuck_parent_pins_no_worker_and_the_fleet_still_goes_to_zero() {
-    let (agent, first, released, _dirs) = subtask_lost_unseen(true).await;
+    let (agent, first, released, _dirs) = subtask_lost_unseen(Loss::UnseenNoNote).await;
 
     // Found stuck, said on its page and as an event, and its worker let go.
     let what = "the parent found stuck and its worker released";

@@ -1494,12 +1494,15 @@ async fn gateway_lost_mid_run(
             let last = fossa_tests::last_attempt(&d, &parent);
             let l = get_api(stack, pw, &format!("/api/v1/tasks/{last}")).await;
             holds(last != parent && l["task"]["status"] == "complete", || {
+                // What says why comes last: CI keeps the output's tail.
                 format!(
-                    "first: {}\nattempts: {}\nlast: {}\n{}",
+                    "{}\n{}\nfirst: {}\nattempts: {}\nlast: {} (stuck: {})",
+                    agent.log(),
+                    nodes_now(stack),
                     d["task"],
                     d["attempts"],
                     l["task"],
-                    agent.log()
+                    l["stuck"]
                 )
             })
         },
@@ -1519,6 +1522,28 @@ async fn gateway_lost_mid_run(
         "FIGURE gateway lost mid-run -> NAT back {nat_back:?}, UI back {ui_back:?}, 3 workers answering {workers_back:?}, the cut-off task complete {all_done:?}, tasks lost 0"
     );
     agent
+}
+
+/// For a failure's message: each worker container's Fossa log (its last
+/// 15 lines) and the broker's queues.
+fn nodes_now(stack: &Stack) -> String {
+    let mut all = String::new();
+    for c in task_containers(stack) {
+        let r = Run::of(stack.docker.cli().args(["logs", "--tail", "15", &c]));
+        all.push_str(&format!("== {c}\n{}{}\n", r.stdout, r.stderr));
+    }
+    let q = Run::of(stack.docker.cli().args([
+        "exec",
+        "fossa-broker",
+        "rabbitmqctl",
+        "-q",
+        "list_queues",
+        "name",
+        "messages",
+        "consumers",
+    ]));
+    all.push_str(&format!("== queues\n{}{}", q.stdout, q.stderr));
+    all
 }
 
 /// The burst's fleet settings: 0 to 4 workers on the Spot strategy, idle

@@ -10,7 +10,7 @@ use fossa_web::tally::{Kind, Outcome, Tally};
 use serde_json::json;
 
 use super::rescue::{Plan, Rescue};
-use super::taken::{self, Note};
+use super::taken::{Note, Notes};
 use crate::events::Events;
 use crate::history::{History, Observed};
 use crate::host::amqp::get::Got;
@@ -49,7 +49,7 @@ pub struct Observer {
     acting: std::sync::atomic::AtomicBool,
     /// The nodes' notes of subtasks taken and not listed yet, by task id,
     /// and which worker each node is ([`taken`]).
-    notes: Mutex<(HashMap<String, Note>, HashMap<String, String>)>,
+    notes: Mutex<Notes>,
 }
 
 impl Observer {
@@ -72,7 +72,7 @@ impl Observer {
         let now = fossa_contract::unix_now();
         let mut notes = self.notes.lock().expect("lock");
         for n in got.iter().filter_map(|g| Note::read(g, now)) {
-            notes.0.entry(n.task.task_id.clone()).or_insert(n);
+            notes.add(n);
         }
     }
 
@@ -125,8 +125,7 @@ impl Observer {
             changes
         };
         let mut notes = self.notes.lock().expect("lock");
-        taken::learn(&mut notes.1, snap);
-        let settled = taken::settle(notes.0.clone(), &notes.1, snap, now);
+        let settled = notes.settle(snap, now);
         for u in settled.lost {
             let key = (u.worker.clone(), u.task.task_id.clone());
             // The usual tracking saw it, or the note is of a run already put back.
@@ -188,7 +187,7 @@ impl Observer {
             })
             .collect();
         if self.history.record(batch) {
-            notes.0 = settled.still;
+            notes.keep(settled.still);
             self.lost_tasks.lock().expect("lock").extend(lost_tasks);
             *seen = next;
             self.rescue.commit(plans);

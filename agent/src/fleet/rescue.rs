@@ -81,10 +81,18 @@ impl Plan {
 #[derive(Default)]
 pub struct Rescue {
     specs: Mutex<HashMap<String, FossaTask>>,
-    runs: Mutex<HashMap<String, u32>>,
-    /// When each subtask was last committed to go back on the queue.
-    put_back_at: Mutex<HashMap<String, i64>>,
+    /// Each subtask committed to go back on the queue: its latest run.
+    put_back: Mutex<HashMap<String, PutBack>>,
     planned: Mutex<Vec<Plan>>,
+}
+
+/// A subtask's latest put-back.
+#[derive(Debug, Clone, Copy)]
+struct PutBack {
+    /// The run it went back for (the first run is 1).
+    run: u32,
+    /// When it was committed.
+    at: i64,
 }
 
 impl Rescue {
@@ -123,8 +131,8 @@ impl Rescue {
     /// Whether subtask `task_id` was put back after `at` (a note taken at
     /// `at` is then about an earlier run, already put back).
     pub fn put_back_after(&self, task_id: &str, at: i64) -> bool {
-        let put_back = self.put_back_at.lock().expect("lock");
-        put_back.get(task_id).is_some_and(|&t| t > at)
+        let put_back = self.put_back.lock().expect("lock");
+        put_back.get(task_id).is_some_and(|p| p.at > at)
     }
 
     /// What to do about subtask `task_id`, lost: `None` when it is not a
@@ -134,12 +142,11 @@ impl Rescue {
         let t = specs.get(task_id)?;
         let (correlation_id, reply_to) = t.task_id.split_once("::")?;
         let run = self
-            .runs
+            .put_back
             .lock()
             .expect("lock")
             .get(task_id)
-            .copied()
-            .unwrap_or(1);
+            .map_or(1, |p| p.run);
         if run >= MAX_ATTEMPTS {
             return Some(Plan::Fail {
                 task_id: task_id.to_owned(),
@@ -160,17 +167,16 @@ impl Rescue {
     /// Commits decided plans (once their lost rows are recorded): counts the
     /// runs and keeps the plans for [`Rescue::apply`].
     pub fn commit(&self, plans: Vec<Plan>) {
-        let mut runs = self.runs.lock().expect("lock");
+        let mut put_back = self.put_back.lock().expect("lock");
         let mut specs = self.specs.lock().expect("lock");
-        let mut put_back_at = self.put_back_at.lock().expect("lock");
-        let now = fossa_contract::unix_now();
+        let at = fossa_contract::unix_now();
         for p in &plans {
             match p {
                 Plan::Requeue {
                     task_id, attempt, ..
                 } => {
-                    runs.insert(task_id.clone(), *attempt);
-                    put_back_at.insert(task_id.clone(), now);
+                    let run = *attempt;
+                    put_back.insert(task_id.clone(), PutBack { run, at });
                 }
                 Plan::Fail { task_id, .. } => {
                     specs.remove(task_id);

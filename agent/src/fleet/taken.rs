@@ -92,15 +92,68 @@ pub struct Settled {
     pub unplaced: Vec<Note>,
 }
 
-/// The workers whose nodes `snap` shows, by `node_ident`, added to `known`
-/// (a worker stopped since keeps its last node).
-pub fn learn(known: &mut HashMap<String, String>, snap: &FleetSnapshot) {
+/// The worker a node runs on, and when a snapshot last showed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The worker's id.
+    pub worker: String,
+    /// When a snapshot last showed this node.
+    pub shown: i64,
+}
+
+/// The workers whose nodes `snap` shows at `now`, by `node_ident`, added
+/// to `known` (a worker stopped since keeps its last node).
+pub fn learn(known: &mut HashMap<String, Node>, snap: &FleetSnapshot, now: i64) {
     for w in &snap.workers {
         if let Some(n) = &w.node {
             if !n.node_ident.is_empty() {
-                known.insert(n.node_ident.clone(), w.id.clone());
+                let node = Node {
+                    worker: w.id.clone(),
+                    shown: now,
+                };
+                known.insert(n.node_ident.clone(), node);
             }
         }
+    }
+}
+
+/// The notes not settled yet, by subtask id, and the nodes known.
+#[derive(Debug, Default)]
+pub struct Notes {
+    pending: HashMap<String, Note>,
+    nodes: HashMap<String, Node>,
+}
+
+impl Notes {
+    /// Adds a note just read (a second note of one subtask is its first).
+    pub fn add(&mut self, n: Note) {
+        self.pending.entry(n.task.task_id.clone()).or_insert(n);
+    }
+
+    /// Learns the nodes `snap` shows, forgets a node not shown for
+    /// [`fossa_contract::limits::TAKEN_UNKNOWN_NODE_SECS`] that no pending
+    /// note names (a note is read within a poll of its take), and settles
+    /// the pending notes. The caller keeps [`Settled::still`] with
+    /// [`Notes::keep`] once the lost ones are recorded.
+    pub fn settle(&mut self, snap: &FleetSnapshot, now: i64) -> Settled {
+        learn(&mut self.nodes, snap, now);
+        let pending = &self.pending;
+        self.nodes.retain(|ident, n| {
+            now - n.shown <= fossa_contract::limits::TAKEN_UNKNOWN_NODE_SECS
+                || pending.values().any(|p| &p.node == ident)
+        });
+        settle(self.pending.clone(), &self.nodes, snap, now)
+    }
+
+    /// The notes still pending after [`Notes::settle`].
+    pub fn keep(&mut self, still: HashMap<String, Note>) {
+        self.pending = still;
+    }
+
+    /// How many nodes are known.
+    #[cfg(test)]
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
     }
 }
 
@@ -118,13 +171,13 @@ fn lists(w: &Worker, task_id: &str) -> bool {
 /// otherwise. `known` maps a `node_ident` to its worker ([`learn`]).
 pub fn settle(
     notes: HashMap<String, Note>,
-    known: &HashMap<String, String>,
+    known: &HashMap<String, Node>,
     snap: &FleetSnapshot,
     now: i64,
 ) -> Settled {
     let mut out = Settled::default();
     for (id, note) in notes {
-        let Some(worker) = known.get(&note.node) else {
+        let Some(worker) = known.get(&note.node).map(|n| &n.worker) else {
             if now - note.at > fossa_contract::limits::TAKEN_UNKNOWN_NODE_SECS {
                 out.unplaced.push(note);
             } else {
@@ -219,7 +272,12 @@ mod tests {
         let note = Note::read(&got("p:3", "9:abc"), 0).unwrap();
         let id = note.task.task_id.clone();
         let notes = || HashMap::from([(id.clone(), note.clone())]);
-        let known = HashMap::from([("9:abc".to_owned(), "w1".to_owned())]);
+        let mut known = HashMap::new();
+        learn(
+            &mut known,
+            &snap(vec![worker("w1", "RUNNING", Some(("9:abc", vec![])))]),
+            100,
+        );
         // Up and not listing it yet (waiting for a slot): kept.
         let s = settle(
             notes(),
@@ -282,10 +340,35 @@ mod tests {
                 worker("w1", "RUNNING", Some(("9:abc", vec![]))),
                 worker("w2", "RUNNING", None),
             ]),
+            100,
         );
-        assert_eq!(
-            known,
-            HashMap::from([("9:abc".to_owned(), "w1".to_owned())])
-        );
+        let w1 = Node {
+            worker: "w1".into(),
+            shown: 100,
+        };
+        assert_eq!(known, HashMap::from([("9:abc".to_owned(), w1)]));
+    }
+
+    #[test]
+    fn a_node_long_gone_is_forgotten_unless_a_note_names_it() {
+        let limit = fossa_contract::limits::TAKEN_UNKNOWN_NODE_SECS;
+        let mut notes = Notes::default();
+        let shown = snap(vec![
+            worker("w1", "RUNNING", Some(("9:abc", vec![]))),
+            worker("w2", "RUNNING", Some(("10:def", vec![]))),
+        ]);
+        notes.settle(&shown, 100);
+        assert_eq!(notes.nodes(), 2);
+        // w1 still runs; w2's node went, and a note of it waits.
+        let now = snap(vec![worker("w1", "RUNNING", Some(("9:abc", vec![])))]);
+        let mut note = Note::read(&got("p:3", "10:def"), 0).unwrap();
+        note.at = 100 + limit;
+        notes.add(note);
+        let s = notes.settle(&now, 100 + limit + 1);
+        assert_eq!(notes.nodes(), 2, "a pending note names 10:def");
+        assert_eq!(s.lost.len(), 1, "{s:?}");
+        notes.keep(s.still);
+        notes.settle(&now, 100 + limit + 2);
+        assert_eq!(notes.nodes(), 1, "10:def forgotten");
     }
 }
