@@ -837,33 +837,44 @@ class UnseenEtl(ayeaye.PartitionedModel):
     (agent, first, Instant::now(), [models, out])
 }
 
+/// Waits for task `first` complete; its page's JSON.
+async fn complete_on_first_attempt(agent: &LocalAgent, first: &str) -> serde_json::Value {
+    let what = "the parent complete on its first attempt";
+    eventually(what, Duration::from_secs(90), async || {
+        let (_, d) = api(agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
+        holds(d["task"]["status"] == "complete", || {
+            format!("{d}\n{}", agent.log())
+        })?;
+        Ok::<_, String>(d)
+    })
+    .await
+}
+
+/// The events whose message says any of `words`, oldest first.
+async fn events_saying(agent: &LocalAgent, words: &[&str]) -> Vec<String> {
+    let (_, ev) = api(agent, "GET", "/api/v1/events", None).await;
+    ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| words.iter().any(|w| m.contains(w)))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A subtask taken and lost before any look saw it is found by its node's
 /// note, and put back (#25 item 1): the parent completes on its first
 /// attempt, each subtask once, subtask 1 on its second run.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subtask_lost_before_any_look_is_found_by_its_note_and_put_back() {
     let (agent, first, released, [_models, out]) = subtask_lost_unseen(Loss::Unseen).await;
-    let what = "the parent complete on its first attempt";
-    let d = eventually(what, Duration::from_secs(90), async || {
-        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
-        holds(d["task"]["status"] == "complete", || {
-            format!("{d}\n{}", agent.log())
-        })?;
-        Ok::<_, String>(d)
-    })
-    .await;
+    let d = complete_on_first_attempt(&agent, &first).await;
     eprintln!(
         "FIGURE a subtask lost unseen, found by its note: parent complete {:?} after the gateway looked again",
         released.elapsed()
     );
-    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
-    let put_back: Vec<&str> = ev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .filter(|m| m.contains("put back on the queue"))
-        .collect();
+    let put_back = events_saying(&agent, &["put back on the queue"]).await;
     assert_eq!(put_back.len(), 1, "{put_back:?}");
     assert!(
         put_back[0].contains(":1::") && put_back[0].contains("run 2 of 3"),
@@ -890,27 +901,12 @@ async fn a_subtask_lost_before_any_look_is_found_by_its_note_and_put_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_whose_governor_ended_is_replaced_and_its_subtask_put_back() {
     let (agent, first, killed, [_models, out]) = subtask_lost_unseen(Loss::Governor).await;
-    let what = "the parent complete on its first attempt";
-    let d = eventually(what, Duration::from_secs(90), async || {
-        let (_, d) = api(&agent, "GET", &format!("/api/v1/tasks/{first}"), None).await;
-        holds(d["task"]["status"] == "complete", || {
-            format!("{d}\n{}", agent.log())
-        })?;
-        Ok::<_, String>(d)
-    })
-    .await;
+    let d = complete_on_first_attempt(&agent, &first).await;
     eprintln!(
         "FIGURE a node's governor killed -9: parent complete {:?} after",
         killed.elapsed()
     );
-    let (_, ev) = api(&agent, "GET", "/api/v1/events", None).await;
-    let said: Vec<&str> = ev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .filter(|m| m.contains("put back on the queue") || m.contains("starting it again"))
-        .collect();
+    let said = events_saying(&agent, &["put back on the queue", "starting it again"]).await;
     assert!(
         said.iter()
             .any(|m| m.contains(":1::") && m.contains("run 2 of 3")),
