@@ -48,7 +48,7 @@ pub struct Observer {
     /// it sees but decides no rescue and submits nothing again.
     acting: std::sync::atomic::AtomicBool,
     /// The nodes' notes of subtasks taken and not listed yet, by task id,
-    /// and which worker each node is ([`taken`]).
+    /// and which worker each node is ([`Notes`]).
     notes: Mutex<Notes>,
 }
 
